@@ -1,0 +1,90 @@
+/*
+ * pgtest: a private PostgreSQL per test binary, for Check suites.
+ *
+ * pgt_main() copies the initdb template made once per build (tests/mk-template.sh),
+ * starts postgres as the `postgres` user on a unix socket in a private temporary
+ * directory (and on an ephemeral 127.0.0.1 port), runs the Check suite with TAP on
+ * stdout, then stops the server and removes the directory (kept on failure or when
+ * PGQD_TEST_KEEP is set).
+ *
+ * The server is owned by a supervisor process, so a test running in Check's forked
+ * child can stop, start, restart or crash it (pgt_server_*). The supervisor dies
+ * with the test binary (PR_SET_PDEATHSIG) and postgres dies with the supervisor, so
+ * a SIGKILLed test binary leaves no server behind.
+ *
+ * Missing server binaries: "1..0 # SKIP", or a failure when PGQD_TEST_REQUIRE_PG=1.
+ */
+#ifndef PGQEV_TESTS_PGTEST_H
+#define PGQEV_TESTS_PGTEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <check.h>
+#include <libpq-fe.h>
+
+/* Options for pgt_main(). */
+typedef struct PgtOptions {
+	bool need_server;       /* false: pure unit tests, no server at all */
+	int max_connections;    /* 0: 120 */
+	const char *extra_conf; /* extra postgresql.conf lines, or NULL */
+} PgtOptions;
+
+/* Run `suite` (ownership passes to the runner) and return the process exit code. */
+int pgt_main(Suite *suite, const PgtOptions *opts);
+
+/* A TCase with a timeout in seconds (Check's default of 4 s is too short for us). */
+TCase *pgt_tcase(const char *name, double timeout_sec);
+
+/* Server coordinates. Valid after pgt_main() started the server. */
+const char *pgt_socket_dir(void);
+int pgt_port(void);
+const char *pgt_data_dir(void);
+const char *pgt_tmp_dir(void);
+
+/*
+ * Connection string for database `dbname` over the unix socket (tcp=false) or
+ * 127.0.0.1 (tcp=true). Returns a static buffer overwritten by the next call.
+ */
+const char *pgt_connstr(const char *dbname, bool tcp);
+
+/*
+ * Create a fresh database from the template (which has sql/ installed) and return
+ * its name (static buffer). Names are unique per test binary run.
+ */
+const char *pgt_db_new(void);
+/* Same, from template0 (no pgq installed). */
+const char *pgt_db_new_empty(void);
+
+/* Blocking helpers for test code; they ck_abort on failure. */
+PGconn *pgt_connect(const char *dbname);
+void pgt_exec(PGconn *conn, const char *sql);
+/* First column of the first row, malloc'd ("" for no row, NULL for SQL NULL). */
+char *pgt_value(PGconn *conn, const char *sql);
+int64_t pgt_int(PGconn *conn, const char *sql);
+/* Run `sql` expecting an error; returns the primary message (malloc'd). */
+char *pgt_error(PGconn *conn, const char *sql);
+/* Run sql on a short-lived connection to dbname. */
+void pgt_exec_db(const char *dbname, const char *sql);
+int64_t pgt_int_db(const char *dbname, const char *sql);
+
+/* Server control through the supervisor; each returns 0 or ck_aborts. */
+void pgt_server_stop(void);    /* fast shutdown, wait until gone */
+void pgt_server_start(void);   /* start again on the same data, socket and port */
+void pgt_server_restart(void); /* stop + start */
+void pgt_server_crash(void);   /* SIGKILL the postmaster; backends follow */
+
+/* Monotonic milliseconds, for deadlines in tests. */
+int64_t pgt_now_ms(void);
+
+/*
+ * Wait until cond(arg) is true, polling every `step_ms`, for at most `timeout_ms`.
+ * Returns true if the condition was met. For conditions owned by another process
+ * (a daemon's effect in the database); in-process waits use the event loop.
+ */
+bool pgt_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms, int step_ms);
+
+/* Path of a built program passed by meson in the environment variable `env`. */
+const char *pgt_env_path(const char *env);
+
+#endif
