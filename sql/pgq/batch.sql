@@ -1,0 +1,297 @@
+-- Batches: choosing the end tick, building the event query, reading and finishing.
+
+-- The tick that ends a custom batch (min_count / min_interval): the latest tick if it
+-- qualifies, but the earliest qualifying one when the latest overshoots by 2x.
+create or replace function pgq.find_tick_helper(
+    in i_queue_id int4, in i_prev_tick_id int8, in i_prev_tick_time timestamptz,
+    in i_prev_tick_seq int8, in i_min_count int8, in i_min_interval interval,
+    out next_tick_id int8, out next_tick_time timestamptz, out next_tick_seq int8)
+language plpgsql stable as $$
+declare
+    cnt int8;
+    ival interval;
+begin
+    select tick_id, tick_time, tick_event_seq into next_tick_id, next_tick_time, next_tick_seq
+      from pgq.tick
+     where tick_queue = i_queue_id and tick_id > i_prev_tick_id
+     order by tick_queue desc, tick_id desc limit 1;
+    if not found then
+        return;
+    end if;
+    cnt := next_tick_seq - i_prev_tick_seq;
+    ival := next_tick_time - i_prev_tick_time;
+    if not ((i_min_count is not null and cnt >= i_min_count)
+            or (i_min_interval is not null and ival >= i_min_interval)) then
+        next_tick_id := null; next_tick_time := null; next_tick_seq := null;
+        return;
+    end if;
+    if (i_min_count is not null and cnt > 2 * i_min_count)
+       or (i_min_interval is not null and ival > 2 * i_min_interval) then
+        select tick_id, tick_time, tick_event_seq into next_tick_id, next_tick_time, next_tick_seq
+          from pgq.tick
+         where tick_queue = i_queue_id and tick_id > i_prev_tick_id
+           and ((i_min_count is not null and tick_event_seq - i_prev_tick_seq >= i_min_count)
+                or (i_min_interval is not null and tick_time - i_prev_tick_time >= i_min_interval))
+         order by tick_queue asc, tick_id asc limit 1;
+    end if;
+end;
+$$;
+
+create or replace function pgq.next_batch_custom(
+    in i_queue_name text, in i_consumer_name text,
+    in i_min_lag interval, in i_min_count int4, in i_min_interval interval,
+    out batch_id int8, out cur_tick_id int8, out prev_tick_id int8,
+    out cur_tick_time timestamptz, out prev_tick_time timestamptz,
+    out cur_tick_event_seq int8, out prev_tick_event_seq int8)
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+declare
+    s record;
+    t record;
+begin
+    select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick,
+           t1.tick_id as prev_id, t1.tick_time as prev_time, t1.tick_event_seq as prev_seq,
+           t2.tick_time as cur_time, t2.tick_event_seq as cur_seq
+      into s
+      from pgq.queue q
+      join pgq.subscription sub on sub.sub_queue = q.queue_id
+      join pgq.consumer c on c.co_id = sub.sub_consumer
+      left join pgq.tick t1 on t1.tick_queue = sub.sub_queue and t1.tick_id = sub.sub_last_tick
+      left join pgq.tick t2 on t2.tick_queue = sub.sub_queue and t2.tick_id = sub.sub_next_tick
+     where q.queue_name = i_queue_name and c.co_name = i_consumer_name
+       for update of sub;
+    if not found then
+        raise exception 'Not subscriber to queue: %/%',
+            coalesce(i_queue_name, 'NULL'), coalesce(i_consumer_name, 'NULL');
+    end if;
+    if s.prev_id is null then
+        raise exception 'PgQ corruption: Consumer % on queue % does not see tick %',
+            i_consumer_name, i_queue_name, s.sub_last_tick;
+    end if;
+
+    if s.sub_batch is not null then
+        -- still open: hand out the same batch until finish_batch
+        batch_id := s.sub_batch;
+        prev_tick_id := s.sub_last_tick; prev_tick_time := s.prev_time; prev_tick_event_seq := s.prev_seq;
+        cur_tick_id := s.sub_next_tick; cur_tick_time := s.cur_time; cur_tick_event_seq := s.cur_seq;
+        return;
+    end if;
+
+    if i_min_count is null and i_min_interval is null then
+        select tick_id, tick_time, tick_event_seq into t
+          from pgq.tick where tick_queue = s.sub_queue and tick_id > s.sub_last_tick
+         order by tick_queue asc, tick_id asc limit 1;
+    else
+        select h.next_tick_id as tick_id, h.next_tick_time as tick_time, h.next_tick_seq as tick_event_seq
+          into t
+          from pgq.find_tick_helper(s.sub_queue, s.sub_last_tick, s.prev_time, s.prev_seq,
+                                    i_min_count, i_min_interval) h;
+    end if;
+    if t.tick_id is null or (i_min_lag is not null and now() - t.tick_time < i_min_lag) then
+        return;   -- no batch: all columns NULL
+    end if;
+
+    batch_id := nextval('pgq.batch_id_seq');
+    update pgq.subscription set sub_batch = batch_id, sub_next_tick = t.tick_id, sub_active = now()
+     where sub_queue = s.sub_queue and sub_consumer = s.sub_consumer;
+    prev_tick_id := s.sub_last_tick; prev_tick_time := s.prev_time; prev_tick_event_seq := s.prev_seq;
+    cur_tick_id := t.tick_id; cur_tick_time := t.tick_time; cur_tick_event_seq := t.tick_event_seq;
+end;
+$$;
+
+create or replace function pgq.next_batch_info(
+    in i_queue_name text, in i_consumer_name text,
+    out batch_id int8, out cur_tick_id int8, out prev_tick_id int8,
+    out cur_tick_time timestamptz, out prev_tick_time timestamptz,
+    out cur_tick_event_seq int8, out prev_tick_event_seq int8)
+language sql as $$
+    select * from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null)
+$$;
+
+create or replace function pgq.next_batch(i_queue_name text, i_consumer_name text)
+returns int8 language sql as $$
+    select batch_id from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null)
+$$;
+
+-- Which child tables can hold the batch's events, the previous table first.
+create or replace function pgq.batch_event_tables(x_batch_id bigint)
+returns setof text language plpgsql as $$
+declare
+    b record;
+    prev_nr integer;
+begin
+    select q.queue_data_pfx, q.queue_cur_table, q.queue_ntables,
+           q.queue_switch_step1, q.queue_switch_step2,
+           txid_snapshot_xmin(t1.tick_snapshot) as tx_min,
+           txid_snapshot_xmax(t2.tick_snapshot) as tx_max
+      into b
+      from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
+      join pgq.tick t1 on t1.tick_queue = s.sub_queue and t1.tick_id = s.sub_last_tick
+      join pgq.tick t2 on t2.tick_queue = s.sub_queue and t2.tick_id = s.sub_next_tick
+     where s.sub_batch = x_batch_id;
+    if not found then
+        raise exception 'Cannot find data for batch %', x_batch_id;
+    end if;
+    prev_nr := case when b.queue_cur_table = 0 then b.queue_ntables - 1 else b.queue_cur_table - 1 end;
+    if b.tx_max < b.queue_switch_step1 then
+        return next b.queue_data_pfx || '_' || prev_nr;     -- all written before the rotation
+    elsif b.queue_switch_step2 is not null and b.tx_min > b.queue_switch_step2 then
+        return next b.queue_data_pfx || '_' || b.queue_cur_table;  -- all after it was visible
+    else
+        return next b.queue_data_pfx || '_' || prev_nr;
+        return next b.queue_data_pfx || '_' || b.queue_cur_table;
+    end if;
+end;
+$$;
+
+-- The query returning a batch's events: those whose transaction is visible in the
+-- end tick's snapshot but not in the start tick's, limited to the owner for retries.
+-- Transactions that were open at the start tick and finished since are either
+-- absorbed into the txid range (if close to it) or listed explicitly.
+create or replace function pgq.batch_event_sql(x_batch_id bigint)
+returns text language plpgsql as $$
+declare
+    b record;
+    tx_start int8;
+    tx_end int8;
+    id int8;
+    id_list text := '';
+    tbl text;
+    cols text := 'ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, ev.ev_type, ev.ev_data,'
+              || ' ev.ev_extra1, ev.ev_extra2, ev.ev_extra3, ev.ev_extra4';
+    owner_filter text;
+    res text := '';
+begin
+    select s.sub_id, s.sub_queue, s.sub_last_tick, s.sub_next_tick,
+           t1.tick_snapshot as snap1, t2.tick_snapshot as snap2
+      into b
+      from pgq.subscription s
+      join pgq.tick t1 on t1.tick_queue = s.sub_queue and t1.tick_id = s.sub_last_tick
+      join pgq.tick t2 on t2.tick_queue = s.sub_queue and t2.tick_id = s.sub_next_tick
+     where s.sub_batch = x_batch_id;
+    if not found then
+        raise exception 'batch not found';
+    end if;
+
+    tx_start := txid_snapshot_xmax(b.snap1);
+    tx_end := txid_snapshot_xmax(b.snap2);
+    for id in
+        select x from txid_snapshot_xip(b.snap1) x
+        except
+        select x from txid_snapshot_xip(b.snap2) x
+        order by 1 desc
+    loop
+        if id >= tx_start - 100 then
+            tx_start := id;
+        else
+            id_list := id_list || case when id_list = '' then '' else ',' end || id;
+        end if;
+    end loop;
+
+    owner_filter := ' and (ev.ev_owner is null or ev.ev_owner = ' || b.sub_id || ')';
+    for tbl in select pgq.batch_event_tables(x_batch_id) loop
+        if res <> '' then
+            res := res || ' union all ';
+        end if;
+        res := res || 'select ' || cols || ' from ' || pgq.quote_fqname(tbl) || ' ev, pgq.tick t1, pgq.tick t2'
+            || ' where t1.tick_queue = ' || b.sub_queue || ' and t1.tick_id = ' || b.sub_last_tick
+            || ' and t2.tick_queue = ' || b.sub_queue || ' and t2.tick_id = ' || b.sub_next_tick
+            || ' and ev.ev_txid >= ' || tx_start || ' and ev.ev_txid <= ' || tx_end
+            || ' and pg_catalog.txid_visible_in_snapshot(ev.ev_txid, t2.tick_snapshot)'
+            || ' and not pg_catalog.txid_visible_in_snapshot(ev.ev_txid, t1.tick_snapshot)'
+            || owner_filter;
+        if id_list <> '' then
+            res := res || ' union all select ' || cols || ' from ' || pgq.quote_fqname(tbl) || ' ev'
+                || ' where ev.ev_txid in (' || id_list || ')' || owner_filter;
+        end if;
+    end loop;
+    if res = '' then
+        raise exception 'could not construct sql for batch %', x_batch_id;
+    end if;
+    return res || ' order by 1';
+end;
+$$;
+
+create or replace function pgq.get_batch_events(
+    in x_batch_id bigint,
+    out ev_id bigint, out ev_time timestamptz, out ev_txid bigint, out ev_retry int4,
+    out ev_type text, out ev_data text, out ev_extra1 text, out ev_extra2 text,
+    out ev_extra3 text, out ev_extra4 text)
+returns setof record language plpgsql as $$
+begin
+    return query execute pgq.batch_event_sql(x_batch_id);
+end;
+$$;
+
+-- Opens a NO SCROLL cursor over the batch (inside a transaction) and returns its
+-- first i_quick_limit rows; the caller FETCHes the rest and closes it.
+create or replace function pgq.get_batch_cursor(
+    in i_batch_id bigint, in i_cursor_name text, in i_quick_limit int4, in i_extra_where text,
+    out ev_id bigint, out ev_time timestamptz, out ev_txid bigint, out ev_retry int4,
+    out ev_type text, out ev_data text, out ev_extra1 text, out ev_extra2 text,
+    out ev_extra3 text, out ev_extra4 text)
+returns setof record language plpgsql as $$
+declare
+    q text;
+begin
+    if i_batch_id is null or i_cursor_name is null or i_quick_limit is null then
+        return;
+    end if;
+    q := pgq.batch_event_sql(i_batch_id);
+    if i_extra_where is not null then
+        q := 'select * from (' || left(q, -length(' order by 1')) || ') _evs where '
+            || i_extra_where || ' order by 1';
+    end if;
+    execute 'declare ' || quote_ident(i_cursor_name) || ' no scroll cursor for ' || q;
+    if i_quick_limit <= 0 then
+        return;
+    end if;
+    return query execute 'fetch ' || i_quick_limit || ' from ' || quote_ident(i_cursor_name);
+end;
+$$;
+
+create or replace function pgq.get_batch_cursor(
+    in i_batch_id bigint, in i_cursor_name text, in i_quick_limit int4,
+    out ev_id bigint, out ev_time timestamptz, out ev_txid bigint, out ev_retry int4,
+    out ev_type text, out ev_data text, out ev_extra1 text, out ev_extra2 text,
+    out ev_extra3 text, out ev_extra4 text)
+returns setof record language sql strict as $$
+    select * from pgq.get_batch_cursor(i_batch_id, i_cursor_name, i_quick_limit, null)
+$$;
+
+create or replace function pgq.finish_batch(x_batch_id bigint)
+returns integer language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+begin
+    update pgq.subscription
+       set sub_active = now(), sub_last_tick = sub_next_tick, sub_next_tick = null, sub_batch = null
+     where sub_batch = x_batch_id;
+    if not found then
+        raise warning 'finish_batch: batch % not found', x_batch_id;
+        return 0;
+    end if;
+    return 1;
+end;
+$$;
+
+create or replace function pgq.get_batch_info(
+    in x_batch_id bigint,
+    out queue_name text, out consumer_name text, out batch_start timestamptz,
+    out batch_end timestamptz, out prev_tick_id bigint, out tick_id bigint,
+    out lag interval, out seq_start bigint, out seq_end bigint)
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+begin
+    select q.queue_name, c.co_name, t1.tick_time, t2.tick_time, s.sub_last_tick, s.sub_next_tick,
+           now() - t2.tick_time, t1.tick_event_seq, t2.tick_event_seq
+      into queue_name, consumer_name, batch_start, batch_end, prev_tick_id, tick_id,
+           lag, seq_start, seq_end
+      from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
+      join pgq.consumer c on c.co_id = s.sub_consumer
+      join pgq.tick t1 on t1.tick_queue = s.sub_queue and t1.tick_id = s.sub_last_tick
+      join pgq.tick t2 on t2.tick_queue = s.sub_queue and t2.tick_id = s.sub_next_tick
+     where s.sub_batch = x_batch_id;
+end;
+$$;

@@ -1,0 +1,182 @@
+-- Ticking: the snapshots that cut batches. Safe with several tickers at once: each
+-- queue's tick is made under a lock on its pgq.queue row, taken before the last tick
+-- is read and before the new tick's snapshot (statement start in READ COMMITTED).
+-- Every tick is announced with one NOTIFY on the queue's channel, payload the tick id.
+
+-- i_strict: errors for a missing, external or paused queue (ticker(queue)); without
+-- it such queues are skipped quietly (ticker() and its races with drop/pause).
+create or replace function pgq._ticker(i_queue_name text, i_strict boolean)
+returns bigint language plpgsql
+set search_path = pg_catalog, pg_temp as $$
+declare
+    q record;
+    last record;
+    prev_time timestamptz;
+    cur_seq bigint;
+    new_events bigint;
+    lag interval;
+    tick bigint;
+    me bigint;
+    has_last boolean;
+begin
+    select queue_id, queue_name, queue_external_ticker, queue_ticker_paused, queue_event_seq,
+           queue_tick_seq, queue_data_pfx, queue_ticker_max_count, queue_ticker_max_lag,
+           queue_ticker_idle_period, queue_low_latency
+      into q from pgq.queue where queue_name = i_queue_name for no key update;
+    if not found then
+        if i_strict then raise exception 'no such queue'; end if;
+        return null;
+    end if;
+    if q.queue_external_ticker then
+        if i_strict then raise exception 'This queue has external tick source.'; end if;
+        return null;
+    end if;
+    if q.queue_ticker_paused then
+        if i_strict then raise exception 'Ticker has been paused for this queue'; end if;
+        return null;
+    end if;
+
+    -- A new statement: in READ COMMITTED this sees any tick committed before our lock.
+    select tick_id, tick_time, tick_snapshot, tick_event_seq into last
+      from pgq.tick where tick_queue = q.queue_id order by tick_queue desc, tick_id desc limit 1;
+    has_last := found;
+    if has_last and current_setting('transaction_isolation') <> 'read committed'
+       and pgq.seq_getval(q.queue_tick_seq) > last.tick_id then
+        raise exception 'pgq.ticker: queue %: a newer tick is not visible to this transaction, call the ticker in READ COMMITTED',
+            i_queue_name;
+    end if;
+    cur_seq := pgq.seq_getval(q.queue_event_seq);
+
+    if has_last then
+        me := txid_current();
+        if txid_snapshot_xmin(last.tick_snapshot) > me then
+            raise exception 'Invalid PgQ state: old xmin=%, old xmax=%, cur txid=%',
+                txid_snapshot_xmin(last.tick_snapshot), txid_snapshot_xmax(last.tick_snapshot), me;
+        elsif txid_snapshot_xmax(last.tick_snapshot) > me then
+            raise warning 'Dubious PgQ state: old xmax=%, cur txid=%',
+                txid_snapshot_xmax(last.tick_snapshot), me;
+        end if;
+
+        new_events := cur_seq - last.tick_event_seq;
+        lag := now() - last.tick_time;
+        if new_events < 0 then
+            raise warning 'Negative new_events?  old=% cur=%', last.tick_event_seq, cur_seq;
+        end if;
+        if new_events > 0 then
+            if not q.queue_low_latency
+               and new_events < q.queue_ticker_max_count and lag < q.queue_ticker_max_lag then
+                return null;
+            end if;
+        elsif q.queue_low_latency and cur_seq = 1
+              and pgq._first_event_pending(q.queue_data_pfx, last.tick_snapshot) then
+            null;  -- the first event of a queue does not move the sequence's last_value
+        else
+            -- idle: back off geometrically up to ticker_idle_period
+            select tick_time into prev_time from pgq.tick
+             where tick_queue = q.queue_id and tick_id < last.tick_id
+             order by tick_queue desc, tick_id desc limit 1;
+            if found then
+                if lag < q.queue_ticker_max_lag / 2
+                   or (lag < 2 * (last.tick_time - prev_time) and lag < q.queue_ticker_idle_period) then
+                    return null;
+                end if;
+            end if;
+        end if;
+    end if;
+
+    insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
+    values (q.queue_id, nextval(q.queue_tick_seq), cur_seq)
+    returning tick_id into tick;
+    perform pg_notify(pgq.queue_notify_channel(q.queue_name), tick::text);
+    return tick;
+end;
+$$;
+
+-- Is there a committed event the last tick did not see? Only asked while a
+-- low_latency queue's event sequence is still at 1.
+create or replace function pgq._first_event_pending(i_data_pfx text, i_snapshot txid_snapshot)
+returns boolean language plpgsql stable
+set search_path = pg_catalog, pg_temp as $$
+declare
+    res boolean;
+begin
+    execute 'select exists (select 1 from ' || pgq.quote_fqname(i_data_pfx)
+        || ' where ev_txid >= $1 and not txid_visible_in_snapshot(ev_txid, $2))'
+       into res using txid_snapshot_xmin(i_snapshot), i_snapshot;
+    return res;
+end;
+$$;
+
+create or replace function pgq.ticker(i_queue_name text)
+returns bigint language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+begin
+    return pgq._ticker(i_queue_name, true);
+end;
+$$;
+
+-- Tick every queue that is due; returns how many ticks were made.
+create or replace function pgq.ticker()
+returns bigint language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+declare
+    qname text;
+    n bigint := 0;
+begin
+    for qname in
+        select queue_name from pgq.queue
+         where not queue_external_ticker and not queue_ticker_paused
+         order by queue_name
+    loop
+        if pgq._ticker(qname, false) is not null then
+            n := n + 1;
+        end if;
+    end loop;
+    return n;
+end;
+$$;
+
+-- External tick source (cascading): store the given tick, move the sequences on.
+create or replace function pgq.ticker(i_queue_name text, i_tick_id bigint, i_orig_timestamp timestamptz, i_event_seq bigint)
+returns bigint language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+declare
+    q record;
+begin
+    select queue_id, queue_tick_seq, queue_event_seq into q from pgq.queue
+     where queue_name = i_queue_name and queue_external_ticker and not queue_ticker_paused
+       for no key update;
+    if not found then
+        raise exception 'queue not found or ticker disabled: %', i_queue_name;
+    end if;
+    insert into pgq.tick (tick_queue, tick_id, tick_time, tick_event_seq)
+    values (q.queue_id, i_tick_id, i_orig_timestamp, i_event_seq);
+    perform pgq.seq_setval(q.queue_tick_seq, i_tick_id);
+    perform pgq.seq_setval(q.queue_event_seq, i_event_seq);
+    perform pg_notify(pgq.queue_notify_channel(i_queue_name), i_tick_id::text);
+    return i_tick_id;
+end;
+$$;
+
+-- Make the next ticker call tick now (by faking many new events); returns the
+-- current last tick id, which callers poll for a change.
+create or replace function pgq.force_tick(i_queue_name text)
+returns bigint language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+declare
+    q record;
+    t bigint;
+begin
+    select queue_id, queue_event_seq, queue_ticker_max_count into q from pgq.queue
+     where queue_name = i_queue_name and not queue_external_ticker and not queue_ticker_paused;
+    if not found then
+        return null;
+    end if;
+    perform setval(q.queue_event_seq, nextval(q.queue_event_seq) + q.queue_ticker_max_count * 2 + 1000);
+    -- a ticker listening for wake-ups can act at once
+    perform pg_notify('pgq.wake', case when octet_length(i_queue_name) <= 7000 then i_queue_name else '' end);
+    select tick_id into t from pgq.tick where tick_queue = q.queue_id
+     order by tick_queue desc, tick_id desc limit 1;
+    return t;
+end;
+$$;
