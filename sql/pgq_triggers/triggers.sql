@@ -1,0 +1,167 @@
+-- Change-capture triggers, part 2: pgq.logutriga(), pgq.sqltriga(), pgq.jsontriga().
+--
+-- The three share one body; only the encoding differs, so the body is written
+-- once here and instantiated per format at install time. Per row the work is:
+-- check the session role, fetch the compiled trigger description from the
+-- session cache (rebuilt by pgq._trg_build when arguments or table changed),
+-- run one EXECUTE that encodes the row and evaluates key/change checks,
+-- overrides and when=, then call pgq.insert_event (7 arguments) through SQL.
+do $do$
+declare
+    v_body constant text := $body$
+declare
+    c text[];
+    k text;
+    v_sig text;
+    v_pkchg boolean;
+    v_interesting boolean;
+    v_data text;
+    v_keynull boolean;
+    v_backup text;
+    o_type text;
+    o_data text;
+    o_e1 text;
+    o_e2 text;
+    o_e3 text;
+    o_e4 text;
+    v_wval text;
+    v_wtype oid;
+    v_type text;
+    v_e1 text;
+    v_e3 text;
+    v_e4 text;
+begin
+    if pg_catalog.current_setting('session_replication_role') = 'local' then
+        if TG_WHEN = 'BEFORE' and TG_LEVEL = 'ROW' then
+            if TG_OP = 'DELETE' then
+                return OLD;
+            end if;
+            return NEW;
+        end if;
+        return null;
+    end if;
+    if TG_OP = 'TRUNCATE' then
+        if TG_LEVEL <> 'STATEMENT' then
+            raise exception 'pgq tRuncate trigger must be fired FOR EACH STATEMENT';
+        end if;
+    elsif TG_LEVEL <> 'ROW' then
+        raise exception 'pgq Ins/Upd/Del trigger must be fired FOR EACH ROW';
+    end if;
+    if TG_NARGS < 1 then
+        raise exception 'pgq trigger must have destination queue as argument';
+    end if;
+
+    k := 'pgq_ev.trg_' || TG_RELID || '_' || pg_catalog.md5(TG_NAME);
+    c := nullif(pg_catalog.current_setting(k, true), '')::text[];
+    v_sig := pgq._trg_table_sig(TG_RELID);
+    if c is null or c[1] <> TG_ARGV::text or c[2] <> v_sig then
+        c := pgq._trg_build('@FMT@', TG_RELID, TG_ARGV, v_sig);
+        perform pg_catalog.set_config(k, c::text, false);
+    end if;
+    v_e1 := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+
+    if TG_OP = 'TRUNCATE' then
+        if c[13] <> '' then
+            raise exception '%', c[13];
+        end if;
+        if TG_WHEN = 'AFTER' and strpos(c[4], 'S') > 0 then
+            raise exception 'SKIP does not work in AFTER trigger.';
+        end if;
+        if strpos(c[4], 'D') > 0 then
+            raise exception 'Table ''%'' to queue ''%'': change not allowed (%)', v_e1, c[3], TG_OP;
+        end if;
+        if '@FMT@' = 'json' then
+            perform pgq.insert_event(c[3],
+                '{"op":"TRUNCATE","table":[' || pg_catalog.to_json(TG_TABLE_SCHEMA::text) || ','
+                || pg_catalog.to_json(TG_TABLE_NAME::text) || '],"pkey":' || c[6] || '}',
+                '{}', v_e1, null, null, null);
+        else
+            perform pgq.insert_event(c[3], 'R', '', v_e1, null, null, null);
+        end if;
+        return null;
+    end if;
+
+    if c[7] = '0' and TG_OP <> 'INSERT' then
+        raise exception 'Update/Delete on table without pkey';
+    end if;
+    if TG_WHEN = 'AFTER' and strpos(c[4], 'S') > 0 then
+        raise exception 'SKIP does not work in AFTER trigger.';
+    end if;
+    if strpos(c[4], 'D') > 0 then
+        raise exception 'Table ''%'' to queue ''%'': change not allowed (%)', v_e1, c[3], TG_OP;
+    end if;
+
+    if TG_OP = 'INSERT' then
+        execute c[8] using NEW into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
+            o_type, o_data, o_e1, o_e2, o_e3, o_e4, v_wval, v_wtype;
+    elsif TG_OP = 'UPDATE' then
+        execute c[9] using OLD, NEW into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
+            o_type, o_data, o_e1, o_e2, o_e3, o_e4, v_wval, v_wtype;
+        if v_pkchg then
+            raise exception 'primary key update not allowed';
+        end if;
+    else
+        execute c[10] using OLD into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
+            o_type, o_data, o_e1, o_e2, o_e3, o_e4, v_wval, v_wtype;
+    end if;
+
+    if v_interesting then
+        if v_keynull then
+            raise exception 'logtriga: Unexpected NULL key value';
+        end if;
+        if c[12] <> '' then
+            raise exception '%', c[12];
+        end if;
+        if '@FMT@' = 'logu' then
+            v_type := substr(TG_OP, 1, 1) || ':' || c[5];
+        elsif '@FMT@' = 'sql' then
+            v_type := substr(TG_OP, 1, 1);
+        else
+            v_type := '{"op":"' || TG_OP || '","table":[' || pg_catalog.to_json(TG_TABLE_SCHEMA::text) || ','
+                || pg_catalog.to_json(TG_TABLE_NAME::text) || '],"pkey":' || c[6] || '}';
+        end if;
+        if c[11] <> '000000' then
+            if substr(c[11], 1, 1) = '1' then v_type := o_type; end if;
+            if substr(c[11], 2, 1) = '1' then v_data := o_data; end if;
+            if substr(c[11], 3, 1) = '1' then v_e1 := o_e1; end if;
+            if substr(c[11], 4, 1) = '1' then v_backup := o_e2; end if;
+            if substr(c[11], 5, 1) = '1' then v_e3 := o_e3; end if;
+            if substr(c[11], 6, 1) = '1' then v_e4 := o_e4; end if;
+        end if;
+        if strpos(c[4], 'W') > 0 then
+            if v_wtype <> 'boolean'::regtype then
+                raise exception 'when= query result must be boolean, got=%', v_wtype;
+            end if;
+            if v_wval is null then
+                raise exception 'when= should not be NULL';
+            end if;
+        end if;
+        if strpos(c[4], 'W') = 0 or v_wval = 'true' then
+            perform pgq.insert_event(c[3], v_type, v_data, v_e1, v_backup, v_e3, v_e4);
+        end if;
+    end if;
+
+    if TG_WHEN = 'AFTER' or strpos(c[4], 'S') > 0 then
+        return null;
+    elsif TG_OP = 'DELETE' then
+        return OLD;
+    end if;
+    return NEW;
+end;
+$body$;
+    f record;
+begin
+    for f in select * from (values ('logutriga', 'logu'), ('sqltriga', 'sql'), ('jsontriga', 'json')) v(name, fmt)
+    loop
+        execute format('create or replace function pgq.%I() returns trigger language plpgsql as %L',
+                       f.name, replace(v_body, '@FMT@', f.fmt));
+    end loop;
+end;
+$do$;
+
+comment on function pgq.logutriga() is 'Row change to queue event, row urlencoded (pgq 3.5 compatible)';
+comment on function pgq.sqltriga() is 'Row change to queue event, row as a partial SQL statement (pgq 3.5 compatible)';
+comment on function pgq.jsontriga() is 'Row change to queue event, row as JSON (pgq 3.5 compatible)';
+
+revoke all on function pgq.logutriga(), pgq.sqltriga(), pgq.jsontriga() from public;
+grant execute on function pgq.logutriga(), pgq.sqltriga(), pgq.jsontriga() to pgq_writer;
