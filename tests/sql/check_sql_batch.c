@@ -1,0 +1,493 @@
+/*
+ * Batch semantics with several real connections: transactions open across ticks,
+ * rollbacks, rotation under load with a slow consumer, concurrent tickers, the
+ * tick NOTIFY and the low_latency wake-up.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sqltest.h"
+
+static PGconn *conn(const char *db)
+{
+	PGconn *c = pgt_connect(db);
+	PQsetNoticeProcessor(c, NULL, NULL);
+	return c;
+}
+
+static void setup_queue(PGconn *c, const char *q)
+{
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "select pgq.create_queue('%s'), pgq.set_queue_config('%s', 'ticker_max_lag', '0'),"
+		 " pgq.set_queue_config('%s', 'ticker_idle_period', '0')",
+		 q, q, q);
+	pgt_exec(c, sql);
+}
+
+/* Take the next batch of `consumer` and return its ev_data list, finishing it. */
+static char *take_batch(PGconn *c, const char *q, const char *consumer)
+{
+	char sql[512];
+	char *bid, *res;
+	snprintf(sql, sizeof(sql), "select pgq.next_batch('%s', '%s')", q, consumer);
+	bid = pgt_value(c, sql);
+	if (bid == NULL)
+		return NULL;
+	snprintf(
+		sql, sizeof(sql),
+		"select coalesce(string_agg(ev_data, ',' order by ev_id), '') from pgq.get_batch_events(%s)",
+		bid);
+	res = pgt_value(c, sql);
+	snprintf(sql, sizeof(sql), "select pgq.finish_batch(%s)", bid);
+	pgt_exec(c, sql);
+	free(bid);
+	return res;
+}
+
+#define batch_is(c, q, cons, want)                                                            \
+	do {                                                                                  \
+		char *b_ = take_batch((c), (q), (cons));                                      \
+		ck_assert_msg(b_ &&strcmp(b_, (want)) == 0, "batch: got \"%s\", want \"%s\"", \
+			      b_ ? b_ : "(none)", (want));                                    \
+		free(b_);                                                                     \
+	} while (0)
+
+START_TEST(test_open_transactions_across_ticks)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *longtx = conn(db), *other = conn(db), *rb = conn(db);
+	setup_queue(c, "q");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+
+	/* a long transaction starts before a and b and stays open over two ticks */
+	pgt_exec(longtx, "begin; select pgq.insert_event('q', 't', 'long')");
+	pgt_exec(rb, "begin; select pgq.insert_event('q', 't', 'rolledback')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'a')");
+	pgt_exec(other, "begin; select pgq.insert_event('q', 't', 'b')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "a");
+	pgt_exec(other, "commit");
+	pgt_exec(rb, "rollback");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "b");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'c')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "c");
+	pgt_exec(longtx, "commit");
+	/* the late commit lands in the next batch, keeping its older id */
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'd')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "long,d");
+	sqlt_eq(c, "select ev_id from pgq.event_1 where ev_data = 'long'", "1");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "");
+	/* the long transaction was listed explicitly or absorbed in the range: either way once */
+	sqlt_eq(c, "select count(*) from pgq.event_1 where ev_data = 'rolledback'", "0");
+	PQfinish(c);
+	PQfinish(longtx);
+	PQfinish(other);
+	PQfinish(rb);
+}
+END_TEST
+
+START_TEST(test_long_tx_far_below)
+{
+	/* an old transaction >100 txids below the range goes into the explicit id list */
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *longtx = conn(db);
+	char *sql;
+	setup_queue(c, "q");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	pgt_exec(longtx, "begin; select pgq.insert_event('q', 't', 'old')");
+	for (int i = 0; i < 150; i++)
+		pgt_exec(c, "select txid_current()");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "");
+	pgt_exec(longtx, "commit");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'new')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	pgt_exec(c, "select pgq.next_batch('q', 'c')");
+	sql = pgt_value(c, "select pgq.batch_event_sql(2)");
+	ck_assert_msg(strstr(sql, "ev.ev_txid in (") != NULL, "no id list: %s", sql);
+	free(sql);
+	sqlt_eq(c, "select string_agg(ev_data, ',' order by ev_id) from pgq.get_batch_events(2)",
+		"old,new");
+	PQfinish(c);
+	PQfinish(longtx);
+}
+END_TEST
+
+/*
+ * Rotation under continuous insert: a producer keeps one transaction open across
+ * every tick and rotation, a fast consumer takes every batch and a slow one every
+ * fourth round. Both must see every committed event exactly once.
+ */
+START_TEST(test_rotation_under_load)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *prod = conn(db), *slow = conn(db);
+	int rounds = 40, per_round = 25, rotations = 0;
+	char sql[512];
+	setup_queue(c, "q");
+	pgt_exec(c, "update pgq.queue set queue_rotation_period = '0'");
+	pgt_exec(c,
+		 "select pgq.register_consumer('q', 'fast'), pgq.register_consumer('q', 'slow')");
+	pgt_exec(c, "create table seen (consumer text, data text)");
+	pgt_exec(prod, "begin");
+	for (int r = 0; r < rounds; r++) {
+		snprintf(
+			sql, sizeof(sql),
+			"select pgq.insert_event('q', 't', '%d.' || i) from generate_series(1, %d) i",
+			r, per_round);
+		pgt_exec(prod, sql);
+		if (r % 3 ==
+		    2) { /* commit now and then, a new transaction straddles the next tick */
+			pgt_exec(prod, "commit");
+			pgt_exec(prod, "begin");
+		}
+		pgt_exec(c, "select pgq.ticker('q')");
+		{
+			int64_t before = pgt_int(c, "select queue_cur_table from pgq.queue");
+			pgt_exec(c, "select pgq.maint_rotate_tables_step1('q')");
+			pgt_exec(c, "select pgq.maint_rotate_tables_step2()");
+			rotations += pgt_int(c, "select queue_cur_table from pgq.queue") != before;
+		}
+		for (;;) {
+			char *b = pgt_value(c, "select pgq.next_batch('q', 'fast')");
+			if (!b)
+				break;
+			snprintf(
+				sql, sizeof(sql),
+				"insert into seen select 'fast', ev_data from pgq.get_batch_events(%s); select pgq.finish_batch(%s)",
+				b, b);
+			pgt_exec(c, sql);
+			free(b);
+		}
+		/* the slow one wakes up every 4th round and catches up */
+		while (r % 4 == 3) {
+			char *b = pgt_value(slow, "select pgq.next_batch('q', 'slow')");
+			if (!b)
+				break;
+			{
+				snprintf(
+					sql, sizeof(sql),
+					"insert into seen select 'slow', ev_data from pgq.get_batch_events(%s); select pgq.finish_batch(%s)",
+					b, b);
+				pgt_exec(slow, sql);
+				free(b);
+			}
+		}
+	}
+	pgt_exec(prod, "commit");
+	/* drain both */
+	pgt_exec(c, "select pgq.ticker('q')");
+	for (int i = 0; i < rounds * 2; i++) {
+		for (int k = 0; k < 2; k++) {
+			const char *who = k ? "slow" : "fast";
+			char *b;
+			snprintf(sql, sizeof(sql), "select pgq.next_batch('q', '%s')", who);
+			b = pgt_value(c, sql);
+			if (!b)
+				continue;
+			snprintf(
+				sql, sizeof(sql),
+				"insert into seen select '%s', ev_data from pgq.get_batch_events(%s); select pgq.finish_batch(%s)",
+				who, b, b);
+			pgt_exec(c, sql);
+			free(b);
+		}
+	}
+	snprintf(sql, sizeof(sql), "%d", rounds * per_round);
+	sqlt_eq(c, "select count(*) from seen where consumer = 'fast'", sql);
+	sqlt_eq(c, "select count(distinct data) from seen where consumer = 'fast'", sql);
+	sqlt_eq(c, "select count(*) from seen where consumer = 'slow'", sql);
+	sqlt_eq(c, "select count(distinct data) from seen where consumer = 'slow'", sql);
+	/* rotation really happened, and old tables were emptied by TRUNCATE */
+	ck_assert_int_ge(rotations, 4);
+	ck_assert_int_lt(pgt_int(c, "select count(*) from pgq.event_1"), rounds * per_round);
+	/* no dead tuples in any event table: append-only, emptied by TRUNCATE */
+	pgt_exec(c, "create extension if not exists pgstattuple");
+	sqlt_eq(c,
+		"select coalesce(sum((pgstattuple(c.oid)).dead_tuple_count), 0) from pg_class c "
+		"where c.relname like 'event\\_1\\__' and c.relkind = 'r'",
+		"0");
+	PQfinish(c);
+	PQfinish(prod);
+	PQfinish(slow);
+}
+END_TEST
+
+START_TEST(test_rotation_waits_for_slow_consumer)
+{
+	PGconn *c = conn(pgt_db_new());
+	setup_queue(c, "q");
+	pgt_exec(c, "update pgq.queue set queue_rotation_period = '0'");
+	pgt_exec(c, "select pgq.register_consumer('q', 'stuck')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	/* the consumer still sits at tick 1, taken before the creation step2: no rotation */
+	sqlt_eq(c, "select pgq.maint_rotate_tables_step1('q')", "0");
+	sqlt_eq(c, "select queue_cur_table from pgq.queue", "0");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "stuck", "x");
+	pgt_exec(c, "select pgq.maint_rotate_tables_step1('q')");
+	sqlt_eq(c, "select queue_cur_table from pgq.queue", "1");
+	pgt_exec(c, "select pgq.maint_rotate_tables_step2()");
+	/* now the consumer lags again: the second rotation would truncate what it may read */
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'y')");
+	sqlt_eq(c, "select pgq.maint_rotate_tables_step1('q')", "0");
+	sqlt_eq(c, "select queue_cur_table from pgq.queue", "1");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "stuck", "y");
+	/* a table locked by someone else is skipped, not waited for */
+	{
+		PGconn *locker = conn(PQdb(c));
+		pgt_exec(locker, "begin; lock table pgq.event_1_2 in access share mode");
+		sqlt_eq(c, "select pgq.maint_rotate_tables_step1('q')", "0");
+		sqlt_eq(c, "select queue_cur_table from pgq.queue", "1");
+		pgt_exec(locker, "rollback");
+		PQfinish(locker);
+	}
+	pgt_exec(c, "select pgq.maint_rotate_tables_step1('q')");
+	sqlt_eq(c, "select queue_cur_table from pgq.queue", "2");
+	PQfinish(c);
+}
+END_TEST
+
+/* Two sessions tick at the same moment, many times, while a third inserts. */
+START_TEST(test_concurrent_tickers)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *t1 = conn(db), *t2 = conn(db);
+	char want[32];
+	int events = 0;
+	/* one event is enough to make a tick due; an idle queue waits an hour */
+	pgt_exec(c, "select pgq.create_queue('q'), pgq.create_queue('r')");
+	pgt_exec(c,
+		 "update pgq.queue set queue_ticker_max_count = 1, queue_ticker_max_lag = '1 hour',"
+		 " queue_ticker_idle_period = '1 hour'");
+	pgt_exec(
+		c,
+		"select pgq.insert_event('q', 't', 'first'), pgq.insert_event('q', 't', 'second')");
+	sqlt_eq(c, "select pgq.ticker('q')", "2");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	pgt_exec(c, "create table seen (data text)");
+	for (int i = 0; i < 100; i++) {
+		PGresult *r;
+		pgt_exec(c,
+			 "select pgq.insert_event('q', 't', 'e' || nextval('pgq.batch_id_seq'))");
+		events++;
+		ck_assert_int_eq(PQsendQuery(t1, "select pgq.ticker()"), 1);
+		ck_assert_int_eq(
+			PQsendQuery(t2, i % 2 ? "select pgq.ticker('q')" : "select pgq.ticker()"),
+			1);
+		for (int k = 0; k < 2; k++) {
+			PGconn *t = k ? t2 : t1;
+			while ((r = PQgetResult(t)) != NULL) {
+				ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "ticker: %s",
+					      PQerrorMessage(t));
+				PQclear(r);
+			}
+		}
+		if (i % 7 == 0) {
+			char *b = pgt_value(c, "select pgq.next_batch('q', 'c')");
+			if (b) {
+				char sql[256];
+				snprintf(
+					sql, sizeof(sql),
+					"insert into seen select ev_data from pgq.get_batch_events(%s); select pgq.finish_batch(%s)",
+					b, b);
+				pgt_exec(c, sql);
+				free(b);
+			}
+		}
+	}
+	for (;;) {
+		char *b = pgt_value(c, "select pgq.next_batch('q', 'c')");
+		char sql[256];
+		if (!b)
+			break;
+		snprintf(
+			sql, sizeof(sql),
+			"insert into seen select ev_data from pgq.get_batch_events(%s); select pgq.finish_batch(%s)",
+			b, b);
+		pgt_exec(c, sql);
+		free(b);
+	}
+	/* snapshots never go backwards along tick ids, and times never decrease */
+	sqlt_eq(c,
+		"select count(*) from (select tick_queue, tick_snapshot, tick_time,"
+		" lag(tick_snapshot) over w as prev_snap, lag(tick_time) over w as prev_time from pgq.tick"
+		" window w as (partition by tick_queue order by tick_id)) x"
+		" where txid_snapshot_xmax(tick_snapshot) < txid_snapshot_xmax(prev_snap)"
+		"    or txid_snapshot_xmin(tick_snapshot) < txid_snapshot_xmin(prev_snap) or tick_time < prev_time",
+		"0");
+	/* exactly one tick per round: the second ticker saw the first one's tick */
+	sqlt_eq(c, "select count(*) from pgq.tick where tick_queue = 1", "102");
+	sqlt_eq(c,
+		"select count(*) from (select tick_queue, tick_snapshot::text from pgq.tick"
+		" group by 1, 2 having count(*) > 1) d",
+		"0");
+	snprintf(want, sizeof(want), "%d", events);
+	sqlt_eq(c, "select count(*) from seen", want);
+	sqlt_eq(c, "select count(distinct data) from seen", want);
+	PQfinish(c);
+	PQfinish(t1);
+	PQfinish(t2);
+}
+END_TEST
+
+START_TEST(test_ticker_refuses_stale_snapshot)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *rr = conn(db);
+	setup_queue(c, "q");
+	pgt_exec(rr, "begin isolation level repeatable read; select count(*) from pgq.tick");
+	pgt_exec(c, "select pgq.ticker('q')");
+	sqlt_err(
+		rr, "select pgq.ticker('q')",
+		"pgq.ticker: queue q: a newer tick is not visible to this transaction, call the ticker in READ COMMITTED");
+	pgt_exec(rr, "rollback");
+	/* with a fresh snapshot REPEATABLE READ is fine */
+	pgt_exec(rr, "begin isolation level repeatable read");
+	sqlt_eq(rr, "select pgq.ticker('q') is not null", "t");
+	pgt_exec(rr, "commit");
+	/* a second ticker blocked on the lock sees the first one's tick (READ COMMITTED) */
+	pgt_exec(c, "begin; select pgq.ticker('q')");
+	ck_assert_int_eq(PQsendQuery(rr, "select pgq.ticker('q')"), 1);
+	usleep(200000);
+	pgt_exec(c, "commit");
+	{
+		PGresult *r = PQgetResult(rr);
+		ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+		PQclear(r);
+		while ((r = PQgetResult(rr)) != NULL)
+			PQclear(r);
+	}
+	sqlt_eq(c,
+		"select count(*) from (select tick_snapshot::text from pgq.tick group by 1 having count(*) > 1) d",
+		"0");
+	sqlt_eq(c,
+		"select bool_and(txid_snapshot_xmax(b.tick_snapshot) >= txid_snapshot_xmax(a.tick_snapshot))"
+		" from pgq.tick a join pgq.tick b on b.tick_queue = a.tick_queue and b.tick_id = a.tick_id + 1",
+		"t");
+	PQfinish(c);
+	PQfinish(rr);
+}
+END_TEST
+
+START_TEST(test_notify_per_tick)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *l = conn(db);
+	char payloads[512], *chan, sql[512], *ids;
+	const char *longname = "a very long queue name that does not fit in one channel identifier";
+	pgt_exec(c, "select pgq.create_queue('q')");
+	chan = pgt_value(c, "select pgq.queue_notify_channel('q')");
+	ck_assert_str_eq(chan, "pgq.tick.q");
+	pgt_exec(l, "listen \"pgq.tick.q\"");
+	/* 1 tick per call, however many events; none from inserts */
+	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'd') from generate_series(1, 50)");
+	pgt_exec(c, "select pgq.ticker()");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'd') from generate_series(1, 50)");
+	pgt_exec(c, "select pgq.ticker('q')");
+	pgt_exec(c,
+		 "begin; select pgq.insert_event('q', 't', 'd'); select pgq.ticker('q'); rollback");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'd') from generate_series(1, 50)");
+	pgt_exec(c, "select pgq.set_queue_config('q', 'external_ticker', 'on')");
+	pgt_exec(c, "select pgq.ticker('q', 100, now(), 1000)");
+	ck_assert_int_eq(sqlt_wait_notifies(l, chan, 3, payloads, sizeof(payloads)), 3);
+	ids = pgt_value(
+		c,
+		"select string_agg(tick_id::text, ',' order by tick_id) from pgq.tick where tick_id > 1");
+	ck_assert_str_eq(payloads, ids);
+	free(ids);
+	/* a long, odd name: hashed channel, first tick from create_queue announced too */
+	snprintf(sql, sizeof(sql), "select pgq.queue_notify_channel('%s')", longname);
+	free(chan);
+	chan = pgt_value(c, sql);
+	ck_assert_int_le((int)strlen(chan), 63);
+	snprintf(sql, sizeof(sql), "listen \"%s\"", chan);
+	pgt_exec(l, sql);
+	snprintf(sql, sizeof(sql), "select pgq.create_queue('%s')", longname);
+	pgt_exec(c, sql);
+	ck_assert_int_eq(sqlt_wait_notifies(l, chan, 1, payloads, sizeof(payloads)), 1);
+	ck_assert_str_eq(payloads, "1");
+	free(chan);
+	PQfinish(c);
+	PQfinish(l);
+}
+END_TEST
+
+START_TEST(test_low_latency)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *l = conn(db);
+	char payloads[256];
+	pgt_exec(c, "select pgq.create_queue('fast'), pgq.create_queue('slow')");
+	pgt_exec(l, "listen \"pgq.wake\"");
+	/* idle: the second tick is made at once, after that the back-off holds */
+	pgt_exec(c, "select pgq.ticker()");
+	sqlt_eq(c, "select pgq.ticker()", "0");
+	pgt_exec(c, "select pgq.register_consumer('fast', 'c')");
+	/* default queue: no wake-up, no tick before ticker_max_lag */
+	pgt_exec(c, "select pgq.insert_event('slow', 't', 'd')");
+	pgt_exec(c, "select pgq.insert_event('slow', 't', 'd')");
+	sqlt_eq(c, "select pgq.ticker('slow')", NULL);
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 0, NULL, 0), 0);
+
+	pgt_exec(c, "select pgq.set_queue_config('fast', 'low_latency', 'on')");
+	/* the very first event of a queue is seen even though the sequence hides it */
+	pgt_exec(c, "select pgq.insert_event('fast', 't', 'first')");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, payloads, sizeof(payloads)), 1);
+	ck_assert_str_eq(payloads, "fast");
+	sqlt_eq(c, "select pgq.ticker('fast') is not null", "t");
+	sqlt_eq(c,
+		"select string_agg(ev_data, ',') from pgq.get_batch_events(pgq.next_batch('fast', 'c'))",
+		"first");
+	pgt_exec(c, "select pgq.finish_batch(1)");
+	/* many events in one transaction: one wake-up; the tick follows at once */
+	pgt_exec(
+		c,
+		"begin; select pgq.insert_event('fast', 't', 'm' || i) from generate_series(1, 20) i;"
+		" select pgq.insert_event('fast', 't', 'x', 'a', 'b', 'c', 'd'); commit");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, payloads, sizeof(payloads)), 1);
+	ck_assert_str_eq(payloads, "fast");
+	sqlt_eq(c, "select pgq.ticker()", "1");
+	sqlt_eq(c, "select count(*) from pgq.get_batch_events(pgq.next_batch('fast', 'c'))", "21");
+	pgt_exec(c, "select pgq.finish_batch(2)");
+	/* nothing new: no tick */
+	sqlt_eq(c, "select pgq.ticker('fast')", NULL);
+	/* rolled back: the wake-up is never sent */
+	pgt_exec(c, "begin; select pgq.insert_event('fast', 't', 'r'); rollback");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 0, NULL, 0), 0);
+	/* the COPY path wakes too */
+	pgt_exec(c, "begin; select pgq.current_event_table('fast'); commit");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, NULL, 0), 1);
+	/* off again */
+	pgt_exec(c, "select pgq.set_queue_config('fast', 'low_latency', 'off')");
+	pgt_exec(c, "select pgq.insert_event('fast', 't', 'd')");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 0, NULL, 0), 0);
+	PQfinish(c);
+	PQfinish(l);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("sql-batch");
+	TCase *tc = pgt_tcase("batch", 90);
+	tcase_add_test(tc, test_open_transactions_across_ticks);
+	tcase_add_test(tc, test_long_tx_far_below);
+	tcase_add_test(tc, test_rotation_under_load);
+	tcase_add_test(tc, test_rotation_waits_for_slow_consumer);
+	tcase_add_test(tc, test_concurrent_tickers);
+	tcase_add_test(tc, test_ticker_refuses_stale_snapshot);
+	tcase_add_test(tc, test_notify_per_tick);
+	tcase_add_test(tc, test_low_latency);
+	suite_add_tcase(s, tc);
+	PgtOptions o = {.need_server = true};
+	return pgt_main(s, &o);
+}
