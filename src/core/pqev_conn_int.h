@@ -1,0 +1,201 @@
+/*
+ * Internal definitions shared by the connection layer's files (pqev_conn.c,
+ * pqev_conn_req.c, pqev_conninfo.c, pqev_connlimit.c). Not installed.
+ *
+ * Invariants:
+ * - c->pg != NULL exactly in states CONNECTING and READY.
+ * - c->has_slot only in RESOLVING and CONNECTING; c is on lim->waiters exactly
+ *   in WAIT_SLOT.
+ * - Every request is on exactly one of c->queue (not sent) and c->inflight (sent,
+ *   in send order), or on a caller's local list while being completed.
+ * - c->depth > 0 while the library runs on c's behalf (callbacks may be on the
+ *   stack); pqev_conn_free() then only marks free_pending and the outermost
+ *   conn_leave() releases the memory.
+ * - c->gen changes whenever the connection is dropped, closed or restarted; code
+ *   that ran a user callback compares it to know whether to carry on.
+ */
+#ifndef PGQEV_PQEV_CONN_INT_H
+#define PGQEV_PQEV_CONN_INT_H
+
+#include <stdarg.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include <pgqd-ev/pqev_backoff.h>
+#include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pqev_connlimit.h>
+
+#define PQEV_NAME_MAX 64
+#define PQEV_ERR_MAX  512
+
+typedef enum ReqKind {
+	REQ_USER = 0,
+	REQ_LISTEN,   /* LISTEN/UNLISTEN issued by the layer */
+	REQ_LIVENESS, /* the idle liveness check */
+} ReqKind;
+
+struct PqevReq {
+	TAILQ_ENTRY(PqevReq) link;
+	PqevConn *conn;
+	ReqKind kind;
+	char *sql;
+	int nparams;
+	char **params;
+	unsigned flags;
+	PqevRowsFn on_rows;
+	PqevDoneFn on_done;
+	void *arg;
+	struct event *timeout_ev; /* only when a timeout was asked for */
+	bool sent;                /* on c->inflight */
+	bool got_end;             /* PQgetResult returned NULL for this query */
+	bool failed;              /* an error result was seen */
+	unsigned nresults;
+	PGresult *last; /* last result, or the first error result */
+};
+
+TAILQ_HEAD(ReqList, PqevReq);
+
+/* A queued server notice, delivered after the libpq call that received it. */
+typedef struct ConnNotice {
+	struct ConnNotice *next;
+	char *severity;
+	char *text;
+} ConnNotice;
+
+/* One pending host name lookup (heap-allocated: evdns may report after a cancel). */
+typedef struct DnsLookup {
+	PqevConn *conn; /* NULL once cancelled */
+	struct evdns_getaddrinfo_request *req;
+	int index;
+	bool done;
+} DnsLookup;
+
+struct PqevConn {
+	PqevConnLimit *lim;
+	struct event_base *base;
+	TAILQ_ENTRY(PqevConn) wait_link; /* on lim->waiters in WAIT_SLOT */
+
+	/* settings (owned copies) */
+	PqevConnConfig cfg;
+	char *conninfo;
+	char *cfg_name;
+	char *appname;
+	PqevConnCallbacks cb;
+	char name[PQEV_NAME_MAX];
+
+	/* connect parameters, built by pqev_conninfo_build() at each attempt */
+	char **keys;
+	char **vals;
+	int nhosts;       /* entries in the host list */
+	char **hosts;     /* host list entries (owned) */
+	char **hostaddrs; /* resolved addresses per host entry, "" if not resolved */
+	DnsLookup **lookups;
+	int dns_pending;
+	bool need_dns;
+	bool dns_issuing; /* inside the evdns_getaddrinfo() loop */
+
+	PqevConnState state;
+	PGconn *pg;
+	struct event sock_ev;
+	bool sock_armed;
+	bool sock_init; /* sock_ev has been assigned once */
+	short sock_what;
+	evutil_socket_t sock_fd;
+	struct event timer_ev; /* deadline / backoff / idle check, by state */
+	bool timer_armed;
+	bool has_slot;
+	bool in_pipeline;
+	bool want_write; /* PQflush returned 1 */
+
+	PqevBackoff backoff;
+	unsigned streak;
+	usec_t connected_at;
+	usec_t last_activity;
+
+	struct ReqList queue;
+	struct ReqList inflight;
+	unsigned nqueued;
+	unsigned ninflight;
+
+	char **channels;
+	size_t nchannels;
+	size_t capchannels;
+
+	ConnNotice *notices;
+	ConnNotice **notices_tail;
+
+	unsigned depth;
+	bool free_pending;
+	uint64_t gen;
+	char err[PQEV_ERR_MAX];
+};
+
+/* ---- pqev_connlimit.c ---- */
+/* Take a slot: true if granted now; false: c is queued (state WAIT_SLOT). */
+bool pqev_connlimit_acquire(PqevConnLimit *lim, PqevConn *c);
+/* Give back c's slot, or leave the wait queue. */
+void pqev_connlimit_release(PqevConnLimit *lim, PqevConn *c);
+void pqev_connlimit_attach(PqevConnLimit *lim);
+void pqev_connlimit_detach(PqevConnLimit *lim);
+/* The resolver, created on first use; NULL on failure. */
+struct evdns_base *pqev_connlimit_dns(PqevConnLimit *lim);
+void pqev_connlimit_debugv(PqevConnLimit *lim, const char *name, const char *fmt, va_list ap)
+	PQEV_PRINTF(3, 0);
+
+/* ---- pqev_conninfo.c ---- */
+/*
+ * Parse c->conninfo: fill c->name (unless configured), c->hosts/nhosts and
+ * need_dns. -EINVAL with text in c->err, -ENOMEM.
+ */
+int pqev_conninfo_parse(PqevConn *c);
+/* Build c->keys/c->vals for PQconnectStartParams (uses c->hostaddrs). */
+int pqev_conninfo_build(PqevConn *c);
+void pqev_conninfo_clear(PqevConn *c);
+/* Copy `in` to `out` with control characters as '?', truncated to outlen-1. */
+void pqev_sanitize(char *out, size_t outlen, const char *in);
+/* True if a conninfo string mentions a password (so parse errors are withheld). */
+bool pqev_conninfo_has_password(const char *conninfo);
+
+/* ---- pqev_conn.c ---- */
+usec_t pqev_now(void);
+void pqev_conn_debug(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
+/* Set c->err to "<name>: <formatted text>" with newlines flattened. */
+void pqev_conn_seterr(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
+void pqev_conn_enter(PqevConn *c);
+void pqev_conn_leave(PqevConn *c);
+/* Called by the limiter when a queued connect gets its slot. */
+void pqev_conn_slot_granted(PqevConn *c);
+/* The connection broke (or an attempt failed): fail everything, back off. */
+void pqev_conn_failure(PqevConn *c, PqevConnEventType type);
+/* Drop the connection, fail in-flight requests (CONN_LOST), reconnect now. */
+void pqev_conn_restart(PqevConn *c, bool recycled);
+/* Re-arm the socket event for reading plus writing if a flush is pending. */
+void pqev_conn_arm_io(PqevConn *c);
+void pqev_conn_arm_idle(PqevConn *c);
+
+/* ---- pqev_conn_req.c ---- */
+/* Complete a request (already unlinked) exactly once and free it. */
+void pqev_req_complete(PqevReq *r, PqevStatus st, const char *error);
+/* Complete every request on `list` with status/error. */
+void pqev_req_fail_list(struct ReqList *list, PqevStatus st, const char *error);
+/* Move queued (and in-flight) requests of c to `out`, leaving c's lists empty. */
+void pqev_req_take_all(PqevConn *c, struct ReqList *out, bool include_queued);
+/* On READY: queue LISTENs for every channel at the front. */
+int pqev_req_queue_listens(PqevConn *c);
+/*
+ * Send what can be sent, flush, read results, dispatch notifications and notices.
+ * `what` is the libevent event mask (0: only try to send). Returns false if the
+ * connection changed under it (gen changed: caller must stop touching it).
+ */
+bool pqev_conn_io(PqevConn *c, short what);
+/* Deliver queued notices and PQnotifies(); false if gen changed. */
+bool pqev_conn_dispatch_async(PqevConn *c);
+void pqev_conn_clear_notices(PqevConn *c);
+void pqev_notice_receiver(void *arg, const PGresult *res);
+/* Queue the liveness check request. */
+int pqev_req_queue_liveness(PqevConn *c);
+void pqev_req_free(PqevReq *r);
+
+#endif

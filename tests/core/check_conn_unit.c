@@ -1,0 +1,148 @@
+/*
+ * Connection layer logic that needs no server: conninfo validation and the
+ * password rule for its errors, labels, channel checks, refusals on a closed
+ * connection, state/status names, and the connect limiter's bookkeeping.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pqev_connlimit.h>
+
+#include "pgtest.h"
+
+static struct event_base *base;
+static PqevConnLimit *lim;
+
+static void setup(void)
+{
+	base = event_base_new();
+	lim = pqev_connlimit_new(base, 2);
+}
+
+static void teardown(void)
+{
+	ck_assert_int_eq(pqev_connlimit_free(lim), 0);
+	event_base_free(base);
+}
+
+static PqevConn *mk(const char *conninfo, const char *name)
+{
+	PqevConnConfig cfg;
+	pqev_conn_config_init(&cfg);
+	cfg.conninfo = conninfo;
+	cfg.name = name;
+	PqevConn *c = pqev_conn_new(lim, &cfg, NULL);
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+START_TEST(test_bad_conninfo_named_and_no_password)
+{
+	PqevConn *c = mk("dbname=orders password=s3cret bogus_key=1", NULL);
+	ck_assert_int_eq(pqev_conn_start(c), -EINVAL);
+	ck_assert_int_eq(pqev_conn_state(c), PQEV_CONN_CLOSED);
+	ck_assert_msg(strstr(pqev_conn_error(c), "s3cret") == NULL, "%s", pqev_conn_error(c));
+	ck_assert_msg(strstr(pqev_conn_error(c), "invalid conninfo") != NULL, "%s",
+		      pqev_conn_error(c));
+	pqev_conn_free(c);
+
+	/* without a password the libpq reason is shown */
+	c = mk("dbname=orders bogus_key=1", "orders-db");
+	ck_assert_int_eq(pqev_conn_start(c), -EINVAL);
+	ck_assert_msg(strncmp(pqev_conn_error(c), "orders-db: ", 11) == 0, "%s",
+		      pqev_conn_error(c));
+	ck_assert_msg(strstr(pqev_conn_error(c), "bogus_key") != NULL, "%s", pqev_conn_error(c));
+	pqev_conn_free(c);
+
+	/* a malformed string where libpq would echo a fragment of the password */
+	c = mk("dbname=x password=ab cd", NULL);
+	ck_assert_int_eq(pqev_conn_start(c), -EINVAL);
+	ck_assert_msg(strstr(pqev_conn_error(c), "cd") == NULL, "%s", pqev_conn_error(c));
+	pqev_conn_free(c);
+}
+END_TEST
+
+START_TEST(test_labels_sanitized)
+{
+	PqevConn *c = mk("dbname=plain", "bad\nname\x01");
+	ck_assert_str_eq(pqev_conn_name(c), "bad?name?");
+	pqev_conn_free(c);
+}
+END_TEST
+
+START_TEST(test_closed_connection_refuses)
+{
+	PqevConn *c = mk("dbname=x", NULL);
+	PqevQuery q = {.sql = "select 1", .on_done = (PqevDoneFn)1};
+	ck_assert_int_eq(pqev_conn_send(c, &q, NULL), -ENOTCONN);
+	q.on_done = NULL;
+	ck_assert_int_eq(pqev_conn_send(c, &q, NULL), -EINVAL);
+	q.on_done = (PqevDoneFn)1;
+	q.flags = PQEV_Q_SIMPLE;
+	q.nparams = 1;
+	q.params = (const char *const[]){"1"};
+	ck_assert_int_eq(pqev_conn_send(c, &q, NULL), -EINVAL);
+	ck_assert_int_eq(pqev_conn_listen(c, ""), -EINVAL);
+	char longname[80];
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[79] = '\0';
+	ck_assert_int_eq(pqev_conn_listen(c, longname), -EINVAL);
+	ck_assert_int_eq(pqev_conn_listen(c, "we\"ird"), 0);
+	ck_assert_int_eq(pqev_conn_listen(c, "we\"ird"), 0);
+	ck_assert(pqev_conn_listening(c, "we\"ird"));
+	ck_assert_int_eq(pqev_conn_unlisten(c, "other"), -ENOENT);
+	ck_assert_int_eq(pqev_conn_unlisten(c, "we\"ird"), 0);
+	ck_assert(!pqev_conn_listening(c, "we\"ird"));
+	ck_assert_int_eq(pqev_conn_pending(c), 0);
+	ck_assert_ptr_null(pqev_conn_pgconn(c));
+	ck_assert_int_eq(pqev_conn_backend_pid(c), 0);
+	pqev_conn_close(c); /* no-op */
+	ck_assert_ptr_null(pqev_conn_free(c));
+	ck_assert_ptr_null(pqev_conn_free(NULL));
+}
+END_TEST
+
+START_TEST(test_names)
+{
+	ck_assert_str_eq(pqev_conn_state_name(PQEV_CONN_READY), "ready");
+	ck_assert_str_eq(pqev_conn_state_name(PQEV_CONN_BACKOFF), "backoff");
+	ck_assert_str_eq(pqev_conn_state_name((PqevConnState)99), "invalid");
+	ck_assert_str_eq(pqev_status_name(PQEV_CONN_LOST), "conn_lost");
+	ck_assert_str_eq(pqev_status_name((PqevStatus)-1), "invalid");
+}
+END_TEST
+
+START_TEST(test_limiter_queues_and_frees)
+{
+	/* unix socket paths need no resolving: connect attempts start at once */
+	PqevConn *c[4];
+	for (int i = 0; i < 4; i++) {
+		c[i] = mk("host=/nonexistent-dir dbname=x", NULL);
+		ck_assert_int_eq(pqev_conn_start(c[i]), 0);
+	}
+	ck_assert_uint_le(pqev_connlimit_active(lim), 2);
+	ck_assert_int_eq(pqev_connlimit_free(lim), -EBUSY);
+	for (int i = 0; i < 4; i++)
+		pqev_conn_free(c[i]);
+	ck_assert_uint_eq(pqev_connlimit_active(lim), 0);
+	ck_assert_uint_eq(pqev_connlimit_waiting(lim), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("conn-unit");
+	TCase *tc = tcase_create("conn-unit");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_bad_conninfo_named_and_no_password);
+	tcase_add_test(tc, test_labels_sanitized);
+	tcase_add_test(tc, test_closed_connection_refuses);
+	tcase_add_test(tc, test_names);
+	tcase_add_test(tc, test_limiter_queues_and_frees);
+	suite_add_tcase(s, tc);
+	PgtOptions o = {.need_server = false};
+	return pgt_main(s, &o);
+}
