@@ -238,6 +238,9 @@ begin
     if i_batch_id is null or i_cursor_name is null or i_quick_limit is null then
         return;
     end if;
+    if i_cursor_name = '' then
+        raise exception 'get_batch_cursor: cursor name must not be empty';
+    end if;
     q := pgq.batch_event_sql(i_batch_id);
     if i_extra_where is not null then
         q := 'select * from (' || left(q, -length(' order by 1')) || ') _evs where '

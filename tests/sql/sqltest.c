@@ -29,12 +29,10 @@ int sqlt_ntuples(PGconn *conn, const char *sql)
 	return n;
 }
 
-char *sqlt_rows(PGconn *conn, const char *sql)
+char *sqlt_format_rows(const PGresult *r)
 {
-	PGresult *r = PQexec(conn, sql);
 	size_t cap = 256, len = 0;
 	char *out = malloc(cap);
-	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(conn));
 	out[0] = '\0';
 	for (int i = 0; i < PQntuples(r); i++) {
 		for (int j = 0; j < PQnfields(r); j++) {
@@ -52,6 +50,15 @@ char *sqlt_rows(PGconn *conn, const char *sql)
 		out[len++] = '\n';
 		out[len] = '\0';
 	}
+	return out;
+}
+
+char *sqlt_rows(PGconn *conn, const char *sql)
+{
+	PGresult *r = PQexec(conn, sql);
+	char *out;
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(conn));
+	out = sqlt_format_rows(r);
 	PQclear(r);
 	return out;
 }

@@ -39,6 +39,8 @@ PGconn *sqlt_connect_as(const char *dbname, const char *user);
 
 /* Run a query and return all rows as "v1|v2\n..." (NULL as "~"), malloc'd. */
 char *sqlt_rows(PGconn *conn, const char *sql);
+/* The same formatting for a result already at hand. */
+char *sqlt_format_rows(const PGresult *r);
 
 /* Run psql -f file on dbname as user; returns psql's exit status. */
 int sqlt_psql_file(const char *dbname, const char *user, const char *file);
