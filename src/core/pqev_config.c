@@ -1,0 +1,1272 @@
+/*
+ * Declarative configuration engine over inih (see pqev_config.h).
+ *
+ * inih as Debian builds it calls the handler without line numbers, never calls
+ * it for a section header, truncates section names, and reports only the first
+ * syntax error. So we feed inih through our own line reader, which numbers the
+ * lines, classifies each one the way inih will (comment, section, key,
+ * continuation), opens sections itself (an empty repeated section still makes an
+ * element), rejects over-long lines, and notices key lines inih refused.
+ *
+ * Loading is two-phase: parsing only records (section instance, key, raw value,
+ * line) assignments, continuation lines appended; then a fresh zeroed struct gets
+ * defaults, the assignments converted in file order, required keys, validators,
+ * and the NO_RELOAD rule. Any error frees the fresh struct; the caller's running
+ * config is never touched.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include <pgqd-ev/pqev_config.h>
+
+/* Config files are small; a bigger one is a mistake (a log file given as config). */
+#define MAX_FILE_SIZE (4 * 1024 * 1024)
+/* How much of a bad value a message quotes. */
+#define MAX_QUOTED 64
+
+const PqevConfEnumItem pqev_conf_syslog_facilities[] = {
+	{"auth", LOG_AUTH},
+	{"authpriv", LOG_AUTHPRIV},
+	{"daemon", LOG_DAEMON},
+	{"user", LOG_USER},
+	{"local0", LOG_LOCAL0},
+	{"local1", LOG_LOCAL1},
+	{"local2", LOG_LOCAL2},
+	{"local3", LOG_LOCAL3},
+	{"local4", LOG_LOCAL4},
+	{"local5", LOG_LOCAL5},
+	{"local6", LOG_LOCAL6},
+	{"local7", LOG_LOCAL7},
+	{NULL, 0},
+};
+
+/* One section as it appears in the file (single sections appear once even if
+ * their header is repeated). */
+typedef struct Inst {
+	const PqevConfSection *sec;
+	char *name;    /* NAME of a repeated section, else NULL */
+	char *label;   /* for messages: "pgqd", "cluster east" */
+	int line;      /* header line, 0 if the section is absent from the file */
+	void *data;    /* the section struct inside the fresh config */
+	int *key_line; /* per key index: line of the last assignment, 0 if none */
+} Inst;
+
+typedef struct Assign {
+	Inst *inst;
+	int key_idx;
+	int line;
+	char *value;
+} Assign;
+
+typedef enum LineKind {
+	LINE_NONE,
+	LINE_BLANK,   /* empty, comment, or a rejected line handed to inih as empty */
+	LINE_SECTION, /* [header] */
+	LINE_KEY,     /* must produce a handler call */
+	LINE_CONT,    /* continuation of the previous key */
+} LineKind;
+
+typedef struct Loader {
+	const PqevConfSchema *schema;
+	const char *file;
+	PqevConfReportFn report;
+	void *arg;
+	int errors;
+	bool oom;
+
+	/* reader */
+	const char *pos, *end;
+	int lineno;
+	LineKind kind;
+	bool handler_called;
+	bool prev_key;   /* inih has a previous key name (continuations possible) */
+	bool in_section; /* some header was seen */
+	bool cur_bad;    /* current section unknown or malformed: keys are skipped */
+	Inst *cur;
+	long last_assign; /* index of the assignment a continuation extends, or -1 */
+
+	Inst **insts;
+	size_t ninsts, capinsts;
+	Assign *assigns;
+	size_t nassigns, capassigns;
+} Loader;
+
+struct PqevConfCheck {
+	Loader *L;
+	Inst *inst;
+};
+
+/* ---- diagnostics ---- */
+
+static void diag(Loader *L, PqevConfSeverity sev, int line, const char *section, const char *key,
+		 const char *fmt, ...) PQEV_PRINTF(6, 7);
+
+static void vdiag(Loader *L, PqevConfSeverity sev, int line, const char *section, const char *key,
+		  const char *fmt, va_list ap) PQEV_PRINTF(6, 0);
+
+static void vdiag(Loader *L, PqevConfSeverity sev, int line, const char *section, const char *key,
+		  const char *fmt, va_list ap)
+{
+	char cause[512], msg[1024], where[64] = "";
+	PqevConfDiag d;
+	int n;
+
+	if (sev == PQEV_CONF_ERROR)
+		L->errors++;
+	if (!L->report)
+		return;
+	vsnprintf(cause, sizeof(cause), fmt, ap);
+	if (line > 0)
+		snprintf(where, sizeof(where), ":%d", line);
+	n = snprintf(msg, sizeof(msg), "%s%s:", L->file, where);
+	if (section && n >= 0 && (size_t)n < sizeof(msg))
+		n += snprintf(msg + n, sizeof(msg) - n, " [%s]", section);
+	if (key && n >= 0 && (size_t)n < sizeof(msg))
+		n += snprintf(msg + n, sizeof(msg) - n, " %s:", key);
+	if (n >= 0 && (size_t)n < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - n, " %s", cause);
+	d.severity = sev;
+	d.file = L->file;
+	d.line = line;
+	d.section = section;
+	d.key = key;
+	d.cause = cause;
+	d.message = msg;
+	L->report(&d, L->arg);
+}
+
+static void diag(Loader *L, PqevConfSeverity sev, int line, const char *section, const char *key,
+		 const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vdiag(L, sev, line, section, key, fmt, ap);
+	va_end(ap);
+}
+
+static void oom(Loader *L)
+{
+	if (!L->oom)
+		diag(L, PQEV_CONF_ERROR, 0, NULL, NULL, "out of memory");
+	L->oom = true;
+}
+
+/* Quote a value for a message: control characters become '?', long ones cut. */
+static const char *quoted(char *buf, size_t size, const char *v, const PqevConfKey *k)
+{
+	size_t i, o = 0;
+	if (k && (k->flags & PQEV_CF_SECRET))
+		return "(hidden)";
+	buf[o++] = '"';
+	for (i = 0; v[i] && o + 5 < size && i < MAX_QUOTED; i++)
+		buf[o++] = iscntrl((unsigned char)v[i]) ? '?' : v[i];
+	if (v[i]) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+/* ---- value parsing ---- */
+
+int pqev_conf_parse_seconds(const char *s, usec_t *out)
+{
+	usec_t whole = 0, frac = 0, scale = 100000;
+	bool digits = false;
+	const char *p = s;
+
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (whole > (USEC_INFINITY / USEC_PER_SEC - 10) / 10)
+			return -ERANGE;
+		whole = whole * 10 + (usec_t)(*p - '0');
+		digits = true;
+	}
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9'; p++) {
+			/* digits below a microsecond are dropped */
+			frac += (usec_t)(*p - '0') * scale;
+			scale /= 10;
+			digits = true;
+		}
+	}
+	if (!digits || *p != '\0')
+		return -EINVAL;
+	*out = whole * USEC_PER_SEC + frac;
+	return 0;
+}
+
+int pqev_conf_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = {"1", "true", "yes", "on"};
+	static const char *const no[] = {"0", "false", "no", "off"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int parse_int(const char *s, int *out)
+{
+	char *end;
+	long v;
+	if (*s == '\0' || isspace((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (*end != '\0')
+		return -EINVAL;
+	if (errno == ERANGE || v < INT_MIN || v > INT_MAX)
+		return -ERANGE;
+	*out = (int)v;
+	return 0;
+}
+
+char *pqev_conf_expand_path(const char *s)
+{
+	const char *rest, *home = NULL;
+	struct passwd pw, *res = NULL;
+	char pwbuf[4096], user[256], *out;
+	size_t ulen;
+
+	if (s[0] != '~')
+		return strdup(s);
+	rest = strchr(s, '/');
+	if (!rest)
+		rest = s + strlen(s);
+	ulen = (size_t)(rest - s - 1);
+	if (ulen == 0) {
+		home = getenv("HOME");
+		if (!home || !*home) {
+			if (getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &res) != 0 || !res) {
+				errno = ENOENT;
+				return NULL;
+			}
+			home = res->pw_dir;
+		}
+	} else {
+		if (ulen >= sizeof(user)) {
+			errno = ENAMETOOLONG;
+			return NULL;
+		}
+		memcpy(user, s + 1, ulen);
+		user[ulen] = '\0';
+		if (getpwnam_r(user, &pw, pwbuf, sizeof(pwbuf), &res) != 0 || !res) {
+			errno = ENOENT;
+			return NULL;
+		}
+		home = res->pw_dir;
+	}
+	out = malloc(strlen(home) + strlen(rest) + 1);
+	if (!out)
+		return NULL;
+	strcpy(out, home);
+	strcat(out, rest);
+	return out;
+}
+
+static void list_clear(PqevConfList *l)
+{
+	for (size_t i = 0; i < l->count; i++)
+		free(l->items[i]);
+	free(l->items);
+	l->items = NULL;
+	l->count = 0;
+}
+
+/* Split on commas, trim, drop empty items. */
+static int list_parse(const char *s, PqevConfList *out)
+{
+	PqevConfList l = {NULL, 0};
+	size_t cap = 0;
+	const char *p = s;
+
+	while (*p) {
+		const char *a = p, *b;
+		while (*p && *p != ',')
+			p++;
+		b = p;
+		if (*p == ',')
+			p++;
+		while (a < b && isspace((unsigned char)*a))
+			a++;
+		while (b > a && isspace((unsigned char)b[-1]))
+			b--;
+		if (a == b)
+			continue;
+		if (l.count == cap) {
+			size_t ncap = cap ? cap * 2 : 4;
+			char **n = realloc(l.items, ncap * sizeof(*n));
+			if (!n)
+				goto fail;
+			l.items = n;
+			cap = ncap;
+		}
+		l.items[l.count] = strndup(a, (size_t)(b - a));
+		if (!l.items[l.count])
+			goto fail;
+		l.count++;
+	}
+	*out = l;
+	return 0;
+fail:
+	list_clear(&l);
+	return -ENOMEM;
+}
+
+/* ---- field operations by type ---- */
+
+static void *field_at(void *data, const PqevConfKey *k)
+{
+	return (char *)data + k->offset;
+}
+
+static void field_free(void *data, const PqevConfKey *k)
+{
+	void *f = field_at(data, k);
+	switch (k->type) {
+	case PQEV_CT_STRING:
+	case PQEV_CT_PATH:
+		free(*(char **)f);
+		*(char **)f = NULL;
+		break;
+	case PQEV_CT_LIST:
+		list_clear(f);
+		break;
+	default:
+		break;
+	}
+}
+
+static void field_unset(void *data, const PqevConfKey *k)
+{
+	void *f = field_at(data, k);
+	field_free(data, k);
+	switch (k->type) {
+	case PQEV_CT_INT:
+	case PQEV_CT_ENUM:
+		*(int *)f = 0;
+		break;
+	case PQEV_CT_SECONDS:
+		*(usec_t *)f = PQEV_CONF_UNSET_USEC;
+		break;
+	case PQEV_CT_BOOL:
+		*(bool *)f = false;
+		break;
+	default:
+		break;
+	}
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	if (!a || !b)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static bool field_equal(const void *a, const void *b, const PqevConfKey *k)
+{
+	const void *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+	switch (k->type) {
+	case PQEV_CT_STRING:
+	case PQEV_CT_PATH:
+		return str_eq(*(char *const *)fa, *(char *const *)fb);
+	case PQEV_CT_INT:
+	case PQEV_CT_ENUM:
+		return *(const int *)fa == *(const int *)fb;
+	case PQEV_CT_SECONDS:
+		return *(const usec_t *)fa == *(const usec_t *)fb;
+	case PQEV_CT_BOOL:
+		return *(const bool *)fa == *(const bool *)fb;
+	case PQEV_CT_LIST: {
+		const PqevConfList *la = fa, *lb = fb;
+		if (la->count != lb->count)
+			return false;
+		for (size_t i = 0; i < la->count; i++)
+			if (strcmp(la->items[i], lb->items[i]) != 0)
+				return false;
+		return true;
+	}
+	}
+	return false;
+}
+
+/* Replace dst's field with a deep copy of src's. */
+static int field_copy(void *dst, const void *src, const PqevConfKey *k)
+{
+	void *fd = field_at(dst, k);
+	const void *fs = (const char *)src + k->offset;
+	switch (k->type) {
+	case PQEV_CT_STRING:
+	case PQEV_CT_PATH: {
+		const char *s = *(char *const *)fs;
+		char *c = s ? strdup(s) : NULL;
+		if (s && !c)
+			return -ENOMEM;
+		field_free(dst, k);
+		*(char **)fd = c;
+		return 0;
+	}
+	case PQEV_CT_LIST: {
+		const PqevConfList *ls = fs;
+		PqevConfList l = {NULL, 0};
+		if (ls->count) {
+			l.items = calloc(ls->count, sizeof(char *));
+			if (!l.items)
+				return -ENOMEM;
+			for (; l.count < ls->count; l.count++) {
+				l.items[l.count] = strdup(ls->items[l.count]);
+				if (!l.items[l.count]) {
+					list_clear(&l);
+					return -ENOMEM;
+				}
+			}
+		}
+		field_free(dst, k);
+		*(PqevConfList *)fd = l;
+		return 0;
+	}
+	case PQEV_CT_INT:
+	case PQEV_CT_ENUM:
+		*(int *)fd = *(const int *)fs;
+		return 0;
+	case PQEV_CT_SECONDS:
+		*(usec_t *)fd = *(const usec_t *)fs;
+		return 0;
+	case PQEV_CT_BOOL:
+		*(bool *)fd = *(const bool *)fs;
+		return 0;
+	}
+	return 0;
+}
+
+/* Render a value for a message (NO_RELOAD warnings). */
+static void field_format(char *buf, size_t size, const void *data, const PqevConfKey *k)
+{
+	const void *f = (const char *)data + k->offset;
+	char tmp[128];
+	switch (k->type) {
+	case PQEV_CT_STRING:
+	case PQEV_CT_PATH: {
+		const char *s = *(char *const *)f;
+		snprintf(buf, size, "%s", s ? quoted(tmp, sizeof(tmp), s, k) : "(unset)");
+		break;
+	}
+	case PQEV_CT_INT:
+		snprintf(buf, size, "%d", *(const int *)f);
+		break;
+	case PQEV_CT_ENUM: {
+		const char *name = "?";
+		for (const PqevConfEnumItem *e = k->map; e && e->name; e++)
+			if (e->value == *(const int *)f) {
+				name = e->name;
+				break;
+			}
+		snprintf(buf, size, "%s", name);
+		break;
+	}
+	case PQEV_CT_SECONDS: {
+		usec_t u = *(const usec_t *)f;
+		if (u == PQEV_CONF_UNSET_USEC)
+			snprintf(buf, size, "(unset)");
+		else
+			snprintf(buf, size, "%llu.%06llu", (unsigned long long)(u / USEC_PER_SEC),
+				 (unsigned long long)(u % USEC_PER_SEC));
+		break;
+	}
+	case PQEV_CT_BOOL:
+		snprintf(buf, size, "%s", *(const bool *)f ? "on" : "off");
+		break;
+	case PQEV_CT_LIST: {
+		const PqevConfList *l = f;
+		size_t o = 0;
+		buf[0] = '\0';
+		for (size_t i = 0; i < l->count && o < size; i++)
+			o += (size_t)snprintf(buf + o, size - o, "%s%s", i ? "," : "", l->items[i]);
+		break;
+	}
+	}
+}
+
+/*
+ * Convert `value` into the key's field. Returns 0, -ENOMEM, or -EINVAL with the
+ * cause in err.
+ */
+static int field_set(void *data, const PqevConfKey *k, const char *value, char *err, size_t errlen)
+{
+	void *f = field_at(data, k);
+	int r;
+
+	switch (k->type) {
+	case PQEV_CT_STRING: {
+		char *c = strdup(value);
+		if (!c)
+			return -ENOMEM;
+		field_free(data, k);
+		*(char **)f = c;
+		return 0;
+	}
+	case PQEV_CT_PATH: {
+		char *c = pqev_conf_expand_path(value);
+		if (!c) {
+			if (errno == ENOMEM)
+				return -ENOMEM;
+			snprintf(err, errlen, "cannot expand '~': %s",
+				 errno == ENOENT ? "no such user or home directory"
+						 : strerror(errno));
+			return -EINVAL;
+		}
+		field_free(data, k);
+		*(char **)f = c;
+		return 0;
+	}
+	case PQEV_CT_INT: {
+		int v;
+		r = parse_int(value, &v);
+		if (r == -EINVAL) {
+			snprintf(err, errlen, "expected an integer");
+			return r;
+		}
+		if (r == 0 && (k->min != 0 || k->max != 0) &&
+		    ((double)v < k->min || (double)v > k->max))
+			r = -ERANGE;
+		if (r == -ERANGE) {
+			if (k->min != 0 || k->max != 0)
+				snprintf(err, errlen, "out of range %.0f..%.0f", k->min, k->max);
+			else
+				snprintf(err, errlen, "out of range for an integer");
+			return -EINVAL;
+		}
+		*(int *)f = v;
+		return 0;
+	}
+	case PQEV_CT_SECONDS: {
+		usec_t u;
+		double lo = k->min, hi = k->max;
+		r = pqev_conf_parse_seconds(value, &u);
+		if (r == -EINVAL) {
+			snprintf(err, errlen,
+				 "expected seconds as a plain decimal number, like 0.5 or 60");
+			return r;
+		}
+		if (r == 0 && (lo != 0 || hi != 0) &&
+		    ((double)u < lo * 1e6 - 0.5 || (double)u > hi * 1e6 + 0.5))
+			r = -ERANGE;
+		if (r == -ERANGE) {
+			snprintf(err, errlen, "out of range %g..%g seconds", lo, hi);
+			return -EINVAL;
+		}
+		*(usec_t *)f = u;
+		return 0;
+	}
+	case PQEV_CT_BOOL:
+		if (pqev_conf_parse_bool(value, f) < 0) {
+			snprintf(err, errlen,
+				 "expected a boolean (1/0, true/false, yes/no, on/off)");
+			return -EINVAL;
+		}
+		return 0;
+	case PQEV_CT_ENUM: {
+		size_t o;
+		for (const PqevConfEnumItem *e = k->map; e && e->name; e++)
+			if (strcasecmp(e->name, value) == 0) {
+				*(int *)f = e->value;
+				return 0;
+			}
+		o = (size_t)snprintf(err, errlen, "expected one of:");
+		for (const PqevConfEnumItem *e = k->map; e && e->name && o < errlen; e++)
+			o += (size_t)snprintf(err + o, errlen - o, "%s %s", e == k->map ? "" : ",",
+					      e->name);
+		return -EINVAL;
+	}
+	case PQEV_CT_LIST: {
+		PqevConfList l;
+		if (list_parse(value, &l) < 0)
+			return -ENOMEM;
+		field_free(data, k);
+		*(PqevConfList *)f = l;
+		return 0;
+	}
+	}
+	snprintf(err, errlen, "bad key type in schema");
+	return -EINVAL;
+}
+
+/* ---- section instances ---- */
+
+static size_t nkeys(const PqevConfSection *sec)
+{
+	size_t n = 0;
+	while (sec->keys && sec->keys[n].key)
+		n++;
+	return n;
+}
+
+static Inst *inst_new(Loader *L, const PqevConfSection *sec, const char *name, const char *label,
+		      int line)
+{
+	Inst *in;
+	if (L->ninsts == L->capinsts) {
+		size_t ncap = L->capinsts ? L->capinsts * 2 : 8;
+		Inst **n = realloc(L->insts, ncap * sizeof(*n));
+		if (!n)
+			goto fail;
+		L->insts = n;
+		L->capinsts = ncap;
+	}
+	in = calloc(1, sizeof(*in));
+	if (!in)
+		goto fail;
+	in->sec = sec;
+	in->line = line;
+	in->name = name ? strdup(name) : NULL;
+	in->label = strdup(label);
+	in->key_line = calloc(nkeys(sec) + 1, sizeof(int));
+	if ((name && !in->name) || !in->label || !in->key_line) {
+		free(in->name);
+		free(in->label);
+		free(in->key_line);
+		free(in);
+		goto fail;
+	}
+	L->insts[L->ninsts++] = in;
+	return in;
+fail:
+	oom(L);
+	return NULL;
+}
+
+static Inst *inst_find(Loader *L, const PqevConfSection *sec, const char *name)
+{
+	for (size_t i = 0; i < L->ninsts; i++) {
+		Inst *in = L->insts[i];
+		if (in->sec == sec && str_eq(in->name, name))
+			return in;
+	}
+	return NULL;
+}
+
+/* Match "[prefix NAME]" or "[prefix:NAME]"; returns NAME's start or NULL. */
+static const char *match_repeated(const char *hdr, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	if (strncmp(hdr, prefix, n) != 0)
+		return NULL;
+	if (hdr[n] == ':')
+		n++;
+	else if (hdr[n] == ' ' || hdr[n] == '\t')
+		n++;
+	else if (hdr[n] != '\0')
+		return NULL;
+	while (hdr[n] == ' ' || hdr[n] == '\t')
+		n++;
+	return hdr + n;
+}
+
+static void open_section(Loader *L, char *hdr, int line)
+{
+	const PqevConfSection *sec;
+
+	L->in_section = true;
+	L->cur = NULL;
+	L->cur_bad = true;
+	L->last_assign = -1;
+	for (sec = L->schema->sections; sec->name; sec++) {
+		if (sec->flags & PQEV_CS_REPEATED) {
+			const char *name = match_repeated(hdr, sec->name);
+			Inst *prev;
+			if (!name)
+				continue;
+			if (*name == '\0') {
+				diag(L, PQEV_CONF_ERROR, line, hdr, NULL,
+				     "section needs a name: [%s NAME] or [%s:NAME]", sec->name,
+				     sec->name);
+				return;
+			}
+			for (const char *c = name; *c; c++)
+				if (iscntrl((unsigned char)*c)) {
+					diag(L, PQEV_CONF_ERROR, line, NULL, NULL,
+					     "control character in section name");
+					return;
+				}
+			prev = inst_find(L, sec, name);
+			if (prev) {
+				diag(L, PQEV_CONF_ERROR, line, hdr, NULL,
+				     "duplicate section, first defined at line %d", prev->line);
+				return;
+			}
+			L->cur = inst_new(L, sec, name, hdr, line);
+			L->cur_bad = L->cur == NULL;
+			return;
+		}
+		if (strcmp(hdr, sec->name) == 0) {
+			L->cur = inst_find(L, sec, NULL);
+			if (!L->cur)
+				L->cur = inst_new(L, sec, NULL, hdr, line);
+			L->cur_bad = L->cur == NULL;
+			return;
+		}
+	}
+	diag(L, PQEV_CONF_ERROR, line, hdr, NULL, "unknown section");
+}
+
+/* ---- the reader fed to inih, and the handler ---- */
+
+/* Where inih's find_chars_or_comment would stop: a char of `chars`, or ';' after
+ * whitespace (inline comment). */
+static char *find_stop(char *s, const char *chars)
+{
+	bool was_space = false;
+	for (; *s; s++) {
+		if (chars && strchr(chars, *s))
+			break;
+		if (was_space && *s == ';')
+			break;
+		was_space = isspace((unsigned char)*s);
+	}
+	return s;
+}
+
+/* The line handed out before must have produced a handler call if it was a key. */
+static void finish_line(Loader *L)
+{
+	if (L->kind == LINE_KEY && !L->handler_called)
+		diag(L, PQEV_CONF_ERROR, L->lineno,
+		     L->cur_bad ? NULL : (L->cur ? L->cur->label : NULL), NULL,
+		     "syntax error: expected \"key = value\", a [section] or a comment");
+	L->kind = LINE_NONE;
+	L->handler_called = false;
+}
+
+/* Classify a line as inih will; returns true if inih must not see it. */
+static bool classify(Loader *L, char *line)
+{
+	char *start = line, *end;
+
+	while (*start && isspace((unsigned char)*start))
+		start++;
+	end = start + strlen(start);
+	while (end > start && isspace((unsigned char)end[-1]))
+		end--;
+	*end = '\0';
+
+	if (*start == '\0' || *start == ';' || *start == '#') {
+		L->kind = LINE_BLANK;
+	} else if (L->prev_key && start > line) {
+		L->kind = LINE_CONT;
+	} else if (*start == '[') {
+		char *close = find_stop(start + 1, "]"), *a, *b, *after;
+		L->kind = LINE_SECTION;
+		if (*close != ']') {
+			diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+			     "section header without closing ']'");
+			/* inih keeps the previous section; we skip its keys */
+			L->cur = NULL;
+			L->cur_bad = true;
+			L->in_section = true;
+			return false;
+		}
+		after = close + 1;
+		while (*after && isspace((unsigned char)*after))
+			after++;
+		if (*after && *after != ';' && *after != '#')
+			diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+			     "unexpected text after the section header");
+		L->prev_key = false;
+		a = start + 1;
+		b = close;
+		while (a < b && isspace((unsigned char)*a))
+			a++;
+		while (b > a && isspace((unsigned char)b[-1]))
+			b--;
+		{
+			char hdr[PQEV_CONF_MAX_LINE + 1];
+			memcpy(hdr, a, (size_t)(b - a));
+			hdr[b - a] = '\0';
+			open_section(L, hdr, L->lineno);
+		}
+	} else if (strncmp(start, "%include", 8) == 0) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+		     "%%include is not supported; put the keys in this file");
+		L->kind = LINE_BLANK;
+		return true;
+	} else {
+		L->kind = LINE_KEY;
+	}
+	return false;
+}
+
+static char *reader(char *buf, int num, void *stream)
+{
+	Loader *L = stream;
+	const char *eol, *p;
+	size_t len, limit;
+
+	finish_line(L);
+	if (L->pos >= L->end)
+		return NULL;
+	p = L->pos;
+	eol = memchr(p, '\n', (size_t)(L->end - p));
+	if (!eol)
+		eol = L->end;
+	L->pos = eol < L->end ? eol + 1 : eol;
+	L->lineno++;
+	len = (size_t)(eol - p);
+	if (len > 0 && p[len - 1] == '\r')
+		len--;
+	if (L->lineno == 1 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
+		p += 3;
+		len -= 3;
+	}
+	limit = num > 1 ? (size_t)num - 1 : 0;
+	if (limit > PQEV_CONF_MAX_LINE)
+		limit = PQEV_CONF_MAX_LINE;
+	if (memchr(p, '\0', len)) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL, "line contains a NUL byte");
+		len = 0;
+	} else if (len > limit) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+		     "line is %zu characters long, the limit is %zu; continue a long value on "
+		     "indented lines",
+		     len, limit);
+		len = 0;
+	}
+	/* inih treats an empty line as blank and keeps its continuation state */
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	{
+		char copy[PQEV_CONF_MAX_LINE + 1];
+		memcpy(copy, buf, len + 1);
+		if (classify(L, copy))
+			buf[0] = '\0';
+	}
+	return buf;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+	Loader *L = user;
+	const PqevConfKey *keys;
+	int idx;
+	Assign *a;
+
+	(void)section; /* we track sections ourselves (inih truncates long ones) */
+	L->handler_called = true;
+	if (L->kind == LINE_CONT) {
+		if (!L->cur_bad && L->last_assign >= 0 && !L->oom) {
+			Assign *prev = &L->assigns[L->last_assign];
+			const PqevConfKey *k = &prev->inst->sec->keys[prev->key_idx];
+			const char *sep = k->type == PQEV_CT_LIST ? ", " : " ";
+			size_t n = strlen(prev->value);
+			char *v = realloc(prev->value, n + strlen(sep) + strlen(value) + 1);
+			if (!v) {
+				oom(L);
+				return 1;
+			}
+			strcpy(v + n, sep);
+			strcat(v + n, value);
+			prev->value = v;
+		}
+		return 1;
+	}
+	L->prev_key = true;
+	L->last_assign = -1;
+	if (!L->in_section) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, name,
+		     "key outside of any section; put it under a [section] header");
+		return 1;
+	}
+	if (L->cur_bad || !L->cur)
+		return 1;
+	keys = L->cur->sec->keys;
+	for (idx = 0; keys && keys[idx].key; idx++)
+		if (strcmp(keys[idx].key, name) == 0)
+			break;
+	if (!keys || !keys[idx].key) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, L->cur->label, name, "unknown key");
+		return 1;
+	}
+	if (L->cur->key_line[idx])
+		diag(L, PQEV_CONF_WARNING, L->lineno, L->cur->label, name,
+		     "set again (first at line %d); the last value is used", L->cur->key_line[idx]);
+	L->cur->key_line[idx] = L->lineno;
+	if (L->nassigns == L->capassigns) {
+		size_t ncap = L->capassigns ? L->capassigns * 2 : 16;
+		Assign *n = realloc(L->assigns, ncap * sizeof(*n));
+		if (!n) {
+			oom(L);
+			return 1;
+		}
+		L->assigns = n;
+		L->capassigns = ncap;
+	}
+	a = &L->assigns[L->nassigns];
+	a->inst = L->cur;
+	a->key_idx = idx;
+	a->line = L->lineno;
+	a->value = strdup(value);
+	if (!a->value) {
+		oom(L);
+		return 1;
+	}
+	L->last_assign = (long)L->nassigns++;
+	return 1;
+}
+
+/* ---- building the fresh struct ---- */
+
+static void set_value(Loader *L, Inst *in, int idx, const char *value, int line, bool is_default)
+{
+	const PqevConfKey *k = &in->sec->keys[idx];
+	char err[256] = "", q[MAX_QUOTED + 8];
+	int r = field_set(in->data, k, value, err, sizeof(err));
+	if (r == -ENOMEM)
+		oom(L);
+	else if (r < 0)
+		diag(L, PQEV_CONF_ERROR, line, in->label, k->key, "invalid %svalue %s: %s",
+		     is_default ? "default " : "", quoted(q, sizeof(q), value, k), err);
+}
+
+static void apply_defaults(Loader *L, Inst *in)
+{
+	for (int i = 0; in->sec->keys && in->sec->keys[i].key; i++) {
+		const PqevConfKey *k = &in->sec->keys[i];
+		field_unset(in->data, k);
+		if (k->def)
+			set_value(L, in, i, k->def, 0, true);
+	}
+}
+
+static void check_section(Loader *L, Inst *in)
+{
+	PqevConfCheck chk = {L, in};
+	for (int i = 0; in->sec->keys && in->sec->keys[i].key; i++) {
+		const PqevConfKey *k = &in->sec->keys[i];
+		char err[256] = "";
+		if ((k->flags & PQEV_CF_REQUIRED) && !in->key_line[i]) {
+			diag(L, PQEV_CONF_ERROR, in->line, in->label, k->key,
+			     "required key is missing");
+			continue;
+		}
+		if (k->validate && !k->validate(field_at(in->data, k), err, sizeof(err)))
+			diag(L, PQEV_CONF_ERROR, in->key_line[i], in->label, k->key, "%s",
+			     err[0] ? err : "invalid value");
+	}
+	if (in->sec->check)
+		in->sec->check(in->data, in->name, &chk);
+}
+
+static const void *old_section(const PqevConfSchema *s, const void *old, const Inst *in)
+{
+	const PqevConfSection *sec = in->sec;
+	const PqevConfArray *arr;
+	if (!(sec->flags & PQEV_CS_REPEATED))
+		return (const char *)old + sec->offset;
+	arr = (const PqevConfArray *)((const char *)old + sec->offset);
+	for (size_t i = 0; i < arr->count; i++) {
+		const char *e = (const char *)arr->items + i * sec->elem_size;
+		if (str_eq(*(char *const *)(e + sec->name_offset), in->name))
+			return e;
+	}
+	(void)s;
+	return NULL;
+}
+
+static void keep_no_reload(Loader *L, const void *old, Inst *in)
+{
+	const void *od = old_section(L->schema, old, in);
+	if (!od)
+		return;
+	for (int i = 0; in->sec->keys && in->sec->keys[i].key; i++) {
+		const PqevConfKey *k = &in->sec->keys[i];
+		char was[160], now[160];
+		if (!(k->flags & PQEV_CF_NO_RELOAD) || field_equal(od, in->data, k))
+			continue;
+		field_format(was, sizeof(was), od, k);
+		field_format(now, sizeof(now), in->data, k);
+		diag(L, PQEV_CONF_WARNING, in->key_line[i] ? in->key_line[i] : in->line, in->label,
+		     k->key,
+		     "changed from %s to %s, but cannot change without a restart; keeping %s", was,
+		     now, was);
+		if (field_copy(in->data, od, k) < 0)
+			oom(L);
+	}
+}
+
+static void free_section_data(const PqevConfSection *sec, void *data)
+{
+	for (int i = 0; sec->keys && sec->keys[i].key; i++)
+		field_free(data, &sec->keys[i]);
+}
+
+void *pqev_conf_free(const PqevConfSchema *schema, void *cfg)
+{
+	if (!cfg)
+		return NULL;
+	for (const PqevConfSection *sec = schema->sections; sec->name; sec++) {
+		if (sec->flags & PQEV_CS_REPEATED) {
+			PqevConfArray *arr = (PqevConfArray *)((char *)cfg + sec->offset);
+			for (size_t i = 0; i < arr->count; i++) {
+				char *e = (char *)arr->items + i * sec->elem_size;
+				free_section_data(sec, e);
+				free(*(char **)(e + sec->name_offset));
+			}
+			free(arr->items);
+			arr->items = NULL;
+			arr->count = 0;
+		} else {
+			free_section_data(sec, (char *)cfg + sec->offset);
+		}
+	}
+	free(cfg);
+	return NULL;
+}
+
+static void *build(Loader *L, const void *old)
+{
+	const PqevConfSchema *s = L->schema;
+	char *root = calloc(1, s->size ? s->size : 1);
+	if (!root) {
+		oom(L);
+		return NULL;
+	}
+	/* section storage: single sections live in root; repeated get arrays */
+	for (const PqevConfSection *sec = s->sections; sec->name; sec++) {
+		if (sec->flags & PQEV_CS_REPEATED) {
+			PqevConfArray *arr = (PqevConfArray *)(root + sec->offset);
+			size_t n = 0, j = 0;
+			for (size_t i = 0; i < L->ninsts; i++)
+				n += L->insts[i]->sec == sec;
+			if (n == 0)
+				continue;
+			arr->items = calloc(n, sec->elem_size);
+			if (!arr->items) {
+				oom(L);
+				continue;
+			}
+			arr->count = n;
+			for (size_t i = 0; i < L->ninsts; i++) {
+				Inst *in = L->insts[i];
+				char **np;
+				if (in->sec != sec)
+					continue;
+				in->data = (char *)arr->items + j++ * sec->elem_size;
+				np = (char **)((char *)in->data + sec->name_offset);
+				*np = strdup(in->name);
+				if (!*np)
+					oom(L);
+			}
+		} else {
+			Inst *in = inst_find(L, sec, NULL);
+			if (!in) {
+				if (sec->flags & PQEV_CS_REQUIRED)
+					diag(L, PQEV_CONF_ERROR, 0, NULL, NULL,
+					     "section [%s] is missing", sec->name);
+				in = inst_new(L, sec, NULL, sec->name, 0);
+				if (!in)
+					continue;
+			}
+			in->data = root + sec->offset;
+		}
+	}
+	if (L->oom)
+		return root;
+	for (size_t i = 0; i < L->ninsts; i++)
+		apply_defaults(L, L->insts[i]);
+	for (size_t i = 0; i < L->nassigns && !L->oom; i++) {
+		Assign *a = &L->assigns[i];
+		set_value(L, a->inst, a->key_idx, a->value, a->line, false);
+	}
+	if (L->errors)
+		return root; /* validators would only repeat what is already wrong */
+	for (size_t i = 0; i < L->ninsts; i++)
+		check_section(L, L->insts[i]);
+	if (s->check) {
+		PqevConfCheck chk = {L, NULL};
+		s->check(root, &chk);
+	}
+	if (old && !L->errors)
+		for (size_t i = 0; i < L->ninsts; i++)
+			keep_no_reload(L, old, L->insts[i]);
+	return root;
+}
+
+static void loader_free(Loader *L)
+{
+	for (size_t i = 0; i < L->ninsts; i++) {
+		free(L->insts[i]->name);
+		free(L->insts[i]->label);
+		free(L->insts[i]->key_line);
+		free(L->insts[i]);
+	}
+	free(L->insts);
+	for (size_t i = 0; i < L->nassigns; i++)
+		free(L->assigns[i].value);
+	free(L->assigns);
+}
+
+static int load_text(const PqevConfSchema *schema, const char *text, size_t len, const char *name,
+		     const void *old, void **out, PqevConfReportFn report, void *arg)
+{
+	Loader L = {0};
+	void *cfg;
+	int ret;
+
+	L.schema = schema;
+	L.file = name ? name : "<string>";
+	L.report = report;
+	L.arg = arg;
+	L.pos = text;
+	L.end = text + len;
+	L.last_assign = -1;
+	ini_parse_stream(reader, &L, handler, &L);
+	finish_line(&L);
+	cfg = build(&L, old);
+	ret = L.oom ? -ENOMEM : L.errors ? -EINVAL : 0;
+	loader_free(&L);
+	if (ret < 0)
+		cfg = pqev_conf_free(schema, cfg);
+	*out = cfg;
+	return ret;
+}
+
+int pqev_conf_load_string(const PqevConfSchema *schema, const char *text, const char *name,
+			  const void *old, void **out, PqevConfReportFn report, void *arg)
+{
+	return load_text(schema, text, strlen(text), name, old, out, report, arg);
+}
+
+int pqev_conf_load_file(const PqevConfSchema *schema, const char *path, const void *old, void **out,
+			PqevConfReportFn report, void *arg)
+{
+	Loader L = {0};
+	struct stat st;
+	char *buf = NULL;
+	size_t got = 0;
+	int fd, ret;
+
+	*out = NULL;
+	L.file = path;
+	L.report = report;
+	L.arg = arg;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ret = -EISDIR;
+		goto fail;
+	}
+	if (st.st_size > MAX_FILE_SIZE) {
+		ret = -EFBIG;
+		goto fail;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got > (size_t)st.st_size) {
+			/* grew while we read it; refuse rather than guess */
+			ret = -EAGAIN;
+			goto fail;
+		}
+	}
+	close(fd);
+	ret = load_text(schema, buf, got, path, old, out, report, arg);
+	free(buf);
+	return ret;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	diag(&L, PQEV_CONF_ERROR, 0, NULL, NULL, "cannot read the configuration file: %s",
+	     ret == -EFBIG ? "larger than 4 MB" : strerror(-ret));
+	return ret;
+}
+
+/* ---- validator helpers ---- */
+
+static int check_key_idx(PqevConfCheck *chk, const char *key)
+{
+	if (!chk->inst || !key)
+		return -1;
+	for (int i = 0; chk->inst->sec->keys && chk->inst->sec->keys[i].key; i++)
+		if (strcmp(chk->inst->sec->keys[i].key, key) == 0)
+			return i;
+	return -1;
+}
+
+static void check_report(PqevConfCheck *chk, PqevConfSeverity sev, const char *key, const char *fmt,
+			 va_list ap) PQEV_PRINTF(4, 0);
+
+static void check_report(PqevConfCheck *chk, PqevConfSeverity sev, const char *key, const char *fmt,
+			 va_list ap)
+{
+	int idx = check_key_idx(chk, key);
+	int line = 0;
+	if (chk->inst)
+		line = idx >= 0 && chk->inst->key_line[idx] ? chk->inst->key_line[idx]
+							    : chk->inst->line;
+	vdiag(chk->L, sev, line, chk->inst ? chk->inst->label : NULL, key, fmt, ap);
+}
+
+void pqev_conf_check_error(PqevConfCheck *chk, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	check_report(chk, PQEV_CONF_ERROR, key, fmt, ap);
+	va_end(ap);
+}
+
+void pqev_conf_check_warning(PqevConfCheck *chk, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	check_report(chk, PQEV_CONF_WARNING, key, fmt, ap);
+	va_end(ap);
+}
+
+bool pqev_conf_check_key_set(PqevConfCheck *chk, const char *key)
+{
+	int idx = check_key_idx(chk, key);
+	return idx >= 0 && chk->inst->key_line[idx] != 0;
+}

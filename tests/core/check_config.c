@@ -1,0 +1,552 @@
+/* Unit tests of the declarative config engine, with a test table (no server). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <pgqd-ev/pqev_config.h>
+
+#include "pgtest.h"
+
+typedef struct TCluster {
+	char *name;
+	char *connstr;
+	PqevConfList dbs;
+	usec_t period;
+	int weight;
+} TCluster;
+
+typedef struct TCfg {
+	char *base_connstr;
+	char *logfile;
+	char *pidfile;
+	char *password;
+	PqevConfList database_list;
+	int max_connects;
+	usec_t ticker_period;
+	usec_t optional_period;
+	bool syslog;
+	int facility;
+	int mode;
+	PqevConfArray clusters;
+} TCfg;
+
+enum { MODE_FAST = 1, MODE_SAFE = 2 };
+static const PqevConfEnumItem modes[] = {{"fast", MODE_FAST}, {"safe", MODE_SAFE}, {NULL, 0}};
+
+static bool even_only(const void *field, char *err, size_t errlen)
+{
+	if (*(const int *)field % 2 == 0)
+		return true;
+	snprintf(err, errlen, "must be even");
+	return false;
+}
+
+static const PqevConfKey main_keys[] = {
+	PQEV_CONF_STRING("base_connstr", TCfg, base_connstr, "", 0),
+	PQEV_CONF_PATH("logfile", TCfg, logfile, NULL, 0),
+	PQEV_CONF_PATH("pidfile", TCfg, pidfile, NULL, PQEV_CF_NO_RELOAD),
+	PQEV_CONF_STRING("password", TCfg, password, NULL, PQEV_CF_SECRET),
+	PQEV_CONF_LIST("database_list", TCfg, database_list, "", 0),
+	PQEV_CONF_INT("max_connects", TCfg, max_connects, "20", 0, 1, 1000, .validate = even_only),
+	PQEV_CONF_SECONDS("ticker_period", TCfg, ticker_period, "1", 0, 0.01, 3600),
+	PQEV_CONF_SECONDS("optional_period", TCfg, optional_period, NULL, 0, 0, 0),
+	PQEV_CONF_BOOL("syslog", TCfg, syslog, "1", 0),
+	PQEV_CONF_ENUM("syslog_facility", TCfg, facility, "daemon", 0, pqev_conf_syslog_facilities),
+	PQEV_CONF_ENUM("mode", TCfg, mode, "safe", PQEV_CF_NO_RELOAD, modes),
+	PQEV_CONF_END,
+};
+
+static const PqevConfKey cluster_keys[] = {
+	PQEV_CONF_STRING("connstr", TCluster, connstr, NULL, PQEV_CF_REQUIRED),
+	PQEV_CONF_LIST("databases", TCluster, dbs, NULL, 0),
+	PQEV_CONF_SECONDS("period", TCluster, period, NULL, 0, 0, 60),
+	PQEV_CONF_INT("weight", TCluster, weight, "1", PQEV_CF_NO_RELOAD, 0, 0),
+	PQEV_CONF_END,
+};
+
+static void cluster_check(void *section, const char *name, PqevConfCheck *chk)
+{
+	TCluster *c = section;
+	if (strcmp(name, "forbidden") == 0)
+		pqev_conf_check_error(chk, "connstr", "cluster %s is not allowed here", name);
+	if (c->dbs.count == 0 && pqev_conf_check_key_set(chk, "databases"))
+		pqev_conf_check_warning(chk, "databases", "empty list");
+}
+
+static const PqevConfSection sections[] = {
+	{.name = "pgqd", .flags = PQEV_CS_REQUIRED, .offset = 0, .keys = main_keys},
+	{.name = "cluster",
+	 .flags = PQEV_CS_REPEATED,
+	 .offset = offsetof(TCfg, clusters),
+	 .elem_size = sizeof(TCluster),
+	 .name_offset = offsetof(TCluster, name),
+	 .keys = cluster_keys,
+	 .check = cluster_check},
+	{.name = NULL},
+};
+
+static const PqevConfSchema schema = {.size = sizeof(TCfg), .sections = sections};
+
+/* Collected diagnostics. */
+static char diags[64][1100];
+static int ndiags, nerrors, nwarnings;
+
+static void collect(const PqevConfDiag *d, void *arg)
+{
+	(void)arg;
+	if (d->severity == PQEV_CONF_ERROR)
+		nerrors++;
+	else
+		nwarnings++;
+	if (ndiags < 64)
+		snprintf(diags[ndiags++], sizeof(diags[0]), "%s %s",
+			 d->severity == PQEV_CONF_ERROR ? "E" : "W", d->message);
+}
+
+static void reset(void)
+{
+	ndiags = nerrors = nwarnings = 0;
+}
+
+/* True if some diagnostic contains every one of the given fragments. */
+static bool has_diag(const char *a, const char *b)
+{
+	for (int i = 0; i < ndiags; i++)
+		if (strstr(diags[i], a) && (!b || strstr(diags[i], b)))
+			return true;
+	return false;
+}
+
+static void dump(void)
+{
+	for (int i = 0; i < ndiags; i++)
+		fprintf(stderr, "diag: %s\n", diags[i]);
+}
+
+static TCfg *load_ok(const char *text)
+{
+	void *out = NULL;
+	int r;
+	reset();
+	r = pqev_conf_load_string(&schema, text, "t.ini", NULL, &out, collect, NULL);
+	if (r != 0)
+		dump();
+	ck_assert_int_eq(r, 0);
+	ck_assert_ptr_nonnull(out);
+	return out;
+}
+
+static void load_fail(const char *text)
+{
+	void *out = (void *)1;
+	int r;
+	reset();
+	r = pqev_conf_load_string(&schema, text, "t.ini", NULL, &out, collect, NULL);
+	dump();
+	ck_assert_int_eq(r, -EINVAL);
+	ck_assert_ptr_null(out);
+	ck_assert_int_gt(nerrors, 0);
+}
+
+START_TEST(test_defaults)
+{
+	TCfg *c = load_ok("[pgqd]\n");
+	ck_assert_str_eq(c->base_connstr, "");
+	ck_assert_ptr_null(c->logfile);
+	ck_assert_ptr_null(c->password);
+	ck_assert_uint_eq(c->database_list.count, 0);
+	ck_assert_int_eq(c->max_connects, 20);
+	ck_assert_uint_eq(c->ticker_period, USEC_PER_SEC);
+	ck_assert_uint_eq(c->optional_period, PQEV_CONF_UNSET_USEC);
+	ck_assert(c->syslog);
+	ck_assert_int_eq(c->facility, LOG_DAEMON);
+	ck_assert_int_eq(c->mode, MODE_SAFE);
+	ck_assert_uint_eq(c->clusters.count, 0);
+	ck_assert_int_eq(nerrors + nwarnings, 0);
+	pqev_conf_free(&schema, c);
+}
+END_TEST
+
+START_TEST(test_every_type)
+{
+	TCfg *c;
+	setenv("HOME", "/home/tester", 1);
+	c = load_ok("; comment\n"
+		    "# another\n"
+		    "[pgqd]\n"
+		    "base_connstr = host=/tmp port=5432\n"
+		    "logfile = ~/log/pgqd.log\n"
+		    "pidfile: /run/x.pid\n"
+		    "database_list = a, b ,,c\n"
+		    "max_connects = 64\n"
+		    "ticker_period = 0.25\n"
+		    "optional_period = 90\n"
+		    "syslog = off\n"
+		    "syslog_facility = LOCAL3\n"
+		    "mode = fast\n");
+	ck_assert_str_eq(c->base_connstr, "host=/tmp port=5432");
+	ck_assert_str_eq(c->logfile, "/home/tester/log/pgqd.log");
+	ck_assert_str_eq(c->pidfile, "/run/x.pid");
+	ck_assert_uint_eq(c->database_list.count, 3);
+	ck_assert_str_eq(c->database_list.items[0], "a");
+	ck_assert_str_eq(c->database_list.items[1], "b");
+	ck_assert_str_eq(c->database_list.items[2], "c");
+	ck_assert_int_eq(c->max_connects, 64);
+	ck_assert_uint_eq(c->ticker_period, 250000);
+	ck_assert_uint_eq(c->optional_period, 90 * USEC_PER_SEC);
+	ck_assert(!c->syslog);
+	ck_assert_int_eq(c->facility, LOG_LOCAL3);
+	ck_assert_int_eq(c->mode, MODE_FAST);
+	pqev_conf_free(&schema, c);
+
+	c = load_ok("[pgqd]\nlogfile = ~root/x\n");
+	ck_assert_str_eq(c->logfile, "/root/x");
+	pqev_conf_free(&schema, c);
+}
+END_TEST
+
+START_TEST(test_unknown_key_names_key_section_line)
+{
+	load_fail("[pgqd]\n\nbogus_key = 1\nticker_period = 2\n");
+	ck_assert_int_eq(nerrors, 1);
+	ck_assert(has_diag("t.ini:3: [pgqd] bogus_key: unknown key", NULL));
+}
+END_TEST
+
+START_TEST(test_bad_values)
+{
+	load_fail("[pgqd]\n"
+		  "max_connects = 12x\n"
+		  "max_connects = 0\n"
+		  "ticker_period = -1\n"
+		  "ticker_period = 0x10\n"
+		  "ticker_period = 9999\n"
+		  "syslog = maybe\n"
+		  "syslog_facility = kernel\n"
+		  "logfile = ~nosuchuser_pgqdev/x\n"
+		  "password = sekrit pass\n"
+		  "[cluster a]\nconnstr = x\nperiod = 0.001\nweight = 99999999999\n");
+	ck_assert(has_diag(
+		"t.ini:2: [pgqd] max_connects: invalid value \"12x\": expected an integer", NULL));
+	ck_assert(has_diag("t.ini:3: [pgqd] max_connects", "out of range 1..1000"));
+	ck_assert(has_diag("t.ini:4: [pgqd] ticker_period: invalid value \"-1\"", "decimal"));
+	ck_assert(has_diag("t.ini:5: [pgqd] ticker_period", "0x10"));
+	ck_assert(has_diag("t.ini:6: [pgqd] ticker_period", "out of range 0.01..3600 seconds"));
+	ck_assert(has_diag("t.ini:7: [pgqd] syslog", "expected a boolean"));
+	ck_assert(has_diag("t.ini:8: [pgqd] syslog_facility", "expected one of: auth, authpriv"));
+	ck_assert(has_diag("t.ini:9: [pgqd] logfile", "cannot expand"));
+	ck_assert(has_diag("t.ini:14: [cluster a] weight", "out of range"));
+	/* the period passed its range check (0..60) */
+	ck_assert(!has_diag("t.ini:13", NULL));
+	ck_assert_int_eq(nerrors, 9);
+	/* no secret value in any message, even though password itself is valid */
+	ck_assert(!has_diag("sekrit", NULL));
+}
+END_TEST
+
+START_TEST(test_secret_hidden_in_errors)
+{
+	static const PqevConfKey keys[] = {
+		PQEV_CONF_INT("pin", TCluster, weight, NULL, PQEV_CF_SECRET, 0, 9),
+		PQEV_CONF_END,
+	};
+	static const PqevConfSection secs[] = {{.name = "s", .keys = keys}, {.name = NULL}};
+	static const PqevConfSchema sch = {.size = sizeof(TCluster), .sections = secs};
+	void *out;
+	reset();
+	ck_assert_int_eq(pqev_conf_load_string(&sch, "[s]\npin = 12345\n", "s.ini", NULL, &out,
+					       collect, NULL),
+			 -EINVAL);
+	dump();
+	ck_assert(has_diag("s.ini:2: [s] pin: invalid value (hidden)", NULL));
+	ck_assert(!has_diag("12345", NULL));
+}
+END_TEST
+
+START_TEST(test_syntax_errors_each_reported)
+{
+	load_fail("[pgqd]\n"
+		  "this line has no equals sign\n"
+		  "ticker_period = 1\n"
+		  "another bad line\n"
+		  "[unclosed\n"
+		  "%include other.ini\n");
+	ck_assert(has_diag("t.ini:2: [pgqd] syntax error", NULL));
+	ck_assert(has_diag("t.ini:4: [pgqd] syntax error", NULL));
+	ck_assert(has_diag("t.ini:5: section header without closing ']'", NULL));
+	ck_assert(has_diag("t.ini:6: %include is not supported", NULL));
+	ck_assert_int_eq(nerrors, 4);
+}
+END_TEST
+
+START_TEST(test_sections)
+{
+	/* unknown section: one error, its keys are not reported one by one */
+	load_fail("[pgqd]\n[nosuch]\na = 1\nb = 2\n");
+	ck_assert_int_eq(nerrors, 1);
+	ck_assert(has_diag("t.ini:2: [nosuch] unknown section", NULL));
+
+	load_fail("ticker_period = 1\n[pgqd]\n");
+	ck_assert(has_diag("t.ini:1: ticker_period: key outside of any section", NULL));
+
+	load_fail("[cluster a]\nconnstr = x\n");
+	ck_assert(has_diag("t.ini: section [pgqd] is missing", NULL));
+
+	load_fail("[pgqd] trailing\n");
+	ck_assert(has_diag("t.ini:1: unexpected text after the section header", NULL));
+
+	/* a single section given twice merges, like pgqd */
+	TCfg *c = load_ok("[pgqd]\nmax_connects = 4\n[pgqd]\nsyslog = 0\n");
+	ck_assert_int_eq(c->max_connects, 4);
+	ck_assert(!c->syslog);
+	pqev_conf_free(&schema, c);
+}
+END_TEST
+
+START_TEST(test_repeated_sections)
+{
+	TCluster *a, *b, *e;
+	TCfg *c = load_ok("[pgqd]\n"
+			  "[cluster east]\n"
+			  "connstr = host=10.0.0.1\n"
+			  "databases = d1, d2\n"
+			  "[cluster:west]\n"
+			  "connstr = host=10.0.0.2\n"
+			  "period = 0.5\n"
+			  "[cluster  empty one ]\n"
+			  "connstr = host=10.0.0.3\n");
+	ck_assert_uint_eq(c->clusters.count, 3);
+	a = PQEV_CONF_ARRAY_AT(c->clusters, TCluster, 0);
+	b = PQEV_CONF_ARRAY_AT(c->clusters, TCluster, 1);
+	e = PQEV_CONF_ARRAY_AT(c->clusters, TCluster, 2);
+	ck_assert_str_eq(a->name, "east");
+	ck_assert_str_eq(a->connstr, "host=10.0.0.1");
+	ck_assert_uint_eq(a->dbs.count, 2);
+	ck_assert_str_eq(a->dbs.items[1], "d2");
+	ck_assert_uint_eq(a->period, PQEV_CONF_UNSET_USEC);
+	ck_assert_int_eq(a->weight, 1);
+	ck_assert_str_eq(b->name, "west");
+	ck_assert_uint_eq(b->period, 500000);
+	ck_assert_str_eq(e->name, "empty one");
+	pqev_conf_free(&schema, c);
+
+	load_fail("[pgqd]\n[cluster a]\nconnstr=x\n[cluster:a]\nconnstr=y\n");
+	ck_assert(
+		has_diag("t.ini:4: [cluster:a] duplicate section, first defined at line 2", NULL));
+
+	load_fail("[pgqd]\n[cluster]\nconnstr=x\n");
+	ck_assert(has_diag("t.ini:2: [cluster] section needs a name", NULL));
+	ck_assert_int_eq(nerrors, 1);
+
+	/* required key missing: reported at the section header */
+	load_fail("[pgqd]\n[cluster b]\nperiod = 1\n");
+	ck_assert(has_diag("t.ini:2: [cluster b] connstr: required key is missing", NULL));
+
+	/* section validator: error at the key's line; warning does not fail */
+	load_fail("[pgqd]\n[cluster forbidden]\n\nconnstr = x\n");
+	ck_assert(has_diag("t.ini:4: [cluster forbidden] connstr: cluster forbidden is not allowed",
+			   NULL));
+	c = load_ok("[pgqd]\n[cluster w]\nconnstr = x\ndatabases = ,\n");
+	ck_assert(has_diag("W t.ini:4: [cluster w] databases: empty list", NULL));
+	pqev_conf_free(&schema, c);
+}
+END_TEST
+
+START_TEST(test_key_validator)
+{
+	load_fail("[pgqd]\n\nmax_connects = 7\n");
+	ck_assert(has_diag("t.ini:3: [pgqd] max_connects: must be even", NULL));
+}
+END_TEST
+
+START_TEST(test_long_lines_and_continuation)
+{
+	char text[2048], longv[400];
+	TCfg *c;
+	memset(longv, 'x', 250);
+	longv[250] = '\0';
+	snprintf(text, sizeof(text), "[pgqd]\nbase_connstr = %s\nsyslog = 0\n", longv);
+	load_fail(text);
+	ck_assert(has_diag("t.ini:2: line is 265 characters long, the limit is 199", NULL));
+	ck_assert_int_eq(nerrors, 1);
+
+	/* exactly at the limit is fine */
+	memset(longv, 'y', 184);
+	longv[184] = '\0';
+	snprintf(text, sizeof(text), "[pgqd]\nbase_connstr = %s\n", longv);
+	ck_assert_uint_eq(strlen("base_connstr = ") + 184, PQEV_CONF_MAX_LINE);
+	c = load_ok(text);
+	ck_assert_str_eq(c->base_connstr, longv);
+	pqev_conf_free(&schema, c);
+
+	c = load_ok("[pgqd]\n"
+		    "base_connstr = host=10.1.2.3\n"
+		    "    port=5433 user=ticker\n"
+		    "\tsslmode=require\n"
+		    "database_list = a, b,\n"
+		    "  c\n"
+		    "  d\n"
+		    "max_connects = 2\n");
+	ck_assert_str_eq(c->base_connstr, "host=10.1.2.3 port=5433 user=ticker sslmode=require");
+	ck_assert_uint_eq(c->database_list.count, 4);
+	ck_assert_str_eq(c->database_list.items[3], "d");
+	pqev_conf_free(&schema, c);
+}
+END_TEST
+
+START_TEST(test_crlf_bom_inline_comment)
+{
+	TCfg *c = load_ok("\xEF\xBB\xBF[pgqd]\r\n"
+			  "max_connects = 6 ; six\r\n"
+			  "base_connstr = password=a;b\r\n"
+			  "   # indented comment, not a continuation\r\n"
+			  "syslog = no");
+	ck_assert_int_eq(c->max_connects, 6);
+	ck_assert_str_eq(c->base_connstr, "password=a;b");
+	ck_assert(!c->syslog);
+	pqev_conf_free(&schema, c);
+}
+END_TEST
+
+START_TEST(test_duplicate_key_warns)
+{
+	TCfg *c = load_ok("[pgqd]\nmax_connects = 4\nmax_connects = 8\n");
+	ck_assert_int_eq(c->max_connects, 8);
+	ck_assert(has_diag("W t.ini:3: [pgqd] max_connects: set again (first at line 2)", NULL));
+	pqev_conf_free(&schema, c);
+}
+END_TEST
+
+START_TEST(test_reload_semantics)
+{
+	TCfg *old = load_ok("[pgqd]\npidfile = /run/a.pid\nmax_connects = 4\nmode = fast\n"
+			    "[cluster a]\nconnstr = x\nweight = 3\n");
+	void *fresh = (void *)1;
+	TCfg *n;
+	int r;
+
+	/* a bad reload: error with line, nothing returned, old untouched */
+	reset();
+	r = pqev_conf_load_string(&schema, "[pgqd]\nmax_connects = 6\nticker_period = soon\n",
+				  "t.ini", old, &fresh, collect, NULL);
+	ck_assert_int_eq(r, -EINVAL);
+	ck_assert_ptr_null(fresh);
+	ck_assert(has_diag("t.ini:3: [pgqd] ticker_period", NULL));
+	ck_assert_int_eq(old->max_connects, 4);
+	ck_assert_str_eq(old->pidfile, "/run/a.pid");
+
+	/* a good reload into a fresh struct: reloadable keys change, NO_RELOAD keys warn
+	 * and keep the running value, a removed key reverts to its default */
+	reset();
+	r = pqev_conf_load_string(&schema,
+				  "[pgqd]\npidfile = /run/b.pid\n"
+				  "[cluster a]\nconnstr = y\nweight = 5\n"
+				  "[cluster new]\nconnstr = z\nweight = 7\n",
+				  "t.ini", old, &fresh, collect, NULL);
+	dump();
+	ck_assert_int_eq(r, 0);
+	n = fresh;
+	ck_assert_ptr_ne(n, old);
+	ck_assert_int_eq(n->max_connects, 20);
+	ck_assert_str_eq(n->pidfile, "/run/a.pid");
+	ck_assert(
+		has_diag("W t.ini:2: [pgqd] pidfile: changed from \"/run/a.pid\" to \"/run/b.pid\"",
+			 "keeping \"/run/a.pid\""));
+	ck_assert(has_diag("W t.ini:1: [pgqd] mode: changed from fast to safe", NULL));
+	ck_assert_str_eq(PQEV_CONF_ARRAY_AT(n->clusters, TCluster, 0)->connstr, "y");
+	ck_assert_int_eq(PQEV_CONF_ARRAY_AT(n->clusters, TCluster, 0)->weight, 3);
+	ck_assert(has_diag("W t.ini:5: [cluster a] weight: changed from 3 to 5", NULL));
+	ck_assert_int_eq(PQEV_CONF_ARRAY_AT(n->clusters, TCluster, 1)->weight, 7);
+	ck_assert_int_eq(nwarnings, 3);
+	ck_assert_int_eq(nerrors, 0);
+	/* the old struct is still intact for the caller to diff and free */
+	ck_assert_int_eq(old->mode, MODE_FAST);
+	pqev_conf_free(&schema, old);
+	pqev_conf_free(&schema, n);
+}
+END_TEST
+
+START_TEST(test_file_loading)
+{
+	char path[] = "/tmp/pqev-config-XXXXXX";
+	int fd = mkstemp(path);
+	void *out;
+	TCfg *c;
+	const char *text = "[pgqd]\nmax_connects = 10\nbad = 1\n";
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), -EINVAL);
+	ck_assert(has_diag(path, ":3: [pgqd] bad: unknown key"));
+
+	fd = open(path, O_WRONLY | O_TRUNC);
+	ck_assert_int_eq(write(fd, text, 25), 25);
+	close(fd);
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), 0);
+	c = out;
+	ck_assert_int_eq(c->max_connects, 10);
+	pqev_conf_free(&schema, c);
+	unlink(path);
+
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), -ENOENT);
+	ck_assert_ptr_null(out);
+	ck_assert(has_diag(path, "cannot read the configuration file: No such file"));
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, "/tmp", NULL, &out, collect, NULL), -EISDIR);
+	/* no report function: still fails cleanly */
+	ck_assert_int_eq(pqev_conf_load_string(&schema, "junk", "x", NULL, &out, NULL, NULL),
+			 -EINVAL);
+}
+END_TEST
+
+START_TEST(test_parse_helpers)
+{
+	usec_t u;
+	bool b;
+	ck_assert_int_eq(pqev_conf_parse_seconds("60", &u), 0);
+	ck_assert_uint_eq(u, 60 * USEC_PER_SEC);
+	ck_assert_int_eq(pqev_conf_parse_seconds(".5", &u), 0);
+	ck_assert_uint_eq(u, 500000);
+	ck_assert_int_eq(pqev_conf_parse_seconds("1.0000019", &u), 0);
+	ck_assert_uint_eq(u, 1000001);
+	ck_assert_int_eq(pqev_conf_parse_seconds("", &u), -EINVAL);
+	ck_assert_int_eq(pqev_conf_parse_seconds(".", &u), -EINVAL);
+	ck_assert_int_eq(pqev_conf_parse_seconds("1e3", &u), -EINVAL);
+	ck_assert_int_eq(pqev_conf_parse_seconds(" 1", &u), -EINVAL);
+	ck_assert_int_eq(pqev_conf_parse_seconds("99999999999999999999", &u), -ERANGE);
+	ck_assert_int_eq(pqev_conf_parse_bool("YES", &b), 0);
+	ck_assert(b);
+	ck_assert_int_eq(pqev_conf_parse_bool("2", &b), -EINVAL);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = pgt_tcase("config", 30);
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_every_type);
+	tcase_add_test(tc, test_unknown_key_names_key_section_line);
+	tcase_add_test(tc, test_bad_values);
+	tcase_add_test(tc, test_secret_hidden_in_errors);
+	tcase_add_test(tc, test_syntax_errors_each_reported);
+	tcase_add_test(tc, test_sections);
+	tcase_add_test(tc, test_repeated_sections);
+	tcase_add_test(tc, test_key_validator);
+	tcase_add_test(tc, test_long_lines_and_continuation);
+	tcase_add_test(tc, test_crlf_bom_inline_comment);
+	tcase_add_test(tc, test_duplicate_key_warns);
+	tcase_add_test(tc, test_reload_semantics);
+	tcase_add_test(tc, test_file_loading);
+	tcase_add_test(tc, test_parse_helpers);
+	suite_add_tcase(s, tc);
+	return pgt_main(s, NULL);
+}
