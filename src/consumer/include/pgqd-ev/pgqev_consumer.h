@@ -1,0 +1,355 @@
+/*
+ * libpgqev: an embeddable PgQ consumer on the caller's libevent loop.
+ *
+ * A PgqevConsumer follows one (queue, consumer[, subconsumer]) subscription in one
+ * database and hands every batch to the application's on_batch callback, in
+ * chunks of at most fetch_size events read through a cursor, so memory stays
+ * bounded whatever the batch size. It wakes on the queue's tick notification
+ * (LISTEN, see docs/sql-api.md) and asks for the next batch right after each
+ * finished one; when there is nothing to do it waits for a notification or the
+ * poll interval. Any number of consumers, on any number of databases, can share
+ * one event_base.
+ *
+ * Delivery is at least once: a batch is finished (pgq.finish_batch) in the same
+ * transaction that read it, only after every chunk was handled. A connection lost
+ * mid-batch, a crashed process or a failing handler leaves the batch open and it
+ * is delivered again. With a target database (exactly-once mode) the library
+ * keeps one transaction open on the target for the whole batch, gives the handler
+ * that connection for its writes, and records the batch with pgq_ext in the same
+ * transaction, so a redelivered batch that was already applied is skipped.
+ *
+ * THREADING: none inside. Every function of a consumer, and of the batches and
+ * events it hands out, must be called on the thread that runs its event_base,
+ * and every callback runs on that thread from inside event_base_loop(). Different
+ * consumers on different loops in different threads are independent. The
+ * producer helpers use only the PGconn they are given (libpq's rules apply).
+ *
+ * OWNERSHIP: strings in a PgqevConsumerConfig are copied by pgqev_consumer_new().
+ * A PgqevBatch and its PgqevEvent handles and strings are borrowed: valid until
+ * the chunk is completed, that is until on_batch returns, or, if on_batch
+ * returned PGQEV_PENDING, until pgqev_batch_complete() is called. Nothing handed
+ * to a callback is ever freed by the application.
+ *
+ * RE-ENTRANCY: from inside any callback it is legal to call any function of this
+ * API, including pgqev_consumer_stop() and pgqev_consumer_free() of the consumer
+ * running the callback (the memory is released after the callback returns).
+ *
+ * Errors: functions that can fail return 0 or a negative errno and are marked
+ * PQEV_MUSTCHECK; constructors return NULL (with a reason where one is asked
+ * for). Runtime failures (connection, SQL, handler) never stop a consumer: they
+ * are reported through on_error and retried with backoff.
+ */
+#ifndef PGQEV_PGQEV_CONSUMER_H
+#define PGQEV_PGQEV_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include <pgqd-ev/pqev_common.h>
+#include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pqev_connlimit.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+
+typedef struct PgqevConsumer PgqevConsumer;
+typedef struct PgqevBatch PgqevBatch;
+typedef struct PgqevEvent PgqevEvent;
+
+/* Library version string, e.g. "0.1.0". */
+const char *pgqev_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* States, verdicts, errors                                                 */
+
+typedef enum PgqevState {
+	PGQEV_STATE_STOPPED = 0, /* not started, or stopped */
+	PGQEV_STATE_CONNECTING,  /* connecting, registering, subscribing to ticks */
+	PGQEV_STATE_LISTENING,   /* connected and subscribed; asking for a batch */
+	PGQEV_STATE_IDLE,        /* no batch ready: waiting for a tick or the poll timer */
+	PGQEV_STATE_PROCESSING,  /* a batch is open (reading, handling, finishing) */
+	PGQEV_STATE_BACKOFF,     /* waiting after a failure before trying again */
+} PgqevState;
+
+/* Stable lower-case name ("idle", ...). */
+const char *pgqev_state_name(PgqevState st);
+
+/* What on_batch returns for its chunk. */
+typedef enum PgqevVerdict {
+	PGQEV_DONE = 0, /* chunk handled; events not marked for retry are done */
+	PGQEV_FAIL,     /* chunk failed: handled per the consumer's failure policy */
+	PGQEV_PENDING,  /* keep the chunk (and batch) open; complete it later with
+			   pgqev_batch_complete() from any callback on the loop */
+} PgqevVerdict;
+
+/* What a failing handler causes. */
+typedef enum PgqevFailPolicy {
+	/* Roll the batch back (including per-event retries and, in exactly-once
+	   mode, the target transaction), wait with backoff starting at fail_delay,
+	   then deliver the whole batch again. The default. */
+	PGQEV_FAIL_REDELIVER = 0,
+	/* Put every event of the failed chunk into the retry queue
+	   (pgq.event_retry, retry_delay seconds) and go on with the batch. */
+	PGQEV_FAIL_RETRY_EVENTS,
+} PgqevFailPolicy;
+
+typedef enum PgqevErrorKind {
+	PGQEV_ERR_CONNECTION, /* source connection failed or broke */
+	PGQEV_ERR_SQL,        /* a statement of the library failed on the source */
+	PGQEV_ERR_HANDLER,    /* on_batch returned PGQEV_FAIL */
+	PGQEV_ERR_TARGET,     /* exactly-once: the target connection or a write failed */
+} PgqevErrorKind;
+
+/* Handed to on_error; borrowed for the call. */
+typedef struct PgqevError {
+	PgqevErrorKind kind;
+	int64_t batch_id;    /* the open batch, 0 if none */
+	unsigned streak;     /* failures in a row, this one included */
+	usec_t retry_in;     /* delay before the next attempt (0: immediately) */
+	const char *message; /* "<label>: <what>", never NULL, never a password */
+} PgqevError;
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+
+/*
+ * on_batch: one chunk of a batch (1..fetch_size events, in event id order). A
+ * batch of n events arrives as ceil(n / fetch_size) calls with the same batch id;
+ * empty batches are finished without a call. Return a PgqevVerdict.
+ */
+typedef PgqevVerdict (*PgqevBatchFn)(PgqevConsumer *c, PgqevBatch *batch, void *arg);
+typedef void (*PgqevErrorFn)(PgqevConsumer *c, const PgqevError *err, void *arg);
+typedef void (*PgqevStateFn)(PgqevConsumer *c, PgqevState old_state, PgqevState new_state,
+			     void *arg);
+
+/*
+ * Settings, a value type: fill with pgqev_config_init() and change what you need.
+ * Durations are microseconds (usec_t, USEC_PER_SEC from pqev_common.h).
+ */
+typedef struct PgqevConsumerConfig {
+	/* --- what to follow (conninfo, queue and consumer are required) --- */
+	const char *conninfo;    /* libpq keyword/value string or URI */
+	const char *queue;       /* queue name */
+	const char *consumer;    /* consumer name */
+	const char *subconsumer; /* pgq_coop subconsumer name; NULL: plain consumer */
+	const char *label;       /* name in messages; NULL: "<db>/<queue>/<consumer>" */
+
+	/* --- registration --- */
+	bool register_on_start; /* register when first connected (default true); a coop
+				   consumer registers with pgq_coop.register_subconsumer */
+	int64_t register_tick;  /* > 0: register at this tick (pgq.register_consumer_at;
+				   repositions an existing registration, once per start) */
+
+	/* --- batch thresholds (pgq.next_batch_custom); 0: not used --- */
+	int min_count;        /* wait until the batch has at least this many events... */
+	usec_t min_interval;  /* ...or spans at least this long */
+	usec_t min_lag;       /* only take batches whose end tick is at least this old */
+	usec_t dead_interval; /* coop: take over a subconsumer silent this long; 0: never */
+
+	/* --- reading --- */
+	unsigned fetch_size; /* events per chunk (cursor FETCH size); default 1000 */
+
+	/* --- waking --- */
+	bool listen;          /* LISTEN on the queue's tick channel (default true); set
+				  false behind PgBouncer transaction pooling */
+	usec_t poll_interval; /* look for a batch at least this often when idle;
+				  default 30 s with listen, 1 s without */
+
+	/* --- failures --- */
+	PgqevFailPolicy fail_policy;
+	int retry_delay;          /* seconds for pgqev_event_retry() without its own delay
+				  and for PGQEV_FAIL_RETRY_EVENTS; default 60 */
+	usec_t fail_delay;        /* first delay after a failure; doubles up to fail_cap;
+				  default 1 s */
+	usec_t fail_cap;          /* default 60 s */
+	usec_t statement_timeout; /* per statement on both connections; 0: server's */
+	usec_t connect_timeout;   /* per connect attempt; default 10 s */
+
+	/* --- exactly-once into a PostgreSQL target (pgq_ext installed there) --- */
+	const char *target_conninfo; /* NULL: off */
+
+	/* --- shared loop resources --- */
+	PqevConnLimit *limiter; /* shared connect limiter of the loop; NULL: own one */
+
+	/* --- callbacks (on_batch required) --- */
+	PgqevBatchFn on_batch;
+	PgqevErrorFn on_error;
+	PgqevStateFn on_state;
+	void *arg;
+} PgqevConsumerConfig;
+
+void pgqev_config_init(PgqevConsumerConfig *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Consumer lifecycle                                                       */
+
+/*
+ * New consumer on `base` (borrowed; must outlive the consumer). Validates the
+ * config: on a bad value returns NULL and, if errbuf is not NULL, writes a
+ * message naming the setting and the cause. No I/O until pgqev_consumer_start().
+ */
+PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerConfig *cfg,
+				  char *errbuf, size_t errsize);
+
+/* Begin connecting. 0, or -EINVAL (bad conninfo; see on_error), -EALREADY. */
+PQEV_MUSTCHECK int pgqev_consumer_start(PgqevConsumer *c);
+
+/*
+ * Graceful stop: no new batch is taken; a batch in progress is finished first
+ * (a PENDING chunk is waited for). Then the connections close and the state
+ * becomes STOPPED (on_state tells when). Idempotent.
+ */
+void pgqev_consumer_stop(PgqevConsumer *c);
+
+/*
+ * Free now. An open batch is abandoned (rolled back by the server: it is
+ * delivered again later). PgqevBatch handles held by the application become
+ * invalid. Legal inside the consumer's callbacks. Accepts NULL; returns NULL.
+ */
+PgqevConsumer *pgqev_consumer_free(PgqevConsumer *c);
+
+PgqevState pgqev_consumer_state(const PgqevConsumer *c);
+const char *pgqev_consumer_label(const PgqevConsumer *c);
+/* Counters since start: batches finished, events handed to on_batch. */
+uint64_t pgqev_consumer_batches(const PgqevConsumer *c);
+uint64_t pgqev_consumer_events(const PgqevConsumer *c);
+
+/*
+ * Look for a batch now (as if a tick notification arrived). For applications
+ * that learn about ticks by other means. No-op unless idle.
+ */
+void pgqev_consumer_wake(PgqevConsumer *c);
+
+/* ------------------------------------------------------------------------ */
+/* Batches (borrowed; see OWNERSHIP)                                        */
+
+int64_t pgqev_batch_id(const PgqevBatch *b);
+/* Tick ids and times delimiting the batch; 0/NULL when unknown. Times are the
+   server's text form of timestamptz. */
+int64_t pgqev_batch_prev_tick(const PgqevBatch *b);
+int64_t pgqev_batch_tick(const PgqevBatch *b);
+const char *pgqev_batch_prev_tick_time(const PgqevBatch *b);
+const char *pgqev_batch_tick_time(const PgqevBatch *b);
+/* Chunk number within the batch (0 for the first) and events in this chunk. */
+unsigned pgqev_batch_chunk(const PgqevBatch *b);
+size_t pgqev_batch_count(const PgqevBatch *b);
+/* Event i of this chunk, 0 <= i < count; NULL if out of range. */
+PgqevEvent *pgqev_batch_event(PgqevBatch *b, size_t i);
+/* The consumer the batch belongs to. */
+PgqevConsumer *pgqev_batch_consumer(const PgqevBatch *b);
+
+/*
+ * Complete a chunk for which on_batch returned PGQEV_PENDING, with PGQEV_DONE or
+ * PGQEV_FAIL. The batch and its events are invalid after this returns. If the
+ * connection was lost meanwhile, the result is ignored (the batch is delivered
+ * again) and -ECONNRESET is returned; -EINVAL if the chunk is not pending.
+ */
+PQEV_MUSTCHECK int pgqev_batch_complete(PgqevBatch *b, PgqevVerdict verdict);
+
+/*
+ * Exactly-once mode: the target connection, inside the transaction that will
+ * record this batch with pgq_ext.set_batch_done and commit. Queue writes on it
+ * with pqev_conn_send()/pqev_conn_query() (or pgqev_batch_target_exec); they run
+ * in order before the library's set_batch_done. Never commit, roll back or close
+ * it yourself. NULL when the consumer has no target.
+ */
+PqevConn *pgqev_batch_target(PgqevBatch *b);
+
+/*
+ * Queue one write on the target transaction (exactly-once mode). Parameters are
+ * text (NULL entry: SQL NULL) and copied. If the statement fails, the whole
+ * batch fails (target rolled back, source batch delivered again). 0, -ENOTCONN
+ * (no target), -EINVAL, -ENOMEM.
+ */
+PQEV_MUSTCHECK int pgqev_batch_target_exec(PgqevBatch *b, const char *sql, int nparams,
+					   const char *const *params);
+
+/* ------------------------------------------------------------------------ */
+/* Events (borrowed; see OWNERSHIP). Strings are NUL-terminated, never copied. */
+
+int64_t pgqev_event_id(const PgqevEvent *e);
+const char *pgqev_event_time(const PgqevEvent *e); /* timestamptz text */
+int64_t pgqev_event_txid(const PgqevEvent *e);     /* 0 for a retried event */
+int pgqev_event_retry_count(const PgqevEvent *e);  /* 0 for a first delivery */
+const char *pgqev_event_type(const PgqevEvent *e); /* NULL if SQL NULL */
+const char *pgqev_event_data(const PgqevEvent *e); /* NULL if SQL NULL */
+size_t pgqev_event_data_len(const PgqevEvent *e);  /* 0 if NULL */
+/* extra1..extra4: n in 1..4; NULL if SQL NULL or n out of range. */
+const char *pgqev_event_extra(const PgqevEvent *e, int n);
+
+/*
+ * Verdict for one event: deliver it again after `seconds` (< 0: the consumer's
+ * retry_delay) through PgQ's retry queue, with its retry count + 1. Only until
+ * the chunk completes; applied when the batch finishes. Other events are done.
+ */
+void pgqev_event_retry(PgqevEvent *e, int seconds);
+
+/* ------------------------------------------------------------------------ */
+/* Blocking runner                                                          */
+
+/*
+ * Run one consumer on a private event loop until SIGINT or SIGTERM (graceful
+ * stop: the batch in progress is finished) and return 0; -EINVAL for a bad
+ * config (message on stderr), -ENOMEM. If cfg->on_error is NULL, errors are
+ * printed to stderr. For simple programs; the signal handlers are removed again
+ * on return.
+ */
+PQEV_MUSTCHECK int pgqev_run(const PgqevConsumerConfig *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Producer and admin helpers: blocking, on the caller's PGconn              */
+/*
+ * These run in the caller's current transaction if one is open (so an event is
+ * committed together with the application's writes), else as their own. On
+ * failure they return -EIO and PQerrorMessage(conn) tells why (or -EINVAL for a
+ * bad argument, -ENOMEM). They block on libpq: call them from a worker or a
+ * program without a loop, never from a loop callback.
+ */
+
+/* pgq.insert_event(queue, type, data, extra1..4). `extra` may be NULL or point to
+   4 strings (NULL entries: SQL NULL). *id_out (if not NULL) gets the event id. */
+PQEV_MUSTCHECK int pgqev_insert_event(PGconn *conn, const char *queue, const char *type,
+				      const char *data, const char *const *extra, int64_t *id_out);
+
+/*
+ * Bulk producer: COPY into pgq.current_event_table(queue). Events get their ids
+ * and times from the table defaults. If no transaction is open, one is begun by
+ * pgqev_bulk_begin and committed by pgqev_bulk_end (the table name is valid only
+ * within one transaction). While a bulk is open, use the PGconn for nothing else.
+ */
+typedef struct PgqevBulk PgqevBulk;
+
+/* NULL on failure; *err (if not NULL) gets the negative errno. */
+PgqevBulk *pgqev_bulk_begin(PGconn *conn, const char *queue, int *err);
+/* Add one event (type/data/extras as in pgqev_insert_event). */
+PQEV_MUSTCHECK int pgqev_bulk_add(PgqevBulk *b, const char *type, const char *data,
+				  const char *const *extra);
+/* Finish the COPY (and commit if we began): *count_out = events written. Frees b. */
+PQEV_MUSTCHECK int pgqev_bulk_end(PgqevBulk *b, uint64_t *count_out);
+/* Abort the COPY (and roll back if we began). Frees b. Accepts NULL. */
+void pgqev_bulk_abort(PgqevBulk *b);
+
+/*
+ * Subscriptions. register: pgq.register_consumer (tick <= 0) or
+ * register_consumer_at; with a subconsumer, pgq_coop.register_subconsumer. *new_out
+ * (optional) tells whether the subscription is new. unregister: with a
+ * subconsumer, pgq_coop.unregister_subconsumer (drop_batch: abandon its open batch,
+ * whose events are then lost to the group, else fail if it has one); without,
+ * pgq.unregister_consumer.
+ */
+PQEV_MUSTCHECK int pgqev_register(PGconn *conn, const char *queue, const char *consumer,
+				  const char *subconsumer, int64_t tick, bool *new_out);
+PQEV_MUSTCHECK int pgqev_unregister(PGconn *conn, const char *queue, const char *consumer,
+				    const char *subconsumer, bool drop_batch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
