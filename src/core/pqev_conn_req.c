@@ -501,13 +501,19 @@ static bool read_results(PqevConn *c)
 	uint64_t gen = c->gen;
 	PqevReq *r;
 	while ((r = TAILQ_FIRST(&c->inflight)) != NULL) {
+		if (PQstatus(c->pg) == CONNECTION_BAD)
+			return lost(c, "connection lost");
 		if (PQisBusy(c->pg))
 			break;
 		PGresult *res = PQgetResult(c->pg);
 		bool done = false;
 		if (!res) {
+			/* NOTE: a second NULL before the sync means libpq gave up on the
+			   pipeline; spinning on it would hang the loop */
+			if (r->got_end && !(r->flags & PQEV_Q_SIMPLE))
+				return lost(c, "unexpected end of results");
 			r->got_end = true;
-			done = !(r->flags & PQEV_Q_SIMPLE) ? false : true;
+			done = (r->flags & PQEV_Q_SIMPLE) != 0;
 		} else {
 			ExecStatusType st = PQresultStatus(res);
 			if (st == PGRES_PIPELINE_SYNC) {
