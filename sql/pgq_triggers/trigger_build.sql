@@ -23,32 +23,31 @@
 -- Urlencoding as PgQ does it: bytes [A-Za-z0-9_.-] kept, space -> '+',
 -- every other byte of the database encoding -> %xx (lowercase hex).
 create or replace function pgq._trg_urlencode(i_val text)
-returns text language sql immutable strict parallel safe as $$
-    select case
-        when i_val !~ '[^A-Za-z0-9_. -]' then translate(i_val, ' ', '+')
-        else (select string_agg(
-                case when s.c ~ '[A-Za-z0-9_.-]' then s.c
-                     when s.c = ' ' then '+'
-                     else regexp_replace(
-                            encode(convert_to(s.c, pg_catalog.getdatabaseencoding()), 'hex'),
-                            '(..)', E'%\\1', 'g')
-                end, '' order by s.n)
-              from regexp_split_to_table(i_val, '') with ordinality as s(c, n))
-    end
-$$;
-
--- Signature of a table's layout: columns with types, then primary key columns.
--- The triggers compare it with the cached one on every row.
-create or replace function pgq._trg_table_sig(i_relid oid)
-returns text language sql stable strict as $$
-    select coalesce((select string_agg(a.attname || ' ' || a.atttypid, ',' order by a.attnum)
-                       from pg_catalog.pg_attribute a
-                      where a.attrelid = i_relid and a.attnum > 0 and not a.attisdropped), '')
-        || '|' ||
-           coalesce((select string_agg(k.attname, ',' order by k.attnum)
-                       from pg_catalog.pg_index i
-                       join pg_catalog.pg_attribute k on k.attrelid = i.indexrelid
-                      where i.indrelid = i_relid and i.indisprimary and k.attnum > 0), '')
+returns text language plpgsql immutable strict parallel safe as $$
+declare
+    r text;
+    ch text;
+begin
+    if i_val !~ '[^A-Za-z0-9_. -]' then
+        return translate(i_val, ' ', '+');
+    end if;
+    -- '%' first, so later replacements are not encoded twice; space last
+    r := replace(i_val, '%', '%25');
+    if r ~ '[!-,/:-@[-^`{-~]' then
+        r := replace(replace(replace(replace(replace(replace(replace(r, '!', '%21'), '"', '%22'), '#', '%23'), '$', '%24'), '&', '%26'), '''', '%27'), '(', '%28');
+        r := replace(replace(replace(replace(replace(replace(replace(r, ')', '%29'), '*', '%2a'), '+', '%2b'), ',', '%2c'), '/', '%2f'), ':', '%3a'), ';', '%3b');
+        r := replace(replace(replace(replace(replace(replace(replace(r, '<', '%3c'), '=', '%3d'), '>', '%3e'), '?', '%3f'), '@', '%40'), '[', '%5b'), chr(92), '%5c');
+        r := replace(replace(replace(replace(replace(replace(replace(r, ']', '%5d'), '^', '%5e'), '`', '%60'), '{', '%7b'), '|', '%7c'), '}', '%7d'), '~', '%7e');
+    end if;
+    -- control characters and non-ASCII: each distinct character once
+    if r ~ '[^ -~]' then
+        for ch in select distinct m[1] from regexp_matches(r, '([^ -~])', 'g') as m loop
+            r := replace(r, ch, regexp_replace(
+                    encode(convert_to(ch, pg_catalog.getdatabaseencoding()), 'hex'), '(..)', E'%\\1', 'g'));
+        end loop;
+    end if;
+    return replace(r, ' ', '+');
+end;
 $$;
 
 -- SQL expression giving the text output form of a value (what the type's output
@@ -143,7 +142,8 @@ begin
     if i_args is null or array_length(i_args, 1) is null then
         raise exception 'pgq trigger must have destination queue as argument';
     end if;
-    -- TG_ARGV is zero-based; make it one-based
+    -- TG_ARGV is zero-based; keep its text form for the cache check, use it one-based
+    v_res[1] := i_args::text;
     i_args := i_args[array_lower(i_args, 1):array_upper(i_args, 1)];
     v_queue := i_args[1];
     for i in 2 .. array_length(i_args, 1) loop
@@ -347,7 +347,6 @@ begin
         || ', ' || case when i_format = 'sql' then v_keynull_old else 'false' end
         || ', null::text' || replace(v_tail, '$@', '$1');
 
-    v_res[1] := i_args::text;
     v_res[2] := i_sig;
     v_res[3] := v_queue;
     v_res[4] := v_flags;

@@ -51,11 +51,22 @@ begin
         raise exception 'pgq trigger must have destination queue as argument';
     end if;
 
+    -- the cached description is valid while arguments, columns and primary key are unchanged
     k := 'pgq_ev.trg_' || TG_RELID || '_' || pg_catalog.md5(TG_NAME);
     c := nullif(pg_catalog.current_setting(k, true), '')::text[];
-    v_sig := pgq._trg_table_sig(TG_RELID);
+    select string_agg(a.attname || ' ' || a.atttypid, ',') || '|'
+           || coalesce((select x.conkey::text from pg_catalog.pg_constraint x
+                         where x.conrelid = TG_RELID and x.contype = 'p'), '')
+      into v_sig
+      from pg_catalog.pg_attribute a
+     where a.attrelid = TG_RELID and a.attnum > 0;
     if c is null or c[1] <> TG_ARGV::text or c[2] <> v_sig then
         c := pgq._trg_build('@FMT@', TG_RELID, TG_ARGV, v_sig);
+        -- the row SQL lives in its own settings: the main entry stays small to parse
+        perform pg_catalog.set_config(k || '_i', c[8], false);
+        perform pg_catalog.set_config(k || '_u', c[9], false);
+        perform pg_catalog.set_config(k || '_d', c[10], false);
+        c[8] := ''; c[9] := ''; c[10] := '';
         perform pg_catalog.set_config(k, c::text, false);
     end if;
     v_e1 := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
@@ -92,16 +103,16 @@ begin
     end if;
 
     if TG_OP = 'INSERT' then
-        execute c[8] using NEW into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
+        execute pg_catalog.current_setting(k || '_i') using NEW into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
             o_type, o_data, o_e1, o_e2, o_e3, o_e4, v_wval, v_wtype;
     elsif TG_OP = 'UPDATE' then
-        execute c[9] using OLD, NEW into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
+        execute pg_catalog.current_setting(k || '_u') using OLD, NEW into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
             o_type, o_data, o_e1, o_e2, o_e3, o_e4, v_wval, v_wtype;
         if v_pkchg then
             raise exception 'primary key update not allowed';
         end if;
     else
-        execute c[10] using OLD into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
+        execute pg_catalog.current_setting(k || '_d') using OLD into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
             o_type, o_data, o_e1, o_e2, o_e3, o_e4, v_wval, v_wtype;
     end if;
 
