@@ -383,7 +383,6 @@ static void begin_attempt(PqevConn *c)
 {
 	/* the settings may have changed since the last attempt (set_config) */
 	if (pqev_conninfo_parse(c) < 0) {
-		set_state(c, PQEV_CONN_WAIT_SLOT);
 		attempt_failed(c);
 		return;
 	}

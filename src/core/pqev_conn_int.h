@@ -4,8 +4,8 @@
  *
  * Invariants:
  * - c->pg != NULL exactly in states CONNECTING and READY.
- * - c->has_slot only in RESOLVING and CONNECTING; c is on lim->waiters exactly
- *   in WAIT_SLOT.
+ * - c->has_slot only in WAIT_SLOT (granted, not yet started), RESOLVING and
+ *   CONNECTING; c->waiting (on lim->waiters) only in WAIT_SLOT.
  * - Every request is on exactly one of c->queue (not sent) and c->inflight (sent,
  *   in send order), or on a caller's local list while being completed.
  * - c->depth > 0 while the library runs on c's behalf (callbacks may be on the
@@ -75,7 +75,8 @@ typedef struct DnsLookup {
 struct PqevConn {
 	PqevConnLimit *lim;
 	struct event_base *base;
-	TAILQ_ENTRY(PqevConn) wait_link; /* on lim->waiters in WAIT_SLOT */
+	TAILQ_ENTRY(PqevConn) wait_link; /* on lim->waiters while `waiting` */
+	bool waiting;
 
 	/* settings (owned copies) */
 	PqevConnConfig cfg;

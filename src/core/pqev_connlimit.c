@@ -47,6 +47,7 @@ static void grant_cb(evutil_socket_t fd, short what, void *arg)
 		PqevConn *c = TAILQ_FIRST(&lim->waiters);
 		TAILQ_REMOVE(&lim->waiters, c, wait_link);
 		lim->nwaiting--;
+		c->waiting = false;
 		take_slot(lim, c);
 		pqev_conn_slot_granted(c);
 	}
@@ -128,6 +129,7 @@ bool pqev_connlimit_acquire(PqevConnLimit *lim, PqevConn *c)
 	}
 	TAILQ_INSERT_TAIL(&lim->waiters, c, wait_link);
 	lim->nwaiting++;
+	c->waiting = true;
 	return false;
 }
 
@@ -137,9 +139,10 @@ void pqev_connlimit_release(PqevConnLimit *lim, PqevConn *c)
 		c->has_slot = false;
 		lim->active--;
 		schedule_grant(lim);
-	} else if (c->state == PQEV_CONN_WAIT_SLOT) {
+	} else if (c->waiting) {
 		TAILQ_REMOVE(&lim->waiters, c, wait_link);
 		lim->nwaiting--;
+		c->waiting = false;
 	}
 }
 

@@ -41,6 +41,15 @@ static bool reconnected(void *arg)
 	return r->connected >= 2;
 }
 
+/* A round trip: everything queued before it (LISTENs after a reconnect) is done. */
+static void sync_conn(PqevConn *c)
+{
+	CtReq r = {0};
+	ct_send(c, &r, "select 1", 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &r, 10000));
+	ck_assert_int_eq(r.status, PQEV_OK);
+}
+
 START_TEST(test_connect_query_params)
 {
 	const char *db = pgt_db_new();
@@ -248,7 +257,7 @@ START_TEST(test_terminate_idle_listener)
 	ct_conn_new(&rec, &cfg);
 	ck_assert_int_eq(pqev_conn_listen(rec.conn, "wake"), 0);
 	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
-	ct_run_for(50); /* let LISTEN go out */
+	sync_conn(rec.conn);
 	pid1 = pqev_conn_backend_pid(rec.conn);
 	terminate(db, pid1);
 	ck_assert(ct_run_until(reconnected, &rec, 10000));
@@ -261,6 +270,7 @@ START_TEST(test_terminate_idle_listener)
 	ck_assert_int_le(rec.t_connected_ms - rec.t_lost_ms, 200 + 1000);
 	ck_assert_int_ne(pqev_conn_backend_pid(rec.conn), pid1);
 	/* the channel was re-subscribed on the new connection */
+	sync_conn(rec.conn);
 	pgt_exec_db(db, "notify wake, 'again'");
 	for (int i = 0; i < 500 && rec.notifies == 0; i++)
 		ct_run_for(10);
@@ -530,6 +540,7 @@ START_TEST(test_liveness_detects_stopped_backend)
 	ck_assert(ok);
 	ck_assert_int_eq(rec.lost, 1);
 	ck_assert_msg(strstr(rec.last_msg, "connected") != NULL, "%s", rec.last_msg);
+	sync_conn(rec.conn);
 	pgt_exec_db(db, "notify alive, 'yes'");
 	for (int i = 0; i < 500 && rec.notifies == 0; i++)
 		ct_run_for(10);
@@ -617,7 +628,7 @@ START_TEST(test_callbacks_free_their_connection)
 	ck_assert_int_eq(pqev_conn_listen(n.conn, "bye"), 0);
 	ck_assert(ct_run_until(ct_req_is_done, &second, 10000));
 	ck_assert(ct_run_until(ct_is_connected, &n, 10000));
-	ct_run_for(50);
+	sync_conn(n.conn);
 	pgt_exec_db(db, "notify bye");
 	for (int i = 0; i < 500 && n.notifies == 0; i++)
 		ct_run_for(10);
@@ -677,6 +688,50 @@ START_TEST(test_shutdown_fails_pending_once)
 }
 END_TEST
 
+START_TEST(test_set_config_and_reconnect)
+{
+	const char *db = pgt_db_new();
+	PqevConnConfig cfg;
+	CtConn rec = {0};
+	CtReq a = {0}, b = {0}, bad = {0};
+
+	ct_setup(0);
+	ct_config(&cfg, db_conninfo(db, false));
+	ct_conn_new(&rec, &cfg);
+	ct_send(rec.conn, &a, "show statement_timeout", 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &a, 10000));
+	ck_assert_str_eq(a.value, "0");
+	/* new settings apply from the next connection */
+	cfg.statement_timeout = 2 * USEC_PER_SEC;
+	cfg.name = "renamed";
+	ck_assert_int_eq(pqev_conn_set_config(rec.conn, &cfg), 0);
+	ck_assert_str_eq(pqev_conn_name(rec.conn), "renamed");
+	pqev_conn_reconnect(rec.conn);
+	ct_send(rec.conn, &b, "show statement_timeout", 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &b, 10000));
+	ck_assert_str_eq(b.value, "2s");
+	ck_assert_int_eq(rec.connected, 2);
+	ck_assert_int_eq(rec.lost, 0);
+	/* a statement_timeout hit is an SQL error, the connection stays */
+	ct_send(rec.conn, &bad, "select pg_sleep(5)", 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &bad, 10000));
+	ck_assert_int_eq(bad.status, PQEV_SQL_ERROR);
+	ck_assert_msg(strstr(bad.error, "renamed: canceling statement due to statement timeout") ==
+			      bad.error,
+		      "%s", bad.error);
+	ck_assert_int_eq(rec.lost, 0);
+	/* a bad conninfo at the next attempt is a connect failure naming the cause */
+	cfg.conninfo = "dbname=x nonsense_key=1";
+	ck_assert_int_eq(pqev_conn_set_config(rec.conn, &cfg), 0);
+	pqev_conn_reconnect(rec.conn);
+	ck_assert_int_eq(rec.failed, 1);
+	ck_assert_msg(strstr(rec.last_msg, "nonsense_key") != NULL, "%s", rec.last_msg);
+	ck_assert_int_eq(pqev_conn_state(rec.conn), PQEV_CONN_BACKOFF);
+	pqev_conn_free(rec.conn);
+	ct_teardown();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conn");
@@ -696,6 +751,7 @@ int main(void)
 	tcase_add_test(tc, test_connect_cap);
 	tcase_add_test(tc, test_callbacks_free_their_connection);
 	tcase_add_test(tc, test_shutdown_fails_pending_once);
+	tcase_add_test(tc, test_set_config_and_reconnect);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
