@@ -11,6 +11,11 @@
  * databases). Outside a loop pass (before the loop runs, or with no base
  * attached) every call reads the clock.
  *
+ * NOTE: libevent reads CLOCK_MONOTONIC_COARSE by default (a 1-4 ms tick), so two
+ * passes inside one tick would share a value; create the base with
+ * pqev_clock_base_new() (EVENT_BASE_FLAG_PRECISE_TIMER), which also makes
+ * libevent's own timers precise, as sub-second tick periods want.
+ *
  * Process-wide state (one loop per process); not thread-safe.
  */
 #ifndef PGQEV_PQEV_CLOCK_H
@@ -22,6 +27,10 @@
 #include <pgqd-ev/pqev_common.h>
 
 struct event_base;
+
+/* A new event_base with a precise monotonic timer (NULL on failure). Caller frees
+ * it with event_base_free(). */
+struct event_base *pqev_clock_base_new(void);
 
 /* Follow `base`'s loop passes (NULL detaches). The base is borrowed. */
 void pqev_clock_attach(struct event_base *base);

@@ -98,10 +98,12 @@ PqevLogLevel pqev_log_get_level(void);
 int pqev_log_level_parse(const char *name, PqevLogLevel *out) PQEV_MUSTCHECK;
 const char *pqev_log_level_name(PqevLogLevel level);
 
+/* Internal: the most verbose level any output takes; read by pqev_log_enabled(). */
+extern PqevLogLevel pqev_log_threshold_;
+
 /* True when a line at `level` would reach some output. Cheap. */
 static inline bool pqev_log_enabled(PqevLogLevel level)
 {
-	extern PqevLogLevel pqev_log_threshold_;
 	return level <= pqev_log_threshold_;
 }
 
