@@ -14,6 +14,8 @@ begin
     if i_queue_name is null then
         raise exception 'Invalid NULL value';
     end if;
+    -- one queue creation/removal at a time: they rewrite the insert paths
+    lock table pgq.queue in share row exclusive mode;
     perform 1 from pgq.queue where queue_name = i_queue_name;
     if found then
         return 0;
@@ -42,6 +44,7 @@ begin
     perform pgq.grant_perms(i_queue_name);
     perform pgq.ticker(i_queue_name);
     perform pgq.tune_storage(i_queue_name);
+    perform pgq._regen_insert_paths();
     return 1;
 end;
 $$;
@@ -54,6 +57,7 @@ declare
     c record;
     i integer;
 begin
+    lock table pgq.queue in share row exclusive mode;
     select queue_id, queue_ntables, queue_data_pfx, queue_event_seq, queue_tick_seq into q
       from pgq.queue where queue_name = x_queue_name for update;
     if not found then
@@ -78,6 +82,7 @@ begin
     execute 'drop sequence ' || pgq.quote_fqname(q.queue_tick_seq);
     execute 'drop sequence ' || pgq.quote_fqname(q.queue_event_seq);
     delete from pgq.queue where queue_id = q.queue_id;
+    perform pgq._regen_insert_paths();
     return 1;
 end;
 $$;

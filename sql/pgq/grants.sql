@@ -38,7 +38,11 @@ begin
             'pgq.seq_setval(text,int8)', 'pgq.create_queue(text)', 'pgq.drop_queue(text,bool)',
             'pgq.drop_queue(text)', 'pgq.set_queue_config(text,text,text)',
             'pgq.insert_event_raw(text,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
-            'pgq.event_retry_raw(text,text,timestamptz,bigint,timestamptz,integer,text,text,text,text,text,text)']),
+            'pgq.event_retry_raw(text,text,timestamptz,bigint,timestamptz,integer,text,text,text,text,text,text)',
+            -- pgqd-ev internals that pgq_admin's invoker functions call
+            'pgq._insert_static(integer,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
+            'pgq._insert_dynamic(text,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
+            'pgq._check_tx_limit(text,text,integer)', 'pgq._regen_insert_paths()']),
         ('public', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription']),
         ('pgq_reader', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription',
                                       'pgq.event_template']),
@@ -67,3 +71,6 @@ begin
     end if;
 end;
 $$;
+
+-- Existing queues get their static insert paths back (the script replaced them).
+do $$ begin perform pgq._regen_insert_paths(); end $$;

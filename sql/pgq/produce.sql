@@ -1,22 +1,123 @@
 -- Producing events: insert_event (3 and 7 arguments), insert_event_raw, current_event_table.
 
--- The workhorse. The queue row is read and the event sequence bumped in one query, on
--- every call (even with ev_id given, even if the insert is then refused), so the
--- ticker sees activity exactly as with PgQ.
+-- Inserting without dynamic SQL. Planning an INSERT on every call is what makes a
+-- PL/pgSQL producer slow, so pgq._insert_static() is generated (by
+-- pgq._regen_insert_paths(), run by create_queue, drop_queue and upgrade_schema)
+-- with one static INSERT per event table, found by a binary search on the queue id;
+-- its plans are cached per session. It returns false for a table it does not know
+-- (e.g. right after a restore), and the caller falls back to EXECUTE.
+create or replace function pgq._insert_static(
+    qid integer, cur integer, ev_id bigint, ev_time timestamptz, ev_owner integer,
+    ev_retry integer, ev_type text, ev_data text,
+    ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
+returns boolean language plpgsql as $$
+begin
+    return false;
+end;
+$$;
+
+-- The search tree over queue ids lo..hi (indexes into ids/ntables) as PL/pgSQL text.
+create or replace function pgq._insert_tree(ids integer[], ntables integer[], lo integer, hi integer)
+returns text language plpgsql immutable
+set search_path = pg_catalog, pg_temp as $$
+declare
+    mid integer;
+    res text;
+    i integer;
+    tbl text;
+begin
+    if lo = hi then
+        res := 'if qid = ' || ids[lo] || ' then ';
+        for i in 0 .. ntables[lo] - 1 loop
+            tbl := pgq.quote_fqname('pgq.event_' || ids[lo] || '_' || i);
+            res := res || case when i = 0 then 'if' else 'elsif' end || ' cur = ' || i || ' then '
+                || 'insert into ' || tbl || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
+                || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4) values (ev_id, ev_time, ev_owner,'
+                || ' ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4); return true; ';
+        end loop;
+        return res || 'end if; end if; return false;' || chr(10);
+    end if;
+    mid := (lo + hi) / 2;
+    return 'if qid <= ' || ids[mid] || ' then ' || chr(10) || pgq._insert_tree(ids, ntables, lo, mid)
+        || 'else ' || chr(10) || pgq._insert_tree(ids, ntables, mid + 1, hi) || 'end if;' || chr(10);
+end;
+$$;
+
+-- Rewrite pgq._insert_static() for the current set of queues. Callers hold a lock
+-- that serialises queue creation and removal.
+create or replace function pgq._regen_insert_paths()
+returns integer language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+declare
+    ids integer[];
+    ntables integer[];
+    body text := 'return false;';
+begin
+    select coalesce(array_agg(queue_id order by queue_id), '{}'),
+           coalesce(array_agg(queue_ntables order by queue_id), '{}')
+      into ids, ntables
+      from pgq.queue
+     where queue_data_pfx = 'pgq.event_' || queue_id;   -- only tables we named ourselves
+    if cardinality(ids) > 0 then
+        body := pgq._insert_tree(ids, ntables, 1, cardinality(ids));
+    end if;
+    execute 'create or replace function pgq._insert_static(qid integer, cur integer, ev_id bigint,'
+        || ' ev_time timestamptz, ev_owner integer, ev_retry integer, ev_type text, ev_data text,'
+        || ' ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)'
+        || ' returns boolean language plpgsql as ' || quote_literal('begin ' || body || ' end;');
+    return cardinality(ids);
+end;
+$$;
+
+-- The slow path: plan the INSERT now.
+create or replace function pgq._insert_dynamic(
+    data_pfx text, cur integer, ev_id bigint, ev_time timestamptz, ev_owner integer,
+    ev_retry integer, ev_type text, ev_data text,
+    ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
+returns void language plpgsql
+set search_path = pg_catalog, pg_temp as $$
+begin
+    execute 'insert into ' || pgq.quote_fqname(data_pfx || '_' || cur)
+        || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
+        || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
+        || ' values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)'
+        using ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,
+              ev_extra1, ev_extra2, ev_extra3, ev_extra4;
+end;
+$$;
+
+-- Per-transaction limit (PgQ's C insert only): counted over all the queue's tables.
+create or replace function pgq._check_tx_limit(queue_name text, data_pfx text, tx_limit integer)
+returns void language plpgsql
+set search_path = pg_catalog, pg_temp as $$
+declare
+    n bigint;
+begin
+    execute 'select count(*) from ' || pgq.quote_fqname(data_pfx)
+        || ' where ev_txid = pg_catalog.txid_current()' into n;
+    if n >= tx_limit then
+        raise exception 'Queue ''%'' allows max % events from one TX', queue_name, tx_limit;
+    end if;
+end;
+$$;
+
+-- The three producing entry points below share one body (kept identical on purpose:
+-- a nested PL/pgSQL call per event costs measurable throughput). The queue row is
+-- read and the event sequence bumped in one query on every call, even with ev_id
+-- given or when the insert is then refused, so the ticker sees activity as in PgQ.
 create or replace function pgq.insert_event_raw(
     queue_name text, ev_id bigint, ev_time timestamptz, ev_owner integer, ev_retry integer,
     ev_type text, ev_data text, ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
 returns int8 language plpgsql as $$
 declare
     q record;
-    n bigint;
+    id bigint;
 begin
     if queue_name is null then
         raise exception 'Queue name must not be NULL';
     end if;
     select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
-           x.queue_per_tx_limit, x.queue_low_latency,
-           pg_catalog.nextval(x.queue_event_seq) as seq_id
+           x.queue_per_tx_limit, x.queue_low_latency, pg_catalog.nextval(x.queue_event_seq) as seq_id
       into q from pgq.queue x where x.queue_name = insert_event_raw.queue_name;
     if not found then
         raise exception 'No such queue';
@@ -26,27 +127,24 @@ begin
         raise exception 'Insert into queue disallowed';
     end if;
     if q.queue_per_tx_limit is not null then
-        execute 'select count(*) from ' || pgq.quote_fqname(q.queue_data_pfx)
-            || ' where ev_txid = pg_catalog.txid_current()' into n;
-        if n >= q.queue_per_tx_limit then
-            raise exception 'Queue ''%'' allows max % events from one TX',
-                insert_event_raw.queue_name, q.queue_per_tx_limit;
-        end if;
+        perform pgq._check_tx_limit(insert_event_raw.queue_name, q.queue_data_pfx, q.queue_per_tx_limit);
     end if;
-    execute 'insert into ' || pgq.quote_fqname(q.queue_data_pfx || '_' || q.queue_cur_table)
-        || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
-        || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
-        || ' values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)'
-        using coalesce(insert_event_raw.ev_id, q.seq_id), coalesce(insert_event_raw.ev_time, now()),
-              insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
-              insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
-              insert_event_raw.ev_extra3, insert_event_raw.ev_extra4;
+    id := coalesce(insert_event_raw.ev_id, q.seq_id);
+    if not pgq._insert_static(q.queue_id, q.queue_cur_table, id, coalesce(insert_event_raw.ev_time, now()),
+                              insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
+                              insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
+                              insert_event_raw.ev_extra3, insert_event_raw.ev_extra4) then
+        perform pgq._insert_dynamic(q.queue_data_pfx, q.queue_cur_table, id, coalesce(insert_event_raw.ev_time, now()),
+                                    insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
+                                    insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
+                                    insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
+    end if;
     if q.queue_low_latency then
-        -- One wake-up per transaction: NOTIFY folds identical payloads.
+        -- one wake-up per transaction: NOTIFY folds identical payloads
         perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event_raw.queue_name) <= 7000
                                                       then insert_event_raw.queue_name else '' end);
     end if;
-    return coalesce(insert_event_raw.ev_id, q.seq_id);
+    return id;
 end;
 $$;
 
@@ -56,15 +154,71 @@ create or replace function pgq.insert_event(
     ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
 returns bigint language plpgsql security definer
 set search_path = pg_catalog, pg_temp as $$
+declare
+    q record;
 begin
-    return pgq.insert_event_raw(queue_name, null, now(), null, null,
-                                ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4);
+    if queue_name is null then
+        raise exception 'Queue name must not be NULL';
+    end if;
+    select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
+           x.queue_per_tx_limit, x.queue_low_latency, nextval(x.queue_event_seq) as seq_id
+      into q from pgq.queue x where x.queue_name = insert_event.queue_name;
+    if not found then
+        raise exception 'No such queue';
+    end if;
+    if q.queue_disable_insert and current_setting('session_replication_role') <> 'replica' then
+        raise exception 'Insert into queue disallowed';
+    end if;
+    if q.queue_per_tx_limit is not null then
+        perform pgq._check_tx_limit(insert_event.queue_name, q.queue_data_pfx, q.queue_per_tx_limit);
+    end if;
+    if not pgq._insert_static(q.queue_id, q.queue_cur_table, q.seq_id, now(), null, null,
+                              insert_event.ev_type, insert_event.ev_data, insert_event.ev_extra1,
+                              insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4) then
+        perform pgq._insert_dynamic(q.queue_data_pfx, q.queue_cur_table, q.seq_id, now(), null, null,
+                                    insert_event.ev_type, insert_event.ev_data, insert_event.ev_extra1,
+                                    insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4);
+    end if;
+    if q.queue_low_latency then
+        perform pg_notify('pgq.wake', case when octet_length(insert_event.queue_name) <= 7000
+                                           then insert_event.queue_name else '' end);
+    end if;
+    return q.seq_id;
 end;
 $$;
 
 create or replace function pgq.insert_event(queue_name text, ev_type text, ev_data text)
-returns bigint language sql as $$
-    select pgq.insert_event(queue_name, ev_type, ev_data, null, null, null, null)
+returns bigint language plpgsql security definer
+set search_path = pg_catalog, pg_temp as $$
+declare
+    q record;
+begin
+    if queue_name is null then
+        raise exception 'Queue name must not be NULL';
+    end if;
+    select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
+           x.queue_per_tx_limit, x.queue_low_latency, nextval(x.queue_event_seq) as seq_id
+      into q from pgq.queue x where x.queue_name = insert_event.queue_name;
+    if not found then
+        raise exception 'No such queue';
+    end if;
+    if q.queue_disable_insert and current_setting('session_replication_role') <> 'replica' then
+        raise exception 'Insert into queue disallowed';
+    end if;
+    if q.queue_per_tx_limit is not null then
+        perform pgq._check_tx_limit(insert_event.queue_name, q.queue_data_pfx, q.queue_per_tx_limit);
+    end if;
+    if not pgq._insert_static(q.queue_id, q.queue_cur_table, q.seq_id, now(), null, null,
+                              insert_event.ev_type, insert_event.ev_data, null, null, null, null) then
+        perform pgq._insert_dynamic(q.queue_data_pfx, q.queue_cur_table, q.seq_id, now(), null, null,
+                                    insert_event.ev_type, insert_event.ev_data, null, null, null, null);
+    end if;
+    if q.queue_low_latency then
+        perform pg_notify('pgq.wake', case when octet_length(insert_event.queue_name) <= 7000
+                                           then insert_event.queue_name else '' end);
+    end if;
+    return q.seq_id;
+end;
 $$;
 
 -- The active event table, for bulk COPY; valid only until the transaction ends.

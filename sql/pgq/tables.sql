@@ -141,6 +141,10 @@ begin
                       and attname = 'queue_low_latency' and not attisdropped) then
         alter table pgq.queue add column queue_low_latency boolean not null default false;
     end if;
+    -- e.g. after a restore, which brings back the generic insert path only
+    if to_regprocedure('pgq._regen_insert_paths()') is not null then
+        perform pgq._regen_insert_paths();
+    end if;
     return 0;
 end;
 $$;

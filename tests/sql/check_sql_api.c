@@ -151,6 +151,50 @@ START_TEST(test_produce)
 }
 END_TEST
 
+/* The generated static insert paths: one per event table, and the dynamic fallback. */
+START_TEST(test_insert_paths)
+{
+	PGconn *c = fresh();
+	pgt_exec(c, "select pgq.create_queue('q' || i) from generate_series(1, 7) i");
+	pgt_exec(c, "select pgq.drop_queue('q3'), pgq.drop_queue('q6')");
+	sqlt_eq(c,
+		"select (prosrc like '%event\\_7\\_2%') || ' ' || (prosrc like '%event\\_6\\_%')"
+		" from pg_proc where proname = '_insert_static'",
+		"true false");
+	pgt_exec(c, "update pgq.queue set queue_cur_table = queue_id % 3");
+	pgt_exec(c, "select pgq.insert_event(queue_name, 't', queue_name) from pgq.queue");
+	pgt_exec(
+		c,
+		"select pgq.insert_event(queue_name, 't', queue_name, 'x', null, null, null) from pgq.queue");
+	pgt_exec(
+		c,
+		"select pgq.insert_event_raw(queue_name, null, null, null, null, 't', queue_name, 'raw', null, null, null)"
+		" from pgq.queue");
+	sqlt_eq(c,
+		"select string_agg(format('%s=%s', tableoid::regclass, ev_data), ' ' order by ev_data, ev_id)"
+		" from pgq.event_template where ev_extra1 is null",
+		"pgq.event_1_1=q1 pgq.event_2_2=q2 pgq.event_4_1=q4 pgq.event_5_2=q5 pgq.event_7_1=q7");
+	sqlt_eq(c,
+		"select count(*) from pgq.event_template t join pgq.queue q on q.queue_name = t.ev_data"
+		" where t.tableoid = ('pgq.event_' || q.queue_id || '_' || q.queue_cur_table)::regclass",
+		"15");
+	/* without the generated paths (as after a restore) the dynamic one takes over */
+	pgt_exec(
+		c,
+		"create or replace function pgq._insert_static(qid integer, cur integer, ev_id bigint,"
+		" ev_time timestamptz, ev_owner integer, ev_retry integer, ev_type text, ev_data text, ev_extra1 text,"
+		" ev_extra2 text, ev_extra3 text, ev_extra4 text) returns boolean language plpgsql as 'begin return false; end'");
+	sqlt_eq(c, "select pgq.insert_event('q7', 't', 'dyn')", "4");
+	sqlt_eq(c, "select tableoid::regclass from pgq.event_7 where ev_data = 'dyn'",
+		"pgq.event_7_1");
+	sqlt_eq(c, "select pgq.upgrade_schema()", "0");
+	sqlt_eq(c,
+		"select prosrc like '%event\\_7\\_2%' from pg_proc where proname = '_insert_static'",
+		"t");
+	PQfinish(c);
+}
+END_TEST
+
 START_TEST(test_subscribe)
 {
 	PGconn *c = fresh();
@@ -566,6 +610,7 @@ int main(void)
 	TCase *tc = pgt_tcase("api", 60);
 	tcase_add_test(tc, test_queue_admin);
 	tcase_add_test(tc, test_produce);
+	tcase_add_test(tc, test_insert_paths);
 	tcase_add_test(tc, test_subscribe);
 	tcase_add_test(tc, test_batch_errors);
 	tcase_add_test(tc, test_batch_flow);
