@@ -27,7 +27,8 @@
  * OWNERSHIP: strings in a PgqevConsumerConfig are copied by pgqev_consumer_new().
  * A PgqevBatch and its PgqevEvent handles and strings are borrowed: valid until
  * the chunk is completed, that is until on_batch returns, or, if on_batch
- * returned PGQEV_PENDING, until pgqev_batch_complete() is called. Nothing handed
+ * returned PGQEV_PENDING (async mode only), until pgqev_batch_complete() is
+ * called. Nothing handed
  * to a callback is ever freed by the application.
  *
  * RE-ENTRANCY: from inside any callback it is legal to call any function of this
@@ -154,6 +155,9 @@ typedef struct PgqevConsumerConfig {
 
 	/* --- reading --- */
 	unsigned fetch_size; /* events per chunk (cursor FETCH size); default 1000 */
+	bool async;          /* on_batch may return PGQEV_PENDING. Each chunk is then
+				copied once (PQcopyResult) so it can outlive the call;
+				without it chunks are read in place, with no copy */
 
 	/* --- waking --- */
 	bool listen;          /* LISTEN on the queue's tick channel (default true); set

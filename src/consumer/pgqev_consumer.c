@@ -1,0 +1,1269 @@
+/*
+ * The consumer's state machine: one source connection (and, in exactly-once
+ * mode, one target connection) from the core layer, driven by request
+ * completions, tick notifications and one timer.
+ *
+ *   WAIT_CONN -> SETUP (register once, learn + LISTEN the tick channel)
+ *   -> NEXT (next_batch_custom, autocommit: the open batch is committed, so a
+ *      redelivery returns the same batch id)
+ *   -> IDLE (no batch: wait for a notification or the poll timer) -> NEXT
+ *   -> [EO_CHECK: target BEGIN + pgq_ext.is_batch_done]
+ *   -> READ (BEGIN + get_batch_cursor, FETCH ahead one chunk, handler per chunk,
+ *      event retries) -> FINISH ([target set_batch_done + COMMIT], then
+ *      finish_batch + COMMIT on the source) -> NEXT at once.
+ *   Any failure -> BACKOFF (roll back, delay with backoff) -> NEXT.
+ *   A lost source connection -> WAIT_CONN (the core reconnects with backoff).
+ *
+ * Invariants: `gen` is bumped whenever in-flight work becomes stale (failure,
+ * lost connection, stop, free); every request carries the gen it was sent in and
+ * its completion is ignored when they differ. User callbacks may stop or free
+ * the consumer: every entry from the loop or the API is bracketed by enter/leave,
+ * the memory is released at the outermost leave, and code after a user callback
+ * checks gen before touching state.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgqev_config.h"
+#include "pgqev_int.h"
+
+typedef enum ReqKind {
+	RK_IGNORE,
+	RK_REGISTER,
+	RK_CHANNEL,
+	RK_NEXT,
+	RK_EO_CHECK,
+	RK_CURSOR, /* BEGIN + get_batch_cursor (first chunk) */
+	RK_FETCH,
+	RK_RETRY,
+	RK_FINISH,
+	RK_COMMIT,
+	RK_SKIP_FINISH, /* exactly-once: batch already applied, finish only */
+	RK_TGT_DONE,
+	RK_TGT_COMMIT,
+	RK_TGT_WRITE,
+} ReqKind;
+
+typedef struct ReqCtx {
+	PgqevConsumer *c;
+	uint64_t gen;
+	ReqKind kind;
+	bool target;
+} ReqCtx;
+
+static const char *const state_names[] = {
+	[PGQEV_STATE_STOPPED] = "stopped",       [PGQEV_STATE_CONNECTING] = "connecting",
+	[PGQEV_STATE_LISTENING] = "listening",   [PGQEV_STATE_IDLE] = "idle",
+	[PGQEV_STATE_PROCESSING] = "processing", [PGQEV_STATE_BACKOFF] = "backing-off",
+};
+
+const char *pgqev_state_name(PgqevState st)
+{
+	if ((unsigned)st < sizeof(state_names) / sizeof(state_names[0]))
+		return state_names[st];
+	return "invalid";
+}
+
+const char *pgqev_version(void)
+{
+	return PGQEV_VERSION;
+}
+
+static void go_next(PgqevConsumer *c);
+static void go_setup(PgqevConsumer *c);
+static void do_stop(PgqevConsumer *c);
+static void chunk_arrived(PgqevConsumer *c, const PGresult *res);
+static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const char *detail);
+static void destroy(PgqevConsumer *c);
+
+/* ---- re-entrancy ---- */
+
+static void enter(PgqevConsumer *c)
+{
+	c->depth++;
+}
+
+static void leave(PgqevConsumer *c)
+{
+	if (--c->depth == 0 && c->free_pending)
+		destroy(c);
+}
+
+static void set_state(PgqevConsumer *c, PgqevState st)
+{
+	if (c->state == st)
+		return;
+	PgqevState old = c->state;
+	c->state = st;
+	if (c->cfg.on_state)
+		c->cfg.on_state(c, old, st, c->cfg.arg);
+}
+
+/* Strip the core's "<name>: " prefix from a message, to add our own context. */
+static const char *bare(PqevConn *conn, const char *msg)
+{
+	if (!msg)
+		return "unknown error";
+	const char *name = conn ? pqev_conn_name(conn) : NULL;
+	size_t n = name ? strlen(name) : 0;
+	if (n && strncmp(msg, name, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+		return msg + n + 2;
+	return msg;
+}
+
+static void report(PgqevConsumer *c, PgqevErrorKind kind, usec_t retry_in, unsigned streak,
+		   const char *fmt, ...) PQEV_PRINTF(5, 6);
+
+static void report(PgqevConsumer *c, PgqevErrorKind kind, usec_t retry_in, unsigned streak,
+		   const char *fmt, ...)
+{
+	if (!c->cfg.on_error)
+		return;
+	char msg[1024];
+	int n = snprintf(msg, sizeof(msg), "%s: ", c->label);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	PgqevError err = {
+		.kind = kind,
+		.batch_id = c->batch ? c->batch->id : 0,
+		.streak = streak,
+		.retry_in = retry_in,
+		.message = msg,
+	};
+	c->cfg.on_error(c, &err, c->cfg.arg);
+}
+
+/* ---- requests ---- */
+
+static void req_done(PqevConn *conn, const PqevReply *reply, void *arg);
+static void req_rows(PqevConn *conn, const PGresult *res, void *arg);
+
+static int send_on(PgqevConsumer *c, bool target, ReqKind kind, const char *sql, int nparams,
+		   const char *const *params, unsigned flags)
+{
+	ReqCtx *ctx = malloc(sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	*ctx = (ReqCtx){.c = c, .gen = c->gen, .kind = kind, .target = target};
+	PqevQuery q = {
+		.sql = sql,
+		.nparams = nparams,
+		.params = params,
+		.flags = flags,
+		.on_rows = (kind == RK_CURSOR || kind == RK_FETCH) ? req_rows : NULL,
+		.on_done = req_done,
+		.arg = ctx,
+	};
+	int rc = pqev_conn_send(target ? c->tgt : c->src, &q, NULL);
+	if (rc < 0)
+		free(ctx);
+	return rc;
+}
+
+/* Send or fail the batch/consumer with a clear reason; true if sent. */
+static bool send_or_fail(PgqevConsumer *c, bool target, ReqKind kind, const char *sql, int nparams,
+			 const char *const *params, unsigned flags)
+{
+	int rc = send_on(c, target, kind, sql, nparams, params, flags);
+	if (rc == 0)
+		return true;
+	PqevConn *conn = target ? c->tgt : c->src;
+	fail(c, target ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, "cannot send a request",
+	     rc == -ENOMEM ? "out of memory" : bare(conn, pqev_conn_error(conn)));
+	return false;
+}
+
+static void send_ignored(PgqevConsumer *c, bool target, const char *sql)
+{
+	PqevConn *conn = target ? c->tgt : c->src;
+	if (conn && pqev_conn_is_ready(conn))
+		(void)send_on(c, target, RK_IGNORE, sql, 0, NULL, 0);
+}
+
+/* ---- timer ---- */
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void arm_timer(PgqevConsumer *c, usec_t delay)
+{
+	struct timeval tv = {.tv_sec = (time_t)(delay / USEC_PER_SEC),
+			     .tv_usec = (suseconds_t)(delay % USEC_PER_SEC)};
+	evtimer_del(c->timer);
+	/* NOTE: evtimer_add only fails on a broken base; then the next
+	   notification or reconnect restarts the machine. */
+	if (evtimer_add(c->timer, &tv) < 0)
+		report(c, PGQEV_ERR_SQL, 0, 1, "cannot arm the timer");
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	PgqevConsumer *c = arg;
+	enter(c);
+	if (c->phase == PH_IDLE)
+		go_next(c);
+	else if (c->phase == PH_BACKOFF)
+		c->setup_done ? go_next(c) : go_setup(c);
+	leave(c);
+}
+
+/* ---- batches ---- */
+
+/* Give the open batch up: roll back what can be rolled back, free it unless the
+   application still holds a chunk of it. src_alive: the source can take a ROLLBACK. */
+static void abandon_batch(PgqevConsumer *c, bool src_alive)
+{
+	PgqevBatch *b = c->batch;
+	if (c->src_in_tx && src_alive)
+		send_ignored(c, false, "rollback");
+	c->src_in_tx = false;
+	if (!b)
+		return;
+	c->batch = NULL;
+	b->abandoned = true;
+	if (b->tgt_open)
+		send_ignored(c, true, "rollback");
+	b->tgt_open = false;
+	if (b->in_handler)
+		return; /* deliver() releases it when the handler returns */
+	if (b->pending) {
+		b->next_stale = c->stale;
+		c->stale = b;
+		return;
+	}
+	pgqev_batch_release(b);
+}
+
+static void unlink_stale(PgqevConsumer *c, PgqevBatch *b)
+{
+	for (PgqevBatch **p = &c->stale; *p; p = &(*p)->next_stale) {
+		if (*p == b) {
+			*p = b->next_stale;
+			return;
+		}
+	}
+}
+
+static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const char *detail)
+{
+	if (c->phase == PH_STOPPED || c->phase == PH_WAIT_CONN)
+		return;
+	int64_t bid = c->batch ? c->batch->id : 0;
+	c->gen++;
+	abandon_batch(c, true);
+	c->fail_streak++;
+	usec_t delay = pqev_backoff_next(&c->fail_bo);
+	if (c->cfg.on_error) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s: %s%s%s", c->label, what, detail ? ": " : "",
+			 detail ? detail : "");
+		PgqevError err = {.kind = kind,
+				  .batch_id = bid,
+				  .streak = c->fail_streak,
+				  .retry_in = c->stop_requested ? 0 : delay,
+				  .message = msg};
+		uint64_t gen = c->gen;
+		c->cfg.on_error(c, &err, c->cfg.arg);
+		if (gen != c->gen)
+			return;
+	}
+	if (c->stop_requested) {
+		do_stop(c);
+		return;
+	}
+	c->phase = PH_BACKOFF;
+	arm_timer(c, delay);
+	set_state(c, PGQEV_STATE_BACKOFF);
+}
+
+/* The source connection broke: everything in flight is gone; wait for CONNECTED. */
+static void conn_broken(PgqevConsumer *c)
+{
+	if (c->phase == PH_STOPPED || c->phase == PH_WAIT_CONN)
+		return;
+	c->gen++;
+	evtimer_del(c->timer);
+	abandon_batch(c, false);
+	c->setup_done = false;
+	c->phase = PH_WAIT_CONN;
+	if (c->stop_requested) {
+		do_stop(c);
+		return;
+	}
+	set_state(c, PGQEV_STATE_BACKOFF);
+}
+
+static void batch_finished(PgqevConsumer *c)
+{
+	PgqevBatch *b = c->batch;
+	c->batch = NULL;
+	c->src_in_tx = false;
+	pgqev_batch_release(b);
+	c->n_batches++;
+	c->fail_streak = 0;
+	pqev_backoff_reset(&c->fail_bo);
+	go_next(c);
+}
+
+static void start_finish(PgqevConsumer *c)
+{
+	PgqevBatch *b = c->batch;
+	char id[32];
+	snprintf(id, sizeof(id), "%" PRId64, b->id);
+	const char *p[3] = {id};
+	b->finishing = true;
+	c->phase = PH_FINISH;
+	if (b->tgt_open) {
+		const char *tp[3] = {c->cfg.consumer, c->sub_for_ext, id};
+		if (!send_or_fail(c, true, RK_TGT_DONE, "select pgq_ext.set_batch_done($1, $2, $3)",
+				  3, tp, 0))
+			return;
+		(void)send_or_fail(c, true, RK_TGT_COMMIT, "commit", 0, NULL, 0);
+		return;
+	}
+	const char *fin = c->cfg.subconsumer ? "select pgq_coop.finish_batch($1)"
+					     : "select pgq.finish_batch($1)";
+	if (!send_or_fail(c, false, RK_FINISH, fin, 1, p, 0))
+		return;
+	(void)send_or_fail(c, false, RK_COMMIT, "commit", 0, NULL, 0);
+}
+
+/* Ask for the next chunk when nothing blocks it: one FETCH in flight at most,
+   and in async mode at most one chunk buffered beyond the one being handled. */
+static void maybe_fetch(PgqevConsumer *c, PgqevBatch *b)
+{
+	if (b->eof || b->fetch_inflight || b->ready)
+		return;
+	char sql[64];
+	snprintf(sql, sizeof(sql), "fetch %u from " PGQEV_CURSOR, c->cfg.fetch_size);
+	b->fetch_inflight = true;
+	(void)send_or_fail(c, false, RK_FETCH, sql, 0, NULL, 0);
+}
+
+static void maybe_finish(PgqevConsumer *c, PgqevBatch *b)
+{
+	if (b->eof && !b->fetch_inflight && !b->pending && !b->ready && !b->in_handler &&
+	    !b->finishing)
+		start_finish(c);
+}
+
+/* Queue pgq.event_retry for the events of the current chunk marked for retry. */
+static bool send_retries(PgqevConsumer *c, PgqevBatch *b)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < b->nrows; i++)
+		if (b->events[i].retry_secs != PGQEV_NO_RETRY)
+			n++;
+	if (n == 0)
+		return true;
+	size_t cap = n * 24 + 3;
+	char *ids = malloc(cap), *secs = malloc(cap);
+	if (!ids || !secs) {
+		free(ids);
+		free(secs);
+		fail(c, PGQEV_ERR_SQL, "cannot queue event retries", "out of memory");
+		return false;
+	}
+	size_t li = 0, ls = 0;
+	ids[li++] = '{';
+	secs[ls++] = '{';
+	for (size_t i = 0; i < b->nrows; i++) {
+		PgqevEvent *e = &b->events[i];
+		if (e->retry_secs == PGQEV_NO_RETRY)
+			continue;
+		const char *sep = (li > 1) ? "," : "";
+		li += (size_t)snprintf(ids + li, cap - li, "%s%s", sep,
+				       PQgetvalue(b->res, e->row, 0));
+		ls += (size_t)snprintf(secs + ls, cap - ls, "%s%d", sep, e->retry_secs);
+	}
+	snprintf(ids + li, cap - li, "}");
+	snprintf(secs + ls, cap - ls, "}");
+	char id[32];
+	snprintf(id, sizeof(id), "%" PRId64, b->id);
+	const char *p[3] = {id, ids, secs};
+	bool ok = send_or_fail(c, false, RK_RETRY,
+			       "select count(pgq.event_retry($1::bigint, e.ev, e.sec))"
+			       " from unnest($2::bigint[], $3::int4[]) as e(ev, sec)",
+			       3, p, 0);
+	free(ids);
+	free(secs);
+	return ok;
+}
+
+/* The handler is done with the current chunk. */
+static void chunk_done(PgqevConsumer *c, PgqevBatch *b, PgqevVerdict v)
+{
+	if (v == PGQEV_FAIL) {
+		if (c->cfg.fail_policy == PGQEV_FAIL_REDELIVER) {
+			fail(c, PGQEV_ERR_HANDLER, "handler failed",
+			     "the batch will be delivered again");
+			return;
+		}
+		for (size_t i = 0; i < b->nrows; i++)
+			b->events[i].retry_secs = c->cfg.retry_delay;
+		report(c, PGQEV_ERR_HANDLER, 0, 1,
+		       "handler failed: %zu events of batch %" PRId64 " go to the retry queue",
+		       b->nrows, b->id);
+	}
+	if (!send_retries(c, b))
+		return;
+	pgqev_batch_clear_rows(b);
+	if (b->ready) {
+		PGresult *r = b->ready;
+		b->ready = NULL;
+		pgqev_batch_set_rows(b, NULL, r);
+		maybe_fetch(c, b);
+		if (b->c->gen != b->gen)
+			return;
+		/* deliver the buffered chunk; re-enters chunk_done */
+		chunk_arrived(c, NULL);
+		return;
+	}
+	maybe_fetch(c, b);
+	if (c->batch == b)
+		maybe_finish(c, b);
+}
+
+/* Run the handler on the chunk already set in b. */
+static void deliver(PgqevConsumer *c, PgqevBatch *b)
+{
+	uint64_t gen = c->gen;
+	c->n_events += b->nrows;
+	b->in_handler = true;
+	PgqevVerdict v = c->cfg.on_batch(c, b, c->cfg.arg);
+	b->in_handler = false;
+	b->chunk++;
+	if (b->abandoned || gen != c->gen) {
+		if (b->abandoned && c->batch != b)
+			pgqev_batch_release(b);
+		return;
+	}
+	if (v == PGQEV_PENDING) {
+		if (!c->cfg.async) {
+			fail(c, PGQEV_ERR_HANDLER, "handler returned PGQEV_PENDING",
+			     "the consumer is not in async mode (set cfg.async)");
+			return;
+		}
+		b->pending = true;
+		return;
+	}
+	chunk_done(c, b, v == PGQEV_DONE ? PGQEV_DONE : PGQEV_FAIL);
+}
+
+/* A chunk came from the cursor (res), or the buffered one is set (res NULL). */
+static void chunk_arrived(PgqevConsumer *c, const PGresult *res)
+{
+	PgqevBatch *b = c->batch;
+	if (res) {
+		b->fetch_inflight = false;
+		size_t n = (size_t)PQntuples(res);
+		if (n < c->cfg.fetch_size)
+			b->eof = true;
+		if (n == 0) {
+			maybe_finish(c, b);
+			return;
+		}
+		if (c->cfg.async) {
+			PGresult *own = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+			if (!own) {
+				fail(c, PGQEV_ERR_SQL, "cannot keep a chunk", "out of memory");
+				return;
+			}
+			if (b->pending) {
+				b->ready = own;
+				return;
+			}
+			pgqev_batch_set_rows(b, NULL, own);
+		} else {
+			pgqev_batch_set_rows(b, res, NULL);
+		}
+		/* fetch the next chunk while this one is handled */
+		maybe_fetch(c, b);
+		if (c->gen != b->gen)
+			return;
+	}
+	deliver(c, b);
+}
+
+static void open_cursor(PgqevConsumer *c)
+{
+	PgqevBatch *b = c->batch;
+	char *sql = pgqev_sprintf("begin; select * from pgq.get_batch_cursor(%" PRId64
+				  ", '" PGQEV_CURSOR "', %u)",
+				  b->id, c->cfg.fetch_size);
+	if (!sql) {
+		fail(c, PGQEV_ERR_SQL, "cannot open the batch", "out of memory");
+		return;
+	}
+	c->phase = PH_READ;
+	c->src_in_tx = true;
+	b->fetch_inflight = true;
+	(void)send_or_fail(c, false, RK_CURSOR, sql, 0, NULL, PQEV_Q_SIMPLE);
+	free(sql);
+}
+
+static void start_batch(PgqevConsumer *c, const PGresult *res)
+{
+	int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PgqevBatch *b = pgqev_batch_new(c, id);
+	if (!b) {
+		fail(c, PGQEV_ERR_SQL, "cannot start a batch", "out of memory");
+		return;
+	}
+	if (!PQgetisnull(res, 0, 1))
+		b->prev_tick = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	if (!PQgetisnull(res, 0, 2))
+		b->tick = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	if (!PQgetisnull(res, 0, 3))
+		b->prev_tick_time = strdup(PQgetvalue(res, 0, 3));
+	if (!PQgetisnull(res, 0, 4))
+		b->tick_time = strdup(PQgetvalue(res, 0, 4));
+	c->batch = b;
+	if (c->tgt) {
+		char *cons = pgqev_quote_literal(c->cfg.consumer);
+		char *sub = pgqev_quote_literal(c->sub_for_ext);
+		char *sql = (cons && sub) ? pgqev_sprintf("begin; select pgq_ext.is_batch_done(%s, "
+							  "%s, %" PRId64 ")",
+							  cons, sub, id)
+					  : NULL;
+		free(cons);
+		free(sub);
+		if (!sql) {
+			fail(c, PGQEV_ERR_TARGET, "cannot check the target", "out of memory");
+			return;
+		}
+		c->phase = PH_EO_CHECK;
+		b->tgt_open = true;
+		bool ok = send_or_fail(c, true, RK_EO_CHECK, sql, 0, NULL, PQEV_Q_SIMPLE);
+		free(sql);
+		if (ok)
+			set_state(c, PGQEV_STATE_PROCESSING);
+		return;
+	}
+	open_cursor(c);
+	if (c->batch == b)
+		set_state(c, PGQEV_STATE_PROCESSING);
+}
+
+/* ---- phases ---- */
+
+static void go_idle(PgqevConsumer *c)
+{
+	c->phase = PH_IDLE;
+	arm_timer(c, c->poll_interval);
+	set_state(c, PGQEV_STATE_IDLE);
+}
+
+static void go_next(PgqevConsumer *c)
+{
+	if (c->stop_requested) {
+		do_stop(c);
+		return;
+	}
+	evtimer_del(c->timer);
+	c->phase = PH_NEXT;
+	c->wake_pending = false;
+	char lag[48], ival[48], cnt[16];
+	const char *min_lag = pgqev_interval(c->cfg.min_lag, lag, sizeof(lag));
+	const char *min_ival = pgqev_interval(c->cfg.min_interval, ival, sizeof(ival));
+	const char *min_cnt = NULL;
+	if (c->cfg.min_count > 0) {
+		snprintf(cnt, sizeof(cnt), "%d", c->cfg.min_count);
+		min_cnt = cnt;
+	}
+	bool ok;
+	if (c->cfg.subconsumer) {
+		char dead[48];
+		const char *d = pgqev_interval(c->cfg.dead_interval, dead, sizeof(dead));
+		const char *p[7] = {c->cfg.queue,
+				    c->cfg.consumer,
+				    c->cfg.subconsumer,
+				    min_lag,
+				    min_cnt,
+				    min_ival,
+				    d};
+		ok = send_or_fail(
+			c, false, RK_NEXT,
+			"select b.id, i.prev_tick_id, i.tick_id, i.batch_start, i.batch_end"
+			" from pgq_coop.next_batch_custom($1, $2, $3, $4::interval,"
+			" $5::int4, $6::interval, $7::interval) as b(id)"
+			" left join lateral (select * from pgq.get_batch_info(b.id)"
+			" where b.id is not null) i on true",
+			7, p, 0);
+	} else {
+		const char *p[5] = {c->cfg.queue, c->cfg.consumer, min_lag, min_cnt, min_ival};
+		ok = send_or_fail(c, false, RK_NEXT,
+				  "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
+				  " cur_tick_time from pgq.next_batch_custom($1, $2, $3::interval,"
+				  " $4::int4, $5::interval)",
+				  5, p, 0);
+	}
+	if (ok)
+		set_state(c, PGQEV_STATE_LISTENING);
+}
+
+static void setup_step_done(PgqevConsumer *c)
+{
+	if (c->phase != PH_SETUP || --c->setup_pending > 0)
+		return;
+	c->setup_done = true;
+	go_next(c);
+}
+
+static void go_setup(PgqevConsumer *c)
+{
+	c->phase = PH_SETUP;
+	c->src_in_tx = false;
+	c->setup_pending = 0;
+	bool sent = false;
+	if (!c->registered && c->cfg.register_on_start) {
+		char tick[32];
+		snprintf(tick, sizeof(tick), "%" PRId64, c->cfg.register_tick);
+		bool ok;
+		if (c->cfg.subconsumer) {
+			const char *p[3] = {c->cfg.queue, c->cfg.consumer, c->cfg.subconsumer};
+			ok = send_or_fail(c, false, RK_REGISTER,
+					  "select pgq_coop.register_subconsumer($1, $2, $3)", 3, p,
+					  0);
+		} else if (c->cfg.register_tick > 0) {
+			const char *p[3] = {c->cfg.queue, c->cfg.consumer, tick};
+			ok = send_or_fail(c, false, RK_REGISTER,
+					  "select pgq.register_consumer_at($1, $2, $3)", 3, p, 0);
+		} else {
+			const char *p[2] = {c->cfg.queue, c->cfg.consumer};
+			ok = send_or_fail(c, false, RK_REGISTER,
+					  "select pgq.register_consumer($1, $2)", 2, p, 0);
+		}
+		if (!ok)
+			return;
+		sent = true;
+		c->setup_pending++;
+	} else {
+		c->registered = true;
+	}
+	if (!c->channel_tried && c->cfg.listen) {
+		const char *p[1] = {c->cfg.queue};
+		if (!send_or_fail(c, false, RK_CHANNEL, "select pgq.queue_notify_channel($1)", 1, p,
+				  0))
+			return;
+		sent = true;
+		c->setup_pending++;
+	} else {
+		c->channel_tried = true;
+	}
+	set_state(c, PGQEV_STATE_CONNECTING);
+	if (!sent && c->phase == PH_SETUP) {
+		c->setup_done = true;
+		go_next(c);
+	}
+}
+
+static void do_stop(PgqevConsumer *c)
+{
+	c->gen++;
+	bool alive = c->src && pqev_conn_is_ready(c->src);
+	abandon_batch(c, alive);
+	evtimer_del(c->timer);
+	if (c->src)
+		pqev_conn_close(c->src);
+	if (c->tgt)
+		pqev_conn_close(c->tgt);
+	c->phase = PH_STOPPED;
+	c->started = false;
+	c->stop_requested = false;
+	set_state(c, PGQEV_STATE_STOPPED);
+}
+
+/* ---- request completions ---- */
+
+static bool ok_reply(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r, const char *what)
+{
+	if (r->status == PQEV_OK)
+		return true;
+	PqevConn *conn = x->target ? c->tgt : c->src;
+	if (r->status == PQEV_SQL_ERROR) {
+		fail(c, x->target ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what, bare(conn, r->error));
+	} else if (x->target) {
+		fail(c, PGQEV_ERR_TARGET, what, bare(conn, r->error));
+	} else {
+		conn_broken(c);
+	}
+	return false;
+}
+
+static void on_register(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+{
+	if (!ok_reply(c, x, r, "registering the consumer failed"))
+		return;
+	c->registered = true;
+	setup_step_done(c);
+}
+
+static void on_channel(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+{
+	c->channel_tried = true;
+	const char *ch = NULL;
+	if (r->status == PQEV_OK && r->result && PQntuples(r->result) == 1 &&
+	    !PQgetisnull(r->result, 0, 0))
+		ch = PQgetvalue(r->result, 0, 0);
+	if (r->status != PQEV_OK && r->status != PQEV_SQL_ERROR) {
+		c->channel_tried = false;
+		conn_broken(c);
+		return;
+	}
+	if (ch && (c->channel = strdup(ch)) && pqev_conn_listen(c->src, c->channel) == 0) {
+		c->listen_ok = true;
+		c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval : 30 * USEC_PER_SEC;
+	} else {
+		c->listen_ok = false;
+		c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval : USEC_PER_SEC;
+		report(c, PGQEV_ERR_SQL, 0, 1,
+		       "no tick notifications (%s): polling every %" PRIu64 " ms",
+		       r->status == PQEV_SQL_ERROR ? bare(c->src, r->error)
+						   : "cannot LISTEN on the tick channel",
+		       c->poll_interval / USEC_PER_MSEC);
+	}
+	setup_step_done(c);
+}
+
+static void on_next(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+{
+	if (!ok_reply(c, x, r, "next_batch failed"))
+		return;
+	const PGresult *res = r->result;
+	if (!res || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		if (c->stop_requested) {
+			do_stop(c);
+		} else if (c->wake_pending) {
+			go_next(c);
+		} else {
+			go_idle(c);
+		}
+		return;
+	}
+	start_batch(c, res);
+}
+
+static void on_eo_check(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+{
+	if (!ok_reply(c, x, r, "pgq_ext.is_batch_done failed on the target"))
+		return;
+	const PGresult *res = r->result;
+	bool done = res && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	if (!done) {
+		open_cursor(c);
+		return;
+	}
+	/* applied before a crash: finish the source batch without the handler */
+	PgqevBatch *b = c->batch;
+	send_ignored(c, true, "rollback");
+	b->tgt_open = false;
+	b->finishing = true;
+	c->phase = PH_FINISH;
+	char id[32];
+	snprintf(id, sizeof(id), "%" PRId64, b->id);
+	const char *p[1] = {id};
+	const char *fin = c->cfg.subconsumer ? "select pgq_coop.finish_batch($1)"
+					     : "select pgq.finish_batch($1)";
+	(void)send_or_fail(c, false, RK_SKIP_FINISH, fin, 1, p, 0);
+}
+
+static bool finish_found(PgqevConsumer *c, const PqevReply *r)
+{
+	const PGresult *res = r->result;
+	if (res && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "1") == 0)
+		return true;
+	char id[32];
+	snprintf(id, sizeof(id), "batch %" PRId64, c->batch->id);
+	fail(c, PGQEV_ERR_SQL, "finish_batch did not find the batch (re-registered?)", id);
+	return false;
+}
+
+static void on_done_kind(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+{
+	switch (x->kind) {
+	case RK_IGNORE:
+		return;
+	case RK_REGISTER:
+		on_register(c, x, r);
+		return;
+	case RK_CHANNEL:
+		on_channel(c, x, r);
+		return;
+	case RK_NEXT:
+		on_next(c, x, r);
+		return;
+	case RK_EO_CHECK:
+		on_eo_check(c, x, r);
+		return;
+	case RK_CURSOR:
+	case RK_FETCH:
+		(void)ok_reply(c, x, r, "reading the batch failed");
+		return;
+	case RK_RETRY:
+		(void)ok_reply(c, x, r, "pgq.event_retry failed");
+		return;
+	case RK_FINISH:
+		if (ok_reply(c, x, r, "finish_batch failed"))
+			(void)finish_found(c, r);
+		return;
+	case RK_COMMIT:
+		if (ok_reply(c, x, r, "commit of the batch failed"))
+			batch_finished(c);
+		return;
+	case RK_SKIP_FINISH:
+		if (ok_reply(c, x, r, "finish_batch failed") && finish_found(c, r))
+			batch_finished(c);
+		return;
+	case RK_TGT_DONE:
+		(void)ok_reply(c, x, r, "pgq_ext.set_batch_done failed on the target");
+		return;
+	case RK_TGT_COMMIT:
+		if (ok_reply(c, x, r, "commit on the target failed")) {
+			c->batch->tgt_open = false;
+			start_finish(c);
+		}
+		return;
+	case RK_TGT_WRITE:
+		(void)ok_reply(c, x, r, "a write on the target failed");
+		return;
+	}
+	fail(c, PGQEV_ERR_SQL, "bad state", "unknown request kind");
+}
+
+static void req_done(PqevConn *conn, const PqevReply *reply, void *arg)
+{
+	ReqCtx x = *(ReqCtx *)arg;
+	free(arg);
+	PgqevConsumer *c = x.c;
+	if (x.gen != c->gen || c->free_pending)
+		return;
+	enter(c);
+	on_done_kind(c, &x, reply);
+	leave(c);
+}
+
+static void req_rows(PqevConn *conn, const PGresult *res, void *arg)
+{
+	ReqCtx *x = arg;
+	PgqevConsumer *c = x->c;
+	if (x->gen != c->gen || c->free_pending || !c->batch)
+		return;
+	enter(c);
+	chunk_arrived(c, res);
+	leave(c);
+}
+
+/* ---- connection events ---- */
+
+static void on_src_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
+{
+	PgqevConsumer *c = arg;
+	if (c->free_pending || c->phase == PH_STOPPED)
+		return;
+	enter(c);
+	switch (ev->type) {
+	case PQEV_EV_CONNECTED:
+		if (c->phase != PH_WAIT_CONN)
+			conn_broken(c); /* a reconnect we did not see break */
+		if (c->phase != PH_WAIT_CONN)
+			break; /* stopped meanwhile */
+		c->gen++;
+		go_setup(c);
+		break;
+	case PQEV_EV_CONNECT_FAILED:
+	case PQEV_EV_LOST:
+		conn_broken(c);
+		if (c->phase == PH_WAIT_CONN) {
+			set_state(c, PGQEV_STATE_BACKOFF);
+			if (c->phase == PH_WAIT_CONN)
+				report(c, PGQEV_ERR_CONNECTION, ev->retry_in, ev->streak, "%s",
+				       bare(conn, ev->message));
+		}
+		break;
+	case PQEV_EV_RECYCLED:
+		conn_broken(c);
+		break;
+	}
+	leave(c);
+}
+
+static void on_tgt_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
+{
+	PgqevConsumer *c = arg;
+	if (c->free_pending || c->phase == PH_STOPPED || ev->type == PQEV_EV_CONNECTED)
+		return;
+	enter(c);
+	if (c->batch && (c->phase == PH_EO_CHECK || c->phase == PH_READ || c->phase == PH_FINISH))
+		fail(c, PGQEV_ERR_TARGET, "target connection failed", bare(conn, ev->message));
+	else if (ev->type != PQEV_EV_RECYCLED)
+		report(c, PGQEV_ERR_TARGET, ev->retry_in, ev->streak, "target: %s",
+		       bare(conn, ev->message));
+	leave(c);
+}
+
+static void on_notify(PqevConn *conn, const char *channel, const char *payload, int pid, void *arg)
+{
+	PgqevConsumer *c = arg;
+	if (c->free_pending)
+		return;
+	enter(c);
+	if (c->phase == PH_IDLE)
+		go_next(c);
+	else
+		c->wake_pending = true;
+	leave(c);
+}
+
+/* ---- public API ---- */
+
+void pgqev_config_init(PgqevConsumerConfig *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->register_on_start = true;
+	cfg->fetch_size = 1000;
+	cfg->listen = true;
+	cfg->retry_delay = 60;
+	cfg->fail_delay = USEC_PER_SEC;
+	cfg->fail_cap = 60 * USEC_PER_SEC;
+	cfg->connect_timeout = 10 * USEC_PER_SEC;
+}
+
+static bool bad(char *errbuf, size_t errsize, const char *fmt, ...) PQEV_PRINTF(3, 4);
+
+static bool bad(char *errbuf, size_t errsize, const char *fmt, ...)
+{
+	if (errbuf && errsize) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(errbuf, errsize, fmt, ap);
+		va_end(ap);
+	}
+	return false;
+}
+
+static bool validate(const PgqevConsumerConfig *cfg, char *eb, size_t es)
+{
+	if (!cfg->conninfo || !*cfg->conninfo)
+		return bad(eb, es, "conninfo: required (a libpq connection string)");
+	if (!cfg->queue || !*cfg->queue)
+		return bad(eb, es, "queue: required (the queue name)");
+	if (!cfg->consumer || !*cfg->consumer)
+		return bad(eb, es, "consumer: required (the consumer name)");
+	if (cfg->subconsumer && !*cfg->subconsumer)
+		return bad(eb, es, "subconsumer: empty name (use NULL for a plain consumer)");
+	if (cfg->subconsumer && cfg->register_tick > 0)
+		return bad(eb, es, "register_tick: not available for a coop subconsumer");
+	if (!cfg->on_batch)
+		return bad(eb, es, "on_batch: required (the batch handler)");
+	if (cfg->fetch_size < 1 || cfg->fetch_size > 1000000)
+		return bad(eb, es, "fetch_size: %u is out of range 1..1000000", cfg->fetch_size);
+	if (cfg->min_count < 0)
+		return bad(eb, es, "min_count: %d must not be negative", cfg->min_count);
+	if (cfg->retry_delay < 0)
+		return bad(eb, es, "retry_delay: %d must not be negative", cfg->retry_delay);
+	if (cfg->fail_delay == 0 || cfg->fail_cap < cfg->fail_delay)
+		return bad(eb, es, "fail_delay/fail_cap: need 0 < fail_delay <= fail_cap");
+	if (cfg->fail_policy != PGQEV_FAIL_REDELIVER && cfg->fail_policy != PGQEV_FAIL_RETRY_EVENTS)
+		return bad(eb, es, "fail_policy: unknown value %d", (int)cfg->fail_policy);
+	if (cfg->target_conninfo && !*cfg->target_conninfo)
+		return bad(eb, es, "target_conninfo: empty (use NULL for no target)");
+	PQconninfoOption *opts = NULL;
+	char *perr = NULL;
+	if (!(opts = PQconninfoParse(cfg->conninfo, &perr))) {
+		bad(eb, es, "conninfo: %s", perr ? perr : "cannot parse (out of memory?)");
+		PQfreemem(perr);
+		return false;
+	}
+	PQconninfoFree(opts);
+	if (cfg->target_conninfo) {
+		if (!(opts = PQconninfoParse(cfg->target_conninfo, &perr))) {
+			bad(eb, es, "target_conninfo: %s", perr ? perr : "cannot parse");
+			PQfreemem(perr);
+			return false;
+		}
+		PQconninfoFree(opts);
+	}
+	return true;
+}
+
+static char *make_label(const PgqevConsumerConfig *cfg)
+{
+	if (cfg->label)
+		return strdup(cfg->label);
+	const char *db = NULL;
+	PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, NULL);
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "dbname") == 0 && o->val && *o->val)
+			db = o->val;
+	char *l = cfg->subconsumer
+			  ? pgqev_sprintf("%s/%s/%s.%s", db ? db : "-", cfg->queue, cfg->consumer,
+					  cfg->subconsumer)
+			  : pgqev_sprintf("%s/%s/%s", db ? db : "-", cfg->queue, cfg->consumer);
+	PQconninfoFree(opts);
+	return l;
+}
+
+static PqevConn *new_conn(PgqevConsumer *c, const char *conninfo, const char *name, bool target)
+{
+	PqevConnConfig cc;
+	pqev_conn_config_init(&cc);
+	cc.conninfo = conninfo;
+	cc.name = name;
+	cc.application_name = "pgqev-consumer";
+	cc.connect_timeout = c->cfg.connect_timeout;
+	cc.statement_timeout = c->cfg.statement_timeout;
+	PqevConnCallbacks cb = {
+		.on_event = target ? on_tgt_event : on_src_event,
+		.on_notify = target ? NULL : on_notify,
+		.arg = c,
+	};
+	return pqev_conn_new(c->lim, &cc, &cb);
+}
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+	if (!s)
+		return NULL;
+	char *d = strdup(s);
+	if (!d)
+		*oom = true;
+	return d;
+}
+
+PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerConfig *cfg,
+				  char *errbuf, size_t errsize)
+{
+	if (!base) {
+		bad(errbuf, errsize, "event_base: required");
+		return NULL;
+	}
+	if (!cfg || !validate(cfg, errbuf, errsize))
+		return NULL;
+	PgqevConsumer *c = calloc(1, sizeof(*c));
+	if (!c) {
+		bad(errbuf, errsize, "out of memory");
+		return NULL;
+	}
+	bool oom = false;
+	c->base = base;
+	c->cfg = *cfg;
+	c->cfg.conninfo = c->s_conninfo = dup_or_null(cfg->conninfo, &oom);
+	c->cfg.queue = c->s_queue = dup_or_null(cfg->queue, &oom);
+	c->cfg.consumer = c->s_consumer = dup_or_null(cfg->consumer, &oom);
+	c->cfg.subconsumer = c->s_sub = dup_or_null(cfg->subconsumer, &oom);
+	c->cfg.target_conninfo = c->s_target = dup_or_null(cfg->target_conninfo, &oom);
+	c->cfg.label = NULL;
+	c->sub_for_ext = dup_or_null(cfg->subconsumer ? cfg->subconsumer : "", &oom);
+	c->label = make_label(cfg);
+	if (!c->label)
+		oom = true;
+	if (!oom) {
+		c->lim = cfg->limiter;
+		if (!c->lim) {
+			c->lim = pqev_connlimit_new(base, 0);
+			c->own_lim = true;
+		}
+		c->timer = evtimer_new(base, timer_cb, c);
+	}
+	if (!oom && c->lim && c->timer) {
+		c->src = new_conn(c, c->cfg.conninfo, c->label, false);
+		if (c->src && c->cfg.target_conninfo) {
+			char *tname = pgqev_sprintf("%s/target", c->label);
+			if (tname)
+				c->tgt = new_conn(c, c->cfg.target_conninfo, tname, true);
+			free(tname);
+		}
+	}
+	if (oom || !c->lim || !c->timer || !c->src || (c->cfg.target_conninfo && !c->tgt)) {
+		bad(errbuf, errsize, "out of memory");
+		destroy(c);
+		return NULL;
+	}
+	pqev_backoff_init(&c->fail_bo, c->cfg.fail_delay, c->cfg.fail_cap, 0);
+	c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval
+						: (c->cfg.listen ? 30 : 1) * USEC_PER_SEC;
+	return c;
+}
+
+int pgqev_consumer_start(PgqevConsumer *c)
+{
+	if (c->started || c->free_pending)
+		return -EALREADY;
+	int rc = pqev_conn_start(c->src);
+	if (rc == 0 && c->tgt)
+		rc = pqev_conn_start(c->tgt);
+	if (rc < 0) {
+		snprintf(c->errbuf, sizeof(c->errbuf), "%s", pqev_conn_error(c->src));
+		report(c, PGQEV_ERR_CONNECTION, 0, 1, "cannot start: %s",
+		       bare(c->src, pqev_conn_error(c->src)));
+		pqev_conn_close(c->src);
+		if (c->tgt)
+			pqev_conn_close(c->tgt);
+		return rc;
+	}
+	c->started = true;
+	c->stop_requested = false;
+	c->registered = false;
+	c->setup_done = false;
+	c->phase = PH_WAIT_CONN;
+	enter(c);
+	set_state(c, PGQEV_STATE_CONNECTING);
+	leave(c);
+	return 0;
+}
+
+void pgqev_consumer_stop(PgqevConsumer *c)
+{
+	if (!c || c->free_pending || c->phase == PH_STOPPED)
+		return;
+	enter(c);
+	c->stop_requested = true;
+	switch (c->phase) {
+	case PH_EO_CHECK:
+	case PH_READ:
+	case PH_FINISH:
+		break; /* finish the batch first; go_next stops */
+	default:
+		do_stop(c);
+		break;
+	}
+	leave(c);
+}
+
+static void free_limiter_later(evutil_socket_t fd, short what, void *arg)
+{
+	if (pqev_connlimit_free(arg) < 0)
+		(void)event_base_once(pqev_connlimit_base(arg), -1, EV_TIMEOUT, free_limiter_later,
+				      arg, NULL);
+}
+
+static void destroy(PgqevConsumer *c)
+{
+	c->gen++;
+	if (c->batch) {
+		c->batch->in_handler = false;
+		c->batch->pending = false;
+		pgqev_batch_release(c->batch);
+		c->batch = NULL;
+	}
+	while (c->stale) {
+		PgqevBatch *b = c->stale;
+		c->stale = b->next_stale;
+		pgqev_batch_release(b);
+	}
+	c->free_pending = true;
+	pqev_conn_free(c->src);
+	pqev_conn_free(c->tgt);
+	if (c->timer)
+		event_free(c->timer);
+	/* NOTE: freed inside a connection's callback, the connections go away
+	   only when that callback unwinds; free our limiter on the next loop pass. */
+	if (c->own_lim && pqev_connlimit_free(c->lim) < 0)
+		(void)event_base_once(c->base, -1, EV_TIMEOUT, free_limiter_later, c->lim, NULL);
+	free(c->s_conninfo);
+	free(c->s_queue);
+	free(c->s_consumer);
+	free(c->s_sub);
+	free(c->s_target);
+	free(c->sub_for_ext);
+	free(c->label);
+	free(c->channel);
+	free(c);
+}
+
+PgqevConsumer *pgqev_consumer_free(PgqevConsumer *c)
+{
+	if (!c || c->free_pending)
+		return NULL;
+	if (c->depth > 0) {
+		/* inside our own callback: stop now, release at the outermost leave */
+		c->gen++;
+		if (c->batch) {
+			PgqevBatch *b = c->batch;
+			c->batch = NULL;
+			b->abandoned = true;
+			if (!b->in_handler)
+				pgqev_batch_release(b);
+		}
+		evtimer_del(c->timer);
+		pqev_conn_close(c->src);
+		if (c->tgt)
+			pqev_conn_close(c->tgt);
+		c->phase = PH_STOPPED;
+		c->free_pending = true;
+		return NULL;
+	}
+	destroy(c);
+	return NULL;
+}
+
+PgqevState pgqev_consumer_state(const PgqevConsumer *c)
+{
+	return c->state;
+}
+
+const char *pgqev_consumer_label(const PgqevConsumer *c)
+{
+	return c->label;
+}
+
+uint64_t pgqev_consumer_batches(const PgqevConsumer *c)
+{
+	return c->n_batches;
+}
+
+uint64_t pgqev_consumer_events(const PgqevConsumer *c)
+{
+	return c->n_events;
+}
+
+void pgqev_consumer_wake(PgqevConsumer *c)
+{
+	if (!c || c->free_pending)
+		return;
+	enter(c);
+	if (c->phase == PH_IDLE)
+		go_next(c);
+	else
+		c->wake_pending = true;
+	leave(c);
+}
+
+int pgqev_batch_complete(PgqevBatch *b, PgqevVerdict verdict)
+{
+	if (!b->pending)
+		return -EINVAL;
+	PgqevConsumer *c = b->c;
+	b->pending = false;
+	if (b->abandoned) {
+		unlink_stale(c, b);
+		pgqev_batch_release(b);
+		return -ECONNRESET;
+	}
+	if (verdict != PGQEV_DONE && verdict != PGQEV_FAIL)
+		verdict = PGQEV_FAIL;
+	enter(c);
+	chunk_done(c, b, verdict);
+	leave(c);
+	return 0;
+}
+
+PqevConn *pgqev_batch_target(PgqevBatch *b)
+{
+	return b->abandoned ? NULL : b->c->tgt;
+}
+
+int pgqev_batch_target_exec(PgqevBatch *b, const char *sql, int nparams, const char *const *params)
+{
+	PgqevConsumer *c = b->c;
+	if (!c->tgt || b->abandoned)
+		return -ENOTCONN;
+	if (!sql || nparams < 0)
+		return -EINVAL;
+	return send_on(c, true, RK_TGT_WRITE, sql, nparams, params, 0);
+}

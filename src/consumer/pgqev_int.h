@@ -1,0 +1,117 @@
+/*
+ * Internal structures of libpgqev, shared by the consumer's modules. Not
+ * installed; nothing here is part of the ABI.
+ */
+#ifndef PGQEV_PGQEV_INT_H
+#define PGQEV_PGQEV_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include <pgqd-ev/pqev_backoff.h>
+#include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pgqev_consumer.h>
+
+#define PGQEV_CURSOR   "pgqev_cursor"
+#define PGQEV_NO_RETRY INT32_MIN
+#define PGQEV_EV_COLS  10
+
+/* Where the consumer's state machine is; mapped to PgqevState for users. */
+typedef enum Phase {
+	PH_STOPPED = 0,
+	PH_WAIT_CONN, /* waiting for the source connection (first or again) */
+	PH_SETUP,     /* registering / learning the tick channel */
+	PH_NEXT,      /* next_batch in flight */
+	PH_IDLE,      /* no batch: waiting for a notification or the poll timer */
+	PH_EO_CHECK,  /* exactly-once: target begin + is_batch_done in flight */
+	PH_READ,      /* batch open: cursor, chunks, handler */
+	PH_FINISH,    /* target/source finish and commit in flight */
+	PH_BACKOFF,   /* waiting after a failure */
+} Phase;
+
+struct PgqevEvent {
+	PgqevBatch *batch;
+	int row;
+	int retry_secs; /* PGQEV_NO_RETRY, or seconds */
+};
+
+struct PgqevBatch {
+	PgqevConsumer *c;
+	uint64_t gen; /* consumer generation this batch belongs to */
+	int64_t id;
+	int64_t prev_tick, tick;
+	char *prev_tick_time, *tick_time;
+	unsigned chunk; /* number of the chunk being delivered */
+	/* current chunk: borrowed result (sync) or owned copy (async) */
+	const PGresult *res;
+	PGresult *own;
+	size_t nrows;
+	PgqevEvent *events; /* fetch_size slots */
+	PGresult *ready;    /* async: next chunk, already fetched, owned */
+	bool fetch_inflight;
+	bool eof;        /* the cursor has no more rows */
+	bool in_handler; /* on_batch is running for the current chunk */
+	bool pending;    /* on_batch returned PGQEV_PENDING */
+	bool abandoned;  /* the consumer gave the batch up (failure, stop, free) */
+	bool finishing;
+	bool finish_failed;
+	bool tgt_open;          /* exactly-once: target transaction begun */
+	PgqevBatch *next_stale; /* abandoned but still held by the application */
+};
+
+struct PgqevConsumer {
+	struct event_base *base;
+	PqevConnLimit *lim;
+	bool own_lim;
+	PgqevConsumerConfig cfg; /* strings point into the copies below */
+	char *s_conninfo, *s_queue, *s_consumer, *s_sub, *s_label, *s_target;
+	char *sub_for_ext; /* subconsumer or "" for pgq_ext */
+	char *label;
+
+	PqevConn *src;
+	PqevConn *tgt;
+
+	Phase phase;
+	PgqevState state;
+	uint64_t gen;   /* bumped whenever in-flight work becomes stale */
+	unsigned depth; /* nesting of entries from the loop / API into the machine */
+	bool free_pending;
+	bool started;
+	bool stop_requested;
+	bool registered; /* registration done once for this start */
+	bool setup_done; /* registration and channel known for this connection */
+	bool src_in_tx;
+	bool listen_ok; /* the tick channel is subscribed */
+	bool channel_tried;
+	unsigned setup_pending; /* setup requests still in flight */
+	char *channel;
+	bool wake_pending; /* a notification arrived while a look-up was in flight */
+	usec_t poll_interval;
+
+	struct event *timer; /* poll or failure backoff */
+	PqevBackoff fail_bo;
+	unsigned fail_streak;
+
+	PgqevBatch *batch; /* the open batch, or NULL */
+	PgqevBatch *stale; /* abandoned batches still held by the application */
+
+	uint64_t n_batches, n_events;
+	char errbuf[512];
+};
+
+/* pgqev_batch.c */
+PgqevBatch *pgqev_batch_new(PgqevConsumer *c, int64_t id);
+void pgqev_batch_release(PgqevBatch *b);
+void pgqev_batch_set_rows(PgqevBatch *b, const PGresult *res, PGresult *own);
+void pgqev_batch_clear_rows(PgqevBatch *b);
+
+/* pgqev_sql.c: SQL text helpers */
+char *pgqev_quote_literal(const char *s);
+char *pgqev_sprintf(const char *fmt, ...) PQEV_PRINTF(1, 2);
+char *pgqev_interval(usec_t us, char *buf, size_t size);
+
+#endif
