@@ -891,8 +891,14 @@ static int handler(void *user, const char *section, const char *name, const char
 		}
 		return 1;
 	}
-	L->prev_key = true;
+	/* inih continues only a non-empty previous name */
+	L->prev_key = name[0] != '\0';
 	L->last_assign = -1;
+	if (name[0] == '\0') {
+		diag(L, PQEV_CONF_ERROR, L->lineno, L->cur ? L->cur->label : NULL, NULL,
+		     "missing key name before '='");
+		return 1;
+	}
 	if (!L->in_section) {
 		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, name,
 		     "key outside of any section; put it under a [section] header");

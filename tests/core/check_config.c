@@ -274,12 +274,15 @@ START_TEST(test_syntax_errors_each_reported)
 		  "ticker_period = 1\n"
 		  "another bad line\n"
 		  "[unclosed\n"
-		  "%include other.ini\n");
+		  "%include other.ini\n"
+		  "[pgqd]\n"
+		  " = orphan value\n");
 	ck_assert(has_diag("t.ini:2: [pgqd] syntax error", NULL));
 	ck_assert(has_diag("t.ini:4: [pgqd] syntax error", NULL));
 	ck_assert(has_diag("t.ini:5: section header without closing ']'", NULL));
 	ck_assert(has_diag("t.ini:6: %include is not supported", NULL));
-	ck_assert_int_eq(nerrors, 4);
+	ck_assert(has_diag("t.ini:8: [pgqd] missing key name before '='", NULL));
+	ck_assert_int_eq(nerrors, 5);
 }
 END_TEST
 

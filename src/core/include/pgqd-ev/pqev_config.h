@@ -42,8 +42,6 @@
 
 /* Longest physical line accepted, in characters (newline not counted). */
 #define PQEV_CONF_MAX_LINE 199
-/* Longest section name (inside the brackets) inih keeps without truncating. */
-#define PQEV_CONF_MAX_SECTION 49
 
 /* Value types and the C type of the field each one fills. */
 typedef enum PqevConfType {
