@@ -1,0 +1,763 @@
+/*
+ * The per-database state machine: one persistent connection that checks for
+ * pgq, then ticks at a fixed rate on the monotonic clock and runs maintenance
+ * and retry rounds in between ticks.
+ *
+ * Scheduling: tick k of a database is due at start + phase + k * ticker_period,
+ * where phase is random in [0, period) per database so a thousand databases do
+ * not tick in one burst. A late tick never shifts the grid (no drift); grid
+ * points missed entirely (the database was slow) are skipped and counted, never
+ * made up in a burst. Wake-ups (LISTEN "pgq.wake") add ticks between grid
+ * points, at most one per wake_min_interval.
+ *
+ * Failures: the connection layer reconnects with backoff and jitter; every
+ * reconnect redoes the pgq checks. Only one query of ours is in flight, so an
+ * event callback for a lost connection always pairs with at most one aborted job.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include <pgqd-ev/pqev_backoff.h>
+#include <pgqd-ev/pqev_clock.h>
+#include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pqev_log.h>
+
+#include "ticker.h"
+
+#define WAKE_CHANNEL "pgq.wake"
+
+static const char *const state_names[DB_NSTATES] = {
+	[DB_CONNECTING] = "connecting", [DB_CHECKING] = "checking", [DB_RUNNING] = "running",
+	[DB_NOPGQ] = "no_pgq",          [DB_FAILED] = "failed",
+};
+
+const char *db_state_name(DbState st)
+{
+	return st < DB_NSTATES ? state_names[st] : "?";
+}
+
+/* One generator for phases and re-check jitter; seeded from the clock. */
+static PqevBackoff rng;
+static bool rng_ready;
+
+static usec_t jitter(usec_t lo, usec_t hi)
+{
+	if (!rng_ready) {
+		pqev_backoff_init(&rng, 1, 1, 0);
+		rng_ready = true;
+	}
+	return pqev_backoff_jitter(&rng, lo, hi);
+}
+
+/* The layer's messages start with "<label>: "; log them under our [label] context. */
+static const char *strip_label(const Db *db, const char *msg)
+{
+	size_t n = strlen(db->label);
+
+	if (msg && strncmp(msg, db->label, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+		return msg + n + 2;
+	return msg ? msg : "";
+}
+
+void db_set_state(Db *db, DbState st)
+{
+	Ticker *t = db->t;
+
+	if (db->state == st)
+		return;
+	if (t->stats.by_state[db->state] > 0)
+		t->stats.by_state[db->state]--;
+	t->stats.by_state[st]++;
+	pqev_log_noise(db->log, "state %s -> %s", db_state_name(db->state), db_state_name(st));
+	db->state = st;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static usec_t grid_next(const Db *db, usec_t now);
+static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg);
+static void on_notify(PqevConn *c, const char *channel, const char *payload, int pid, void *arg);
+static void on_notice(PqevConn *c, const char *severity, const char *text, void *arg);
+
+Db *db_new(Cluster *cl, const char *name)
+{
+	Ticker *t = cl->t;
+	Db *db = calloc(1, sizeof(*db));
+
+	if (!db)
+		return NULL;
+	db->t = t;
+	db->cl = cl;
+	db->name = strdup(name);
+	db->label = registry_label(cl, name);
+	if (!db->name || !db->label)
+		goto fail;
+	db->log = pqev_log_ctx_new("db", db->label);
+	db->timer = evtimer_new(t->base, on_timer, db);
+	if (!db->log || !db->timer)
+		goto fail;
+	db->state = DB_CONNECTING;
+	t->stats.by_state[DB_CONNECTING]++;
+	db->next_maint = db->next_retry = db->next_check = USEC_INFINITY;
+	db->phase = jitter(0, cl->ticker_period - 1);
+	return db;
+fail:
+	if (db->timer)
+		event_free(db->timer);
+	pqev_log_ctx_free(db->log);
+	free(db->label);
+	free(db->name);
+	free(db);
+	return NULL;
+}
+
+/* libpq keyword value quoting: single quotes, backslash before ' and \. */
+static char *append_dbname(const char *base, const char *name)
+{
+	size_t blen = strlen(base), n = 0;
+	char *s = malloc(blen + 2 * strlen(name) + 16);
+
+	if (!s)
+		return NULL;
+	memcpy(s, base, blen);
+	n = blen;
+	if (n > 0)
+		s[n++] = ' ';
+	memcpy(s + n, "dbname='", 8);
+	n += 8;
+	for (const char *p = name; *p; p++) {
+		if (*p == '\'' || *p == '\\')
+			s[n++] = '\\';
+		s[n++] = *p;
+	}
+	s[n++] = '\'';
+	s[n] = '\0';
+	return s;
+}
+
+int db_conn_config(const Db *db, PqevConnConfig *cc, char **conninfo_out)
+{
+	const MainCfg *m = &db->t->cfg->main;
+	char *ci = append_dbname(db->cl->base_connstr, db->name);
+
+	if (!ci)
+		return -ENOMEM;
+	pqev_conn_config_init(cc);
+	cc->conninfo = ci;
+	cc->name = db->label;
+	cc->application_name = m->application_name;
+	cc->connect_timeout = m->connect_timeout;
+	cc->statement_timeout = m->statement_timeout;
+	cc->lifetime = db->cl->connection_lifetime;
+	cc->retry_base = m->backoff_base;
+	cc->retry_cap = m->backoff_cap;
+	cc->max_pipeline = 4;
+	*conninfo_out = ci;
+	return 0;
+}
+
+static PqevConnLimit *limit_of(const Db *db)
+{
+	return db->cl->own_limit ? db->cl->own_limit : db->t->limit;
+}
+
+/* Open (or re-open after NOPGQ/FAILED) the connection. */
+static void db_connect(Db *db)
+{
+	PqevConnConfig cc;
+	char *ci = NULL;
+	int rc;
+
+	db->next_check = USEC_INFINITY;
+	if (!db->conn) {
+		PqevConnCallbacks cb = {
+			.on_event = on_conn_event,
+			.on_notify = on_notify,
+			.on_notice = on_notice,
+			.arg = db,
+		};
+		if (db_conn_config(db, &cc, &ci) < 0) {
+			pqev_log_error(db->log, "out of memory");
+			goto retry_later;
+		}
+		db->conn = pqev_conn_new(limit_of(db), &cc, &cb);
+		free(ci);
+		if (!db->conn) {
+			pqev_log_error(db->log, "out of memory");
+			goto retry_later;
+		}
+		if (db->t->cfg->main.low_latency && pqev_conn_listen(db->conn, WAKE_CHANNEL) < 0)
+			pqev_log_warning(db->log, "cannot listen on %s", WAKE_CHANNEL);
+	}
+	db_set_state(db, DB_CONNECTING);
+	rc = pqev_conn_start(db->conn);
+	if (rc < 0) {
+		pqev_log_error(db->log, "cannot connect: %s", pqev_conn_error(db->conn));
+		db_set_state(db, DB_FAILED);
+		goto retry_later;
+	}
+	return;
+retry_later:
+	db->next_check = pqev_clock_now() + db->cl->check_period;
+	db_rearm(db);
+}
+
+void db_start(Db *db)
+{
+	db->recheck_interval = db->cl->check_period;
+	db_connect(db);
+}
+
+void db_note_failure(Db *db)
+{
+	db->fails++;
+	if (!db->failing_since)
+		db->failing_since = pqev_clock_now();
+}
+
+static void note_success(Db *db)
+{
+	if (db->unreachable) {
+		pqev_log_info(db->log, "reachable again");
+		db->unreachable = false;
+		if (db->t->stats.unreachable > 0)
+			db->t->stats.unreachable--;
+	}
+	db->fails = 0;
+	db->failing_since = 0;
+}
+
+void db_note_sql_error(Db *db, const char *what, const PqevReply *r)
+{
+	Ticker *t = db->t;
+
+	t->stats.errors++;
+	t->stats.t_errors++;
+	db->n_errors++;
+	db->err_streak++;
+	if (db->err_streak == 1)
+		pqev_log_warning(db->log, "%s failed: %s", what, strip_label(db, r->error));
+	else
+		pqev_log_debug(db->log, "%s failed again (%u in a row): %s", what, db->err_streak,
+			       strip_label(db, r->error));
+}
+
+void db_request_failed(Db *db, const char *what, const PqevReply *r)
+{
+	if (r->status == PQEV_TIMEOUT && !db->dead) {
+		/* the layer drops a session whose query timed out and reconnects */
+		pqev_log_warning(db->log, "%s timed out, reconnecting", what);
+		db->t->stats.errors++;
+		db->t->stats.t_errors++;
+		db->n_errors++;
+		db_note_failure(db);
+		db_set_state(db, DB_CONNECTING);
+	}
+	db_job_aborted(db);
+}
+
+void db_job_aborted(Db *db)
+{
+	db->job = JOB_NONE;
+	if (db->maint_active) {
+		maint_reset(db);
+		db->maint_due = true;
+	}
+	if (db->retry_active) {
+		db->retry_active = false;
+		db->retry_due = true;
+	}
+}
+
+/* Close the connection and come back later (no pgq, or a failed check). */
+static void db_park(Db *db, DbState st, usec_t delay)
+{
+	db->job = JOB_NONE;
+	maint_reset(db);
+	db->retry_active = false;
+	db->tick_due = db->maint_due = db->retry_due = false;
+	db->wake_at = 0;
+	db_set_state(db, st);
+	if (db->conn)
+		pqev_conn_close(db->conn);
+	db->next_check = pqev_clock_now() + delay;
+	db_rearm(db);
+}
+
+/* ---- checks ---- */
+
+static const char check_sql[] =
+	"select (select count(*) from pg_catalog.pg_namespace where nspname = 'pgq'),"
+	" (select count(*) from pg_catalog.pg_proc p join pg_catalog.pg_namespace n"
+	" on p.pronamespace = n.oid where n.nspname = 'pgq' and p.proname = 'maint_operations')";
+
+static void send_query(Db *db, DbJob job, const char *sql, PqevDoneFn fn, usec_t timeout)
+{
+	PqevQuery q = {
+		.sql = sql,
+		.on_done = fn,
+		.arg = db,
+		.timeout = timeout,
+	};
+	int rc;
+
+	db->job = job;
+	rc = pqev_conn_send(db->conn, &q, NULL);
+	if (rc < 0) {
+		/* closed under us or out of memory: the event callback restarts us */
+		db->job = JOB_NONE;
+		pqev_log_debug(db->log, "cannot send: %s", pqev_conn_error(db->conn));
+	}
+}
+
+/*
+ * "3.5", "3.5.2", "10.1": major.minor compared as numbers (pgqd compares only
+ * the first character). We need 3.0 or later.
+ */
+static bool version_ok(const char *v)
+{
+	char *end;
+	long major = strtol(v, &end, 10);
+
+	if (end == v)
+		return false;
+	return major >= 3;
+}
+
+static void on_version(PqevConn *c, const PqevReply *r, void *arg)
+{
+	Db *db = arg;
+	const char *v;
+
+	db->job = JOB_NONE;
+	if (r->status != PQEV_OK) {
+		if (r->status == PQEV_SQL_ERROR) {
+			db_note_sql_error(db, "pgq.version()", r);
+			db_note_failure(db);
+			db_park(db, DB_FAILED, db->cl->check_period);
+		} else {
+			db_request_failed(db, "pgq.version()", r);
+		}
+		return;
+	}
+	v = PQntuples(r->result) > 0 ? PQgetvalue(r->result, 0, 0) : "";
+	if (!version_ok(v)) {
+		pqev_log_warning(db->log, "bad pgq version %s, ignoring", v);
+		db_park(db, DB_NOPGQ, db->cl->check_period);
+		return;
+	}
+	snprintf(db->version, sizeof(db->version), "%s", v);
+	if (!db->ever_ok)
+		pqev_log_info(db->log, "pgq version ok: %s", v);
+	else
+		pqev_log_debug(db->log, "pgq version ok: %s", v);
+	db->err_streak = 0;
+	db->recheck_pgq = false;
+	db->recheck_interval = db->cl->check_period;
+	db_set_state(db, DB_RUNNING);
+	/* first tick at once, then on the grid; maintenance and retry start now too */
+	if (!db->ever_ok) {
+		db->maint_due = true;
+		db->retry_due = true;
+	} else {
+		if (db->next_maint == USEC_INFINITY)
+			db->maint_due = true;
+		if (db->next_retry == USEC_INFINITY)
+			db->retry_due = true;
+	}
+	db->ever_ok = true;
+	db->tick_due = true;
+	db->tick_is_wake = false;
+	db->tick_sched = pqev_clock_now();
+	db->next_tick = grid_next(db, db->tick_sched);
+	db_kick(db);
+}
+
+static void on_check(PqevConn *c, const PqevReply *r, void *arg)
+{
+	Db *db = arg;
+
+	db->job = JOB_NONE;
+	if (r->status != PQEV_OK) {
+		if (r->status == PQEV_SQL_ERROR) {
+			db_note_sql_error(db, "pgq check", r);
+			db_note_failure(db);
+			db_park(db, DB_FAILED, db->cl->check_period);
+		} else {
+			db_request_failed(db, "pgq check", r);
+		}
+		return;
+	}
+	if (PQntuples(r->result) != 1 || strcmp(PQgetvalue(r->result, 0, 0), "0") == 0) {
+		usec_t d = db->recheck_interval;
+
+		pqev_log_debug(db->log, "no pgq, next check in %.0f s", pqev_usec_to_sec(d));
+		/* a database without pgq is healthy, just idle */
+		note_success(db);
+		db->recheck_interval = d * 2 > db->t->cfg->main.pgq_recheck_max
+					       ? db->t->cfg->main.pgq_recheck_max
+					       : d * 2;
+		db_park(db, DB_NOPGQ, jitter(d - d / 8, d));
+		return;
+	}
+	db->has_maint_ops = strcmp(PQgetvalue(r->result, 0, 1), "0") != 0;
+	send_query(db, JOB_CHECK, "select pgq.version()", on_version,
+		   db->t->cfg->main.query_timeout);
+}
+
+static void start_checks(Db *db)
+{
+	db_set_state(db, DB_CHECKING);
+	send_query(db, JOB_CHECK, check_sql, on_check, db->t->cfg->main.query_timeout);
+}
+
+/* ---- ticking ---- */
+
+/* First grid point strictly after `now`. */
+static usec_t grid_next(const Db *db, usec_t now)
+{
+	usec_t period = db->cl->ticker_period;
+	usec_t origin = db->t->start_mono + db->phase;
+	usec_t k;
+
+	if (now < origin)
+		return origin;
+	k = (now - origin) / period + 1;
+	return origin + k * period;
+}
+
+static void on_tick(PqevConn *c, const PqevReply *r, void *arg)
+{
+	Db *db = arg;
+	Ticker *t = db->t;
+
+	db->job = JOB_NONE;
+	if (r->status == PQEV_OK) {
+		const char *v = PQntuples(r->result) > 0 ? PQgetvalue(r->result, 0, 0) : "0";
+		long long n = strtoll(v, NULL, 10);
+
+		t->stats.ticks++;
+		t->stats.t_ticks++;
+		db->n_ticks++;
+		if (n > 0) {
+			t->stats.created += (uint64_t)n;
+			t->stats.t_created += (uint64_t)n;
+			db->n_created += (uint64_t)n;
+		}
+		db->last_tick_ok = pqev_clock_now();
+		db->last_tick_wall = pqev_clock_wall();
+		db->err_streak = 0;
+		note_success(db);
+		pqev_log_noise(db->log, "ticked, %lld", n);
+		db_kick(db);
+		return;
+	}
+	if (r->status == PQEV_SQL_ERROR) {
+		db_note_sql_error(db, "pgq.ticker()", r);
+		db_note_failure(db);
+		/* pgq may have been dropped or upgraded: check again before the next tick */
+		db->recheck_pgq = true;
+		db_kick(db);
+		return;
+	}
+	/* lost, timed out, closed: the connection event restarts the checks */
+	db_request_failed(db, "pgq.ticker()", r);
+}
+
+static void send_tick(Db *db)
+{
+	usec_t now = pqev_clock_now();
+
+	db->tick_due = false;
+	db->tick_started = now;
+	if (db->tick_is_wake) {
+		db->t->stats.wakes++;
+		db->t->stats.t_wakes++;
+		db->n_wakes++;
+	} else if (now >= db->tick_sched) {
+		stats_record_lateness(db->t, now - db->tick_sched);
+	} else {
+		stats_record_lateness(db->t, 0);
+	}
+	db->tick_is_wake = false;
+	send_query(db, JOB_TICK, "select pgq.ticker()", on_tick, db->t->cfg->main.query_timeout);
+}
+
+bool db_idle(const Db *db)
+{
+	return db->job == JOB_NONE;
+}
+
+void db_kick(Db *db)
+{
+	if (db->state != DB_RUNNING || db->job != JOB_NONE || db->dead || db->t->stopping) {
+		db_rearm(db);
+		return;
+	}
+	if (db->recheck_pgq) {
+		db->recheck_pgq = false;
+		start_checks(db);
+		return;
+	}
+	if (db->tick_due)
+		send_tick(db);
+	else if (db->maint_active || db->maint_due)
+		maint_step(db);
+	else if (db->retry_active || db->retry_due)
+		retry_step(db);
+	db_rearm(db);
+}
+
+static usec_t min_u(usec_t a, usec_t b)
+{
+	return a < b ? a : b;
+}
+
+void db_rearm(Db *db)
+{
+	usec_t now = pqev_clock_now(), at = USEC_INFINITY;
+
+	if (db->dead)
+		return;
+	switch (db->state) {
+	case DB_RUNNING:
+		at = db->next_tick;
+		if (db->wake_at)
+			at = min_u(at, db->wake_at);
+		if (!db->maint_due && !db->maint_active)
+			at = min_u(at, db->next_maint);
+		if (!db->retry_due && !db->retry_active)
+			at = min_u(at, db->next_retry);
+		break;
+	case DB_NOPGQ:
+	case DB_FAILED:
+		at = db->next_check;
+		break;
+	default:
+		break;
+	}
+	if (at == USEC_INFINITY) {
+		evtimer_del(db->timer);
+		return;
+	}
+	{
+		struct timeval tv = pqev_usec_to_timeval(at > now ? at - now : 0);
+
+		evtimer_add(db->timer, &tv);
+	}
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	Db *db = arg;
+	usec_t now = pqev_clock_now();
+
+	if (db->dead || db->t->stopping)
+		return;
+	if (db->state == DB_NOPGQ || db->state == DB_FAILED) {
+		if (now >= db->next_check)
+			db_connect(db);
+		else
+			db_rearm(db);
+		return;
+	}
+	if (db->state != DB_RUNNING) {
+		db_rearm(db);
+		return;
+	}
+	if (now >= db->next_tick) {
+		if (db->tick_due && !db->tick_is_wake) {
+			/* the previous tick has not even been sent: skip, do not pile up */
+			db->t->stats.t_skipped++;
+		} else {
+			db->tick_due = true;
+			db->tick_is_wake = false;
+			db->tick_sched = db->next_tick;
+		}
+		db->next_tick = grid_next(db, now);
+	}
+	if (db->wake_at && now >= db->wake_at) {
+		db->wake_at = 0;
+		if (!db->tick_due) {
+			db->tick_due = true;
+			db->tick_is_wake = true;
+			db->tick_sched = now;
+		}
+	}
+	if (now >= db->next_maint && !db->maint_active) {
+		db->maint_due = true;
+		db->next_maint = USEC_INFINITY;
+	}
+	if (now >= db->next_retry && !db->retry_active) {
+		db->retry_due = true;
+		db->next_retry = USEC_INFINITY;
+	}
+	db_kick(db);
+}
+
+/* ---- connection callbacks ---- */
+
+static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
+{
+	Db *db = arg;
+
+	if (db->dead)
+		return;
+	switch (ev->type) {
+	case PQEV_EV_CONNECTED:
+		if (ev->recovered)
+			pqev_log_info(db->log, "%s", strip_label(db, ev->message));
+		else
+			pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
+		db->job = JOB_NONE;
+		if (db->next_tick == 0 || db->next_tick == USEC_INFINITY)
+			db->next_tick = grid_next(db, pqev_clock_now());
+		start_checks(db);
+		break;
+	case PQEV_EV_CONNECT_FAILED:
+	case PQEV_EV_LOST:
+		if (ev->streak <= 1)
+			pqev_log_warning(db->log, "%s; retrying in %.2f s",
+					 strip_label(db, ev->message),
+					 pqev_usec_to_sec(ev->retry_in));
+		else
+			pqev_log_debug(db->log, "%s (%u in a row); retrying in %.2f s",
+				       strip_label(db, ev->message), ev->streak,
+				       pqev_usec_to_sec(ev->retry_in));
+		db_job_aborted(db);
+		db_note_failure(db);
+		db->tick_due = false;
+		db->wake_at = 0;
+		db_set_state(db, DB_CONNECTING);
+		db_rearm(db);
+		break;
+	case PQEV_EV_RECYCLED:
+		pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
+		db_job_aborted(db);
+		db_set_state(db, DB_CONNECTING);
+		db_rearm(db);
+		break;
+	}
+}
+
+static void on_notify(PqevConn *c, const char *channel, const char *payload, int pid, void *arg)
+{
+	Db *db = arg;
+	usec_t now = pqev_clock_now(), min_gap = db->t->cfg->main.wake_min_interval;
+
+	if (db->dead || db->state != DB_RUNNING || strcmp(channel, WAKE_CHANNEL) != 0)
+		return;
+	pqev_log_noise(db->log, "wake-up for queue %s", payload);
+	if (db->tick_due)
+		return; /* a tick is already waiting to go: it covers this wake-up */
+	if (db->job == JOB_TICK || now < db->tick_started + min_gap) {
+		/* coalesce: one tick after the current one, no sooner than min_gap */
+		usec_t at = db->tick_started + min_gap;
+
+		if (db->job == JOB_TICK && at <= now) {
+			db->tick_due = true;
+			db->tick_is_wake = true;
+			db->tick_sched = now;
+			return; /* runs when the tick in flight completes */
+		}
+		if (!db->wake_at || at < db->wake_at)
+			db->wake_at = at;
+		db_rearm(db);
+		return;
+	}
+	db->tick_due = true;
+	db->tick_is_wake = true;
+	db->tick_sched = now;
+	db_kick(db);
+}
+
+static void on_notice(PqevConn *c, const char *severity, const char *text, void *arg)
+{
+	Db *db = arg;
+
+	if (strcmp(severity, "WARNING") == 0)
+		pqev_log_warning(db->log, "server %s: %s", severity, text);
+	else
+		pqev_log_info(db->log, "server %s: %s", severity, text);
+}
+
+/* ---- settings, unregister ---- */
+
+void db_apply_settings(Db *db, bool reconnect)
+{
+	PqevConnConfig cc;
+	char *ci = NULL;
+	usec_t now = pqev_clock_now();
+
+	if (db->phase >= db->cl->ticker_period)
+		db->phase = jitter(0, db->cl->ticker_period - 1);
+	if (db->state == DB_RUNNING)
+		db->next_tick = grid_next(db, now);
+	if (db->next_maint != USEC_INFINITY && db->next_maint > now + db->cl->maint_period)
+		db->next_maint = now + db->cl->maint_period;
+	if (db->next_retry != USEC_INFINITY && db->next_retry > now + db->cl->retry_period)
+		db->next_retry = now + db->cl->retry_period;
+	if (db->conn) {
+		if (db_conn_config(db, &cc, &ci) == 0) {
+			if (pqev_conn_set_config(db->conn, &cc) < 0)
+				pqev_log_error(db->log, "out of memory");
+			free(ci);
+		}
+		if (db->t->cfg->main.low_latency && !pqev_conn_listening(db->conn, WAKE_CHANNEL)) {
+			if (pqev_conn_listen(db->conn, WAKE_CHANNEL) < 0)
+				pqev_log_warning(db->log, "cannot listen on %s", WAKE_CHANNEL);
+		} else if (!db->t->cfg->main.low_latency &&
+			   pqev_conn_listening(db->conn, WAKE_CHANNEL)) {
+			if (pqev_conn_unlisten(db->conn, WAKE_CHANNEL) < 0)
+				pqev_log_debug(db->log, "unlisten failed");
+		}
+		if (reconnect) {
+			pqev_log_info(db->log, "connection settings changed, reconnecting");
+			if (pqev_conn_state(db->conn) == PQEV_CONN_CLOSED) {
+				if (db->state == DB_NOPGQ || db->state == DB_FAILED)
+					db->next_check = now;
+			} else {
+				pqev_conn_reconnect(db->conn);
+			}
+		}
+	}
+	db_rearm(db);
+}
+
+void db_unregister(Db *db)
+{
+	Ticker *t = db->t;
+
+	if (db->dead)
+		return;
+	db->dead = true;
+	evtimer_del(db->timer);
+	if (t->stats.by_state[db->state] > 0)
+		t->stats.by_state[db->state]--;
+	if (db->unreachable && t->stats.unreachable > 0)
+		t->stats.unreachable--;
+	/* fails the request in flight; the callbacks see db->dead and do nothing */
+	if (db->conn)
+		pqev_conn_close(db->conn);
+	db->next = t->graveyard;
+	t->graveyard = db;
+	registry_schedule_reap(t);
+}
+
+void db_free(Db *db)
+{
+	if (!db)
+		return;
+	db->dead = true;
+	db->conn = pqev_conn_free(db->conn);
+	maint_reset(db);
+	if (db->timer)
+		event_free(db->timer);
+	pqev_log_ctx_free(db->log);
+	free(db->label);
+	free(db->name);
+	free(db);
+}

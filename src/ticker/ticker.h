@@ -1,0 +1,238 @@
+/*
+ * pgqd-ev internals shared by the daemon's modules.
+ *
+ * Object model: one Ticker (the process) owns Clusters (one per configured
+ * server); each Cluster owns its Dbs and, in discovery mode, one discovery
+ * connection. Each Db owns exactly ONE PqevConn that carries, in turn, the pgq
+ * checks, ticks, maintenance and retry rounds: at most one of our queries is in
+ * flight per database (db->job), and a due tick always goes before the next
+ * maintenance or retry step.
+ *
+ * Invariants:
+ *   - db->state changes only through db_set_state(), which keeps the per-state
+ *     counters in Ticker.stats right.
+ *   - Every Db has one timer (db->timer), armed for its earliest deadline.
+ *   - A Db or Cluster is never freed inside one of its own callbacks: unregistering
+ *     moves it to the graveyard, emptied from a deferred event.
+ */
+#ifndef PGQEV_TICKER_H
+#define PGQEV_TICKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <pgqd-ev/pqev_common.h>
+#include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pqev_log.h>
+
+#include "ticker_config.h"
+
+struct event;
+struct event_base;
+struct evbuffer;
+
+typedef struct Ticker Ticker;
+typedef struct Cluster Cluster;
+typedef struct Db Db;
+typedef struct TickerHttp TickerHttp;
+
+/* Where a database is; each state has a counter in TickerStats.by_state. */
+typedef enum DbState {
+	DB_CONNECTING = 0, /* waiting for a connection (includes backoff after failures) */
+	DB_CHECKING,       /* checking for pgq and its version */
+	DB_RUNNING,        /* ticking */
+	DB_NOPGQ,          /* no usable pgq: disconnected, re-checked later */
+	DB_FAILED,         /* the checks failed with an SQL error: disconnected, retried */
+	DB_NSTATES,
+} DbState;
+
+const char *db_state_name(DbState st);
+
+/* The one query of ours in flight on a database. */
+typedef enum DbJob {
+	JOB_NONE = 0,
+	JOB_CHECK,
+	JOB_TICK,
+	JOB_MAINT,
+	JOB_RETRY,
+} DbJob;
+
+/* One maintenance operation. */
+typedef struct MaintOp {
+	char *func; /* function name, or "vacuum"/"vacuum analyze"; MAINT_VACUUM_LIST special */
+	char *arg;  /* NULL: no argument */
+} MaintOp;
+
+/* Tick lateness histogram bucket upper bounds, in milliseconds. */
+#define LATENESS_BUCKETS 12
+extern const double lateness_bounds_ms[LATENESS_BUCKETS];
+
+struct Db {
+	Ticker *t;
+	Cluster *cl;
+	Db *next; /* in cl->dbs */
+	char *name;
+	char *label; /* "db" or "cluster/db": log context and metrics label */
+	PqevLogCtx *log;
+	PqevConn *conn;
+	struct event *timer;
+	DbState state;
+	DbJob job;
+	bool marked;  /* mark and sweep */
+	bool dead;    /* unregistered; waiting in the graveyard */
+	bool ever_ok; /* reached RUNNING at least once */
+
+	/* what the checks found */
+	bool has_maint_ops;
+	char version[32];
+
+	/* schedule (monotonic) */
+	usec_t phase;      /* offset of this database's ticks on the period grid */
+	usec_t next_tick;  /* next grid point */
+	usec_t next_maint; /* USEC_INFINITY: not scheduled */
+	usec_t next_retry;
+	usec_t next_check; /* NOPGQ/FAILED: when to connect again */
+	usec_t recheck_interval;
+	usec_t wake_at; /* a woken tick waiting for wake_min_interval; 0: none */
+	bool tick_due, maint_due, retry_due;
+	bool tick_is_wake;   /* the due tick came from a wake-up */
+	usec_t tick_sched;   /* when the due tick was scheduled */
+	usec_t tick_started; /* when the last tick was sent */
+	bool recheck_pgq;    /* a tick failed with an SQL error: run the checks again */
+
+	/* maintenance and retry rounds in progress */
+	bool maint_active;
+	MaintOp *ops;
+	size_t nops, op_idx, op_cap;
+	unsigned op_repeat;
+	bool retry_active;
+	unsigned retry_calls;
+
+	/* health */
+	usec_t last_tick_ok;   /* monotonic; 0: never */
+	usec_t last_tick_wall; /* wall clock of the same */
+	unsigned fails;        /* consecutive failures (connect, check, tick) */
+	usec_t failing_since;  /* monotonic; 0 when healthy */
+	bool unreachable;      /* failing longer than unreachable_timeout */
+	unsigned err_streak;   /* SQL errors in a row, for log rate limiting */
+
+	/* totals for metrics */
+	uint64_t n_ticks, n_created, n_errors, n_maint, n_retry, n_wakes;
+};
+
+struct Cluster {
+	Ticker *t;
+	Cluster *next;
+	char *name; /* "" for [pgqd] */
+	char *base_connstr;
+	char *initial_database;
+	char **dblist; /* NULL-terminated copy; NULL: discovery */
+	size_t ndblist;
+	usec_t check_period, ticker_period, maint_period, retry_period, connection_lifetime;
+	int max_connecting;
+	PqevConnLimit *own_limit; /* when max_connecting > 0 */
+	PqevLogCtx *log;
+	Db *dbs;
+	size_t ndbs;
+	bool marked;
+	bool dead;
+	/* discovery */
+	PqevConn *disc;
+	struct event *disc_timer;
+	bool disc_busy;
+	bool disc_ok_once;
+};
+
+typedef struct TickerStats {
+	/* since the last stats line */
+	uint64_t ticks, created, maint, retry, errors, wakes;
+	/* totals */
+	uint64_t t_ticks, t_created, t_maint, t_retry, t_errors, t_wakes, t_skipped;
+	uint64_t lateness_hist[LATENESS_BUCKETS + 1];
+	double lateness_sum;
+	uint64_t lateness_count;
+	usec_t lateness_max; /* since the last stats line */
+	unsigned by_state[DB_NSTATES];
+	unsigned unreachable;
+} TickerStats;
+
+struct Ticker {
+	struct event_base *base;
+	PqevConnLimit *limit;
+	TickerConfig *cfg;
+	const char *config_path;
+	Cluster *clusters;
+	Db *graveyard;
+	Cluster *cl_graveyard;
+	struct event *reap_ev;
+	struct event *stats_timer;
+	struct event *health_timer;
+	struct event *watchdog_timer;
+	struct event *stop_timer;
+	TickerHttp *http;
+	TickerStats stats;
+	usec_t start_mono;
+	bool stopping;
+	int exit_code;
+	bool syslog_wanted;
+};
+
+/* ---- db.c: the per-database state machine ---- */
+Db *db_new(Cluster *cl, const char *name);
+void db_start(Db *db);
+/* Unregister: close the connection and move to the graveyard. */
+void db_unregister(Db *db);
+void db_free(Db *db);
+void db_set_state(Db *db, DbState st);
+/* Run the next due job if nothing is in flight. */
+void db_kick(Db *db);
+/* Re-arm db->timer for the earliest deadline. */
+void db_rearm(Db *db);
+/* The cluster's settings changed: new connection config and schedule. */
+void db_apply_settings(Db *db, bool reconnect);
+/* Build the PqevConnConfig for a database (conninfo malloc'd into *conninfo_out). */
+int db_conn_config(const Db *db, PqevConnConfig *cc, char **conninfo_out);
+/* A query of the current job ended because the connection went away or closed. */
+void db_job_aborted(Db *db);
+/* A query ended without a server result (lost, timeout, closed, canceled). */
+void db_request_failed(Db *db, const char *what, const PqevReply *r);
+/* Record a failure (for health) and an SQL error (counters, rate-limited log). */
+void db_note_failure(Db *db);
+void db_note_sql_error(Db *db, const char *what, const PqevReply *r);
+/* Graceful stop: true when nothing is in flight. */
+bool db_idle(const Db *db);
+
+/* ---- maint.c: maintenance and retry rounds ---- */
+void maint_step(Db *db);
+void retry_step(Db *db);
+void maint_reset(Db *db);
+/* Quote a possibly schema-qualified name, each part as an identifier. */
+char *maint_quote_fqname(const char *name);
+
+/* ---- registry.c: clusters, discovery, reload ---- */
+/* Make the running set of clusters and databases match cfg (mark and sweep). */
+void registry_apply(Ticker *t, const TickerConfig *cfg);
+void registry_free_all(Ticker *t);
+void registry_reap(Ticker *t);
+/* Schedule freeing of the graveyards from the loop. */
+void registry_schedule_reap(Ticker *t);
+/* Label of a database: "db" or "cluster/db" (malloc'd). */
+char *registry_label(const Cluster *cl, const char *dbname);
+
+/* ---- stats.c: stats line, health, metrics ---- */
+void stats_record_lateness(Ticker *t, usec_t late);
+void stats_log_line(Ticker *t);
+/* Update unreachable flags; returns true when the exit policy triggered. */
+bool stats_check_health(Ticker *t);
+bool stats_healthy(const Ticker *t);
+void stats_render_metrics(Ticker *t, struct evbuffer *out);
+void stats_render_health(Ticker *t, struct evbuffer *out);
+/* Short text for systemd STATUS= */
+void stats_status_text(const Ticker *t, char *buf, size_t len);
+
+/* ---- http.c: the optional metrics endpoint ---- */
+/* (Re)bind to `listen` ("" closes it). -errno with the cause logged. */
+int http_configure(Ticker *t, const char *listen);
+void http_free(Ticker *t);
+
+#endif

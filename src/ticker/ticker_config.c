@@ -1,0 +1,267 @@
+/*
+ * The ini schema of pgqd-ev (see ticker_config.h). Keys keep pgqd's names and
+ * defaults; every key is documented in docs/pgqd-ev.8.md and conf/pgqd-ev.ini.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pgqd-ev/pqev_log.h>
+
+#include "ticker_config.h"
+
+static const PqevConfEnumItem syslog_map[] = {
+	{"0", TICKER_SYSLOG_OFF},     {"off", TICKER_SYSLOG_OFF},
+	{"no", TICKER_SYSLOG_OFF},    {"false", TICKER_SYSLOG_OFF},
+	{"1", TICKER_SYSLOG_ON},      {"on", TICKER_SYSLOG_ON},
+	{"yes", TICKER_SYSLOG_ON},    {"true", TICKER_SYSLOG_ON},
+	{"auto", TICKER_SYSLOG_AUTO}, {NULL, 0},
+};
+
+static const PqevConfEnumItem unreachable_map[] = {
+	{"report", TICKER_UNREACHABLE_REPORT},
+	{"exit", TICKER_UNREACHABLE_EXIT},
+	{NULL, 0},
+};
+
+static const PqevConfEnumItem log_format_map[] = {
+	{"text", PQEV_LOG_TEXT},
+	{"logfmt", PQEV_LOG_LOGFMT},
+	{NULL, 0},
+};
+
+/* "host:port" or "[v6]:port"; the address must be numeric (no blocking lookup). */
+static bool check_listen(const void *field, char *err, size_t errlen)
+{
+	const char *v = *(char *const *)field;
+	const char *colon;
+	char *end;
+	long port;
+
+	if (!v || !*v)
+		return true;
+	colon = strrchr(v, ':');
+	if (!colon || colon == v) {
+		snprintf(err, errlen, "expected ADDRESS:PORT, e.g. 127.0.0.1:9187");
+		return false;
+	}
+	port = strtol(colon + 1, &end, 10);
+	if (*end || colon[1] == '\0' || port < 1 || port > 65535) {
+		snprintf(err, errlen, "bad port \"%s\" (1..65535)", colon + 1);
+		return false;
+	}
+	return true;
+}
+
+static bool check_dbnames(const void *field, char *err, size_t errlen)
+{
+	const PqevConfList *l = field;
+
+	for (size_t i = 0; i < l->count; i++) {
+		if (strlen(l->items[i]) > 63) {
+			snprintf(err, errlen, "database name \"%.20s...\" longer than 63 bytes",
+				 l->items[i]);
+			return false;
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(l->items[i], l->items[j]) == 0) {
+				snprintf(err, errlen, "database \"%s\" listed twice", l->items[i]);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+#define MAXP 86400.0 * 365
+
+static const PqevConfKey main_keys[] = {
+	/* pgqd 3.5 */
+	PQEV_CONF_STRING("base_connstr", MainCfg, base_connstr, "", PQEV_CF_SECRET,
+			 .help = "libpq conninfo without dbname"),
+	PQEV_CONF_STRING("initial_database", MainCfg, initial_database, "template1", 0,
+			 .help = "database that discovery connects to"),
+	PQEV_CONF_LIST("database_list", MainCfg, database_list, "", 0, .validate = check_dbnames,
+		       .help = "databases to tick; empty: discover"),
+	PQEV_CONF_SECONDS("check_period", MainCfg, check_period, "60", 0, 0.1, MAXP,
+			  .help = "seconds between database discovery scans"),
+	PQEV_CONF_SECONDS("ticker_period", MainCfg, ticker_period, "1", 0, 0.01, 3600,
+			  .help = "seconds between pgq.ticker() calls per database"),
+	PQEV_CONF_SECONDS("maint_period", MainCfg, maint_period, "120", 0, 0.1, MAXP,
+			  .help = "seconds between maintenance rounds per database"),
+	PQEV_CONF_SECONDS("retry_period", MainCfg, retry_period, "30", 0, 0.1, MAXP,
+			  .help = "seconds between retry-queue flushes per database"),
+	PQEV_CONF_SECONDS("stats_period", MainCfg, stats_period, "30", 0, 0, MAXP,
+			  .help = "seconds between stats lines; 0: none"),
+	PQEV_CONF_SECONDS("connection_lifetime", MainCfg, connection_lifetime, "3600", 0, 0, MAXP,
+			  .help = "recycle connections older than this; 0: never"),
+	PQEV_CONF_PATH("logfile", MainCfg, logfile, "", 0, .help = "log file to append to"),
+	PQEV_CONF_PATH("pidfile", MainCfg, pidfile, "", PQEV_CF_NO_RELOAD, .help = "pid file"),
+	PQEV_CONF_ENUM("syslog", MainCfg, syslog, "auto", 0, syslog_map,
+		       .help = "1/0, or auto: on unless stderr is the journal"),
+	PQEV_CONF_STRING("syslog_ident", MainCfg, syslog_ident, "pgqd", 0),
+	PQEV_CONF_ENUM("syslog_facility", MainCfg, syslog_facility, "daemon", 0,
+		       pqev_conf_syslog_facilities),
+	/* pgqd-ev */
+	PQEV_CONF_INT("max_connecting", MainCfg, max_connecting, "20", 0, 0, 100000,
+		      .help = "connection attempts in flight at once; 0: no cap"),
+	PQEV_CONF_SECONDS("connect_timeout", MainCfg, connect_timeout, "10", 0, 0.1, 3600,
+			  .help = "deadline of one connection attempt"),
+	PQEV_CONF_SECONDS("statement_timeout", MainCfg, statement_timeout, "0", 0, 0, MAXP,
+			  .help = "server statement_timeout for our sessions; 0: server default"),
+	PQEV_CONF_SECONDS("query_timeout", MainCfg, query_timeout, "30", 0, 0, MAXP,
+			  .help = "client deadline for a tick, check or retry query; 0: none"),
+	PQEV_CONF_SECONDS("backoff_base", MainCfg, backoff_base, "0.25", 0, 0.01, 3600,
+			  .help = "first reconnect delay (upper bound)"),
+	PQEV_CONF_SECONDS("backoff_cap", MainCfg, backoff_cap, "60", 0, 0.01, 86400,
+			  .help = "largest reconnect delay"),
+	PQEV_CONF_SECONDS("pgq_recheck_max", MainCfg, pgq_recheck_max, "3600", 0, 0.1, MAXP,
+			  .help = "largest re-check interval for databases without pgq"),
+	PQEV_CONF_BOOL("low_latency", MainCfg, low_latency, "1", 0,
+		       .help = "LISTEN for producer wake-ups and tick at once"),
+	PQEV_CONF_SECONDS("wake_min_interval", MainCfg, wake_min_interval, "0.005", 0, 0, 60,
+			  .help = "least time between two woken ticks of one database"),
+	PQEV_CONF_STRING("application_name", MainCfg, application_name, "pgqd-ev", 0),
+	PQEV_CONF_STRING("metrics_listen", MainCfg, metrics_listen, "", 0, .validate = check_listen,
+			 .help = "ADDRESS:PORT of the HTTP endpoint"),
+	PQEV_CONF_SECONDS("unreachable_timeout", MainCfg, unreachable_timeout, "0", 0, 0, MAXP,
+			  .help = "a database failing this long is unhealthy; 0: never"),
+	PQEV_CONF_ENUM("unreachable_action", MainCfg, unreachable_action, "report", 0,
+		       unreachable_map, .help = "report or exit"),
+	PQEV_CONF_SECONDS("stop_timeout", MainCfg, stop_timeout, "10", 0, 0, 3600,
+			  .help = "how long a stop waits for work in flight"),
+	PQEV_CONF_ENUM("log_format", MainCfg, log_format, "text", 0, log_format_map),
+	PQEV_CONF_END,
+};
+
+static const PqevConfKey cluster_keys[] = {
+	PQEV_CONF_STRING("base_connstr", ClusterCfg, base_connstr, NULL,
+			 PQEV_CF_REQUIRED | PQEV_CF_SECRET),
+	PQEV_CONF_STRING("initial_database", ClusterCfg, initial_database, "template1", 0),
+	PQEV_CONF_LIST("database_list", ClusterCfg, database_list, "", 0,
+		       .validate = check_dbnames),
+	PQEV_CONF_SECONDS("check_period", ClusterCfg, check_period, NULL, 0, 0.1, MAXP),
+	PQEV_CONF_SECONDS("ticker_period", ClusterCfg, ticker_period, NULL, 0, 0.01, 3600),
+	PQEV_CONF_SECONDS("maint_period", ClusterCfg, maint_period, NULL, 0, 0.1, MAXP),
+	PQEV_CONF_SECONDS("retry_period", ClusterCfg, retry_period, NULL, 0, 0.1, MAXP),
+	PQEV_CONF_SECONDS("connection_lifetime", ClusterCfg, connection_lifetime, NULL, 0, 0, MAXP),
+	PQEV_CONF_INT("max_connecting", ClusterCfg, max_connecting, "0", 0, 0, 100000),
+	PQEV_CONF_END,
+};
+
+static void check_main(void *section, const char *name, PqevConfCheck *chk)
+{
+	MainCfg *m = section;
+
+	m->is_cluster = pqev_conf_check_key_set(chk, "base_connstr") ||
+			pqev_conf_check_key_set(chk, "initial_database") ||
+			pqev_conf_check_key_set(chk, "database_list");
+	if (m->backoff_cap < m->backoff_base)
+		pqev_conf_check_error(chk, "backoff_cap", "must be at least backoff_base");
+}
+
+static void check_cluster(void *section, const char *name, PqevConfCheck *chk)
+{
+	const ClusterCfg *c = section;
+
+	if (!name || !*name)
+		pqev_conf_check_error(chk, NULL, "a cluster section needs a name: [cluster NAME]");
+	else if (strchr(name, '/') || strlen(name) > 40)
+		pqev_conf_check_error(chk, NULL, "cluster name \"%s\": at most 40 bytes and no '/'",
+				      name);
+	if (c->base_connstr && strstr(c->base_connstr, "dbname"))
+		pqev_conf_check_warning(chk, "base_connstr",
+					"dbname here is overridden for every database");
+}
+
+static void check_all(void *cfgp, PqevConfCheck *chk)
+{
+	TickerConfig *cfg = cfgp;
+
+	if (cfg->clusters.count == 0)
+		cfg->main.is_cluster = true;
+}
+
+static const PqevConfSection sections[] = {
+	{
+		.name = "pgqd",
+		.flags = PQEV_CS_REQUIRED,
+		.offset = offsetof(TickerConfig, main),
+		.keys = main_keys,
+		.check = check_main,
+	},
+	{
+		.name = "cluster",
+		.flags = PQEV_CS_REPEATED,
+		.offset = offsetof(TickerConfig, clusters),
+		.elem_size = sizeof(ClusterCfg),
+		.name_offset = offsetof(ClusterCfg, name),
+		.keys = cluster_keys,
+		.check = check_cluster,
+	},
+	{.name = NULL},
+};
+
+const PqevConfSchema ticker_config_schema = {
+	.size = sizeof(TickerConfig),
+	.sections = sections,
+	.check = check_all,
+};
+
+bool ticker_config_main_is_cluster(const TickerConfig *cfg)
+{
+	return cfg->main.is_cluster || cfg->clusters.count == 0;
+}
+
+static usec_t pick(usec_t v, usec_t def)
+{
+	return v == PQEV_CONF_UNSET_USEC ? def : v;
+}
+
+size_t ticker_config_clusters(const TickerConfig *cfg, ClusterView *views, size_t max)
+{
+	const MainCfg *m = &cfg->main;
+	size_t n = 0;
+
+	if (ticker_config_main_is_cluster(cfg)) {
+		if (n < max) {
+			views[n] = (ClusterView){
+				.name = "",
+				.base_connstr = m->base_connstr ? m->base_connstr : "",
+				.initial_database = m->initial_database,
+				.database_list = &m->database_list,
+				.check_period = m->check_period,
+				.ticker_period = m->ticker_period,
+				.maint_period = m->maint_period,
+				.retry_period = m->retry_period,
+				.connection_lifetime = m->connection_lifetime,
+				.max_connecting = 0,
+			};
+		}
+		n++;
+	}
+	for (size_t i = 0; i < cfg->clusters.count; i++, n++) {
+		const ClusterCfg *c = PQEV_CONF_ARRAY_AT(cfg->clusters, ClusterCfg, i);
+
+		if (n >= max)
+			continue;
+		views[n] = (ClusterView){
+			.name = c->name,
+			.base_connstr = c->base_connstr,
+			.initial_database = c->initial_database,
+			.database_list = &c->database_list,
+			.check_period = pick(c->check_period, m->check_period),
+			.ticker_period = pick(c->ticker_period, m->ticker_period),
+			.maint_period = pick(c->maint_period, m->maint_period),
+			.retry_period = pick(c->retry_period, m->retry_period),
+			.connection_lifetime = pick(c->connection_lifetime, m->connection_lifetime),
+			.max_connecting = c->max_connecting,
+		};
+	}
+	return n;
+}
+
+TickerConfig *ticker_config_free(TickerConfig *cfg)
+{
+	return pqev_conf_free(&ticker_config_schema, cfg);
+}
