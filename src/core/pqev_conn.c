@@ -685,10 +685,13 @@ int pqev_conn_start(PqevConn *c)
 	if (rc < 0)
 		return rc;
 	c->err[0] = '\0';
-	pqev_conn_enter(c);
 	c->gen++;
-	begin_attempt(c);
-	pqev_conn_leave(c);
+	/* NOTE: the first attempt starts from the loop, so no callback runs in here */
+	set_state(c, PQEV_CONN_BACKOFF);
+	if (timer_arm(c, 0) < 0) {
+		set_state(c, PQEV_CONN_CLOSED);
+		return -ENOMEM;
+	}
 	return 0;
 }
 

@@ -443,6 +443,29 @@ START_TEST(test_connect_deadline)
 }
 END_TEST
 
+START_TEST(test_unresolvable_host_fails_within_deadline)
+{
+	PqevConnConfig cfg;
+	CtConn rec = {0};
+
+	ct_setup(0);
+	ct_config(&cfg, "host=no-such-host.invalid dbname=nowhere user=x");
+	cfg.connect_timeout = 1 * USEC_PER_SEC;
+	ct_conn_new(&rec, &cfg);
+	event_base_loop(ct_base(), EVLOOP_NONBLOCK);
+	ck_assert_int_eq(pqev_conn_state(rec.conn), PQEV_CONN_RESOLVING);
+	ck_assert(ct_run_until(failed_twice, &rec, 10000));
+	ck_assert_int_eq(rec.connected, 0);
+	/* either the resolver answers (no such name) or the deadline fires first */
+	ck_assert_msg(strstr(rec.last_msg, "no-such-host.invalid") != NULL ||
+			      strstr(rec.last_msg, "timed out after 1.0 s (resolving)") != NULL,
+		      "%s", rec.last_msg);
+	ck_assert_msg(strncmp(rec.last_msg, "nowhere: ", 9) == 0, "%s", rec.last_msg);
+	pqev_conn_free(rec.conn);
+	ct_teardown();
+}
+END_TEST
+
 START_TEST(test_host_name_resolved_off_loop)
 {
 	const char *db = pgt_db_new();
@@ -594,6 +617,8 @@ START_TEST(test_connect_cap)
 	ct_config(&cfg, db_conninfo(db, false));
 	for (int i = 0; i < NCAP; i++)
 		ct_conn_new(&rec[i], &cfg);
+	ck_assert_uint_eq(pqev_connlimit_active(ct_limit()), 0); /* attempts start in the loop */
+	event_base_loop(ct_base(), EVLOOP_NONBLOCK);
 	ck_assert_uint_eq(pqev_connlimit_active(ct_limit()), 3);
 	ck_assert_uint_eq(pqev_connlimit_waiting(ct_limit()), NCAP - 3);
 	ck_assert(ct_run_until(cap_all_connected, rec, 20000));
@@ -745,6 +770,7 @@ int main(void)
 	tcase_add_test(tc, test_server_restart);
 	tcase_add_test(tc, test_connect_deadline);
 	tcase_add_test(tc, test_host_name_resolved_off_loop);
+	tcase_add_test(tc, test_unresolvable_host_fails_within_deadline);
 	tcase_add_test(tc, test_cancel_and_timeout);
 	tcase_add_test(tc, test_liveness_detects_stopped_backend);
 	tcase_add_test(tc, test_lifetime_recycle);

@@ -4,6 +4,7 @@
  * connection, state/status names, and the connect limiter's bookkeeping.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <event2/event.h>
@@ -123,12 +124,42 @@ START_TEST(test_limiter_queues_and_frees)
 		c[i] = mk("host=/nonexistent-dir dbname=x", NULL);
 		ck_assert_int_eq(pqev_conn_start(c[i]), 0);
 	}
+	event_base_loop(base, EVLOOP_NONBLOCK);
 	ck_assert_uint_le(pqev_connlimit_active(lim), 2);
 	ck_assert_int_eq(pqev_connlimit_free(lim), -EBUSY);
 	for (int i = 0; i < 4; i++)
 		pqev_conn_free(c[i]);
 	ck_assert_uint_eq(pqev_connlimit_active(lim), 0);
 	ck_assert_uint_eq(pqev_connlimit_waiting(lim), 0);
+}
+END_TEST
+
+static int dbg_calls;
+static char dbg_name[64];
+
+static void on_debug(const char *name, const char *msg, void *arg)
+{
+	dbg_calls++;
+	snprintf(dbg_name, sizeof(dbg_name), "%s", name);
+	ck_assert_ptr_nonnull(msg);
+}
+
+START_TEST(test_debug_hook)
+{
+	pqev_connlimit_set_debug(lim, on_debug, NULL);
+	PqevConn *c = mk("host=/nonexistent-dir dbname=hooked", NULL);
+	ck_assert_int_eq(pqev_conn_start(c), 0);
+	ck_assert_int_eq(pqev_conn_state(c), PQEV_CONN_BACKOFF);
+	ck_assert_uint_eq(pqev_conn_streak(c), 0); /* no attempt inside start */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_gt(dbg_calls, 0); /* state changes went to the hook */
+	ck_assert_str_eq(dbg_name, "hooked");
+	ck_assert_int_eq(pqev_conn_state(c), PQEV_CONN_BACKOFF);
+	ck_assert_uint_eq(pqev_conn_streak(c), 1);
+	ck_assert_msg(strstr(pqev_conn_error(c), "hooked: connect failed") == pqev_conn_error(c),
+		      "%s", pqev_conn_error(c));
+	pqev_conn_free(c);
+	pqev_connlimit_set_debug(lim, NULL, NULL);
 }
 END_TEST
 
@@ -142,6 +173,7 @@ int main(void)
 	tcase_add_test(tc, test_closed_connection_refuses);
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_limiter_queues_and_frees);
+	tcase_add_test(tc, test_debug_hook);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = false};
 	return pgt_main(s, &o);

@@ -33,7 +33,11 @@
  * exactly one on_done call: with its results, or as a failure on disconnect,
  * cancel, timeout, close or free. on_done never runs inside pqev_conn_send(); it
  * may run inside pqev_req_cancel(), pqev_conn_close(), pqev_conn_reconnect() and
- * pqev_conn_free() (for the requests those calls fail).
+ * pqev_conn_free() (for the requests those calls fail). on_event may run inside
+ * pqev_req_cancel() and pqev_conn_reconnect() (a new attempt that fails at
+ * once). No callback runs inside pqev_conn_new(), pqev_conn_start(),
+ * pqev_conn_send(), pqev_conn_query(), pqev_conn_listen(), pqev_conn_unlisten()
+ * or pqev_conn_set_config().
  *
  * RE-ENTRANCY: from inside any callback of a connection it is legal to call any
  * function of this API on the same connection, including pqev_conn_close() and
@@ -152,9 +156,11 @@ void pqev_conn_config_init(PqevConnConfig *cfg);
 PqevConn *pqev_conn_new(PqevConnLimit *lim, const PqevConnConfig *cfg, const PqevConnCallbacks *cb);
 
 /*
- * Begin connecting (in the loop; nothing blocks). Only from PQEV_CONN_CLOSED;
- * otherwise 0 and no effect. -EINVAL if the conninfo or config is invalid
- * (text in pqev_conn_error()), -ENOMEM.
+ * Begin connecting: the first attempt starts in the next loop pass (state
+ * BACKOFF with no delay until then), so no callback runs inside this call.
+ * Requests may be sent right after. Only from PQEV_CONN_CLOSED; otherwise 0 and
+ * no effect. -EINVAL if the conninfo is invalid (text in pqev_conn_error()),
+ * -ENOMEM.
  */
 PQEV_MUSTCHECK int pqev_conn_start(PqevConn *c);
 
