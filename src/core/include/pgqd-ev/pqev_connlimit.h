@@ -40,7 +40,10 @@ PqevConnLimit *pqev_connlimit_new(struct event_base *base, unsigned max_connecti
 
 /*
  * Free the limiter. Every connection created on it must already be freed
- * (pqev_conn_free); otherwise -EBUSY is returned and nothing is freed.
+ * (pqev_conn_free); otherwise -EBUSY is returned and nothing is freed. A
+ * connection freed inside one of its own callbacks still counts until that
+ * callback has returned, so from a callback defer this (e.g. event_base_once).
+ * Never call it from a connection callback while that connection is alive.
  * Accepts NULL (returns 0).
  */
 PQEV_MUSTCHECK int pqev_connlimit_free(PqevConnLimit *lim);
