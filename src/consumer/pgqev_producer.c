@@ -17,6 +17,7 @@
 struct PgqevBulk {
 	PGconn *conn;
 	bool own_tx;
+	char now[64]; /* ev_time: now() of the transaction, as insert_event uses */
 	uint64_t count;
 	size_t len;
 	char buf[BULK_BUF];
@@ -136,12 +137,13 @@ PgqevBulk *pgqev_bulk_begin(PGconn *conn, const char *queue, int *err)
 		rc = exec_params(conn, "begin", 0, NULL, NULL);
 	const char *p[1] = {queue};
 	if (rc == 0)
-		rc = exec_params(conn, "select pgq.current_event_table($1)", 1, p, &res);
+		rc = exec_params(conn, "select pgq.current_event_table($1), now()", 1, p, &res);
 	if (rc == 0) {
 		/* the name is pgq-generated (schema.table), already a valid identifier */
-		sql = pgqev_sprintf("copy %s (ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3,"
-				    " ev_extra4) from stdin",
+		sql = pgqev_sprintf("copy %s (ev_time, ev_type, ev_data, ev_extra1, ev_extra2,"
+				    " ev_extra3, ev_extra4) from stdin",
 				    PQgetvalue(res, 0, 0));
+		snprintf(b->now, sizeof(b->now), "%s", PQgetvalue(res, 0, 1));
 		PQclear(res);
 		if (!sql)
 			rc = -ENOMEM;
@@ -169,9 +171,10 @@ int pgqev_bulk_add(PgqevBulk *b, const char *type, const char *data, const char 
 	const char *x[4] = {NULL, NULL, NULL, NULL};
 	if (extra)
 		memcpy(x, extra, sizeof(x));
-	if (put_field(b, type, '\t') < 0 || put_field(b, data, '\t') < 0 ||
-	    put_field(b, x[0], '\t') < 0 || put_field(b, x[1], '\t') < 0 ||
-	    put_field(b, x[2], '\t') < 0 || put_field(b, x[3], '\n') < 0)
+	if (put_field(b, b->now, '\t') < 0 || put_field(b, type, '\t') < 0 ||
+	    put_field(b, data, '\t') < 0 || put_field(b, x[0], '\t') < 0 ||
+	    put_field(b, x[1], '\t') < 0 || put_field(b, x[2], '\t') < 0 ||
+	    put_field(b, x[3], '\n') < 0)
 		return -EIO;
 	b->count++;
 	return 0;

@@ -323,7 +323,7 @@ PQEV_MUSTCHECK int pgqev_insert_event(PGconn *conn, const char *queue, const cha
 
 /*
  * Bulk producer: COPY into pgq.current_event_table(queue). Events get their ids
- * and times from the table defaults. If no transaction is open, one is begun by
+ * from the table default and ev_time = now() of the transaction (as insert_event). If no transaction is open, one is begun by
  * pgqev_bulk_begin and committed by pgqev_bulk_end (the table name is valid only
  * within one transaction). While a bulk is open, use the PGconn for nothing else.
  */
