@@ -452,8 +452,6 @@ START_TEST(test_unresolvable_host_fails_within_deadline)
 	ct_config(&cfg, "host=no-such-host.invalid dbname=nowhere user=x");
 	cfg.connect_timeout = 1 * USEC_PER_SEC;
 	ct_conn_new(&rec, &cfg);
-	event_base_loop(ct_base(), EVLOOP_NONBLOCK);
-	ck_assert_int_eq(pqev_conn_state(rec.conn), PQEV_CONN_RESOLVING);
 	ck_assert(ct_run_until(failed_twice, &rec, 10000));
 	ck_assert_int_eq(rec.connected, 0);
 	/* either the resolver answers (no such name) or the deadline fires first */
