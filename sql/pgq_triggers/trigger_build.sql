@@ -90,6 +90,40 @@ begin
 end;
 $$;
 
+-- How the static (no EXECUTE) path detects a changed column so that it agrees
+-- with PgQ's equality-operator comparison: 't' = compare text output forms
+-- (exact for these types, and what PgQ itself does for arrays and types
+-- without equality), 'j' = compare as jsonb (numbers by value: 1.0 = 1.00),
+-- 'x' = only the type's own operator will do (the UPDATE then uses EXECUTE).
+create or replace function pgq._trg_cmp_kind(i_type oid, i_coll oid)
+returns "char" language plpgsql stable strict as $$
+declare
+    t oid := i_type;
+    r record;
+begin
+    loop
+        select typtype, typbasetype, typcategory into r from pg_catalog.pg_type where oid = t;
+        exit when r.typtype <> 'd';
+        t := r.typbasetype;
+    end loop;
+    if r.typcategory = 'A' or not pgq._trg_has_eq(t) then
+        return 't';
+    elsif t in ('numeric'::regtype, 'float4'::regtype, 'float8'::regtype, 'jsonb'::regtype) then
+        return 'j';
+    elsif t in ('text'::regtype, 'varchar'::regtype) then
+        return case when coalesce((select collisdeterministic from pg_catalog.pg_collation
+                                    where oid = i_coll), true) then 't' else 'x' end;
+    elsif r.typtype = 'e' or t in ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'oid'::regtype,
+            'bool'::regtype, 'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype,
+            'time'::regtype, 'timetz'::regtype, 'uuid'::regtype, 'bytea'::regtype, 'inet'::regtype,
+            'cidr'::regtype, 'macaddr'::regtype, 'macaddr8'::regtype, 'money'::regtype,
+            'name'::regtype, '"char"'::regtype, 'pg_lsn'::regtype) then
+        return 't';
+    end if;
+    return 'x';
+end;
+$$;
+
 create or replace function pgq._trg_build(i_format text, i_relid oid, i_args text[], i_sig text)
 returns text[] language plpgsql stable as $$
 declare
@@ -138,6 +172,20 @@ declare
     v_tail text;
     v_from_new text;
     v_res text[];
+    -- static path metadata, one entry per column in record order
+    v_ncol integer := 0;
+    v_s_names text[] := '{}';
+    v_s_unames text[] := '{}';
+    v_s_jnames text[] := '{}';
+    v_s_snames text[] := '{}';
+    v_s_inc text := '';
+    v_s_key text := '';
+    v_s_cmp text := '';
+    v_s_jk text := '';
+    v_s_magic int[] := array[0, 0, 0, 0, 0, 0];
+    v_s_firstkey integer := 0;
+    v_s_sqlcols text := '';
+    v_s_cmpkind "char";
 begin
     if i_args is null or array_length(i_args, 1) is null then
         raise exception 'pgq trigger must have destination queue as argument';
@@ -201,11 +249,21 @@ begin
     end if;
 
     for col in
-        select a2.attname::text as name, a2.atttypid as typ
+        select a2.attname::text as name, a2.atttypid as typ, a2.attcollation as coll
           from pg_catalog.pg_attribute a2
          where a2.attrelid = i_relid and a2.attnum > 0 and not a2.attisdropped
          order by a2.attnum
     loop
+        v_ncol := v_ncol + 1;
+        v_s_names := v_s_names || col.name;
+        v_s_unames := v_s_unames || pgq._trg_urlencode(col.name);
+        v_s_jnames := v_s_jnames || (pg_catalog.to_json(col.name)::text || ':');
+        v_s_snames := v_s_snames || quote_ident(col.name);
+        v_s_cmpkind := pgq._trg_cmp_kind(col.typ, col.coll);
+        v_s_cmp := v_s_cmp || v_s_cmpkind::text;
+        v_s_jk := v_s_jk || case when col.typ in ('int2'::regtype, 'int4'::regtype, 'int8'::regtype,
+                'bool'::regtype, 'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype)
+            then 'v' else 's' end;
         v_o := '($1).' || quote_ident(col.name);
         v_n := '_pgq_r.' || quote_ident(col.name);
         v_out_o := pgq._trg_out_expr(v_o, col.typ);
@@ -220,7 +278,12 @@ begin
         else
             v_is_key := col.name = any (v_pkcols);
         end if;
+        v_s_key := v_s_key || case when v_is_key then '1' else '0' end;
+        v_s_inc := v_s_inc || case when col.name like E'\\_pgq\\_ev\\_%' or col.name = any (v_ignore) then '0' else '1' end;
         if v_is_key then
+            if v_s_firstkey = 0 then
+                v_s_firstkey := v_ncol;
+            end if;
             v_nkeys := v_nkeys + 1;
             v_keys := v_keys || col.name;
             v_pkchg := v_pkchg || ' or ' || v_changed;
@@ -233,7 +296,7 @@ begin
                                    || ' || pg_catalog.quote_literal(' || v_out_n || ')';
             end if;
         end if;
-        if col.name like '\_pgq\_ev\_%' then
+        if col.name like E'\\_pgq\\_ev\\_%' then
             i := array_position(array['_pgq_ev_type', '_pgq_ev_data', '_pgq_ev_extra1', '_pgq_ev_extra2',
                                       '_pgq_ev_extra3', '_pgq_ev_extra4'], col.name);
             if i is null then
@@ -242,6 +305,7 @@ begin
                 end if;
             else
                 v_magic[i] := pgq._trg_out_expr(v_n, col.typ);
+                v_s_magic[i] := v_ncol;
             end if;
             v_chg_ign := v_chg_ign || ' or ' || v_changed;
             continue;
@@ -358,6 +422,31 @@ begin
     v_res[11] := v_mask;
     v_res[12] := v_row_err;
     v_res[13] := v_trunc_err;
+
+    -- static path: usable without expressions; for UPDATE only where text or
+    -- jsonb comparison matches the columns' equality operators
+    v_res[14] := '';
+    if not v_expr_given then
+        v_res[14] := 'ID';
+        if not exists (select 1 from generate_series(1, v_ncol) g
+                        where substr(v_s_cmp, g, 1) = 'x'
+                          and (substr(v_s_key, g, 1) = '1' or i_format = 'sql' or cardinality(v_ignore) > 0)) then
+            v_res[14] := 'IUD';
+        end if;
+    end if;
+    v_res[15] := v_s_inc;
+    v_res[16] := v_s_key;
+    v_res[17] := v_s_cmp;
+    v_res[18] := v_s_jk;
+    v_res[19] := v_s_names::text;
+    v_res[20] := v_s_unames::text;
+    v_res[21] := v_s_jnames::text;
+    v_res[22] := v_s_snames::text;
+    v_res[23] := v_s_magic::text;
+    v_res[24] := '(' || v_cols_ins || ') values (';
+    v_res[25] := v_s_firstkey::text;
+    v_res[26] := case when cardinality(v_ignore) > 0 or i_format = 'sql' then '1' else '0' end;
+    v_res[27] := v_ncol::text;
     return v_res;
 end;
 $$;
