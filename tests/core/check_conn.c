@@ -379,6 +379,12 @@ START_TEST(test_server_restart)
 	pgt_server_start();
 	int64_t t0 = pgt_now_ms();
 	ck_assert(ct_run_until(all_reconnected, rec, 20000));
+	int64_t worst = 0;
+	for (int i = 0; i < NRESTART; i++)
+		if (rec[i].t_connected_ms - t0 > worst)
+			worst = rec[i].t_connected_ms - t0;
+	fprintf(stderr, "# restart: all %d back %lld ms after the server accepted\n", NRESTART,
+		(long long)worst);
 	for (int i = 0; i < NRESTART; i++) {
 		ck_assert_int_eq(rec[i].lost, 1);
 		ck_assert(rec[i].last_recovered);
