@@ -84,8 +84,32 @@ pid_t dmn_pid(const Daemon *d)
 	return d->pid;
 }
 
+/* The daemons still running: a failed assertion exits the test process, so
+ * they are killed and their log printed from atexit. */
+static Daemon *live[16];
+
+static bool pump_log(Daemon *d);
+
+static void at_exit_dump(void)
+{
+	for (int i = 0; i < 16; i++) {
+		Daemon *d = live[i];
+
+		if (!d)
+			continue;
+		kill(d->pid, SIGKILL);
+		pump_log(d);
+		fprintf(stderr, "daemon log at exit:\n");
+		for (size_t j = 0; j < d->nlines; j++)
+			fprintf(stderr, "daemon: %s\n", d->lines[j]);
+		live[i] = NULL;
+	}
+}
+
 Daemon *dmn_start(const char *ini, const char *extra_arg)
 {
+	static bool hooked;
+
 	Daemon *d = calloc(1, sizeof(*d));
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int pipefd[2];
@@ -122,6 +146,16 @@ Daemon *dmn_start(const char *ini, const char *extra_arg)
 	close(pipefd[1]);
 	d->err_fd = pipefd[0];
 	fcntl(d->err_fd, F_SETFL, O_NONBLOCK);
+	if (!hooked) {
+		atexit(at_exit_dump);
+		hooked = true;
+	}
+	for (int i = 0; i < 16; i++) {
+		if (!live[i]) {
+			live[i] = d;
+			break;
+		}
+	}
 	return d;
 }
 
@@ -262,6 +296,9 @@ void dmn_free(Daemon *d, bool dump)
 
 	if (!d)
 		return;
+	for (int i = 0; i < 16; i++)
+		if (live[i] == d)
+			live[i] = NULL;
 	if (d->status == -1) {
 		kill(d->pid, SIGKILL);
 		dmn_wait_exit(d, 5000);

@@ -1,0 +1,245 @@
+/*
+ * pgqd-ev's maintenance and retry rounds, on a server with autovacuum off (so
+ * pgq.maint_operations() lists vacuum ops: pgqd bug #2 aborted its round after
+ * the first one), and interop with Debian's PgQ 3.5 (C extension and the PL-only
+ * script).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "pgtest.h"
+
+#define PGQ_PL_ONLY "/usr/share/postgresql/15/contrib/pgq_pl_only.sql"
+
+static char *db_copy(const char *name)
+{
+	char *s = strdup(name);
+
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+static char *ini_for(const char *db, const char *extra)
+{
+	char *s = malloc(4096);
+
+	snprintf(s, 4096, "%sdatabase_list = %s\nstats_period = 0.5\n%s", dmn_base_ini(), db,
+		 extra);
+	return s;
+}
+
+typedef struct SqlWait {
+	const char *db;
+	const char *sql; /* true when it returns a non-zero integer */
+} SqlWait;
+
+static bool sql_true(void *arg)
+{
+	SqlWait *w = arg;
+
+	return pgt_int_db(w->db, w->sql) != 0;
+}
+
+static bool wait_sql(const char *db, const char *sql, int timeout_ms)
+{
+	SqlWait w = {db, sql};
+
+	return pgt_wait_until(sql_true, &w, timeout_ms, 50);
+}
+
+/*
+ * A londiste.periodic_maintenance() stand-in: pgq.maint_operations() lists it
+ * after the vacuum ops. It asks to be called again twice (returns 1), then
+ * returns 0, and logs every call.
+ */
+static void add_late_op(PGconn *c)
+{
+	pgt_exec(c, "create schema londiste; create table londiste.calls (at timestamptz)");
+	pgt_exec(c, "create function londiste.periodic_maintenance() returns int language plpgsql"
+		    " as $$ begin insert into londiste.calls values (clock_timestamp());"
+		    " return case when (select count(*) from londiste.calls) % 3 = 0 then 0"
+		    " else 1 end; end $$");
+}
+
+static const char vacuumed_all[] = "select (count(*) = 0)::int from pgq.maint_tables_to_vacuum() t"
+				   " join pg_stat_all_tables s on s.relid = t::regclass"
+				   " where s.last_vacuum is null";
+
+static void run_maint_round_checks(const char *db, Daemon *d)
+{
+	/* the queue rotated: step1 and step2 ran, each in its own transaction */
+	ck_assert(wait_sql(
+		db, "select (queue_cur_table <> 0)::int from pgq.queue where queue_name = 'q'",
+		8000));
+	/* every vacuum op ran, not just the first */
+	ck_assert_int_gt(pgt_int_db(db, "select count(*) from pgq.maint_operations()"
+					" where func_name ilike 'vacuum%'"),
+			 1);
+	ck_assert(wait_sql(db, vacuumed_all, 8000));
+	/* and the op listed after them ran, repeated while it returned non-zero */
+	ck_assert(wait_sql(db, "select (count(*) >= 3)::int from londiste.calls", 8000));
+	ck_assert(dmn_wait_log(d, "maintenance done", 8000));
+}
+
+START_TEST(test_maint_rotates_and_vacuums)
+{
+	char *db = db_copy(pgt_db_new());
+	PGconn *c = pgt_connect(db);
+	char *ini;
+	Daemon *d;
+
+	ck_assert_str_eq(pgt_value(c, "show autovacuum"), "off");
+	pgt_exec(c, "select pgq.create_queue('q')");
+	pgt_exec(c, "select pgq.set_queue_config('q', 'rotation_period', '1 second')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	add_late_op(c);
+	PQfinish(c);
+	usleep(1100 * 1000); /* the queue is due for rotation */
+	ini = ini_for(db, "maint_period = 0.5\nticker_period = 0.2\n");
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	run_maint_round_checks(db, d);
+	ck_assert(!dmn_log_contains(d, "ERROR"));
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(ini);
+	free(db);
+}
+END_TEST
+
+START_TEST(test_retry_events_come_back)
+{
+	char *db = db_copy(pgt_db_new());
+	PGconn *c = pgt_connect(db);
+	char *ini, sql[256];
+	Daemon *d;
+	int64_t batch, ev;
+
+	pgt_exec(c, "select pgq.create_queue('q')");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'again')");
+	pgt_exec(c, "select pgq.force_tick('q')");
+	pgt_exec(c, "select pgq.ticker()");
+	batch = pgt_int(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_int_gt(batch, 0);
+	snprintf(sql, sizeof(sql), "select ev_id from pgq.get_batch_events(%lld)",
+		 (long long)batch);
+	ev = pgt_int(c, sql);
+	snprintf(sql, sizeof(sql), "select pgq.event_retry(%lld, %lld, 0)", (long long)batch,
+		 (long long)ev);
+	pgt_exec(c, sql);
+	snprintf(sql, sizeof(sql), "select pgq.finish_batch(%lld)", (long long)batch);
+	pgt_exec(c, sql);
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.retry_queue"), 1);
+	PQfinish(c);
+	ini = ini_for(db, "retry_period = 0.3\nticker_period = 0.2\n");
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(wait_sql(db, "select (count(*) = 0)::int from pgq.retry_queue", 5000));
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pgq.event_template where ev_id = %lld and ev_retry = 1",
+		 (long long)ev);
+	ck_assert(wait_sql(db, sql, 3000));
+	ck_assert(dmn_wait_log(d, "retry: 1,", 3000));
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(ini);
+	free(db);
+}
+END_TEST
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+/* Debian's PgQ 3.5: the C extension or the PL-only script, in an empty database. */
+static void interop(bool c_extension)
+{
+	char *db = db_copy(pgt_db_new_empty());
+	PGconn *c = pgt_connect(db);
+	char *ini;
+	Daemon *d;
+
+	if (c_extension) {
+		pgt_exec(c, "create extension pgq");
+	} else {
+		char *script = read_file(PGQ_PL_ONLY);
+
+		if (!script) {
+			PQfinish(c);
+			free(db);
+			return; /* postgresql-15-pgq3 not installed: nothing to compare with */
+		}
+		pgt_exec(c, script);
+		free(script);
+	}
+	if (c_extension)
+		ck_assert_str_eq(pgt_value(c, "select pgq.version()"), "3.5");
+	else /* its version() reads pg_extension: NULL as a script (pgqd ignores such a db) */
+		ck_assert_ptr_null(pgt_value(c, "select pgq.version()"));
+	pgt_exec(c, "select pgq.create_queue('q')");
+	pgt_exec(c, "select pgq.set_queue_config('q', 'rotation_period', '1 second')");
+	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	add_late_op(c);
+	PQfinish(c);
+	usleep(1100 * 1000);
+	ini = ini_for(db, "maint_period = 0.5\nticker_period = 0.2\nlow_latency = 1\n");
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(dmn_wait_log(d, c_extension ? "pgq version ok: 3.5" : "pgq version ok: unknown",
+			       5000));
+	ck_assert(wait_sql(db, "select (count(*) > 1)::int from pgq.tick", 5000));
+	run_maint_round_checks(db, d);
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(ini);
+	free(db);
+}
+
+START_TEST(test_interop_pgq_c_extension)
+{
+	interop(true);
+}
+END_TEST
+
+START_TEST(test_interop_pgq_pl_only)
+{
+	interop(false);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("daemon-maint");
+	TCase *tc = pgt_tcase("maint", 60);
+	PgtOptions opts = {.need_server = true, .extra_conf = "autovacuum = off"};
+
+	tcase_add_test(tc, test_maint_rotates_and_vacuums);
+	tcase_add_test(tc, test_retry_events_come_back);
+	tcase_add_test(tc, test_interop_pgq_c_extension);
+	tcase_add_test(tc, test_interop_pgq_pl_only);
+	suite_add_tcase(s, tc);
+	return pgt_main(s, &opts);
+}
