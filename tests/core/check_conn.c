@@ -678,6 +678,33 @@ START_TEST(test_callbacks_free_their_connection)
 }
 END_TEST
 
+START_TEST(test_callback_closes_and_restarts)
+{
+	const char *db = pgt_db_new();
+	PqevConnConfig cfg;
+	CtConn rec = {0};
+	CtReq first = {0}, second = {0}, third = {0};
+
+	ct_setup(0);
+	ct_config(&cfg, db_conninfo(db, false));
+	ct_conn_new(&rec, &cfg);
+	first.restart_conn = rec.conn;
+	ct_send(rec.conn, &first, "select 1", 0, NULL, 0, 0, NULL);
+	ct_send(rec.conn, &second, "select 2", 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &second, 10000));
+	ck_assert_int_eq(first.status, PQEV_OK);
+	ck_assert_int_eq(second.status, PQEV_CLOSED);
+	ck_assert(ct_run_until(reconnected, &rec, 10000));
+	ct_send(rec.conn, &third, "select 3", 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &third, 10000));
+	ck_assert_str_eq(third.value, "3");
+	ck_assert_int_eq(first.done + second.done + third.done, 3);
+	ck_assert_int_eq(rec.lost + rec.failed, 0);
+	pqev_conn_free(rec.conn);
+	ct_teardown();
+}
+END_TEST
+
 START_TEST(test_shutdown_fails_pending_once)
 {
 	const char *db = pgt_db_new();
@@ -780,6 +807,7 @@ int main(void)
 	tcase_add_test(tc, test_lifetime_recycle);
 	tcase_add_test(tc, test_connect_cap);
 	tcase_add_test(tc, test_callbacks_free_their_connection);
+	tcase_add_test(tc, test_callback_closes_and_restarts);
 	tcase_add_test(tc, test_shutdown_fails_pending_once);
 	tcase_add_test(tc, test_set_config_and_reconnect);
 	suite_add_tcase(s, tc);

@@ -173,6 +173,11 @@ static void on_done(PqevConn *c, const PqevReply *reply, void *arg)
 		snprintf(r->value, sizeof(r->value), "%s", PQgetvalue(reply->result, 0, 0));
 	if (r->free_conn)
 		pqev_conn_free(r->free_conn);
+	if (r->restart_conn) {
+		pqev_conn_close(r->restart_conn);
+		ck_assert_int_eq(pqev_conn_state(r->restart_conn), PQEV_CONN_CLOSED);
+		ck_assert_int_eq(pqev_conn_start(r->restart_conn), 0);
+	}
 }
 
 void ct_send(PqevConn *c, CtReq *rq, const char *sql, int nparams, const char *const *params,

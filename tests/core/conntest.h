@@ -49,8 +49,9 @@ typedef struct CtReq {
 	long rows;       /* rows over all on_rows calls */
 	char value[128]; /* first column of the first row of the final result */
 	char error[512];
-	int seq;             /* global order when done */
-	PqevConn *free_conn; /* if set, pqev_conn_free() it inside on_done */
+	int seq;                /* global order when done */
+	PqevConn *free_conn;    /* if set, pqev_conn_free() it inside on_done */
+	PqevConn *restart_conn; /* if set, close and start it again inside on_done */
 } CtReq;
 
 extern int ct_seq; /* increments with every recorded completion/notification */
