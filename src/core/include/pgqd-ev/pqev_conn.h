@@ -27,7 +27,9 @@
  * (libpq pipeline mode, one sync per request, so each is its own implicit
  * transaction exactly as without pipelining); up to max_pipeline are in flight.
  * PQEV_Q_SIMPLE requests use the simple protocol (several statements in one
- * string, no parameters) and run alone.
+ * string, no parameters) and run alone. BEGIN ... COMMIT sent as separate
+ * requests works as without pipelining (a sync does not end an explicit
+ * transaction).
  *
  * EXACTLY-ONCE RULE: every request accepted by pqev_conn_send() (return 0) gets
  * exactly one on_done call: with its results, or as a failure on disconnect,
@@ -119,8 +121,10 @@ typedef struct PqevConnCallbacks {
 	/* A notification; channel and payload are borrowed for the call. */
 	void (*on_notify)(PqevConn *c, const char *channel, const char *payload, int be_pid,
 			  void *arg);
-	/* A server NOTICE/WARNING/...: severity ("WARNING", "NOTICE", ...) and the
-	   message text without trailing newline, both borrowed for the call. */
+	/* A server NOTICE/WARNING/...: severity ("WARNING", "NOTICE", "FATAL" for an
+	   error arriving on an idle session, ...) and the server's primary message
+	   without trailing newline, both borrowed for the call. The text does not
+	   carry the label: log it with pqev_conn_name(c). */
 	void (*on_notice)(PqevConn *c, const char *severity, const char *text, void *arg);
 	void *arg;
 } PqevConnCallbacks;
