@@ -41,8 +41,8 @@ begin
             'pgq.event_retry_raw(text,text,timestamptz,bigint,timestamptz,integer,text,text,text,text,text,text)',
             -- pgqd-ev internals that pgq_admin's invoker functions call
             'pgq._insert_static(integer,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
-            'pgq._insert_dynamic(text,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
-            'pgq._check_tx_limit(text,text,integer)', 'pgq._regen_insert_paths()']),
+            'pgq._insert_checked(text,text,text,integer,boolean,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
+            'pgq._regen_insert_paths()']),
         ('public', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription']),
         ('pgq_reader', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription',
                                       'pgq.event_template']),
@@ -74,3 +74,4 @@ $$;
 
 -- Existing queues get their static insert paths back (the script replaced them).
 do $$ begin perform pgq._regen_insert_paths(); end $$;
+reset pgq_ev.installing;

@@ -3,16 +3,18 @@
 -- Inserting without dynamic SQL. Planning an INSERT on every call is what makes a
 -- PL/pgSQL producer slow, so pgq._insert_static() is generated (by
 -- pgq._regen_insert_paths(), run by create_queue, drop_queue and upgrade_schema)
--- with one static INSERT per event table, found by a binary search on the queue id;
--- its plans are cached per session. It returns false for a table it does not know
--- (e.g. right after a restore), and the caller falls back to EXECUTE.
+-- with one static INSERT per event table and the queue's sequence as a constant,
+-- found by a binary search on the queue id; its plans are cached per session. It
+-- bumps the event sequence on every call (even with ev_id given, as PgQ does, so the
+-- ticker sees activity) and returns the event id, or NULL for a queue it does not
+-- know (e.g. right after a restore): the caller then takes pgq._insert_checked().
 create or replace function pgq._insert_static(
     qid integer, cur integer, ev_id bigint, ev_time timestamptz, ev_owner integer,
     ev_retry integer, ev_type text, ev_data text,
     ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
-returns boolean language plpgsql as $$
+returns bigint language plpgsql as $$
 begin
-    return false;
+    return null;
 end;
 $$;
 
@@ -24,18 +26,20 @@ declare
     mid integer;
     res text;
     i integer;
-    tbl text;
 begin
     if lo = hi then
-        res := 'if qid = ' || ids[lo] || ' then ';
+        res := 'if qid = ' || ids[lo] || ' then id := nextval('
+            || quote_literal(pgq.quote_fqname('pgq.event_' || ids[lo] || '_id_seq')) || '::regclass); '
+            || 'if ev_id is not null then id := ev_id; end if; ';
         for i in 0 .. ntables[lo] - 1 loop
-            tbl := pgq.quote_fqname('pgq.event_' || ids[lo] || '_' || i);
             res := res || case when i = 0 then 'if' else 'elsif' end || ' cur = ' || i || ' then '
-                || 'insert into ' || tbl || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
-                || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4) values (ev_id, ev_time, ev_owner,'
-                || ' ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4); return true; ';
+                || 'insert into ' || pgq.quote_fqname('pgq.event_' || ids[lo] || '_' || i)
+                || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
+                || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4) values (id, ev_time, ev_owner,'
+                || ' ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4); return id; ';
         end loop;
-        return res || 'end if; end if; return false;' || chr(10);
+        -- an unknown table number: the sequence is bumped, let the slow path insert
+        return res || 'end if; end if; return null;' || chr(10);
     end if;
     mid := (lo + hi) / 2;
     return 'if qid <= ' || ids[mid] || ' then ' || chr(10) || pgq._insert_tree(ids, ntables, lo, mid)
@@ -51,60 +55,62 @@ set search_path = pg_catalog, pg_temp as $$
 declare
     ids integer[];
     ntables integer[];
-    body text := 'return false;';
+    body text := 'return null;';
 begin
     select coalesce(array_agg(queue_id order by queue_id), '{}'),
            coalesce(array_agg(queue_ntables order by queue_id), '{}')
       into ids, ntables
       from pgq.queue
-     where queue_data_pfx = 'pgq.event_' || queue_id;   -- only tables we named ourselves
+     where queue_data_pfx = 'pgq.event_' || queue_id     -- only objects we named ourselves
+       and queue_event_seq = 'pgq.event_' || queue_id || '_id_seq';
     if cardinality(ids) > 0 then
         body := pgq._insert_tree(ids, ntables, 1, cardinality(ids));
     end if;
     execute 'create or replace function pgq._insert_static(qid integer, cur integer, ev_id bigint,'
         || ' ev_time timestamptz, ev_owner integer, ev_retry integer, ev_type text, ev_data text,'
         || ' ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)'
-        || ' returns boolean language plpgsql as ' || quote_literal('begin ' || body || ' end;');
+        || ' returns bigint language plpgsql as '
+        || quote_literal('declare id bigint; begin ' || body || ' end;');
     return cardinality(ids);
 end;
 $$;
 
--- The slow path: plan the INSERT now.
-create or replace function pgq._insert_dynamic(
-    data_pfx text, cur integer, ev_id bigint, ev_time timestamptz, ev_owner integer,
-    ev_retry integer, ev_type text, ev_data text,
+-- The general path: sequence by name, the disabled-queue and per-transaction checks,
+-- and an INSERT planned now.
+create or replace function pgq._insert_checked(
+    queue_name text, event_seq text, data_pfx text, cur integer,
+    disable_insert boolean, tx_limit integer,
+    ev_id bigint, ev_time timestamptz, ev_owner integer, ev_retry integer, ev_type text, ev_data text,
     ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
-returns void language plpgsql
+returns bigint language plpgsql
 set search_path = pg_catalog, pg_temp as $$
+declare
+    seq_id bigint := nextval(event_seq);   -- even when refused below: PgQ's tests rely on it
+    n bigint;
 begin
+    if disable_insert and current_setting('session_replication_role') <> 'replica' then
+        raise exception 'Insert into queue disallowed';
+    end if;
+    if tx_limit is not null then
+        -- as PgQ's C insert: counted over all the queue's tables
+        execute 'select count(*) from ' || pgq.quote_fqname(data_pfx)
+            || ' where ev_txid = pg_catalog.txid_current()' into n;
+        if n >= tx_limit then
+            raise exception 'Queue ''%'' allows max % events from one TX', queue_name, tx_limit;
+        end if;
+    end if;
     execute 'insert into ' || pgq.quote_fqname(data_pfx || '_' || cur)
         || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
         || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
         || ' values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)'
-        using ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,
+        using coalesce(ev_id, seq_id), ev_time, ev_owner, ev_retry, ev_type, ev_data,
               ev_extra1, ev_extra2, ev_extra3, ev_extra4;
-end;
-$$;
-
--- Per-transaction limit (PgQ's C insert only): counted over all the queue's tables.
-create or replace function pgq._check_tx_limit(queue_name text, data_pfx text, tx_limit integer)
-returns void language plpgsql
-set search_path = pg_catalog, pg_temp as $$
-declare
-    n bigint;
-begin
-    execute 'select count(*) from ' || pgq.quote_fqname(data_pfx)
-        || ' where ev_txid = pg_catalog.txid_current()' into n;
-    if n >= tx_limit then
-        raise exception 'Queue ''%'' allows max % events from one TX', queue_name, tx_limit;
-    end if;
+    return coalesce(ev_id, seq_id);
 end;
 $$;
 
 -- The three producing entry points below share one body (kept identical on purpose:
--- a nested PL/pgSQL call per event costs measurable throughput). The queue row is
--- read and the event sequence bumped in one query on every call, even with ev_id
--- given or when the insert is then refused, so the ticker sees activity as in PgQ.
+-- a nested PL/pgSQL call per event costs measurable throughput).
 create or replace function pgq.insert_event_raw(
     queue_name text, ev_id bigint, ev_time timestamptz, ev_owner integer, ev_retry integer,
     ev_type text, ev_data text, ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
@@ -117,27 +123,23 @@ begin
         raise exception 'Queue name must not be NULL';
     end if;
     select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
-           x.queue_per_tx_limit, x.queue_low_latency, pg_catalog.nextval(x.queue_event_seq) as seq_id
+           x.queue_per_tx_limit, x.queue_low_latency, x.queue_event_seq
       into q from pgq.queue x where x.queue_name = insert_event_raw.queue_name;
     if not found then
         raise exception 'No such queue';
     end if;
-    if q.queue_disable_insert
-       and pg_catalog.current_setting('session_replication_role') <> 'replica' then
-        raise exception 'Insert into queue disallowed';
+    if not (q.queue_disable_insert or q.queue_per_tx_limit is not null) then
+        id := pgq._insert_static(q.queue_id, q.queue_cur_table, insert_event_raw.ev_id,
+                 coalesce(insert_event_raw.ev_time, now()), insert_event_raw.ev_owner, insert_event_raw.ev_retry,
+                 insert_event_raw.ev_type, insert_event_raw.ev_data, insert_event_raw.ev_extra1,
+                 insert_event_raw.ev_extra2, insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
     end if;
-    if q.queue_per_tx_limit is not null then
-        perform pgq._check_tx_limit(insert_event_raw.queue_name, q.queue_data_pfx, q.queue_per_tx_limit);
-    end if;
-    id := coalesce(insert_event_raw.ev_id, q.seq_id);
-    if not pgq._insert_static(q.queue_id, q.queue_cur_table, id, coalesce(insert_event_raw.ev_time, now()),
-                              insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
-                              insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
-                              insert_event_raw.ev_extra3, insert_event_raw.ev_extra4) then
-        perform pgq._insert_dynamic(q.queue_data_pfx, q.queue_cur_table, id, coalesce(insert_event_raw.ev_time, now()),
-                                    insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
-                                    insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
-                                    insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
+    if id is null then
+        id := pgq._insert_checked(insert_event_raw.queue_name, q.queue_event_seq, q.queue_data_pfx, q.queue_cur_table,
+                                  q.queue_disable_insert, q.queue_per_tx_limit, insert_event_raw.ev_id,
+                 coalesce(insert_event_raw.ev_time, now()), insert_event_raw.ev_owner, insert_event_raw.ev_retry,
+                 insert_event_raw.ev_type, insert_event_raw.ev_data, insert_event_raw.ev_extra1,
+                 insert_event_raw.ev_extra2, insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
     end if;
     if q.queue_low_latency then
         -- one wake-up per transaction: NOTIFY folds identical payloads
@@ -156,34 +158,34 @@ returns bigint language plpgsql security definer
 set search_path = pg_catalog, pg_temp as $$
 declare
     q record;
+    id bigint;
 begin
     if queue_name is null then
         raise exception 'Queue name must not be NULL';
     end if;
     select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
-           x.queue_per_tx_limit, x.queue_low_latency, nextval(x.queue_event_seq) as seq_id
+           x.queue_per_tx_limit, x.queue_low_latency, x.queue_event_seq
       into q from pgq.queue x where x.queue_name = insert_event.queue_name;
     if not found then
         raise exception 'No such queue';
     end if;
-    if q.queue_disable_insert and current_setting('session_replication_role') <> 'replica' then
-        raise exception 'Insert into queue disallowed';
+    if not (q.queue_disable_insert or q.queue_per_tx_limit is not null) then
+        id := pgq._insert_static(q.queue_id, q.queue_cur_table, null, now(), null, null, insert_event.ev_type,
+                 insert_event.ev_data, insert_event.ev_extra1, insert_event.ev_extra2,
+                 insert_event.ev_extra3, insert_event.ev_extra4);
     end if;
-    if q.queue_per_tx_limit is not null then
-        perform pgq._check_tx_limit(insert_event.queue_name, q.queue_data_pfx, q.queue_per_tx_limit);
-    end if;
-    if not pgq._insert_static(q.queue_id, q.queue_cur_table, q.seq_id, now(), null, null,
-                              insert_event.ev_type, insert_event.ev_data, insert_event.ev_extra1,
-                              insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4) then
-        perform pgq._insert_dynamic(q.queue_data_pfx, q.queue_cur_table, q.seq_id, now(), null, null,
-                                    insert_event.ev_type, insert_event.ev_data, insert_event.ev_extra1,
-                                    insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4);
+    if id is null then
+        id := pgq._insert_checked(insert_event.queue_name, q.queue_event_seq, q.queue_data_pfx, q.queue_cur_table,
+                                  q.queue_disable_insert, q.queue_per_tx_limit, null, now(), null, null, insert_event.ev_type,
+                 insert_event.ev_data, insert_event.ev_extra1, insert_event.ev_extra2,
+                 insert_event.ev_extra3, insert_event.ev_extra4);
     end if;
     if q.queue_low_latency then
-        perform pg_notify('pgq.wake', case when octet_length(insert_event.queue_name) <= 7000
-                                           then insert_event.queue_name else '' end);
+        -- one wake-up per transaction: NOTIFY folds identical payloads
+        perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
+                                                      then insert_event.queue_name else '' end);
     end if;
-    return q.seq_id;
+    return id;
 end;
 $$;
 
@@ -192,32 +194,32 @@ returns bigint language plpgsql security definer
 set search_path = pg_catalog, pg_temp as $$
 declare
     q record;
+    id bigint;
 begin
     if queue_name is null then
         raise exception 'Queue name must not be NULL';
     end if;
     select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
-           x.queue_per_tx_limit, x.queue_low_latency, nextval(x.queue_event_seq) as seq_id
+           x.queue_per_tx_limit, x.queue_low_latency, x.queue_event_seq
       into q from pgq.queue x where x.queue_name = insert_event.queue_name;
     if not found then
         raise exception 'No such queue';
     end if;
-    if q.queue_disable_insert and current_setting('session_replication_role') <> 'replica' then
-        raise exception 'Insert into queue disallowed';
+    if not (q.queue_disable_insert or q.queue_per_tx_limit is not null) then
+        id := pgq._insert_static(q.queue_id, q.queue_cur_table, null, now(), null, null, insert_event.ev_type,
+                 insert_event.ev_data, null, null, null, null);
     end if;
-    if q.queue_per_tx_limit is not null then
-        perform pgq._check_tx_limit(insert_event.queue_name, q.queue_data_pfx, q.queue_per_tx_limit);
-    end if;
-    if not pgq._insert_static(q.queue_id, q.queue_cur_table, q.seq_id, now(), null, null,
-                              insert_event.ev_type, insert_event.ev_data, null, null, null, null) then
-        perform pgq._insert_dynamic(q.queue_data_pfx, q.queue_cur_table, q.seq_id, now(), null, null,
-                                    insert_event.ev_type, insert_event.ev_data, null, null, null, null);
+    if id is null then
+        id := pgq._insert_checked(insert_event.queue_name, q.queue_event_seq, q.queue_data_pfx, q.queue_cur_table,
+                                  q.queue_disable_insert, q.queue_per_tx_limit, null, now(), null, null, insert_event.ev_type,
+                 insert_event.ev_data, null, null, null, null);
     end if;
     if q.queue_low_latency then
-        perform pg_notify('pgq.wake', case when octet_length(insert_event.queue_name) <= 7000
-                                           then insert_event.queue_name else '' end);
+        -- one wake-up per transaction: NOTIFY folds identical payloads
+        perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
+                                                      then insert_event.queue_name else '' end);
     end if;
-    return q.seq_id;
+    return id;
 end;
 $$;
 

@@ -1,6 +1,8 @@
 -- pgq schema, roles and tables. Re-runnable: everything is "if not exists", and
 -- pgq.upgrade_schema() brings an older layout up to date in place.
 create schema if not exists pgq;
+-- Tells pgq.upgrade_schema() that the rest of this script is still to come.
+set pgq_ev.installing = 'on';
 
 -- Queue configuration and rotation state; one row per queue.
 create table if not exists pgq.queue (
@@ -141,8 +143,10 @@ begin
                       and attname = 'queue_low_latency' and not attisdropped) then
         alter table pgq.queue add column queue_low_latency boolean not null default false;
     end if;
-    -- e.g. after a restore, which brings back the generic insert path only
-    if to_regprocedure('pgq._regen_insert_paths()') is not null then
+    -- e.g. after a restore, which brings back the generic insert path only; during
+    -- the install script the functions are not replaced yet: it regenerates at its end
+    if to_regprocedure('pgq._regen_insert_paths()') is not null
+       and coalesce(current_setting('pgq_ev.installing', true), '') <> 'on' then
         perform pgq._regen_insert_paths();
     end if;
     return 0;

@@ -183,7 +183,7 @@ START_TEST(test_insert_paths)
 		c,
 		"create or replace function pgq._insert_static(qid integer, cur integer, ev_id bigint,"
 		" ev_time timestamptz, ev_owner integer, ev_retry integer, ev_type text, ev_data text, ev_extra1 text,"
-		" ev_extra2 text, ev_extra3 text, ev_extra4 text) returns boolean language plpgsql as 'begin return false; end'");
+		" ev_extra2 text, ev_extra3 text, ev_extra4 text) returns bigint language plpgsql as 'begin return null; end'");
 	sqlt_eq(c, "select pgq.insert_event('q7', 't', 'dyn')", "4");
 	sqlt_eq(c, "select tableoid::regclass from pgq.event_7 where ev_data = 'dyn'",
 		"pgq.event_7_1");
