@@ -332,21 +332,27 @@ static void start_finish(PgqevConsumer *c)
 	(void)send_or_fail(c, false, RK_COMMIT, "commit", 0, NULL, 0);
 }
 
-/* Ask for the next chunk when nothing blocks it: one FETCH in flight at most,
-   and in async mode at most one chunk buffered beyond the one being handled. */
+/*
+ * Ask for more chunks when nothing blocks it. Sync mode keeps two FETCHes in
+ * flight so the server never waits for our next request (at most two chunks
+ * buffered in libpq besides the one being handled); async mode keeps one, plus
+ * one chunk held ready, beyond the chunk the application holds.
+ */
 static void maybe_fetch(PgqevConsumer *c, PgqevBatch *b)
 {
-	if (b->eof || b->fetch_inflight || b->ready)
-		return;
-	char sql[64];
-	snprintf(sql, sizeof(sql), "fetch %u from " PGQEV_CURSOR, c->cfg.fetch_size);
-	b->fetch_inflight = true;
-	(void)send_or_fail(c, false, RK_FETCH, sql, 0, NULL, 0);
+	unsigned max = c->cfg.async ? 1 : 2;
+	uint64_t gen = c->gen;
+	while (!b->eof && !b->ready && b->fetches < max && gen == c->gen) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "fetch %u from " PGQEV_CURSOR, c->cfg.fetch_size);
+		b->fetches++;
+		(void)send_or_fail(c, false, RK_FETCH, sql, 0, NULL, 0);
+	}
 }
 
 static void maybe_finish(PgqevConsumer *c, PgqevBatch *b)
 {
-	if (b->eof && !b->fetch_inflight && !b->pending && !b->ready && !b->in_handler &&
+	if (b->eof && b->fetches == 0 && !b->pending && !b->ready && !b->in_handler &&
 	    !b->finishing)
 		start_finish(c);
 }
@@ -459,7 +465,7 @@ static void chunk_arrived(PgqevConsumer *c, const PGresult *res)
 {
 	PgqevBatch *b = c->batch;
 	if (res) {
-		b->fetch_inflight = false;
+		b->fetches--;
 		size_t n = (size_t)PQntuples(res);
 		if (n < c->cfg.fetch_size)
 			b->eof = true;
@@ -501,7 +507,7 @@ static void open_cursor(PgqevConsumer *c)
 	}
 	c->phase = PH_READ;
 	c->src_in_tx = true;
-	b->fetch_inflight = true;
+	b->fetches = 1;
 	(void)send_or_fail(c, false, RK_CURSOR, sql, 0, NULL, PQEV_Q_SIMPLE);
 	free(sql);
 }

@@ -52,11 +52,11 @@ struct PgqevBatch {
 	size_t nrows;
 	PgqevEvent *events; /* fetch_size slots */
 	PGresult *ready;    /* async: next chunk, already fetched, owned */
-	bool fetch_inflight;
-	bool eof;        /* the cursor has no more rows */
-	bool in_handler; /* on_batch is running for the current chunk */
-	bool pending;    /* on_batch returned PGQEV_PENDING */
-	bool abandoned;  /* the consumer gave the batch up (failure, stop, free) */
+	unsigned fetches;   /* FETCHes in flight */
+	bool eof;           /* the cursor has no more rows */
+	bool in_handler;    /* on_batch is running for the current chunk */
+	bool pending;       /* on_batch returned PGQEV_PENDING */
+	bool abandoned;     /* the consumer gave the batch up (failure, stop, free) */
 	bool finishing;
 	bool finish_failed;
 	bool tgt_open;          /* exactly-once: target transaction begun */
