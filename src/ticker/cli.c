@@ -44,7 +44,7 @@ int cli_parse(int argc, char **argv, TickerCli *out)
 			return 0;
 		}
 	}
-	optind = 1;
+	optind = 0; /* full re-initialisation in glibc */
 	opterr = 1;
 	while ((c = getopt_long(argc, argv, "vqdskrVh", opts, NULL)) != -1) {
 		switch (c) {
