@@ -604,6 +604,59 @@ START_TEST(test_utils)
 }
 END_TEST
 
+static void err_prefix(PGconn *c, const char *sql, const char *prefix)
+{
+	char *e = pgt_error(c, sql);
+	ck_assert_msg(e && strncmp(e, prefix, strlen(prefix)) == 0,
+		      "%s: got \"%s\", want \"%s...\"", sql, e ? e : "(none)", prefix);
+	free(e);
+}
+
+START_TEST(test_rotation_paths_and_sanity_errors)
+{
+	PGconn *c = fresh();
+	pgt_exec(c,
+		 "select pgq.create_queue('q'), pgq.set_queue_config('q', 'ticker_max_lag', '0'),"
+		 " pgq.set_queue_config('q', 'ticker_idle_period', '0')");
+	pgt_exec(c, "select pgq.insert_event('q', 'a', 'one')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	pgt_exec(c, "select pgq.insert_event('q', 'a', 'two')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	pgt_exec(c, "select pgq.register_consumer_at('q', 'c', 2)");
+	pgt_exec(c, "update pgq.queue set queue_rotation_period = '0'");
+	sqlt_eq(c, "select pgq.maint_rotate_tables_step1('q')", "0");
+	sqlt_eq(c, "select queue_cur_table from pgq.queue", "1");
+	/* the batch was written entirely before the rotation: previous table only */
+	sqlt_eq(c, "select pgq.next_batch('q', 'c')", "1");
+	sqlt_eq(c, "select string_agg(t, ',') from pgq.batch_event_tables(1) t", "pgq.event_1_0");
+	sqlt_eq(c, "select string_agg(ev_data, ',') from pgq.get_batch_events(1)", "two");
+	pgt_exec(c, "select pgq.finish_batch(1)");
+	/* between step1 and step2 a later batch reads both tables */
+	pgt_exec(c, "select pgq.insert_event('q', 'a', 'three')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	sqlt_eq(c, "select pgq.next_batch('q', 'c')", "2");
+	sqlt_eq(c, "select string_agg(t, ',') from pgq.batch_event_tables(2) t",
+		"pgq.event_1_0,pgq.event_1_1");
+	sqlt_eq(c, "select string_agg(ev_data, ',') from pgq.get_batch_events(2)", "three");
+	pgt_exec(c, "select pgq.finish_batch(2)");
+	pgt_exec(c, "select pgq.maint_rotate_tables_step2()");
+
+	/* sanity errors */
+	pgt_exec(c, "update pgq.subscription set sub_last_tick = 999");
+	sqlt_err(c, "select pgq.maint_rotate_tables_step1('q')",
+		 "queue q maint failure: tick 999 not found");
+	pgt_exec(c, "update pgq.queue set queue_switch_step1 = 9000000000000000");
+	err_prefix(c, "select pgq.maint_rotate_tables_step1('q')",
+		   "queue q maint failure: step1=9000000000000000, current=");
+	pgt_exec(c, "update pgq.tick set tick_snapshot = '9000000000000000:9000000000000000:'"
+		    " where tick_id = (select max(tick_id) from pgq.tick)");
+	err_prefix(
+		c, "select pgq.ticker('q')",
+		"Invalid PgQ state: old xmin=9000000000000000, old xmax=9000000000000000, cur txid=");
+	PQfinish(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sql-api");
@@ -619,6 +672,7 @@ int main(void)
 	tcase_add_test(tc, test_ticker_rules);
 	tcase_add_test(tc, test_maint_and_info);
 	tcase_add_test(tc, test_utils);
+	tcase_add_test(tc, test_rotation_paths_and_sanity_errors);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
