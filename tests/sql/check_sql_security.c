@@ -358,8 +358,6 @@ START_TEST(test_extension)
 		return;
 	}
 	ck_assert_ptr_nonnull(build);
-	ver = pgt_value(su, "select 1"); /* placeholder freed below */
-	free(ver);
 	snprintf(path, sizeof(path), "%s/sql/pgq_ev.control", build);
 	ck_assert_int_eq(copy_file(path, extdir), 0);
 	p = fopen(path, "r");
@@ -372,6 +370,7 @@ START_TEST(test_extension)
 		fclose(p);
 		ck_assert_str_ne(v, "");
 		snprintf(path, sizeof(path), "%s/sql/pgq_ev--%s.sql", build, v);
+		ver = strdup(v);
 	}
 	ck_assert_int_eq(copy_file(path, extdir), 0);
 
@@ -391,11 +390,34 @@ START_TEST(test_extension)
 		"select pgq.create_queue('q'), pgq.register_consumer('q', 'c'), pgq.insert_event('q', 'a', 'b')",
 		"1");
 	pgt_exec(u, "select pgq.set_queue_config('q', 'ticker_max_lag', '0'), pgq.ticker()");
+	/* an update script is the same idempotent script: ALTER EXTENSION UPDATE over live data */
+	{
+		char upd[4096];
+		snprintf(upd, sizeof(upd), "%s/pgq_ev--%s--%s.9test.sql", extdir, ver, ver);
+		ck_assert_int_eq(copy_file(sqlt_install_script(), extdir), 0);
+		snprintf(path, sizeof(path), "%s/pgq_ev.sql", extdir);
+		ck_assert_int_eq(rename(path, upd), 0);
+		snprintf(cmd, sizeof(cmd), "alter extension pgq_ev update to '%s.9test'", ver);
+		pgt_exec(u, cmd);
+		unlink(upd);
+		snprintf(
+			cmd, sizeof(cmd),
+			"select extversion = '%s.9test' from pg_extension where extname = 'pgq_ev'",
+			ver);
+		sqlt_eq(u, cmd, "t");
+		sqlt_eq(u,
+			"select count(*) from pg_depend where refobjid = (select oid from pg_extension"
+			" where extname = 'pgq_ev') and classid = 'pg_proc'::regclass"
+			" and objid = 'pgq.insert_event(text,text,text)'::regprocedure",
+			"1");
+	}
+	sqlt_eq(u, "select pgq.insert_event('q', 'a', 'c') > 1", "t");
 	sqlt_eq(u, "select count(*) from pgq.get_batch_events(pgq.next_batch('q', 'c'))", "1");
 	/* Debian's pgq cannot go into the same database: both own schema pgq */
 	sqlt_err(su, "create extension pgq", "schema \"pgq\" already exists");
 	pgt_exec(u, "select pgq.drop_queue('q', true)");
 	pgt_exec(u, "drop extension pgq_ev");
+	free(ver);
 	sqlt_eq(u, "select count(*) from pg_namespace where nspname = 'pgq'", "0");
 	PQfinish(u);
 	PQfinish(su);
