@@ -73,6 +73,7 @@ const char *pgqev_version(void)
 }
 
 static void go_next(PgqevConsumer *c);
+static bool send_next(PgqevConsumer *c);
 static void go_setup(PgqevConsumer *c);
 static void do_stop(PgqevConsumer *c);
 static void chunk_arrived(PgqevConsumer *c, const PGresult *res);
@@ -254,6 +255,7 @@ static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const 
 		return;
 	int64_t bid = c->batch ? c->batch->id : 0;
 	c->gen++;
+	c->next_sent = false;
 	abandon_batch(c, true);
 	c->fail_streak++;
 	usec_t delay = pqev_backoff_next(&c->fail_bo);
@@ -286,6 +288,7 @@ static void conn_broken(PgqevConsumer *c)
 	if (c->phase == PH_STOPPED || c->phase == PH_WAIT_CONN)
 		return;
 	c->gen++;
+	c->next_sent = false;
 	evtimer_del(c->timer);
 	abandon_batch(c, false);
 	c->setup_done = false;
@@ -329,7 +332,12 @@ static void start_finish(PgqevConsumer *c)
 					     : "select pgq.finish_batch($1)";
 	if (!send_or_fail(c, false, RK_FINISH, fin, 1, p, 0))
 		return;
-	(void)send_or_fail(c, false, RK_COMMIT, "commit", 0, NULL, 0);
+	if (!send_or_fail(c, false, RK_COMMIT, "commit", 0, NULL, 0))
+		return;
+	/* ask for the next batch in the same round trip; if the finish fails, its
+	   answer is stale (gen) and ignored */
+	if (!c->stop_requested && send_next(c))
+		c->next_sent = true;
 }
 
 /*
@@ -564,14 +572,9 @@ static void go_idle(PgqevConsumer *c)
 	set_state(c, PGQEV_STATE_IDLE);
 }
 
-static void go_next(PgqevConsumer *c)
+/* Send next_batch_custom (or pgq_coop's); true if sent. */
+static bool send_next(PgqevConsumer *c)
 {
-	if (c->stop_requested) {
-		do_stop(c);
-		return;
-	}
-	evtimer_del(c->timer);
-	c->phase = PH_NEXT;
 	c->wake_pending = false;
 	char lag[48], ival[48], cnt[16];
 	const char *min_lag = pgqev_interval(c->cfg.min_lag, lag, sizeof(lag));
@@ -581,7 +584,6 @@ static void go_next(PgqevConsumer *c)
 		snprintf(cnt, sizeof(cnt), "%d", c->cfg.min_count);
 		min_cnt = cnt;
 	}
-	bool ok;
 	if (c->cfg.subconsumer) {
 		char dead[48];
 		const char *d = pgqev_interval(c->cfg.dead_interval, dead, sizeof(dead));
@@ -592,7 +594,7 @@ static void go_next(PgqevConsumer *c)
 				    min_cnt,
 				    min_ival,
 				    d};
-		ok = send_or_fail(
+		return send_or_fail(
 			c, false, RK_NEXT,
 			"select b.id, i.prev_tick_id, i.tick_id, i.batch_start, i.batch_end"
 			" from pgq_coop.next_batch_custom($1, $2, $3, $4::interval,"
@@ -600,16 +602,32 @@ static void go_next(PgqevConsumer *c)
 			" left join lateral (select * from pgq.get_batch_info(b.id)"
 			" where b.id is not null) i on true",
 			7, p, 0);
-	} else {
-		const char *p[5] = {c->cfg.queue, c->cfg.consumer, min_lag, min_cnt, min_ival};
-		ok = send_or_fail(c, false, RK_NEXT,
-				  "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
-				  " cur_tick_time from pgq.next_batch_custom($1, $2, $3::interval,"
-				  " $4::int4, $5::interval)",
-				  5, p, 0);
 	}
-	if (ok)
+	const char *p[5] = {c->cfg.queue, c->cfg.consumer, min_lag, min_cnt, min_ival};
+	return send_or_fail(c, false, RK_NEXT,
+			    "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
+			    " cur_tick_time from pgq.next_batch_custom($1, $2, $3::interval,"
+			    " $4::int4, $5::interval)",
+			    5, p, 0);
+}
+
+static void go_next(PgqevConsumer *c)
+{
+	if (c->stop_requested) {
+		do_stop(c);
+		return;
+	}
+	evtimer_del(c->timer);
+	c->phase = PH_NEXT;
+	if (c->next_sent) {
+		/* already pipelined behind the finished batch's COMMIT */
 		set_state(c, PGQEV_STATE_LISTENING);
+		return;
+	}
+	if (send_next(c)) {
+		c->next_sent = true;
+		set_state(c, PGQEV_STATE_LISTENING);
+	}
 }
 
 static void setup_step_done(PgqevConsumer *c)
@@ -671,6 +689,7 @@ static void go_setup(PgqevConsumer *c)
 static void do_stop(PgqevConsumer *c)
 {
 	c->gen++;
+	c->next_sent = false;
 	bool alive = c->src && pqev_conn_is_ready(c->src);
 	abandon_batch(c, alive);
 	evtimer_del(c->timer);
@@ -738,6 +757,7 @@ static void on_channel(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 
 static void on_next(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 {
+	c->next_sent = false;
 	if (!ok_reply(c, x, r, "next_batch failed"))
 		return;
 	const PGresult *res = r->result;
@@ -879,6 +899,7 @@ static void on_src_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 		if (c->phase != PH_WAIT_CONN)
 			break; /* stopped meanwhile */
 		c->gen++;
+		c->next_sent = false;
 		go_setup(c);
 		break;
 	case PQEV_EV_CONNECT_FAILED:

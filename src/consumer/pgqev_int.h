@@ -89,6 +89,7 @@ struct PgqevConsumer {
 	bool channel_tried;
 	unsigned setup_pending; /* setup requests still in flight */
 	char *channel;
+	bool next_sent;    /* a next_batch request is in flight (current gen) */
 	bool wake_pending; /* a notification arrived while a look-up was in flight */
 	usec_t poll_interval;
 
