@@ -40,6 +40,9 @@ declare
     v_jn jsonb;
     v_j json;
     v_mpos int[];
+    v_src text;
+    v_names text[];
+    v_rnames text[];
 begin
     if pg_catalog.current_setting('session_replication_role') = 'local' then
         if TG_WHEN = 'BEFORE' and TG_LEVEL = 'ROW' then
@@ -115,112 +118,163 @@ begin
     if strpos(c[14], substr(TG_OP, 1, 1)) > 0 then
         -- static path: columns come from the row's text form (each value as its
         -- type's output function prints it), encoded by plan-cached queries
-        if TG_OP <> 'DELETE' then
-            select array_agg(case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                  when m.f[2] <> '' then m.f[2] end order by m.n)
-              into v_new
-              from regexp_matches(NEW::text, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
-                   with ordinality as m(f, n);
-            v_row := v_new;
-        end if;
-        if TG_OP <> 'INSERT' then
-            select array_agg(case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                  when m.f[2] <> '' then m.f[2] end order by m.n)
-              into v_old
-              from regexp_matches(OLD::text, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
-                   with ordinality as m(f, n);
-            if TG_OP = 'DELETE' then
-                v_row := v_old;
-            end if;
-        end if;
-        v_interesting := true;
-        if TG_OP = 'UPDATE' then
-            if strpos(c[17], 'j') > 0 then
-                v_jo := pg_catalog.to_jsonb(OLD);
-                v_jn := pg_catalog.to_jsonb(NEW);
-            end if;
-            select coalesce(bool_or(x.ch) filter (where x.k), false),
-                   coalesce(bool_or(x.ch) filter (where x.inc), false),
-                   coalesce(bool_or(x.ch) filter (where not x.inc), false),
-                   string_agg(x.sn || '=' || coalesce(pg_catalog.quote_literal(x.n), 'NULL'), ',' order by x.i)
-                       filter (where x.inc and x.ch)
-              into v_pkchg, v_chg_int, v_chg_ign, v_set
-              from (select u.i, substr(c[15], u.i::int, 1) = '1' as inc, substr(c[16], u.i::int, 1) = '1' as k,
-                           u.sn, u.n,
-                           case when substr(c[17], u.i::int, 1) = 'j' then (v_jo -> u.rn) is distinct from (v_jn -> u.rn)
-                                else u.o is distinct from u.n end as ch
-                      from unnest(c[19]::text[], c[22]::text[], v_old, v_new) with ordinality as u(rn, sn, o, n, i)) x;
-            if v_pkchg then
-                raise exception 'primary key update not allowed';
-            end if;
-            v_interesting := c[26] = '0' or v_chg_int or not v_chg_ign;
-        end if;
-        if v_interesting then
-            if '@FMT@' = 'sql' then
-                if TG_OP = 'INSERT' then
-                    select c[24] || coalesce(string_agg(coalesce(pg_catalog.quote_literal(u.v), 'null'), ',' order by u.i), '') || ')'
-                      into v_data
-                      from unnest(v_row) with ordinality as u(v, i)
-                     where substr(c[15], u.i::int, 1) = '1';
-                else
-                    select coalesce(string_agg(u.sn || '=' || pg_catalog.quote_literal(u.v), ' and ' order by u.i), ''),
-                           coalesce(bool_or(u.v is null), false)
-                      into v_data, v_keynull
-                      from unnest(c[22]::text[], v_old) with ordinality as u(sn, v, i)
-                     where substr(c[16], u.i::int, 1) = '1';
-                    if TG_OP = 'UPDATE' then
-                        if v_set is null and c[25] = '0' then
-                            v_keynull := true;
-                        end if;
-                        v_data := coalesce(v_set, (c[22]::text[])[c[25]::int] || '='
-                                  || pg_catalog.quote_literal(v_new[c[25]::int]), '') || ' where ' || v_data;
-                    end if;
-                end if;
+        if TG_OP <> 'UPDATE' and c[11] = '000000' then
+            -- INSERT/DELETE without magic columns: parse and encode in one query
+            v_src := case when TG_OP = 'DELETE' then OLD::text else NEW::text end;
+            v_interesting := true;
+            if '@FMT@' = 'logu' then
+                v_names := c[20]::text[];
+                select coalesce(string_agg(v_names[u.n] || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
+                                  then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.n), '')
+                  into v_data
+                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
+                                        when m.f[2] <> '' then m.f[2] end as v
+                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                               with ordinality as m(f, n)) u
+                 where substr(c[15], u.n::int, 1) = '1';
             elsif '@FMT@' = 'json' then
+                v_names := c[21]::text[];
+                v_rnames := c[19]::text[];
                 if strpos(c[18], 'v') > 0 then
                     v_j := case when TG_OP = 'DELETE' then pg_catalog.to_json(OLD) else pg_catalog.to_json(NEW) end;
                 end if;
-                select '{' || coalesce(string_agg(u.jn || case when substr(c[18], u.i::int, 1) = 'v'
-                                 then coalesce((v_j -> u.rn)::text, 'null')
-                                 else coalesce(pg_catalog.to_json(u.v)::text, 'null') end, ',' order by u.i), '') || '}'
+                select '{' || coalesce(string_agg(v_names[u.n] || case when substr(c[18], u.n::int, 1) = 'v'
+                                 then coalesce((v_j -> v_rnames[u.n])::text, 'null')
+                                 else coalesce(pg_catalog.to_json(u.v)::text, 'null') end, ',' order by u.n), '') || '}'
                   into v_data
-                  from unnest(c[21]::text[], c[19]::text[], v_row) with ordinality as u(jn, rn, v, i)
-                 where substr(c[15], u.i::int, 1) = '1';
-            end if;
-            if '@FMT@' = 'logu' then
-                select coalesce(string_agg(u.un || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
-                                  then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.i), '')
+                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
+                                        when m.f[2] <> '' then m.f[2] end as v
+                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                               with ordinality as m(f, n)) u
+                 where substr(c[15], u.n::int, 1) = '1';
+            elsif TG_OP = 'INSERT' then
+                select c[24] || coalesce(string_agg(coalesce(pg_catalog.quote_literal(u.v), 'null'), ',' order by u.n), '') || ')'
                   into v_data
-                  from unnest(c[20]::text[], v_row) with ordinality as u(un, v, i)
-                 where substr(c[15], u.i::int, 1) = '1';
+                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
+                                        when m.f[2] <> '' then m.f[2] end as v
+                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                               with ordinality as m(f, n)) u
+                 where substr(c[15], u.n::int, 1) = '1';
+            else
+                v_names := c[22]::text[];
+                select coalesce(string_agg(v_names[u.n] || '=' || pg_catalog.quote_literal(u.v), ' and ' order by u.n), ''),
+                       coalesce(bool_or(u.v is null), false)
+                  into v_data, v_keynull
+                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
+                                        when m.f[2] <> '' then m.f[2] end as v
+                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                               with ordinality as m(f, n)) u
+                 where substr(c[16], u.n::int, 1) = '1';
             end if;
-            if TG_OP = 'UPDATE' and strpos(c[4], 'B') > 0 then
-                if '@FMT@' = 'json' then
+        else
+            -- UPDATE, or magic columns: the rows as arrays
+            if TG_OP <> 'DELETE' then
+                select array_agg(case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
+                                      when m.f[2] <> '' then m.f[2] end order by m.n)
+                  into v_new
+                  from regexp_matches(NEW::text, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                       with ordinality as m(f, n);
+                v_row := v_new;
+            end if;
+            if TG_OP <> 'INSERT' then
+                select array_agg(case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
+                                      when m.f[2] <> '' then m.f[2] end order by m.n)
+                  into v_old
+                  from regexp_matches(OLD::text, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                       with ordinality as m(f, n);
+                if TG_OP = 'DELETE' then
+                    v_row := v_old;
+                end if;
+            end if;
+            v_interesting := true;
+            if TG_OP = 'UPDATE' then
+                if strpos(c[17], 'j') > 0 then
+                    v_jo := pg_catalog.to_jsonb(OLD);
+                    v_jn := pg_catalog.to_jsonb(NEW);
+                end if;
+                select coalesce(bool_or(x.ch) filter (where x.k), false),
+                       coalesce(bool_or(x.ch) filter (where x.inc), false),
+                       coalesce(bool_or(x.ch) filter (where not x.inc), false),
+                       string_agg(x.sn || '=' || coalesce(pg_catalog.quote_literal(x.n), 'NULL'), ',' order by x.i)
+                           filter (where x.inc and x.ch)
+                  into v_pkchg, v_chg_int, v_chg_ign, v_set
+                  from (select u.i, substr(c[15], u.i::int, 1) = '1' as inc, substr(c[16], u.i::int, 1) = '1' as k,
+                               u.sn, u.n,
+                               case when substr(c[17], u.i::int, 1) = 'j' then (v_jo -> u.rn) is distinct from (v_jn -> u.rn)
+                                    else u.o is distinct from u.n end as ch
+                          from unnest(c[19]::text[], c[22]::text[], v_old, v_new) with ordinality as u(rn, sn, o, n, i)) x;
+                if v_pkchg then
+                    raise exception 'primary key update not allowed';
+                end if;
+                v_interesting := c[26] = '0' or v_chg_int or not v_chg_ign;
+            end if;
+            if v_interesting then
+                if '@FMT@' = 'sql' then
+                    if TG_OP = 'INSERT' then
+                        select c[24] || coalesce(string_agg(coalesce(pg_catalog.quote_literal(u.v), 'null'), ',' order by u.i), '') || ')'
+                          into v_data
+                          from unnest(v_row) with ordinality as u(v, i)
+                         where substr(c[15], u.i::int, 1) = '1';
+                    else
+                        select coalesce(string_agg(u.sn || '=' || pg_catalog.quote_literal(u.v), ' and ' order by u.i), ''),
+                               coalesce(bool_or(u.v is null), false)
+                          into v_data, v_keynull
+                          from unnest(c[22]::text[], v_old) with ordinality as u(sn, v, i)
+                         where substr(c[16], u.i::int, 1) = '1';
+                        if TG_OP = 'UPDATE' then
+                            if v_set is null and c[25] = '0' then
+                                v_keynull := true;
+                            end if;
+                            v_data := coalesce(v_set, (c[22]::text[])[c[25]::int] || '='
+                                      || pg_catalog.quote_literal(v_new[c[25]::int]), '') || ' where ' || v_data;
+                        end if;
+                    end if;
+                elsif '@FMT@' = 'json' then
                     if strpos(c[18], 'v') > 0 then
-                        v_j := pg_catalog.to_json(OLD);
+                        v_j := case when TG_OP = 'DELETE' then pg_catalog.to_json(OLD) else pg_catalog.to_json(NEW) end;
                     end if;
                     select '{' || coalesce(string_agg(u.jn || case when substr(c[18], u.i::int, 1) = 'v'
                                      then coalesce((v_j -> u.rn)::text, 'null')
                                      else coalesce(pg_catalog.to_json(u.v)::text, 'null') end, ',' order by u.i), '') || '}'
-                      into v_backup
-                      from unnest(c[21]::text[], c[19]::text[], v_old) with ordinality as u(jn, rn, v, i)
-                     where substr(c[15], u.i::int, 1) = '1';
-                else
-                    select coalesce(string_agg(u.un || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
-                                      then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.i), '')
-                      into v_backup
-                      from unnest(c[20]::text[], v_old) with ordinality as u(un, v, i)
+                      into v_data
+                      from unnest(c[21]::text[], c[19]::text[], v_row) with ordinality as u(jn, rn, v, i)
                      where substr(c[15], u.i::int, 1) = '1';
                 end if;
-            end if;
-            if c[11] <> '000000' then
-                v_mpos := c[23]::int[];
-                o_type := v_row[v_mpos[1]];
-                o_data := v_row[v_mpos[2]];
-                o_e1 := v_row[v_mpos[3]];
-                o_e2 := v_row[v_mpos[4]];
-                o_e3 := v_row[v_mpos[5]];
-                o_e4 := v_row[v_mpos[6]];
+                if '@FMT@' = 'logu' then
+                    select coalesce(string_agg(u.un || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
+                                      then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.i), '')
+                      into v_data
+                      from unnest(c[20]::text[], v_row) with ordinality as u(un, v, i)
+                     where substr(c[15], u.i::int, 1) = '1';
+                end if;
+                if TG_OP = 'UPDATE' and strpos(c[4], 'B') > 0 then
+                    if '@FMT@' = 'json' then
+                        if strpos(c[18], 'v') > 0 then
+                            v_j := pg_catalog.to_json(OLD);
+                        end if;
+                        select '{' || coalesce(string_agg(u.jn || case when substr(c[18], u.i::int, 1) = 'v'
+                                         then coalesce((v_j -> u.rn)::text, 'null')
+                                         else coalesce(pg_catalog.to_json(u.v)::text, 'null') end, ',' order by u.i), '') || '}'
+                          into v_backup
+                          from unnest(c[21]::text[], c[19]::text[], v_old) with ordinality as u(jn, rn, v, i)
+                         where substr(c[15], u.i::int, 1) = '1';
+                    else
+                        select coalesce(string_agg(u.un || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
+                                          then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.i), '')
+                          into v_backup
+                          from unnest(c[20]::text[], v_old) with ordinality as u(un, v, i)
+                         where substr(c[15], u.i::int, 1) = '1';
+                    end if;
+                end if;
+                if c[11] <> '000000' then
+                    v_mpos := c[23]::int[];
+                    o_type := v_row[v_mpos[1]];
+                    o_data := v_row[v_mpos[2]];
+                    o_e1 := v_row[v_mpos[3]];
+                    o_e2 := v_row[v_mpos[4]];
+                    o_e3 := v_row[v_mpos[5]];
+                    o_e4 := v_row[v_mpos[6]];
+                end if;
             end if;
         end if;
     else
