@@ -462,9 +462,9 @@ START_TEST(test_producer_encodings)
 }
 END_TEST
 
-START_TEST(test_large_batch_streams_in_bounded_chunks)
+/* One batch of `total` events read in 1000-event chunks with bounded heap. */
+static void large_batch(int64_t total)
 {
-	const int64_t total = 100000;
 	const char *db = cs_db_with_queue("q");
 	Rec r = {.name = "large"};
 	PgqevConsumerConfig cfg;
@@ -482,8 +482,8 @@ START_TEST(test_large_batch_streams_in_bounded_chunks)
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
 	struct mallinfo2 after = mallinfo2();
 	cs_assert_exactly_once(&r, 0, total);
-	ck_assert_uint_eq(r.batches_seen, 1); /* one batch ... */
-	ck_assert_uint_eq(r.chunks, 100);     /* ... in fetch_size chunks */
+	ck_assert_uint_eq(r.batches_seen, 1);              /* one batch ... */
+	ck_assert_uint_eq(r.chunks, (size_t)total / 1000); /* ... in fetch_size chunks */
 	ck_assert_uint_eq(r.max_chunk, 1000);
 	/* the heap grew by the test's own record (3 arrays) plus bounded chunks */
 	size_t rec_bytes = r.cap * (2 * sizeof(int64_t) + sizeof(int));
@@ -491,6 +491,17 @@ START_TEST(test_large_batch_streams_in_bounded_chunks)
 		ck_assert_msg(after.uordblks - before.uordblks < rec_bytes + 8 * 1024 * 1024,
 			      "heap grew by %zu bytes", after.uordblks - before.uordblks);
 	rec_free(&r);
+}
+
+START_TEST(test_large_batch_streams_in_bounded_chunks)
+{
+	large_batch(100000);
+}
+END_TEST
+
+START_TEST(test_million_event_batch_streams_in_bounded_chunks)
+{
+	large_batch(1000000);
 }
 END_TEST
 
@@ -589,6 +600,12 @@ int main(void)
 	Suite *s = suite_create("consumer");
 	TCase *tc = pgt_tcase("consumer", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
+	if (getenv("PGQEV_TEST_SLOW")) { /* the 'slow' suite runs this binary again */
+		tcase_add_test(tc, test_million_event_batch_streams_in_bounded_chunks);
+		suite_add_tcase(s, tc);
+		PgtOptions slow = {.need_server = true};
+		return pgt_main(s, &slow);
+	}
 	tcase_add_test(tc, test_config_validation);
 	tcase_add_test(tc, test_every_event_once_across_ticks_and_rotations);
 	tcase_add_test(tc, test_retry_round_trip);
