@@ -14,6 +14,7 @@
  * and the NO_RELOAD rule. Any error frees the fresh struct; the caller's running
  * config is never touched.
  */
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +32,16 @@
 #include <ini.h>
 
 #include <pgqd-ev/pqev_config.h>
+
+/* Our line classification must agree with inih's; checked in cassert builds (fuzzed). */
+#ifdef PGQEV_CASSERT
+#define AGREES(x) assert(x)
+#else
+#define AGREES(x) ((void)0)
+#endif
+
+/* inih's section buffer size (it truncates longer names). */
+#define INIH_SECTION_BUF 50
 
 /* Config files are small; a bigger one is a mistake (a log file given as config). */
 #define MAX_FILE_SIZE (4 * 1024 * 1024)
@@ -96,6 +107,8 @@ typedef struct Loader {
 	bool in_section; /* some header was seen */
 	bool cur_bad;    /* current section unknown or malformed: keys are skipped */
 	Inst *cur;
+	char inih_section[INIH_SECTION_BUF]; /* what inih holds as the section */
+	char prev_name[INIH_SECTION_BUF];    /* what inih holds as the previous key */
 	long last_assign; /* index of the assignment a continuation extends, or -1 */
 
 	Inst **insts;
@@ -752,6 +765,7 @@ static char *find_stop(char *s, const char *chars)
 /* The line handed out before must have produced a handler call if it was a key. */
 static void finish_line(Loader *L)
 {
+	AGREES(L->kind != LINE_CONT || L->handler_called);
 	if (L->kind == LINE_KEY && !L->handler_called)
 		diag(L, PQEV_CONF_ERROR, L->lineno,
 		     L->cur_bad ? NULL : (L->cur ? L->cur->label : NULL), NULL,
@@ -795,6 +809,8 @@ static bool classify(Loader *L, char *line)
 			diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
 			     "unexpected text after the section header");
 		L->prev_key = false;
+		snprintf(L->inih_section, sizeof(L->inih_section), "%.*s", (int)(close - start - 1),
+			 start + 1);
 		a = start + 1;
 		b = close;
 		while (a < b && isspace((unsigned char)*a))
@@ -822,7 +838,7 @@ static char *reader(char *buf, int num, void *stream)
 {
 	Loader *L = stream;
 	const char *eol, *p;
-	size_t len, limit;
+	size_t len, limit, bom;
 
 	finish_line(L);
 	if (L->pos >= L->end)
@@ -836,10 +852,8 @@ static char *reader(char *buf, int num, void *stream)
 	len = (size_t)(eol - p);
 	if (len > 0 && p[len - 1] == '\r')
 		len--;
-	if (L->lineno == 1 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
-		p += 3;
-		len -= 3;
-	}
+	/* inih skips a BOM on line 1 itself (once); we classify what follows it */
+	bom = L->lineno == 1 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
 	limit = num > 1 ? (size_t)num - 1 : 0;
 	if (limit > PQEV_CONF_MAX_LINE)
 		limit = PQEV_CONF_MAX_LINE;
@@ -858,7 +872,9 @@ static char *reader(char *buf, int num, void *stream)
 	buf[len] = '\0';
 	{
 		char copy[PQEV_CONF_MAX_LINE + 1];
-		memcpy(copy, buf, len + 1);
+		if (len < bom)
+			bom = 0; /* the line was rejected and emptied */
+		memcpy(copy, buf + bom, len + 1 - bom);
 		if (classify(L, copy))
 			buf[0] = '\0';
 	}
@@ -872,7 +888,11 @@ static int handler(void *user, const char *section, const char *name, const char
 	int idx;
 	Assign *a;
 
-	(void)section; /* we track sections ourselves (inih truncates long ones) */
+	/* we track sections ourselves (inih truncates long ones), but must agree */
+	AGREES(strcmp(section, L->inih_section) == 0);
+	AGREES(L->kind == LINE_KEY || L->kind == LINE_CONT);
+	AGREES(L->kind != LINE_CONT || strcmp(name, L->prev_name) == 0);
+	(void)section;
 	L->handler_called = true;
 	if (L->kind == LINE_CONT) {
 		if (!L->cur_bad && L->last_assign >= 0 && !L->oom) {
@@ -893,6 +913,7 @@ static int handler(void *user, const char *section, const char *name, const char
 	}
 	/* inih continues only a non-empty previous name */
 	L->prev_key = name[0] != '\0';
+	snprintf(L->prev_name, sizeof(L->prev_name), "%s", name);
 	L->last_assign = -1;
 	if (name[0] == '\0') {
 		diag(L, PQEV_CONF_ERROR, L->lineno, L->cur ? L->cur->label : NULL, NULL,

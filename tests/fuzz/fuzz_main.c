@@ -3,7 +3,8 @@
  * in `meson test` with gcc (no libFuzzer). Arguments are files or directories;
  * each input is one TAP test point. `--mutate N SEED` additionally runs N random
  * mutations of the corpus inputs (byte flips, splices, inserted tokens), a
- * poor man's fuzzer for sanitizer builds without clang.
+ * poor man's fuzzer for sanitizer builds without clang. With FUZZ_SAVE=path each
+ * mutation is written there before it runs, so a crash leaves its input behind.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -166,6 +167,7 @@ int main(int argc, char **argv)
 {
 	long mutations = 0;
 	int i = 1, t = 0;
+	const char *save = getenv("FUZZ_SAVE");
 
 	if (argc > 3 && strcmp(argv[1], "--mutate") == 0) {
 		mutations = atol(argv[2]);
@@ -185,6 +187,14 @@ int main(int argc, char **argv)
 		static uint8_t buf[65536];
 		for (long m = 0; m < mutations; m++) {
 			size_t n = mutate(buf, sizeof(buf));
+			if (save) {
+				/* the input that crashes is the one left in the file */
+				FILE *f = fopen(save, "wb");
+				if (f) {
+					fwrite(buf, 1, n, f);
+					fclose(f);
+				}
+			}
 			LLVMFuzzerTestOneInput(buf, n);
 		}
 		printf("ok %d - %ld mutations\n", ++t, mutations);
