@@ -32,6 +32,7 @@
 #include <ini.h>
 
 #include <pgqd-ev/pqev_config.h>
+#include <pgqd-ev/pqev_log.h>
 
 /* Our line classification must agree with inih's; checked in cassert builds (fuzzed). */
 #ifdef PGQEV_CASSERT
@@ -1248,6 +1249,64 @@ fail:
 	diag(&L, PQEV_CONF_ERROR, 0, NULL, NULL, "cannot read the configuration file: %s",
 	     ret == -EFBIG ? "larger than 4 MB" : strerror(-ret));
 	return ret;
+}
+
+/* ---- display ---- */
+
+static void write_section(const PqevConfSection *sec, const void *data, const char *label,
+			  FILE *out)
+{
+	fprintf(out, "[%s]\n", label);
+	for (const PqevConfKey *k = sec->keys; k && k->key; k++) {
+		const void *f = (const char *)data + k->offset;
+		char buf[1024];
+		if ((k->type == PQEV_CT_STRING || k->type == PQEV_CT_PATH) && !*(char *const *)f) {
+			fprintf(out, "; %s is unset\n", k->key);
+		} else if (k->type == PQEV_CT_SECONDS &&
+			   *(const usec_t *)f == PQEV_CONF_UNSET_USEC) {
+			fprintf(out, "; %s is unset\n", k->key);
+		} else if (k->flags & PQEV_CF_SECRET) {
+			fprintf(out, "%s = (hidden)\n", k->key);
+		} else if (k->type == PQEV_CT_STRING || k->type == PQEV_CT_PATH) {
+			char *clean = pqev_log_scrub_dup(*(char *const *)f);
+			fprintf(out, "%s = %s\n", k->key, clean ? clean : "(out of memory)");
+			free(clean);
+		} else {
+			field_format(buf, sizeof(buf), data, k);
+			if (k->type == PQEV_CT_SECONDS) {
+				/* "1.500000" -> "1.5", "60.000000" -> "60" */
+				char *e = buf + strlen(buf);
+				while (e > buf && e[-1] == '0')
+					*--e = '\0';
+				if (e > buf && e[-1] == '.')
+					*--e = '\0';
+			}
+			fprintf(out, "%s = %s\n", k->key, buf);
+		}
+	}
+}
+
+int pqev_conf_write(const PqevConfSchema *schema, const void *cfg, FILE *out)
+{
+	for (const PqevConfSection *sec = schema->sections; sec->name; sec++) {
+		if (sec->flags & PQEV_CS_REPEATED) {
+			const PqevConfArray *arr =
+				(const PqevConfArray *)((const char *)cfg + sec->offset);
+			for (size_t i = 0; i < arr->count; i++) {
+				const char *e = (const char *)arr->items + i * sec->elem_size;
+				char label[256];
+				snprintf(label, sizeof(label), "%s %s", sec->name,
+					 *(char *const *)(e + sec->name_offset));
+				fputc('\n', out);
+				write_section(sec, e, label, out);
+			}
+		} else {
+			if (sec != schema->sections)
+				fputc('\n', out);
+			write_section(sec, (const char *)cfg + sec->offset, sec->name, out);
+		}
+	}
+	return ferror(out) ? -EIO : 0;
 }
 
 /* ---- validator helpers ---- */

@@ -531,6 +531,45 @@ START_TEST(test_parse_helpers)
 }
 END_TEST
 
+START_TEST(test_write_effective_config)
+{
+	TCfg *c = load_ok("[pgqd]\nbase_connstr = host=h password=pw\npassword = sekrit\n"
+			  "ticker_period = 1.5\ndatabase_list = a, b\n"
+			  "[cluster:e]\nconnstr = x\n");
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	TCfg *again;
+	ck_assert_int_eq(pqev_conf_write(&schema, c, f), 0);
+	fclose(f);
+	ck_assert_str_eq(text, "[pgqd]\n"
+			       "base_connstr = host=h password=***\n"
+			       "; logfile is unset\n"
+			       "; pidfile is unset\n"
+			       "password = (hidden)\n"
+			       "database_list = a,b\n"
+			       "max_connects = 20\n"
+			       "ticker_period = 1.5\n"
+			       "; optional_period is unset\n"
+			       "syslog = on\n"
+			       "syslog_facility = daemon\n"
+			       "mode = safe\n"
+			       "\n"
+			       "[cluster e]\n"
+			       "connstr = x\n"
+			       "databases = \n"
+			       "; period is unset\n"
+			       "weight = 1\n");
+	/* what it writes loads again */
+	again = load_ok(text);
+	ck_assert_uint_eq(again->ticker_period, c->ticker_period);
+	ck_assert_uint_eq(again->clusters.count, 1);
+	pqev_conf_free(&schema, again);
+	pqev_conf_free(&schema, c);
+	free(text);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -550,6 +589,7 @@ int main(void)
 	tcase_add_test(tc, test_reload_semantics);
 	tcase_add_test(tc, test_file_loading);
 	tcase_add_test(tc, test_parse_helpers);
+	tcase_add_test(tc, test_write_effective_config);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, NULL);
 }

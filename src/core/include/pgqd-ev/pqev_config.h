@@ -37,6 +37,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <pgqd-ev/pqev_common.h>
 
@@ -187,6 +188,15 @@ int pqev_conf_load_string(const PqevConfSchema *schema, const char *text, const 
 
 /* Free a struct from pqev_conf_load_* (NULL allowed). Returns NULL. */
 void *pqev_conf_free(const PqevConfSchema *schema, void *cfg);
+
+/*
+ * Write the effective values of `cfg` as ini text to `out`, for --check and debug
+ * logs: every key of every section, defaults included; SECRET values show as
+ * "(hidden)", conninfo passwords inside strings as "***", unset values as a
+ * comment. For display: long values are not split into continuation lines.
+ * Returns 0 or -EIO.
+ */
+int pqev_conf_write(const PqevConfSchema *schema, const void *cfg, FILE *out) PQEV_MUSTCHECK;
 
 /*
  * For validators: report an error (or warning) about `key` (may be NULL) of the
