@@ -41,7 +41,7 @@ begin
             'pgq.event_retry_raw(text,text,timestamptz,bigint,timestamptz,integer,text,text,text,text,text,text)',
             -- pgqd-ev internals that pgq_admin's invoker functions call
             'pgq._insert_static(integer,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
-            'pgq._insert_checked(text,text,text,integer,boolean,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
+            'pgq._insert_checked(text,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
             'pgq._regen_insert_paths()']),
         ('public', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription']),
         ('pgq_reader', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription',

@@ -28,9 +28,10 @@ declare
     i integer;
 begin
     if lo = hi then
-        res := 'if qid = ' || ids[lo] || ' then id := nextval('
-            || quote_literal(pgq.quote_fqname('pgq.event_' || ids[lo] || '_id_seq')) || '::regclass); '
-            || 'if ev_id is not null then id := ev_id; end if; ';
+        res := 'if qid = ' || ids[lo] || ' then id := coalesce(ev_id, nextval('
+            || quote_literal(pgq.quote_fqname('pgq.event_' || ids[lo] || '_id_seq')) || '::regclass)); '
+            || 'if ev_id is not null then perform nextval('
+            || quote_literal(pgq.quote_fqname('pgq.event_' || ids[lo] || '_id_seq')) || '::regclass); end if; ';
         for i in 0 .. ntables[lo] - 1 loop
             res := res || case when i = 0 then 'if' else 'elsif' end || ' cur = ' || i || ' then '
                 || 'insert into ' || pgq.quote_fqname('pgq.event_' || ids[lo] || '_' || i)
@@ -75,73 +76,79 @@ begin
 end;
 $$;
 
--- The general path: sequence by name, the disabled-queue and per-transaction checks,
--- and an INSERT planned now.
+-- The general path, in PgQ's order: look the queue up and bump its sequence by name
+-- in one query (even when the insert is then refused: PgQ's tests rely on the
+-- skipped id), the disabled-queue and per-transaction checks, an INSERT planned now.
 create or replace function pgq._insert_checked(
-    queue_name text, event_seq text, data_pfx text, cur integer,
-    disable_insert boolean, tx_limit integer,
-    ev_id bigint, ev_time timestamptz, ev_owner integer, ev_retry integer, ev_type text, ev_data text,
-    ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
+    queue_name text, ev_id bigint, ev_time timestamptz, ev_owner integer, ev_retry integer,
+    ev_type text, ev_data text, ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
 returns bigint language plpgsql
 set search_path = pg_catalog, pg_temp as $$
 declare
-    seq_id bigint := nextval(event_seq);   -- even when refused below: PgQ's tests rely on it
+    q record;
     n bigint;
 begin
-    if disable_insert and current_setting('session_replication_role') <> 'replica' then
+    if queue_name is null then
+        raise exception 'Queue name must not be NULL';
+    end if;
+    select x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert, x.queue_per_tx_limit,
+           x.queue_low_latency, nextval(x.queue_event_seq) as seq_id
+      into q from pgq.queue x where x.queue_name = _insert_checked.queue_name;
+    if not found then
+        raise exception 'No such queue';
+    end if;
+    if q.queue_disable_insert and current_setting('session_replication_role') <> 'replica' then
         raise exception 'Insert into queue disallowed';
     end if;
-    if tx_limit is not null then
+    if q.queue_per_tx_limit is not null then
         -- as PgQ's C insert: counted over all the queue's tables
-        execute 'select count(*) from ' || pgq.quote_fqname(data_pfx)
+        execute 'select count(*) from ' || pgq.quote_fqname(q.queue_data_pfx)
             || ' where ev_txid = pg_catalog.txid_current()' into n;
-        if n >= tx_limit then
-            raise exception 'Queue ''%'' allows max % events from one TX', queue_name, tx_limit;
+        if n >= q.queue_per_tx_limit then
+            raise exception 'Queue ''%'' allows max % events from one TX', queue_name, q.queue_per_tx_limit;
         end if;
     end if;
-    execute 'insert into ' || pgq.quote_fqname(data_pfx || '_' || cur)
+    execute 'insert into ' || pgq.quote_fqname(q.queue_data_pfx || '_' || q.queue_cur_table)
         || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
         || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
         || ' values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)'
-        using coalesce(ev_id, seq_id), ev_time, ev_owner, ev_retry, ev_type, ev_data,
+        using coalesce(ev_id, q.seq_id), ev_time, ev_owner, ev_retry, ev_type, ev_data,
               ev_extra1, ev_extra2, ev_extra3, ev_extra4;
-    return coalesce(ev_id, seq_id);
+    if q.queue_low_latency then
+        perform pg_notify('pgq.wake', case when octet_length(queue_name) <= 7000 then queue_name else '' end);
+    end if;
+    return coalesce(ev_id, q.seq_id);
 end;
 $$;
 
--- The three producing entry points below share one body (kept identical on purpose:
--- a nested PL/pgSQL call per event costs measurable throughput).
+-- The three producing entry points: one query finds the queue and, for an ordinary
+-- queue, inserts through the generated static path; anything else (unknown or
+-- NULL queue, disabled queue, per-transaction limit, no static path) goes to
+-- pgq._insert_checked(). Each PL/pgSQL expression costs per transaction, so the
+-- bodies are kept this small and repeated rather than shared.
 create or replace function pgq.insert_event_raw(
     queue_name text, ev_id bigint, ev_time timestamptz, ev_owner integer, ev_retry integer,
     ev_type text, ev_data text, ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
 returns int8 language plpgsql as $$
 declare
-    q record;
     id bigint;
+    wake boolean;
 begin
-    if queue_name is null then
-        raise exception 'Queue name must not be NULL';
-    end if;
-    select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
-           x.queue_per_tx_limit, x.queue_low_latency, x.queue_event_seq
-      into q from pgq.queue x where x.queue_name = insert_event_raw.queue_name;
-    if not found then
-        raise exception 'No such queue';
-    end if;
-    if not (q.queue_disable_insert or q.queue_per_tx_limit is not null) then
-        id := pgq._insert_static(q.queue_id, q.queue_cur_table, insert_event_raw.ev_id,
-                 coalesce(insert_event_raw.ev_time, now()), insert_event_raw.ev_owner, insert_event_raw.ev_retry,
-                 insert_event_raw.ev_type, insert_event_raw.ev_data, insert_event_raw.ev_extra1,
-                 insert_event_raw.ev_extra2, insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
-    end if;
+    select pgq._insert_static(x.queue_id, x.queue_cur_table, insert_event_raw.ev_id, coalesce(insert_event_raw.ev_time, now()),
+               insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
+               insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
+               insert_event_raw.ev_extra3, insert_event_raw.ev_extra4),
+           x.queue_low_latency
+      into id, wake
+      from pgq.queue x
+     where x.queue_name = insert_event_raw.queue_name and not x.queue_disable_insert and x.queue_per_tx_limit is null;
     if id is null then
-        id := pgq._insert_checked(insert_event_raw.queue_name, q.queue_event_seq, q.queue_data_pfx, q.queue_cur_table,
-                                  q.queue_disable_insert, q.queue_per_tx_limit, insert_event_raw.ev_id,
-                 coalesce(insert_event_raw.ev_time, now()), insert_event_raw.ev_owner, insert_event_raw.ev_retry,
-                 insert_event_raw.ev_type, insert_event_raw.ev_data, insert_event_raw.ev_extra1,
-                 insert_event_raw.ev_extra2, insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
+        return pgq._insert_checked(insert_event_raw.queue_name, insert_event_raw.ev_id, coalesce(insert_event_raw.ev_time, now()),
+               insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
+               insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
+               insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
     end if;
-    if q.queue_low_latency then
+    if wake then
         -- one wake-up per transaction: NOTIFY folds identical payloads
         perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event_raw.queue_name) <= 7000
                                                       then insert_event_raw.queue_name else '' end);
@@ -157,30 +164,20 @@ create or replace function pgq.insert_event(
 returns bigint language plpgsql security definer
 set search_path = pg_catalog, pg_temp as $$
 declare
-    q record;
     id bigint;
+    wake boolean;
 begin
-    if queue_name is null then
-        raise exception 'Queue name must not be NULL';
-    end if;
-    select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
-           x.queue_per_tx_limit, x.queue_low_latency, x.queue_event_seq
-      into q from pgq.queue x where x.queue_name = insert_event.queue_name;
-    if not found then
-        raise exception 'No such queue';
-    end if;
-    if not (q.queue_disable_insert or q.queue_per_tx_limit is not null) then
-        id := pgq._insert_static(q.queue_id, q.queue_cur_table, null, now(), null, null, insert_event.ev_type,
-                 insert_event.ev_data, insert_event.ev_extra1, insert_event.ev_extra2,
-                 insert_event.ev_extra3, insert_event.ev_extra4);
-    end if;
+    select pgq._insert_static(x.queue_id, x.queue_cur_table, null, now(), null, null, insert_event.ev_type, insert_event.ev_data,
+               insert_event.ev_extra1, insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4),
+           x.queue_low_latency
+      into id, wake
+      from pgq.queue x
+     where x.queue_name = insert_event.queue_name and not x.queue_disable_insert and x.queue_per_tx_limit is null;
     if id is null then
-        id := pgq._insert_checked(insert_event.queue_name, q.queue_event_seq, q.queue_data_pfx, q.queue_cur_table,
-                                  q.queue_disable_insert, q.queue_per_tx_limit, null, now(), null, null, insert_event.ev_type,
-                 insert_event.ev_data, insert_event.ev_extra1, insert_event.ev_extra2,
-                 insert_event.ev_extra3, insert_event.ev_extra4);
+        return pgq._insert_checked(insert_event.queue_name, null, now(), null, null, insert_event.ev_type, insert_event.ev_data,
+               insert_event.ev_extra1, insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4);
     end if;
-    if q.queue_low_latency then
+    if wake then
         -- one wake-up per transaction: NOTIFY folds identical payloads
         perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
                                                       then insert_event.queue_name else '' end);
@@ -193,28 +190,20 @@ create or replace function pgq.insert_event(queue_name text, ev_type text, ev_da
 returns bigint language plpgsql security definer
 set search_path = pg_catalog, pg_temp as $$
 declare
-    q record;
     id bigint;
+    wake boolean;
 begin
-    if queue_name is null then
-        raise exception 'Queue name must not be NULL';
-    end if;
-    select x.queue_id, x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert,
-           x.queue_per_tx_limit, x.queue_low_latency, x.queue_event_seq
-      into q from pgq.queue x where x.queue_name = insert_event.queue_name;
-    if not found then
-        raise exception 'No such queue';
-    end if;
-    if not (q.queue_disable_insert or q.queue_per_tx_limit is not null) then
-        id := pgq._insert_static(q.queue_id, q.queue_cur_table, null, now(), null, null, insert_event.ev_type,
-                 insert_event.ev_data, null, null, null, null);
-    end if;
+    select pgq._insert_static(x.queue_id, x.queue_cur_table, null, now(), null, null, insert_event.ev_type, insert_event.ev_data,
+               null, null, null, null),
+           x.queue_low_latency
+      into id, wake
+      from pgq.queue x
+     where x.queue_name = insert_event.queue_name and not x.queue_disable_insert and x.queue_per_tx_limit is null;
     if id is null then
-        id := pgq._insert_checked(insert_event.queue_name, q.queue_event_seq, q.queue_data_pfx, q.queue_cur_table,
-                                  q.queue_disable_insert, q.queue_per_tx_limit, null, now(), null, null, insert_event.ev_type,
-                 insert_event.ev_data, null, null, null, null);
+        return pgq._insert_checked(insert_event.queue_name, null, now(), null, null, insert_event.ev_type, insert_event.ev_data,
+               null, null, null, null);
     end if;
-    if q.queue_low_latency then
+    if wake then
         -- one wake-up per transaction: NOTIFY folds identical payloads
         perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
                                                       then insert_event.queue_name else '' end);
