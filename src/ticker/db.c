@@ -4,8 +4,10 @@
  * and retry rounds in between ticks.
  *
  * Scheduling: tick k of a database is due at start + phase + k * ticker_period,
- * where phase is random in [0, period) per database so a thousand databases do
- * not tick in one burst. A late tick never shifts the grid (no drift); grid
+ * where phase is one of the period's slots (PHASE_SLOT apart), picked at random
+ * per database: a thousand databases do not tick in one burst, yet the databases
+ * of one slot share a loop wake-up (one wake-up per tick is what made spreading
+ * cost more CPU than pgqd's single burst). A late tick never shifts the grid (no drift); grid
  * points missed entirely (the database was slow) are skipped and counted, never
  * made up in a burst. Wake-ups (LISTEN "pgq.wake") add ticks between grid
  * points, at most one per wake_min_interval.
@@ -40,6 +42,9 @@ const char *db_state_name(DbState st)
 	return st < DB_NSTATES ? state_names[st] : "?";
 }
 
+/* Distance between two tick phases of a period. */
+#define PHASE_SLOT (50 * USEC_PER_MSEC)
+
 /* One generator for phases and re-check jitter; seeded from the clock. */
 static PqevBackoff rng;
 static bool rng_ready;
@@ -51,6 +56,15 @@ static usec_t jitter(usec_t lo, usec_t hi)
 		rng_ready = true;
 	}
 	return pqev_backoff_jitter(&rng, lo, hi);
+}
+
+static usec_t pick_phase(usec_t period)
+{
+	usec_t slots = period / PHASE_SLOT;
+
+	if (slots <= 1)
+		return 0;
+	return jitter(0, slots - 1) * PHASE_SLOT;
 }
 
 /* The layer's messages start with "<label>: "; log them under our [label] context. */
@@ -102,7 +116,7 @@ Db *db_new(Cluster *cl, const char *name)
 	db->state = DB_CONNECTING;
 	t->stats.by_state[DB_CONNECTING]++;
 	db->next_maint = db->next_retry = db->next_check = USEC_INFINITY;
-	db->phase = jitter(0, cl->ticker_period - 1);
+	db->phase = pick_phase(cl->ticker_period);
 	return db;
 fail:
 	if (db->timer)
@@ -697,7 +711,7 @@ void db_apply_settings(Db *db, bool reconnect)
 	usec_t now = pqev_clock_now();
 
 	if (db->phase >= db->cl->ticker_period)
-		db->phase = jitter(0, db->cl->ticker_period - 1);
+		db->phase = pick_phase(db->cl->ticker_period);
 	if (db->state == DB_RUNNING)
 		db->next_tick = grid_next(db, now);
 	if (db->next_maint != USEC_INFINITY && db->next_maint > now + db->cl->maint_period)
