@@ -43,6 +43,31 @@
 
 /* Config files are small; a bigger one is a mistake (a log file given as config). */
 #define MAX_FILE_SIZE (4 * 1024 * 1024)
+/* %include nesting limit (as pgqd's), and files per load (so a file including
+ * another many times cannot blow up). */
+#define MAX_INCLUDE_DEPTH 10
+#define MAX_INCLUDES      256
+
+/* A file or string being read; the top one is the loaded file itself. */
+typedef struct Source {
+	int name_idx; /* into Loader.names */
+	char *buf;    /* owned file content, NULL for the caller's string */
+	const char *pos, *end;
+	int lineno; /* last line read, 1-based */
+	dev_t dev;  /* identity, to refuse include cycles */
+	ino_t ino;
+} Source;
+
+/*
+ * Lines are numbered globally across included files ("line" everywhere below);
+ * a segment maps the global lines from gstart on to a file and its own numbering,
+ * until the next segment.
+ */
+typedef struct Segment {
+	int gstart;
+	int name_idx;
+	int lstart;
+} Segment;
 
 /* One section as it appears in the file (single sections appear once even if
  * their header is repeated). */
@@ -72,15 +97,20 @@ typedef enum LineKind {
 
 typedef struct Loader {
 	const PqevConfSchema *schema;
-	const char *file;
 	PqevConfReportFn report;
 	void *arg;
 	int errors;
 	bool oom;
 
 	/* reader */
-	const char *pos, *end;
-	int lineno;
+	Source src[MAX_INCLUDE_DEPTH + 1];
+	int depth;
+	char **names; /* every file read, [0] the loaded one */
+	int nincludes;
+	size_t nnames;
+	Segment *segs;
+	size_t nsegs, capsegs;
+	int lineno; /* global line number of the current line */
 	LineKind kind;
 	bool handler_called;
 	bool prev_key;   /* inih has a previous key name (continuations possible) */
@@ -114,6 +144,7 @@ static void vdiag(Loader *L, PqevConfSeverity sev, int line, const char *section
 		  const char *fmt, va_list ap)
 {
 	char cause[512], msg[1024], where[64] = "";
+	const char *file;
 	PqevConfDiag d;
 	int n;
 
@@ -122,9 +153,18 @@ static void vdiag(Loader *L, PqevConfSeverity sev, int line, const char *section
 	if (!L->report)
 		return;
 	vsnprintf(cause, sizeof(cause), fmt, ap);
-	if (line > 0)
+	file = L->nnames ? L->names[0] : "?";
+	if (line > 0) {
+		size_t i = L->nsegs;
+		while (i > 0 && L->segs[i - 1].gstart > line)
+			i--;
+		if (i > 0) {
+			file = L->names[L->segs[i - 1].name_idx];
+			line = L->segs[i - 1].lstart + (line - L->segs[i - 1].gstart);
+		}
 		snprintf(where, sizeof(where), ":%d", line);
-	n = snprintf(msg, sizeof(msg), "%s%s:", L->file, where);
+	}
+	n = snprintf(msg, sizeof(msg), "%s%s:", file, where);
 	if (section && n >= 0 && (size_t)n < sizeof(msg))
 		n += snprintf(msg + n, sizeof(msg) - n, " [%s]", section);
 	if (key && n >= 0 && (size_t)n < sizeof(msg))
@@ -132,7 +172,7 @@ static void vdiag(Loader *L, PqevConfSeverity sev, int line, const char *section
 	if (n >= 0 && (size_t)n < sizeof(msg))
 		snprintf(msg + n, sizeof(msg) - n, " %s", cause);
 	d.severity = sev;
-	d.file = L->file;
+	d.file = file;
 	d.line = line;
 	d.section = section;
 	d.key = key;
@@ -304,6 +344,8 @@ static void finish_line(Loader *L)
 	L->handler_called = false;
 }
 
+static void include_file(Loader *L, const char *arg);
+
 /* Classify a line as inih will; returns true if inih must not see it. */
 static bool classify(Loader *L, char *line)
 {
@@ -353,10 +395,11 @@ static bool classify(Loader *L, char *line)
 			hdr[b - a] = '\0';
 			open_section(L, hdr, L->lineno);
 		}
-	} else if (strncmp(start, "%include", 8) == 0) {
-		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
-		     "%%include is not supported; put the keys in this file");
+	} else if (strncmp(start, "%include", 8) == 0 &&
+		   (start[8] == '\0' || isspace((unsigned char)start[8]))) {
+		/* the lines of the included file follow, as if written here */
 		L->kind = LINE_BLANK;
+		include_file(L, start + 8);
 		return true;
 	} else {
 		L->kind = LINE_KEY;
@@ -364,26 +407,235 @@ static bool classify(Loader *L, char *line)
 	return false;
 }
 
+/* Record that global lines from the next one on come from source `S`. */
+static void add_segment(Loader *L, const Source *S)
+{
+	if (L->nsegs == L->capsegs) {
+		size_t ncap = L->capsegs ? L->capsegs * 2 : 8;
+		Segment *n = realloc(L->segs, ncap * sizeof(*n));
+		if (!n) {
+			oom(L);
+			return;
+		}
+		L->segs = n;
+		L->capsegs = ncap;
+	}
+	L->segs[L->nsegs].gstart = L->lineno + 1;
+	L->segs[L->nsegs].name_idx = S->name_idx;
+	L->segs[L->nsegs].lstart = S->lineno + 1;
+	L->nsegs++;
+}
+
+static int add_name(Loader *L, const char *name)
+{
+	char **n = realloc(L->names, (L->nnames + 1) * sizeof(*n));
+	if (!n)
+		return -1;
+	L->names = n;
+	n[L->nnames] = strdup(name);
+	if (!n[L->nnames])
+		return -1;
+	return (int)L->nnames++;
+}
+
+/*
+ * Read a whole file (up to MAX_FILE_SIZE). The loaded file may be a pipe
+ * (`--check <(...)`); an included one must be a regular file, so a stray
+ * `%include /dev/stdin` cannot block the loader.
+ */
+static int read_file(const char *path, bool regular_only, char **out, size_t *outlen,
+		     struct stat *id)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t got = 0, cap = 0;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ret = -EISDIR;
+		goto fail;
+	}
+	if (regular_only && !S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	for (;;) {
+		ssize_t n;
+		if (got == cap) {
+			char *nb;
+			if (cap > MAX_FILE_SIZE) {
+				ret = -EFBIG;
+				goto fail;
+			}
+			cap = cap ? cap * 2 : (S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096);
+			nb = realloc(buf, cap);
+			if (!nb) {
+				ret = -ENOMEM;
+				goto fail;
+			}
+			buf = nb;
+		}
+		n = read(fd, buf + got, cap - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got > MAX_FILE_SIZE) {
+		ret = -EFBIG;
+		goto fail;
+	}
+	close(fd);
+	*out = buf;
+	*outlen = got;
+	*id = st;
+	return 0;
+fail:
+	close(fd);
+	free(buf);
+	return ret;
+}
+
+static const char *read_error(int err)
+{
+	if (err == -EFBIG)
+		return "larger than 4 MB";
+	if (err == -EINVAL)
+		return "not a regular file";
+	return strerror(-err);
+}
+
+/*
+ * `%include PATH`: push the file as the source of the next lines. A relative
+ * PATH is taken from the including file's directory (pgqd took it from the
+ * current directory, which under a service manager is "/").
+ */
+static void include_file(Loader *L, const char *arg)
+{
+	const char *cur = L->names[L->src[L->depth].name_idx], *slash;
+	char *path = NULL, *expanded, *buf;
+	struct stat st;
+	size_t len;
+	Source *S;
+	int r, idx;
+
+	while (*arg && isspace((unsigned char)*arg))
+		arg++;
+	if (*arg == '\0') {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL, "%%include needs a file name");
+		return;
+	}
+	if (L->depth >= MAX_INCLUDE_DEPTH) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+		     "%%include nested more than %d deep", MAX_INCLUDE_DEPTH);
+		return;
+	}
+	expanded = pqev_conf_expand_path(arg);
+	if (!expanded) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL, "%%include %s: cannot expand '~'",
+		     arg);
+		return;
+	}
+	slash = strrchr(cur, '/');
+	if (expanded[0] != '/' && slash) {
+		path = malloc((size_t)(slash - cur) + 2 + strlen(expanded));
+		if (path)
+			sprintf(path, "%.*s/%s", (int)(slash - cur), cur, expanded);
+		free(expanded);
+	} else {
+		path = expanded;
+	}
+	if (!path) {
+		oom(L);
+		return;
+	}
+	if (++L->nincludes > MAX_INCLUDES) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+		     "%%include %s: more than %d included files", path, MAX_INCLUDES);
+		free(path);
+		return;
+	}
+	r = read_file(path, true, &buf, &len, &st);
+	if (r < 0) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL, "%%include %s: %s", path,
+		     read_error(r));
+		free(path);
+		return;
+	}
+	for (int i = 0; i <= L->depth; i++)
+		if (L->src[i].dev == st.st_dev && L->src[i].ino == st.st_ino) {
+			diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+			     "%%include %s: includes itself (through %s)", path,
+			     L->names[L->src[i].name_idx]);
+			free(path);
+			free(buf);
+			return;
+		}
+	idx = add_name(L, path);
+	free(path);
+	if (idx < 0) {
+		free(buf);
+		oom(L);
+		return;
+	}
+	S = &L->src[++L->depth];
+	S->name_idx = idx;
+	S->buf = buf;
+	S->pos = buf;
+	S->end = buf + len;
+	S->lineno = 0;
+	S->dev = st.st_dev;
+	S->ino = st.st_ino;
+	add_segment(L, S);
+}
+
 static char *reader(char *buf, int num, void *stream)
 {
 	Loader *L = stream;
+	Source *S;
 	const char *eol, *p;
 	size_t len, limit, bom;
 
 	finish_line(L);
-	if (L->pos >= L->end)
-		return NULL;
-	p = L->pos;
-	eol = memchr(p, '\n', (size_t)(L->end - p));
+	S = &L->src[L->depth];
+	while (S->pos >= S->end) {
+		if (L->depth == 0)
+			return NULL;
+		free(S->buf);
+		S->buf = NULL;
+		S = &L->src[--L->depth];
+		add_segment(L, S);
+	}
+	p = S->pos;
+	eol = memchr(p, '\n', (size_t)(S->end - p));
 	if (!eol)
-		eol = L->end;
-	L->pos = eol < L->end ? eol + 1 : eol;
+		eol = S->end;
+	S->pos = eol < S->end ? eol + 1 : eol;
+	S->lineno++;
 	L->lineno++;
 	len = (size_t)(eol - p);
 	if (len > 0 && p[len - 1] == '\r')
 		len--;
-	/* inih skips a BOM on line 1 itself (once); we classify what follows it */
-	bom = L->lineno == 1 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+	/* a BOM starts a file: inih skips one on its own first line, we skip one on the
+	 * first line of an included file for it */
+	bom = S->lineno == 1 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+	if (bom && L->depth > 0) {
+		p += 3;
+		len -= 3;
+		bom = 0;
+	}
 	limit = num > 1 ? (size_t)num - 1 : 0;
 	if (limit > PQEV_CONF_MAX_LINE)
 		limit = PQEV_CONF_MAX_LINE;
@@ -682,22 +934,46 @@ static void loader_free(Loader *L)
 	for (size_t i = 0; i < L->nassigns; i++)
 		free(L->assigns[i].value);
 	free(L->assigns);
+	for (int i = 0; i <= L->depth; i++)
+		free(L->src[i].buf);
+	for (size_t i = 0; i < L->nnames; i++)
+		free(L->names[i]);
+	free(L->names);
+	free(L->segs);
 }
 
-static int load_text(const PqevConfSchema *schema, const char *text, size_t len, const char *name,
-		     const void *old, void **out, PqevConfReportFn report, void *arg)
+/* Parse `text` (owned buffer `own`, or NULL for the caller's string) named `name`. */
+static int load_text(const PqevConfSchema *schema, char *own, const char *text, size_t len,
+		     const char *name, int read_err, const struct stat *id, const void *old,
+		     void **out, PqevConfReportFn report, void *arg)
 {
 	Loader L = {0};
-	void *cfg;
+	void *cfg = NULL;
 	int ret;
 
+	*out = NULL;
 	L.schema = schema;
-	L.file = name ? name : "<string>";
 	L.report = report;
 	L.arg = arg;
-	L.pos = text;
-	L.end = text + len;
 	L.last_assign = -1;
+	L.src[0].buf = own;
+	if (id) {
+		L.src[0].dev = id->st_dev;
+		L.src[0].ino = id->st_ino;
+	}
+	if (add_name(&L, name) < 0) {
+		loader_free(&L);
+		return -ENOMEM;
+	}
+	if (read_err < 0) {
+		diag(&L, PQEV_CONF_ERROR, 0, NULL, NULL, "cannot read the configuration file: %s",
+		     read_error(read_err));
+		loader_free(&L);
+		return read_err;
+	}
+	L.src[0].pos = text;
+	L.src[0].end = text + len;
+	add_segment(&L, &L.src[0]);
 	ini_parse_stream(reader, &L, handler, &L);
 	finish_line(&L);
 	cfg = build(&L, old);
@@ -712,72 +988,18 @@ static int load_text(const PqevConfSchema *schema, const char *text, size_t len,
 int pqev_conf_load_string(const PqevConfSchema *schema, const char *text, const char *name,
 			  const void *old, void **out, PqevConfReportFn report, void *arg)
 {
-	return load_text(schema, text, strlen(text), name, old, out, report, arg);
+	return load_text(schema, NULL, text, strlen(text), name ? name : "<string>", 0, NULL, old,
+			 out, report, arg);
 }
 
 int pqev_conf_load_file(const PqevConfSchema *schema, const char *path, const void *old, void **out,
 			PqevConfReportFn report, void *arg)
 {
-	Loader L = {0};
-	struct stat st;
 	char *buf = NULL;
-	size_t got = 0;
-	int fd, ret;
-
-	*out = NULL;
-	L.file = path;
-	L.report = report;
-	L.arg = arg;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		ret = -EISDIR;
-		goto fail;
-	}
-	if (st.st_size > MAX_FILE_SIZE) {
-		ret = -EFBIG;
-		goto fail;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	for (;;) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = -errno;
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-		if (got > (size_t)st.st_size) {
-			/* grew while we read it; refuse rather than guess */
-			ret = -EAGAIN;
-			goto fail;
-		}
-	}
-	close(fd);
-	ret = load_text(schema, buf, got, path, old, out, report, arg);
-	free(buf);
-	return ret;
-fail:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	diag(&L, PQEV_CONF_ERROR, 0, NULL, NULL, "cannot read the configuration file: %s",
-	     ret == -EFBIG ? "larger than 4 MB" : strerror(-ret));
-	return ret;
+	size_t len = 0;
+	struct stat st = {0};
+	int r = read_file(path, false, &buf, &len, &st);
+	return load_text(schema, buf, buf, len, path, r, &st, old, out, report, arg);
 }
 
 /* ---- validator helpers ---- */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -280,7 +281,7 @@ START_TEST(test_syntax_errors_each_reported)
 	ck_assert(has_diag("t.ini:2: [pgqd] syntax error", NULL));
 	ck_assert(has_diag("t.ini:4: [pgqd] syntax error", NULL));
 	ck_assert(has_diag("t.ini:5: section header without closing ']'", NULL));
-	ck_assert(has_diag("t.ini:6: %include is not supported", NULL));
+	ck_assert(has_diag("t.ini:6: %include other.ini: No such file or directory", NULL));
 	ck_assert(has_diag("t.ini:8: [pgqd] missing key name before '='", NULL));
 	ck_assert_int_eq(nerrors, 5);
 }
@@ -570,6 +571,124 @@ START_TEST(test_write_effective_config)
 }
 END_TEST
 
+static void put(const char *dir, const char *name, const char *text)
+{
+	char path[256];
+	int fd;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+START_TEST(test_include)
+{
+	char dir[] = "/tmp/pqev-include-XXXXXX", path[256], sub[256], want[512];
+	void *out;
+	TCfg *c;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(sub, sizeof(sub), "%s/sub", dir);
+	ck_assert_int_eq(mkdir(sub, 0755), 0);
+	/* included text continues the current section, like pgqd; relative names
+	 * come from the including file's directory */
+	put(dir, "main.ini", "[pgqd]\nmax_connects = 4\n%include sub/extra.ini\nsyslog = 0\n");
+	put(dir, "sub/extra.ini",
+	    "\xEF\xBB\xBFticker_period = 2\n%include more.ini\n"
+	    "[cluster a]\nconnstr = x\nbogus = 1\n");
+	put(dir, "sub/more.ini", "database_list = d1\n");
+	snprintf(path, sizeof(path), "%s/main.ini", dir);
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), -EINVAL);
+	dump();
+	snprintf(want, sizeof(want), "%s/sub/extra.ini:5: [cluster a] bogus: unknown key", dir);
+	ck_assert(has_diag(want, NULL));
+	snprintf(want, sizeof(want), "%s/main.ini:4: [cluster a] syslog: unknown key", dir);
+	ck_assert(has_diag(want, NULL));
+	ck_assert_int_eq(nerrors, 2);
+
+	put(dir, "sub/extra.ini",
+	    "ticker_period = 2\n%include more.ini\n"
+	    "[cluster a]\nconnstr = x\n[pgqd]\n");
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), 0);
+	c = out;
+	ck_assert_int_eq(c->max_connects, 4);
+	ck_assert_uint_eq(c->ticker_period, 2 * USEC_PER_SEC);
+	ck_assert_str_eq(c->database_list.items[0], "d1");
+	ck_assert_uint_eq(c->clusters.count, 1);
+	ck_assert(!c->syslog);
+	pqev_conf_free(&schema, c);
+
+	/* a file including itself stops at the depth limit, with its line */
+	put(dir, "loop.ini", "%include loop.ini\n[pgqd]\n");
+	snprintf(path, sizeof(path), "%s/loop.ini", dir);
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), -EINVAL);
+	snprintf(want, sizeof(want), "%s/loop.ini:1: %%include %s/loop.ini: includes itself", dir,
+		 dir);
+	ck_assert(has_diag(want, NULL));
+	ck_assert_int_eq(nerrors, 1);
+
+	/* a chain deeper than 10 stops with the line of the 11th include */
+	for (int i = 0; i <= 11; i++) {
+		char name[32], text[64];
+		snprintf(name, sizeof(name), "c%d.ini", i);
+		snprintf(text, sizeof(text), "%s%%include c%d.ini\n", i == 0 ? "[pgqd]\n" : "",
+			 i + 1);
+		put(dir, name, text);
+	}
+	snprintf(path, sizeof(path), "%s/c0.ini", dir);
+	reset();
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), -EINVAL);
+	dump();
+	snprintf(want, sizeof(want), "%s/c10.ini:1: %%include nested more than 10 deep", dir);
+	ck_assert(has_diag(want, NULL));
+	ck_assert_int_eq(nerrors, 1);
+	for (int i = 0; i <= 11; i++) {
+		snprintf(path, sizeof(path), "%s/c%d.ini", dir, i);
+		unlink(path);
+	}
+
+	/* an include must be a regular file (never blocks on a pipe or device) */
+	reset();
+	load_fail("[pgqd]\n%include /dev/stdin\n");
+	ck_assert(has_diag("t.ini:2: %include /dev/stdin: not a regular file", NULL));
+	/* the loaded file itself may be a pipe */
+	{
+		int pfd[2];
+		const char *text = "[pgqd]\nmax_connects = 6\n";
+		char fdpath[64];
+		ck_assert_int_eq(pipe(pfd), 0);
+		ck_assert_int_eq(write(pfd[1], text, strlen(text)), (ssize_t)strlen(text));
+		close(pfd[1]);
+		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", pfd[0]);
+		reset();
+		ck_assert_int_eq(pqev_conf_load_file(&schema, fdpath, NULL, &out, collect, NULL),
+				 0);
+		ck_assert_int_eq(((TCfg *)out)->max_connects, 6);
+		pqev_conf_free(&schema, out);
+		close(pfd[0]);
+	}
+
+	reset();
+	load_fail("[pgqd]\n%include\n");
+	ck_assert(has_diag("t.ini:2: %include needs a file name", NULL));
+
+	snprintf(path, sizeof(path), "%s/main.ini", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/loop.ini", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/sub/extra.ini", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/sub/more.ini", dir);
+	unlink(path);
+	rmdir(sub);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -590,6 +709,7 @@ int main(void)
 	tcase_add_test(tc, test_file_loading);
 	tcase_add_test(tc, test_parse_helpers);
 	tcase_add_test(tc, test_write_effective_config);
+	tcase_add_test(tc, test_include);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, NULL);
 }

@@ -21,7 +21,11 @@
  *     continues the previous key's value; the pieces are joined with ", " for
  *     lists and with one space for every other type (so a long conninfo can span
  *     lines).
- *   - `%include` is not supported (an error says so).
+ *   - `%include PATH` reads another file in place of that line, as pgqd does (the
+ *     current section carries on into it). A relative PATH is taken from the
+ *     including file's directory; at most 10 levels and 256 files; a cycle, or a
+ *     file that is not a regular file, is an error. Messages name the included
+ *     file and its own line numbers.
  *
  * Every problem is reported through a PqevConfReportFn as a PqevConfDiag whose
  * message reads "FILE:LINE: [SECTION] KEY: cause"; parsing continues after an
