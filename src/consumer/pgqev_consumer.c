@@ -603,12 +603,19 @@ static bool send_next(PgqevConsumer *c)
 			" where b.id is not null) i on true",
 			7, p, 0);
 	}
+	/* catching up: one batch over about half the lag instead of one per tick */
+	c->next_catchup = false;
+	if (c->catchup_us && !c->cfg.min_count && !c->cfg.min_interval && !c->cfg.min_lag) {
+		min_ival = pgqev_interval(c->catchup_us, ival, sizeof(ival));
+		c->next_catchup = true;
+	}
 	const char *p[5] = {c->cfg.queue, c->cfg.consumer, min_lag, min_cnt, min_ival};
-	return send_or_fail(c, false, RK_NEXT,
-			    "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
-			    " cur_tick_time from pgq.next_batch_custom($1, $2, $3::interval,"
-			    " $4::int4, $5::interval)",
-			    5, p, 0);
+	return send_or_fail(
+		c, false, RK_NEXT,
+		"select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
+		" cur_tick_time, extract(epoch from now() - cur_tick_time)"
+		" from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)",
+		5, p, 0);
 }
 
 static void go_next(PgqevConsumer *c)
@@ -761,7 +768,20 @@ static void on_next(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 	if (!ok_reply(c, x, r, "next_batch failed"))
 		return;
 	const PGresult *res = r->result;
+	/* how far behind the batch's end tick is: above 20 ms, the next look-up
+	   asks for a batch spanning half of that (next_batch_custom's min_interval) */
+	c->catchup_us = 0;
+	if (res && PQntuples(res) == 1 && PQnfields(res) >= 6 && !PQgetisnull(res, 0, 5)) {
+		double lag = strtod(PQgetvalue(res, 0, 5), NULL);
+		if (lag > 0.02)
+			c->catchup_us = (usec_t)(lag * 1e6 / 2);
+	}
 	if (!res || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		if (c->next_catchup && !c->stop_requested) {
+			/* no tick that far ahead: look for the next one as usual */
+			go_next(c);
+			return;
+		}
 		if (c->stop_requested) {
 			do_stop(c);
 		} else if (c->wake_pending) {

@@ -505,6 +505,57 @@ START_TEST(test_million_event_batch_streams_in_bounded_chunks)
 }
 END_TEST
 
+START_TEST(test_register_at_tick_and_min_count)
+{
+	const char *db = cs_db_with_queue("q");
+	PGconn *admin = pgt_connect(db);
+	cs_produce(db, "q", 0, 5);
+	pgt_exec(admin, "select pgq.ticker()");
+	int64_t t1 = pgt_int(admin, "select max(tick_id) from pgq.tick");
+	cs_produce(db, "q", 5, 10);
+	pgt_exec(admin, "select pgq.ticker()");
+	/* registered at t1: only what committed after t1 */
+	Rec r = {.name = "at"};
+	PgqevConsumerConfig cfg;
+	cs_config(&cfg, &r, db, "q", "at_tick");
+	cfg.register_tick = t1;
+	cs_start(&r, &cfg);
+	CountCond cc = {&r, 5};
+	ck_assert(cs_run_until(cs_has_count, &cc, 20000));
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	cs_assert_exactly_once(&r, 5, 10);
+	rec_free(&r);
+
+	/* min_count 10: ticks with 4 and 8 events pending give no batch; 12 do, in one */
+	Rec m = {.name = "min_count"};
+	cs_config(&cfg, &m, db, "q", "batched");
+	cfg.min_count = 10;
+	cfg.poll_interval = 50 * USEC_PER_MSEC;
+	cs_start(&m, &cfg);
+	ck_assert(cs_state_is(&m, PGQEV_STATE_IDLE, 20000));
+	for (int i = 0; i < 3; i++) {
+		cs_produce(db, "q", 100 + i * 4, 104 + i * 4);
+		pgt_exec(admin, "select pgq.ticker()");
+		if (i < 2) {
+			cs_run_for(200); /* several polls: still nothing */
+			ck_assert_uint_eq(m.n, 0);
+		}
+	}
+	cc.r = &m;
+	cc.want = 12;
+	ck_assert(cs_run_until(cs_has_count, &cc, 20000));
+	cs_assert_exactly_once(&m, 100, 112);
+	ck_assert_uint_eq(m.batches_seen, 1);
+	/* an explicit wake-up while idle looks again at once */
+	ck_assert(cs_state_is(&m, PGQEV_STATE_IDLE, 20000));
+	int listening = m.states[PGQEV_STATE_LISTENING];
+	pgqev_consumer_wake(m.c);
+	ck_assert_int_eq(m.states[PGQEV_STATE_LISTENING], listening + 1);
+	PQfinish(admin);
+	rec_free(&m);
+}
+END_TEST
+
 static void expect_bad(PgqevConsumerConfig *cfg, const char *needle)
 {
 	char err[256] = "";
@@ -614,6 +665,7 @@ int main(void)
 	tcase_add_test(tc, test_async_finish);
 	tcase_add_test(tc, test_pending_needs_async_mode);
 	tcase_add_test(tc, test_notify_wakeup);
+	tcase_add_test(tc, test_register_at_tick_and_min_count);
 	tcase_add_test(tc, test_poll_without_listen);
 	tcase_add_test(tc, test_many_consumers_many_databases);
 	tcase_add_test(tc, test_producer_encodings);
