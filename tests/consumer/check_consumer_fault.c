@@ -14,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "constest.h"
@@ -472,6 +473,70 @@ START_TEST(test_interop_debian_pgq_and_pgqd)
 }
 END_TEST
 
+/* --- the blocking runner: SIGTERM finishes the batch in progress, exit 0 --- */
+
+static int runner_pipe = -1;
+
+static PgqevVerdict runner_batch(PgqevConsumer *c, PgqevBatch *b, void *arg)
+{
+	/* tell the parent, then give it time to send SIGTERM mid-batch */
+	char line[32];
+	int n = snprintf(line, sizeof(line), "%zu\n", pgqev_batch_count(b));
+	if (write(runner_pipe, line, (size_t)n) != n)
+		_exit(3);
+	struct timespec ts = {0, 100 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	return PGQEV_DONE;
+}
+
+START_TEST(test_blocking_runner_stops_gracefully)
+{
+	const char *db = cs_db_with_queue("q");
+	PGconn *c = pgt_connect(db);
+	pgt_exec(c, "select pgq.register_consumer('q', 'runner')");
+	cs_produce(db, "q", 0, 30);
+	pgt_exec(c, "select pgq.ticker()");
+	int fds[2];
+	ck_assert_int_eq(pipe(fds), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(fds[0]);
+		runner_pipe = fds[1];
+		PgqevConsumerConfig cfg;
+		pgqev_config_init(&cfg);
+		cfg.conninfo = pgt_connstr(db, false);
+		cfg.queue = "q";
+		cfg.consumer = "runner";
+		cfg.fetch_size = 10;
+		cfg.on_batch = runner_batch;
+		_exit(pgqev_run(&cfg) == 0 ? 0 : 1);
+	}
+	close(fds[1]);
+	struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+	ck_assert_int_eq(poll(&pfd, 1, 30000), 1);
+	char line[64];
+	ck_assert_int_gt(read(fds[0], line, sizeof(line)), 0);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0); /* during the first of 3 chunks */
+	int status = 0;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	close(fds[0]);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	/* the batch was finished before stopping */
+	ck_assert_int_eq(
+		pgt_int(c, "select count(*) from pgq.subscription where sub_batch is not null"), 0);
+	ck_assert_int_eq(
+		pgt_int(c, "select pending_events from pgq.get_consumer_info('q', 'runner')"), 0);
+	PQfinish(c);
+	/* bad config: -EINVAL, no loop */
+	PgqevConsumerConfig bad;
+	pgqev_config_init(&bad);
+	ck_assert_int_eq(pgqev_run(&bad), -EINVAL);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("consumer-fault");
@@ -483,6 +548,7 @@ int main(void)
 	tcase_add_test(tc, test_coop_dead_subconsumer_taken_over);
 	tcase_add_test(tc, test_exactly_once_into_target_survives_kills);
 	tcase_add_test(tc, test_interop_debian_pgq_and_pgqd);
+	tcase_add_test(tc, test_blocking_runner_stops_gracefully);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
