@@ -475,6 +475,43 @@ START_TEST(test_low_latency)
 }
 END_TEST
 
+/* Queue creation rewrites the insert paths: two at once are serialised, not broken. */
+START_TEST(test_concurrent_create_queue)
+{
+	const char *db = pgt_db_new();
+	PGconn *a = conn(db), *b = conn(db), *p = conn(db);
+	PGresult *r;
+	pgt_exec(p, "select pgq.create_queue('old')");
+	pgt_exec(p, "begin; select pgq.insert_event('old', 't', 'in-flight')");
+	pgt_exec(a, "begin; select pgq.create_queue('a')");
+	ck_assert_int_eq(PQsendQuery(b, "select pgq.create_queue('b')"), 1);
+	/* a producer keeps working meanwhile */
+	sqlt_eq(p, "select pgq.insert_event('old', 't', 'during') > 0", "t");
+	pgt_exec(a, "commit");
+	r = PQgetResult(b);
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "create_queue b: %s",
+		      PQerrorMessage(b));
+	ck_assert_str_eq(PQgetvalue(r, 0, 0), "1");
+	PQclear(r);
+	while ((r = PQgetResult(b)) != NULL)
+		PQclear(r);
+	pgt_exec(p, "commit");
+	sqlt_eq(p,
+		"select pgq.insert_event('a', 't', 'x') || ',' || pgq.insert_event('b', 't', 'y')",
+		"1,1");
+	sqlt_eq(p,
+		"select string_agg(tableoid::regclass || ':' || ev_data, ' ' order by ev_data) from pgq.event_template",
+		"pgq.event_1_0:during pgq.event_1_0:in-flight pgq.event_2_0:x pgq.event_3_0:y");
+	sqlt_eq(p,
+		"select (prosrc like '%event\\_2\\_0%' and prosrc like '%event\\_3\\_0%')::text"
+		" from pg_proc where proname = '_insert_static'",
+		"true");
+	PQfinish(a);
+	PQfinish(b);
+	PQfinish(p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sql-batch");
@@ -487,6 +524,7 @@ int main(void)
 	tcase_add_test(tc, test_ticker_refuses_stale_snapshot);
 	tcase_add_test(tc, test_notify_per_tick);
 	tcase_add_test(tc, test_low_latency);
+	tcase_add_test(tc, test_concurrent_create_queue);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
