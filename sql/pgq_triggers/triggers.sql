@@ -124,12 +124,12 @@ begin
             v_interesting := true;
             if '@FMT@' = 'logu' then
                 v_names := c[20]::text[];
-                select coalesce(string_agg(v_names[u.n] || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
-                                  then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.n), '')
+                select coalesce(string_agg(v_names[u.n] || coalesce('=' || pgq._trg_urlenc_fast(u.v), ''), '&' order by u.n), '')
                   into v_data
-                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                        when m.f[2] <> '' then m.f[2] end as v
-                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                  from (select m.n, case when left(m.f[1], 1) = '"'
+                                             then replace(replace(substr(m.f[1], 2, length(m.f[1]) - 2), E'\\\\', E'\\'), '""', '"')
+                                             when m.f[1] <> '' then m.f[1] end as v
+                          from regexp_matches(v_src, E'[(,]("(?:[^"]|"")*"|[^,)"]*)', 'g')
                                with ordinality as m(f, n)) u
                  where substr(c[15], u.n::int, 1) = '1';
             elsif '@FMT@' = 'json' then
@@ -142,17 +142,19 @@ begin
                                  then coalesce((v_j -> v_rnames[u.n])::text, 'null')
                                  else coalesce(pg_catalog.to_json(u.v)::text, 'null') end, ',' order by u.n), '') || '}'
                   into v_data
-                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                        when m.f[2] <> '' then m.f[2] end as v
-                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                  from (select m.n, case when left(m.f[1], 1) = '"'
+                                             then replace(replace(substr(m.f[1], 2, length(m.f[1]) - 2), E'\\\\', E'\\'), '""', '"')
+                                             when m.f[1] <> '' then m.f[1] end as v
+                          from regexp_matches(v_src, E'[(,]("(?:[^"]|"")*"|[^,)"]*)', 'g')
                                with ordinality as m(f, n)) u
                  where substr(c[15], u.n::int, 1) = '1';
             elsif TG_OP = 'INSERT' then
                 select c[24] || coalesce(string_agg(coalesce(pg_catalog.quote_literal(u.v), 'null'), ',' order by u.n), '') || ')'
                   into v_data
-                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                        when m.f[2] <> '' then m.f[2] end as v
-                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                  from (select m.n, case when left(m.f[1], 1) = '"'
+                                             then replace(replace(substr(m.f[1], 2, length(m.f[1]) - 2), E'\\\\', E'\\'), '""', '"')
+                                             when m.f[1] <> '' then m.f[1] end as v
+                          from regexp_matches(v_src, E'[(,]("(?:[^"]|"")*"|[^,)"]*)', 'g')
                                with ordinality as m(f, n)) u
                  where substr(c[15], u.n::int, 1) = '1';
             else
@@ -160,27 +162,30 @@ begin
                 select coalesce(string_agg(v_names[u.n] || '=' || pg_catalog.quote_literal(u.v), ' and ' order by u.n), ''),
                        coalesce(bool_or(u.v is null), false)
                   into v_data, v_keynull
-                  from (select m.n, case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                        when m.f[2] <> '' then m.f[2] end as v
-                          from regexp_matches(v_src, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                  from (select m.n, case when left(m.f[1], 1) = '"'
+                                             then replace(replace(substr(m.f[1], 2, length(m.f[1]) - 2), E'\\\\', E'\\'), '""', '"')
+                                             when m.f[1] <> '' then m.f[1] end as v
+                          from regexp_matches(v_src, E'[(,]("(?:[^"]|"")*"|[^,)"]*)', 'g')
                                with ordinality as m(f, n)) u
                  where substr(c[16], u.n::int, 1) = '1';
             end if;
         else
             -- UPDATE, or magic columns: the rows as arrays
             if TG_OP <> 'DELETE' then
-                select array_agg(case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                      when m.f[2] <> '' then m.f[2] end order by m.n)
+                select array_agg(case when left(m.f[1], 1) = '"'
+                                           then replace(replace(substr(m.f[1], 2, length(m.f[1]) - 2), E'\\\\', E'\\'), '""', '"')
+                                           when m.f[1] <> '' then m.f[1] end order by m.n)
                   into v_new
-                  from regexp_matches(NEW::text, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                  from regexp_matches(NEW::text, E'[(,]("(?:[^"]|"")*"|[^,)"]*)', 'g')
                        with ordinality as m(f, n);
                 v_row := v_new;
             end if;
             if TG_OP <> 'INSERT' then
-                select array_agg(case when m.f[1] is not null then replace(replace(m.f[1], E'\\\\', E'\\'), '""', '"')
-                                      when m.f[2] <> '' then m.f[2] end order by m.n)
+                select array_agg(case when left(m.f[1], 1) = '"'
+                                           then replace(replace(substr(m.f[1], 2, length(m.f[1]) - 2), E'\\\\', E'\\'), '""', '"')
+                                           when m.f[1] <> '' then m.f[1] end order by m.n)
                   into v_old
-                  from regexp_matches(OLD::text, E'(?:^\\(|,)(?:"((?:[^"\\\\]|\\\\.|"")*)"|([^,)"]*))', 'g')
+                  from regexp_matches(OLD::text, E'[(,]("(?:[^"]|"")*"|[^,)"]*)', 'g')
                        with ordinality as m(f, n);
                 if TG_OP = 'DELETE' then
                     v_row := v_old;
@@ -241,8 +246,7 @@ begin
                      where substr(c[15], u.i::int, 1) = '1';
                 end if;
                 if '@FMT@' = 'logu' then
-                    select coalesce(string_agg(u.un || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
-                                      then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.i), '')
+                    select coalesce(string_agg(u.un || coalesce('=' || pgq._trg_urlenc_fast(u.v), ''), '&' order by u.i), '')
                       into v_data
                       from unnest(c[20]::text[], v_row) with ordinality as u(un, v, i)
                      where substr(c[15], u.i::int, 1) = '1';
@@ -259,8 +263,7 @@ begin
                           from unnest(c[21]::text[], c[19]::text[], v_old) with ordinality as u(jn, rn, v, i)
                          where substr(c[15], u.i::int, 1) = '1';
                     else
-                        select coalesce(string_agg(u.un || coalesce('=' || case when u.v !~ '[^A-Za-z0-9_. -]'
-                                          then translate(u.v, ' ', '+') else pgq._trg_urlencode(u.v) end, ''), '&' order by u.i), '')
+                        select coalesce(string_agg(u.un || coalesce('=' || pgq._trg_urlenc_fast(u.v), ''), '&' order by u.i), '')
                           into v_backup
                           from unnest(c[20]::text[], v_old) with ordinality as u(un, v, i)
                          where substr(c[15], u.i::int, 1) = '1';
