@@ -223,13 +223,21 @@ revoke all on function
     pgq_coop.finish_batch(bigint),
     pgq_coop.unregister_subconsumer(text, text, text, integer)
   from public;
-grant execute on function
-    pgq_coop.register_subconsumer(text, text, text),
-    pgq_coop.next_batch_custom(text, text, text, interval, int4, interval, interval),
-    pgq_coop.next_batch_custom(text, text, text, interval, int4, interval),
-    pgq_coop.next_batch(text, text, text, interval),
-    pgq_coop.next_batch(text, text, text),
-    pgq_coop.finish_batch(bigint),
-    pgq_coop.unregister_subconsumer(text, text, text, integer)
-  to pgq_reader;
+do $$
+begin
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'pgq_reader') then
+        grant execute on function
+            pgq_coop.register_subconsumer(text, text, text),
+            pgq_coop.next_batch_custom(text, text, text, interval, int4, interval, interval),
+            pgq_coop.next_batch_custom(text, text, text, interval, int4, interval),
+            pgq_coop.next_batch(text, text, text, interval),
+            pgq_coop.next_batch(text, text, text),
+            pgq_coop.finish_batch(bigint),
+            pgq_coop.unregister_subconsumer(text, text, text, integer)
+          to pgq_reader;
+    else
+        raise warning 'pgq_coop: role pgq_reader does not exist, its grants were skipped';
+    end if;
+end;
+$$;
 grant execute on function pgq_coop.version(), pgq_coop.pgqd_ev_version() to public;

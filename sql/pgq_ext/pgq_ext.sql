@@ -219,13 +219,21 @@ revoke all on function
     pgq_ext.get_last_tick(text, text), pgq_ext.get_last_tick(text),
     pgq_ext.set_last_tick(text, text, bigint), pgq_ext.set_last_tick(text, bigint)
   from public;
-grant execute on function
-    pgq_ext.upgrade_schema(),
-    pgq_ext.is_batch_done(text, text, bigint), pgq_ext.is_batch_done(text, bigint),
-    pgq_ext.set_batch_done(text, text, bigint), pgq_ext.set_batch_done(text, bigint),
-    pgq_ext.is_event_done(text, text, bigint, bigint), pgq_ext.is_event_done(text, bigint, bigint),
-    pgq_ext.set_event_done(text, text, bigint, bigint), pgq_ext.set_event_done(text, bigint, bigint),
-    pgq_ext.get_last_tick(text, text), pgq_ext.get_last_tick(text),
-    pgq_ext.set_last_tick(text, text, bigint), pgq_ext.set_last_tick(text, bigint)
-  to pgq_writer;
+do $$
+begin
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'pgq_writer') then
+        grant execute on function
+            pgq_ext.upgrade_schema(),
+            pgq_ext.is_batch_done(text, text, bigint), pgq_ext.is_batch_done(text, bigint),
+            pgq_ext.set_batch_done(text, text, bigint), pgq_ext.set_batch_done(text, bigint),
+            pgq_ext.is_event_done(text, text, bigint, bigint), pgq_ext.is_event_done(text, bigint, bigint),
+            pgq_ext.set_event_done(text, text, bigint, bigint), pgq_ext.set_event_done(text, bigint, bigint),
+            pgq_ext.get_last_tick(text, text), pgq_ext.get_last_tick(text),
+            pgq_ext.set_last_tick(text, text, bigint), pgq_ext.set_last_tick(text, bigint)
+          to pgq_writer;
+    else
+        raise warning 'pgq_ext: role pgq_writer does not exist, its grants were skipped';
+    end if;
+end;
+$$;
 grant execute on function pgq_ext.version(), pgq_ext.pgqd_ev_version() to public;

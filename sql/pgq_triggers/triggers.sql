@@ -356,5 +356,19 @@ comment on function pgq.logutriga() is 'Row change to queue event, row urlencode
 comment on function pgq.sqltriga() is 'Row change to queue event, row as a partial SQL statement (pgq 3.5 compatible)';
 comment on function pgq.jsontriga() is 'Row change to queue event, row as JSON (pgq 3.5 compatible)';
 
+-- Grants as in PgQ: producers (pgq_writer) may attach the triggers. The helpers
+-- run as the writing user and stay public (the core grant step revokes public
+-- EXECUTE on the whole schema when the script is run again, hence explicit).
 revoke all on function pgq.logutriga(), pgq.sqltriga(), pgq.jsontriga() from public;
-grant execute on function pgq.logutriga(), pgq.sqltriga(), pgq.jsontriga() to pgq_writer;
+grant execute on function pgq._trg_urlencode(text), pgq._trg_urlenc_fast(text),
+    pgq._trg_out_expr(text, oid), pgq._trg_has_eq(oid), pgq._trg_cmp_kind(oid, oid),
+    pgq._trg_build(text, oid, text[], text) to public;
+do $$
+begin
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'pgq_writer') then
+        grant execute on function pgq.logutriga(), pgq.sqltriga(), pgq.jsontriga() to pgq_writer;
+    else
+        raise warning 'pgq: role pgq_writer does not exist, its trigger grants were skipped';
+    end if;
+end;
+$$;
