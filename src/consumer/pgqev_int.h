@@ -92,7 +92,7 @@ struct PgqevConsumer {
 	bool next_sent;
 	bool next_catchup; /* the look-up in flight used catchup_us */
 	usec_t catchup_us;
-		/* > 0: the consumer lags; ask for bigger batches */ /* a next_batch request is in flight (current gen) */
+	/* > 0: the consumer lags; ask for bigger batches */ /* a next_batch request is in flight (current gen) */
 	bool wake_pending; /* a notification arrived while a look-up was in flight */
 	usec_t poll_interval;
 
