@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pgtest.h"
 
@@ -414,6 +415,112 @@ START_TEST(test_ext_upgrade_schema)
 }
 END_TEST
 
+/* Copy `from` into `dir` under its base name, atomically (write a temporary, rename). */
+static void install_file(const char *from, const char *dir)
+{
+	char to[4096], tmp[4200], buf[65536];
+	const char *base = strrchr(from, '/');
+	FILE *in, *out;
+	size_t n;
+	snprintf(to, sizeof(to), "%s/%s", dir, base ? base + 1 : from);
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", to, (int)getpid());
+	in = fopen(from, "r");
+	ck_assert_msg(in != NULL, "cannot read %s", from);
+	out = fopen(tmp, "w");
+	ck_assert_msg(out != NULL, "cannot write %s", tmp);
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		ck_assert_int_eq(fwrite(buf, 1, n, out), n);
+	fclose(in);
+	ck_assert_int_eq(fclose(out), 0);
+	ck_assert_int_eq(rename(tmp, to), 0);
+}
+
+/* default_version of a built control file (static buffer). */
+static const char *control_version(const char *path)
+{
+	static char v[64];
+	char line[256];
+	FILE *f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s", path);
+	v[0] = '\0';
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "default_version = '%63[^']'", v) == 1)
+			break;
+	fclose(f);
+	ck_assert_str_ne(v, "");
+	return v;
+}
+
+/*
+ * CREATE EXTENSION pgq_coop_ev and pgq_ext_ev (on top of pgq_ev) as a
+ * non-superuser database owner. The server reads extensions only from its share
+ * directory, so the built files are copied there when it is writable (CI runs
+ * as root); otherwise the test says so and skips.
+ */
+START_TEST(test_extensions)
+{
+	const char *build = getenv("PGQD_TEST_BUILDDIR");
+	char extdir[1024] = "", path[4096], sql[512];
+	FILE *p = popen("pg_config --sharedir 2>/dev/null", "r");
+	if (p && fgets(extdir, sizeof(extdir) - 16, p))
+		extdir[strcspn(extdir, "\n")] = '\0';
+	if (p)
+		pclose(p);
+	if (!*extdir)
+		strcpy(extdir, "/usr/share/postgresql/15");
+	strcat(extdir, "/extension");
+	if (access(extdir, W_OK) != 0) {
+		fprintf(stderr, "# skipped: %s is not writable, cannot install the extensions\n",
+			extdir);
+		return;
+	}
+	static const char *exts[][2] = {
+		{"", "pgq_ev"}, {"pgq_coop/", "pgq_coop_ev"}, {"pgq_ext/", "pgq_ext_ev"}};
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/sql/%s%s.control", build, exts[i][0], exts[i][1]);
+		const char *v = control_version(path);
+		install_file(path, extdir);
+		snprintf(path, sizeof(path), "%s/sql/%s%s--%s.sql", build, exts[i][0], exts[i][1],
+			 v);
+		install_file(path, extdir);
+	}
+
+	const char *db = pgt_db_new_empty();
+	PGconn *su = pgt_connect(db);
+	pgt_exec(su,
+		 "do $$ begin if not exists (select from pg_roles where rolname = 't_coopext') then"
+		 " create role t_coopext login; end if; end $$");
+	snprintf(sql, sizeof(sql), "alter database %s owner to t_coopext", db);
+	pgt_exec(su, sql);
+	PQfinish(su);
+	snprintf(sql, sizeof(sql), "%s user=t_coopext", pgt_connstr(db, false));
+	PGconn *c = PQconnectdb(sql);
+	ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+	pgt_exec(c, "set client_min_messages = warning");
+	pgt_exec(c, "create extension pgq_coop_ev cascade");
+	pgt_exec(c, "create extension pgq_ext_ev");
+	ck_assert_int_eq(
+		pgt_int(c,
+			"select array_length(extconfig, 1) from pg_extension where extname = 'pgq_ext_ev'"),
+		4);
+	ck_assert_int_eq(
+		pgt_int(c,
+			"select count(*) from pg_depend d join pg_extension e on e.oid = d.refobjid"
+			" where e.extname = 'pgq_coop_ev' and d.classid = 'pg_proc'::regclass"),
+		10);
+	pgt_exec(c, "select pgq.create_queue('cq')");
+	ck_assert_int_eq(pgt_int(c, "select pgq_coop.register_subconsumer('cq', 'main', 's1')"), 1);
+	ck_assert_int_eq(pgt_int(c, "select pgq_ext.set_last_tick('c', 3)"), 1);
+	pgt_exec(c, "drop extension pgq_ext_ev");
+	pgt_exec(c, "drop extension pgq_coop_ev");
+	ck_assert_int_eq(
+		pgt_int(c,
+			"select count(*) from pg_namespace where nspname in ('pgq_coop', 'pgq_ext')"),
+		0);
+	PQfinish(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sql_coop_ext");
@@ -425,6 +532,7 @@ int main(void)
 	tcase_add_test(tc, test_coop_grants);
 	tcase_add_test(tc, test_ext_tracking);
 	tcase_add_test(tc, test_ext_upgrade_schema);
+	tcase_add_test(tc, test_extensions);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
