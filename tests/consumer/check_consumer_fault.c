@@ -406,6 +406,121 @@ START_TEST(test_exactly_once_into_target_survives_kills)
 }
 END_TEST
 
+/* --- exactly-once: a consumer process SIGKILLed after the target committed --- */
+
+static PgqevVerdict eo_copy(Rec *r, PgqevBatch *b)
+{
+	for (size_t i = 0; i < pgqev_batch_count(b); i++) {
+		const char *p[1] = {pgqev_event_data(pgqev_batch_event(b, i))};
+		if (pgqev_batch_target_exec(b, "insert into sink values ($1::bigint)", 1, p) < 0)
+			return PGQEV_FAIL;
+	}
+	return PGQEV_DONE;
+}
+
+static bool sink_count_is(void *arg)
+{
+	return pgt_int_db(eo_tgt_db, "select count(*) from sink") >= *(int64_t *)arg;
+}
+
+START_TEST(test_exactly_once_survives_killed_process)
+{
+	static char src[64], tgt[64];
+	snprintf(src, sizeof(src), "%s", cs_db_with_queue("q"));
+	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	eo_tgt_db = tgt;
+	pgt_exec_db(tgt, "create table sink (v bigint)");
+	/* the first source finish stalls, so the kill lands after the target commit */
+	PGconn *s = pgt_connect(src);
+	pgt_exec(s, "create sequence stall_seq");
+	pgt_exec(s, "create function stall() returns trigger language plpgsql as $$"
+		    " begin"
+		    "  if old.sub_batch is not null and new.sub_batch is null"
+		    "     and nextval('public.stall_seq') = 1 then"
+		    "    perform pg_sleep(2);"
+		    "  end if;"
+		    "  return new;"
+		    " end $$");
+	pgt_exec(s, "create trigger stall before update on pgq.subscription"
+		    " for each row execute function stall()");
+	pgt_exec(s, "select pgq.register_consumer('q', 'eo')");
+	cs_produce(src, "q", 0, 20);
+	pgt_exec(s, "select pgq.ticker()");
+	char tci[512];
+	snprintf(tci, sizeof(tci), "%s", pgt_connstr(tgt, false));
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		cs_setup();
+		Rec cr = {.name = "eo-child", .hook = eo_copy, .quiet = true};
+		PgqevConsumerConfig cfg;
+		cs_config(&cfg, &cr, src, "q", "eo");
+		cfg.target_conninfo = tci;
+		cs_start(&cr, &cfg);
+		cs_run_for(60000);
+		_exit(4);
+	}
+	int64_t want = 20;
+	ck_assert(pgt_wait_until(sink_count_is, &want, 30000, 20)); /* target committed */
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	int status = 0;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+
+	Rec r = {.name = "eo-successor", .hook = eo_copy, .quiet = true};
+	PgqevConsumerConfig cfg;
+	cs_config(&cfg, &r, src, "q", "eo");
+	cfg.target_conninfo = tci;
+	cs_start(&r, &cfg);
+	cs_produce(src, "q", 20, 40);
+	pgt_exec(s, "select pgq.ticker()");
+	want = 40;
+	ck_assert(cs_run_until(sink_count_is, &want, 30000));
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	cs_run_for(100);
+	ck_assert_int_eq(pgt_int_db(tgt, "select count(*) from sink"), 40);
+	ck_assert_int_eq(pgt_int_db(tgt, "select count(distinct v) from sink"), 40);
+	ck_assert_int_eq(
+		pgt_int(s, "select count(*) from pgq.subscription where sub_batch is not null"), 0);
+	PQfinish(s);
+	rec_free(&r);
+}
+END_TEST
+
+/* --- statement_timeout reaches the target: a slow write fails the batch once --- */
+
+static PgqevVerdict slow_first_write(Rec *r, PgqevBatch *b)
+{
+	const char *sql = r->hook_calls == 1 ? "select pg_sleep(2)" : "select 1";
+	return pgqev_batch_target_exec(b, sql, 0, NULL) == 0 ? PGQEV_DONE : PGQEV_FAIL;
+}
+
+START_TEST(test_statement_timeout_fails_slow_target_write)
+{
+	static char src[64], tgt[64];
+	snprintf(src, sizeof(src), "%s", cs_db_with_queue("q"));
+	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	Rec r = {.name = "timeout", .hook = slow_first_write, .quiet = true};
+	PgqevConsumerConfig cfg;
+	cs_config(&cfg, &r, src, "q", "to");
+	char tci[512];
+	snprintf(tci, sizeof(tci), "%s", pgt_connstr(tgt, false));
+	cfg.target_conninfo = tci;
+	cfg.statement_timeout = 200 * USEC_PER_MSEC;
+	cs_start(&r, &cfg);
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	cs_produce(src, "q", 0, 3);
+	cs_tick(src);
+	CountCond cc = {&r, 6}; /* delivered, failed by the timeout, delivered again */
+	ck_assert(cs_run_until(cs_has_count, &cc, 20000));
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	ck_assert_int_eq(r.errors[PGQEV_ERR_TARGET], 1);
+	ck_assert_msg(strstr(r.last_error, "statement timeout") != NULL, "%s", r.last_error);
+	ck_assert_int_eq(r.batches[0], r.batches[3]);
+	rec_free(&r);
+}
+END_TEST
+
 /* --- interop: Debian's PgQ 3.5 C extension, ticked by Debian's pgqd --- */
 
 START_TEST(test_interop_debian_pgq_and_pgqd)
@@ -547,6 +662,8 @@ int main(void)
 	tcase_add_test(tc, test_coop_subconsumers_share_without_overlap);
 	tcase_add_test(tc, test_coop_dead_subconsumer_taken_over);
 	tcase_add_test(tc, test_exactly_once_into_target_survives_kills);
+	tcase_add_test(tc, test_exactly_once_survives_killed_process);
+	tcase_add_test(tc, test_statement_timeout_fails_slow_target_write);
 	tcase_add_test(tc, test_interop_debian_pgq_and_pgqd);
 	tcase_add_test(tc, test_blocking_runner_stops_gracefully);
 	suite_add_tcase(s, tc);
