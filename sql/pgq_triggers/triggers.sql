@@ -75,10 +75,11 @@ begin
      where a.attrelid = TG_RELID and a.attnum > 0;
     if c is null or c[1] <> TG_ARGV::text or c[2] <> v_sig then
         c := pgq._trg_build('@FMT@', TG_RELID, TG_ARGV, v_sig);
-        -- the row SQL lives in its own settings: the main entry stays small to parse
-        perform pg_catalog.set_config(k || '_i', c[8], false);
-        perform pg_catalog.set_config(k || '_u', c[9], false);
-        perform pg_catalog.set_config(k || '_d', c[10], false);
+        -- the EXECUTE path's SQL lives in its own settings, kept only for operations
+        -- the static path does not cover (settings travel to parallel workers)
+        perform pg_catalog.set_config(k || '_i', case when strpos(c[14], 'I') = 0 then c[8] else '' end, false);
+        perform pg_catalog.set_config(k || '_u', case when strpos(c[14], 'U') = 0 then c[9] else '' end, false);
+        perform pg_catalog.set_config(k || '_d', case when strpos(c[14], 'D') = 0 then c[10] else '' end, false);
         c[8] := ''; c[9] := ''; c[10] := '';
         perform pg_catalog.set_config(k, c::text, false);
     end if;
