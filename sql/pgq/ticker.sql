@@ -1,6 +1,8 @@
 -- Ticking: the snapshots that cut batches. Safe with several tickers at once: each
--- queue's tick is made under a lock on its pgq.queue row, taken before the last tick
--- is read and before the new tick's snapshot (statement start in READ COMMITTED).
+-- queue's tick is made under a transaction-level advisory lock on
+-- (1885827444 = 'pgqt', queue_id), taken before the last tick is read and before the
+-- new tick's snapshot (statement start in READ COMMITTED). An advisory lock, not a
+-- row lock, so that a ticker call that makes no tick writes nothing (no WAL, no xid).
 -- Every tick is announced with one NOTIFY on the queue's channel, payload the tick id.
 
 -- i_strict: errors for a missing, external or paused queue (ticker(queue)); without
@@ -22,7 +24,7 @@ begin
     select queue_id, queue_name, queue_external_ticker, queue_ticker_paused, queue_event_seq,
            queue_tick_seq, queue_data_pfx, queue_ticker_max_count, queue_ticker_max_lag,
            queue_ticker_idle_period, queue_low_latency
-      into q from pgq.queue where queue_name = i_queue_name for no key update;
+      into q from pgq.queue where queue_name = i_queue_name;
     if not found then
         if i_strict then raise exception 'no such queue'; end if;
         return null;
@@ -36,6 +38,7 @@ begin
         return null;
     end if;
 
+    perform pg_advisory_xact_lock(1885827444, q.queue_id);
     -- A new statement: in READ COMMITTED this sees any tick committed before our lock.
     select tick_id, tick_time, tick_snapshot, tick_event_seq into last
       from pgq.tick where tick_queue = q.queue_id order by tick_queue desc, tick_id desc limit 1;
@@ -48,7 +51,8 @@ begin
     cur_seq := pgq.seq_getval(q.queue_event_seq);
 
     if has_last then
-        me := txid_current();
+        -- the next txid to be assigned; txid_current() would give an idle call an xid
+        me := txid_snapshot_xmax(txid_current_snapshot());
         if txid_snapshot_xmin(last.tick_snapshot) > me then
             raise exception 'Invalid PgQ state: old xmin=%, old xmax=%, cur txid=%',
                 txid_snapshot_xmin(last.tick_snapshot), txid_snapshot_xmax(last.tick_snapshot), me;
@@ -144,11 +148,11 @@ declare
     q record;
 begin
     select queue_id, queue_tick_seq, queue_event_seq into q from pgq.queue
-     where queue_name = i_queue_name and queue_external_ticker and not queue_ticker_paused
-       for no key update;
+     where queue_name = i_queue_name and queue_external_ticker and not queue_ticker_paused;
     if not found then
         raise exception 'queue not found or ticker disabled: %', i_queue_name;
     end if;
+    perform pg_advisory_xact_lock(1885827444, q.queue_id);
     insert into pgq.tick (tick_queue, tick_id, tick_time, tick_event_seq)
     values (q.queue_id, i_tick_id, i_orig_timestamp, i_event_seq);
     perform pgq.seq_setval(q.queue_tick_seq, i_tick_id);

@@ -474,6 +474,11 @@ START_TEST(test_ticker_rules)
 	/* idle: the second tick comes at once, then the back-off holds */
 	sqlt_eq(c, "select pgq.ticker('q')", "2");
 	sqlt_eq(c, "select pgq.ticker('q')", NULL);
+	/* a call that makes no tick writes nothing: no transaction id is even assigned */
+	pgt_exec(c, "begin");
+	sqlt_eq(c, "select pgq.ticker()", "0");
+	sqlt_eq(c, "select txid_current_if_assigned() is null", "t");
+	pgt_exec(c, "rollback");
 	/* the first event is invisible to the sequence test (last_value stays 1) */
 	pgt_exec(c, "select pgq.insert_event('q', 'a', 'b')");
 	pgt_exec(c, "select pgq.insert_event('q', 'a', 'b')");
