@@ -1,11 +1,12 @@
 -- Change-capture triggers, part 1: helpers and the per-trigger "compiler".
 --
 -- pgq._trg_build() turns one trigger's arguments plus the table's catalog
--- description into a text[] of prepared SQL snippets. The trigger functions
--- (triggers.sql) keep that array in a session-level custom setting keyed by
--- table and trigger name and rebuild it only when the arguments or the table's
--- columns / primary key changed, so a row costs one small catalog probe and one
--- EXECUTE instead of re-deriving everything.
+-- description into a text[] the trigger functions (triggers.sql) keep in a
+-- session-level custom setting keyed by table and trigger name, rebuilt only
+-- when the arguments, the table's columns or its primary key change. It holds
+-- metadata for the static path (rows encoded by plan-cached queries from their
+-- text form) and SQL for the EXECUTE path (expressions, and UPDATEs whose
+-- change detection needs the columns' own equality operators).
 --
 -- Layout of the array (index: meaning):
 --   1 trigger arguments (text form of TG_ARGV)  2 table signature
@@ -16,7 +17,13 @@
 --  11 override mask for type,data,extra1..4 ('0'/'1' each)
 --  12 error to raise when a row is processed (unknown magic column), or ''
 --  13 error to raise for TRUNCATE (option that makes no sense there), or ''
--- Every row SQL returns the same 13 columns:
+--  14 operations the static path covers ('I', 'U', 'D')
+--  15..18 per column: in data, key, comparison kind (t/j/x), JSON kind (v/s)
+--  19..22 column names: raw, urlencoded, JSON '"name":', quote_ident
+--  23 column positions of the magic columns (type,data,extra1..4; 0 = none)
+--  24 sqltriga INSERT prefix '(cols) values ('   25 first key column position
+--  26 '1' if an UPDATE touching only ignored columns is skipped   27 columns
+-- Every EXECUTE-path SQL returns the same 13 columns:
 --   pk_changed, interesting, data, key_is_null, backup,
 --   o_type, o_data, o_extra1, o_extra2, o_extra3, o_extra4, when_val, when_type
 
@@ -154,7 +161,6 @@ declare
     v_row_err text := '';
     v_expr_given boolean := false;
     col record;
-    v_keys text[] := '{}';       -- key columns, table order (sqltriga WHERE)
     v_keylist text;              -- for logutriga ev_type
     v_pkjson text;
     v_data_new text := '''''';   -- encoders over NEW (_pgq_r) and OLD ($1)
@@ -166,7 +172,6 @@ declare
     v_sql_set text := '''''';
     v_where_old text := '''''';
     v_keynull_old text := 'false';
-    v_keynull_new text := 'false';
     v_pkchg text := 'false';
     v_chg_int text := 'false';
     v_chg_ign text := 'false';
@@ -183,7 +188,6 @@ declare
     v_nkeys integer := 0;
     v_mask text := '';
     v_tail text;
-    v_from_new text;
     v_res text[];
     -- static path metadata, one entry per column in record order
     v_ncol integer := 0;
@@ -298,10 +302,8 @@ begin
                 v_s_firstkey := v_ncol;
             end if;
             v_nkeys := v_nkeys + 1;
-            v_keys := v_keys || col.name;
             v_pkchg := v_pkchg || ' or ' || v_changed;
             v_keynull_old := v_keynull_old || ' or ' || v_o || ' is null';
-            v_keynull_new := v_keynull_new || ' or ' || v_n || ' is null';
             v_where_old := v_where_old || ' || ' || quote_literal(case when v_nkeys > 1 then ' and ' else '' end
                                || quote_ident(col.name) || '=') || ' || pg_catalog.quote_literal(' || v_out_o || ')';
             if v_first_key_set is null then

@@ -1,11 +1,12 @@
 -- Change-capture triggers, part 2: pgq.logutriga(), pgq.sqltriga(), pgq.jsontriga().
 --
 -- The three share one body; only the encoding differs, so the body is written
--- once here and instantiated per format at install time. Per row the work is:
--- check the session role, fetch the compiled trigger description from the
--- session cache (rebuilt by pgq._trg_build when arguments or table changed),
--- run one EXECUTE that encodes the row and evaluates key/change checks,
--- overrides and when=, then call pgq.insert_event (7 arguments) through SQL.
+-- once here and instantiated per format at install time. Per row: check the
+-- session role, fetch the compiled trigger description from the session cache
+-- (rebuilt by pgq._trg_build when arguments or table changed), encode the row
+-- (static path: from its text form with plan-cached queries; otherwise one
+-- EXECUTE of the compiled SQL), apply magic columns, overrides and when=, then
+-- call pgq.insert_event (7 arguments) through SQL, as PgQ's triggers do.
 do $do$
 declare
     v_body constant text := $body$
