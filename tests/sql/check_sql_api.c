@@ -609,6 +609,36 @@ START_TEST(test_utils)
 }
 END_TEST
 
+static const char *g_vacdb;
+static bool autovacuum_off(void *arg)
+{
+	(void)arg;
+	return pgt_int_db(g_vacdb, "select (current_setting('autovacuum') = 'off')::int") == 1;
+}
+
+/* With autovacuum off the maintenance list names the small hot tables to vacuum. */
+START_TEST(test_tables_to_vacuum_without_autovacuum)
+{
+	PGconn *c = fresh();
+	g_vacdb = PQdb(c);
+	pgt_exec(c, "alter system set autovacuum = off");
+	pgt_exec(c, "select pg_reload_conf()");
+	ck_assert(pgt_wait_until(autovacuum_off, NULL, 10000, 50));
+	PQfinish(c);
+	c = fresh();
+	sqlt_eq(c,
+		"select string_agg(t, ' ') from pgq.maint_tables_to_vacuum() t where t like 'pgq.%'",
+		"pgq.subscription pgq.consumer pgq.queue pgq.tick pgq.retry_queue");
+	sqlt_eq(c,
+		"select string_agg(func_arg, ' ') = (select string_agg(t, ' ') from pgq.maint_tables_to_vacuum() t)"
+		" from pgq.maint_operations() where func_name = 'vacuum'",
+		"t");
+	pgt_exec(c, "alter system reset autovacuum");
+	pgt_exec(c, "select pg_reload_conf()");
+	PQfinish(c);
+}
+END_TEST
+
 static void err_prefix(PGconn *c, const char *sql, const char *prefix)
 {
 	char *e = pgt_error(c, sql);
@@ -678,6 +708,7 @@ int main(void)
 	tcase_add_test(tc, test_maint_and_info);
 	tcase_add_test(tc, test_utils);
 	tcase_add_test(tc, test_rotation_paths_and_sanity_errors);
+	tcase_add_test(tc, test_tables_to_vacuum_without_autovacuum);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
