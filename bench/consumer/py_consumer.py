@@ -11,6 +11,7 @@ Runs the Consumer's own work() loop, idling loop_delay (skytools default) when
 there is no batch, exactly as a deployed pgq.Consumer would.
 """
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +39,13 @@ class Bench(pgq.Consumer):
 def main():
     mode, connstr, queue, consumer, arg = sys.argv[1:6]
     tmp = tempfile.mkdtemp(prefix='pgqev-py-')
+    try:
+        run(mode, connstr, queue, consumer, arg, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(mode, connstr, queue, consumer, arg, tmp):
     ini = os.path.join(tmp, 'bench.ini')
     with open(ini, 'w') as f:
         f.write('[pgqev_bench]\njob_name = pgqev_bench\ndb = %s\nqueue_name = %s\n'
