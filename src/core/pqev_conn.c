@@ -401,7 +401,9 @@ static void connected(PqevConn *c)
 	ev.streak = c->streak;
 	ev.recovered = c->streak > 0;
 	c->streak = 0;
-	pqev_backoff_reset(&c->backoff);
+	/* NOTE: the backoff is reset by the first request that succeeds, not here: a
+	   session that dies before doing any work (a pooler that cannot reach its server,
+	   a backend killed at once) must not be retried at the base delay forever */
 	c->connected_at = c->last_activity = pqev_now();
 	c->err[0] = '\0';
 	set_state(c, PQEV_CONN_READY);
@@ -487,19 +489,33 @@ void pqev_conn_arm_io(PqevConn *c)
 		pqev_conn_failure(c, PQEV_EV_LOST);
 }
 
+/*
+ * Only outside a transaction block may the session be replaced: BEGIN ... sent
+ * as separate requests would otherwise lose its work, and its COMMIT would
+ * succeed on the new session. Exact because an idle session is never left in
+ * pipeline mode (see send_queued).
+ */
+static bool recyclable(const PqevConn *c)
+{
+	return c->cfg.lifetime > 0 && !c->in_pipeline && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
 /* READY and idle: the next liveness check or lifetime expiry. */
 void pqev_conn_arm_idle(PqevConn *c)
 {
 	usec_t now, due = USEC_INFINITY;
-	if (c->state != PQEV_CONN_READY || c->nqueued + c->ninflight > 0 || c->timer_armed)
+	if (c->state != PQEV_CONN_READY || c->nqueued + c->ninflight > 0)
 		return;
 	now = pqev_now();
 	if (c->cfg.idle_check > 0)
 		due = c->last_activity + c->cfg.idle_check;
-	if (c->cfg.lifetime > 0 && c->connected_at + c->cfg.lifetime < due)
+	/* recomputed every time: a COMMIT makes a session recyclable at once */
+	if (recyclable(c) && c->connected_at + c->cfg.lifetime < due)
 		due = c->connected_at + c->cfg.lifetime;
-	if (due == USEC_INFINITY)
+	if (due == USEC_INFINITY) {
+		timer_disarm(c);
 		return;
+	}
 	if (timer_arm(c, due > now ? due - now : 0) < 0)
 		pqev_conn_failure(c, PQEV_EV_LOST);
 }
@@ -509,7 +525,7 @@ static void ready_timer(PqevConn *c)
 	usec_t now = pqev_now();
 	if (c->nqueued + c->ninflight > 0)
 		return; /* busy: request timeouts and keepalives watch it; re-armed when idle */
-	if (c->cfg.lifetime > 0 && now >= c->connected_at + c->cfg.lifetime) {
+	if (recyclable(c) && now >= c->connected_at + c->cfg.lifetime) {
 		pqev_conn_restart(c, true);
 		return;
 	}
@@ -646,10 +662,11 @@ static int copy_config(PqevConn *c, const PqevConnConfig *cfg)
 		c->cfg.connect_timeout = 10 * USEC_PER_SEC;
 	if (c->cfg.idle_check_timeout == 0)
 		c->cfg.idle_check_timeout = 10 * USEC_PER_SEC;
+	unsigned failures = c->backoff.failures;
 	pqev_backoff_init(&c->backoff, c->cfg.retry_base ? c->cfg.retry_base : 250 * USEC_PER_MSEC,
 			  c->cfg.retry_cap ? c->cfg.retry_cap : 60 * USEC_PER_SEC, 0);
 	/* keep the failure count: a reload must not make a failing database hammer */
-	c->backoff.failures = c->streak;
+	c->backoff.failures = failures;
 	pqev_sanitize(c->name, sizeof(c->name), nm ? nm : "?");
 	return 0;
 }

@@ -479,6 +479,17 @@ static bool send_queued(PqevConn *c)
 		c->ninflight++;
 		c->want_write = true; /* flushed below */
 	}
+	/*
+	 * NOTE: an idle session leaves pipeline mode (no I/O, libpq only). libpq does
+	 * not parse an ErrorResponse that arrives on an idle pipeline, so the FATAL
+	 * saying why a backend was terminated would be lost, and PQtransactionStatus
+	 * would say "active" instead of whether a transaction block is open.
+	 */
+	if (c->in_pipeline && c->ninflight == 0) {
+		if (!PQexitPipelineMode(c->pg))
+			return lost(c, "leaving pipeline mode failed");
+		c->in_pipeline = false;
+	}
 	if (c->want_write) {
 		int f = PQflush(c->pg);
 		if (f < 0)
@@ -558,6 +569,9 @@ static bool read_results(PqevConn *c)
 		if (!pqev_conn_dispatch_async(c))
 			return false;
 		if (done) {
+			/* the server did work for us: the session is proven, failures start over */
+			if (!r->failed)
+				pqev_backoff_reset(&c->backoff);
 			unlink_req(r);
 			pqev_req_complete(r, r->failed ? PQEV_SQL_ERROR : PQEV_OK, NULL);
 			if (c->gen != gen)
@@ -580,8 +594,12 @@ bool pqev_conn_io(PqevConn *c, short what)
 		c->want_write = f > 0;
 	}
 	if (what & EV_READ) {
-		if (!PQconsumeInput(c->pg))
+		if (!PQconsumeInput(c->pg)) {
+			/* the server's reason for closing (FATAL on an idle session) comes first */
+			if (!pqev_conn_dispatch_async(c))
+				return false;
 			return lost(c, "connection lost");
+		}
 		if (!pqev_conn_dispatch_async(c))
 			return false;
 		if (!read_results(c))

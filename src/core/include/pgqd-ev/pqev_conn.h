@@ -140,10 +140,13 @@ typedef struct PqevConnConfig {
 	const char *application_name; /* default "pgqd-ev"; conninfo's own value wins */
 	usec_t connect_timeout;       /* deadline per attempt incl. resolving; default 10 s */
 	usec_t statement_timeout;     /* 0 (default): server setting */
-	usec_t lifetime;              /* recycle when older than this and idle; 0: never */
+	usec_t lifetime;              /* recycle when older than this, idle and outside a
+					 transaction block; 0: never */
 	usec_t idle_check;            /* liveness query when idle this long; 0: off; default 30 s */
 	usec_t idle_check_timeout;    /* the liveness query's own timeout; default 10 s */
-	usec_t retry_base;            /* first retry delay upper bound; default 250 ms */
+	usec_t retry_base;            /* first retry delay upper bound; default 250 ms. The
+					 delays grow until a request on a new session
+					 succeeds (connecting alone proves nothing) */
 	usec_t retry_cap;             /* largest retry delay; default 60 s */
 	int keepalives_idle;          /* seconds (TCP only); default 30; conninfo wins */
 	int keepalives_interval;      /* seconds; default 10 */

@@ -1,0 +1,249 @@
+/*
+ * Connection layer edge cases found in review, against a private PostgreSQL:
+ * lifetime recycling never drops an open transaction, the server's reason for
+ * ending an idle session reaches on_notice, a session that dies right after
+ * connecting keeps backing off instead of retrying at the base delay forever,
+ * and callbacks that close, reconnect or free from inside on_rows.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "conntest.h"
+
+static char conninfo[600];
+
+static const char *db_conninfo(const char *db)
+{
+	snprintf(conninfo, sizeof(conninfo), "%s", pgt_connstr(db, false));
+	return conninfo;
+}
+
+static void run_ok(PqevConn *c, const char *sql, CtReq *r)
+{
+	memset(r, 0, sizeof(*r));
+	ct_send(c, r, sql, 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, r, 10000));
+	ck_assert_msg(r->status == PQEV_OK, "%s: %s", sql, r->error);
+}
+
+static void terminate(const char *db, int pid)
+{
+	char sql[96];
+	snprintf(sql, sizeof(sql), "select pg_terminate_backend(%d)", pid);
+	pgt_exec_db(db, sql);
+}
+
+static bool recycled(void *arg)
+{
+	return ((CtConn *)arg)->recycled >= 1;
+}
+
+static bool lost_once(void *arg)
+{
+	return ((CtConn *)arg)->lost >= 1;
+}
+
+/*
+ * A session idle inside BEGIN ... is not recycled: dropping it would roll the
+ * work back and let the next request (COMMIT) succeed on a fresh session.
+ */
+START_TEST(test_recycle_waits_for_transaction)
+{
+	const char *db = pgt_db_new();
+	PqevConnConfig cfg;
+	CtConn rec = {0};
+	CtReq r;
+
+	ct_setup(0);
+	ct_config(&cfg, db_conninfo(db));
+	cfg.lifetime = 200 * USEC_PER_MSEC;
+	ct_conn_new(&rec, &cfg);
+	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
+	int pid = pqev_conn_backend_pid(rec.conn);
+	run_ok(rec.conn, "begin", &r);
+	run_ok(rec.conn, "create table t_in_tx(x int)", &r);
+	/* well past the lifetime, idle in the transaction */
+	ck_assert(!ct_run_until(recycled, &rec, 800));
+	ck_assert_int_eq(pqev_conn_backend_pid(rec.conn), pid);
+	run_ok(rec.conn, "commit", &r);
+	ck_assert(ct_run_until(recycled, &rec, 10000));
+	run_ok(rec.conn, "select count(*) from t_in_tx", &r);
+	ck_assert_int_ne(pqev_conn_backend_pid(rec.conn), pid);
+	pqev_conn_free(rec.conn);
+	ct_teardown();
+}
+END_TEST
+
+/* pg_terminate_backend of an idle session that has run pipelined requests. */
+START_TEST(test_terminate_reason_reaches_on_notice)
+{
+	const char *db = pgt_db_new();
+	PqevConnConfig cfg;
+	CtConn rec = {0};
+	CtReq r;
+
+	ct_setup(0);
+	ct_config(&cfg, db_conninfo(db));
+	ct_conn_new(&rec, &cfg);
+	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
+	run_ok(rec.conn, "select 1", &r);
+	terminate(db, pqev_conn_backend_pid(rec.conn));
+	ck_assert(ct_run_until(lost_once, &rec, 10000));
+	ck_assert_int_eq(rec.notices, 1);
+	ck_assert_str_eq(rec.notice_sev, "FATAL");
+	ck_assert_msg(strstr(rec.notice_text, "administrator command") != NULL, "%s",
+		      rec.notice_text);
+	pqev_conn_free(rec.conn);
+	ct_teardown();
+}
+END_TEST
+
+/* Terminates the backend of every new session before it can do any work. */
+typedef struct Flap {
+	CtConn rec;
+	const char *db;
+	int kills;
+	usec_t retry[8];
+	int nretry;
+} Flap;
+
+static void flap_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
+{
+	Flap *f = arg;
+	if (ev->type == PQEV_EV_CONNECTED && f->kills < 5) {
+		f->kills++;
+		terminate(f->db, pqev_conn_backend_pid(c));
+	} else if (ev->type == PQEV_EV_LOST && f->nretry < 8) {
+		f->retry[f->nretry++] = ev->retry_in;
+	} else if (ev->type == PQEV_EV_CONNECTED) {
+		f->rec.connected++;
+	}
+}
+
+static bool flap_settled(void *arg)
+{
+	return ((Flap *)arg)->rec.connected >= 1;
+}
+
+START_TEST(test_flapping_session_backs_off)
+{
+	Flap f = {.db = pgt_db_new()};
+	PqevConnConfig cfg;
+	PqevConnCallbacks cb = {.on_event = flap_event, .arg = &f};
+	CtReq r;
+
+	ct_setup(0);
+	ct_config(&cfg, db_conninfo(f.db));
+	cfg.retry_base = 20 * USEC_PER_MSEC;
+	cfg.retry_cap = 10 * USEC_PER_SEC;
+	PqevConn *c = pqev_conn_new(ct_limit(), &cfg, &cb);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(pqev_conn_start(c), 0);
+	ck_assert(ct_run_until(flap_settled, &f, 20000));
+	ck_assert_int_eq(f.nretry, 5);
+	/* connecting is not success: each quick death doubles the delay's range */
+	for (int i = 1; i < f.nretry; i++) {
+		usec_t d = 20 * USEC_PER_MSEC << i;
+		ck_assert_msg(f.retry[i] >= d / 2 && f.retry[i] <= d, "retry %d: %llu us", i,
+			      (unsigned long long)f.retry[i]);
+	}
+	/* a completed request proves the session: the next failure starts from base */
+	run_ok(c, "select 1", &r);
+	terminate(f.db, pqev_conn_backend_pid(c));
+	for (int i = 0; i < 500 && f.nretry < 6; i++)
+		ct_run_for(10);
+	ck_assert_int_eq(f.nretry, 6);
+	ck_assert_uint_le(f.retry[5], 20 * USEC_PER_MSEC);
+	pqev_conn_free(c);
+	ct_teardown();
+}
+END_TEST
+
+/* on_rows closes, reconnects or frees its connection: every request ends once. */
+typedef struct RowsAct {
+	CtReq req[3];
+	CtConn rec;
+	int action; /* 0 close, 1 reconnect, 2 free */
+	int rows_calls;
+} RowsAct;
+
+static void act_rows(PqevConn *c, const PGresult *res, void *arg)
+{
+	RowsAct *a = arg;
+	a->rows_calls++;
+	if (a->action == 0)
+		pqev_conn_close(c);
+	else if (a->action == 1)
+		pqev_conn_reconnect(c);
+	else
+		a->rec.conn = pqev_conn_free(c);
+}
+
+static void act_done(PqevConn *c, const PqevReply *reply, void *arg)
+{
+	CtReq *r = arg;
+	r->done++;
+	r->status = reply->status;
+}
+
+static bool act_all_done(void *arg)
+{
+	RowsAct *a = arg;
+	return a->req[0].done && a->req[1].done && a->req[2].done;
+}
+
+START_TEST(test_on_rows_closes_reconnects_frees)
+{
+	const char *db = pgt_db_new();
+	PqevConnConfig cfg;
+
+	for (int action = 0; action < 3; action++) {
+		RowsAct a = {.action = action};
+		ct_setup(0);
+		ct_config(&cfg, db_conninfo(db));
+		ct_conn_new(&a.rec, &cfg);
+		ck_assert(ct_run_until(ct_is_connected, &a.rec, 10000));
+		PqevQuery q = {.sql = "select 1",
+			       .on_rows = act_rows,
+			       .on_done = act_done,
+			       .arg = &a.req[0]};
+		/* on_rows gets the RowsAct through req[0]'s address (the first member) */
+		ck_assert_int_eq(pqev_conn_send(a.rec.conn, &q, NULL), 0);
+		q.on_rows = NULL;
+		q.arg = &a.req[1];
+		ck_assert_int_eq(pqev_conn_send(a.rec.conn, &q, NULL), 0);
+		q.sql = "select 3";
+		q.flags = PQEV_Q_SIMPLE;
+		q.arg = &a.req[2];
+		ck_assert_int_eq(pqev_conn_send(a.rec.conn, &q, NULL), 0);
+		ck_assert(ct_run_until(act_all_done, &a, 10000));
+		ct_run_for(50);
+		ck_assert_int_eq(a.rows_calls, 1);
+		for (int i = 0; i < 3; i++)
+			ck_assert_int_eq(a.req[i].done, 1);
+		if (action == 0) {
+			ck_assert_int_eq(a.req[0].status, PQEV_CLOSED);
+			ck_assert_int_eq(a.req[2].status, PQEV_CLOSED);
+		} else if (action == 1) {
+			/* the simple request was queued behind the pipeline: it waits */
+			ck_assert_int_eq(a.req[0].status, PQEV_CONN_LOST);
+			ck_assert_int_eq(a.req[2].status, PQEV_OK);
+		}
+		pqev_conn_free(a.rec.conn);
+		ct_teardown();
+	}
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("conn-faults");
+	TCase *tc = pgt_tcase("conn-faults", 60);
+	tcase_add_test(tc, test_recycle_waits_for_transaction);
+	tcase_add_test(tc, test_terminate_reason_reaches_on_notice);
+	tcase_add_test(tc, test_flapping_session_backs_off);
+	tcase_add_test(tc, test_on_rows_closes_reconnects_frees);
+	suite_add_tcase(s, tc);
+	PgtOptions o = {.need_server = true};
+	return pgt_main(s, &o);
+}
