@@ -211,6 +211,46 @@ START_TEST(test_pidfile)
 	pf = pqev_pidfile_remove(pf);
 	ck_assert_int_eq(access(path, F_OK), -1);
 
+	/*
+	 * The -d flow: create, fork (the child keeps the file), the creator exits
+	 * before the child rewrites the pid. The file names a dead pid, but its
+	 * holder lives: a second instance must be refused, not take over.
+	 */
+	int sync[2];
+	ck_assert_int_eq(pipe(sync), 0);
+	pid_t creator = fork(), holder = 0;
+	ck_assert_int_ge(creator, 0);
+	if (creator == 0) {
+		close(sync[0]);
+		if (pqev_pidfile_create(path, &pf, &other) != 0)
+			_exit(2);
+		pid_t g = fork();
+		if (g == 0) {
+			pause();
+			_exit(0);
+		}
+		if (write(sync[1], &g, sizeof(g)) != sizeof(g))
+			_exit(3);
+		_exit(0);
+	}
+	close(sync[1]);
+	ck_assert_int_eq(read(sync[0], &holder, sizeof(holder)), (ssize_t)sizeof(holder));
+	close(sync[0]);
+	ck_assert_int_eq(waitpid(creator, &st, 0), creator);
+	ck_assert_int_eq(WEXITSTATUS(st), 0);
+	ck_assert(!pqev_pid_alive(creator));
+	ck_assert_int_eq(pqev_pidfile_create(path, &pf, &other), -EEXIST);
+	ck_assert_ptr_null(pf);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* the holder is gone: now the file is stale, and the creator's pid is reported */
+	kill(holder, SIGKILL);
+	for (int i = 0; i < 1000 && pqev_pid_alive(holder); i++)
+		usleep(1000); /* reaped by init: wait for the zombie to go */
+	ck_assert_int_eq(pqev_pidfile_create(path, &pf, &other), 0);
+	ck_assert_int_eq(other, creator);
+	pf = pqev_pidfile_remove(pf);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
 	/* an unwritable place: the errno comes back */
 	snprintf(path, sizeof(path), "%s/missing/p.pid", dir);
 	ck_assert_int_eq(pqev_pidfile_create(path, &pf, &other), -ENOENT);

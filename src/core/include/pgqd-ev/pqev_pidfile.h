@@ -2,9 +2,11 @@
  * Pidfile and daemonize, for running without systemd (-d). Under systemd run in
  * the foreground; neither is needed.
  *
- * The pidfile is created with O_EXCL. If one exists, the pid in it is probed with
- * kill(pid, 0): a live process makes creation fail with -EEXIST; a dead (stale)
- * pid, or a file without a valid pid, is removed and creation retried once.
+ * The pidfile appears atomically (written and flock()ed under a temporary name,
+ * then link()ed into place) and stays open and locked while the handle lives,
+ * also through pqev_daemonize(). An existing file that is locked, or that names
+ * another live pid, makes creation fail with -EEXIST; otherwise it is stale
+ * (dead pid, our pid, no valid pid), removed, and creation retried.
  */
 #ifndef PGQEV_PQEV_PIDFILE_H
 #define PGQEV_PQEV_PIDFILE_H
@@ -24,7 +26,8 @@ typedef struct PqevPidfile PqevPidfile;
  */
 int pqev_pidfile_create(const char *path, PqevPidfile **out, pid_t *other) PQEV_MUSTCHECK;
 
-/* Rewrite the file with the current pid (call in the daemon after daemonize). */
+/* Rewrite the file with the current pid (call in the daemon after daemonize).
+ * Until then the file names the creator's pid; the lock keeps it owned. */
 int pqev_pidfile_update(PqevPidfile *pf) PQEV_MUSTCHECK;
 
 /* Unlink the file if it still holds our pid, free the handle. NULL allowed;
