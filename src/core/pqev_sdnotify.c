@@ -38,7 +38,8 @@ int pqev_sd_notify(const char *state)
 	plen = strlen(path);
 	if (path[0] != '/' && path[0] != '@')
 		return -EAFNOSUPPORT; /* e.g. vsock: addresses, not for us */
-	if (plen >= sizeof(sa.sun_path))
+	/* a path needs its NUL; an abstract name may fill sun_path (as systemd allows) */
+	if (plen + (path[0] == '/') > sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;

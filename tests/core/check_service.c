@@ -114,6 +114,29 @@ START_TEST(test_sdnotify_abstract)
 	fd = notify_socket(name);
 	ck_assert_int_gt(pqev_sd_ready("abstract"), 0);
 	ck_assert_str_eq(next_msg(fd), "READY=1\nSTATUS=abstract");
+	/* a long status is cut to one bounded datagram, still sent */
+	char big[8192];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ck_assert_int_gt(pqev_sd_status(big), 0);
+	const char *m = next_msg(fd);
+	ck_assert_msg(strncmp(m, "STATUS=xxx", 10) == 0 && strlen(m) > 1000 && strlen(m) < 1200,
+		      "%zu bytes", strlen(m));
+	close(fd);
+
+	/* an abstract name may fill sun_path: no terminating NUL is needed */
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char full[sizeof(sa.sun_path) + 1];
+	memset(full, 'a', sizeof(full) - 1);
+	full[0] = '@';
+	full[sizeof(full) - 1] = '\0';
+	memcpy(sa.sun_path + 1, full + 1, sizeof(sa.sun_path) - 1);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setenv("NOTIFY_SOCKET", full, 1);
+	ck_assert_int_gt(pqev_sd_ready(NULL), 0);
+	ck_assert_str_eq(next_msg(fd), "READY=1");
 	close(fd);
 	unsetenv("NOTIFY_SOCKET");
 }
