@@ -156,7 +156,8 @@ int pqev_conninfo_build(PqevConn *c);
 void pqev_conninfo_clear(PqevConn *c);
 /* Copy `in` to `out` with control characters as '?', truncated to outlen-1. */
 void pqev_sanitize(char *out, size_t outlen, const char *in);
-/* True if a conninfo string mentions a password (so parse errors are withheld). */
+/* True if a conninfo string may hold a password (a password keyword, or a URI
+ * with userinfo), so parse errors are withheld. */
 bool pqev_conninfo_has_password(const char *conninfo);
 
 /* ---- pqev_conn.c ---- */

@@ -32,7 +32,9 @@ bool pqev_conninfo_has_password(const char *conninfo)
 	for (const char *p = conninfo; p && *p; p++)
 		if (strncasecmp(p, "password", 8) == 0)
 			return true;
-	return false;
+	/* a URI's userinfo (user:secret@): libpq quotes bad %-tokens and whole URIs */
+	const char *u = conninfo ? strstr(conninfo, "://") : NULL;
+	return u && strchr(u, '@');
 }
 
 static void free_strv(char **v, int n)

@@ -63,6 +63,17 @@ START_TEST(test_bad_conninfo_named_and_no_password)
 	ck_assert_int_eq(pqev_conn_start(c), -EINVAL);
 	ck_assert_msg(strstr(pqev_conn_error(c), "cd") == NULL, "%s", pqev_conn_error(c));
 	pqev_conn_free(c);
+
+	/* a URI's password is in the userinfo, and libpq quotes a bad %-token or the
+	   whole URI in its parse errors */
+	const char *uris[] = {"postgresql://u:se%zzcret@localhost/db",
+			      "postgres://u:secret%@localhost/db", "postgresql://u:secret@[::1/db"};
+	for (size_t i = 0; i < sizeof(uris) / sizeof(uris[0]); i++) {
+		c = mk(uris[i], NULL);
+		ck_assert_int_eq(pqev_conn_start(c), -EINVAL);
+		ck_assert_msg(strstr(pqev_conn_error(c), "cret") == NULL, "%s", pqev_conn_error(c));
+		pqev_conn_free(c);
+	}
 }
 END_TEST
 
