@@ -556,6 +556,37 @@ START_TEST(test_register_at_tick_and_min_count)
 }
 END_TEST
 
+START_TEST(test_catch_up_merges_old_ticks)
+{
+	/* 30 ticks one second apart, the last 1 s ago (external ticker) */
+	const char *db = cs_db_with_queue("q");
+	PGconn *admin = pgt_connect(db);
+	pgt_exec(admin, "select pgq.set_queue_config('q', 'external_ticker', 'true')");
+	pgt_exec(admin, "select pgq.register_consumer('q', 'late')");
+	int64_t tick = pgt_int(admin, "select max(tick_id) from pgq.tick");
+	for (int i = 0; i < 30; i++) {
+		cs_produce(db, "q", i * 3, i * 3 + 3);
+		char sql[256];
+		snprintf(sql, sizeof(sql),
+			 "select pgq.ticker('q', %lld, now() - interval '%d seconds', 0)",
+			 (long long)(tick + 1 + i), 30 - i);
+		pgt_exec(admin, sql);
+	}
+	PQfinish(admin);
+	Rec r = {.name = "late"};
+	PgqevConsumerConfig cfg;
+	cs_config(&cfg, &r, db, "q", "late");
+	cs_start(&r, &cfg);
+	CountCond cc = {&r, 90};
+	ck_assert(cs_run_until(cs_has_count, &cc, 20000));
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	cs_assert_exactly_once(&r, 0, 90);
+	/* one tick interval, then the rest in one batch over half the lag, not 30 */
+	ck_assert_uint_eq(r.batches_seen, 2);
+	rec_free(&r);
+}
+END_TEST
+
 static void expect_bad(PgqevConsumerConfig *cfg, const char *needle)
 {
 	char err[256] = "";
@@ -666,6 +697,7 @@ int main(void)
 	tcase_add_test(tc, test_pending_needs_async_mode);
 	tcase_add_test(tc, test_notify_wakeup);
 	tcase_add_test(tc, test_register_at_tick_and_min_count);
+	tcase_add_test(tc, test_catch_up_merges_old_ticks);
 	tcase_add_test(tc, test_poll_without_listen);
 	tcase_add_test(tc, test_many_consumers_many_databases);
 	tcase_add_test(tc, test_producer_encodings);
