@@ -252,15 +252,18 @@ int pqev_conninfo_build(PqevConn *c)
 			free(list);
 		}
 	}
-	if (rc == 0 && (options || c->cfg.statement_timeout > 0)) {
-		char buf[1024];
+	if (rc == 0 && c->cfg.statement_timeout > 0) {
+		/* sized to fit: a cut-off options string would change other settings */
 		unsigned long long ms = (c->cfg.statement_timeout + 999) / 1000;
-		if (c->cfg.statement_timeout > 0)
-			snprintf(buf, sizeof(buf), "%s%s-c statement_timeout=%llu",
-				 options ? options : "", options ? " " : "", ms);
+		char *buf = NULL;
+		if (asprintf(&buf, "%s%s-c statement_timeout=%llu", options ? options : "",
+			     options ? " " : "", ms) < 0)
+			rc = -ENOMEM;
 		else
-			snprintf(buf, sizeof(buf), "%s", options);
-		rc |= kv_put(&kv, "options", buf);
+			rc |= kv_put(&kv, "options", buf);
+		free(buf);
+	} else if (rc == 0 && options) {
+		rc |= kv_put(&kv, "options", options);
 	}
 	PQconninfoFree(opts);
 	c->keys = kv.keys;

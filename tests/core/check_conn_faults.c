@@ -235,6 +235,45 @@ START_TEST(test_on_rows_closes_reconnects_frees)
 }
 END_TEST
 
+static void on_value(PqevConn *c, const PqevReply *reply, void *arg)
+{
+	char *out = arg;
+	snprintf(out, 2048, "%s",
+		 reply->status == PQEV_OK ? PQgetvalue(reply->result, 0, 0) : reply->error);
+}
+
+/* statement_timeout joins the conninfo's own options, however long they are. */
+START_TEST(test_long_options_with_statement_timeout)
+{
+	const char *db = pgt_db_new();
+	PqevConnConfig cfg;
+	CtConn rec = {0};
+	char path[1400] = "", ci[2200], got[2048] = "";
+	size_t n = 0;
+
+	for (int i = 0; i < 200; i++)
+		n += (size_t)snprintf(path + n, sizeof(path) - n, "%ss%04d", i ? "," : "", i);
+	snprintf(ci, sizeof(ci), "%s options='-c search_path=%s'", db_conninfo(db), path);
+	ct_setup(0);
+	ct_config(&cfg, ci);
+	cfg.statement_timeout = 7 * USEC_PER_SEC;
+	ct_conn_new(&rec, &cfg);
+	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
+	ck_assert_int_eq(pqev_conn_query(rec.conn, "show search_path", 0, NULL, on_value, got), 0);
+	for (int i = 0; i < 1000 && !got[0]; i++)
+		ct_run_for(10);
+	ck_assert_str_eq(got, path);
+	got[0] = '\0';
+	ck_assert_int_eq(
+		pqev_conn_query(rec.conn, "show statement_timeout", 0, NULL, on_value, got), 0);
+	for (int i = 0; i < 1000 && !got[0]; i++)
+		ct_run_for(10);
+	ck_assert_str_eq(got, "7s");
+	pqev_conn_free(rec.conn);
+	ct_teardown();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conn-faults");
@@ -243,6 +282,7 @@ int main(void)
 	tcase_add_test(tc, test_terminate_reason_reaches_on_notice);
 	tcase_add_test(tc, test_flapping_session_backs_off);
 	tcase_add_test(tc, test_on_rows_closes_reconnects_frees);
+	tcase_add_test(tc, test_long_options_with_statement_timeout);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
