@@ -33,6 +33,24 @@ static void terminate(const char *db, int pid)
 	pgt_exec_db(db, sql);
 }
 
+/* A fresh loop and a connected, recorded connection. */
+static void up(CtConn *rec, const char *ci, usec_t lifetime, usec_t statement_timeout)
+{
+	PqevConnConfig cfg;
+	ct_setup(0);
+	ct_config(&cfg, ci);
+	cfg.lifetime = lifetime;
+	cfg.statement_timeout = statement_timeout;
+	ct_conn_new(rec, &cfg);
+	ck_assert(ct_run_until(ct_is_connected, rec, 10000));
+}
+
+static void down(CtConn *rec)
+{
+	pqev_conn_free(rec->conn);
+	ct_teardown();
+}
+
 static bool recycled(void *arg)
 {
 	return ((CtConn *)arg)->recycled >= 1;
@@ -49,16 +67,10 @@ static bool lost_once(void *arg)
  */
 START_TEST(test_recycle_waits_for_transaction)
 {
-	const char *db = pgt_db_new();
-	PqevConnConfig cfg;
 	CtConn rec = {0};
 	CtReq r;
 
-	ct_setup(0);
-	ct_config(&cfg, db_conninfo(db));
-	cfg.lifetime = 200 * USEC_PER_MSEC;
-	ct_conn_new(&rec, &cfg);
-	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
+	up(&rec, db_conninfo(pgt_db_new()), 200 * USEC_PER_MSEC, 0);
 	int pid = pqev_conn_backend_pid(rec.conn);
 	run_ok(rec.conn, "begin", &r);
 	run_ok(rec.conn, "create table t_in_tx(x int)", &r);
@@ -69,8 +81,7 @@ START_TEST(test_recycle_waits_for_transaction)
 	ck_assert(ct_run_until(recycled, &rec, 10000));
 	run_ok(rec.conn, "select count(*) from t_in_tx", &r);
 	ck_assert_int_ne(pqev_conn_backend_pid(rec.conn), pid);
-	pqev_conn_free(rec.conn);
-	ct_teardown();
+	down(&rec);
 }
 END_TEST
 
@@ -78,14 +89,10 @@ END_TEST
 START_TEST(test_terminate_reason_reaches_on_notice)
 {
 	const char *db = pgt_db_new();
-	PqevConnConfig cfg;
 	CtConn rec = {0};
 	CtReq r;
 
-	ct_setup(0);
-	ct_config(&cfg, db_conninfo(db));
-	ct_conn_new(&rec, &cfg);
-	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
+	up(&rec, db_conninfo(db), 0, 0);
 	run_ok(rec.conn, "select 1", &r);
 	terminate(db, pqev_conn_backend_pid(rec.conn));
 	ck_assert(ct_run_until(lost_once, &rec, 10000));
@@ -93,8 +100,7 @@ START_TEST(test_terminate_reason_reaches_on_notice)
 	ck_assert_str_eq(rec.notice_sev, "FATAL");
 	ck_assert_msg(strstr(rec.notice_text, "administrator command") != NULL, "%s",
 		      rec.notice_text);
-	pqev_conn_free(rec.conn);
-	ct_teardown();
+	down(&rec);
 }
 END_TEST
 
@@ -195,14 +201,10 @@ static bool act_all_done(void *arg)
 START_TEST(test_on_rows_closes_reconnects_frees)
 {
 	const char *db = pgt_db_new();
-	PqevConnConfig cfg;
 
 	for (int action = 0; action < 3; action++) {
 		RowsAct a = {.action = action};
-		ct_setup(0);
-		ct_config(&cfg, db_conninfo(db));
-		ct_conn_new(&a.rec, &cfg);
-		ck_assert(ct_run_until(ct_is_connected, &a.rec, 10000));
+		up(&a.rec, db_conninfo(db), 0, 0);
 		PqevQuery q = {.sql = "select 1",
 			       .on_rows = act_rows,
 			       .on_done = act_done,
@@ -229,8 +231,7 @@ START_TEST(test_on_rows_closes_reconnects_frees)
 			ck_assert_int_eq(a.req[0].status, PQEV_CONN_LOST);
 			ck_assert_int_eq(a.req[2].status, PQEV_OK);
 		}
-		pqev_conn_free(a.rec.conn);
-		ct_teardown();
+		down(&a.rec);
 	}
 }
 END_TEST
@@ -246,7 +247,6 @@ static void on_value(PqevConn *c, const PqevReply *reply, void *arg)
 START_TEST(test_long_options_with_statement_timeout)
 {
 	const char *db = pgt_db_new();
-	PqevConnConfig cfg;
 	CtConn rec = {0};
 	char path[1400] = "", ci[2200], got[2048] = "";
 	size_t n = 0;
@@ -254,11 +254,7 @@ START_TEST(test_long_options_with_statement_timeout)
 	for (int i = 0; i < 200; i++)
 		n += (size_t)snprintf(path + n, sizeof(path) - n, "%ss%04d", i ? "," : "", i);
 	snprintf(ci, sizeof(ci), "%s options='-c search_path=%s'", db_conninfo(db), path);
-	ct_setup(0);
-	ct_config(&cfg, ci);
-	cfg.statement_timeout = 7 * USEC_PER_SEC;
-	ct_conn_new(&rec, &cfg);
-	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
+	up(&rec, ci, 0, 7 * USEC_PER_SEC);
 	ck_assert_int_eq(pqev_conn_query(rec.conn, "show search_path", 0, NULL, on_value, got), 0);
 	for (int i = 0; i < 1000 && !got[0]; i++)
 		ct_run_for(10);
@@ -269,8 +265,7 @@ START_TEST(test_long_options_with_statement_timeout)
 	for (int i = 0; i < 1000 && !got[0]; i++)
 		ct_run_for(10);
 	ck_assert_str_eq(got, "7s");
-	pqev_conn_free(rec.conn);
-	ct_teardown();
+	down(&rec);
 }
 END_TEST
 
