@@ -325,33 +325,6 @@ END_TEST
 
 enum { NRESTART = 12 };
 
-static bool all_reconnected(void *arg)
-{
-	CtConn *r = arg;
-	for (int i = 0; i < NRESTART; i++)
-		if (r[i].connected < 2)
-			return false;
-	return true;
-}
-
-static bool all_connected(void *arg)
-{
-	CtConn *r = arg;
-	for (int i = 0; i < NRESTART; i++)
-		if (r[i].connected < 1)
-			return false;
-	return true;
-}
-
-static bool all_failing(void *arg)
-{
-	CtConn *r = arg;
-	for (int i = 0; i < NRESTART; i++)
-		if (r[i].failed < 2)
-			return false;
-	return true;
-}
-
 START_TEST(test_server_restart)
 {
 	PqevConnConfig cfg;
@@ -370,15 +343,15 @@ START_TEST(test_server_restart)
 		cfg.retry_cap = 1 * USEC_PER_SEC;
 		ct_conn_new(&rec[i], &cfg);
 	}
-	ck_assert(ct_run_until(all_connected, rec, 20000));
+	ck_assert(ct_run_until(ct_all_connected, &(CtAll){rec, NRESTART, 1}, 20000));
 	ck_assert_uint_le(pqev_connlimit_peak(ct_limit()), 4);
 	pgt_server_stop();
 	/* the server is down: every connection notices and keeps failing */
-	ck_assert(ct_run_until(all_failing, rec, 20000));
+	ck_assert(ct_run_until(ct_all_failed, &(CtAll){rec, NRESTART, 2}, 20000));
 	ct_run_for(1500); /* let the backoff grow to its cap */
 	pgt_server_start();
 	int64_t t0 = pgt_now_ms();
-	ck_assert(ct_run_until(all_reconnected, rec, 20000));
+	ck_assert(ct_run_until(ct_all_connected, &(CtAll){rec, NRESTART, 2}, 20000));
 	int64_t worst = 0;
 	for (int i = 0; i < NRESTART; i++)
 		if (rec[i].t_connected_ms - t0 > worst)
@@ -601,15 +574,6 @@ END_TEST
 
 enum { NCAP = 30 };
 
-static bool cap_all_connected(void *arg)
-{
-	CtConn *r = arg;
-	for (int i = 0; i < NCAP; i++)
-		if (r[i].connected < 1)
-			return false;
-	return true;
-}
-
 START_TEST(test_connect_cap)
 {
 	const char *db = pgt_db_new();
@@ -625,7 +589,7 @@ START_TEST(test_connect_cap)
 	event_base_loop(ct_base(), EVLOOP_NONBLOCK);
 	ck_assert_uint_eq(pqev_connlimit_active(ct_limit()), 3);
 	ck_assert_uint_eq(pqev_connlimit_waiting(ct_limit()), NCAP - 3);
-	ck_assert(ct_run_until(cap_all_connected, rec, 20000));
+	ck_assert(ct_run_until(ct_all_connected, &(CtAll){rec, NCAP, 1}, 20000));
 	ck_assert_uint_eq(pqev_connlimit_peak(ct_limit()), 3);
 	ck_assert_uint_eq(pqev_connlimit_active(ct_limit()), 0);
 	ck_assert_int_eq(pqev_connlimit_free(ct_limit()), -EBUSY);

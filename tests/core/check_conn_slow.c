@@ -16,15 +16,6 @@ static CtReq req[NDB];
 static char names[NDB][64];
 static char infos[NDB][600];
 
-static bool all_connected(void *arg)
-{
-	int want = *(int *)arg;
-	for (int i = 0; i < NDB; i++)
-		if (rec[i].connected < want)
-			return false;
-	return true;
-}
-
 static bool all_done(void *arg)
 {
 	for (int i = 0; i < NDB; i++)
@@ -36,7 +27,6 @@ static bool all_done(void *arg)
 START_TEST(test_500_databases)
 {
 	PqevConnConfig cfg;
-	int want;
 
 	for (int i = 0; i < NDB; i++) {
 		snprintf(names[i], sizeof(names[i]), "%s", pgt_db_new_empty());
@@ -50,8 +40,7 @@ START_TEST(test_500_databases)
 		ct_conn_new(&rec[i], &cfg);
 	}
 	ck_assert_uint_le(pqev_connlimit_active(ct_limit()), CAP);
-	want = 1;
-	ck_assert(ct_run_until(all_connected, &want, 120000));
+	ck_assert(ct_run_until(ct_all_connected, &(CtAll){rec, NDB, 1}, 120000));
 	int64_t t1 = pgt_now_ms();
 	ck_assert_uint_eq(pqev_connlimit_peak(ct_limit()), CAP);
 	for (int i = 0; i < NDB; i++)
@@ -68,8 +57,7 @@ START_TEST(test_500_databases)
 	PQfinish(t);
 	ck_assert_int_eq(killed, NDB);
 	int64_t t2 = pgt_now_ms();
-	want = 2;
-	ck_assert(ct_run_until(all_connected, &want, 120000));
+	ck_assert(ct_run_until(ct_all_connected, &(CtAll){rec, NDB, 2}, 120000));
 	int64_t t3 = pgt_now_ms();
 	ck_assert_uint_eq(pqev_connlimit_peak(ct_limit()), CAP);
 	for (int i = 0; i < NDB; i++) {

@@ -144,6 +144,24 @@ bool ct_is_connected(void *rec)
 	return ((CtConn *)rec)->connected >= 1;
 }
 
+static bool all_at_least(const CtAll *a, bool failed)
+{
+	for (int i = 0; i < a->n; i++)
+		if ((failed ? a->rec[i].failed : a->rec[i].connected) < a->min)
+			return false;
+	return true;
+}
+
+bool ct_all_connected(void *all)
+{
+	return all_at_least(all, false);
+}
+
+bool ct_all_failed(void *all)
+{
+	return all_at_least(all, true);
+}
+
 bool ct_req_is_done(void *req)
 {
 	return ((CtReq *)req)->done >= 1;

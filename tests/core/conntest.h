@@ -75,7 +75,16 @@ bool ct_run_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 void ct_run_for(int ms);
 
 bool ct_is_connected(void *rec); /* CtConn: connected >= 1 */
-bool ct_req_is_done(void *req);  /* CtReq: done >= 1 */
+
+/* A set of recorded connections for the predicates below. */
+typedef struct CtAll {
+	const CtConn *rec;
+	int n;
+	int min;
+} CtAll;
+bool ct_all_connected(void *all); /* CtAll: every rec[i].connected >= min */
+bool ct_all_failed(void *all);    /* CtAll: every rec[i].failed >= min */
+bool ct_req_is_done(void *req);   /* CtReq: done >= 1 */
 
 /* Send with recording; ck_asserts success. */
 void ct_send(PqevConn *c, CtReq *rq, const char *sql, int nparams, const char *const *params,
