@@ -376,10 +376,16 @@ static void on_version(PqevConn *c, const PqevReply *r, void *arg)
 	db->recheck_pgq = false;
 	db->recheck_interval = db->cl->check_period;
 	db_set_state(db, DB_RUNNING);
-	/* first tick at once, then on the grid; maintenance and retry start now too */
+	/*
+	 * First tick at once, then on the grid. The first maintenance and retry rounds
+	 * are spread over their periods: at start a thousand databases then cost the
+	 * server only a connection, the checks and a tick each, and all tick sooner.
+	 */
 	if (!db->ever_ok) {
-		db->maint_due = true;
-		db->retry_due = true;
+		usec_t now = pqev_clock_now();
+
+		db->next_maint = now + jitter(0, db->cl->maint_period);
+		db->next_retry = now + jitter(0, db->cl->retry_period);
 	} else {
 		if (db->next_maint == USEC_INFINITY)
 			db->maint_due = true;
