@@ -276,7 +276,9 @@ PQEV_MUSTCHECK int pqev_conn_query(PqevConn *c, const char *sql, int nparams,
  * A request not sent yet is just removed. A request already sent cannot be
  * cancelled without blocking (PQcancel opens a blocking connection), so the
  * connection is dropped and reconnected: other in-flight requests fail with
- * PQEV_CONN_LOST, queued ones wait for the new connection.
+ * PQEV_CONN_LOST, queued ones wait for the new connection. NOTE: queued requests
+ * that belong to a transaction block opened on the old connection then run
+ * outside it; cancel them too (the same holds for a request timeout).
  */
 void pqev_req_cancel(PqevReq *req);
 
