@@ -150,9 +150,9 @@ void pqev_connlimit_debugv(PqevConnLimit *lim, const char *name, const char *fmt
  * Parse c->conninfo: fill c->name (unless configured), c->hosts/nhosts and
  * need_dns. -EINVAL with text in c->err, -ENOMEM.
  */
-int pqev_conninfo_parse(PqevConn *c);
+PQEV_MUSTCHECK int pqev_conninfo_parse(PqevConn *c);
 /* Build c->keys/c->vals for PQconnectStartParams (uses c->hostaddrs). */
-int pqev_conninfo_build(PqevConn *c);
+PQEV_MUSTCHECK int pqev_conninfo_build(PqevConn *c);
 void pqev_conninfo_clear(PqevConn *c);
 /* Copy `in` to `out` with control characters as '?', truncated to outlen-1. */
 void pqev_sanitize(char *out, size_t outlen, const char *in);
@@ -185,7 +185,7 @@ void pqev_req_fail_list(struct ReqList *list, PqevStatus st, const char *error);
 /* Move queued (and in-flight) requests of c to `out`, leaving c's lists empty. */
 void pqev_req_take_all(PqevConn *c, struct ReqList *out, bool include_queued);
 /* On READY: queue LISTENs for every channel at the front. */
-int pqev_req_queue_listens(PqevConn *c);
+PQEV_MUSTCHECK int pqev_req_queue_listens(PqevConn *c);
 /*
  * Send what can be sent, flush, read results, dispatch notifications and notices.
  * `what` is the libevent event mask (0: only try to send). Returns false if the
@@ -197,7 +197,7 @@ bool pqev_conn_dispatch_async(PqevConn *c);
 void pqev_conn_clear_notices(PqevConn *c);
 void pqev_notice_receiver(void *arg, const PGresult *res);
 /* Queue the liveness check request. */
-int pqev_req_queue_liveness(PqevConn *c);
+PQEV_MUSTCHECK int pqev_req_queue_liveness(PqevConn *c);
 void pqev_req_free(PqevReq *r);
 
 #endif
