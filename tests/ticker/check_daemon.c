@@ -403,6 +403,79 @@ START_TEST(test_low_latency_wakeup)
 }
 END_TEST
 
+static bool app_is(void *arg)
+{
+	const char **v = arg; /* db, application_name */
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pg_stat_activity where datname = '%s'"
+		 " and application_name = '%s'",
+		 v[0], v[1]);
+	return pgt_int_db("postgres", sql) == 1;
+}
+
+static int64_t backend_of(const char *db)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(max(pid), 0) from pg_stat_activity where datname = '%s'"
+		 " and application_name like 'pgqd-ev%%'",
+		 db);
+	return pgt_int_db("postgres", sql);
+}
+
+/* A changed base_connstr reconnects only the databases of that cluster. */
+START_TEST(test_reload_reconnects_only_changed_cluster)
+{
+	char *a = queue_db(), *b = queue_db();
+	char ini[4096];
+	const char *want_a[2], *want_b[2];
+	Daemon *d;
+	int64_t pid_b;
+
+	snprintf(ini, sizeof(ini),
+		 "[pgqd]\nsyslog = 0\nticker_period = 0.2\n"
+		 "[cluster one]\nbase_connstr = host=%s port=%d user=postgres\ndatabase_list = %s\n"
+		 "[cluster two]\nbase_connstr = host=%s port=%d user=postgres"
+		 " application_name=pgqd-ev-two\ndatabase_list = %s\n",
+		 pgt_socket_dir(), pgt_port(), a, pgt_socket_dir(), pgt_port(), b);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(wait_tick(a, 3000));
+	ck_assert(wait_tick(b, 3000));
+	want_b[0] = b;
+	want_b[1] = "pgqd-ev-two";
+	ck_assert(pgt_wait_until(app_is, want_b, 3000, 20));
+	pid_b = backend_of(b);
+	ck_assert_int_gt(pid_b, 0);
+	snprintf(ini, sizeof(ini),
+		 "[pgqd]\nsyslog = 0\nticker_period = 0.2\n"
+		 "[cluster one]\nbase_connstr = host=%s port=%d user=postgres"
+		 " application_name=pgqd-ev-one\ndatabase_list = %s\n"
+		 "[cluster two]\nbase_connstr = host=%s port=%d user=postgres"
+		 " application_name=pgqd-ev-two\ndatabase_list = %s\n",
+		 pgt_socket_dir(), pgt_port(), a, pgt_socket_dir(), pgt_port(), b);
+	dmn_write_ini(d, ini);
+	dmn_signal(d, SIGHUP);
+	ck_assert(dmn_wait_notify(d, "RELOADING=1", 5000));
+	want_a[0] = a;
+	want_a[1] = "pgqd-ev-one";
+	ck_assert(pgt_wait_until(app_is, want_a, 3000, 20));
+	ck_assert(wait_tick(a, 3000));
+	ck_assert(wait_tick(b, 3000));
+	/* cluster two kept its session */
+	ck_assert_int_eq(backend_of(b), pid_b);
+	ck_assert(dmn_log_contains(d, "[one/"));
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(a);
+	free(b);
+}
+END_TEST
+
 static bool http_get(int port, const char *path, char *out, size_t outlen)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -486,6 +559,7 @@ int main(void)
 	tcase_add_test(tc, test_pgqd_ini_unchanged);
 	tcase_add_test(tc, test_low_latency_wakeup);
 	tcase_add_test(tc, test_http_metrics_and_health);
+	tcase_add_test(tc, test_reload_reconnects_only_changed_cluster);
 	tcase_add_test(tc, test_discovery_new_and_dropped);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
