@@ -181,7 +181,8 @@ static void dns_cancel(PqevConn *c)
 		DnsLookup *l = c->lookups[i];
 		if (!l)
 			continue;
-		if (l->done) {
+		if (l->done || !l->req) {
+			/* answered, or never issued (out of memory while issuing the others) */
 			free(l);
 		} else {
 			/* evdns reports the cancel later; the lookup frees itself then */
