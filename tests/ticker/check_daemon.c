@@ -403,6 +403,29 @@ START_TEST(test_low_latency_wakeup)
 }
 END_TEST
 
+/* systemd's watchdog and status: WATCHDOG=1 at half of WATCHDOG_USEC, STATUS= lines. */
+START_TEST(test_watchdog_and_status)
+{
+	char *a = queue_db();
+	char *ini = ini_for("ticker_period = 0.2\n", a);
+	Daemon *d;
+
+	setenv("WATCHDOG_USEC", "200000", 1);
+	unsetenv("WATCHDOG_PID");
+	d = dmn_start(ini, NULL);
+	unsetenv("WATCHDOG_USEC");
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(dmn_wait_notify(d, "WATCHDOG=1", 2000));
+	ck_assert(dmn_wait_notify(d, "WATCHDOG=1", 2000));
+	ck_assert(dmn_wait_notify(d, "STATUS=1 running", 3000));
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(ini);
+	free(a);
+}
+END_TEST
+
 static bool app_is(void *arg)
 {
 	const char **v = arg; /* db, application_name */
@@ -560,6 +583,7 @@ int main(void)
 	tcase_add_test(tc, test_low_latency_wakeup);
 	tcase_add_test(tc, test_http_metrics_and_health);
 	tcase_add_test(tc, test_reload_reconnects_only_changed_cluster);
+	tcase_add_test(tc, test_watchdog_and_status);
 	tcase_add_test(tc, test_discovery_new_and_dropped);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
