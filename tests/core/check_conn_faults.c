@@ -236,6 +236,50 @@ START_TEST(test_on_rows_closes_reconnects_frees)
 }
 END_TEST
 
+/* on_notice frees its connection in the middle of a pipeline: each request ends once. */
+typedef struct NoticeFree {
+	CtReq req[3];
+	int notices;
+} NoticeFree;
+
+static void free_on_notice(PqevConn *c, const char *sev, const char *text, void *arg)
+{
+	((NoticeFree *)arg)->notices++;
+	pqev_conn_free(c);
+}
+
+static bool nf_all_done(void *arg)
+{
+	NoticeFree *nf = arg;
+	return nf->req[0].done && nf->req[1].done && nf->req[2].done;
+}
+
+START_TEST(test_on_notice_frees_mid_pipeline)
+{
+	const char *db = pgt_db_new();
+	PqevConnConfig cfg;
+	NoticeFree nf = {0};
+	PqevConnCallbacks cb = {.on_notice = free_on_notice, .arg = &nf};
+	const char *sql[3] = {"select 1", "do $$ begin raise notice 'bye'; end $$", "select 3"};
+
+	ct_setup(0);
+	ct_config(&cfg, db_conninfo(db));
+	PqevConn *c = pqev_conn_new(ct_limit(), &cfg, &cb);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(pqev_conn_start(c), 0);
+	for (int i = 0; i < 3; i++)
+		ct_send(c, &nf.req[i], sql[i], 0, NULL, 0, 0, NULL);
+	ck_assert(ct_run_until(nf_all_done, &nf, 10000));
+	ct_run_for(50);
+	ck_assert_int_eq(nf.notices, 1);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(nf.req[i].done, 1);
+	ck_assert_int_eq(nf.req[0].status, PQEV_OK);
+	ck_assert_int_eq(nf.req[2].status, PQEV_CLOSED);
+	ct_teardown();
+}
+END_TEST
+
 static void on_value(PqevConn *c, const PqevReply *reply, void *arg)
 {
 	char *out = arg;
@@ -278,6 +322,7 @@ int main(void)
 	tcase_add_test(tc, test_flapping_session_backs_off);
 	tcase_add_test(tc, test_on_rows_closes_reconnects_frees);
 	tcase_add_test(tc, test_long_options_with_statement_timeout);
+	tcase_add_test(tc, test_on_notice_frees_mid_pipeline);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
