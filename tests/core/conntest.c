@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <pgqd-ev/pqev_clock.h>
+
 #include "conntest.h"
 
 int ct_seq;
@@ -21,7 +23,9 @@ PqevConnLimit *ct_limit(void)
 
 void ct_setup(unsigned max_connecting)
 {
-	g_base = event_base_new();
+	/* precise timers: with libevent's default coarse clock (a 4 ms tick) a 1 us
+	   request timeout could fire after a local connect and query had finished */
+	g_base = pqev_clock_base_new();
 	ck_assert_ptr_nonnull(g_base);
 	g_lim = pqev_connlimit_new(g_base, max_connecting);
 	ck_assert_ptr_nonnull(g_lim);
