@@ -222,6 +222,50 @@ START_TEST(test_unreachable_db_does_not_delay_others)
 }
 END_TEST
 
+/* A database whose tick hangs on a lock delays nobody else, and query_timeout frees it. */
+START_TEST(test_hung_db_does_not_delay_others)
+{
+	char *a = queue_db(), *b = queue_db();
+	char list[256], *ini;
+	PGconn *locker;
+	Daemon *d;
+	int64_t t0, before;
+	int n = 0;
+
+	snprintf(list, sizeof(list), "%s, %s", a, b);
+	ini = ini_for("ticker_period = 0.2\nquery_timeout = 1.5\n", list);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(wait_tick(a, 3000));
+	ck_assert(wait_tick(b, 3000));
+	/* hold the queue row: pgq.ticker() in a blocks behind it */
+	locker = pgt_connect(a);
+	pgt_exec(locker, "begin");
+	pgt_exec(locker, "select * from pgq.queue for update");
+	before = ticks(a);
+	add_event(a);
+	t0 = pgt_now_ms();
+	while (pgt_now_ms() - t0 < 1200) {
+		ck_assert(wait_tick(b, 600));
+		n++;
+	}
+	ck_assert_int_ge(n, 3);
+	ck_assert_int_eq(ticks(a), before);
+	/* the hung tick hits query_timeout: the session is replaced, a ticks again */
+	ck_assert(dmn_wait_log(d, "pgq.ticker() timed out, reconnecting", 5000));
+	pgt_exec(locker, "rollback");
+	PQfinish(locker);
+	ck_assert(wait_tick(a, 3000));
+	ck_assert(wait_tick(b, 1000));
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(ini);
+	free(a);
+	free(b);
+}
+END_TEST
+
 START_TEST(test_unreachable_exit_policy)
 {
 	char *a = queue_db();
@@ -578,6 +622,7 @@ int main(void)
 	tcase_add_test(tc, test_sighup_adds_db_and_bad_reload_keeps_running);
 	tcase_add_test(tc, test_server_restart_resumes_fast);
 	tcase_add_test(tc, test_unreachable_db_does_not_delay_others);
+	tcase_add_test(tc, test_hung_db_does_not_delay_others);
 	tcase_add_test(tc, test_unreachable_exit_policy);
 	tcase_add_test(tc, test_pgqd_ini_unchanged);
 	tcase_add_test(tc, test_low_latency_wakeup);

@@ -223,16 +223,19 @@ static char *read_file(const char *path)
 	return buf;
 }
 
-/* Debian's PgQ 3.5: the C extension or the PL-only script, in an empty database. */
-static void interop(bool c_extension)
+/*
+ * Debian's PgQ 3.5 (create_sql "create extension pgq", or NULL for the PL-only
+ * script) or our extension pgq_ev, in an empty database.
+ */
+static void interop_with(const char *create_sql)
 {
 	char *db = db_copy(pgt_db_new_empty());
 	PGconn *c = pgt_connect(db);
-	char *ini;
+	char *ini, *v;
 	Daemon *d;
 
-	if (c_extension) {
-		pgt_exec(c, "create extension pgq");
+	if (create_sql) {
+		pgt_exec(c, create_sql);
 	} else {
 		char *script = read_file(PGQ_PL_ONLY);
 
@@ -244,10 +247,12 @@ static void interop(bool c_extension)
 		pgt_exec(c, script);
 		free(script);
 	}
-	if (c_extension)
-		ck_assert_str_eq(pgt_value(c, "select pgq.version()"), "3.5");
+	v = pgt_value(c, "select pgq.version()");
+	if (create_sql)
+		ck_assert_str_eq(v, "3.5");
 	else /* its version() reads pg_extension: NULL as a script (pgqd ignores such a db) */
-		ck_assert_ptr_null(pgt_value(c, "select pgq.version()"));
+		ck_assert_ptr_null(v);
+	free(v);
 	pgt_exec(c, "select pgq.create_queue('q')");
 	pgt_exec(c, "select pgq.set_queue_config('q', 'rotation_period', '1 second')");
 	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
@@ -258,7 +263,7 @@ static void interop(bool c_extension)
 	ini = ini_for(db, "maint_period = 0.5\nticker_period = 0.2\nlow_latency = 1\n");
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
-	ck_assert(dmn_wait_log(d, c_extension ? "pgq version ok: 3.5" : "pgq version ok: unknown",
+	ck_assert(dmn_wait_log(d, create_sql ? "pgq version ok: 3.5" : "pgq version ok: unknown",
 			       5000));
 	ck_assert(wait_sql(db, "select (count(*) > 1)::int from pgq.tick", 5000));
 	run_maint_round_checks(db, d);
@@ -268,6 +273,19 @@ static void interop(bool c_extension)
 	free(ini);
 	free(db);
 }
+
+static void interop(bool c_extension)
+{
+	interop_with(c_extension ? "create extension pgq" : NULL);
+}
+
+START_TEST(test_interop_pgq_ev_extension)
+{
+	if (access("/usr/share/postgresql/15/extension/pgq_ev.control", F_OK) != 0)
+		return; /* not installed into this server: nothing to check */
+	interop_with("create extension pgq_ev");
+}
+END_TEST
 
 START_TEST(test_interop_pgq_c_extension)
 {
@@ -291,6 +309,7 @@ int main(void)
 	tcase_add_test(tc, test_retry_events_come_back);
 	tcase_add_test(tc, test_stop_finishes_work_in_flight);
 	tcase_add_test(tc, test_interop_pgq_c_extension);
+	tcase_add_test(tc, test_interop_pgq_ev_extension);
 	tcase_add_test(tc, test_interop_pgq_pl_only);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
