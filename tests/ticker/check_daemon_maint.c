@@ -92,7 +92,9 @@ START_TEST(test_maint_rotates_and_vacuums)
 	char *ini;
 	Daemon *d;
 
-	ck_assert_str_eq(pgt_value(c, "show autovacuum"), "off");
+	char *autovacuum = pgt_value(c, "show autovacuum");
+	ck_assert_str_eq(autovacuum, "off");
+	free(autovacuum);
 	pgt_exec(c, "select pgq.create_queue('q')");
 	pgt_exec(c, "select pgq.set_queue_config('q', 'rotation_period', '1 second')");
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
