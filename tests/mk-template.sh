@@ -14,6 +14,15 @@ mkdir -p "$(dirname "$tpl")"
 exec 9>"$tpl.lock"
 flock 9
 
+# The built extension files (pgq_ev, pgq_coop_ev, pgq_ext_ev) go into the server's
+# share directory when we may write there (root, as in CI), before any test binary
+# runs, so CREATE EXTENSION tests do not depend on test order.
+sqldir=$(dirname "$1")
+extdir="$("$bindir/pg_config" --sharedir 2>/dev/null || pg_config --sharedir)/extension"
+if [ -w "$extdir" ]; then
+    find "$sqldir" -name '*_ev.control' -o -name '*_ev--*.sql' | xargs -r cp -t "$extdir"
+fi
+
 stamp="$tpl/stamp"
 if [ -f "$stamp" ]; then
     fresh=1

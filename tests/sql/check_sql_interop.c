@@ -93,11 +93,10 @@ START_TEST(test_pgqd_and_python_consumer)
 	FILE *f;
 	size_t n;
 
-	if (access("/usr/bin/pgqd", X_OK) != 0 ||
-	    system(PYTHON " -c 'import pgq' >/dev/null 2>&1") != 0) {
-		fprintf(stderr, "# skipped: pgqd or python3-pgq not installed\n");
+	if (pgt_missing(access("/usr/bin/pgqd", X_OK) != 0 ||
+				system(PYTHON " -c 'import pgq' >/dev/null 2>&1") != 0,
+			"Debian's pgqd and python3-pgq (scripts/packages.txt)"))
 		return;
-	}
 	snprintf(dir, sizeof(dir), "%s/interop", pgt_tmp_dir());
 	mkdir(dir, 0777);
 	c = pgt_connect(db);

@@ -275,10 +275,8 @@ START_TEST(test_upgrade_from_pgq_pl_only)
 	const char *plonly = "/usr/share/postgresql/15/contrib/pgq_pl_only.sql";
 	const char *db = pgt_db_new_empty();
 	PGconn *c;
-	if (access(plonly, R_OK) != 0) {
-		fprintf(stderr, "# skipped: %s not installed\n", plonly);
+	if (pgt_missing(access(plonly, R_OK) != 0, "PgQ's pgq_pl_only.sql (postgresql-15-pgq3)"))
 		return;
-	}
 	ck_assert_int_eq(sqlt_psql_file(db, "postgres", plonly), 0);
 	c = conn(db);
 	sqlt_eq(c, "select pgq.create_queue('old'), pgq.register_consumer('old', 'c')", "1");
@@ -350,10 +348,9 @@ START_TEST(test_extension)
 	if (!*extdir)
 		strcpy(extdir, "/usr/share/postgresql/15");
 	strcat(extdir, "/extension");
-	if (access(extdir, W_OK) != 0) {
-		fprintf(stderr,
-			"# skipped: %s is not writable, cannot install pgq_ev for CREATE EXTENSION\n",
-			extdir);
+	if (pgt_missing(
+		    access(extdir, W_OK) != 0,
+		    "a writable server extension directory, to install pgq_ev for CREATE EXTENSION")) {
 		PQfinish(su);
 		return;
 	}
@@ -531,9 +528,8 @@ START_TEST(test_oracle_scenario)
 	const char *ora_db = pgt_db_new_empty();
 	PGconn *ora = conn(ora_db), *ours = conn(pgt_db_new());
 	PGresult *r = PQexec(ora, "create extension pgq");
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		fprintf(stderr, "# skipped: Debian's pgq extension not available: %s",
-			PQerrorMessage(ora));
+	if (pgt_missing(PQresultStatus(r) != PGRES_COMMAND_OK,
+			"Debian's pgq extension (postgresql-15-pgq3)")) {
 		PQclear(r);
 		PQfinish(ora);
 		PQfinish(ours);
@@ -580,8 +576,8 @@ START_TEST(test_oracle_catalog)
 		" where c.relnamespace = 'pgq'::regnamespace and c.relkind = 'r' order by 1, 2, 3";
 	char *a, *b;
 	PGresult *r = PQexec(ora, "create extension pgq");
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		fprintf(stderr, "# skipped: Debian's pgq extension not available\n");
+	if (pgt_missing(PQresultStatus(r) != PGRES_COMMAND_OK,
+			"Debian's pgq extension (postgresql-15-pgq3)")) {
 		PQclear(r);
 		PQfinish(ora);
 		PQfinish(ours);

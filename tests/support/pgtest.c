@@ -81,6 +81,16 @@ bool pgt_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms, int step
 	}
 }
 
+bool pgt_missing(bool missing, const char *what)
+{
+	const char *req = getenv("PGQD_TEST_REQUIRE_PG");
+	if (!missing)
+		return false;
+	ck_assert_msg(!(req && *req && strcmp(req, "0") != 0), "required for this test: %s", what);
+	fprintf(stderr, "# SKIP %s\n", what);
+	return true;
+}
+
 const char *pgt_env_path(const char *env)
 {
 	const char *v = getenv(env);

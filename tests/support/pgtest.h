@@ -84,6 +84,14 @@ int64_t pgt_now_ms(void);
  */
 bool pgt_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms, int step_ms);
 
+/*
+ * A dependency from outside the project (a Debian anchor package, a writable
+ * extension directory) is missing. In CI (PGQD_TEST_REQUIRE_PG set) the test fails
+ * naming it; elsewhere a "# SKIP" note goes to stderr and true is returned so the
+ * test can return. Use as: if (pgt_missing(cond, "why")) return;
+ */
+bool pgt_missing(bool missing, const char *what);
+
 /* Path of a built program passed by meson in the environment variable `env`. */
 const char *pgt_env_path(const char *env);
 
