@@ -43,7 +43,7 @@ const char *db_state_name(DbState st)
 }
 
 /* Distance between two tick phases of a period. */
-#define PHASE_SLOT (50 * USEC_PER_MSEC)
+#define PHASE_SLOT (100 * USEC_PER_MSEC)
 
 /* One generator for phases and re-check jitter; seeded from the clock. */
 static PqevBackoff rng;
@@ -261,7 +261,9 @@ void db_note_sql_error(Db *db, const char *what, const PqevReply *r)
 
 void db_request_failed(Db *db, const char *what, const PqevReply *r)
 {
-	if (r->status == PQEV_TIMEOUT && !db->dead) {
+	if ((r->status == PQEV_TIMEOUT || (r->status == PQEV_CANCELED && db->job_timed_out)) &&
+	    !db->dead) {
+		db->job_timed_out = false;
 		/* the layer drops a session whose query timed out and reconnects */
 		pqev_log_warning(db->log, "%s timed out, reconnecting", what);
 		db->t->stats.errors++;
@@ -308,23 +310,46 @@ static const char check_sql[] =
 	" (select count(*) from pg_catalog.pg_proc p join pg_catalog.pg_namespace n"
 	" on p.pronamespace = n.oid where n.nspname = 'pgq' and p.proname = 'maint_operations')";
 
-static void send_query(Db *db, DbJob job, const char *sql, PqevDoneFn fn, usec_t timeout)
+void db_send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn)
 {
 	PqevQuery q = {
 		.sql = sql,
 		.on_done = fn,
 		.arg = db,
-		.timeout = timeout,
 	};
+	usec_t qt = db->t->cfg->main.query_timeout;
 	int rc;
 
 	db->job = job;
-	rc = pqev_conn_send(db->conn, &q, NULL);
+	db->job_timed_out = false;
+	rc = pqev_conn_send(db->conn, &q, &db->job_req);
 	if (rc < 0) {
 		/* closed under us or out of memory: the event callback restarts us */
 		db->job = JOB_NONE;
+		db->job_req = NULL;
 		pqev_log_debug(db->log, "cannot send: %s", pqev_conn_error(db->conn));
+		return;
 	}
+	db->job_deadline = qt ? pqev_clock_now() + qt : 0;
+}
+
+void db_job_done(Db *db)
+{
+	db->job_req = NULL;
+	db->job_deadline = 0;
+	db->job = JOB_NONE;
+}
+
+/* The query in flight passed query_timeout: cancel it (the layer drops the session). */
+static bool check_deadline(Db *db, usec_t now)
+{
+	PqevReq *req = db->job_req;
+
+	if (!req || !db->job_deadline || now < db->job_deadline)
+		return false;
+	db->job_timed_out = true;
+	pqev_req_cancel(req); /* its on_done runs now and sees job_timed_out */
+	return true;
 }
 
 /*
@@ -346,7 +371,7 @@ static void on_version(PqevConn *c, const PqevReply *r, void *arg)
 	Db *db = arg;
 	const char *v;
 
-	db->job = JOB_NONE;
+	db_job_done(db);
 	if (r->status != PQEV_OK) {
 		if (r->status == PQEV_SQL_ERROR) {
 			db_note_sql_error(db, "pgq.version()", r);
@@ -404,7 +429,7 @@ static void on_check(PqevConn *c, const PqevReply *r, void *arg)
 {
 	Db *db = arg;
 
-	db->job = JOB_NONE;
+	db_job_done(db);
 	if (r->status != PQEV_OK) {
 		if (r->status == PQEV_SQL_ERROR) {
 			db_note_sql_error(db, "pgq check", r);
@@ -428,14 +453,13 @@ static void on_check(PqevConn *c, const PqevReply *r, void *arg)
 		return;
 	}
 	db->has_maint_ops = strcmp(PQgetvalue(r->result, 0, 1), "0") != 0;
-	send_query(db, JOB_CHECK, "select pgq.version()", on_version,
-		   db->t->cfg->main.query_timeout);
+	db_send_job(db, JOB_CHECK, "select pgq.version()", on_version);
 }
 
 static void start_checks(Db *db)
 {
 	db_set_state(db, DB_CHECKING);
-	send_query(db, JOB_CHECK, check_sql, on_check, db->t->cfg->main.query_timeout);
+	db_send_job(db, JOB_CHECK, check_sql, on_check);
 }
 
 /* ---- ticking ---- */
@@ -458,7 +482,7 @@ static void on_tick(PqevConn *c, const PqevReply *r, void *arg)
 	Db *db = arg;
 	Ticker *t = db->t;
 
-	db->job = JOB_NONE;
+	db_job_done(db);
 	if (r->status == PQEV_OK) {
 		const char *v = PQntuples(r->result) > 0 ? PQgetvalue(r->result, 0, 0) : "0";
 		long long n = strtoll(v, NULL, 10);
@@ -507,7 +531,7 @@ static void send_tick(Db *db)
 		stats_record_lateness(db->t, 0);
 	}
 	db->tick_is_wake = false;
-	send_query(db, JOB_TICK, "select pgq.ticker()", on_tick, db->t->cfg->main.query_timeout);
+	db_send_job(db, JOB_TICK, "select pgq.ticker()", on_tick);
 }
 
 bool db_idle(const Db *db)
@@ -563,6 +587,8 @@ void db_rearm(Db *db)
 	default:
 		break;
 	}
+	if (db->job_req && db->job_deadline)
+		at = min_u(at, db->job_deadline);
 	if (at == USEC_INFINITY) {
 		evtimer_del(db->timer);
 		return;
@@ -579,7 +605,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	Db *db = arg;
 	usec_t now = pqev_clock_now();
 
-	if (db->dead || db->t->stopping)
+	if (db->dead)
+		return;
+	if (check_deadline(db, now))
+		return; /* the cancel's on_done moved the machine on and re-armed */
+	if (db->t->stopping)
 		return;
 	if (db->state == DB_NOPGQ || db->state == DB_FAILED) {
 		if (now >= db->next_check)

@@ -333,7 +333,7 @@ static void on_retry(PqevConn *c, const PqevReply *r, void *arg)
 	Ticker *t = db->t;
 	long long n = 0;
 
-	db->job = JOB_NONE;
+	db_job_done(db);
 	if (db->dead || !db->retry_active)
 		return;
 	if (r->status != PQEV_OK) {
@@ -362,21 +362,12 @@ static void on_retry(PqevConn *c, const PqevReply *r, void *arg)
 
 void retry_step(Db *db)
 {
-	PqevQuery q = {
-		.sql = "select * from pgq.maint_retry_events()",
-		.on_done = on_retry,
-		.arg = db,
-		.timeout = db->t->cfg->main.query_timeout,
-	};
-
 	if (!db->retry_active) {
 		db->retry_due = false;
 		db->retry_active = true;
 		db->retry_calls = 0;
 	}
-	db->job = JOB_RETRY;
-	if (pqev_conn_send(db->conn, &q, NULL) < 0) {
-		pqev_log_debug(db->log, "cannot send: %s", pqev_conn_error(db->conn));
+	db_send_job(db, JOB_RETRY, "select * from pgq.maint_retry_events()", on_retry);
+	if (db->job == JOB_NONE)
 		db_job_aborted(db);
-	}
 }
