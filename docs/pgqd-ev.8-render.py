@@ -168,6 +168,23 @@ def to_md(blocks):
     return text.rstrip("\n") + "\n"
 
 
+README_BEGIN = "<!-- BEGIN configuration reference (generated; edit docs/pgqd-ev.8.md) -->"
+README_END = "<!-- END configuration reference -->"
+
+
+def to_readme(blocks, readme):
+    """README with the reference between its markers, headings one level down."""
+    body = []
+    for line in to_md(blocks).splitlines():
+        if line.startswith("<!--") or line.startswith("# "):
+            continue
+        body.append("#" + line if line.startswith("##") else line)
+    head, rest = readme.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    inner = "\n".join(body).strip("\n")
+    return head + README_BEGIN + "\n" + inner + "\n" + README_END + tail
+
+
 def main():
     mode = sys.argv[1]
     if mode == "man":
@@ -176,7 +193,15 @@ def main():
         src, dst = sys.argv[2:4]
     with open(src, encoding="utf-8") as f:
         blocks = list(parse(f.readlines()))
-    text = to_man(blocks, version) if mode == "man" else to_md(blocks)
+    if mode == "man":
+        text = to_man(blocks, version)
+    elif mode == "readme":
+        # dst is the README to read and the file to write (may differ, for the check)
+        readme_in = sys.argv[4] if len(sys.argv) > 4 else dst
+        with open(readme_in, encoding="utf-8") as f:
+            text = to_readme(blocks, f.read())
+    else:
+        text = to_md(blocks)
     with open(dst, "w", encoding="utf-8") as f:
         f.write(text)
 

@@ -6,7 +6,7 @@ set -u
 src=$1
 t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
-echo "1..2"
+echo "1..3"
 python3 "$src/docs/pgqd-ev.8-render.py" man test "$src/docs/pgqd-ev.8.md" "$t/pgqd-ev.8"
 if ! command -v groff >/dev/null; then
 	echo "ok 1 # SKIP no groff"
@@ -20,4 +20,10 @@ if d=$(diff -u "$src/docs/configuration.md" "$t/configuration.md"); then
 	echo "ok 2 - docs/configuration.md is up to date"
 else
 	echo "not ok 2 - docs/configuration.md is stale"; echo "$d" | head -20 | sed 's/^/# /'
+fi
+python3 "$src/docs/pgqd-ev.8-render.py" readme "$src/docs/pgqd-ev.8.md" "$t/README.md" "$src/README.md"
+if d=$(diff -u "$src/README.md" "$t/README.md"); then
+	echo "ok 3 - README's configuration reference is up to date"
+else
+	echo "not ok 3 - README's configuration reference is stale (meson compile -C BUILD readme-docs)"; echo "$d" | head -20 | sed 's/^/# /'
 fi
