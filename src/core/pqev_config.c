@@ -525,9 +525,9 @@ static const char *read_error(int err)
 static void include_file(Loader *L, const char *arg)
 {
 	const char *cur = L->names[L->src[L->depth].name_idx], *slash;
-	char *path = NULL, *expanded, *buf;
-	struct stat st;
-	size_t len;
+	char *path = NULL, *expanded, *buf = NULL;
+	struct stat st = {0};
+	size_t len = 0;
 	Source *S;
 	int r, idx;
 
