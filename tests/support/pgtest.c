@@ -81,12 +81,18 @@ bool pgt_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms, int step
 	}
 }
 
-bool pgt_missing(bool missing, const char *what)
+/* PGQD_TEST_REQUIRE_PG (set in CI): what tests would skip must fail instead. */
+static bool require_everything(void)
 {
 	const char *req = getenv("PGQD_TEST_REQUIRE_PG");
+	return req && *req && strcmp(req, "0") != 0;
+}
+
+bool pgt_missing(bool missing, const char *what)
+{
 	if (!missing)
 		return false;
-	ck_assert_msg(!(req && *req && strcmp(req, "0") != 0), "required for this test: %s", what);
+	ck_assert_msg(!require_everything(), "required for this test: %s", what);
 	fprintf(stderr, "# SKIP %s\n", what);
 	return true;
 }
@@ -521,8 +527,7 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 	SRunner *sr;
 	int failed;
 	bool keep = getenv("PGQD_TEST_KEEP") != NULL;
-	const char *req = getenv("PGQD_TEST_REQUIRE_PG");
-	bool require = req && *req && strcmp(req, "0") != 0;
+	bool require = require_everything();
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
