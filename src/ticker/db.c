@@ -305,17 +305,26 @@ static void db_park(Db *db, DbState st, usec_t delay)
 
 /* ---- checks ---- */
 
+/*
+ * One round trip for what pgqd asks in three: is pgq there, does it have
+ * maint_operations(), and for PgQ's extension its version (what its version()
+ * returns). Syscache lookups, not catalog joins: on a thousand fresh backends
+ * at start the server's first queries are what bounds the time to first tick.
+ */
 static const char check_sql[] =
-	"select (select count(*) from pg_catalog.pg_namespace where nspname = 'pgq'),"
-	" (select count(*) from pg_catalog.pg_proc p join pg_catalog.pg_namespace n"
-	" on p.pronamespace = n.oid where n.nspname = 'pgq' and p.proname = 'maint_operations')";
+	"select pg_catalog.to_regnamespace('pgq') is not null,"
+	" pg_catalog.to_regprocedure('pgq.maint_operations()') is not null,"
+	" (select extversion from pg_catalog.pg_extension where extname = 'pgq')";
 
 void db_send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn)
 {
+	/* constant SQL without parameters: the simple protocol costs both sides less
+	   (one Query message, no pipeline sync) than Parse/Bind/Execute/Sync */
 	PqevQuery q = {
 		.sql = sql,
 		.on_done = fn,
 		.arg = db,
+		.flags = PQEV_Q_SIMPLE,
 	};
 	usec_t qt = db->t->cfg->main.query_timeout;
 	int rc;
@@ -366,6 +375,8 @@ static bool version_ok(const char *v)
 	return major >= 3;
 }
 
+static void version_checked(Db *db, const char *v);
+
 static void on_version(PqevConn *c, const PqevReply *r, void *arg)
 {
 	Db *db = arg;
@@ -382,10 +393,16 @@ static void on_version(PqevConn *c, const PqevReply *r, void *arg)
 		}
 		return;
 	}
+	/* NULL: pgq_pl_only.sql loaded as a script, whose version() reads
+	   pg_extension and finds nothing. Its functions are PgQ 3.x all the same. */
 	v = PQntuples(r->result) > 0 ? PQgetvalue(r->result, 0, 0) : "";
-	if (PQntuples(r->result) > 0 && PQgetisnull(r->result, 0, 0)) {
-		/* pgq_pl_only.sql loaded as a script: its version() reads pg_extension and
-		   finds nothing. The schema and functions are PgQ 3.x all the same. */
+	version_checked(db, PQntuples(r->result) > 0 && PQgetisnull(r->result, 0, 0) ? NULL : v);
+}
+
+/* The version is known (NULL: pgq_pl_only.sql): start ticking if we can drive it. */
+static void version_checked(Db *db, const char *v)
+{
+	if (!v) {
 		v = "unknown (pgq_pl_only.sql)";
 	} else if (!version_ok(v)) {
 		pqev_log_warning(db->log, "bad pgq version %s, ignoring", v);
@@ -403,14 +420,15 @@ static void on_version(PqevConn *c, const PqevReply *r, void *arg)
 	db_set_state(db, DB_RUNNING);
 	/*
 	 * First tick at once, then on the grid. The first maintenance and retry rounds
-	 * are spread over their periods: at start a thousand databases then cost the
-	 * server only a connection, the checks and a tick each, and all tick sooner.
+	 * are spread over the second half of their periods: while a thousand
+	 * databases start, the server then spends itself only on connections, checks
+	 * and ticks, and all tick sooner.
 	 */
 	if (!db->ever_ok) {
 		usec_t now = pqev_clock_now();
 
-		db->next_maint = now + jitter(0, db->cl->maint_period);
-		db->next_retry = now + jitter(0, db->cl->retry_period);
+		db->next_maint = now + jitter(db->cl->maint_period / 2, db->cl->maint_period);
+		db->next_retry = now + jitter(db->cl->retry_period / 2, db->cl->retry_period);
 	} else {
 		if (db->next_maint == USEC_INFINITY)
 			db->maint_due = true;
@@ -440,7 +458,7 @@ static void on_check(PqevConn *c, const PqevReply *r, void *arg)
 		}
 		return;
 	}
-	if (PQntuples(r->result) != 1 || strcmp(PQgetvalue(r->result, 0, 0), "0") == 0) {
+	if (PQntuples(r->result) != 1 || strcmp(PQgetvalue(r->result, 0, 0), "t") != 0) {
 		usec_t d = db->recheck_interval;
 
 		pqev_log_debug(db->log, "no pgq, next check in %.0f s", pqev_usec_to_sec(d));
@@ -452,8 +470,11 @@ static void on_check(PqevConn *c, const PqevReply *r, void *arg)
 		db_park(db, DB_NOPGQ, jitter(d - d / 8, d));
 		return;
 	}
-	db->has_maint_ops = strcmp(PQgetvalue(r->result, 0, 1), "0") != 0;
-	db_send_job(db, JOB_CHECK, "select pgq.version()", on_version);
+	db->has_maint_ops = strcmp(PQgetvalue(r->result, 0, 1), "t") == 0;
+	if (!PQgetisnull(r->result, 0, 2))
+		version_checked(db, PQgetvalue(r->result, 0, 2)); /* PgQ's extension */
+	else
+		db_send_job(db, JOB_CHECK, "select pgq.version()", on_version);
 }
 
 static void start_checks(Db *db)
