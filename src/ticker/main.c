@@ -327,7 +327,7 @@ static int run(Ticker *t)
 		if (pqev_pidfile_update(pf) < 0)
 			pqev_log_error(NULL, "cannot update pidfile");
 	}
-	t->base = event_base_new();
+	t->base = pqev_clock_base_new();
 	if (!t->base) {
 		pqev_log_fatal(NULL, "cannot create the event loop");
 		pqev_pidfile_remove(pf);
