@@ -306,7 +306,7 @@ static void db_park(Db *db, DbState st, usec_t delay)
 /* ---- checks ---- */
 
 /*
- * One round trip for what pgqd asks in three: is pgq there, does it have
+ * One round trip (there were two) to learn: is pgq there, does it have
  * maint_operations(), and for PgQ's extension its version (what its version()
  * returns). Syscache lookups, not catalog joins: on a thousand fresh backends
  * at start the server's first queries are what bounds the time to first tick.
