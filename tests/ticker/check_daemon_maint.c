@@ -156,6 +156,75 @@ START_TEST(test_retry_events_come_back)
 }
 END_TEST
 
+/*
+ * The systemd units run as the account pgqd-ev and peer authentication logs
+ * it in as the role "pgqd-ev": a plain member of pgq_admin, no superuser.
+ * Ticks, rotation and retries work as that role; the vacuum ops the server
+ * skips for a non-owner (a warning) do not fail the round.
+ */
+START_TEST(test_runs_as_pgq_admin_member)
+{
+	char *db = db_copy(pgt_db_new());
+	PGconn *c = pgt_connect(db);
+	char *ini, extra[512];
+	Daemon *d;
+	int64_t batch, ticks;
+
+	pgt_exec(c, "do $$ begin if not exists (select from pg_roles where rolname = 'pgqd-ev')"
+		    " then create role \"pgqd-ev\" login in role pgq_admin; end if; end $$");
+	ck_assert_int_eq(pgt_int(c, "select (rolsuper or rolcreaterole or rolcreatedb)::int"
+				    " from pg_roles where rolname = 'pgqd-ev'"),
+			 0);
+	pgt_exec(c, "select pgq.create_queue('q')");
+	pgt_exec(c, "select pgq.set_queue_config('q', 'rotation_period', '1 second')");
+	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'again')");
+	pgt_exec(c, "select pgq.force_tick('q')");
+	pgt_exec(c, "select pgq.ticker()");
+	batch = pgt_int(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_int_gt(batch, 0);
+	snprintf(extra, sizeof(extra),
+		 "select pgq.event_retry(%lld, ev_id, 0) from pgq.get_batch_events(%lld)",
+		 (long long)batch, (long long)batch);
+	pgt_exec(c, extra);
+	snprintf(extra, sizeof(extra), "select pgq.finish_batch(%lld)", (long long)batch);
+	pgt_exec(c, extra);
+	ticks = pgt_int(c, "select count(*) from pgq.tick");
+	PQfinish(c);
+	usleep(1100 * 1000); /* due for rotation */
+
+	snprintf(extra, sizeof(extra),
+		 "[pgqd]\nbase_connstr = host=%s port=%d user=pgqd-ev\nsyslog = 0\n"
+		 "database_list = %s\nstats_period = 0.5\nticker_period = 0.2\n"
+		 "maint_period = 0.5\nretry_period = 0.3\n",
+		 pgt_socket_dir(), pgt_port(), db);
+	ini = strdup(extra);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	snprintf(extra, sizeof(extra), "select (count(*) > %lld)::int from pgq.tick",
+		 (long long)ticks);
+	ck_assert(wait_sql(db, extra, 5000));
+	ck_assert(wait_sql(db, "select (count(*) = 0)::int from pgq.retry_queue", 5000));
+	ck_assert(wait_sql(
+		db, "select (queue_cur_table <> 0)::int from pgq.queue where queue_name = 'q'",
+		8000));
+	ck_assert(dmn_wait_log(d, "maintenance done", 8000));
+	ck_assert(dmn_wait_log(d, "retry: 1,", 5000));
+	ck_assert(!dmn_log_contains(d, "ERROR"));
+	/* and it really was that role on the server */
+	ck_assert(wait_sql("postgres",
+			   "select (count(*) > 0)::int from pg_stat_activity"
+			   " where usename = 'pgqd-ev' and application_name like 'pgqd-ev%'",
+			   3000));
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(ini);
+	free(db);
+}
+END_TEST
+
 static bool op_running(void *arg)
 {
 	char sql[256];
@@ -309,6 +378,7 @@ int main(void)
 
 	tcase_add_test(tc, test_maint_rotates_and_vacuums);
 	tcase_add_test(tc, test_retry_events_come_back);
+	tcase_add_test(tc, test_runs_as_pgq_admin_member);
 	tcase_add_test(tc, test_stop_finishes_work_in_flight);
 	tcase_add_test(tc, test_interop_pgq_c_extension);
 	tcase_add_test(tc, test_interop_pgq_ev_extension);

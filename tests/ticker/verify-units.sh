@@ -1,9 +1,11 @@
 #!/bin/sh
 # systemd-analyze verify on the generated units, with ExecStart pointed at the
 # built binary (verify insists that the command exists). --man=no: the man page
-# is not installed in the build tree. Usage: verify-units.sh BUILDDIR
+# is not installed in the build tree. Then the promised settings, the Type that
+# fits this systemd, and the sysusers.d file. Usage: verify-units.sh SRCDIR BUILDDIR
 set -eu
-b=$1
+src=$1
+b=$2
 command -v systemd-analyze >/dev/null || { echo "1..0 # SKIP no systemd-analyze"; exit 0; }
 t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
@@ -12,7 +14,7 @@ for u in pgqd-ev.service pgqd-ev@.service; do
 	sed "s|$bin|$b/src/ticker/pgqd-ev|" "$b/systemd/$u" > "$t/$u"
 done
 cp "$t/pgqd-ev@.service" "$t/pgqd-ev@main.service"
-echo "1..3"
+echo "1..5"
 n=0
 for u in pgqd-ev.service pgqd-ev@main.service; do
 	n=$((n + 1))
@@ -29,7 +31,28 @@ for k in NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes
 	"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" ProtectKernelTunables=yes \
 	ProtectControlGroups=yes RestrictNamespaces=yes LockPersonality=yes \
 	MemoryDenyWriteExecute=yes SystemCallFilter=@system-service CapabilityBoundingSet= \
-	Type=notify "ExecReload=/bin/kill -HUP \$MAINPID"; do
+	User=pgqd-ev Group=pgqd-ev LogsDirectory=pgqd-ev; do
 	grep -qxF "$k" "$t/pgqd-ev.service" || missing="$missing [$k]"
 done
 if [ -z "$missing" ]; then echo "ok 3 - hardening settings present"; else echo "not ok 3 - missing:$missing"; fi
+# notify-reload only where this systemd knows it, else notify + ExecReload
+v=$(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p')
+if [ "${v:-0}" -ge 253 ]; then
+	want="Type=notify-reload" other="ExecReload=/bin/kill -HUP \$MAINPID"
+else
+	want="ExecReload=/bin/kill -HUP \$MAINPID" other="Type=notify-reload"
+fi
+for u in pgqd-ev.service pgqd-ev@.service; do
+	if ! grep -qxF "$want" "$t/$u" || grep -qxF "$other" "$t/$u"; then
+		bad="$bad $u"
+	fi
+done
+if [ -z "${bad:-}" ]; then echo "ok 4 - reload style fits systemd $v"; else echo "not ok 4 - wrong reload style for systemd $v in:$bad"; fi
+# the account the units name is what sysusers.d creates, and the file parses
+if out=$(systemd-sysusers --dry-run "$src/systemd/pgqd-ev.sysusers" 2>&1) &&
+	grep -q '^u pgqd-ev ' "$src/systemd/pgqd-ev.sysusers" && ! echo "$out" | grep -qi 'fail\|invalid'; then
+	echo "ok 5 - sysusers.d creates pgqd-ev"
+else
+	echo "not ok 5 - sysusers.d file"
+	echo "$out" | sed 's/^/# /'
+fi
