@@ -48,23 +48,26 @@ set search_path = pg_catalog, pg_temp as $$
 declare
     s record;
     t record;
+    p_time timestamptz;
+    p_seq int8;
 begin
-    select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick,
-           t1.tick_id as prev_id, t1.tick_time as prev_time, t1.tick_event_seq as prev_seq,
-           t2.tick_time as cur_time, t2.tick_event_seq as cur_seq
+    -- The ticks are looked up by their whole key, one at a time: joined both
+    -- in one statement, the planner may derive t2.tick_queue from t1 and scan
+    -- all of the queue's ticks for t2 (seen with stale statistics on pgq.tick).
+    select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick
       into s
       from pgq.queue q
       join pgq.subscription sub on sub.sub_queue = q.queue_id
       join pgq.consumer c on c.co_id = sub.sub_consumer
-      left join pgq.tick t1 on t1.tick_queue = sub.sub_queue and t1.tick_id = sub.sub_last_tick
-      left join pgq.tick t2 on t2.tick_queue = sub.sub_queue and t2.tick_id = sub.sub_next_tick
      where q.queue_name = i_queue_name and c.co_name = i_consumer_name
        for update of sub;
     if not found then
         raise exception 'Not subscriber to queue: %/%',
             coalesce(i_queue_name, 'NULL'), coalesce(i_consumer_name, 'NULL');
     end if;
-    if s.prev_id is null then
+    select tick_time, tick_event_seq into p_time, p_seq
+      from pgq.tick where tick_queue = s.sub_queue and tick_id = s.sub_last_tick;
+    if not found then
         raise exception 'PgQ corruption: Consumer % on queue % does not see tick %',
             i_consumer_name, i_queue_name, s.sub_last_tick;
     end if;
@@ -72,8 +75,10 @@ begin
     if s.sub_batch is not null then
         -- still open: hand out the same batch until finish_batch
         batch_id := s.sub_batch;
-        prev_tick_id := s.sub_last_tick; prev_tick_time := s.prev_time; prev_tick_event_seq := s.prev_seq;
-        cur_tick_id := s.sub_next_tick; cur_tick_time := s.cur_time; cur_tick_event_seq := s.cur_seq;
+        prev_tick_id := s.sub_last_tick; prev_tick_time := p_time; prev_tick_event_seq := p_seq;
+        cur_tick_id := s.sub_next_tick;
+        select tick_time, tick_event_seq into cur_tick_time, cur_tick_event_seq
+          from pgq.tick where tick_queue = s.sub_queue and tick_id = s.sub_next_tick;
         return;
     end if;
 
@@ -84,7 +89,7 @@ begin
     else
         select h.next_tick_id as tick_id, h.next_tick_time as tick_time, h.next_tick_seq as tick_event_seq
           into t
-          from pgq.find_tick_helper(s.sub_queue, s.sub_last_tick, s.prev_time, s.prev_seq,
+          from pgq.find_tick_helper(s.sub_queue, s.sub_last_tick, p_time, p_seq,
                                     i_min_count, i_min_interval) h;
     end if;
     if t.tick_id is null or (i_min_lag is not null and now() - t.tick_time < i_min_lag) then
@@ -94,7 +99,7 @@ begin
     batch_id := nextval('pgq.batch_id_seq');
     update pgq.subscription set sub_batch = batch_id, sub_next_tick = t.tick_id, sub_active = now()
      where sub_queue = s.sub_queue and sub_consumer = s.sub_consumer;
-    prev_tick_id := s.sub_last_tick; prev_tick_time := s.prev_time; prev_tick_event_seq := s.prev_seq;
+    prev_tick_id := s.sub_last_tick; prev_tick_time := p_time; prev_tick_event_seq := p_seq;
     cur_tick_id := t.tick_id; cur_tick_time := t.tick_time; cur_tick_event_seq := t.tick_event_seq;
 end;
 $$;
@@ -120,17 +125,18 @@ declare
     b record;
     prev_nr integer;
 begin
+    -- each tick by its whole key (see next_batch_custom)
     select q.queue_data_pfx, q.queue_cur_table, q.queue_ntables,
            q.queue_switch_step1, q.queue_switch_step2,
-           txid_snapshot_xmin(t1.tick_snapshot) as tx_min,
-           txid_snapshot_xmax(t2.tick_snapshot) as tx_max
+           (select txid_snapshot_xmin(t.tick_snapshot) from pgq.tick t
+             where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick) as tx_min,
+           (select txid_snapshot_xmax(t.tick_snapshot) from pgq.tick t
+             where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick) as tx_max
       into b
       from pgq.subscription s
       join pgq.queue q on q.queue_id = s.sub_queue
-      join pgq.tick t1 on t1.tick_queue = s.sub_queue and t1.tick_id = s.sub_last_tick
-      join pgq.tick t2 on t2.tick_queue = s.sub_queue and t2.tick_id = s.sub_next_tick
      where s.sub_batch = x_batch_id;
-    if not found then
+    if not found or b.tx_min is null or b.tx_max is null then
         raise exception 'Cannot find data for batch %', x_batch_id;
     end if;
     prev_nr := case when b.queue_cur_table = 0 then b.queue_ntables - 1 else b.queue_cur_table - 1 end;
@@ -164,13 +170,14 @@ declare
     res text := '';
 begin
     select s.sub_id, s.sub_queue, s.sub_last_tick, s.sub_next_tick,
-           t1.tick_snapshot as snap1, t2.tick_snapshot as snap2
+           (select t.tick_snapshot from pgq.tick t
+             where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick) as snap1,
+           (select t.tick_snapshot from pgq.tick t
+             where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick) as snap2
       into b
       from pgq.subscription s
-      join pgq.tick t1 on t1.tick_queue = s.sub_queue and t1.tick_id = s.sub_last_tick
-      join pgq.tick t2 on t2.tick_queue = s.sub_queue and t2.tick_id = s.sub_next_tick
      where s.sub_batch = x_batch_id;
-    if not found then
+    if not found or b.snap1 is null or b.snap2 is null then
         raise exception 'batch not found';
     end if;
 
@@ -286,6 +293,8 @@ create or replace function pgq.get_batch_info(
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp as $$
 begin
+    -- each tick by its whole key (see next_batch_custom); a batch whose tick
+    -- is gone returns NULLs, as the inner join did
     select q.queue_name, c.co_name, t1.tick_time, t2.tick_time, s.sub_last_tick, s.sub_next_tick,
            now() - t2.tick_time, t1.tick_event_seq, t2.tick_event_seq
       into queue_name, consumer_name, batch_start, batch_end, prev_tick_id, tick_id,
@@ -293,8 +302,12 @@ begin
       from pgq.subscription s
       join pgq.queue q on q.queue_id = s.sub_queue
       join pgq.consumer c on c.co_id = s.sub_consumer
-      join pgq.tick t1 on t1.tick_queue = s.sub_queue and t1.tick_id = s.sub_last_tick
-      join pgq.tick t2 on t2.tick_queue = s.sub_queue and t2.tick_id = s.sub_next_tick
+      cross join lateral (select t.tick_time, t.tick_event_seq from pgq.tick t
+                           where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick
+                           offset 0) t1
+      cross join lateral (select t.tick_time, t.tick_event_seq from pgq.tick t
+                           where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick
+                           offset 0) t2
      where s.sub_batch = x_batch_id;
 end;
 $$;
