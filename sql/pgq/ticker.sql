@@ -7,9 +7,10 @@
 
 -- i_strict: errors for a missing, external or paused queue (ticker(queue)); without
 -- it such queues are skipped quietly (ticker() and its races with drop/pause).
+-- No SET search_path of its own: both pgq.ticker() forms set it before calling,
+-- and a SET clause costs a GUC save and restore on every call (per queue, per tick).
 create or replace function pgq._ticker(i_queue_name text, i_strict boolean)
-returns bigint language plpgsql
-set search_path = pg_catalog, pg_temp as $$
+returns bigint language plpgsql as $$
 declare
     q record;
     last record;

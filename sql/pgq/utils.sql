@@ -13,9 +13,15 @@ $$;
 create or replace function pgq.seq_getval(i_seq_name text)
 returns bigint language plpgsql strict as $$
 declare
+    fqname text := pgq.quote_fqname(i_seq_name);
     res bigint;
 begin
-    execute 'select last_value from ' || pgq.quote_fqname(i_seq_name) into res;
+    -- every tick asks: pg_sequence_last_value() reads it without planning a
+    -- query; it is NULL until the first nextval(), when last_value is the start
+    res := pg_catalog.pg_sequence_last_value(fqname::regclass);
+    if res is null then
+        execute 'select last_value from ' || fqname into res;
+    end if;
     return res;
 end;
 $$;
