@@ -8,7 +8,8 @@
  *      redelivery returns the same batch id)
  *   -> IDLE (no batch: wait for a notification or the poll timer) -> NEXT
  *   -> [EO_CHECK: target BEGIN + pgq_ext.is_batch_done]
- *   -> READ (BEGIN + get_batch_cursor, FETCH ahead one chunk, handler per chunk,
+ *   -> READ (BEGIN + get_batch_cursor, sent right behind next_batch in the same
+ *      round trip when no target is involved; FETCH ahead one chunk, handler per chunk,
  *      event retries) -> FINISH ([target set_batch_done + COMMIT], then
  *      finish_batch + COMMIT on the source) -> NEXT at once.
  *   Any failure -> BACKOFF (roll back, delay with backoff) -> NEXT.
@@ -222,6 +223,7 @@ static void abandon_batch(PgqevConsumer *c, bool src_alive)
 	if (c->src_in_tx && src_alive)
 		send_ignored(c, false, "rollback");
 	c->src_in_tx = false;
+	c->spec_cursor = false;
 	if (!b)
 		return;
 	c->batch = NULL;
@@ -304,7 +306,8 @@ static void batch_finished(PgqevConsumer *c)
 {
 	PgqevBatch *b = c->batch;
 	c->batch = NULL;
-	c->src_in_tx = false;
+	/* committed; a BEGIN sent behind the next look-up opens the next one */
+	c->src_in_tx = c->spec_cursor;
 	pgqev_batch_release(b);
 	c->n_batches++;
 	c->fail_streak = 0;
@@ -506,6 +509,13 @@ static void chunk_arrived(PgqevConsumer *c, const PGresult *res)
 static void open_cursor(PgqevConsumer *c)
 {
 	PgqevBatch *b = c->batch;
+	if (c->spec_cursor) {
+		/* already on its way behind the look-up: its rows are this batch's */
+		c->spec_cursor = false;
+		c->phase = PH_READ;
+		b->fetches = 1;
+		return;
+	}
 	char *sql = pgqev_sprintf("begin; select * from pgq.get_batch_cursor(%" PRId64
 				  ", '" PGQEV_CURSOR "', %u)",
 				  b->id, c->cfg.fetch_size);
@@ -572,6 +582,30 @@ static void go_idle(PgqevConsumer *c)
 	set_state(c, PGQEV_STATE_IDLE);
 }
 
+/*
+ * Behind the (autocommitted) look-up, in the same round trip: BEGIN and the
+ * cursor over the batch the look-up leaves open, read back from the
+ * subscription (SELECT on it is public in PgQ). With no batch open the
+ * STRICT get_batch_cursor sees NULL and returns nothing; on_next rolls back.
+ * Not with a target: the exactly-once check comes first there.
+ */
+static void send_spec_cursor(PgqevConsumer *c)
+{
+	char fetch[16];
+	snprintf(fetch, sizeof(fetch), "%u", c->cfg.fetch_size);
+	const char *p[3] = {c->cfg.queue, c->cfg.consumer, fetch};
+	if (send_on(c, false, RK_IGNORE, "begin", 0, NULL, 0) < 0)
+		return;
+	c->src_in_tx = true;
+	if (send_on(c, false, RK_CURSOR,
+		    "select * from pgq.get_batch_cursor((select s.sub_batch"
+		    " from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue"
+		    " join pgq.consumer co on co.co_id = s.sub_consumer"
+		    " where q.queue_name = $1 and co.co_name = $2), '" PGQEV_CURSOR "', $3::int4)",
+		    3, p, 0) == 0)
+		c->spec_cursor = true;
+}
+
 /* Send next_batch_custom (or pgq_coop's); true if sent. */
 static bool send_next(PgqevConsumer *c)
 {
@@ -610,12 +644,16 @@ static bool send_next(PgqevConsumer *c)
 		c->next_catchup = true;
 	}
 	const char *p[5] = {c->cfg.queue, c->cfg.consumer, min_lag, min_cnt, min_ival};
-	return send_or_fail(
-		c, false, RK_NEXT,
-		"select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
-		" cur_tick_time, extract(epoch from now() - cur_tick_time)"
-		" from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)",
-		5, p, 0);
+	if (!send_or_fail(
+		    c, false, RK_NEXT,
+		    "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
+		    " cur_tick_time, extract(epoch from now() - cur_tick_time)"
+		    " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)",
+		    5, p, 0))
+		return false;
+	if (!c->tgt)
+		send_spec_cursor(c);
+	return true;
 }
 
 static void go_next(PgqevConsumer *c)
@@ -777,6 +815,12 @@ static void on_next(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 			c->catchup_us = (usec_t)(lag * 1e6 / 2);
 	}
 	if (!res || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		if (c->spec_cursor) {
+			/* the cursor sent behind the look-up found nothing to open */
+			send_ignored(c, false, "rollback");
+			c->src_in_tx = false;
+			c->spec_cursor = false;
+		}
 		if (c->next_catchup && !c->stop_requested) {
 			/* no tick that far ahead: look for the next one as usual */
 			go_next(c);

@@ -89,10 +89,10 @@ struct PgqevConsumer {
 	bool channel_tried;
 	unsigned setup_pending; /* setup requests still in flight */
 	char *channel;
-	bool next_sent;
+	bool next_sent;    /* a next_batch request is in flight (current gen) */
 	bool next_catchup; /* the look-up in flight used catchup_us */
-	usec_t catchup_us;
-	/* > 0: the consumer lags; ask for bigger batches */ /* a next_batch request is in flight (current gen) */
+	bool spec_cursor;  /* BEGIN + the cursor of the batch it opens sent behind it */
+	usec_t catchup_us; /* > 0: the consumer lags; ask for bigger batches */
 	bool wake_pending; /* a notification arrived while a look-up was in flight */
 	usec_t poll_interval;
 
