@@ -106,6 +106,8 @@ struct PqevConn {
 	evutil_socket_t sock_fd;
 	struct event timer_ev; /* deadline / backoff / idle check, by state */
 	bool timer_armed;
+	bool timer_idle; /* armed by pqev_conn_arm_idle, for timer_due */
+	usec_t timer_due;
 	bool has_slot;
 	bool in_pipeline;
 	bool want_write; /* PQflush returned 1 */

@@ -614,9 +614,17 @@ void db_rearm(Db *db)
 		evtimer_del(db->timer);
 		return;
 	}
+	/*
+	 * A pending timer that fires no later stays: on_timer only acts on what
+	 * is due and re-arms. A tick re-armed twice (sent, answered) with the
+	 * same target; each evtimer_add was a timer-heap remove and insert.
+	 */
+	if (db->timer_at <= at && evtimer_pending(db->timer, NULL))
+		return;
 	{
 		struct timeval tv = pqev_usec_to_timeval(at > now ? at - now : 0);
 
+		db->timer_at = at > now ? at : now;
 		evtimer_add(db->timer, &tv);
 	}
 }

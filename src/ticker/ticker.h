@@ -76,6 +76,7 @@ struct Db {
 	PqevLogCtx *log;
 	PqevConn *conn;
 	struct event *timer;
+	usec_t timer_at; /* when the pending timer fires (valid while pending) */
 	DbState state;
 	DbJob job;
 	bool marked;  /* mark and sweep */
