@@ -114,15 +114,12 @@ START_TEST(test_maint_rotates_and_vacuums)
 }
 END_TEST
 
-START_TEST(test_retry_events_come_back)
+/* Consumer 'c' on queue 'q' takes one event and puts it in the retry queue; its id. */
+static int64_t retry_one_event(PGconn *c)
 {
-	char *db = db_copy(pgt_db_new());
-	PGconn *c = pgt_connect(db);
-	char *ini, sql[256];
-	Daemon *d;
+	char sql[256];
 	int64_t batch, ev;
 
-	pgt_exec(c, "select pgq.create_queue('q')");
 	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'again')");
 	pgt_exec(c, "select pgq.force_tick('q')");
@@ -138,6 +135,19 @@ START_TEST(test_retry_events_come_back)
 	snprintf(sql, sizeof(sql), "select pgq.finish_batch(%lld)", (long long)batch);
 	pgt_exec(c, sql);
 	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.retry_queue"), 1);
+	return ev;
+}
+
+START_TEST(test_retry_events_come_back)
+{
+	char *db = db_copy(pgt_db_new());
+	PGconn *c = pgt_connect(db);
+	char *ini, sql[256];
+	Daemon *d;
+	int64_t ev;
+
+	pgt_exec(c, "select pgq.create_queue('q')");
+	ev = retry_one_event(c);
 	PQfinish(c);
 	ini = ini_for(db, "retry_period = 0.3\nticker_period = 0.2\n");
 	d = dmn_start(ini, NULL);
@@ -168,7 +178,7 @@ START_TEST(test_runs_as_pgq_admin_member)
 	PGconn *c = pgt_connect(db);
 	char *ini, extra[512];
 	Daemon *d;
-	int64_t batch, ticks;
+	int64_t ticks;
 
 	pgt_exec(c, "do $$ begin if not exists (select from pg_roles where rolname = 'pgqd-ev')"
 		    " then create role \"pgqd-ev\" login in role pgq_admin; end if; end $$");
@@ -178,18 +188,7 @@ START_TEST(test_runs_as_pgq_admin_member)
 	pgt_exec(c, "select pgq.create_queue('q')");
 	pgt_exec(c, "select pgq.set_queue_config('q', 'rotation_period', '1 second')");
 	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
-	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
-	pgt_exec(c, "select pgq.insert_event('q', 't', 'again')");
-	pgt_exec(c, "select pgq.force_tick('q')");
-	pgt_exec(c, "select pgq.ticker()");
-	batch = pgt_int(c, "select pgq.next_batch('q', 'c')");
-	ck_assert_int_gt(batch, 0);
-	snprintf(extra, sizeof(extra),
-		 "select pgq.event_retry(%lld, ev_id, 0) from pgq.get_batch_events(%lld)",
-		 (long long)batch, (long long)batch);
-	pgt_exec(c, extra);
-	snprintf(extra, sizeof(extra), "select pgq.finish_batch(%lld)", (long long)batch);
-	pgt_exec(c, extra);
+	(void)retry_one_event(c);
 	ticks = pgt_int(c, "select count(*) from pgq.tick");
 	PQfinish(c);
 	usleep(1100 * 1000); /* due for rotation */
