@@ -42,12 +42,13 @@ if [ "${v:-0}" -ge 253 ]; then
 else
 	want="ExecReload=/bin/kill -HUP \$MAINPID" other="Type=notify-reload"
 fi
+bad=""
 for u in pgqd-ev.service pgqd-ev@.service; do
 	if ! grep -qxF "$want" "$t/$u" || grep -qxF "$other" "$t/$u"; then
 		bad="$bad $u"
 	fi
 done
-if [ -z "${bad:-}" ]; then echo "ok 4 - reload style fits systemd $v"; else echo "not ok 4 - wrong reload style for systemd $v in:$bad"; fi
+if [ -z "$bad" ]; then echo "ok 4 - reload style fits systemd $v"; else echo "not ok 4 - wrong reload style for systemd $v in:$bad"; fi
 # the account the units name is what sysusers.d creates, and the file parses
 if out=$(systemd-sysusers --dry-run "$src/systemd/pgqd-ev.sysusers" 2>&1) &&
 	grep -q '^u pgqd-ev ' "$src/systemd/pgqd-ev.sysusers" && ! echo "$out" | grep -qi 'fail\|invalid'; then
