@@ -117,6 +117,8 @@ Db *db_new(Cluster *cl, const char *name)
 	t->stats.by_state[DB_CONNECTING]++;
 	db->next_maint = db->next_retry = db->next_check = USEC_INFINITY;
 	db->phase = pick_phase(cl->ticker_period);
+	if (slot_join(db) < 0)
+		pqev_log_warning(db->log, "out of memory: ticking from its own timer");
 	return db;
 fail:
 	if (db->timer)
@@ -593,7 +595,8 @@ void db_rearm(Db *db)
 		return;
 	switch (db->state) {
 	case DB_RUNNING:
-		at = db->next_tick;
+		if (!db->slot)
+			at = db->next_tick;
 		if (db->wake_at)
 			at = min_u(at, db->wake_at);
 		if (!db->maint_due && !db->maint_active)
@@ -629,6 +632,31 @@ void db_rearm(Db *db)
 	}
 }
 
+/* Mark the tick due if its grid point passed; true if it did. */
+static bool grid_passed(Db *db, usec_t now)
+{
+	if (now < db->next_tick)
+		return false;
+	if (db->tick_due && !db->tick_is_wake) {
+		/* the previous tick has not even been sent: skip, do not pile up */
+		db->t->stats.t_skipped++;
+	} else {
+		db->tick_due = true;
+		db->tick_is_wake = false;
+		db->tick_sched = db->next_tick;
+	}
+	db->next_tick = grid_next(db, now);
+	return true;
+}
+
+void db_on_grid(Db *db, usec_t now)
+{
+	if (db->dead || db->state != DB_RUNNING || db->t->stopping)
+		return;
+	if (grid_passed(db, now))
+		db_kick(db);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	Db *db = arg;
@@ -651,17 +679,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		db_rearm(db);
 		return;
 	}
-	if (now >= db->next_tick) {
-		if (db->tick_due && !db->tick_is_wake) {
-			/* the previous tick has not even been sent: skip, do not pile up */
-			db->t->stats.t_skipped++;
-		} else {
-			db->tick_due = true;
-			db->tick_is_wake = false;
-			db->tick_sched = db->next_tick;
-		}
-		db->next_tick = grid_next(db, now);
-	}
+	grid_passed(db, now);
 	if (db->wake_at && now >= db->wake_at) {
 		db->wake_at = 0;
 		if (!db->tick_due) {
@@ -777,6 +795,8 @@ void db_apply_settings(Db *db, bool reconnect)
 
 	if (db->phase >= db->cl->ticker_period)
 		db->phase = pick_phase(db->cl->ticker_period);
+	if (slot_join(db) < 0)
+		pqev_log_warning(db->log, "out of memory: ticking from its own timer");
 	if (db->state == DB_RUNNING)
 		db->next_tick = grid_next(db, now);
 	if (db->next_maint != USEC_INFINITY && db->next_maint > now + db->cl->maint_period)
@@ -818,6 +838,7 @@ void db_unregister(Db *db)
 		return;
 	db->dead = true;
 	evtimer_del(db->timer);
+	slot_leave(db);
 	if (t->stats.by_state[db->state] > 0)
 		t->stats.by_state[db->state]--;
 	if (db->unreachable && t->stats.unreachable > 0)
@@ -835,6 +856,7 @@ void db_free(Db *db)
 	if (!db)
 		return;
 	db->dead = true;
+	slot_leave(db);
 	db->conn = pqev_conn_free(db->conn);
 	maint_reset(db);
 	if (db->timer)

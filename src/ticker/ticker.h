@@ -11,7 +11,10 @@
  * Invariants:
  *   - db->state changes only through db_set_state(), which keeps the per-state
  *     counters in Ticker.stats right.
- *   - Every Db has one timer (db->timer), armed for its earliest deadline.
+ *   - Every Db has one timer (db->timer), armed for its earliest deadline other
+ *     than its ticks; the ticks of all databases on the same grid come from
+ *     their TickSlot's timer (tick_slot.c). A Db outside any slot (out of
+ *     memory) ticks from db->timer.
  *   - A Db or Cluster is never freed inside one of its own callbacks: unregistering
  *     moves it to the graveyard, emptied from a deferred event.
  */
@@ -35,6 +38,7 @@ typedef struct Ticker Ticker;
 typedef struct Cluster Cluster;
 typedef struct Db Db;
 typedef struct TickerHttp TickerHttp;
+typedef struct TickSlot TickSlot;
 
 /* Where a database is; each state has a counter in TickerStats.by_state. */
 typedef enum DbState {
@@ -77,6 +81,8 @@ struct Db {
 	PqevConn *conn;
 	struct event *timer;
 	usec_t timer_at; /* when the pending timer fires (valid while pending) */
+	TickSlot *slot;  /* the timer of this database's tick grid; NULL: db->timer */
+	Db *slot_next, **slot_pprev;
 	DbState state;
 	DbJob job;
 	bool marked;  /* mark and sweep */
@@ -171,6 +177,7 @@ struct Ticker {
 	TickerConfig *cfg;
 	const char *config_path;
 	Cluster *clusters;
+	TickSlot *slots;
 	Db *graveyard;
 	Cluster *cl_graveyard;
 	struct event *reap_ev;
@@ -214,6 +221,14 @@ void db_note_failure(Db *db);
 void db_note_sql_error(Db *db, const char *what, const PqevReply *r);
 /* Graceful stop: true when nothing is in flight. */
 bool db_idle(const Db *db);
+/* A grid point of the database's tick schedule passed (its slot's timer fired). */
+void db_on_grid(Db *db, usec_t now);
+
+/* ---- tick_slot.c: one timer per tick grid ---- */
+/* Put db in the slot of its cluster's ticker_period and its phase; -1: out of memory
+   (db is then in no slot and ticks from its own timer). */
+int slot_join(Db *db);
+void slot_leave(Db *db);
 
 /* ---- maint.c: maintenance and retry rounds ---- */
 void maint_step(Db *db);

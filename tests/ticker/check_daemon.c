@@ -157,6 +157,79 @@ START_TEST(test_sighup_adds_db_and_bad_reload_keeps_running)
 }
 END_TEST
 
+/* Each pgq.ticker() call of the daemon lands in public.tick_calls. */
+static void count_ticker_calls(const char *db)
+{
+	pgt_exec_db(db, "create table public.tick_calls (t timestamptz default clock_timestamp())");
+	pgt_exec_db(db, "alter function pgq.ticker() rename to ticker_counted");
+	pgt_exec_db(db, "create function pgq.ticker() returns bigint language sql as "
+			"$$ insert into public.tick_calls default values; "
+			"select pgq.ticker_counted(); $$");
+}
+
+static int64_t ticker_calls(const char *db)
+{
+	return pgt_int_db(db, "select count(*) from public.tick_calls");
+}
+
+static void reload_with(Daemon *d, const char *ini)
+{
+	dmn_write_ini(d, ini);
+	dmn_signal(d, SIGHUP);
+	ck_assert(dmn_wait_notify(d, "RELOADING=1", 5000));
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+}
+
+/* A reloaded ticker_period moves the databases to the new tick grid, both ways. */
+START_TEST(test_reload_changes_ticker_period)
+{
+	char *a = queue_db(), *b = queue_db();
+	char list[256];
+	char *slow, *fast;
+	Daemon *d;
+	int64_t n0, n1;
+
+	count_ticker_calls(a);
+	count_ticker_calls(b);
+	snprintf(list, sizeof(list), "%s, %s", a, b);
+	slow = ini_for("ticker_period = 60\n", list);
+	fast = ini_for("ticker_period = 0.1\n", list);
+	d = dmn_start(slow, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(dmn_wait_log(d, "pgq version ok", 5000));
+	usleep(500 * 1000);
+	/* first call at once; in 2 s at most one grid point of a 60 s period */
+	n0 = ticker_calls(a);
+	ck_assert_int_ge(n0, 1);
+	usleep(2000 * 1000);
+	ck_assert_int_le(ticker_calls(a) - n0, 1);
+
+	reload_with(d, fast);
+	n0 = ticker_calls(a);
+	n1 = ticker_calls(b);
+	usleep(2000 * 1000);
+	/* 20 grid points of 0.1 s; allow for a loaded machine */
+	ck_assert_int_ge(ticker_calls(a) - n0, 10);
+	ck_assert_int_ge(ticker_calls(b) - n1, 10);
+
+	reload_with(d, slow);
+	usleep(300 * 1000);
+	n0 = ticker_calls(a);
+	n1 = ticker_calls(b);
+	usleep(2000 * 1000);
+	ck_assert_int_le(ticker_calls(a) - n0, 1);
+	ck_assert_int_le(ticker_calls(b) - n1, 1);
+
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(slow);
+	free(fast);
+	free(a);
+	free(b);
+}
+END_TEST
+
 START_TEST(test_server_restart_resumes_fast)
 {
 	char *a = queue_db(), *b = queue_db();
@@ -621,6 +694,7 @@ int main(void)
 	tcase_add_test(tc, test_check_option);
 	tcase_add_test(tc, test_ticks_three_dbs);
 	tcase_add_test(tc, test_sighup_adds_db_and_bad_reload_keeps_running);
+	tcase_add_test(tc, test_reload_changes_ticker_period);
 	tcase_add_test(tc, test_server_restart_resumes_fast);
 	tcase_add_test(tc, test_unreachable_db_does_not_delay_others);
 	tcase_add_test(tc, test_hung_db_does_not_delay_others);
