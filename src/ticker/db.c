@@ -487,17 +487,9 @@ static void start_checks(Db *db)
 
 /* ---- ticking ---- */
 
-/* First grid point strictly after `now`. */
 static usec_t grid_next(const Db *db, usec_t now)
 {
-	usec_t period = db->cl->ticker_period;
-	usec_t origin = db->t->start_mono + db->phase;
-	usec_t k;
-
-	if (now < origin)
-		return origin;
-	k = (now - origin) / period + 1;
-	return origin + k * period;
+	return tick_grid_next(db->t, db->cl->ticker_period, db->phase, now);
 }
 
 static void on_tick(PqevConn *c, const PqevReply *r, void *arg)
@@ -651,7 +643,7 @@ static bool grid_passed(Db *db, usec_t now)
 
 void db_on_grid(Db *db, usec_t now)
 {
-	if (db->dead || db->state != DB_RUNNING || db->t->stopping)
+	if (db->dead || db->state != DB_RUNNING)
 		return;
 	if (grid_passed(db, now))
 		db_kick(db);

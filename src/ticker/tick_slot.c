@@ -45,18 +45,18 @@ static void slot_free(TickSlot *s)
 	free(s);
 }
 
-static usec_t slot_next_at(const TickSlot *s, usec_t now)
+usec_t tick_grid_next(const Ticker *t, usec_t period, usec_t phase, usec_t now)
 {
-	usec_t origin = s->t->start_mono + s->phase;
+	usec_t origin = t->start_mono + phase;
 
 	if (now < origin)
 		return origin;
-	return origin + ((now - origin) / s->period + 1) * s->period;
+	return origin + ((now - origin) / period + 1) * period;
 }
 
 static void slot_arm(TickSlot *s, usec_t now)
 {
-	usec_t at = slot_next_at(s, now);
+	usec_t at = tick_grid_next(s->t, s->period, s->phase, now);
 	struct timeval tv = pqev_usec_to_timeval(at - now);
 
 	evtimer_add(s->timer, &tv);

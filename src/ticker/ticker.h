@@ -225,6 +225,8 @@ bool db_idle(const Db *db);
 void db_on_grid(Db *db, usec_t now);
 
 /* ---- tick_slot.c: one timer per tick grid ---- */
+/* The first point strictly after `now` of the grid start + phase + k * period. */
+usec_t tick_grid_next(const Ticker *t, usec_t period, usec_t phase, usec_t now);
 /* Put db in the slot of its cluster's ticker_period and its phase; -1: out of memory
    (db is then in no slot and ticks from its own timer). */
 int slot_join(Db *db);
