@@ -475,7 +475,6 @@ START_TEST(test_low_latency)
 }
 END_TEST
 
-/* Queue creation rewrites the insert paths: two at once are serialised, not broken. */
 /*
  * A batch's two ticks are found by their whole key: with a long tick history
  * and statistics that know the table's size but not its columns (a VACUUM
@@ -524,6 +523,7 @@ START_TEST(test_batch_reads_only_its_ticks)
 }
 END_TEST
 
+/* Queue creation rewrites the insert paths: two at once are serialised, not broken. */
 START_TEST(test_concurrent_create_queue)
 {
 	const char *db = pgt_db_new();
