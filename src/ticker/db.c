@@ -318,15 +318,13 @@ static const char check_sql[] =
 	" pg_catalog.to_regprocedure('pgq.maint_operations()') is not null,"
 	" (select extversion from pg_catalog.pg_extension where extname = 'pgq')";
 
-void db_send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn)
+static void send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn, unsigned flags)
 {
-	/* constant SQL without parameters: the simple protocol costs both sides less
-	   (one Query message, no pipeline sync) than Parse/Bind/Execute/Sync */
 	PqevQuery q = {
 		.sql = sql,
 		.on_done = fn,
 		.arg = db,
-		.flags = PQEV_Q_SIMPLE,
+		.flags = flags,
 	};
 	usec_t qt = db->t->cfg->main.query_timeout;
 	int rc;
@@ -342,6 +340,13 @@ void db_send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn)
 		return;
 	}
 	db->job_deadline = qt ? pqev_clock_now() + qt : 0;
+}
+
+void db_send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn)
+{
+	/* constant SQL without parameters: the simple protocol costs both sides less
+	   (one Query message, no pipeline sync) than Parse/Bind/Execute/Sync */
+	send_job(db, job, sql, fn, PQEV_Q_SIMPLE);
 }
 
 void db_job_done(Db *db)
@@ -482,7 +487,10 @@ static void on_check(PqevConn *c, const PqevReply *r, void *arg)
 static void start_checks(Db *db)
 {
 	db_set_state(db, DB_CHECKING);
-	db_send_job(db, JOB_CHECK, check_sql, on_check);
+	/* pipelined, not simple: it is sent behind the LISTEN the connection queued
+	   ahead of it without waiting for its answer, one round trip less before
+	   the first tick */
+	send_job(db, JOB_CHECK, check_sql, on_check, 0);
 }
 
 /* ---- ticking ---- */
