@@ -45,12 +45,9 @@ char *registry_label(const Cluster *cl, const char *dbname)
 	return s;
 }
 
-static Db *find_db(Cluster *cl, const char *name)
+static int cmp_name(const void *a, const void *b)
 {
-	for (Db *db = cl->dbs; db; db = db->next)
-		if (strcmp(db->name, name) == 0)
-			return db;
-	return NULL;
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static void register_db(Cluster *cl, const char *name)
@@ -68,34 +65,50 @@ static void register_db(Cluster *cl, const char *name)
 	db_start(db);
 }
 
-/* Make cl's databases exactly names[0..n) (mark and sweep). */
+/*
+ * Make cl's databases exactly names[0..n), which are unique (pg_database's
+ * names; database_list refuses repeats). Sorted and searched, not compared
+ * with every database: discovery runs every check_period, and a linear search
+ * per name is quadratic in the cluster size.
+ */
 static void reconcile(Cluster *cl, char *const *names, size_t n)
 {
+	char **sorted = malloc((n ? n : 1) * sizeof(*sorted));
+	bool *known = calloc(n ? n : 1, sizeof(*known));
 	Db **pp;
 
-	for (Db *db = cl->dbs; db; db = db->next)
-		db->marked = true;
-	for (size_t i = 0; i < n; i++) {
-		Db *db = find_db(cl, names[i]);
-
-		if (db)
-			db->marked = false;
-		else
-			register_db(cl, names[i]);
+	if (!sorted || !known) {
+		/* lose nothing: the registered databases stay as they are until next time */
+		pqev_log_error(cl->log,
+			       "out of memory matching databases, keeping the current set");
+		free(sorted);
+		free(known);
+		return;
+	}
+	if (n) {
+		memcpy(sorted, names, n * sizeof(*sorted));
+		qsort(sorted, n, sizeof(*sorted), cmp_name);
 	}
 	pp = &cl->dbs;
 	while (*pp) {
 		Db *db = *pp;
+		char **hit = n ? bsearch(&db->name, sorted, n, sizeof(*sorted), cmp_name) : NULL;
 
-		if (db->marked) {
+		if (hit) {
+			known[hit - sorted] = true;
+			pp = &db->next;
+		} else {
 			*pp = db->next;
 			cl->ndbs--;
 			pqev_log_info(NULL, "Unregister database: [%s]", db->label);
 			db_unregister(db);
-		} else {
-			pp = &db->next;
 		}
 	}
+	for (size_t i = 0; i < n; i++)
+		if (!known[i])
+			register_db(cl, sorted[i]);
+	free(known);
+	free(sorted);
 }
 
 /* ---- discovery ---- */

@@ -85,7 +85,6 @@ struct Db {
 	Db *slot_next, **slot_pprev;
 	DbState state;
 	DbJob job;
-	bool marked;  /* mark and sweep */
 	bool dead;    /* unregistered; waiting in the graveyard */
 	bool ever_ok; /* reached RUNNING at least once */
 
