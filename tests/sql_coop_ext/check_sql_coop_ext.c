@@ -453,27 +453,14 @@ static const char *control_version(const char *path)
 
 /*
  * CREATE EXTENSION pgq_coop_ev and pgq_ext_ev (on top of pgq_ev) as a
- * non-superuser database owner. The server reads extensions only from its share
- * directory, so the built files are copied there when it is writable (CI runs
- * as root); otherwise the test says so and skips.
+ * non-superuser database owner, from the test server's private extension
+ * directory (pgt_extension_dir).
  */
 START_TEST(test_extensions)
 {
 	const char *build = getenv("PGQD_TEST_BUILDDIR");
 	char extdir[1024] = "", path[4096], sql[512];
-	FILE *p = popen("pg_config --sharedir 2>/dev/null", "r");
-	if (p && fgets(extdir, sizeof(extdir) - 16, p))
-		extdir[strcspn(extdir, "\n")] = '\0';
-	if (p)
-		pclose(p);
-	if (!*extdir)
-		strcpy(extdir, "/usr/share/postgresql/15");
-	strcat(extdir, "/extension");
-	if (access(extdir, W_OK) != 0) {
-		fprintf(stderr, "# skipped: %s is not writable, cannot install the extensions\n",
-			extdir);
-		return;
-	}
+	snprintf(extdir, sizeof(extdir), "%s", pgt_extension_dir());
 	static const char *exts[][2] = {
 		{"", "pgq_ev"}, {"pgq_coop/", "pgq_coop_ev"}, {"pgq_ext/", "pgq_ext_ev"}};
 	for (size_t i = 0; i < 3; i++) {

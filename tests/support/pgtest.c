@@ -422,6 +422,17 @@ static int server_setup(char *why, size_t whylen)
 	}
 	if (ensure_template(tpl, why, whylen) != 0)
 		return -1;
+	/* the private install tree mk-template.sh made: its own extension directory */
+	if (snprintf(S.bindir, sizeof(S.bindir), "%s-pg/bin", tpl) >= (int)sizeof(S.bindir)) {
+		snprintf(why, whylen, "template path too long: %s", tpl);
+		return -1;
+	}
+	snprintf(pgexe, sizeof(pgexe), "%s/postgres", S.bindir);
+	if (access(pgexe, X_OK) != 0) {
+		snprintf(why, whylen, "no private server tree at '%s' (tests/mk-template.sh)",
+			 S.bindir);
+		return -1;
+	}
 	remove_stale_dirs(tmpbase);
 	snprintf(S.tmp, sizeof(S.tmp), "%s/pgqd-test.%d.XXXXXX", tmpbase, (int)getpid());
 	if (!mkdtemp(S.tmp)) {
@@ -585,6 +596,27 @@ const char *pgt_data_dir(void)
 const char *pgt_tmp_dir(void)
 {
 	return S.tmp;
+}
+
+const char *pgt_bindir(void)
+{
+	return S.bindir;
+}
+
+const char *pgt_extension_dir(void)
+{
+	static char dir[600];
+	char cmd[600];
+	FILE *p;
+	if (*dir)
+		return dir;
+	snprintf(cmd, sizeof(cmd), "'%s/pg_config' --sharedir", S.bindir);
+	p = popen(cmd, "r");
+	ck_assert_msg(p && fgets(dir, sizeof(dir) - 16, p), "%s failed", cmd);
+	pclose(p);
+	dir[strcspn(dir, "\n")] = '\0';
+	strcat(dir, "/extension");
+	return dir;
 }
 
 const char *pgt_connstr(const char *dbname, bool tcp)

@@ -41,6 +41,10 @@ const char *pgt_socket_dir(void);
 int pgt_port(void);
 const char *pgt_data_dir(void);
 const char *pgt_tmp_dir(void);
+/* The server's private install tree (tests/mk-template.sh): its bin directory, and
+ * the extension directory that holds our built extensions beside the system's. */
+const char *pgt_bindir(void);
+const char *pgt_extension_dir(void);
 
 /*
  * Connection string for database `dbname` over the unix socket (tcp=false) or
