@@ -205,7 +205,7 @@ declare
     v_s_cmpkind "char";
 begin
     if i_args is null or array_length(i_args, 1) is null then
-        raise exception 'pgq trigger must have destination queue as argument';
+        raise exception 'pgq trigger must have destination queue as argument' using errcode = 'internal_error';
     end if;
     -- TG_ARGV is zero-based; keep its text form for the cache check, use it one-based
     v_res[1] := i_args::text;
@@ -239,7 +239,7 @@ begin
             v_ovr[array_position(v_ovr_names, split_part(a, '=', 1))] := substr(a, strpos(a, '=') + 1);
             v_expr_given := true;
         else
-            raise exception 'bad param to pgq trigger';
+            raise exception 'bad param to pgq trigger' using errcode = 'internal_error';
         end if;
         if v_expr_given and v_trunc_err = '' then
             v_trunc_err := 'Custom expressions do not make sense for truncater trigger';

@@ -7,6 +7,8 @@
 -- (static path: from its text form with plan-cached queries; otherwise one
 -- EXECUTE of the compiled SQL), apply magic columns, overrides and when=, then
 -- call pgq.insert_event (7 arguments) through SQL, as PgQ's triggers do.
+-- Their own errors carry SQLSTATE XX000 (internal_error), the class PgQ's C
+-- triggers raise, so clients branching on the SQLSTATE see no difference.
 do $do$
 declare
     v_body constant text := $body$
@@ -56,13 +58,13 @@ begin
     end if;
     if TG_OP = 'TRUNCATE' then
         if TG_LEVEL <> 'STATEMENT' then
-            raise exception 'pgq tRuncate trigger must be fired FOR EACH STATEMENT';
+            raise exception 'pgq tRuncate trigger must be fired FOR EACH STATEMENT' using errcode = 'internal_error';
         end if;
     elsif TG_LEVEL <> 'ROW' then
-        raise exception 'pgq Ins/Upd/Del trigger must be fired FOR EACH ROW';
+        raise exception 'pgq Ins/Upd/Del trigger must be fired FOR EACH ROW' using errcode = 'internal_error';
     end if;
     if TG_NARGS < 1 then
-        raise exception 'pgq trigger must have destination queue as argument';
+        raise exception 'pgq trigger must have destination queue as argument' using errcode = 'internal_error';
     end if;
 
     -- the cached description is valid while arguments, columns and primary key are unchanged
@@ -88,13 +90,14 @@ begin
 
     if TG_OP = 'TRUNCATE' then
         if c[13] <> '' then
-            raise exception '%', c[13];
+            raise exception '%', c[13] using errcode = 'internal_error';
         end if;
         if TG_WHEN = 'AFTER' and strpos(c[4], 'S') > 0 then
-            raise exception 'SKIP does not work in AFTER trigger.';
+            raise exception 'SKIP does not work in AFTER trigger.' using errcode = 'internal_error';
         end if;
         if strpos(c[4], 'D') > 0 then
-            raise exception 'Table ''%'' to queue ''%'': change not allowed (%)', v_e1, c[3], TG_OP;
+            raise exception 'Table ''%'' to queue ''%'': change not allowed (%)', v_e1, c[3], TG_OP
+                using errcode = 'internal_error';
         end if;
         if '@FMT@' = 'json' then
             perform pgq.insert_event(c[3],
@@ -108,13 +111,14 @@ begin
     end if;
 
     if c[7] = '0' and TG_OP <> 'INSERT' then
-        raise exception 'Update/Delete on table without pkey';
+        raise exception 'Update/Delete on table without pkey' using errcode = 'internal_error';
     end if;
     if TG_WHEN = 'AFTER' and strpos(c[4], 'S') > 0 then
-        raise exception 'SKIP does not work in AFTER trigger.';
+        raise exception 'SKIP does not work in AFTER trigger.' using errcode = 'internal_error';
     end if;
     if strpos(c[4], 'D') > 0 then
-        raise exception 'Table ''%'' to queue ''%'': change not allowed (%)', v_e1, c[3], TG_OP;
+        raise exception 'Table ''%'' to queue ''%'': change not allowed (%)', v_e1, c[3], TG_OP
+                using errcode = 'internal_error';
     end if;
 
     if strpos(c[14], substr(TG_OP, 1, 1)) > 0 then
@@ -211,7 +215,7 @@ begin
                                     else u.o is distinct from u.n end as ch
                           from unnest(c[19]::text[], c[22]::text[], v_old, v_new) with ordinality as u(rn, sn, o, n, i)) x;
                 if v_pkchg then
-                    raise exception 'primary key update not allowed';
+                    raise exception 'primary key update not allowed' using errcode = 'internal_error';
                 end if;
                 v_interesting := c[26] = '0' or v_chg_int or not v_chg_ign;
             end if;
@@ -291,7 +295,7 @@ begin
             execute pg_catalog.current_setting(k || '_u') using OLD, NEW into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
                 o_type, o_data, o_e1, o_e2, o_e3, o_e4, v_wval, v_wtype;
             if v_pkchg then
-                raise exception 'primary key update not allowed';
+                raise exception 'primary key update not allowed' using errcode = 'internal_error';
             end if;
         else
             execute pg_catalog.current_setting(k || '_d') using OLD into v_pkchg, v_interesting, v_data, v_keynull, v_backup,
@@ -302,10 +306,10 @@ begin
 
     if v_interesting then
         if v_keynull then
-            raise exception 'logtriga: Unexpected NULL key value';
+            raise exception 'logtriga: Unexpected NULL key value' using errcode = 'internal_error';
         end if;
         if c[12] <> '' then
-            raise exception '%', c[12];
+            raise exception '%', c[12] using errcode = 'internal_error';
         end if;
         if '@FMT@' = 'logu' then
             v_type := substr(TG_OP, 1, 1) || ':' || c[5];
@@ -325,10 +329,10 @@ begin
         end if;
         if strpos(c[4], 'W') > 0 then
             if v_wtype <> 'boolean'::regtype then
-                raise exception 'when= query result must be boolean, got=%', v_wtype;
+                raise exception 'when= query result must be boolean, got=%', v_wtype using errcode = 'internal_error';
             end if;
             if v_wval is null then
-                raise exception 'when= should not be NULL';
+                raise exception 'when= should not be NULL' using errcode = 'internal_error';
             end if;
         end if;
         if strpos(c[4], 'W') = 0 or v_wval = 'true' then
