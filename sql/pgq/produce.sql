@@ -88,24 +88,26 @@ declare
     q record;
     n bigint;
 begin
+    -- errors carry SQLSTATE XX000, as PgQ's C insert raises them
     if queue_name is null then
-        raise exception 'Queue name must not be NULL';
+        raise exception 'Queue name must not be NULL' using errcode = 'internal_error';
     end if;
     select x.queue_data_pfx, x.queue_cur_table, x.queue_disable_insert, x.queue_per_tx_limit,
            x.queue_low_latency, nextval(x.queue_event_seq) as seq_id
       into q from pgq.queue x where x.queue_name = _insert_checked.queue_name;
     if not found then
-        raise exception 'No such queue';
+        raise exception 'No such queue' using errcode = 'internal_error';
     end if;
     if q.queue_disable_insert and current_setting('session_replication_role') <> 'replica' then
-        raise exception 'Insert into queue disallowed';
+        raise exception 'Insert into queue disallowed' using errcode = 'internal_error';
     end if;
     if q.queue_per_tx_limit is not null then
         -- as PgQ's C insert: counted over all the queue's tables
         execute 'select count(*) from ' || pgq.quote_fqname(q.queue_data_pfx)
             || ' where ev_txid = pg_catalog.txid_current()' into n;
         if n >= q.queue_per_tx_limit then
-            raise exception 'Queue ''%'' allows max % events from one TX', queue_name, q.queue_per_tx_limit;
+            raise exception 'Queue ''%'' allows max % events from one TX', queue_name, q.queue_per_tx_limit
+                using errcode = 'internal_error';
         end if;
     end if;
     execute 'insert into ' || pgq.quote_fqname(q.queue_data_pfx || '_' || q.queue_cur_table)

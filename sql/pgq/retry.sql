@@ -7,6 +7,10 @@ declare
     ev record;
     n integer;
 begin
+    -- an unknown batch is reported as PgQ does, not as batch_event_sql's 'batch not found'
+    if not exists (select from pgq.subscription s where s.sub_batch = x_batch_id) then
+        raise exception 'event not found';
+    end if;
     execute 'select * from (' || pgq.batch_event_sql(x_batch_id) || ') _evs where ev_id = $1'
        into ev using x_event_id;
     if ev.ev_id is null then
