@@ -17,7 +17,7 @@ for u in pgqd-ev.service pgqd-ev@.service; do
 done
 cp "$t/nr/pgqd-ev@.service" "$t/nr/pgqd-ev@main.service"
 cp "$t/pgqd-ev@.service" "$t/pgqd-ev@main.service"
-echo "1..6"
+echo "1..7"
 n=0
 for u in pgqd-ev.service pgqd-ev@main.service; do
 	n=$((n + 1))
@@ -60,6 +60,18 @@ else
 	echo "not ok 5 - sysusers.d file"
 	echo "$out" | sed 's/^/# /'
 fi
+# systemd-analyze security (offline, systemd >= 250): overall exposure at most 2.5
+# (--threshold counts tenths)
+sec="" secbad=""
+for u in pgqd-ev.service pgqd-ev@main.service; do
+	if out=$(systemd-analyze security --offline=yes --threshold=25 --no-pager "$t/$u" 2>&1); then
+		sec="$sec $u:$(echo "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
+	else
+		secbad="$secbad $u"
+		echo "$out" | sed -n 's/^/# /; /✗\|Overall/p'
+	fi
+done
+if [ -z "$secbad" ]; then echo "ok 6 - systemd-analyze security exposure <= 2.5:$sec"; else echo "not ok 6 - exposure above 2.5:$secbad"; fi
 # the notify-reload units verify under a systemd that knows the type: this one if
 # it is 253 or newer, else the systemd-analyze scripts/test unpacks from
 # bookworm-backports (never a skip in CI)
@@ -69,9 +81,9 @@ if [ "${v:-0}" -lt 253 ]; then
 	export LD_LIBRARY_PATH=$src/.cache/systemd-backports/root/usr/lib/x86_64-linux-gnu/systemd
 	if [ ! -x "$sa" ]; then
 		if [ -n "${PGQD_TEST_REQUIRE_PG:-}" ]; then
-			echo "not ok 6 - no systemd-analyze >= 253 (scripts/test fetches one from bookworm-backports)"
+			echo "not ok 7 - no systemd-analyze >= 253 (scripts/test fetches one from bookworm-backports)"
 		else
-			echo "ok 6 # SKIP no systemd-analyze >= 253 (scripts/test fetches one)"
+			echo "ok 7 # SKIP no systemd-analyze >= 253 (scripts/test fetches one)"
 		fi
 		exit 0
 	fi
@@ -85,8 +97,8 @@ for u in pgqd-ev.service pgqd-ev@main.service; do
 	out="$out$("$sa" verify --man=no "$t/nr/$u" 2>&1)"
 done
 if [ "${sv:-0}" -ge 253 ] && [ -z "$out" ]; then
-	echo "ok 6 - notify-reload units verify under systemd $sv"
+	echo "ok 7 - notify-reload units verify under systemd $sv"
 else
-	echo "not ok 6 - notify-reload units under systemd ${sv:-unknown}"
+	echo "not ok 7 - notify-reload units under systemd ${sv:-unknown}"
 	echo "$out" | sed 's/^/# /'
 fi
