@@ -248,6 +248,12 @@ begin
     if i_cursor_name = '' then
         raise exception 'get_batch_cursor: cursor name must not be empty';
     end if;
+    -- a longer name would be truncated to the identifier limit, so two cursors could
+    -- silently become one name (PgQ truncates)
+    if octet_length(i_cursor_name) > current_setting('max_identifier_length')::int then
+        raise exception 'get_batch_cursor: cursor name "%" is longer than % bytes',
+            i_cursor_name, current_setting('max_identifier_length');
+    end if;
     q := pgq.batch_event_sql(i_batch_id);
     if i_extra_where is not null then
         q := 'select * from (' || left(q, -length(' order by 1')) || ') _evs where '
