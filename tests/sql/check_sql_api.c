@@ -258,7 +258,7 @@ START_TEST(test_batch_errors)
 	sqlt_eq(c, "select pgq.finish_batch(999)", "0");
 	sqlt_eq(c, "select row(g.*)::text from pgq.get_batch_info(999) g", "(,,,,,,,,)");
 	sqlt_err(c, "select pgq.batch_retry(999, 1)", "batch_retry: batch 999 not found");
-	sqlt_err(c, "select pgq.event_retry(999, 1, 1)", "batch not found");
+	sqlt_err(c, "select pgq.event_retry(999, 1, 1)", "event not found");
 	sqlt_err(
 		c,
 		"select pgq.event_retry_raw('q', 'x', now(), 1, now(), 0, 't', 'd', null, null, null, null)",
