@@ -105,7 +105,25 @@ static const char *const cases[] = {
 	"begin; select pgq.insert_event('b','t','d'); select pgq.insert_event('b','t','d','1','2','3','4')",
 	"begin; select pgq.insert_event('b','t','d'); select pgq.insert_event_raw('b',null,now(),null,null,'t','d',null,null,null,null)",
 	"select pgq.ticker('b', 1, now(), 1)",
+	/* a queue without ticks; a consumer whose last tick is gone (corruption) */
+	"select pgq.create_queue('nt')",
+	"delete from pgq.tick where tick_queue = (select queue_id from pgq.queue where queue_name = 'nt')",
+	"select pgq.register_consumer('nt', 'x')",
+	"update pgq.subscription set sub_last_tick = 9999 where sub_consumer ="
+	" (select co_id from pgq.consumer where co_name = 'c1')",
+	"select pgq.next_batch('a', 'c1')",
+	"update pgq.queue set queue_rotation_period = '0', queue_switch_time = now() - interval '1 hour'",
+	"select pgq.maint_rotate_tables_step1('a')",
 	NULL,
+};
+
+/* Where ours is deliberately better (docs/sql-api.md): both outcomes are pinned. */
+static const struct {
+	const char *sql, *pgq, *ours;
+} better[] = {
+	{"select pgq.next_batch('a', 'c1')",
+	 "P0001: PgQ corruption: Consumer c1 on queue a does not see tick <NULL>",
+	 "P0001: PgQ corruption: Consumer c1 on queue a does not see tick 9999"},
 };
 
 START_TEST(test_errors_match_pgq)
@@ -127,8 +145,20 @@ START_TEST(test_errors_match_pgq)
 	for (int i = 0; cases[i]; i++) {
 		char *a = outcome(ora, cases[i]);
 		char *b = outcome(ours, cases[i]);
-		ck_assert_msg(strcmp(a, b) == 0, "case %d: %s\n  pgq 3.5: %s\n  ours:    %s", i,
-			      cases[i], a, b);
+		const char *want_a = NULL, *want_b = NULL;
+		for (size_t k = 0; k < sizeof(better) / sizeof(better[0]); k++)
+			if (strcmp(better[k].sql, cases[i]) == 0) {
+				want_a = better[k].pgq;
+				want_b = better[k].ours;
+			}
+		if (want_a) {
+			ck_assert_str_eq(a, want_a);
+			ck_assert_str_eq(b, want_b);
+		} else {
+			ck_assert_msg(strcmp(a, b) == 0,
+				      "case %d: %s\n  pgq 3.5: %s\n  ours:    %s", i, cases[i], a,
+				      b);
+		}
 		if (a[5] == ':' && a[6] == ' ')
 			n_err++;
 		if (strncmp(a, "XX000:", 6) == 0)
@@ -136,8 +166,8 @@ START_TEST(test_errors_match_pgq)
 		free(a);
 		free(b);
 	}
-	/* the list provokes what it says: 45 errors, 11 of them XX000 from the insert path */
-	ck_assert_int_eq(n_err, 45);
+	/* the list provokes what it says: 48 errors, 11 of them XX000 from the insert path */
+	ck_assert_int_eq(n_err, 48);
 	ck_assert_int_eq(n_xx, 11);
 	PQfinish(ora);
 	PQfinish(ours);
