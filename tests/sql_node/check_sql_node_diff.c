@@ -182,14 +182,8 @@ static const char *const same_sequence[] = {
 	" from pg_proc p where pronamespace = 'pgq_node'::regnamespace order by 1::text",
 };
 
-START_TEST(test_same_answers)
+static void compare_sequence(PGconn *deb, PGconn *ours)
 {
-	PGconn *deb = nodet_debian_db(1);
-	PGconn *ours;
-	if (!deb)
-		return;
-	ours = pgt_connect(pgt_db_new());
-	pgt_exec(ours, "set client_min_messages = warning");
 	for (size_t i = 0; i < sizeof(same_sequence) / sizeof(same_sequence[0]); i++) {
 		char *a = nodet_answer(deb, same_sequence[i]);
 		char *b = nodet_answer(ours, same_sequence[i]);
@@ -198,6 +192,34 @@ START_TEST(test_same_answers)
 		free(a);
 		free(b);
 	}
+}
+
+START_TEST(test_same_answers)
+{
+	PGconn *deb = nodet_debian_db(1);
+	PGconn *ours;
+	if (!deb)
+		return;
+	ours = pgt_connect(pgt_db_new());
+	pgt_exec(ours, "set client_min_messages = warning");
+	compare_sequence(deb, ours);
+	PQfinish(deb);
+	PQfinish(ours);
+}
+END_TEST
+
+/* Our pgq_node (the plain script) on Debian's PgQ 3.5 C extension answers the
+ * same as Debian's pgq_node there. */
+START_TEST(test_ours_on_pgq_c_extension)
+{
+	PGconn *deb = nodet_debian_db(1);
+	PGconn *ours;
+	if (!deb)
+		return;
+	ours = nodet_debian_db(0);
+	nodet_exec_file(ours, nodet_built_sql("pgq_node_ev.sql"));
+	sqlt_eq(ours, "select extversion from pg_extension where extname = 'pgq'", "3.5");
+	compare_sequence(deb, ours);
 	PQfinish(deb);
 	PQfinish(ours);
 }
@@ -301,6 +323,7 @@ int main(void)
 	Suite *s = suite_create("sql-node-diff");
 	TCase *tc = pgt_tcase("diff", 120);
 	tcase_add_test(tc, test_same_answers);
+	tcase_add_test(tc, test_ours_on_pgq_c_extension);
 	tcase_add_test(tc, test_fixed_quirks);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
