@@ -58,6 +58,10 @@ static const char *const same_sequence[] = {
 	"select queue_external_ticker, queue_disable_insert from pgq.queue where queue_name = "
 	"'bqueue'",
 	"select pgq.force_tick('bqueue')",
+	/* issue 21: externally ticked and paused queues answer their latest tick */
+	"select pgq.create_queue('pq'), pgq.set_queue_config('pq', 'ticker_paused', 'true')",
+	"select pgq.force_tick('pq'), pgq.force_tick('nosuch')",
+	"select queue_name, pgq.seq_getval(queue_event_seq) from pgq.queue order by 1",
 	"select * from pgq_node.register_consumer('bqueue', 'random_consumer', 'node1', 1)",
 	"select * from pgq_node.register_consumer('bqueue', 'random_consumer2', 'node1', 1)",
 	"select * from pgq_node.register_consumer('bqueue', 'random_consumer2', 'node3', 1)",
