@@ -127,7 +127,9 @@ static bool branch_caught_up(void *arg)
 	return pgt_int_db(g_branch, "select coalesce(max(tick_id), 0) from pgq.tick") >= 4 &&
 	       pgt_int_db(g_branch, "select count(*) from applied") == g_want_applied &&
 	       pgt_int_db(g_root, "select coalesce(min(node_watermark), 0)"
-				  " from pgq_node.get_subscriber_info('cq')") > 1;
+				  " from pgq_node.get_subscriber_info('cq')") > 1 &&
+	       pgt_int_db(g_branch, "select coalesce(global_watermark, 0)"
+				    " from pgq_node.get_node_info('cq')") > 1;
 }
 
 START_TEST(test_admin_and_worker)
@@ -197,8 +199,9 @@ START_TEST(test_admin_and_worker)
 		snprintf(out, sizeof(out), "%s/pause.out", g_dir);
 		ck_assert_int_eq(run(argv, out), 0);
 	}
-	sqlt_eq(bc, "select paused::text || uptodate::text"
-		    " from pgq_node.get_consumer_state('cq', 'branch_worker')",
+	sqlt_eq(bc,
+		"select paused::text || uptodate::text"
+		" from pgq_node.get_consumer_state('cq', 'branch_worker')",
 		"truetrue");
 	pgt_exec(rc, "select pgq.insert_event('cq', 'ty', 'ev' || i, 'x1', null, null, 'x4')"
 		     " from generate_series(6, 7) i");
@@ -207,8 +210,9 @@ START_TEST(test_admin_and_worker)
 		snprintf(out, sizeof(out), "%s/resume.out", g_dir);
 		ck_assert_int_eq(run(argv, out), 0);
 	}
-	sqlt_eq(bc, "select paused::text || uptodate::text"
-		    " from pgq_node.get_consumer_state('cq', 'branch_worker')",
+	sqlt_eq(bc,
+		"select paused::text || uptodate::text"
+		" from pgq_node.get_consumer_state('cq', 'branch_worker')",
 		"falsetrue");
 	g_want_applied = 7;
 	ck_assert_msg(pgt_wait_until(branch_caught_up, NULL, 60000, 200),
@@ -222,8 +226,9 @@ START_TEST(test_admin_and_worker)
 	b = sqlt_rows(bc, "select ev_id, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3,"
 			  " ev_extra4 from pgq.event_1 where ev_type = 'ty' order by 1");
 	ck_assert_str_eq(b, a);
-	ck_assert_int_eq(strncmp(b, "3|ty|ev1|x1|~|~|x4\n4|ty|ev2|x1|~|~|x4\n5|ty|ev3|x1|~|~|x4\n"
-				    "6|ty|ev4|x1|~|~|x4\n7|ty|ev5|x1|~|~|x4\n",
+	ck_assert_int_eq(strncmp(b,
+				 "3|ty|ev1|x1|~|~|x4\n4|ty|ev2|x1|~|~|x4\n5|ty|ev3|x1|~|~|x4\n"
+				 "6|ty|ev4|x1|~|~|x4\n7|ty|ev5|x1|~|~|x4\n",
 				 95),
 			 0);
 	free(a);
@@ -248,6 +253,39 @@ START_TEST(test_admin_and_worker)
 	ck_assert_int_eq(pgt_int(bc, "select worker_last_tick from pgq_node.get_node_info('cq')"),
 			 pgt_int(bc, "select max(tick_id) from pgq.tick"));
 	sqlt_eq(bc, "select count(*) from pgq_node.local_state where cur_error is not null", "0");
+
+	/* a leaf under the branch: no queue, subscribed on the branch, known at the root */
+	{
+		const char *leaf = pgt_db_new();
+		const char *leaf_ini = node_ini("leaf", leaf);
+		PGconn *lc;
+		ck_assert_int_eq(admin(leaf_ini, "create-leaf", "leafnode", leaf, branch), 0);
+		char want[128];
+		lc = pgt_connect(leaf);
+		/* it starts at the branch's global watermark */
+		snprintf(want, sizeof(want), "leaf branchnode %lld %lld true",
+			 (long long)pgt_int(
+				 bc, "select global_watermark from pgq_node.get_node_info('cq')"),
+			 (long long)pgt_int(
+				 bc, "select global_watermark from pgq_node.get_node_info('cq')"));
+		sqlt_eq(lc,
+			"select node_type || ' ' || provider_node || ' ' || worker_last_tick || ' '"
+			" || local_watermark || ' ' || (global_watermark is null)"
+			" from pgq_node.get_node_info('cq')",
+			want);
+		sqlt_eq(lc, "select count(*) from pgq.queue", "0");
+		sqlt_eq(lc,
+			"select string_agg(node_name, ',' order by node_name)"
+			" from pgq_node.get_queue_locations('cq')",
+			"branchnode,leafnode,rootnode");
+		PQfinish(lc);
+	}
+	sqlt_eq(bc,
+		"select string_agg(node_name || ':' || worker_name, ',')"
+		" from pgq_node.get_subscriber_info('cq')",
+		"leafnode:leaf_worker");
+	sqlt_eq(rc, "select count(*) from pgq_node.node_location where node_name = 'leafnode'",
+		"1");
 
 	/* status through python: both nodes, the branch under the root */
 	{
