@@ -106,6 +106,11 @@ static const char *const same_sequence[] = {
 	"select * from pgq_node.set_global_watermark('bqueue', 1)",
 	"select * from pgq_node.set_global_watermark('bqueue', 7)",
 	"select * from pgq_node.set_global_watermark('aqueue', null)",
+	/* maint_watermark republishes once .global_watermark's tick is 5 minutes old */
+	"select pgq_node.maint_watermark('aqueue')",
+	"update pgq.tick set tick_time = tick_time - interval '10 minutes' where tick_queue = 1",
+	"select pgq_node.maint_watermark('aqueue'), pgq_node.maint_watermark('bqueue')",
+	"select ev_type, ev_data, ev_extra1 from pgq.event_1 order by ev_id desc limit 1",
 	"select * from pgq_node.get_node_info('aqueue')",
 	"select * from pgq_node.register_location('aqueue', 'node3', null, true)",
 	"select * from pgq_node.get_queue_locations('aqueue') order by 1",
@@ -170,7 +175,7 @@ static const char *const same_sequence[] = {
 	"select * from pgq_node.node_info order by 1",
 	"select * from pgq_node.local_state order by 1, 2",
 	"select * from pgq_node.subscriber_info order by 1, 2",
-	"select pgq_node.version()",
+	"select pgq_node.version(), pgq_node.upgrade_schema()",
 	/* the same tables, constraints (by name: errors quote them) and privileges */
 	"select conrelid::regclass, conname, contype from pg_constraint"
 	" where connamespace = 'pgq_node'::regnamespace order by 1, 2",
