@@ -170,7 +170,7 @@ begin
     elsif i_step = 2 then
         -- waits for producers that got in before step 1 committed; their events
         -- end up below the final tick
-        execute 'lock table ' || v_queue.queue_data_pfx || ' in exclusive mode';
+        execute 'lock table ' || pgq.quote_fqname(v_queue.queue_data_pfx) || ' in exclusive mode';
         v_tick := nextval(v_queue.queue_tick_seq);
         v_seq := nextval(v_queue.queue_event_seq);
         perform pgq.ticker(i_queue_name, v_tick, now(), v_seq);
