@@ -172,14 +172,19 @@ declare
     q record;
     t bigint;
 begin
-    select queue_id, queue_event_seq, queue_ticker_max_count into q from pgq.queue
-     where queue_name = i_queue_name and not queue_external_ticker and not queue_ticker_paused;
+    select queue_id, queue_event_seq, queue_ticker_max_count, queue_external_ticker,
+           queue_ticker_paused
+      into q from pgq.queue where queue_name = i_queue_name;
     if not found then
         return null;
     end if;
-    perform setval(q.queue_event_seq, nextval(q.queue_event_seq) + q.queue_ticker_max_count * 2 + 1000);
-    -- a ticker listening for wake-ups can act at once
-    perform pg_notify('pgq.wake', case when octet_length(i_queue_name) <= 7000 then i_queue_name else '' end);
+    -- a queue ticked from outside (a cascade's branch) or paused gets no push,
+    -- but callers still learn its latest tick
+    if not q.queue_external_ticker and not q.queue_ticker_paused then
+        perform setval(q.queue_event_seq, nextval(q.queue_event_seq) + q.queue_ticker_max_count * 2 + 1000);
+        -- a ticker listening for wake-ups can act at once
+        perform pg_notify('pgq.wake', case when octet_length(i_queue_name) <= 7000 then i_queue_name else '' end);
+    end if;
     select tick_id into t from pgq.tick where tick_queue = q.queue_id
      order by tick_queue desc, tick_id desc limit 1;
     return t;
