@@ -130,6 +130,35 @@ static int parse_int(const char *s, int *out)
 	return 0;
 }
 
+static char *path_base;
+
+int pqev_conf_set_path_base(const char *dir)
+{
+	char *copy = dir ? strdup(dir) : NULL;
+
+	if (dir && !copy)
+		return -ENOMEM;
+	free(path_base);
+	path_base = copy;
+	return 0;
+}
+
+/* A relative path joined to path_base (malloc'd); takes ownership of `p`. */
+static char *rebase(char *p)
+{
+	char *abs;
+
+	if (!p || p[0] == '/' || p[0] == '\0' || !path_base)
+		return p;
+	abs = malloc(strlen(path_base) + strlen(p) + 2);
+	if (abs)
+		sprintf(abs, "%s/%s", path_base, p);
+	else
+		errno = ENOMEM;
+	free(p);
+	return abs;
+}
+
 char *pqev_conf_expand_path(const char *s)
 {
 	const char *rest, *home = NULL;
@@ -417,7 +446,7 @@ int pqev_conf_field_set(void *data, const PqevConfKey *k, const char *value, cha
 		return 0;
 	}
 	case PQEV_CT_PATH: {
-		char *c = pqev_conf_expand_path(value);
+		char *c = rebase(pqev_conf_expand_path(value));
 		if (!c) {
 			if (errno == ENOMEM)
 				return -ENOMEM;

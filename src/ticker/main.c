@@ -67,35 +67,14 @@ static char *absolute(const char *path)
 	return abs;
 }
 
-static int absolute_field(char **field)
-{
-	char *abs;
-
-	if (!*field || !**field || (*field)[0] == '/')
-		return 0;
-	abs = absolute(*field);
-	if (!abs)
-		return -ENOMEM;
-	free(*field);
-	*field = abs;
-	return 0;
-}
-
 static int load_config(const char *path, const TickerConfig *old, TickerConfig **out,
 		       bool to_stdout)
 {
 	void *cfg = NULL;
 	int rc = pqev_conf_load_file(&ticker_config_schema, path, old, &cfg, report_diag,
 				     &to_stdout);
-	TickerConfig *c = cfg;
 
-	if (rc == 0 &&
-	    (absolute_field(&c->main.logfile) < 0 || absolute_field(&c->main.pidfile) < 0)) {
-		ticker_config_free(c);
-		c = NULL;
-		rc = -ENOMEM;
-	}
-	*out = c;
+	*out = cfg;
 	return rc;
 }
 
@@ -495,6 +474,10 @@ int main(int argc, char **argv)
 	if (cli_parse(argc, argv, &cli) < 0)
 		return 1;
 	start_dir = getcwd(NULL, 0);
+	if (start_dir && pqev_conf_set_path_base(start_dir) < 0) {
+		fprintf(stderr, "pgqd-ev: out of memory\n");
+		return 1;
+	}
 	switch (cli.action) {
 	case CLI_INI:
 		fputs(ticker_sample_ini, stdout);

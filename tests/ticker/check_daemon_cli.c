@@ -50,12 +50,15 @@ static int count(const char *hay, const char *needle)
 	return n;
 }
 
+/* This process's scratch directory (no server here, so no pgt_tmp_dir). */
+static char scratch[256];
+
 static char *tmp_dir(const char *name)
 {
 	char *d = malloc(512);
 
 	ck_assert_ptr_nonnull(d);
-	snprintf(d, 512, "%s/%s", pgt_tmp_dir(), name);
+	snprintf(d, 512, "%s/%s", scratch, name);
 	ck_assert(mkdir(d, 0700) == 0 || errno == EEXIST);
 	return d;
 }
@@ -64,7 +67,7 @@ START_TEST(test_missing_config_reported_once)
 {
 	char *out = NULL, path[512];
 
-	snprintf(path, sizeof(path), "%s/no-such.ini", pgt_tmp_dir());
+	snprintf(path, sizeof(path), "%s/no-such.ini", scratch);
 	ck_assert_int_eq(dmn_run_sync(&out, path, NULL), 1);
 	ck_assert_msg(count(out, "No such file") == 1, "%s", out);
 	free(out);
@@ -180,6 +183,10 @@ START_TEST(test_daemon_relative_paths)
 			 "base_connstr = host=127.0.0.1 port=1\ndatabase_list = nowhere, other\n");
 	kill(daemon_pid, SIGHUP);
 	ck_assert(wait_file(logp, "[other]"));
+	/* the relative pidfile reads the same as at start, so no restart warning */
+	pidtxt = slurp(logp);
+	ck_assert_msg(!strstr(pidtxt, "without a restart"), "%s", pidtxt);
+	free(pidtxt);
 	kill(daemon_pid, SIGTERM);
 	ck_assert_msg(wait_file(pidp, ""), "pidfile left behind");
 	detached = 0;
@@ -192,11 +199,34 @@ int main(void)
 	Suite *s = suite_create("daemon-cli");
 	TCase *tc = pgt_tcase("cli", 60);
 	PgtOptions opts = {.need_server = false};
+	const char *tmp = getenv("TMPDIR");
+	char cmd[300];
+	int rc;
+
+	snprintf(scratch, sizeof(scratch), "%s/pgqd-ev-cli.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(scratch)) {
+		printf("Bail out! mkdtemp %s: %s\n", scratch, strerror(errno));
+		return 1;
+	}
 
 	tcase_add_checked_fixture(tc, NULL, kill_detached);
 	tcase_add_test(tc, test_missing_config_reported_once);
 	tcase_add_test(tc, test_check_prints_effective_config_and_checks_logfile);
 	tcase_add_test(tc, test_daemon_relative_paths);
 	suite_add_tcase(s, tc);
-	return pgt_main(s, &opts);
+	rc = pgt_main(s, &opts);
+	{
+		/* a failed run may leave the detached daemon behind */
+		char pidp[300], *txt;
+
+		snprintf(pidp, sizeof(pidp), "%s/rel/d.pid", scratch);
+		txt = slurp(pidp);
+		if (txt && atoi(txt) > 1)
+			kill((pid_t)atoi(txt), SIGKILL);
+		free(txt);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", scratch);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", scratch);
+	return rc;
 }

@@ -48,7 +48,8 @@
 /* Value types and the C type of the field each one fills. */
 typedef enum PqevConfType {
 	PQEV_CT_STRING,  /* char *: malloc'd, NULL when unset and no default */
-	PQEV_CT_PATH,    /* char *: like STRING, "~/" and "~user/" expanded */
+	PQEV_CT_PATH,    /* char *: like STRING, "~/" and "~user/" expanded, relative
+			    ones joined to the base of pqev_conf_set_path_base() */
 	PQEV_CT_INT,     /* int: decimal, optional sign, range [min, max] */
 	PQEV_CT_SECONDS, /* usec_t: seconds as strtod reads them ("0.5", "60", "1e3"),
 			    rounded to microseconds; range in seconds */
@@ -221,6 +222,12 @@ bool pqev_conf_check_key_set(PqevConfCheck *chk, const char *key);
  * PQEV_CONF_MAX_USEC, which is stored in *out) */
 int pqev_conf_parse_seconds(const char *s, usec_t *out) PQEV_MUSTCHECK;
 int pqev_conf_parse_bool(const char *s, bool *out) PQEV_MUSTCHECK; /* -EINVAL */
+/*
+ * Make relative PATH values absolute against `dir` from now on (a daemon passes
+ * the directory it was started in, so the values still hold after it moved to
+ * "/"). NULL: keep them relative. Process-wide. 0 or -ENOMEM.
+ */
+int pqev_conf_set_path_base(const char *dir) PQEV_MUSTCHECK;
 /* Expand "~" / "~/x" / "~user/x"; returns malloc'd string or NULL with errno set. */
 char *pqev_conf_expand_path(const char *s);
 
