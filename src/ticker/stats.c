@@ -97,34 +97,6 @@ void stats_log_line(Ticker *t)
 	s->lateness_max = 0;
 }
 
-bool stats_check_health(Ticker *t)
-{
-	const MainCfg *m = &t->cfg->main;
-	usec_t now = pqev_clock_now();
-	bool exit_now = false;
-
-	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
-		for (Db *db = cl->dbs; db; db = db->next) {
-			bool bad = m->unreachable_timeout && db->failing_since &&
-				   now - db->failing_since >= m->unreachable_timeout;
-
-			if (!db->seen_at)
-				db->seen_at = now;
-			if (bad && !db->unreachable) {
-				db->unreachable = true;
-				t->stats.unreachable++;
-				pqev_log_error(db->log,
-					       "unreachable for %.0f s (%u failures in a row): %s",
-					       pqev_usec_to_sec(now - db->failing_since), db->fails,
-					       db->conn ? pqev_conn_error(db->conn) : "");
-				if (m->unreachable_action == TICKER_UNREACHABLE_EXIT)
-					exit_now = true;
-			}
-		}
-	}
-	return exit_now;
-}
-
 /*
  * Why a database is unhealthy, or NULL: unreachable; a database with PgQ whose
  * last tick is older than tick_stale_timeout (at least two of its periods); or
@@ -167,6 +139,45 @@ static const char *db_problem(const Ticker *t, const Db *db, usec_t now, char *b
 static bool cluster_problem(const Ticker *t, const Cluster *cl, usec_t now)
 {
 	return !cl->dblist && !cl->disc_ok_once && now - t->start_mono > t->cfg->main.startup_grace;
+}
+
+bool stats_check_health(Ticker *t)
+{
+	const MainCfg *m = &t->cfg->main;
+	usec_t now = pqev_clock_now();
+	bool exit_now = false;
+	char buf[128];
+
+	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
+		for (Db *db = cl->dbs; db; db = db->next) {
+			bool bad = m->unreachable_timeout && db->failing_since &&
+				   now - db->failing_since >= m->unreachable_timeout;
+
+			if (!db->seen_at)
+				db->seen_at = now;
+			if (bad && !db->unreachable) {
+				db->unreachable = true;
+				t->stats.unreachable++;
+				pqev_log_error(db->log,
+					       "unreachable for %.0f s (%u failures in a row): %s",
+					       pqev_usec_to_sec(now - db->failing_since), db->fails,
+					       db->conn ? pqev_conn_error(db->conn) : "");
+				if (m->unreachable_action == TICKER_UNREACHABLE_EXIT)
+					exit_now = true;
+			}
+			/* say once when a database turns unhealthy for a reason /health gives */
+			if (!db->unreachable) {
+				const char *why = db_problem(t, db, now, buf, sizeof(buf));
+
+				if (why && !db->unhealthy_logged)
+					pqev_log_warning(db->log, "unhealthy: %s", why);
+				else if (!why && db->unhealthy_logged)
+					pqev_log_info(db->log, "healthy again");
+				db->unhealthy_logged = why != NULL;
+			}
+		}
+	}
+	return exit_now;
 }
 
 bool stats_healthy(const Ticker *t)

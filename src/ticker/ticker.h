@@ -142,6 +142,7 @@ struct Db {
 	bool unreachable;      /* failing longer than unreachable_timeout */
 	unsigned err_streak;   /* SQL errors in a row, for log rate limiting */
 	usec_t seen_at;        /* when health first saw it (its start-up grace); 0: not yet */
+	bool unhealthy_logged; /* the stale/never-ticked warning was logged */
 
 	/* totals for metrics */
 	uint64_t n_ticks, n_created, n_errors, n_maint, n_retry, n_wakes;

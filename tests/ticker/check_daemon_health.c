@@ -292,8 +292,10 @@ START_TEST(test_stale_ticks_unhealthy)
 	pgt_exec(locker, "lock table pgq.queue in access exclusive mode");
 	ck_assert(wait_http(port, "/health", 503, "no tick for", buf, 1 << 16, 10000));
 	ck_assert_int_eq(json_check(buf), 0);
+	ck_assert(dmn_wait_log(d, "unhealthy: no tick for", 5000));
 	pgt_exec(locker, "rollback");
 	ck_assert(wait_http(port, "/health", 200, "\"healthy\":true", buf, 1 << 16, 10000));
+	ck_assert(dmn_wait_log(d, "healthy again", 5000));
 	PQfinish(locker);
 	dmn_signal(d, SIGTERM);
 	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
