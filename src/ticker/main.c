@@ -298,7 +298,7 @@ static int check_files(const TickerConfig *cfg, const char *path)
 	int bad = 0;
 
 	if (m->logfile && *m->logfile) {
-		/* open as the daemon will; O_CREAT only if it exists, so --check creates nothing */
+		/* opened as the daemon will, but without O_CREAT: --check creates nothing */
 		int fd = open(m->logfile, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
 
 		if (fd >= 0) {
