@@ -1,20 +1,13 @@
 /*
- * Declarative configuration engine over inih (see pqev_config.h).
- *
- * inih as Debian builds it calls the handler without line numbers, never calls
- * it for a section header, truncates section names, and reports only the first
- * syntax error. So we feed inih through our own line reader, which numbers the
- * lines, classifies each one the way inih will (comment, section, key,
- * continuation), opens sections itself (an empty repeated section still makes an
- * element), rejects over-long lines, and notices key lines inih refused.
+ * Declarative configuration engine (see pqev_config.h): our own reader of the
+ * ini grammar pgqd 3.5 reads, with no line-length limit, every error reported
+ * with its file and line, and %include.
  *
  * Loading is two-phase: parsing only records (section instance, key, raw value,
- * line) assignments, continuation lines appended; then a fresh zeroed struct gets
- * defaults, the assignments converted in file order, required keys, validators,
- * and the NO_RELOAD rule. Any error frees the fresh struct; the caller's running
- * config is never touched.
+ * line) assignments; then a fresh zeroed struct gets defaults, the assignments
+ * converted in file order, required keys, validators, and the NO_RELOAD rule.
+ * Any error frees the fresh struct; the caller's running config is never touched.
  */
-#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,21 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <ini.h>
-
 #include <pgqd-ev/pqev_config.h>
+#include <pgqd-ev/pqev_log.h>
 
 #include "pqev_config_int.h"
-
-/* Our line classification must agree with inih's; checked in cassert builds (fuzzed). */
-#ifdef PGQEV_CASSERT
-#define AGREES(x) assert(x)
-#else
-#define AGREES(x) ((void)0)
-#endif
-
-/* inih's section buffer size (it truncates longer names). */
-#define INIH_SECTION_BUF 50
 
 /* Config files are small; a bigger one is a mistake (a log file given as config). */
 #define MAX_FILE_SIZE (4 * 1024 * 1024)
@@ -87,14 +69,6 @@ typedef struct Assign {
 	char *value;
 } Assign;
 
-typedef enum LineKind {
-	LINE_NONE,
-	LINE_BLANK,   /* empty, comment, or a rejected line handed to inih as empty */
-	LINE_SECTION, /* [header] */
-	LINE_KEY,     /* must produce a handler call */
-	LINE_CONT,    /* continuation of the previous key */
-} LineKind;
-
 typedef struct Loader {
 	const PqevConfSchema *schema;
 	PqevConfReportFn report;
@@ -111,15 +85,11 @@ typedef struct Loader {
 	Segment *segs;
 	size_t nsegs, capsegs;
 	int lineno; /* global line number of the current line */
-	LineKind kind;
-	bool handler_called;
-	bool prev_key;   /* inih has a previous key name (continuations possible) */
+	char *line; /* the current line, NUL-terminated */
+	size_t linecap;
 	bool in_section; /* some header was seen */
 	bool cur_bad;    /* current section unknown or malformed: keys are skipped */
 	Inst *cur;
-	char inih_section[INIH_SECTION_BUF]; /* what inih holds as the section */
-	char prev_name[INIH_SECTION_BUF];    /* what inih holds as the previous key */
-	long last_assign; /* index of the assignment a continuation extends, or -1 */
 
 	Inst **insts;
 	size_t ninsts, capinsts;
@@ -275,7 +245,6 @@ static void open_section(Loader *L, char *hdr, int line)
 	L->in_section = true;
 	L->cur = NULL;
 	L->cur_bad = true;
-	L->last_assign = -1;
 	for (sec = L->schema->sections; sec->name; sec++) {
 		if (sec->flags & PQEV_CS_REPEATED) {
 			const char *name = match_repeated(hdr, sec->name);
@@ -294,6 +263,12 @@ static void open_section(Loader *L, char *hdr, int line)
 					     "control character in section name");
 					return;
 				}
+			/* names become metric labels and JSON strings */
+			if (!pqev_utf8_valid(name)) {
+				diag(L, PQEV_CONF_ERROR, line, NULL, NULL,
+				     "section name is not valid UTF-8");
+				return;
+			}
 			prev = inst_find(L, sec, name);
 			if (prev) {
 				diag(L, PQEV_CONF_ERROR, line, hdr, NULL,
@@ -315,97 +290,9 @@ static void open_section(Loader *L, char *hdr, int line)
 	diag(L, PQEV_CONF_ERROR, line, hdr, NULL, "unknown section");
 }
 
-/* ---- the reader fed to inih, and the handler ---- */
-
-/* Where inih's find_chars_or_comment would stop: a char of `chars`, or ';' after
- * whitespace (inline comment). */
-static char *find_stop(char *s, const char *chars)
-{
-	bool was_space = false;
-	for (; *s; s++) {
-		if (chars && strchr(chars, *s))
-			break;
-		if (was_space && *s == ';')
-			break;
-		was_space = isspace((unsigned char)*s);
-	}
-	return s;
-}
-
-/* The line handed out before must have produced a handler call if it was a key. */
-static void finish_line(Loader *L)
-{
-	AGREES(L->kind != LINE_CONT || L->handler_called);
-	if (L->kind == LINE_KEY && !L->handler_called)
-		diag(L, PQEV_CONF_ERROR, L->lineno,
-		     L->cur_bad ? NULL : (L->cur ? L->cur->label : NULL), NULL,
-		     "syntax error: expected \"key = value\", a [section] or a comment");
-	L->kind = LINE_NONE;
-	L->handler_called = false;
-}
+/* ---- reading the file ---- */
 
 static void include_file(Loader *L, const char *arg);
-
-/* Classify a line as inih will; returns true if inih must not see it. */
-static bool classify(Loader *L, char *line)
-{
-	char *start = line, *end;
-
-	while (*start && isspace((unsigned char)*start))
-		start++;
-	end = start + strlen(start);
-	while (end > start && isspace((unsigned char)end[-1]))
-		end--;
-	*end = '\0';
-
-	if (*start == '\0' || *start == ';' || *start == '#') {
-		L->kind = LINE_BLANK;
-	} else if (L->prev_key && start > line) {
-		L->kind = LINE_CONT;
-	} else if (*start == '[') {
-		char *close = find_stop(start + 1, "]"), *a, *b, *after;
-		L->kind = LINE_SECTION;
-		if (*close != ']') {
-			diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
-			     "section header without closing ']'");
-			/* inih keeps the previous section; we skip its keys */
-			L->cur = NULL;
-			L->cur_bad = true;
-			L->in_section = true;
-			return false;
-		}
-		after = close + 1;
-		while (*after && isspace((unsigned char)*after))
-			after++;
-		if (*after && *after != ';' && *after != '#')
-			diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
-			     "unexpected text after the section header");
-		L->prev_key = false;
-		snprintf(L->inih_section, sizeof(L->inih_section), "%.*s", (int)(close - start - 1),
-			 start + 1);
-		a = start + 1;
-		b = close;
-		while (a < b && isspace((unsigned char)*a))
-			a++;
-		while (b > a && isspace((unsigned char)b[-1]))
-			b--;
-		{
-			char hdr[PQEV_CONF_MAX_LINE + 1];
-			memcpy(hdr, a, (size_t)(b - a));
-			hdr[b - a] = '\0';
-			open_section(L, hdr, L->lineno);
-		}
-	} else if (strncmp(start, "%include", 8) == 0 &&
-		   (start[8] == '\0' || isspace((unsigned char)start[8]))) {
-		/* the lines of the included file follow, as if written here */
-		L->kind = LINE_BLANK;
-		include_file(L, start + 8);
-		return true;
-	} else {
-		L->kind = LINE_KEY;
-	}
-	return false;
-}
 
 /* Record that global lines from the next one on come from source `S`. */
 static void add_segment(Loader *L, const Source *S)
@@ -601,15 +488,29 @@ static void include_file(Loader *L, const char *arg)
 	add_segment(L, S);
 }
 
-static char *reader(char *buf, int num, void *stream)
+static char *trim(char *s)
 {
-	Loader *L = stream;
-	Source *S;
-	const char *eol, *p;
-	size_t len, limit, bom;
+	char *e;
+	while (*s && isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		e--;
+	*e = '\0';
+	return s;
+}
 
-	finish_line(L);
-	S = &L->src[L->depth];
+/*
+ * The next physical line into L->line (grown as needed: there is no length
+ * limit), popping finished included files; NULL at the end of the loaded file.
+ * A CR before the LF and a BOM at the start of any file are dropped.
+ */
+static char *next_line(Loader *L)
+{
+	Source *S = &L->src[L->depth];
+	const char *p, *eol;
+	size_t len;
+
 	while (S->pos >= S->end) {
 		if (L->depth == 0)
 			return NULL;
@@ -628,94 +529,89 @@ static char *reader(char *buf, int num, void *stream)
 	len = (size_t)(eol - p);
 	if (len > 0 && p[len - 1] == '\r')
 		len--;
-	/* a BOM starts a file: inih skips one on its own first line, we skip one on the
-	 * first line of an included file for it */
-	bom = S->lineno == 1 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
-	if (bom && L->depth > 0) {
+	if (S->lineno == 1 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
 		p += 3;
 		len -= 3;
-		bom = 0;
 	}
-	limit = num > 1 ? (size_t)num - 1 : 0;
-	if (limit > PQEV_CONF_MAX_LINE)
-		limit = PQEV_CONF_MAX_LINE;
+	if (len + 1 > L->linecap) {
+		size_t ncap = len + 1 > 2 * L->linecap ? len + 1 : 2 * L->linecap;
+		char *n = realloc(L->line, ncap);
+		if (!n) {
+			oom(L);
+			return NULL;
+		}
+		L->line = n;
+		L->linecap = ncap;
+	}
+	memcpy(L->line, p, len);
+	L->line[len] = '\0';
 	if (memchr(p, '\0', len)) {
 		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL, "line contains a NUL byte");
-		len = 0;
-	} else if (len > limit) {
-		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
-		     "line is %zu characters long, the limit is %zu; continue a long value on "
-		     "indented lines",
-		     len, limit);
-		len = 0;
+		L->line[0] = '\0';
 	}
-	/* inih treats an empty line as blank and keeps its continuation state */
-	memcpy(buf, p, len);
-	buf[len] = '\0';
-	{
-		char copy[PQEV_CONF_MAX_LINE + 1];
-		if (len < bom)
-			bom = 0; /* the line was rejected and emptied */
-		memcpy(copy, buf + bom, len + 1 - bom);
-		if (classify(L, copy))
-			buf[0] = '\0';
-	}
-	return buf;
+	return L->line;
 }
 
-static int handler(void *user, const char *section, const char *name, const char *value)
+static void parse_section(Loader *L, char *start)
 {
-	Loader *L = user;
+	char *close = strchr(start + 1, ']'), *after;
+
+	if (!close) {
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+		     "section header without closing ']'");
+		/* its keys are skipped, not given to the previous section */
+		L->cur = NULL;
+		L->cur_bad = true;
+		L->in_section = true;
+		return;
+	}
+	after = close + 1;
+	while (*after && isspace((unsigned char)*after))
+		after++;
+	if (*after && *after != ';' && *after != '#')
+		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, NULL,
+		     "unexpected text after the section header");
+	*close = '\0';
+	open_section(L, trim(start + 1), L->lineno);
+}
+
+/* "key = value" (or "key: value"): the value is the rest of the line, trimmed;
+ * like pgqd, a ';' or '#' inside it is part of the value. */
+static void parse_key(Loader *L, char *start)
+{
+	char *sep = start + strcspn(start, "=:"), *name, *value;
 	const PqevConfKey *keys;
 	int idx;
 	Assign *a;
 
-	/* we track sections ourselves (inih truncates long ones), but must agree */
-	AGREES(strcmp(section, L->inih_section) == 0);
-	AGREES(L->kind == LINE_KEY || L->kind == LINE_CONT);
-	AGREES(L->kind != LINE_CONT || strcmp(name, L->prev_name) == 0);
-	(void)section;
-	L->handler_called = true;
-	if (L->kind == LINE_CONT) {
-		if (!L->cur_bad && L->last_assign >= 0 && !L->oom) {
-			Assign *prev = &L->assigns[L->last_assign];
-			const PqevConfKey *k = &prev->inst->sec->keys[prev->key_idx];
-			const char *sep = k->type == PQEV_CT_LIST ? ", " : " ";
-			size_t n = strlen(prev->value);
-			char *v = realloc(prev->value, n + strlen(sep) + strlen(value) + 1);
-			if (!v) {
-				oom(L);
-				return 1;
-			}
-			strcpy(v + n, sep);
-			strcat(v + n, value);
-			prev->value = v;
-		}
-		return 1;
+	if (*sep == '\0') {
+		diag(L, PQEV_CONF_ERROR, L->lineno,
+		     L->cur_bad ? NULL : (L->cur ? L->cur->label : NULL), NULL,
+		     "syntax error: expected \"key = value\", a [section] or a comment");
+		return;
 	}
-	/* inih continues only a non-empty previous name */
-	L->prev_key = name[0] != '\0';
-	snprintf(L->prev_name, sizeof(L->prev_name), "%s", name);
-	L->last_assign = -1;
+	*sep = '\0';
+	name = trim(start);
+	value = trim(sep + 1);
 	if (name[0] == '\0') {
 		diag(L, PQEV_CONF_ERROR, L->lineno, L->cur ? L->cur->label : NULL, NULL,
 		     "missing key name before '='");
-		return 1;
+		return;
 	}
 	if (!L->in_section) {
 		diag(L, PQEV_CONF_ERROR, L->lineno, NULL, name,
 		     "key outside of any section; put it under a [section] header");
-		return 1;
+		return;
 	}
 	if (L->cur_bad || !L->cur)
-		return 1;
+		return;
 	keys = L->cur->sec->keys;
 	for (idx = 0; keys && keys[idx].key; idx++)
 		if (strcmp(keys[idx].key, name) == 0)
 			break;
 	if (!keys || !keys[idx].key) {
 		diag(L, PQEV_CONF_ERROR, L->lineno, L->cur->label, name, "unknown key");
-		return 1;
+		return;
 	}
 	if (L->cur->key_line[idx])
 		diag(L, PQEV_CONF_WARNING, L->lineno, L->cur->label, name,
@@ -726,7 +622,7 @@ static int handler(void *user, const char *section, const char *name, const char
 		Assign *n = realloc(L->assigns, ncap * sizeof(*n));
 		if (!n) {
 			oom(L);
-			return 1;
+			return;
 		}
 		L->assigns = n;
 		L->capassigns = ncap;
@@ -738,10 +634,30 @@ static int handler(void *user, const char *section, const char *name, const char
 	a->value = strdup(value);
 	if (!a->value) {
 		oom(L);
-		return 1;
+		return;
 	}
-	L->last_assign = (long)L->nassigns++;
-	return 1;
+	L->nassigns++;
+}
+
+/* Blank lines and lines starting with ';' or '#' are skipped; leading
+ * whitespace never matters (an indented key is a key, as in pgqd). */
+static void parse(Loader *L)
+{
+	char *line;
+
+	while (!L->oom && (line = next_line(L)) != NULL) {
+		char *start = trim(line);
+
+		if (*start == '\0' || *start == ';' || *start == '#')
+			continue;
+		if (*start == '[')
+			parse_section(L, start);
+		else if (strncmp(start, "%include", 8) == 0 &&
+			 (start[8] == '\0' || isspace((unsigned char)start[8])))
+			include_file(L, start + 8);
+		else
+			parse_key(L, start);
+	}
 }
 
 /* ---- building the fresh struct ---- */
@@ -753,6 +669,9 @@ static void set_value(Loader *L, Inst *in, int idx, const char *value, int line,
 	int r = pqev_conf_field_set(in->data, k, value, err, sizeof(err));
 	if (r == -ENOMEM)
 		oom(L);
+	else if (r > 0)
+		diag(L, PQEV_CONF_WARNING, line, in->label, k->key, "value %s: %s",
+		     pqev_conf_quote(q, sizeof(q), value, k), err);
 	else if (r < 0)
 		diag(L, PQEV_CONF_ERROR, line, in->label, k->key, "invalid %svalue %s: %s",
 		     is_default ? "default " : "", pqev_conf_quote(q, sizeof(q), value, k), err);
@@ -940,6 +859,7 @@ static void loader_free(Loader *L)
 		free(L->names[i]);
 	free(L->names);
 	free(L->segs);
+	free(L->line);
 }
 
 /* Parse `text` (owned buffer `own`, or NULL for the caller's string) named `name`. */
@@ -955,7 +875,6 @@ static int load_text(const PqevConfSchema *schema, char *own, const char *text, 
 	L.schema = schema;
 	L.report = report;
 	L.arg = arg;
-	L.last_assign = -1;
 	L.src[0].buf = own;
 	if (id) {
 		L.src[0].dev = id->st_dev;
@@ -974,8 +893,7 @@ static int load_text(const PqevConfSchema *schema, char *own, const char *text, 
 	L.src[0].pos = text;
 	L.src[0].end = text + len;
 	add_segment(&L, &L.src[0]);
-	ini_parse_stream(reader, &L, handler, &L);
-	finish_line(&L);
+	parse(&L);
 	cfg = build(&L, old);
 	ret = L.oom ? -ENOMEM : L.errors ? -EINVAL : 0;
 	loader_free(&L);

@@ -29,7 +29,9 @@ bool pqev_conf_field_equal(const void *a, const void *b, const PqevConfKey *k);
 int pqev_conf_field_copy(void *dst, const void *src, const PqevConfKey *k);
 /* Render for messages and pqev_conf_write (lists joined with ','). */
 void pqev_conf_field_format(char *buf, size_t size, const void *data, const PqevConfKey *k);
-/* Convert text into the field: 0, -ENOMEM, or -EINVAL with the cause in err. */
+/* Convert text into the field: 0; 1 when accepted with a warning in err (a
+ * PQEV_CF_CLAMP value moved into its range); -ENOMEM; or -EINVAL with the cause
+ * in err. */
 int pqev_conf_field_set(void *data, const PqevConfKey *k, const char *value, char *err,
 			size_t errlen);
 

@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,28 +59,42 @@ const char *pqev_conf_quote(char *buf, size_t size, const char *v, const PqevCon
 
 int pqev_conf_parse_seconds(const char *s, usec_t *out)
 {
-	usec_t whole = 0, frac = 0, scale = 100000;
-	bool digits = false;
-	const char *p = s;
+	char *end;
+	double v;
 
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (whole > (USEC_INFINITY / USEC_PER_SEC - 10) / 10)
-			return -ERANGE;
-		whole = whole * 10 + (usec_t)(*p - '0');
-		digits = true;
-	}
-	if (*p == '.') {
-		for (p++; *p >= '0' && *p <= '9'; p++) {
-			/* digits below a microsecond are dropped */
-			frac += (usec_t)(*p - '0') * scale;
-			scale /= 10;
-			digits = true;
-		}
-	}
-	if (!digits || *p != '\0')
+	/* what pgqd accepts (strtod): 60, 0.5, .5, 1e3, 0x10, inf; not " 1" or "1s" */
+	if (*s == '\0' || isspace((unsigned char)*s))
 		return -EINVAL;
-	*out = whole * USEC_PER_SEC + frac;
+	errno = 0;
+	v = strtod(s, &end);
+	if (*end != '\0' || isnan(v))
+		return -EINVAL;
+	if (v < 0 || (v == 0 && signbit(v) && errno == ERANGE))
+		return -EDOM;
+	if (errno == ERANGE && v != 0) {
+		*out = PQEV_CONF_MAX_USEC;
+		return -ERANGE;
+	}
+	if (v * 1e6 >= (double)PQEV_CONF_MAX_USEC) {
+		*out = PQEV_CONF_MAX_USEC;
+		return -ERANGE;
+	}
+	*out = (usec_t)llround(v * 1e6);
 	return 0;
+}
+
+/* A range bound as people write it: 3600, 0.01, 31536000 (not 3.1536e+07). */
+static const char *fmt_secs(char *buf, size_t size, double v)
+{
+	snprintf(buf, size, "%.6f", v);
+	{
+		char *e = buf + strlen(buf);
+		while (e > buf && e[-1] == '0')
+			*--e = '\0';
+		if (e > buf && e[-1] == '.')
+			*--e = '\0';
+	}
+	return buf;
 }
 
 int pqev_conf_parse_bool(const char *s, bool *out)
@@ -113,6 +128,35 @@ static int parse_int(const char *s, int *out)
 		return -ERANGE;
 	*out = (int)v;
 	return 0;
+}
+
+static char *path_base;
+
+int pqev_conf_set_path_base(const char *dir)
+{
+	char *copy = dir ? strdup(dir) : NULL;
+
+	if (dir && !copy)
+		return -ENOMEM;
+	free(path_base);
+	path_base = copy;
+	return 0;
+}
+
+/* A relative path joined to path_base (malloc'd); takes ownership of `p`. */
+static char *rebase(char *p)
+{
+	char *abs;
+
+	if (!p || p[0] == '/' || p[0] == '\0' || !path_base)
+		return p;
+	abs = malloc(strlen(path_base) + strlen(p) + 2);
+	if (abs)
+		sprintf(abs, "%s/%s", path_base, p);
+	else
+		errno = ENOMEM;
+	free(p);
+	return abs;
 }
 
 char *pqev_conf_expand_path(const char *s)
@@ -402,7 +446,7 @@ int pqev_conf_field_set(void *data, const PqevConfKey *k, const char *value, cha
 		return 0;
 	}
 	case PQEV_CT_PATH: {
-		char *c = pqev_conf_expand_path(value);
+		char *c = rebase(pqev_conf_expand_path(value));
 		if (!c) {
 			if (errno == ENOMEM)
 				return -ENOMEM;
@@ -419,40 +463,70 @@ int pqev_conf_field_set(void *data, const PqevConfKey *k, const char *value, cha
 		int v;
 		r = parse_int(value, &v);
 		if (r == -EINVAL) {
-			snprintf(err, errlen, "expected an integer");
+			snprintf(err, errlen, "expected a whole number");
 			return r;
 		}
-		if (r == 0 && (k->min != 0 || k->max != 0) &&
-		    ((double)v < k->min || (double)v > k->max))
-			r = -ERANGE;
 		if (r == -ERANGE) {
-			if (k->min != 0 || k->max != 0)
-				snprintf(err, errlen, "out of range %.0f..%.0f", k->min, k->max);
-			else
-				snprintf(err, errlen, "out of range for an integer");
+			snprintf(err, errlen, "too large");
+			return -EINVAL;
+		}
+		if ((k->min != 0 || k->max != 0) && (double)v < k->min) {
+			snprintf(err, errlen, "must be at least %.0f", k->min);
+			return -EINVAL;
+		}
+		if ((k->min != 0 || k->max != 0) && (double)v > k->max) {
+			snprintf(err, errlen, "must be at most %.0f", k->max);
 			return -EINVAL;
 		}
 		*(int *)f = v;
 		return 0;
 	}
 	case PQEV_CT_SECONDS: {
-		usec_t u;
+		usec_t u = 0;
 		double lo = k->min, hi = k->max;
+		bool ranged = lo != 0 || hi != 0, clamp = (k->flags & PQEV_CF_CLAMP) != 0;
+		char b1[32], b2[32];
+		int ret = 0;
+
 		r = pqev_conf_parse_seconds(value, &u);
 		if (r == -EINVAL) {
-			snprintf(err, errlen,
-				 "expected seconds as a plain decimal number, like 0.5 or 60");
+			snprintf(err, errlen, "expected a number of seconds, like 0.5, 60 or 1e3");
 			return r;
 		}
-		if (r == 0 && (lo != 0 || hi != 0) &&
-		    ((double)u < lo * 1e6 - 0.5 || (double)u > hi * 1e6 + 0.5))
-			r = -ERANGE;
-		if (r == -ERANGE) {
-			snprintf(err, errlen, "out of range %g..%g seconds", lo, hi);
+		if (r == -EDOM) {
+			snprintf(err, errlen, "must be at least %s seconds",
+				 fmt_secs(b1, sizeof(b1), lo));
 			return -EINVAL;
 		}
+		if (ranged && (double)u < lo * 1e6 - 0.5) {
+			if (!clamp) {
+				snprintf(err, errlen, "must be at least %s seconds",
+					 fmt_secs(b1, sizeof(b1), lo));
+				return -EINVAL;
+			}
+			snprintf(err, errlen, "below the least useful value; using %s seconds",
+				 fmt_secs(b1, sizeof(b1), lo));
+			u = (usec_t)llround(lo * 1e6);
+			ret = 1;
+		} else if ((ranged && (double)u > hi * 1e6 + 0.5) || r == -ERANGE) {
+			if (!clamp || !ranged) {
+				if (ranged)
+					snprintf(err, errlen,
+						 "must be at most %s seconds (%s to %s)",
+						 fmt_secs(b2, sizeof(b2), hi),
+						 fmt_secs(b1, sizeof(b1), lo),
+						 fmt_secs(b2, sizeof(b2), hi));
+				else
+					snprintf(err, errlen, "too large");
+				return -EINVAL;
+			}
+			snprintf(err, errlen, "above the largest useful value; using %s seconds",
+				 fmt_secs(b2, sizeof(b2), hi));
+			u = (usec_t)llround(hi * 1e6);
+			ret = 1;
+		}
 		*(usec_t *)f = u;
-		return 0;
+		return ret;
 	}
 	case PQEV_CT_BOOL:
 		if (pqev_conf_parse_bool(value, f) < 0) {

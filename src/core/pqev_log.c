@@ -606,3 +606,51 @@ char *pqev_log_scrub_dup(const char *src)
 		pqev_log_scrub(d, n + 1, src);
 	return d;
 }
+
+/* ---- UTF-8 ---- */
+
+size_t pqev_utf8_seq_len(const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t n;
+	unsigned lo = 0x80, hi = 0xBF;
+
+	if (s[0] == 0)
+		return 0;
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF)
+		n = 2;
+	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+		n = 3;
+	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+		n = 4;
+	else
+		return 0;
+	/* the second byte's range excludes overlongs, surrogates and > U+10FFFF */
+	if (s[0] == 0xE0)
+		lo = 0xA0;
+	else if (s[0] == 0xED)
+		hi = 0x9F;
+	else if (s[0] == 0xF0)
+		lo = 0x90;
+	else if (s[0] == 0xF4)
+		hi = 0x8F;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xBF)
+			return 0;
+	return n;
+}
+
+bool pqev_utf8_valid(const char *s)
+{
+	while (*s) {
+		size_t n = pqev_utf8_seq_len(s);
+		if (n == 0)
+			return false;
+		s += n;
+	}
+	return true;
+}

@@ -248,11 +248,7 @@ static void note_success(Db *db)
 
 void db_note_sql_error(Db *db, const char *what, const PqevReply *r)
 {
-	Ticker *t = db->t;
-
-	t->stats.errors++;
-	t->stats.t_errors++;
-	db->n_errors++;
+	stats_count_error(db->t, db, ERR_QUERY);
 	db->err_streak++;
 	if (db->err_streak == 1)
 		pqev_log_warning(db->log, "%s failed: %s", what, strip_label(db, r->error));
@@ -268,9 +264,7 @@ void db_request_failed(Db *db, const char *what, const PqevReply *r)
 		db->job_timed_out = false;
 		/* the layer drops a session whose query timed out and reconnects */
 		pqev_log_warning(db->log, "%s timed out, reconnecting", what);
-		db->t->stats.errors++;
-		db->t->stats.t_errors++;
-		db->n_errors++;
+		stats_count_error(db->t, db, ERR_TIMEOUT);
 		db_note_failure(db);
 		db_set_state(db, DB_CONNECTING);
 	}
@@ -728,6 +722,7 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 			pqev_log_debug(db->log, "%s (%u in a row); retrying in %.2f s",
 				       strip_label(db, ev->message), ev->streak,
 				       pqev_usec_to_sec(ev->retry_in));
+		stats_count_error(db->t, db, stats_conn_error_kind(ev));
 		db_job_aborted(db);
 		db_note_failure(db);
 		db->tick_due = false;

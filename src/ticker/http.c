@@ -1,8 +1,9 @@
 /*
  * The optional HTTP endpoint (libevent's evhttp on the daemon's loop):
  *   GET /metrics  Prometheus text format 0.0.4
- *   GET /health   JSON; 200 when healthy, 503 when a database is unreachable
- *                 (see unreachable_timeout) or the daemon is stopping
+ *   GET /health   JSON; 200 when healthy, 503 when a database is unreachable,
+ *                 has stopped ticking or never ticked (stats.c: db_problem), or
+ *                 the daemon is stopping
  * Requests are answered from the loop in one pass; nothing blocks.
  */
 #include <errno.h>

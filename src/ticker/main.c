@@ -8,6 +8,7 @@
  * failed start; 3 when a database stayed unreachable and unreachable_action=exit.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,23 @@ static void report_diag(const PqevConfDiag *d, void *arg)
 		pqev_log_error(NULL, "%s", d->message);
 	else
 		pqev_log_warning(NULL, "%s", d->message);
+}
+
+/* The directory we were started in: relative paths are taken from it, also after
+ * -d moved us to "/". */
+static char *start_dir;
+
+/* `path` made absolute against start_dir (malloc'd), or NULL when out of memory. */
+static char *absolute(const char *path)
+{
+	char *abs;
+
+	if (path[0] == '/' || !start_dir)
+		return strdup(path);
+	abs = malloc(strlen(start_dir) + strlen(path) + 2);
+	if (abs)
+		sprintf(abs, "%s/%s", start_dir, path);
+	return abs;
 }
 
 static int load_config(const char *path, const TickerConfig *old, TickerConfig **out,
@@ -160,8 +178,8 @@ static void on_reload(int signo, void *arg)
 	pqev_clock_refresh();
 	rc = load_config(t->config_path, t->cfg, &fresh, false);
 	if (rc < 0) {
-		pqev_log_error(NULL, "reload failed: %s; keeping the running configuration",
-			       rc == -EINVAL ? "errors above" : strerror(-rc));
+		/* the cause was reported above */
+		pqev_log_error(NULL, "reload failed; keeping the running configuration");
 		send_notify(pqev_sd_ready("reload failed, running with the old configuration"),
 			    "READY");
 		return;
@@ -260,6 +278,59 @@ static int do_signal(const TickerConfig *cfg)
 	return 0;
 }
 
+/* The directory part of `path` ("." for a bare name), malloc'd. */
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+/* What start-up would fail on beyond the file itself: the log file and the
+ * pidfile's directory. Prints each problem; returns how many. */
+static int check_files(const TickerConfig *cfg, const char *path)
+{
+	const MainCfg *m = &cfg->main;
+	int bad = 0;
+
+	if (m->logfile && *m->logfile) {
+		/* opened as the daemon will, but without O_CREAT: --check creates nothing */
+		int fd = open(m->logfile, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+
+		if (fd >= 0) {
+			close(fd);
+		} else if (errno != ENOENT) {
+			printf("error: %s: [pgqd] logfile: cannot open %s: %s\n", path, m->logfile,
+			       strerror(errno));
+			bad++;
+		} else {
+			char *dir = dir_of(m->logfile);
+
+			if (dir && access(dir, W_OK | X_OK) < 0) {
+				printf("error: %s: [pgqd] logfile: cannot create %s: %s\n", path,
+				       m->logfile, strerror(errno));
+				bad++;
+			}
+			free(dir);
+		}
+	}
+	if (m->pidfile && *m->pidfile) {
+		char *dir = dir_of(m->pidfile);
+
+		if (dir && access(dir, W_OK | X_OK) < 0) {
+			printf("error: %s: [pgqd] pidfile: cannot create %s: %s\n", path,
+			       m->pidfile, strerror(errno));
+			bad++;
+		}
+		free(dir);
+	}
+	return bad;
+}
+
 static int do_check(const char *path)
 {
 	TickerConfig *cfg = NULL;
@@ -267,15 +338,22 @@ static int do_check(const char *path)
 	int rc = load_config(path, NULL, &cfg, true);
 
 	if (rc < 0) {
-		if (rc != -EINVAL)
-			printf("error: %s: %s\n", path, strerror(-rc));
+		/* every cause was printed by report_diag */
 		printf("%s: configuration is NOT valid\n", path);
 		return 1;
 	}
+	if (check_files(cfg, path) > 0) {
+		printf("%s: configuration is NOT valid\n", path);
+		ticker_config_free(cfg);
+		return 1;
+	}
 	n = ticker_config_clusters(cfg, NULL, 0);
-	printf("%s: configuration OK (%zu cluster%s)\n", path, n, n == 1 ? "" : "s");
+	printf("; effective configuration of %s\n", path);
+	if (pqev_conf_write(&ticker_config_schema, cfg, stdout) < 0)
+		rc = -EIO;
+	printf("\n%s: configuration OK (%zu cluster%s)\n", path, n, n == 1 ? "" : "s");
 	ticker_config_free(cfg);
-	return 0;
+	return rc < 0 ? 1 : 0;
 }
 
 static int run(Ticker *t)
@@ -390,10 +468,16 @@ int main(int argc, char **argv)
 {
 	Ticker ticker;
 	TickerConfig *cfg = NULL;
+	char *config_abs;
 	int rc;
 
 	if (cli_parse(argc, argv, &cli) < 0)
 		return 1;
+	start_dir = getcwd(NULL, 0);
+	if (start_dir && pqev_conf_set_path_base(start_dir) < 0) {
+		fprintf(stderr, "pgqd-ev: out of memory\n");
+		return 1;
+	}
 	switch (cli.action) {
 	case CLI_INI:
 		fputs(ticker_sample_ini, stdout);
@@ -405,34 +489,52 @@ int main(int argc, char **argv)
 		printf("pgqd-ev version %s\n", PGQEV_VERSION);
 		return 0;
 	case CLI_CHECK:
-		return do_check(cli.config);
+		rc = do_check(cli.config);
+		free(start_dir);
+		return rc;
 	default:
 		break;
 	}
 	rc = load_config(cli.config, NULL, &cfg, false);
 	if (rc < 0) {
-		if (rc != -EINVAL)
-			pqev_log_fatal(NULL, "%s: %s", cli.config, strerror(-rc));
-		pqev_log_fatal(NULL, "failed to read config %s", cli.config);
+		/* the cause was reported as an error line; no second copy of it */
+		if (rc == -ENOMEM)
+			pqev_log_fatal(NULL, "out of memory reading config %s", cli.config);
+		else
+			pqev_log_fatal(NULL, "failed to read config %s", cli.config);
+		free(start_dir);
 		return 1;
 	}
 	if (cli.action == CLI_SIGNAL) {
 		rc = do_signal(cfg);
 		ticker_config_free(cfg);
+		free(start_dir);
 		return rc;
 	}
 	memset(&ticker, 0, sizeof(ticker));
 	ticker.cfg = cfg;
-	ticker.config_path = cli.config;
+	/* absolute, so a reload after -d (in "/") still finds it */
+	config_abs = absolute(cli.config);
+	if (!config_abs) {
+		pqev_log_fatal(NULL, "out of memory");
+		ticker_config_free(cfg);
+		free(start_dir);
+		return 1;
+	}
+	ticker.config_path = config_abs;
 	rc = configure_logging(&ticker, &cli);
 	if (rc < 0) {
 		pqev_log_fatal(NULL, "cannot open logfile %s: %s", cfg->main.logfile,
 			       strerror(-rc));
 		ticker_config_free(cfg);
+		free(config_abs);
+		free(start_dir);
 		return 1;
 	}
 	rc = run(&ticker);
 	ticker_config_free(ticker.cfg);
 	pqev_log_shutdown();
+	free(config_abs);
+	free(start_dir);
 	return rc;
 }

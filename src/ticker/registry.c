@@ -132,6 +132,9 @@ static void on_discovery(PqevConn *c, const PqevReply *r, void *arg)
 		return;
 	if (r->status != PQEV_OK) {
 		/* keep every database registered: a failed scan says nothing about them */
+		if (r->status == PQEV_SQL_ERROR || r->status == PQEV_TIMEOUT)
+			stats_count_error(cl->t, NULL,
+					  r->status == PQEV_SQL_ERROR ? ERR_QUERY : ERR_TIMEOUT);
 		pqev_log_warning(NULL, "%s", r->error ? r->error : "database discovery failed");
 		pqev_conn_close(cl->disc);
 		disc_arm(cl, cl->check_period);
@@ -164,6 +167,7 @@ static void on_disc_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 
 	if (ev->type == PQEV_EV_CONNECT_FAILED || ev->type == PQEV_EV_LOST) {
 		/* the scan request fails with it; close so we retry on our own period */
+		stats_count_error(cl->t, NULL, stats_conn_error_kind(ev));
 		pqev_log_debug(NULL, "%s", ev->message);
 		if (!cl->disc_busy)
 			pqev_conn_close(c);

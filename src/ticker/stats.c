@@ -1,13 +1,20 @@
 /*
- * Observability: the periodic stats line, per-database health and the
- * unreachable policy, and the Prometheus / JSON documents the HTTP endpoint
- * serves.
+ * Observability: the periodic stats line, error counting, per-database health
+ * and the unreachable policy, and the Prometheus / JSON documents the HTTP
+ * endpoint serves.
  *
  * The stats line keeps pgqd's "{ticks: N, maint: N, retry: N" prefix so existing
  * log parsers still match, then adds our counters and the databases by state.
  * Counters in the line are reset after each line; metrics are totals.
+ *
+ * Metrics: counters carry only identity labels (cluster, database, kind), never
+ * the state, so a series survives state changes and rate() works; the state is
+ * the gauge pgqd_ev_db_state. Label values and JSON strings are escaped, and
+ * bytes that are not UTF-8 (a database name on a SQL_ASCII server) are written
+ * as the text \xNN, so both documents stay valid.
  */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +43,42 @@ void stats_record_lateness(Ticker *t, usec_t late)
 		t->stats.lateness_max = late;
 }
 
+static const char *const err_kind_names[ERR_NKINDS] = {
+	[ERR_CONNECT] = "connect", [ERR_AUTH] = "auth",   [ERR_TIMEOUT] = "timeout",
+	[ERR_LOST] = "lost",       [ERR_QUERY] = "query",
+};
+
+const char *err_kind_name(ErrKind k)
+{
+	return k < ERR_NKINDS ? err_kind_names[k] : "?";
+}
+
+void stats_count_error(Ticker *t, Db *db, ErrKind kind)
+{
+	t->stats.errors++;
+	t->stats.t_errors++;
+	t->stats.t_err[kind]++;
+	if (db) {
+		db->n_errors++;
+		db->n_err[kind]++;
+	}
+}
+
+ErrKind stats_conn_error_kind(const PqevConnEvent *ev)
+{
+	const char *m = ev->message;
+
+	if (ev->type == PQEV_EV_LOST)
+		return ERR_LOST;
+	/* libpq gives no code for a failed connect; its messages are stable */
+	if (strstr(m, "timed out") || strstr(m, "timeout expired"))
+		return ERR_TIMEOUT;
+	if (strstr(m, "authentication") || strstr(m, "pg_hba.conf") || strstr(m, "password") ||
+	    strstr(m, "role \"") || strstr(m, "permission denied"))
+		return ERR_AUTH;
+	return ERR_CONNECT;
+}
+
 void stats_log_line(Ticker *t)
 {
 	TickerStats *s = &t->stats;
@@ -54,19 +97,64 @@ void stats_log_line(Ticker *t)
 	s->lateness_max = 0;
 }
 
+/*
+ * Why a database is unhealthy, or NULL: unreachable; a database with PgQ whose
+ * last tick is older than tick_stale_timeout (at least two of its periods); or
+ * one that never ticked within startup_grace of being first seen. A database
+ * without PgQ has nothing to tick and is healthy.
+ */
+static const char *db_problem(const Ticker *t, const Db *db, usec_t now, char *buf, size_t len)
+{
+	const MainCfg *m = &t->cfg->main;
+	usec_t stale = m->tick_stale_timeout;
+
+	if (db->unreachable)
+		return "unreachable";
+	if (db->state == DB_NOPGQ)
+		return NULL;
+	if (db->last_tick_ok) {
+		if (stale && stale < 2 * db->cl->ticker_period)
+			stale = 2 * db->cl->ticker_period;
+		if (stale && now - db->last_tick_ok > stale) {
+			snprintf(buf, len, "no tick for %.0f s (tick_stale_timeout %.0f s)",
+				 pqev_usec_to_sec(now - db->last_tick_ok), pqev_usec_to_sec(stale));
+			return buf;
+		}
+		return NULL;
+	}
+	{
+		usec_t since = db->seen_at ? db->seen_at : t->start_mono;
+
+		if (now - since > m->startup_grace) {
+			snprintf(buf, len, "never ticked in %.0f s (startup_grace %.0f s)",
+				 pqev_usec_to_sec(now - since), pqev_usec_to_sec(m->startup_grace));
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* A discovery cluster that has not listed its databases once within the grace
+ * has, as far as we know, databases we are not ticking. */
+static bool cluster_problem(const Ticker *t, const Cluster *cl, usec_t now)
+{
+	return !cl->dblist && !cl->disc_ok_once && now - t->start_mono > t->cfg->main.startup_grace;
+}
+
 bool stats_check_health(Ticker *t)
 {
 	const MainCfg *m = &t->cfg->main;
 	usec_t now = pqev_clock_now();
 	bool exit_now = false;
+	char buf[128];
 
-	if (m->unreachable_timeout == 0)
-		return false;
 	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
 		for (Db *db = cl->dbs; db; db = db->next) {
-			bool bad = db->failing_since &&
+			bool bad = m->unreachable_timeout && db->failing_since &&
 				   now - db->failing_since >= m->unreachable_timeout;
 
+			if (!db->seen_at)
+				db->seen_at = now;
 			if (bad && !db->unreachable) {
 				db->unreachable = true;
 				t->stats.unreachable++;
@@ -77,6 +165,16 @@ bool stats_check_health(Ticker *t)
 				if (m->unreachable_action == TICKER_UNREACHABLE_EXIT)
 					exit_now = true;
 			}
+			/* say once when a database turns unhealthy for a reason /health gives */
+			if (!db->unreachable) {
+				const char *why = db_problem(t, db, now, buf, sizeof(buf));
+
+				if (why && !db->unhealthy_logged)
+					pqev_log_warning(db->log, "unhealthy: %s", why);
+				else if (!why && db->unhealthy_logged)
+					pqev_log_info(db->log, "healthy again");
+				db->unhealthy_logged = why != NULL;
+			}
 		}
 	}
 	return exit_now;
@@ -84,7 +182,19 @@ bool stats_check_health(Ticker *t)
 
 bool stats_healthy(const Ticker *t)
 {
-	return t->stats.unreachable == 0 && !t->stopping;
+	usec_t now = pqev_clock_now();
+	char buf[128];
+
+	if (t->stopping)
+		return false;
+	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
+		if (cluster_problem(t, cl, now))
+			return false;
+		for (Db *db = cl->dbs; db; db = db->next)
+			if (db_problem(t, db, now, buf, sizeof(buf)))
+				return false;
+	}
+	return true;
 }
 
 void stats_status_text(const Ticker *t, char *buf, size_t len)
@@ -96,75 +206,134 @@ void stats_status_text(const Ticker *t, char *buf, size_t len)
 		 s->by_state[DB_NOPGQ], s->by_state[DB_FAILED], s->unreachable);
 }
 
-/* Prometheus label values: escape \ " and newline. */
-static void put_label(struct evbuffer *out, const char *v)
+/*
+ * Escape for a Prometheus label value (json false) or a JSON string (json true):
+ * backslash, quote and newline (JSON: every control character) escaped; a byte
+ * that does not start well-formed UTF-8 becomes the text \xNN.
+ */
+static void put_escaped(struct evbuffer *out, const char *v, bool json)
 {
-	for (; *v; v++) {
-		if (*v == '\\' || *v == '"')
-			evbuffer_add_printf(out, "\\%c", *v);
-		else if (*v == '\n')
+	while (*v) {
+		unsigned char c = (unsigned char)*v;
+		size_t n = pqev_utf8_seq_len(v);
+
+		if (n == 0) {
+			evbuffer_add_printf(out, "\\\\x%02x", c);
+			v++;
+		} else if (c == '\\' || c == '"') {
+			evbuffer_add_printf(out, "\\%c", c);
+			v++;
+		} else if (c == '\n') {
 			evbuffer_add(out, "\\n", 2);
-		else
-			evbuffer_add(out, v, 1);
+			v++;
+		} else if (json && c < 0x20) {
+			evbuffer_add_printf(out, "\\u%04x", c);
+			v++;
+		} else {
+			evbuffer_add(out, v, n);
+			v += n;
+		}
 	}
 }
 
-/* JSON strings. */
 static void put_json(struct evbuffer *out, const char *v)
 {
 	evbuffer_add(out, "\"", 1);
-	for (; *v; v++) {
-		unsigned char c = (unsigned char)*v;
-
-		if (c == '\\' || c == '"')
-			evbuffer_add_printf(out, "\\%c", c);
-		else if (c < 0x20)
-			evbuffer_add_printf(out, "\\u%04x", c);
-		else
-			evbuffer_add(out, v, 1);
-	}
+	put_escaped(out, v, true);
 	evbuffer_add(out, "\"", 1);
 }
+
+/* The shortest decimal that reads back as v: 0.58077, not 0.58077000000000001. */
+static void put_num(struct evbuffer *out, double v)
+{
+	char buf[32];
+
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	evbuffer_add(out, buf, strlen(buf));
+}
+
+static void put_db_labels(struct evbuffer *out, const char *name, const Db *db)
+{
+	evbuffer_add_printf(out, "%s{cluster=\"", name);
+	put_escaped(out, db->cl->name, false);
+	evbuffer_add(out, "\",database=\"", 12);
+	put_escaped(out, db->name, false);
+	evbuffer_add(out, "\"", 1);
+}
+
+enum { M_TICKS, M_CREATED, M_AGE, M_FAILS, M_UP, M_HEALTHY };
 
 static void per_db_metric(Ticker *t, struct evbuffer *out, const char *name, const char *type,
 			  const char *help, int which)
 {
 	usec_t now = pqev_clock_now();
+	char buf[128];
 
 	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
 		for (Db *db = cl->dbs; db; db = db->next) {
-			double v = 0;
-
+			put_db_labels(out, name, db);
+			evbuffer_add(out, "} ", 2);
 			switch (which) {
-			case 0:
-				v = (double)db->n_ticks;
+			case M_TICKS:
+				evbuffer_add_printf(out, "%" PRIu64, db->n_ticks);
 				break;
-			case 1:
-				v = (double)db->n_errors;
+			case M_CREATED:
+				evbuffer_add_printf(out, "%" PRIu64, db->n_created);
 				break;
-			case 2:
-				v = db->last_tick_ok ? pqev_usec_to_sec(now - db->last_tick_ok)
-						     : -1;
+			case M_AGE:
+				if (db->last_tick_ok)
+					put_num(out, pqev_usec_to_sec(now - db->last_tick_ok));
+				else
+					evbuffer_add(out, "-1", 2);
 				break;
-			case 3:
-				v = db->fails;
+			case M_FAILS:
+				evbuffer_add_printf(out, "%u", db->fails);
 				break;
-			case 4:
-				v = db->state == DB_RUNNING;
+			case M_UP:
+				evbuffer_add_printf(out, "%d", db->state == DB_RUNNING);
 				break;
-			case 5:
-				v = (double)db->n_created;
+			case M_HEALTHY:
+				evbuffer_add_printf(out, "%d",
+						    db_problem(t, db, now, buf, sizeof(buf)) ==
+							    NULL);
 				break;
 			}
-			evbuffer_add_printf(out, "%s{cluster=\"", name);
-			put_label(out, cl->name);
-			evbuffer_add(out, "\",database=\"", 12);
-			put_label(out, db->name);
-			evbuffer_add_printf(out, "\",state=\"%s\"} %.17g\n",
-					    db_state_name(db->state), v);
+			evbuffer_add(out, "\n", 1);
 		}
 	}
+}
+
+static void per_db_errors(Ticker *t, struct evbuffer *out)
+{
+	evbuffer_add_printf(out, "# HELP pgqd_ev_db_errors_total Failures per database, by kind "
+				 "(connect, auth, timeout, lost, query).\n"
+				 "# TYPE pgqd_ev_db_errors_total counter\n");
+	for (Cluster *cl = t->clusters; cl; cl = cl->next)
+		for (Db *db = cl->dbs; db; db = db->next)
+			for (int k = 0; k < ERR_NKINDS; k++) {
+				put_db_labels(out, "pgqd_ev_db_errors_total", db);
+				evbuffer_add_printf(out, ",kind=\"%s\"} %" PRIu64 "\n",
+						    err_kind_name((ErrKind)k), db->n_err[k]);
+			}
+}
+
+static void per_db_state(Ticker *t, struct evbuffer *out)
+{
+	evbuffer_add_printf(out, "# HELP pgqd_ev_db_state 1 for the state the database is in.\n"
+				 "# TYPE pgqd_ev_db_state gauge\n");
+	for (Cluster *cl = t->clusters; cl; cl = cl->next)
+		for (Db *db = cl->dbs; db; db = db->next)
+			for (int i = 0; i < DB_NSTATES; i++) {
+				put_db_labels(out, "pgqd_ev_db_state", db);
+				evbuffer_add_printf(out, ",state=\"%s\"} %d\n",
+						    db_state_name((DbState)i),
+						    db->state == (DbState)i);
+			}
 }
 
 void stats_render_metrics(Ticker *t, struct evbuffer *out)
@@ -188,13 +357,16 @@ void stats_render_metrics(Ticker *t, struct evbuffer *out)
 		"# HELP pgqd_ev_wake_ticks_total Ticks made on a producer wake-up.\n"
 		"# TYPE pgqd_ev_wake_ticks_total counter\n"
 		"pgqd_ev_wake_ticks_total %" PRIu64 "\n"
-		"# HELP pgqd_ev_errors_total Failed queries.\n"
-		"# TYPE pgqd_ev_errors_total counter\npgqd_ev_errors_total %" PRIu64 "\n"
 		"# HELP pgqd_ev_ticks_skipped_total Grid points skipped (tick still pending).\n"
 		"# TYPE pgqd_ev_ticks_skipped_total counter\n"
 		"pgqd_ev_ticks_skipped_total %" PRIu64 "\n",
-		s->t_ticks, s->t_created, s->t_maint, s->t_retry, s->t_wakes, s->t_errors,
-		s->t_skipped);
+		s->t_ticks, s->t_created, s->t_maint, s->t_retry, s->t_wakes, s->t_skipped);
+	evbuffer_add_printf(out, "# HELP pgqd_ev_errors_total Failures by kind: connect, auth, "
+				 "timeout, lost (connection broke), query (SQL error).\n"
+				 "# TYPE pgqd_ev_errors_total counter\n");
+	for (int k = 0; k < ERR_NKINDS; k++)
+		evbuffer_add_printf(out, "pgqd_ev_errors_total{kind=\"%s\"} %" PRIu64 "\n",
+				    err_kind_name((ErrKind)k), s->t_err[k]);
 	evbuffer_add_printf(out, "# HELP pgqd_ev_databases Databases by state.\n"
 				 "# TYPE pgqd_ev_databases gauge\n");
 	for (int i = 0; i < DB_NSTATES; i++)
@@ -206,42 +378,66 @@ void stats_render_metrics(Ticker *t, struct evbuffer *out)
 			    "pgqd_ev_databases_unreachable %u\n",
 			    s->unreachable);
 	evbuffer_add_printf(out,
+			    "# HELP pgqd_ev_healthy 1 when /health answers 200.\n"
+			    "# TYPE pgqd_ev_healthy gauge\npgqd_ev_healthy %d\n",
+			    stats_healthy(t));
+	evbuffer_add_printf(out,
 			    "# HELP pgqd_ev_tick_lateness_seconds Tick start after its "
 			    "scheduled time.\n# TYPE pgqd_ev_tick_lateness_seconds histogram\n");
 	for (int i = 0; i < LATENESS_BUCKETS; i++) {
 		cum += s->lateness_hist[i];
-		evbuffer_add_printf(out,
-				    "pgqd_ev_tick_lateness_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-				    lateness_bounds_ms[i] / 1000.0, cum);
+		evbuffer_add(out, "pgqd_ev_tick_lateness_seconds_bucket{le=\"", 41);
+		put_num(out, lateness_bounds_ms[i] / 1000.0);
+		evbuffer_add_printf(out, "\"} %" PRIu64 "\n", cum);
 	}
 	cum += s->lateness_hist[LATENESS_BUCKETS];
 	evbuffer_add_printf(out,
 			    "pgqd_ev_tick_lateness_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-			    "pgqd_ev_tick_lateness_seconds_sum %.6f\n"
-			    "pgqd_ev_tick_lateness_seconds_count %" PRIu64 "\n",
-			    cum, s->lateness_sum, s->lateness_count);
+			    "pgqd_ev_tick_lateness_seconds_sum ",
+			    cum);
+	put_num(out, s->lateness_sum);
+	evbuffer_add_printf(out, "\npgqd_ev_tick_lateness_seconds_count %" PRIu64 "\n",
+			    s->lateness_count);
 	per_db_metric(t, out, "pgqd_ev_db_ticks_total", "counter",
-		      "Successful pgq.ticker() calls per database.", 0);
+		      "Successful pgq.ticker() calls per database.", M_TICKS);
 	per_db_metric(t, out, "pgqd_ev_db_ticks_created_total", "counter",
-		      "Sum of pgq.ticker() results per database.", 5);
-	per_db_metric(t, out, "pgqd_ev_db_errors_total", "counter", "Failed queries per database.",
-		      1);
+		      "Sum of pgq.ticker() results per database.", M_CREATED);
+	per_db_errors(t, out);
+	per_db_state(t, out);
 	per_db_metric(t, out, "pgqd_ev_db_last_tick_age_seconds", "gauge",
-		      "Seconds since the last good tick; -1: never.", 2);
+		      "Seconds since the last good tick; -1: never.", M_AGE);
 	per_db_metric(t, out, "pgqd_ev_db_consecutive_failures", "gauge",
-		      "Failures in a row (connect, check, tick).", 3);
-	per_db_metric(t, out, "pgqd_ev_db_up", "gauge", "1 when the database is ticking.", 4);
+		      "Failures in a row (connect, check, tick).", M_FAILS);
+	per_db_metric(t, out, "pgqd_ev_db_up", "gauge", "1 when the database is ticking.", M_UP);
+	per_db_metric(t, out, "pgqd_ev_db_healthy", "gauge",
+		      "1 when the database counts as healthy in /health.", M_HEALTHY);
 }
 
 void stats_render_health(Ticker *t, struct evbuffer *out)
 {
 	usec_t now = pqev_clock_now();
 	bool first = true;
-	char iso[32];
+	char iso[32], buf[128];
+	const char *why;
 
-	evbuffer_add_printf(out, "{\"status\":\"%s\",\"uptime_s\":%.1f,\"databases\":[",
+	evbuffer_add_printf(out, "{\"status\":\"%s\",\"healthy\":%s,\"uptime_s\":",
 			    stats_healthy(t) ? "ok" : (t->stopping ? "stopping" : "unhealthy"),
-			    pqev_usec_to_sec(now - t->start_mono));
+			    stats_healthy(t) ? "true" : "false");
+	put_num(out, (double)((now - t->start_mono) / 100000) / 10.0);
+	evbuffer_add(out, ",\"clusters\":[", 13);
+	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
+		evbuffer_add_printf(out, "%s\n{\"cluster\":", first ? "" : ",");
+		first = false;
+		put_json(out, cl->name);
+		evbuffer_add_printf(out, ",\"discovery\":%s", cl->dblist ? "false" : "true");
+		if (!cl->dblist)
+			evbuffer_add_printf(out, ",\"discovered\":%s",
+					    cl->disc_ok_once ? "true" : "false");
+		evbuffer_add_printf(out, ",\"healthy\":%s}",
+				    cluster_problem(t, cl, now) ? "false" : "true");
+	}
+	evbuffer_add(out, "],\"databases\":[", 15);
+	first = true;
 	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
 		for (Db *db = cl->dbs; db; db = db->next) {
 			evbuffer_add_printf(out, "%s\n{\"cluster\":", first ? "" : ",");
@@ -249,14 +445,18 @@ void stats_render_health(Ticker *t, struct evbuffer *out)
 			put_json(out, cl->name);
 			evbuffer_add(out, ",\"database\":", 12);
 			put_json(out, db->name);
+			why = db_problem(t, db, now, buf, sizeof(buf));
 			evbuffer_add_printf(out, ",\"state\":\"%s\",\"healthy\":%s",
-					    db_state_name(db->state),
-					    db->unreachable ? "false" : "true");
+					    db_state_name(db->state), why ? "false" : "true");
+			if (why) {
+				evbuffer_add(out, ",\"problem\":", 11);
+				put_json(out, why);
+			}
 			if (db->last_tick_ok) {
 				pqev_clock_format_iso(db->last_tick_wall, iso, sizeof(iso));
 				evbuffer_add_printf(
-					out, ",\"last_tick\":\"%s\",\"last_tick_age_s\":%.3f", iso,
-					pqev_usec_to_sec(now - db->last_tick_ok));
+					out, ",\"last_tick\":\"%s\",\"last_tick_age_s\":", iso);
+				put_num(out, (double)((now - db->last_tick_ok) / 1000) / 1000.0);
 			} else {
 				evbuffer_add_printf(out, ",\"last_tick\":null");
 			}

@@ -52,6 +52,18 @@ typedef enum DbState {
 
 const char *db_state_name(DbState st);
 
+/* What failed, for pgqd_ev_errors_total{kind} and the stats line's errors. */
+typedef enum ErrKind {
+	ERR_CONNECT = 0, /* a connection attempt failed (refused, unreachable, name) */
+	ERR_AUTH,        /* the server refused us (authentication, pg_hba.conf) */
+	ERR_TIMEOUT,     /* a connect or query deadline passed */
+	ERR_LOST,        /* an established connection broke */
+	ERR_QUERY,       /* the server answered a query with an error */
+	ERR_NKINDS,
+} ErrKind;
+
+const char *err_kind_name(ErrKind k);
+
 /* The one query of ours in flight on a database. */
 typedef enum DbJob {
 	JOB_NONE = 0,
@@ -129,9 +141,12 @@ struct Db {
 	usec_t failing_since;  /* monotonic; 0 when healthy */
 	bool unreachable;      /* failing longer than unreachable_timeout */
 	unsigned err_streak;   /* SQL errors in a row, for log rate limiting */
+	usec_t seen_at;        /* when health first saw it (its start-up grace); 0: not yet */
+	bool unhealthy_logged; /* the stale/never-ticked warning was logged */
 
 	/* totals for metrics */
 	uint64_t n_ticks, n_created, n_errors, n_maint, n_retry, n_wakes;
+	uint64_t n_err[ERR_NKINDS];
 };
 
 struct Cluster {
@@ -162,6 +177,7 @@ typedef struct TickerStats {
 	uint64_t ticks, created, maint, retry, errors, wakes;
 	/* totals */
 	uint64_t t_ticks, t_created, t_maint, t_retry, t_errors, t_wakes, t_skipped;
+	uint64_t t_err[ERR_NKINDS];
 	uint64_t lateness_hist[LATENESS_BUCKETS + 1];
 	double lateness_sum;
 	uint64_t lateness_count;
@@ -251,6 +267,10 @@ char *registry_label(const Cluster *cl, const char *dbname);
 /* ---- stats.c: stats line, health, metrics ---- */
 void stats_record_lateness(Ticker *t, usec_t late);
 void stats_log_line(Ticker *t);
+/* Count one failure of `kind` (db NULL: a cluster's discovery connection). */
+void stats_count_error(Ticker *t, Db *db, ErrKind kind);
+/* The kind of a CONNECT_FAILED or LOST connection event. */
+ErrKind stats_conn_error_kind(const PqevConnEvent *ev);
 /* Update unreachable flags; returns true when the exit policy triggered. */
 bool stats_check_health(Ticker *t);
 bool stats_healthy(const Ticker *t);

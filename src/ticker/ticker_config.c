@@ -2,21 +2,51 @@
  * The ini schema of pgqd-ev (see ticker_config.h). Keys keep pgqd's names and
  * defaults; every key is documented in docs/pgqd-ev.8.md and conf/pgqd-ev.ini.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <pgqd-ev/pqev_log.h>
 
 #include "ticker_config.h"
 
-static const PqevConfEnumItem syslog_map[] = {
-	{"0", TICKER_SYSLOG_OFF},     {"off", TICKER_SYSLOG_OFF},
-	{"no", TICKER_SYSLOG_OFF},    {"false", TICKER_SYSLOG_OFF},
-	{"1", TICKER_SYSLOG_ON},      {"on", TICKER_SYSLOG_ON},
-	{"yes", TICKER_SYSLOG_ON},    {"true", TICKER_SYSLOG_ON},
-	{"auto", TICKER_SYSLOG_AUTO}, {NULL, 0},
-};
+/*
+ * syslog: pgqd reads an integer (any, as strtol with base 0: 2, -1, 0x10), non-zero
+ * meaning on; we also take auto and the usual boolean words.
+ */
+static int parse_syslog(const char *v)
+{
+	bool b;
+	char *end;
+
+	if (!v)
+		return -1;
+	if (strcasecmp(v, "auto") == 0)
+		return TICKER_SYSLOG_AUTO;
+	if (pqev_conf_parse_bool(v, &b) == 0)
+		return b ? TICKER_SYSLOG_ON : TICKER_SYSLOG_OFF;
+	if (*v == '\0' || isspace((unsigned char)*v))
+		return -1;
+	errno = 0;
+	{
+		long long n = strtoll(v, &end, 0);
+		if (*end != '\0')
+			return -1;
+		/* too large still reads as non-zero, as in pgqd */
+		return n != 0 || errno == ERANGE ? TICKER_SYSLOG_ON : TICKER_SYSLOG_OFF;
+	}
+}
+
+static bool check_syslog(const void *field, char *err, size_t errlen)
+{
+	if (parse_syslog(*(char *const *)field) >= 0)
+		return true;
+	snprintf(err, errlen, "expected auto, a whole number (0: off, any other: on) or on/off");
+	return false;
+}
 
 static const PqevConfEnumItem unreachable_map[] = {
 	{"report", TICKER_UNREACHABLE_REPORT},
@@ -73,7 +103,8 @@ static bool check_dbnames(const void *field, char *err, size_t errlen)
 	return true;
 }
 
-#define MAXP 86400.0 * 365
+/* the largest useful period: a year */
+#define MAXP (86400.0 * 365)
 
 static const PqevConfKey main_keys[] = {
 	/* pgqd 3.5 */
@@ -83,22 +114,24 @@ static const PqevConfKey main_keys[] = {
 			 .help = "database that discovery connects to"),
 	PQEV_CONF_LIST("database_list", MainCfg, database_list, "", 0, .validate = check_dbnames,
 		       .help = "databases to tick; empty: discover"),
-	PQEV_CONF_SECONDS("check_period", MainCfg, check_period, "60", 0, 0.1, MAXP,
+	PQEV_CONF_SECONDS("check_period", MainCfg, check_period, "60", PQEV_CF_CLAMP, 0.1, MAXP,
 			  .help = "seconds between database discovery scans"),
-	PQEV_CONF_SECONDS("ticker_period", MainCfg, ticker_period, "1", 0, 0.01, 3600,
+	PQEV_CONF_SECONDS("ticker_period", MainCfg, ticker_period, "1", PQEV_CF_CLAMP, 0.01, 3600,
 			  .help = "seconds between pgq.ticker() calls per database"),
-	PQEV_CONF_SECONDS("maint_period", MainCfg, maint_period, "120", 0, 0.1, MAXP,
+	PQEV_CONF_SECONDS("maint_period", MainCfg, maint_period, "120", PQEV_CF_CLAMP, 0.1, MAXP,
 			  .help = "seconds between maintenance rounds per database"),
-	PQEV_CONF_SECONDS("retry_period", MainCfg, retry_period, "30", 0, 0.1, MAXP,
+	PQEV_CONF_SECONDS("retry_period", MainCfg, retry_period, "30", PQEV_CF_CLAMP, 0.1, MAXP,
 			  .help = "seconds between retry-queue flushes per database"),
-	PQEV_CONF_SECONDS("stats_period", MainCfg, stats_period, "30", 0, 0, MAXP,
+	PQEV_CONF_SECONDS("stats_period", MainCfg, stats_period, "30", PQEV_CF_CLAMP, 0, MAXP,
 			  .help = "seconds between stats lines; 0: none"),
-	PQEV_CONF_SECONDS("connection_lifetime", MainCfg, connection_lifetime, "3600", 0, 0, MAXP,
+	PQEV_CONF_SECONDS("connection_lifetime", MainCfg, connection_lifetime, "3600",
+			  PQEV_CF_CLAMP, 0, MAXP,
 			  .help = "recycle connections older than this; 0: never"),
 	PQEV_CONF_PATH("logfile", MainCfg, logfile, "", 0, .help = "log file to append to"),
 	PQEV_CONF_PATH("pidfile", MainCfg, pidfile, "", PQEV_CF_NO_RELOAD, .help = "pid file"),
-	PQEV_CONF_ENUM("syslog", MainCfg, syslog, "auto", 0, syslog_map,
-		       .help = "1/0, or auto: on unless stderr is the journal"),
+	PQEV_CONF_STRING(
+		"syslog", MainCfg, syslog_text, "auto", 0, .validate = check_syslog,
+		.help = "0: off, other numbers: on; auto: on unless stderr is the journal"),
 	PQEV_CONF_STRING("syslog_ident", MainCfg, syslog_ident, "pgqd", 0),
 	PQEV_CONF_ENUM("syslog_facility", MainCfg, syslog_facility, "daemon", 0,
 		       pqev_conf_syslog_facilities),
@@ -126,6 +159,10 @@ static const PqevConfKey main_keys[] = {
 			 .help = "ADDRESS:PORT of the HTTP endpoint"),
 	PQEV_CONF_SECONDS("unreachable_timeout", MainCfg, unreachable_timeout, "0", 0, 0, MAXP,
 			  .help = "a database failing this long is unhealthy; 0: never"),
+	PQEV_CONF_SECONDS("tick_stale_timeout", MainCfg, tick_stale_timeout, "60", 0, 0, MAXP,
+			  .help = "a database not ticked this long is unhealthy; 0: never"),
+	PQEV_CONF_SECONDS("startup_grace", MainCfg, startup_grace, "30", 0, 0, MAXP,
+			  .help = "time after start before a never-ticked database is unhealthy"),
 	PQEV_CONF_ENUM("unreachable_action", MainCfg, unreachable_action, "report", 0,
 		       unreachable_map, .help = "report or exit"),
 	PQEV_CONF_SECONDS("stop_timeout", MainCfg, stop_timeout, "10", 0, 0, 3600,
@@ -140,11 +177,13 @@ static const PqevConfKey cluster_keys[] = {
 	PQEV_CONF_STRING("initial_database", ClusterCfg, initial_database, "template1", 0),
 	PQEV_CONF_LIST("database_list", ClusterCfg, database_list, "", 0,
 		       .validate = check_dbnames),
-	PQEV_CONF_SECONDS("check_period", ClusterCfg, check_period, NULL, 0, 0.1, MAXP),
-	PQEV_CONF_SECONDS("ticker_period", ClusterCfg, ticker_period, NULL, 0, 0.01, 3600),
-	PQEV_CONF_SECONDS("maint_period", ClusterCfg, maint_period, NULL, 0, 0.1, MAXP),
-	PQEV_CONF_SECONDS("retry_period", ClusterCfg, retry_period, NULL, 0, 0.1, MAXP),
-	PQEV_CONF_SECONDS("connection_lifetime", ClusterCfg, connection_lifetime, NULL, 0, 0, MAXP),
+	PQEV_CONF_SECONDS("check_period", ClusterCfg, check_period, NULL, PQEV_CF_CLAMP, 0.1, MAXP),
+	PQEV_CONF_SECONDS("ticker_period", ClusterCfg, ticker_period, NULL, PQEV_CF_CLAMP, 0.01,
+			  3600),
+	PQEV_CONF_SECONDS("maint_period", ClusterCfg, maint_period, NULL, PQEV_CF_CLAMP, 0.1, MAXP),
+	PQEV_CONF_SECONDS("retry_period", ClusterCfg, retry_period, NULL, PQEV_CF_CLAMP, 0.1, MAXP),
+	PQEV_CONF_SECONDS("connection_lifetime", ClusterCfg, connection_lifetime, NULL,
+			  PQEV_CF_CLAMP, 0, MAXP),
 	PQEV_CONF_INT("max_connecting", ClusterCfg, max_connecting, "0", 0, 0, 100000),
 	PQEV_CONF_END,
 };
@@ -153,6 +192,7 @@ static void check_main(void *section, const char *name, PqevConfCheck *chk)
 {
 	MainCfg *m = section;
 
+	m->syslog = parse_syslog(m->syslog_text);
 	m->is_cluster = pqev_conf_check_key_set(chk, "base_connstr") ||
 			pqev_conf_check_key_set(chk, "initial_database") ||
 			pqev_conf_check_key_set(chk, "database_list");

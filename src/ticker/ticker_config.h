@@ -61,7 +61,7 @@ typedef struct MainCfg {
 	usec_t connection_lifetime;
 	char *logfile;
 	char *pidfile;
-	int syslog; /* TickerSyslog */
+	char *syslog_text; /* as written: pgqd's integer, on/off or auto */
 	char *syslog_ident;
 	int syslog_facility;
 	/* pgqd-ev keys */
@@ -79,8 +79,11 @@ typedef struct MainCfg {
 	usec_t unreachable_timeout;
 	int unreachable_action; /* TickerUnreachable */
 	usec_t stop_timeout;
-	int log_format; /* PqevLogFormat */
-	/* derived by the section check, not a key */
+	int log_format;            /* PqevLogFormat */
+	usec_t tick_stale_timeout; /* a database not ticked this long is unhealthy */
+	usec_t startup_grace;      /* before that, a never-ticked database is not */
+	/* derived by the section check, not keys */
+	int syslog; /* TickerSyslog, from syslog_text */
 	bool is_cluster;
 } MainCfg;
 

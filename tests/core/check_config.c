@@ -29,6 +29,7 @@ typedef struct TCfg {
 	int max_connects;
 	usec_t ticker_period;
 	usec_t optional_period;
+	usec_t clamped_period;
 	bool syslog;
 	int facility;
 	int mode;
@@ -55,6 +56,7 @@ static const PqevConfKey main_keys[] = {
 	PQEV_CONF_INT("max_connects", TCfg, max_connects, "20", 0, 1, 1000, .validate = even_only),
 	PQEV_CONF_SECONDS("ticker_period", TCfg, ticker_period, "1", 0, 0.01, 3600),
 	PQEV_CONF_SECONDS("optional_period", TCfg, optional_period, NULL, 0, 0, 0),
+	PQEV_CONF_SECONDS("clamped_period", TCfg, clamped_period, "1", PQEV_CF_CLAMP, 0.1, 60),
 	PQEV_CONF_BOOL("syslog", TCfg, syslog, "1", 0),
 	PQEV_CONF_ENUM("syslog_facility", TCfg, facility, "daemon", 0, pqev_conf_syslog_facilities),
 	PQEV_CONF_ENUM("mode", TCfg, mode, "safe", PQEV_CF_NO_RELOAD, modes),
@@ -224,28 +226,65 @@ START_TEST(test_bad_values)
 		  "max_connects = 12x\n"
 		  "max_connects = 0\n"
 		  "ticker_period = -1\n"
-		  "ticker_period = 0x10\n"
+		  "ticker_period = 1s\n"
 		  "ticker_period = 9999\n"
 		  "syslog = maybe\n"
 		  "syslog_facility = kernel\n"
 		  "logfile = ~nosuchuser_pgqdev/x\n"
 		  "password = sekrit pass\n"
+		  "optional_period = -0.5\n"
 		  "[cluster a]\nconnstr = x\nperiod = 0.001\nweight = 99999999999\n");
 	ck_assert(has_diag(
-		"t.ini:2: [pgqd] max_connects: invalid value \"12x\": expected an integer", NULL));
-	ck_assert(has_diag("t.ini:3: [pgqd] max_connects", "out of range 1..1000"));
-	ck_assert(has_diag("t.ini:4: [pgqd] ticker_period: invalid value \"-1\"", "decimal"));
-	ck_assert(has_diag("t.ini:5: [pgqd] ticker_period", "0x10"));
-	ck_assert(has_diag("t.ini:6: [pgqd] ticker_period", "out of range 0.01..3600 seconds"));
+		"t.ini:2: [pgqd] max_connects: invalid value \"12x\": expected a whole number",
+		NULL));
+	ck_assert(has_diag("t.ini:3: [pgqd] max_connects", "must be at least 1"));
+	ck_assert(has_diag("t.ini:4: [pgqd] ticker_period: invalid value \"-1\"",
+			   "must be at least 0.01 seconds"));
+	ck_assert(has_diag("t.ini:5: [pgqd] ticker_period", "expected a number of seconds"));
+	/* ranges read as people write them, not 3.6e+03 */
+	ck_assert(has_diag("t.ini:6: [pgqd] ticker_period",
+			   "must be at most 3600 seconds (0.01 to 3600)"));
 	ck_assert(has_diag("t.ini:7: [pgqd] syslog", "expected a boolean"));
 	ck_assert(has_diag("t.ini:8: [pgqd] syslog_facility", "expected one of: auth, authpriv"));
 	ck_assert(has_diag("t.ini:9: [pgqd] logfile", "cannot expand"));
-	ck_assert(has_diag("t.ini:14: [cluster a] weight", "out of range"));
+	ck_assert(has_diag("t.ini:11: [pgqd] optional_period", "must be at least 0 seconds"));
+	ck_assert(has_diag("t.ini:15: [cluster a] weight", "too large"));
 	/* the period passed its range check (0..60) */
-	ck_assert(!has_diag("t.ini:13", NULL));
-	ck_assert_int_eq(nerrors, 9);
+	ck_assert(!has_diag("t.ini:14", NULL));
+	ck_assert_int_eq(nerrors, 10);
 	/* no secret value in any message, even though password itself is valid */
 	ck_assert(!has_diag("sekrit", NULL));
+}
+END_TEST
+
+/* Numbers as pgqd reads them (strtod); out-of-range values of CLAMP keys warn. */
+START_TEST(test_pgqd_numbers)
+{
+	TCfg *c = load_ok("[pgqd]\nticker_period = 1e1\noptional_period = 0x10\n"
+			  "clamped_period = 1e12\n");
+	ck_assert_uint_eq(c->ticker_period, 10 * USEC_PER_SEC);
+	ck_assert_uint_eq(c->optional_period, 16 * USEC_PER_SEC);
+	ck_assert_uint_eq(c->clamped_period, 60 * USEC_PER_SEC);
+	ck_assert(has_diag("W t.ini:4: [pgqd] clamped_period: value \"1e12\"",
+			   "above the largest useful value; using 60 seconds"));
+	ck_assert_int_eq(nerrors, 0);
+	pqev_conf_free(&schema, c);
+
+	c = load_ok("[pgqd]\nclamped_period = 0\nticker_period = 0.29\n");
+	ck_assert_uint_eq(c->clamped_period, 100000);
+	ck_assert_uint_eq(c->ticker_period, 290000);
+	ck_assert(has_diag("W t.ini:2: [pgqd] clamped_period", "using 0.1 seconds"));
+	pqev_conf_free(&schema, c);
+
+	c = load_ok("[pgqd]\nclamped_period = inf\n");
+	ck_assert_uint_eq(c->clamped_period, 60 * USEC_PER_SEC);
+	pqev_conf_free(&schema, c);
+
+	load_fail("[pgqd]\nclamped_period = -1\noptional_period = nan\n"
+		  "optional_period = 1e300\n");
+	ck_assert(has_diag("t.ini:2: [pgqd] clamped_period", "must be at least 0.1 seconds"));
+	ck_assert(has_diag("t.ini:3: [pgqd] optional_period", "expected a number of seconds"));
+	ck_assert(has_diag("t.ini:4: [pgqd] optional_period", "too large"));
 }
 END_TEST
 
@@ -342,6 +381,11 @@ START_TEST(test_repeated_sections)
 	ck_assert(
 		has_diag("t.ini:4: [cluster:a] duplicate section, first defined at line 2", NULL));
 
+	/* names become metric labels and JSON strings: UTF-8 only */
+	load_fail("[pgqd]\n[cluster caf\xe9]\nconnstr=x\n[cluster caf\xc3\xa9]\nconnstr=y\n");
+	ck_assert(has_diag("t.ini:2: section name is not valid UTF-8", NULL));
+	ck_assert_int_eq(nerrors, 1);
+
 	load_fail("[pgqd]\n[cluster]\nconnstr=x\n");
 	ck_assert(has_diag("t.ini:2: [cluster] section needs a name", NULL));
 	ck_assert_int_eq(nerrors, 1);
@@ -367,52 +411,51 @@ START_TEST(test_key_validator)
 }
 END_TEST
 
-START_TEST(test_long_lines_and_continuation)
+/* No line-length limit (pgqd ticked 213 databases from one database_list line),
+ * and leading whitespace never makes a line a continuation: it is a key, as in pgqd. */
+START_TEST(test_long_lines_and_indentation)
 {
-	char text[2048], longv[400];
+	size_t cap = 64 * 1024, o;
+	char *text = malloc(cap);
 	TCfg *c;
-	memset(longv, 'x', 250);
-	longv[250] = '\0';
-	snprintf(text, sizeof(text), "[pgqd]\nbase_connstr = %s\nsyslog = 0\n", longv);
-	load_fail(text);
-	ck_assert(has_diag("t.ini:2: line is 265 characters long, the limit is 199", NULL));
-	ck_assert_int_eq(nerrors, 1);
 
-	/* exactly at the limit is fine */
-	memset(longv, 'y', 184);
-	longv[184] = '\0';
-	snprintf(text, sizeof(text), "[pgqd]\nbase_connstr = %s\n", longv);
-	ck_assert_uint_eq(strlen("base_connstr = ") + 184, PQEV_CONF_MAX_LINE);
+	ck_assert_ptr_nonnull(text);
+	o = (size_t)snprintf(text, cap, "[pgqd]\ndatabase_list = ");
+	for (int i = 0; i < 213; i++)
+		o += (size_t)snprintf(text + o, cap - o, "%sdatabase_number_%03d", i ? ", " : "",
+				      i);
+	snprintf(text + o, cap - o, "\n  max_connects = 2\n\tsyslog = 0\n");
+	ck_assert_uint_gt(strlen(text), 4000);
 	c = load_ok(text);
-	ck_assert_str_eq(c->base_connstr, longv);
+	ck_assert_uint_eq(c->database_list.count, 213);
+	ck_assert_str_eq(c->database_list.items[212], "database_number_212");
+	ck_assert_int_eq(c->max_connects, 2);
+	ck_assert(!c->syslog);
 	pqev_conf_free(&schema, c);
+	free(text);
 
-	c = load_ok("[pgqd]\n"
-		    "base_connstr = host=10.1.2.3\n"
-		    "    port=5433 user=ticker\n"
-		    "\tsslmode=require\n"
-		    "database_list = a, b,\n"
-		    "  c\n"
-		    "  d\n"
-		    "max_connects = 2\n");
-	ck_assert_str_eq(c->base_connstr, "host=10.1.2.3 port=5433 user=ticker sslmode=require");
-	ck_assert_uint_eq(c->database_list.count, 4);
-	ck_assert_str_eq(c->database_list.items[3], "d");
-	pqev_conf_free(&schema, c);
+	/* an indented line without '=' is a syntax error, not a continued value */
+	load_fail("[pgqd]\nbase_connstr = host=10.1.2.3\n    port=5433 user=ticker\n"
+		  "    sslmode\n");
+	ck_assert(has_diag("t.ini:3: [pgqd] port: unknown key", NULL));
+	ck_assert(has_diag("t.ini:4: [pgqd] syntax error", NULL));
 }
 END_TEST
 
-START_TEST(test_crlf_bom_inline_comment)
+/* A ';' or '#' inside a value is part of it, as in pgqd (a password may hold " ;"). */
+START_TEST(test_crlf_bom_semicolon_in_value)
 {
 	TCfg *c = load_ok("\xEF\xBB\xBF[pgqd]\r\n"
-			  "max_connects = 6 ; six\r\n"
-			  "base_connstr = password=a;b\r\n"
-			  "   # indented comment, not a continuation\r\n"
+			  "base_connstr = password='a ;b' # x\r\n"
+			  "   # indented comment\r\n"
+			  "   ; another\r\n"
 			  "syslog = no");
-	ck_assert_int_eq(c->max_connects, 6);
-	ck_assert_str_eq(c->base_connstr, "password=a;b");
+	ck_assert_str_eq(c->base_connstr, "password='a ;b' # x");
 	ck_assert(!c->syslog);
 	pqev_conf_free(&schema, c);
+
+	load_fail("[pgqd]\nmax_connects = 6 ; six\n");
+	ck_assert(has_diag("t.ini:2: [pgqd] max_connects: invalid value \"6 ; six\"", NULL));
 }
 END_TEST
 
@@ -520,12 +563,16 @@ START_TEST(test_parse_helpers)
 	ck_assert_int_eq(pqev_conf_parse_seconds(".5", &u), 0);
 	ck_assert_uint_eq(u, 500000);
 	ck_assert_int_eq(pqev_conf_parse_seconds("1.0000019", &u), 0);
-	ck_assert_uint_eq(u, 1000001);
+	ck_assert_uint_eq(u, 1000002); /* rounded to the nearest microsecond */
 	ck_assert_int_eq(pqev_conf_parse_seconds("", &u), -EINVAL);
 	ck_assert_int_eq(pqev_conf_parse_seconds(".", &u), -EINVAL);
-	ck_assert_int_eq(pqev_conf_parse_seconds("1e3", &u), -EINVAL);
+	ck_assert_int_eq(pqev_conf_parse_seconds("1e3", &u), 0);
+	ck_assert_uint_eq(u, 1000 * USEC_PER_SEC);
 	ck_assert_int_eq(pqev_conf_parse_seconds(" 1", &u), -EINVAL);
+	ck_assert_int_eq(pqev_conf_parse_seconds("-1", &u), -EDOM);
+	ck_assert_int_eq(pqev_conf_parse_seconds("nan", &u), -EINVAL);
 	ck_assert_int_eq(pqev_conf_parse_seconds("99999999999999999999", &u), -ERANGE);
+	ck_assert_uint_eq(u, PQEV_CONF_MAX_USEC);
 	ck_assert_int_eq(pqev_conf_parse_bool("YES", &b), 0);
 	ck_assert(b);
 	ck_assert_int_eq(pqev_conf_parse_bool("2", &b), -EINVAL);
@@ -552,6 +599,7 @@ START_TEST(test_write_effective_config)
 			       "max_connects = 20\n"
 			       "ticker_period = 1.5\n"
 			       "; optional_period is unset\n"
+			       "clamped_period = 1\n"
 			       "syslog = on\n"
 			       "syslog_facility = daemon\n"
 			       "mode = safe\n"
@@ -702,8 +750,9 @@ int main(void)
 	tcase_add_test(tc, test_sections);
 	tcase_add_test(tc, test_repeated_sections);
 	tcase_add_test(tc, test_key_validator);
-	tcase_add_test(tc, test_long_lines_and_continuation);
-	tcase_add_test(tc, test_crlf_bom_inline_comment);
+	tcase_add_test(tc, test_long_lines_and_indentation);
+	tcase_add_test(tc, test_pgqd_numbers);
+	tcase_add_test(tc, test_crlf_bom_semicolon_in_value);
 	tcase_add_test(tc, test_duplicate_key_warns);
 	tcase_add_test(tc, test_reload_semantics);
 	tcase_add_test(tc, test_file_loading);

@@ -3,7 +3,8 @@
  * fresh config and then as a reload over a fixed running config (NO_RELOAD
  * copying, repeated-section matching). Built with libFuzzer when clang is used:
  *   clang -g -fsanitize=fuzzer,address,undefined -Isrc/core/include -Itests/fuzz \
- *     tests/fuzz/fuzz_config.c src/core/pqev_config.c -linih -o fuzz_config
+ *     tests/fuzz/fuzz_config.c src/core/pqev_config.c src/core/pqev_config_value.c \
+ *     src/core/pqev_log.c -o fuzz_config
  * and in `meson test` through the standalone driver fuzz_main.c over the corpus.
  */
 #include <stdio.h>

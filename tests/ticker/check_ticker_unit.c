@@ -15,14 +15,17 @@
 #include "ticker.h"
 #include "ticker_config.h"
 
-static int nerrors;
-static char lasterr[512];
+static int nerrors, nwarnings;
+static char lasterr[512], lastwarn[512];
 
 static void report(const PqevConfDiag *d, void *arg)
 {
 	if (d->severity == PQEV_CONF_ERROR) {
 		nerrors++;
 		snprintf(lasterr, sizeof(lasterr), "%s", d->message);
+	} else {
+		nwarnings++;
+		snprintf(lastwarn, sizeof(lastwarn), "%s", d->message);
 	}
 }
 
@@ -30,8 +33,8 @@ static TickerConfig *load(const char *text)
 {
 	void *cfg = NULL;
 
-	nerrors = 0;
-	lasterr[0] = '\0';
+	nerrors = nwarnings = 0;
+	lasterr[0] = lastwarn[0] = '\0';
 	if (pqev_conf_load_string(&ticker_config_schema, text, "t.ini", NULL, &cfg, report, NULL) <
 	    0)
 		return NULL;
@@ -121,7 +124,10 @@ START_TEST(test_bad_configs)
 	ck_assert_ptr_nonnull(strstr(lasterr, "listed twice"));
 	ck_assert_ptr_null(load("[pgqd]\nunreachable_action = panic\n"));
 	ck_assert_ptr_null(load("[pgqd]\nbackoff_base = 5\nbackoff_cap = 1\n"));
-	ck_assert_ptr_null(load("[pgqd]\nticker_period = 0\n"));
+	ck_assert_ptr_null(load("[pgqd]\nticker_period = -1\n"));
+	ck_assert_ptr_nonnull(strstr(lasterr, "must be at least 0.01 seconds"));
+	ck_assert_ptr_null(load("[pgqd]\nsyslog = 1x\n"));
+	ck_assert_ptr_null(load("[pgqd]\nstartup_grace = -1\n"));
 	ck_assert_ptr_null(load("[pgqd]\nsyslog_facility = nosuch\n"));
 	ck_assert_ptr_null(load("[pgqd]\n[cluster a/b]\nbase_connstr = x\n"));
 }
@@ -197,6 +203,51 @@ static char *slurp(const char *rel)
 	return buf;
 }
 
+/* What pgqd 3.5 runs must load, with pgqd's meaning (its values as `pgqd -s` took them). */
+START_TEST(test_pgqd_ini_unchanged)
+{
+	TickerConfig *c;
+	char *text = malloc(16384);
+	size_t o;
+
+	ck_assert_ptr_nonnull(text);
+	o = (size_t)snprintf(text, 16384, "[pgqd]\ndatabase_list = ");
+	for (int i = 0; i < 213; i++)
+		o += (size_t)snprintf(text + o, 16384 - o, "%sdb_%03d", i ? ", " : "", i);
+	snprintf(text + o, 16384 - o,
+		 "\nsyslog = 2\nticker_period = 1e12\ncheck_period = 0\nretry_period = 0x10\n");
+	c = load(text);
+	free(text);
+	ck_assert_msg(c != NULL, "%s", lasterr);
+	ck_assert_uint_eq(c->main.database_list.count, 213);
+	ck_assert_int_eq(c->main.syslog, TICKER_SYSLOG_ON);
+	/* absurd values are moved into the range, with a warning each */
+	ck_assert_uint_eq(c->main.ticker_period, 3600 * USEC_PER_SEC);
+	ck_assert_uint_eq(c->main.check_period, USEC_PER_SEC / 10);
+	ck_assert_uint_eq(c->main.retry_period, 16 * USEC_PER_SEC);
+	ck_assert_int_eq(nwarnings, 2);
+	ticker_config_free(c);
+
+	c = load("[pgqd]\nsyslog = -1\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->main.syslog, TICKER_SYSLOG_ON);
+	ticker_config_free(c);
+	c = load("[pgqd]\nsyslog = 0x0\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->main.syslog, TICKER_SYSLOG_OFF);
+	ticker_config_free(c);
+	c = load("[pgqd]\nsyslog = 99999999999999999999\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->main.syslog, TICKER_SYSLOG_ON);
+	ticker_config_free(c);
+	c = load("[pgqd]\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->main.syslog, TICKER_SYSLOG_AUTO);
+	ck_assert_uint_eq(c->main.tick_stale_timeout, 60 * USEC_PER_SEC);
+	ticker_config_free(c);
+}
+END_TEST
+
 START_TEST(test_every_key_documented)
 {
 	char *man = slurp("docs/pgqd-ev.8.md");
@@ -228,6 +279,7 @@ int main(void)
 	tcase_add_test(tc, test_pgqd_values);
 	tcase_add_test(tc, test_clusters);
 	tcase_add_test(tc, test_bad_configs);
+	tcase_add_test(tc, test_pgqd_ini_unchanged);
 	tcase_add_test(tc, test_cli);
 	tcase_add_test(tc, test_quote_fqname);
 	tcase_add_test(tc, test_every_key_documented);

@@ -1,5 +1,5 @@
 /*
- * Declarative configuration over inih.
+ * Declarative configuration.
  *
  * The caller (the daemon) describes its ini file once, as a static schema: sections,
  * and per section a table of keys with type, default, flags, range and validator,
@@ -9,18 +9,15 @@
  * caller swaps its pointer; a failed reload therefore leaves the running config
  * untouched (load, validate, then swap).
  *
- * File format (inih 55 as Debian builds it, plus our reader):
- *   - `[section]` headers; `key = value` (or `key: value`); `;` or `#` starts a
- *     comment line; ` ;` (semicolon after whitespace) starts an inline comment.
+ * File format (what pgqd 3.5 reads, read by our own reader):
+ *   - `[section]` headers; `key = value` (or `key: value`); a line whose first
+ *     non-blank character is `;` or `#` is a comment. Leading and trailing
+ *     whitespace never matters. The value is the rest of the line: a `;` or `#`
+ *     inside it is part of the value, as in pgqd. Lines have no length limit.
  *   - Repeated sections: a section declared PQEV_CS_REPEATED named "cluster"
  *     matches `[cluster NAME]` and `[cluster:NAME]`; each produces one element of
- *     a PqevConfArray. Two sections with the same NAME are an error.
- *   - A physical line may hold at most PQEV_CONF_MAX_LINE characters (inih's fixed
- *     buffer). A longer line is an error naming file and line. Long values are
- *     written as continuation lines instead: a line starting with whitespace
- *     continues the previous key's value; the pieces are joined with ", " for
- *     lists and with one space for every other type (so a long conninfo can span
- *     lines).
+ *     a PqevConfArray. Two sections with the same NAME are an error; NAME must be
+ *     UTF-8 without control characters.
  *   - `%include PATH` reads another file in place of that line, as pgqd does (the
  *     current section carries on into it). A relative PATH is taken from the
  *     including file's directory; at most 10 levels and 256 files; a cycle, or a
@@ -45,15 +42,17 @@
 
 #include <pgqd-ev/pqev_common.h>
 
-/* Longest physical line accepted, in characters (newline not counted). */
-#define PQEV_CONF_MAX_LINE 199
+/* Largest SECONDS value (about 31 years); larger ones are out of range. */
+#define PQEV_CONF_MAX_USEC ((usec_t)1000000000 * USEC_PER_SEC)
 
 /* Value types and the C type of the field each one fills. */
 typedef enum PqevConfType {
 	PQEV_CT_STRING,  /* char *: malloc'd, NULL when unset and no default */
-	PQEV_CT_PATH,    /* char *: like STRING, "~/" and "~user/" expanded */
+	PQEV_CT_PATH,    /* char *: like STRING, "~/" and "~user/" expanded, relative
+			    ones joined to the base of pqev_conf_set_path_base() */
 	PQEV_CT_INT,     /* int: decimal, optional sign, range [min, max] */
-	PQEV_CT_SECONDS, /* usec_t: decimal seconds "0.5" or "60", range in seconds */
+	PQEV_CT_SECONDS, /* usec_t: seconds as strtod reads them ("0.5", "60", "1e3"),
+			    rounded to microseconds; range in seconds */
 	PQEV_CT_BOOL,    /* bool: 1/0, true/false, yes/no, on/off (any case) */
 	PQEV_CT_ENUM,    /* int: a name from the key's PqevConfEnumItem map */
 	PQEV_CT_LIST,    /* PqevConfList: comma separated, items trimmed, empties dropped */
@@ -63,6 +62,9 @@ typedef enum PqevConfType {
 #define PQEV_CF_NO_RELOAD 0x01u /* a reload keeps the running value and warns if it changed */
 #define PQEV_CF_REQUIRED  0x02u /* must appear in its section */
 #define PQEV_CF_SECRET    0x04u /* value never appears in messages */
+/* SECONDS: a value outside [min, max] is moved to the nearest bound with a
+ * warning instead of an error (pgqd's keys: pgqd accepts any such value) */
+#define PQEV_CF_CLAMP 0x08u
 
 /* Section flags. */
 #define PQEV_CS_REPEATED 0x01u /* [name NAME] / [name:NAME], zero or more times */
@@ -216,8 +218,16 @@ void pqev_conf_check_warning(PqevConfCheck *chk, const char *key, const char *fm
 bool pqev_conf_check_key_set(PqevConfCheck *chk, const char *key);
 
 /* Parse helpers the engine uses, exported for command-line flags and tests. */
-int pqev_conf_parse_seconds(const char *s, usec_t *out) PQEV_MUSTCHECK; /* -EINVAL/-ERANGE */
-int pqev_conf_parse_bool(const char *s, bool *out) PQEV_MUSTCHECK;      /* -EINVAL */
+/* 0; -EINVAL (not a number, NaN); -EDOM (negative); -ERANGE (more than
+ * PQEV_CONF_MAX_USEC, which is stored in *out) */
+int pqev_conf_parse_seconds(const char *s, usec_t *out) PQEV_MUSTCHECK;
+int pqev_conf_parse_bool(const char *s, bool *out) PQEV_MUSTCHECK; /* -EINVAL */
+/*
+ * Make relative PATH values absolute against `dir` from now on (a daemon passes
+ * the directory it was started in, so the values still hold after it moved to
+ * "/"). NULL: keep them relative. Process-wide. 0 or -ENOMEM.
+ */
+int pqev_conf_set_path_base(const char *dir) PQEV_MUSTCHECK;
 /* Expand "~" / "~/x" / "~user/x"; returns malloc'd string or NULL with errno set. */
 char *pqev_conf_expand_path(const char *s);
 

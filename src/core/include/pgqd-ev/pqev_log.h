@@ -138,4 +138,12 @@ size_t pqev_log_scrub(char *dst, size_t dstsize, const char *src);
 /* Same, malloc'd result (caller frees); NULL on OOM. */
 char *pqev_log_scrub_dup(const char *src);
 
+/*
+ * Length of the well-formed UTF-8 sequence at `s` (1..4; no overlongs, no
+ * surrogates), or 0 when the bytes there are not UTF-8 (or *s is NUL).
+ */
+size_t pqev_utf8_seq_len(const char *s);
+/* True when the whole NUL-terminated string is well-formed UTF-8. */
+bool pqev_utf8_valid(const char *s);
+
 #endif
