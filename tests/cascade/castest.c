@@ -156,6 +156,11 @@ static PgqevVerdict on_batch(PgqevCascade *w, PgqevBatch *b, void *arg)
 
 void ct_start(CtWorker *x, const char *db, usec_t poll)
 {
+	ct_start_on(x, cs_base(), db, poll);
+}
+
+void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll)
+{
 	PgqevCascadeConfig cfg;
 	pgqev_cascade_config_init(&cfg);
 	cfg.conninfo = pgt_connstr(db, false);
@@ -170,7 +175,7 @@ void ct_start(CtWorker *x, const char *db, usec_t poll)
 	cfg.arg = x;
 	x->db = db;
 	char eb[256];
-	x->w = pgqev_cascade_new(cs_base(), &cfg, eb, sizeof(eb));
+	x->w = pgqev_cascade_new(base, &cfg, eb, sizeof(eb));
 	ck_assert_msg(x->w != NULL, "%s", eb);
 	ck_assert_int_eq(pgqev_cascade_start(x->w), 0);
 }

@@ -38,6 +38,7 @@ typedef struct CtWorker {
 
 /* Start a worker for the node in db (loop: cs_base()); ck_asserts. */
 void ct_start(CtWorker *x, const char *db, usec_t poll);
+void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll);
 void ct_stop(CtWorker *x);
 
 /* Create table "applied" on a leaf (the apply handler's target). */
