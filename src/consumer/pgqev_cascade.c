@@ -86,7 +86,7 @@ struct PgqevCascade {
 	PqevConnLimit *lim;
 	bool own_lim;
 	PgqevCascadeConfig cfg;
-	char *s_conninfo, *s_queue, *s_worker, *label;
+	char *s_conninfo, *s_queue, *s_worker, *s_node, *label;
 	char *worker; /* effective worker name */
 
 	PqevConn *dst, *src;
@@ -969,6 +969,13 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 		     PQgetvalue(res, 0, 6));
 		return;
 	}
+	if (w->cfg.node && strcmp(w->cfg.node, PQgetvalue(res, 0, 3)) != 0) {
+		char d[300];
+		snprintf(d, sizeof(d), "expected node %s, the database holds node %s of cascade %s",
+			 w->cfg.node, PQgetvalue(res, 0, 3), w->cfg.queue);
+		fail(w, PGQEV_ERR_SQL, "wrong node", d);
+		return;
+	}
 	if (!w->node_name || strcmp(w->node_name, PQgetvalue(res, 0, 3)) != 0) {
 		free(w->node_name);
 		w->node_name = strdup(PQgetvalue(res, 0, 3));
@@ -1465,9 +1472,11 @@ PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfi
 	w->cfg.conninfo = w->s_conninfo = strdup(cfg->conninfo);
 	w->cfg.queue = w->s_queue = strdup(cfg->queue);
 	w->cfg.worker = w->s_worker = cfg->worker ? strdup(cfg->worker) : NULL;
+	w->cfg.node = w->s_node = cfg->node ? strdup(cfg->node) : NULL;
 	w->cfg.label = NULL;
 	w->label = make_label(cfg);
-	bool oom = !w->s_conninfo || !w->s_queue || (cfg->worker && !w->s_worker) || !w->label;
+	bool oom = !w->s_conninfo || !w->s_queue || (cfg->worker && !w->s_worker) ||
+		   (cfg->node && !w->s_node) || !w->label;
 	if (!oom) {
 		w->lim = cfg->limiter;
 		if (!w->lim) {
@@ -1558,6 +1567,7 @@ static void destroy(PgqevCascade *w)
 	free(w->s_conninfo);
 	free(w->s_queue);
 	free(w->s_worker);
+	free(w->s_node);
 	free(w->label);
 	free(w->worker);
 	free(w->src_conninfo);

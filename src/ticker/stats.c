@@ -84,7 +84,7 @@ bool stats_check_health(Ticker *t)
 
 bool stats_healthy(const Ticker *t)
 {
-	return t->stats.unreachable == 0 && !t->stopping;
+	return t->stats.unreachable == 0 && t->nodes_unhealthy == 0 && !t->stopping;
 }
 
 void stats_status_text(const Ticker *t, char *buf, size_t len)
@@ -231,6 +231,7 @@ void stats_render_metrics(Ticker *t, struct evbuffer *out)
 	per_db_metric(t, out, "pgqd_ev_db_consecutive_failures", "gauge",
 		      "Failures in a row (connect, check, tick).", 3);
 	per_db_metric(t, out, "pgqd_ev_db_up", "gauge", "1 when the database is ticking.", 4);
+	node_render_metrics(t, out);
 }
 
 void stats_render_health(Ticker *t, struct evbuffer *out)
@@ -272,5 +273,7 @@ void stats_render_health(Ticker *t, struct evbuffer *out)
 			evbuffer_add(out, "}", 1);
 		}
 	}
-	evbuffer_add_printf(out, "]}\n");
+	evbuffer_add(out, "]", 1);
+	node_render_health(t, out);
+	evbuffer_add_printf(out, "}\n");
 }

@@ -56,6 +56,8 @@ typedef struct PgqevCascadeConfig {
 	const char *conninfo; /* the local node's database (required) */
 	const char *queue;    /* the cascade: its queue name (required) */
 	const char *worker;   /* worker name; NULL: node_info.worker_name */
+	const char *node;     /* expected node name (an error if the database holds
+				 another); NULL: any */
 	const char *label;    /* name in messages; NULL: "<db>/<queue>" */
 
 	unsigned fetch_size;      /* events per chunk read from the provider; default 1000 */
