@@ -25,7 +25,8 @@ static void make_template(void)
 	/* ours when the test template has pgq_node, else Debian's PgQ 3.5 extensions */
 	const char *ours = pgt_db_new();
 	bool have_ours =
-		pgt_int_db(ours, "select count(*) from pg_namespace where nspname = 'pgq_node'") > 0;
+		pgt_int_db(ours, "select count(*) from pg_namespace where nspname = 'pgq_node'") >
+		0;
 	const char *from = have_ours ? ours : "template0";
 	char sql[256];
 	snprintf(sql, sizeof(sql), "create database " CT_TEMPLATE " template %s", from);

@@ -136,6 +136,99 @@ START_TEST(test_chain_root_branch_branch_leaf)
 }
 END_TEST
 
+/* Rotation rounds on the root: step1 + step2 with a tick between. */
+static void rotate(const char *db, int rounds)
+{
+	PGconn *c = pgt_connect(db);
+	for (int i = 0; i < rounds; i++) {
+		pgt_exec(c, "select pgq.maint_rotate_tables_step1('" CT_QUEUE "')");
+		pgt_exec(c, "select pgq.maint_rotate_tables_step2()");
+		pgt_exec(c, "select pgq.ticker()");
+	}
+	PQfinish(c);
+}
+
+static int64_t root_events(const char *db)
+{
+	PGconn *c = pgt_connect(db);
+	char *tbl = pgt_value(
+		c, "select queue_data_pfx from pgq.queue where queue_name = '" CT_QUEUE "'");
+	char sql[256];
+	snprintf(sql, sizeof(sql), "select count(*) from %s where ev_type = 'num'", tbl);
+	int64_t n = pgt_int(c, sql);
+	free(tbl);
+	PQfinish(c);
+	return n;
+}
+
+typedef struct GwmCond {
+	PGconn *c;
+	int64_t above;
+	int64_t next_ms;
+} GwmCond;
+
+static bool gwm_above(void *arg)
+{
+	GwmCond *g = arg;
+	if (pgt_now_ms() < g->next_ms)
+		return false;
+	g->next_ms = pgt_now_ms() + 50;
+	return pgt_int(g->c, "select last_tick from pgq.get_consumer_info('" CT_QUEUE
+			     "') where consumer_name = '.global_watermark'") > g->above;
+}
+
+/* root -> b1 -> b2 with b2's worker not running: the root keeps b2's events
+   through rotation although b1 copied them long ago; once b2 caught up and the
+   watermarks went round, rotation drops them (the control). */
+START_TEST(test_watermark_holds_rotation)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("branch", b2, "b2", b1, "b1", root);
+	pgt_exec_db(root, "select pgq.set_queue_config('" CT_QUEUE "', 'rotation_period', '0')");
+	CtWorker wr = {0}, w1 = {0}, w2 = {0};
+	ct_start(&wr, root, POLL);
+	ct_start(&w1, b1, POLL);
+	for (int i = 0; i < 4; i++) {
+		ct_produce(root, i * 100, i * 100 + 100);
+		cs_tick(root);
+	}
+	const char *dbs[2] = {b1, b2};
+	const char *names[2] = {"b1", "b2"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	/* rotation rounds with ticks and watermark rounds between them: what
+	   lets rotation proceed in the control below */
+	cs_ticker(root, 50);
+	for (int i = 0; i < 8; i++) {
+		rotate(root, 1);
+		cs_run_for(800);
+	}
+	ck_assert_int_eq(root_events(root), 400 / 4);
+	/* the lagging branch starts: everything arrives, then the watermark moves
+	   (watermarks are published after batches: keep ticking) */
+	ct_start(&w2, b2, POLL);
+	ck_assert(ct_wait_synced(root, dbs, names, 2, 20000));
+	GwmCond g = {.c = pgt_connect(root), .above = 1};
+	ck_assert_msg(cs_run_until(gwm_above, &g, 20000), "the global watermark never moved");
+	PQfinish(g.c);
+	/* every rotation waits for all positions and watermarks to pass the last
+	   switch: give them time to go round between rounds */
+	for (int i = 0; i < 8 && root_events(root) == 100; i++) {
+		rotate(root, 1);
+		cs_run_for(800);
+	}
+	ck_assert_int_lt(root_events(root), 100);
+	cs_ticker(NULL, 0);
+	ct_stop(&wr);
+	ct_stop(&w2);
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+	free(b2);
+}
+END_TEST
+
 typedef struct ErrCond {
 	CtWorker *x;
 	const char *needle;
@@ -241,6 +334,10 @@ int main(void)
 	tcase_add_test(tc, test_two_workers_one_node);
 	tcase_add_test(tc, test_chain_root_branch_branch_leaf);
 	suite_add_tcase(s, tc);
+	TCase *tw = pgt_tcase("watermark", 120);
+	tcase_add_checked_fixture(tw, cs_setup, cs_teardown);
+	tcase_add_test(tw, test_watermark_holds_rotation);
+	suite_add_tcase(s, tw);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
 }
