@@ -14,19 +14,28 @@
 
 enum { COL_ID, COL_TIME, COL_TXID, COL_RETRY, COL_TYPE, COL_DATA, COL_EXTRA1 };
 
-PgqevBatch *pgqev_batch_new(PgqevConsumer *c, int64_t id)
+PgqevBatch *pgqev_batch_new_slots(unsigned cap, int64_t id)
 {
 	PgqevBatch *b = calloc(1, sizeof(*b));
 	if (!b)
 		return NULL;
-	b->events = calloc(c->cfg.fetch_size, sizeof(PgqevEvent));
+	b->events = calloc(cap, sizeof(PgqevEvent));
 	if (!b->events) {
 		free(b);
 		return NULL;
 	}
+	b->cap = cap;
+	b->id = id;
+	return b;
+}
+
+PgqevBatch *pgqev_batch_new(PgqevConsumer *c, int64_t id)
+{
+	PgqevBatch *b = pgqev_batch_new_slots(c->cfg.fetch_size, id);
+	if (!b)
+		return NULL;
 	b->c = c;
 	b->gen = c->gen;
-	b->id = id;
 	return b;
 }
 
@@ -57,8 +66,8 @@ void pgqev_batch_set_rows(PgqevBatch *b, const PGresult *res, PGresult *own)
 	b->own = own;
 	b->res = own ? own : res;
 	int n = PQntuples(b->res);
-	if ((size_t)n > b->c->cfg.fetch_size)
-		n = (int)b->c->cfg.fetch_size; /* never: FETCH asks for fetch_size */
+	if ((size_t)n > b->cap)
+		n = (int)b->cap; /* never: FETCH asks for fetch_size */
 	b->nrows = (size_t)n;
 	for (int i = 0; i < n; i++) {
 		b->events[i].batch = b;
@@ -172,6 +181,8 @@ const char *pgqev_event_extra(const PgqevEvent *e, int n)
 
 void pgqev_event_retry(PgqevEvent *e, int seconds)
 {
+	if (!e->batch->c)
+		return; /* a cascade has no retry queue */
 	if (seconds < 0)
 		seconds = e->batch->c->cfg.retry_delay;
 	e->retry_secs = seconds;

@@ -1346,11 +1346,15 @@ int pgqev_batch_complete(PgqevBatch *b, PgqevVerdict verdict)
 
 PqevConn *pgqev_batch_target(PgqevBatch *b)
 {
+	if (b->w)
+		return pgqev_cascade_batch_target(b);
 	return b->abandoned ? NULL : b->c->tgt;
 }
 
 int pgqev_batch_target_exec(PgqevBatch *b, const char *sql, int nparams, const char *const *params)
 {
+	if (b->w)
+		return pgqev_cascade_batch_exec(b, sql, nparams, params);
 	PgqevConsumer *c = b->c;
 	if (!c->tgt || b->abandoned)
 		return -ENOTCONN;

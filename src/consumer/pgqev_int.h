@@ -40,8 +40,10 @@ struct PgqevEvent {
 };
 
 struct PgqevBatch {
-	PgqevConsumer *c;
-	uint64_t gen; /* consumer generation this batch belongs to */
+	PgqevConsumer *c;       /* NULL for a cascade worker's batch */
+	struct PgqevCascade *w; /* the cascade worker's batch, or NULL */
+	unsigned cap;           /* event slots */
+	uint64_t gen;           /* consumer generation this batch belongs to */
 	int64_t id;
 	int64_t prev_tick, tick;
 	char *prev_tick_time, *tick_time;
@@ -109,9 +111,15 @@ struct PgqevConsumer {
 
 /* pgqev_batch.c */
 PgqevBatch *pgqev_batch_new(PgqevConsumer *c, int64_t id);
+PgqevBatch *pgqev_batch_new_slots(unsigned cap, int64_t id);
 void pgqev_batch_release(PgqevBatch *b);
 void pgqev_batch_set_rows(PgqevBatch *b, const PGresult *res, PGresult *own);
 void pgqev_batch_clear_rows(PgqevBatch *b);
+
+/* pgqev_cascade.c: the local node's transaction for a cascade batch */
+PqevConn *pgqev_cascade_batch_target(PgqevBatch *b);
+int pgqev_cascade_batch_exec(PgqevBatch *b, const char *sql, int nparams,
+			     const char *const *params);
 
 /* pgqev_sql.c: SQL text helpers */
 char *pgqev_quote_literal(const char *s);

@@ -142,6 +142,7 @@ static void on_health(evutil_socket_t fd, short what, void *arg)
 {
 	Ticker *t = arg;
 
+	(void)node_check_health(t);
 	if (stats_check_health(t)) {
 		pqev_log_fatal(NULL, "a database stayed unreachable and unreachable_action = exit");
 		t->exit_code = EXIT_UNREACHABLE;
@@ -193,6 +194,7 @@ static void on_reload(int signo, void *arg)
 	if (http_configure(t, t->cfg->main.metrics_listen) < 0)
 		pqev_log_error(NULL, "metrics endpoint is off until the next reload");
 	registry_apply(t, t->cfg);
+	node_apply(t, t->cfg);
 	if (t->cfg->main.stats_period > 0)
 		arm(t->stats_timer, t->cfg->main.stats_period);
 	else
@@ -218,7 +220,7 @@ static void on_stop_check(evutil_socket_t fd, short what, void *arg)
 {
 	Ticker *t = arg;
 
-	if (all_idle(t)) {
+	if (all_idle(t) && node_all_stopped(t)) {
 		event_base_loopexit(t->base, NULL);
 		return;
 	}
@@ -237,6 +239,7 @@ static void on_graceful_stop(int signo, void *arg)
 	pqev_log_info(NULL, "Got %s, shutting down", signo == SIGINT ? "SIGINT" : "SIGTERM");
 	send_notify(pqev_sd_stopping("stopping"), "STOPPING");
 	t->stopping = true;
+	node_stop_all(t);
 	evtimer_del(t->stats_timer);
 	evtimer_del(t->health_timer);
 	stop_deadline = pqev_clock_now() + t->cfg->main.stop_timeout;
@@ -431,6 +434,7 @@ static int run(Ticker *t)
 		goto out;
 	}
 	registry_apply(t, t->cfg);
+	node_apply(t, t->cfg);
 	if (m->stats_period > 0)
 		arm(t->stats_timer, m->stats_period);
 	arm(t->health_timer, HEALTH_PERIOD_USEC);
@@ -446,6 +450,7 @@ static int run(Ticker *t)
 out:
 	t->stopping = true;
 	http_free(t);
+	node_free_all(t);
 	registry_free_all(t);
 	if (t->stats_timer)
 		event_free(t->stats_timer);

@@ -185,7 +185,7 @@ bool stats_healthy(const Ticker *t)
 	usec_t now = pqev_clock_now();
 	char buf[128];
 
-	if (t->stopping)
+	if (t->stopping || t->nodes_unhealthy > 0)
 		return false;
 	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
 		if (cluster_problem(t, cl, now))
@@ -411,6 +411,7 @@ void stats_render_metrics(Ticker *t, struct evbuffer *out)
 	per_db_metric(t, out, "pgqd_ev_db_up", "gauge", "1 when the database is ticking.", M_UP);
 	per_db_metric(t, out, "pgqd_ev_db_healthy", "gauge",
 		      "1 when the database counts as healthy in /health.", M_HEALTHY);
+	node_render_metrics(t, out);
 }
 
 void stats_render_health(Ticker *t, struct evbuffer *out)
@@ -472,5 +473,7 @@ void stats_render_health(Ticker *t, struct evbuffer *out)
 			evbuffer_add(out, "}", 1);
 		}
 	}
-	evbuffer_add_printf(out, "]}\n");
+	evbuffer_add(out, "]", 1);
+	node_render_health(t, out);
+	evbuffer_add_printf(out, "}\n");
 }

@@ -39,6 +39,7 @@ typedef struct Cluster Cluster;
 typedef struct Db Db;
 typedef struct TickerHttp TickerHttp;
 typedef struct TickSlot TickSlot;
+typedef struct NodeWorker NodeWorker;
 
 /* Where a database is; each state has a counter in TickerStats.by_state. */
 typedef enum DbState {
@@ -201,6 +202,8 @@ struct Ticker {
 	struct event *watchdog_timer;
 	struct event *stop_timer;
 	TickerHttp *http;
+	NodeWorker *nodes;        /* [node NAME] workers (node.c) */
+	unsigned nodes_unhealthy; /* as of the last node_check_health() */
 	TickerStats stats;
 	usec_t start_mono;
 	bool stopping;
@@ -278,6 +281,18 @@ void stats_render_metrics(Ticker *t, struct evbuffer *out);
 void stats_render_health(Ticker *t, struct evbuffer *out);
 /* Short text for systemd STATUS= */
 void stats_status_text(const Ticker *t, char *buf, size_t len);
+
+/* ---- node.c: [node NAME] cascade workers ---- */
+/* Make the running workers match cfg (unchanged ones keep running). */
+void node_apply(Ticker *t, const TickerConfig *cfg);
+void node_stop_all(Ticker *t);
+bool node_all_stopped(const Ticker *t);
+void node_free_all(Ticker *t);
+/* Update the unhealthy flags; returns how many nodes are unhealthy. */
+unsigned node_check_health(Ticker *t);
+void node_render_metrics(Ticker *t, struct evbuffer *out);
+/* Appends ,"nodes":[...] to the /health object. */
+void node_render_health(Ticker *t, struct evbuffer *out);
 
 /* ---- http.c: the optional metrics endpoint ---- */
 /* (Re)bind to `listen` ("" closes it). -errno with the cause logged. */

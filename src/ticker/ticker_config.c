@@ -188,6 +188,34 @@ static const PqevConfKey cluster_keys[] = {
 	PQEV_CONF_END,
 };
 
+static const PqevConfKey node_keys[] = {
+	PQEV_CONF_STRING("queue", NodeCfg, queue, NULL, PQEV_CF_REQUIRED,
+			 .help = "the cascade's queue name"),
+	PQEV_CONF_STRING("db", NodeCfg, db, NULL, PQEV_CF_REQUIRED | PQEV_CF_SECRET,
+			 .help = "libpq conninfo of the node's database"),
+	PQEV_CONF_STRING("node_name", NodeCfg, node_name, "", 0,
+			 .help = "the node's name in pgq_node; empty: the section name"),
+	PQEV_CONF_STRING("worker", NodeCfg, worker, "", 0,
+			 .help = "worker name; empty: node_info.worker_name"),
+	PQEV_CONF_INT("fetch_size", NodeCfg, fetch_size, "1000", 0, 1, 1000000),
+	PQEV_CONF_SECONDS("poll_period", NodeCfg, poll_period, "1", 0, 0.01, 3600,
+			  .help = "look for a batch this often without tick notifications"),
+	PQEV_CONF_SECONDS("wm_publish_period", NodeCfg, wm_period, "300", 0, 0.01, MAXP,
+			  .help = "seconds between watermark publications"),
+	PQEV_CONF_SECONDS("unhealthy_after", NodeCfg, unhealthy_after, "60", 0, 0, MAXP,
+			  .help = "no progress this long: /health unhealthy; 0: never"),
+	PQEV_CONF_END,
+};
+
+static void check_node(void *section, const char *name, PqevConfCheck *chk)
+{
+	if (!name || !*name)
+		pqev_conf_check_error(chk, NULL, "a node section needs a name: [node NAME]");
+	else if (strchr(name, '/') || strlen(name) > 63)
+		pqev_conf_check_error(chk, NULL, "node name \"%s\": at most 63 bytes and no '/'",
+				      name);
+}
+
 static void check_main(void *section, const char *name, PqevConfCheck *chk)
 {
 	MainCfg *m = section;
@@ -238,6 +266,15 @@ static const PqevConfSection sections[] = {
 		.name_offset = offsetof(ClusterCfg, name),
 		.keys = cluster_keys,
 		.check = check_cluster,
+	},
+	{
+		.name = "node",
+		.flags = PQEV_CS_REPEATED,
+		.offset = offsetof(TickerConfig, nodes),
+		.elem_size = sizeof(NodeCfg),
+		.name_offset = offsetof(NodeCfg, name),
+		.keys = node_keys,
+		.check = check_node,
 	},
 	{.name = NULL},
 };

@@ -47,6 +47,19 @@ typedef struct ClusterCfg {
 	int max_connecting; /* 0: the global cap only */
 } ClusterCfg;
 
+/* One [node NAME] section: run the worker of a cascade node (docs/cascade.md). */
+typedef struct NodeCfg {
+	char *name;      /* NAME from the section header */
+	char *queue;     /* the cascade (queue name) */
+	char *db;        /* libpq conninfo of the node's database */
+	char *node_name; /* expected node name; empty: NAME */
+	char *worker;    /* worker name; empty: node_info.worker_name */
+	int fetch_size;
+	usec_t poll_period;
+	usec_t wm_period;
+	usec_t unhealthy_after; /* no progress this long: unhealthy; 0: never */
+} NodeCfg;
+
 /* The [pgqd] section. */
 typedef struct MainCfg {
 	/* pgqd 3.5 keys, same defaults */
@@ -91,6 +104,7 @@ typedef struct MainCfg {
 typedef struct TickerConfig {
 	MainCfg main;
 	PqevConfArray clusters; /* of ClusterCfg */
+	PqevConfArray nodes;    /* of NodeCfg */
 } TickerConfig;
 
 /* A cluster with everything resolved; strings borrowed from the TickerConfig. */

@@ -1,0 +1,366 @@
+/*
+ * Cascade test helpers; see castest.h.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "castest.h"
+
+/*
+ * Node databases are copies of one prepared database per server (made by the
+ * first test that needs it): creating the extensions for every node costs
+ * seconds, a copy a fraction of that.
+ */
+#define CT_TEMPLATE "ct_node_template"
+
+static void make_template(void)
+{
+	if (pgt_int_db("postgres",
+		       "select count(*) from pg_database where datname = '" CT_TEMPLATE "'") > 0)
+		return;
+	/* ours when the test template has pgq_node, else Debian's PgQ 3.5 extensions */
+	const char *ours = pgt_db_new();
+	bool have_ours =
+		pgt_int_db(ours, "select count(*) from pg_namespace where nspname = 'pgq_node'") >
+		0;
+	const char *from = have_ours ? ours : "template0";
+	char sql[256];
+	snprintf(sql, sizeof(sql), "create database " CT_TEMPLATE " template %s", from);
+	pgt_exec_db("postgres", sql);
+	if (!have_ours) {
+		pgt_exec_db(CT_TEMPLATE, "create extension pgq");
+		pgt_exec_db(CT_TEMPLATE, "create extension pgq_node");
+	}
+}
+
+char *ct_node_db(void)
+{
+	static int seq;
+	make_template();
+	char name[64], sql[160];
+	snprintf(name, sizeof(name), "ctn_%d_%d", (int)getpid(), ++seq);
+	snprintf(sql, sizeof(sql), "create database %s template " CT_TEMPLATE, name);
+	pgt_exec_db("postgres", sql);
+	char *db = strdup(name);
+	ck_assert_ptr_nonnull(db);
+	return db;
+}
+
+static char *loc(const char *db)
+{
+	char *s = strdup(pgt_connstr(db, false));
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+/* Run a pgq_node call returning (ret_code, ret_note, ...); assert ret_code < 300. */
+static void node_call(const char *db, const char *fmt, ...) PQEV_PRINTF(2, 3);
+
+static void node_call(const char *db, const char *fmt, ...)
+{
+	char sql[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	PGconn *c = pgt_connect(db);
+	PGresult *r = PQexec(c, sql);
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+	ck_assert_msg(atoi(PQgetvalue(r, 0, 0)) < 300, "%s: %s %s", sql, PQgetvalue(r, 0, 0),
+		      PQgetvalue(r, 0, 1));
+	PQclear(r);
+	PQfinish(c);
+}
+
+void ct_make_root(const char *db, const char *name)
+{
+	char *l = loc(db);
+	node_call(db, "select * from pgq_node.register_location('" CT_QUEUE "', '%s', '%s', false)",
+		  name, l);
+	node_call(db,
+		  "select * from pgq_node.create_node('" CT_QUEUE "', 'root', '%s', 'w_%s', NULL,"
+		  " NULL, NULL)",
+		  name, name);
+	pgt_exec_db(db, "select pgq.set_queue_config('" CT_QUEUE "', 'ticker_max_lag', '0'),"
+			" pgq.set_queue_config('" CT_QUEUE "', 'ticker_idle_period', '0')");
+	free(l);
+}
+
+void ct_make_sub(const char *type, const char *db, const char *name, const char *prov_db,
+		 const char *prov_name, const char *root_db)
+{
+	char *l = loc(db);
+	node_call(root_db,
+		  "select * from pgq_node.register_location('" CT_QUEUE "', '%s', '%s', false)",
+		  name, l);
+	if (strcmp(prov_db, root_db) != 0)
+		node_call(prov_db,
+			  "select * from pgq_node.register_location('" CT_QUEUE
+			  "', '%s', '%s', false)",
+			  name, l);
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "select global_watermark from pgq_node.register_subscriber('" CT_QUEUE
+		 "', '%s', 'w_%s', NULL)",
+		 name, name);
+	int64_t gwm = pgt_int_db(prov_db, sql);
+	node_call(db, "select * from pgq_node.register_location('" CT_QUEUE "', '%s', '%s', false)",
+		  name, l);
+	/* the member map from the root */
+	PGconn *rc = pgt_connect(root_db);
+	PGresult *r = PQexec(rc, "select node_name, node_location, dead"
+				 " from pgq_node.get_queue_locations('" CT_QUEUE "')");
+	ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+	for (int i = 0; i < PQntuples(r); i++)
+		node_call(db,
+			  "select * from pgq_node.register_location('" CT_QUEUE
+			  "', '%s', '%s', %s)",
+			  PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+			  strcmp(PQgetvalue(r, i, 2), "t") == 0 ? "true" : "false");
+	PQclear(r);
+	PQfinish(rc);
+	node_call(db,
+		  "select * from pgq_node.create_node('" CT_QUEUE "', '%s', '%s', 'w_%s', '%s',"
+		  " %" PRId64 ", NULL)",
+		  type, name, name, prov_name, gwm);
+	free(l);
+}
+
+/* ---- workers ---- */
+
+static void on_error(PgqevCascade *w, const PgqevError *err, void *arg)
+{
+	CtWorker *x = arg;
+	if (strstr(err->message, "no tick notifications"))
+		return; /* PgQ 3.5 has no tick channel: polling is expected there */
+	x->errors++;
+	snprintf(x->last_error, sizeof(x->last_error), "%s", err->message);
+	if (!x->quiet)
+		fprintf(stderr, "# cascade error: %s\n", err->message);
+}
+
+static PgqevVerdict on_batch(PgqevCascade *w, PgqevBatch *b, void *arg)
+{
+	CtWorker *x = arg;
+	x->chunks++;
+	if (x->sleep_ms_per_chunk)
+		usleep((useconds_t)x->sleep_ms_per_chunk * 1000);
+	if (!x->apply)
+		return PGQEV_DONE;
+	for (size_t i = 0; i < pgqev_batch_count(b); i++) {
+		PgqevEvent *e = pgqev_batch_event(b, i);
+		char id[32];
+		snprintf(id, sizeof(id), "%" PRId64, pgqev_event_id(e));
+		const char *p[8] = {id,
+				    pgqev_event_time(e),
+				    pgqev_event_type(e),
+				    pgqev_event_data(e),
+				    pgqev_event_extra(e, 1),
+				    pgqev_event_extra(e, 2),
+				    pgqev_event_extra(e, 3),
+				    pgqev_event_extra(e, 4)};
+		if (pgqev_batch_target_exec(
+			    b,
+			    "insert into applied values ($1, $2, $3, $4, $5, $6, $7,"
+			    " $8)",
+			    8, p) != 0)
+			return PGQEV_FAIL;
+	}
+	return PGQEV_DONE;
+}
+
+void ct_start(CtWorker *x, const char *db, usec_t poll)
+{
+	ct_start_on(x, cs_base(), db, poll);
+}
+
+void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll)
+{
+	PgqevCascadeConfig cfg;
+	pgqev_cascade_config_init(&cfg);
+	cfg.conninfo = pgt_connstr(db, false);
+	cfg.queue = CT_QUEUE;
+	cfg.poll_interval = poll;
+	cfg.wm_period = 200 * USEC_PER_MSEC;
+	cfg.fail_delay = 50 * USEC_PER_MSEC;
+	cfg.fail_cap = 500 * USEC_PER_MSEC;
+	cfg.fetch_size = 64;
+	cfg.on_batch = on_batch;
+	cfg.on_error = on_error;
+	cfg.arg = x;
+	x->db = db;
+	char eb[256];
+	x->w = pgqev_cascade_new(base, &cfg, eb, sizeof(eb));
+	ck_assert_msg(x->w != NULL, "%s", eb);
+	ck_assert_int_eq(pgqev_cascade_start(x->w), 0);
+}
+
+void ct_stop(CtWorker *x)
+{
+	x->w = pgqev_cascade_free(x->w);
+}
+
+void ct_make_applied(const char *db)
+{
+	pgt_exec_db(db, "create table applied (ev_id int8, ev_time timestamptz, ev_type text,"
+			" ev_data text, ev_extra1 text, ev_extra2 text, ev_extra3 text,"
+			" ev_extra4 text)");
+}
+
+/* ---- canonical forms ---- */
+
+#define CANON                                                                                   \
+	"select count(*) || ':' || coalesce(md5(string_agg(concat_ws('|', ev_id, ev_time,"      \
+	" coalesce(ev_type, '<n>'), coalesce(ev_data, '<n>'), coalesce(ev_extra1, '<n>'),"      \
+	" coalesce(ev_extra2, '<n>'), coalesce(ev_extra3, '<n>'), coalesce(ev_extra4, '<n>'))," \
+	" E'\\n' order by ev_id)), '') from "
+
+char *ct_events(const char *db, bool applied)
+{
+	PGconn *c = pgt_connect(db);
+	char sql[1024];
+	if (applied) {
+		snprintf(sql, sizeof(sql), "%s applied", CANON);
+	} else {
+		char *tbl = pgt_value(c, "select queue_data_pfx from pgq.queue"
+					 " where queue_name = '" CT_QUEUE "'");
+		snprintf(sql, sizeof(sql), "%s %s", CANON, tbl);
+		free(tbl);
+	}
+	char *v = pgt_value(c, sql);
+	PQfinish(c);
+	return v;
+}
+
+char *ct_ticks(const char *db, int64_t from, int64_t to)
+{
+	char sql[1024];
+	snprintf(
+		sql, sizeof(sql),
+		"select count(*) || ':' || coalesce(md5(string_agg(t.tick_id || '@' || t.tick_time,"
+		" ',' order by t.tick_id)), '') from pgq.tick t join pgq.queue q"
+		" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
+		" and t.tick_id > %" PRId64 " and t.tick_id <= %" PRId64,
+		from, to);
+	PGconn *c = pgt_connect(db);
+	char *v = pgt_value(c, sql);
+	PQfinish(c);
+	return v;
+}
+
+int64_t ct_last_tick(const char *db)
+{
+	return pgt_int_db(db, "select max(t.tick_id) from pgq.tick t join pgq.queue q"
+			      " on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'");
+}
+
+int64_t ct_completed(const char *db, const char *node)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(max(last_tick_id), 0) from pgq_node.local_state"
+		 " where queue_name = '" CT_QUEUE "' and consumer_name = 'w_%s'",
+		 node);
+	return pgt_int_db(db, sql);
+}
+
+void ct_produce(const char *db, int from, int to)
+{
+	PGconn *c = pgt_connect(db);
+	pgt_exec(c, "begin");
+	for (int i = from; i < to; i++) {
+		char sql[512];
+		switch (i % 4) {
+		case 0:
+			snprintf(sql, sizeof(sql),
+				 "select pgq.insert_event('" CT_QUEUE "', 'num', '%d')", i);
+			break;
+		case 1:
+			snprintf(sql, sizeof(sql),
+				 "select pgq.insert_event('" CT_QUEUE
+				 "', 'I:id', 'id=%d&v=a''b\"c\\\\d',"
+				 " 'public.t', NULL, 'x,y', '{z}')",
+				 i);
+			break;
+		case 2:
+			snprintf(sql, sizeof(sql),
+				 "select pgq.insert_event('" CT_QUEUE
+				 "', NULL, NULL, 'e1 %d', 'e2',"
+				 " NULL, 'NULL')",
+				 i);
+			break;
+		default:
+			snprintf(sql, sizeof(sql),
+				 "select pgq.insert_event('" CT_QUEUE "', 'multi', E'line1\\nline2"
+				 " \\t %d ü', '', ' ', NULL, NULL)",
+				 i);
+			break;
+		}
+		pgt_exec(c, sql);
+	}
+	pgt_exec(c, "commit");
+	PQfinish(c);
+}
+
+typedef struct SyncCond {
+	PGconn *root;
+	PGconn *conns[8];
+	const char *const *names;
+	int n;
+	int64_t next_ms;
+} SyncCond;
+
+static int64_t completed_on(PGconn *c, const char *node)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(max(last_tick_id), 0) from pgq_node.local_state"
+		 " where queue_name = '" CT_QUEUE "' and consumer_name = 'w_%s'",
+		 node);
+	return pgt_int(c, sql);
+}
+
+#define LAST_TICK_SQL                                            \
+	"select max(t.tick_id) from pgq.tick t join pgq.queue q" \
+	" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
+
+static bool synced(void *arg)
+{
+	SyncCond *s = arg;
+	/* the loop may turn often: look at the databases every 50 ms, on
+	   connections kept open (a connect per look would starve the loop) */
+	if (pgt_now_ms() < s->next_ms)
+		return false;
+	s->next_ms = pgt_now_ms() + 50;
+	int64_t last = pgt_int(s->root, LAST_TICK_SQL);
+	for (int i = 0; i < s->n; i++)
+		if (completed_on(s->conns[i], s->names[i]) != last)
+			return false;
+	return true;
+}
+
+bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *const *names, int n,
+		    int timeout_ms)
+{
+	ck_assert_int_le(n, 8);
+	SyncCond s = {.root = pgt_connect(root_db), .names = names, .n = n};
+	for (int i = 0; i < n; i++)
+		s.conns[i] = pgt_connect(dbs[i]);
+	bool ok = cs_run_until(synced, &s, timeout_ms);
+	if (!ok) {
+		fprintf(stderr, "# not synced: root last tick %" PRId64,
+			pgt_int(s.root, LAST_TICK_SQL));
+		for (int i = 0; i < n; i++)
+			fprintf(stderr, ", %s at %" PRId64, names[i],
+				completed_on(s.conns[i], names[i]));
+		fprintf(stderr, "\n");
+	}
+	PQfinish(s.root);
+	for (int i = 0; i < n; i++)
+		PQfinish(s.conns[i]);
+	return ok;
+}

@@ -1,0 +1,64 @@
+/*
+ * Helpers for the cascade tests: node databases (pgq + pgq_node), nodes made
+ * with pgq_node's SQL calls in the order of an admin's create-root /
+ * create-branch / create-leaf, a recording worker context, and canonical forms
+ * of a queue's events and ticks to compare nodes.
+ */
+#ifndef PGQEV_TESTS_CASTEST_H
+#define PGQEV_TESTS_CASTEST_H
+
+#include <pgqd-ev/pgqev_cascade.h>
+
+#include "constest.h"
+
+#define CT_QUEUE "cq"
+
+/* A fresh database with pgq and pgq_node: ours from the template when it has
+   pgq_node, else Debian's PgQ 3.5 extensions in a database from template0.
+   Returns a malloc'd name. */
+char *ct_node_db(void);
+
+/* Nodes of cascade CT_QUEUE; the worker of node N is "w_N". */
+void ct_make_root(const char *db, const char *name);
+/* type "branch" or "leaf"; provider and root given by database and node name. */
+void ct_make_sub(const char *type, const char *db, const char *name, const char *prov_db,
+		 const char *prov_name, const char *root_db);
+
+/* A worker and what it reported. */
+typedef struct CtWorker {
+	PgqevCascade *w;
+	const char *db;
+	int errors;
+	char last_error[512];
+	bool quiet;
+	bool apply; /* leaf: insert every event into table "applied" on the node */
+	int sleep_ms_per_chunk;
+	uint64_t chunks;
+} CtWorker;
+
+/* Start a worker for the node in db (loop: cs_base()); ck_asserts. */
+void ct_start(CtWorker *x, const char *db, usec_t poll);
+void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll);
+void ct_stop(CtWorker *x);
+
+/* Create table "applied" on a leaf (the apply handler's target). */
+void ct_make_applied(const char *db);
+
+/* "count:md5" of the queue's events (ev_id order) on a root/branch, or of the
+   table "applied" (same columns) when applied is true. */
+char *ct_events(const char *db, bool applied);
+/* "count:md5" of the queue's ticks with id in (from, to]. */
+char *ct_ticks(const char *db, int64_t from, int64_t to);
+int64_t ct_last_tick(const char *db);
+/* local_state.last_tick_id of the node's worker. */
+int64_t ct_completed(const char *db, const char *node);
+
+/* Produce events [from, to) on the root, one transaction, with varied types,
+   extras, NULLs and quoting. */
+void ct_produce(const char *db, int from, int to);
+
+/* Wait (running the loop) until every db's worker completed the root's last tick. */
+bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *const *names, int n,
+		    int timeout_ms);
+
+#endif

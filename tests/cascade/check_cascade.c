@@ -1,0 +1,343 @@
+/*
+ * Cascade workers against a private server: a root -> branch -> branch -> leaf
+ * chain holds the root's events and ticks, a consumer's batches on a branch equal
+ * its batches on the root, and bad input (no pgq_node, no node, two workers for
+ * one node) gives a clear error and changes nothing.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "castest.h"
+
+#define POLL (50 * USEC_PER_MSEC)
+
+/* A consumer's batches, drained with the plain PgQ calls: "prev-cur:ids;" each. */
+static char *drain_batches(const char *db, const char *consumer)
+{
+	PGconn *c = pgt_connect(db);
+	size_t cap = 1 << 16, n = 0;
+	char *out = malloc(cap);
+	ck_assert_ptr_nonnull(out);
+	out[0] = '\0';
+	for (;;) {
+		char sql[256];
+		snprintf(sql, sizeof(sql),
+			 "select batch_id, prev_tick_id, cur_tick_id"
+			 " from pgq.next_batch_info('" CT_QUEUE "', '%s')",
+			 consumer);
+		PGresult *r = PQexec(c, sql);
+		ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+		if (PQgetisnull(r, 0, 0)) {
+			PQclear(r);
+			break;
+		}
+		char bid[32];
+		snprintf(bid, sizeof(bid), "%s", PQgetvalue(r, 0, 0));
+		char head[96];
+		snprintf(head, sizeof(head), "%s-%s:", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+		PQclear(r);
+		snprintf(sql, sizeof(sql),
+			 "select coalesce(string_agg(ev_id::text, ',' order by ev_id), '')"
+			 " from pgq.get_batch_events(%s)",
+			 bid);
+		char *ids = pgt_value(c, sql);
+		size_t need = strlen(head) + strlen(ids) + 2;
+		while (n + need + 1 > cap) {
+			cap *= 2;
+			out = realloc(out, cap);
+			ck_assert_ptr_nonnull(out);
+		}
+		n += (size_t)sprintf(out + n, "%s%s;", head, ids);
+		free(ids);
+		snprintf(sql, sizeof(sql), "select pgq.finish_batch(%s)", bid);
+		pgt_exec(c, sql);
+	}
+	PQfinish(c);
+	return out;
+}
+
+static void assert_same(const char *what, char *a, char *b)
+{
+	ck_assert_msg(strcmp(a, b) == 0, "%s differ: %s vs %s", what, a, b);
+	free(a);
+	free(b);
+}
+
+START_TEST(test_chain_root_branch_branch_leaf)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *lf = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("branch", b2, "b2", b1, "b1", root);
+	ct_make_sub("leaf", lf, "lf", b2, "b2", root);
+	ct_make_applied(lf);
+	/* a plain consumer on the root and on the last branch, from the start */
+	pgt_exec_db(root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	pgt_exec_db(b2, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+
+	CtWorker wr = {0}, w1 = {0}, w2 = {0}, wl = {.apply = true};
+	ct_start(&wr, root, POLL);
+	ct_start(&w1, b1, POLL);
+	ct_start(&w2, b2, POLL);
+	ct_start(&wl, lf, POLL);
+	cs_ticker(root, 30);
+	const char *dbs[3] = {b1, b2, lf};
+	const char *names[3] = {"b1", "b2", "lf"};
+	for (int round = 0; round < 5; round++) {
+		ct_produce(root, round * 300, round * 300 + 300);
+		cs_run_for(40);
+	}
+	cs_ticker(NULL, 0);
+	/* the root worker's global watermark events would follow the last tick */
+	ck_assert_str_eq(pgqev_cascade_node_type(wr.w), "root");
+	ct_stop(&wr);
+	cs_tick(root);
+	ck_assert_msg(ct_wait_synced(root, dbs, names, 3, 30000), "chain did not catch up");
+	int64_t last = ct_last_tick(root);
+	ck_assert_int_gt(last, 5);
+
+	char *re = ct_events(root, false);
+	ck_assert_msg(strncmp(re, "0:", 2) != 0, "root has no events");
+	assert_same("b1 events", strdup(re), ct_events(b1, false));
+	assert_same("b2 events", strdup(re), ct_events(b2, false));
+	assert_same("leaf applied events", strdup(re), ct_events(lf, true));
+	free(re);
+	assert_same("b1 ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
+	assert_same("b2 ticks", ct_ticks(root, 1, last), ct_ticks(b2, 1, last));
+	assert_same("batches of a consumer", drain_batches(root, "obs"), drain_batches(b2, "obs"));
+
+	PgqevCascadeStats st;
+	pgqev_cascade_stats(w2.w, &st);
+	ck_assert_str_eq(pgqev_cascade_node_type(w2.w), "branch");
+	ck_assert_str_eq(pgqev_cascade_provider(w2.w), "b1");
+	ck_assert_int_eq(st.completed_tick, last);
+	ck_assert_uint_ge(st.copied, 1500);
+	ck_assert_str_eq(pgqev_cascade_node_type(wl.w), "leaf");
+	ck_assert_int_eq(w1.errors + w2.errors + wl.errors, 0);
+
+	/* the leaf reported its position upward; b2's own watermark stays at 1,
+	   held there by the unread consumer obs */
+	ck_assert_int_gt(pgt_int_db(b2,
+				    "select count(*) from pgq.get_consumer_info('" CT_QUEUE
+				    "') where consumer_name = '.lf.watermark' and last_tick > 1"),
+			 0);
+	ck_assert_int_eq(pgt_int_db(b1, "select last_tick from pgq.get_consumer_info('" CT_QUEUE
+					"') where consumer_name = '.b2.watermark'"),
+			 1);
+	ct_stop(&wl);
+	ct_stop(&w2);
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+	free(b2);
+	free(lf);
+}
+END_TEST
+
+/* Rotation rounds on the root: step1 + step2 with a tick between. */
+static void rotate(const char *db, int rounds)
+{
+	PGconn *c = pgt_connect(db);
+	for (int i = 0; i < rounds; i++) {
+		pgt_exec(c, "select pgq.maint_rotate_tables_step1('" CT_QUEUE "')");
+		pgt_exec(c, "select pgq.maint_rotate_tables_step2()");
+		pgt_exec(c, "select pgq.ticker()");
+	}
+	PQfinish(c);
+}
+
+static int64_t root_events(const char *db)
+{
+	PGconn *c = pgt_connect(db);
+	char *tbl = pgt_value(
+		c, "select queue_data_pfx from pgq.queue where queue_name = '" CT_QUEUE "'");
+	char sql[256];
+	snprintf(sql, sizeof(sql), "select count(*) from %s where ev_type = 'num'", tbl);
+	int64_t n = pgt_int(c, sql);
+	free(tbl);
+	PQfinish(c);
+	return n;
+}
+
+typedef struct GwmCond {
+	PGconn *c;
+	int64_t above;
+	int64_t next_ms;
+} GwmCond;
+
+static bool gwm_above(void *arg)
+{
+	GwmCond *g = arg;
+	if (pgt_now_ms() < g->next_ms)
+		return false;
+	g->next_ms = pgt_now_ms() + 50;
+	return pgt_int(g->c, "select last_tick from pgq.get_consumer_info('" CT_QUEUE
+			     "') where consumer_name = '.global_watermark'") > g->above;
+}
+
+/* root -> b1 -> b2 with b2's worker not running: the root keeps b2's events
+   through rotation although b1 copied them long ago; once b2 caught up and the
+   watermarks went round, rotation drops them (the control). */
+START_TEST(test_watermark_holds_rotation)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("branch", b2, "b2", b1, "b1", root);
+	pgt_exec_db(root, "select pgq.set_queue_config('" CT_QUEUE "', 'rotation_period', '0')");
+	CtWorker wr = {0}, w1 = {0}, w2 = {0};
+	ct_start(&wr, root, POLL);
+	ct_start(&w1, b1, POLL);
+	for (int i = 0; i < 4; i++) {
+		ct_produce(root, i * 100, i * 100 + 100);
+		cs_tick(root);
+	}
+	const char *dbs[2] = {b1, b2};
+	const char *names[2] = {"b1", "b2"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	/* rotation rounds with ticks and watermark rounds between them: what
+	   lets rotation proceed in the control below */
+	cs_ticker(root, 50);
+	for (int i = 0; i < 8; i++) {
+		rotate(root, 1);
+		cs_run_for(800);
+	}
+	ck_assert_int_eq(root_events(root), 400 / 4);
+	/* the lagging branch starts: everything arrives, then the watermark moves
+	   (watermarks are published after batches: keep ticking) */
+	ct_start(&w2, b2, POLL);
+	ck_assert(ct_wait_synced(root, dbs, names, 2, 20000));
+	GwmCond g = {.c = pgt_connect(root), .above = 1};
+	ck_assert_msg(cs_run_until(gwm_above, &g, 20000), "the global watermark never moved");
+	PQfinish(g.c);
+	/* every rotation waits for all positions and watermarks to pass the last
+	   switch: give them time to go round between rounds */
+	for (int i = 0; i < 8 && root_events(root) == 100; i++) {
+		rotate(root, 1);
+		cs_run_for(800);
+	}
+	ck_assert_int_lt(root_events(root), 100);
+	cs_ticker(NULL, 0);
+	ct_stop(&wr);
+	ct_stop(&w2);
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+	free(b2);
+}
+END_TEST
+
+typedef struct ErrCond {
+	CtWorker *x;
+	const char *needle;
+} ErrCond;
+
+static bool has_error(void *arg)
+{
+	ErrCond *e = arg;
+	return e->x->errors > 0 && strstr(e->x->last_error, e->needle) != NULL;
+}
+
+START_TEST(test_no_pgq_node)
+{
+	const char *db = pgt_db_new_empty();
+	CtWorker x = {.quiet = true};
+	ct_start(&x, db, POLL);
+	ErrCond e = {&x, "pgq_node"};
+	ck_assert_msg(cs_run_until(has_error, &e, 10000), "%s", x.last_error);
+	ck_assert_int_eq(pgqev_cascade_state(x.w), PGQEV_STATE_BACKOFF);
+	ck_assert_ptr_null(pgqev_cascade_node_type(x.w));
+	ct_stop(&x);
+	ck_assert_int_eq(
+		pgt_int_db(db, "select count(*) from pg_namespace where nspname like 'pgq%'"), 0);
+}
+END_TEST
+
+START_TEST(test_not_a_node)
+{
+	char *db = ct_node_db();
+	CtWorker x = {.quiet = true};
+	ct_start(&x, db, POLL);
+	ErrCond e = {&x, "no node of cascade " CT_QUEUE};
+	ck_assert_msg(cs_run_until(has_error, &e, 10000), "%s", x.last_error);
+	ct_stop(&x);
+	ck_assert_int_eq(pgt_int_db(db, "select count(*) from pgq_node.node_info"), 0);
+	ck_assert_int_eq(pgt_int_db(db, "select count(*) from pgq.queue"), 0);
+	free(db);
+}
+END_TEST
+
+START_TEST(test_two_workers_one_node)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	CtWorker a = {0}, b = {.quiet = true};
+	ct_start(&a, b1, POLL);
+	ErrCond e = {&a, "never"};
+	(void)cs_run_until(has_error, &e, 300); /* a takes the lock first */
+	ct_start(&b, b1, POLL);
+	ErrCond eb = {&b, "another worker runs the node of cascade " CT_QUEUE};
+	ck_assert_msg(cs_run_until(has_error, &eb, 10000), "%s", b.last_error);
+	ck_assert_uint_eq(b.chunks, 0);
+	cs_ticker(root, 30);
+	ct_produce(root, 0, 500);
+	cs_run_for(100);
+	cs_ticker(NULL, 0);
+	cs_tick(root);
+	const char *dbs[1] = {b1};
+	const char *names[1] = {"b1"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	assert_same("b1 events", ct_events(root, false), ct_events(b1, false));
+	ck_assert_uint_eq(b.chunks, 0);
+	ck_assert_int_eq(a.errors, 0);
+	/* the first one goes away: the second takes over */
+	ct_stop(&a);
+	ct_produce(root, 500, 600);
+	cs_tick(root);
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	ck_assert_uint_gt(b.chunks, 0);
+	assert_same("b1 events", ct_events(root, false), ct_events(b1, false));
+	ct_stop(&b);
+	free(root);
+	free(b1);
+}
+END_TEST
+
+START_TEST(test_config_errors)
+{
+	PgqevCascadeConfig cfg;
+	pgqev_cascade_config_init(&cfg);
+	char eb[256];
+	ck_assert_ptr_null(pgqev_cascade_new(cs_base(), &cfg, eb, sizeof(eb)));
+	ck_assert_ptr_nonnull(strstr(eb, "conninfo"));
+	cfg.conninfo = "dbname=x";
+	ck_assert_ptr_null(pgqev_cascade_new(cs_base(), &cfg, eb, sizeof(eb)));
+	ck_assert_ptr_nonnull(strstr(eb, "queue"));
+	cfg.queue = "q";
+	cfg.conninfo = "dbname='x";
+	ck_assert_ptr_null(pgqev_cascade_new(cs_base(), &cfg, eb, sizeof(eb)));
+	ck_assert_ptr_nonnull(strstr(eb, "conninfo"));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("cascade");
+	TCase *tc = pgt_tcase("cascade", 120);
+	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
+	tcase_add_test(tc, test_config_errors);
+	tcase_add_test(tc, test_no_pgq_node);
+	tcase_add_test(tc, test_not_a_node);
+	tcase_add_test(tc, test_two_workers_one_node);
+	tcase_add_test(tc, test_chain_root_branch_branch_leaf);
+	suite_add_tcase(s, tc);
+	TCase *tw = pgt_tcase("watermark", 120);
+	tcase_add_checked_fixture(tw, cs_setup, cs_teardown);
+	tcase_add_test(tw, test_watermark_holds_rotation);
+	suite_add_tcase(s, tw);
+	PgtOptions o = {.need_server = true};
+	return pgt_main(s, &o);
+}
