@@ -1002,6 +1002,9 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 			pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
 		if (db->next_tick == 0 || db->next_tick == USEC_INFINITY)
 			db->next_tick = grid_next(db, pqev_clock_now());
+		/* a job queued but not sent survives pqev_conn_reconnect(): the checks
+		   go first on a new session */
+		job_cancel(&db->tick_job);
 		start_checks(db);
 		break;
 	case PQEV_EV_CONNECT_FAILED:

@@ -98,3 +98,9 @@ bool job_expire(JobSlot *s, usec_t now)
 	pqev_req_cancel(s->req);
 	return true;
 }
+
+void job_cancel(JobSlot *s)
+{
+	if (s->req)
+		pqev_req_cancel(s->req); /* on_job_done runs now */
+}

@@ -243,6 +243,8 @@ static inline bool job_busy(const JobSlot *s)
 }
 /* Past its deadline: cancel it (its done runs now, timed_out set). True if it did. */
 bool job_expire(JobSlot *s, usec_t now);
+/* Cancel the job, if any (its done runs now with PQEV_CANCELED). */
+void job_cancel(JobSlot *s);
 
 /* ---- db.c: the per-database state machine ---- */
 Db *db_new(Cluster *cl, const char *name);
