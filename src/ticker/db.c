@@ -1,7 +1,8 @@
 /*
  * The per-database state machine: one persistent connection that checks for
- * pgq, then ticks at a fixed rate on the monotonic clock and runs maintenance
- * and retry rounds in between ticks.
+ * pgq, then ticks at a fixed rate on the monotonic clock, and a maintenance
+ * connection opened for each maintenance or retry round and closed when the
+ * round ends, so no maintenance statement ever holds up a tick.
  *
  * Scheduling: tick k of a database is due at start + phase + k * ticker_period,
  * where phase is one of the period's slots (PHASE_SLOT apart), picked at random
@@ -12,9 +13,17 @@
  * made up in a burst. Wake-ups (LISTEN "pgq.wake") add ticks between grid
  * points, at most one per wake_min_interval.
  *
+ * Maintenance connections: at most max_maint_connections per cluster are open
+ * at once (each also takes a max_connecting slot while it connects); a
+ * database that wants one when they are all in use waits in its cluster's
+ * FIFO. The retry round first asks on the tick connection whether any retry
+ * event is due (an index probe, well under a millisecond) and opens the
+ * maintenance connection only if one is: a daemon whose consumers retry
+ * nothing opens no connection between maintenance rounds.
+ *
  * Failures: the connection layer reconnects with backoff and jitter; every
- * reconnect redoes the pgq checks. Only one query of ours is in flight, so an
- * event callback for a lost connection always pairs with at most one aborted job.
+ * reconnect redoes the pgq checks. A failed maintenance connection ends its
+ * round; the round is tried again after min(its period, check_period).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -86,7 +95,7 @@ void db_set_state(Db *db, DbState st)
 	if (t->stats.by_state[db->state] > 0)
 		t->stats.by_state[db->state]--;
 	t->stats.by_state[st]++;
-	pqev_log_noise(db->log, "state %s -> %s", db_state_name(db->state), db_state_name(st));
+	pqev_log_debug(db->log, "state %s -> %s", db_state_name(db->state), db_state_name(st));
 	db->state = st;
 }
 
@@ -95,6 +104,8 @@ static usec_t grid_next(const Db *db, usec_t now);
 static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg);
 static void on_notify(PqevConn *c, const char *channel, const char *payload, int pid, void *arg);
 static void on_notice(PqevConn *c, const char *severity, const char *text, void *arg);
+static void maint_kick(Db *db);
+static void maint_abandon(Db *db, bool retry_soon);
 
 Db *db_new(Cluster *cl, const char *name)
 {
@@ -105,6 +116,8 @@ Db *db_new(Cluster *cl, const char *name)
 		return NULL;
 	db->t = t;
 	db->cl = cl;
+	job_slot_init(&db->tick_job, db);
+	job_slot_init(&db->maint_job, db);
 	db->name = strdup(name);
 	db->label = registry_label(cl, name);
 	if (!db->name || !db->label)
@@ -257,39 +270,37 @@ void db_note_sql_error(Db *db, const char *what, const PqevReply *r)
 			       strip_label(db, r->error));
 }
 
-void db_request_failed(Db *db, const char *what, const PqevReply *r)
+/* A job on the tick connection ended without a server result (lost, timeout, closed). */
+static void tick_conn_job_failed(Db *db, const JobOutcome *o)
 {
-	if ((r->status == PQEV_TIMEOUT || (r->status == PQEV_CANCELED && db->job_timed_out)) &&
-	    !db->dead) {
-		db->job_timed_out = false;
+	PqevStatus st = o->reply->status;
+
+	if (st == PQEV_TIMEOUT || (st == PQEV_CANCELED && o->timed_out)) {
 		/* the layer drops a session whose query timed out and reconnects */
-		pqev_log_warning(db->log, "%s timed out, reconnecting", what);
+		pqev_log_warning(db->log, "%s timed out, reconnecting", o->what);
 		stats_count_error(db->t, db, ERR_TIMEOUT);
 		db_note_failure(db);
 		db_set_state(db, DB_CONNECTING);
 	}
-	db_job_aborted(db);
+	/* otherwise the connection's event (lost, closed) moves the machine on */
 }
 
-void db_job_aborted(Db *db)
+/* Log, at the default level, when a database starts or stops being ticked. */
+static void note_ticking(Db *db, bool on, const char *why)
 {
-	db->job = JOB_NONE;
-	if (db->maint_active) {
-		maint_reset(db);
-		db->maint_due = true;
-	}
-	if (db->retry_active) {
-		db->retry_active = false;
-		db->retry_due = true;
-	}
+	if (on)
+		pqev_log_info(db->log, "pgq version ok: %s; ticking", db->version);
+	else
+		pqev_log_info(db->log, "not ticking: %s", why);
 }
 
 /* Close the connection and come back later (no pgq, or a failed check). */
-static void db_park(Db *db, DbState st, usec_t delay)
+static void db_park(Db *db, DbState st, usec_t delay, const char *why)
 {
-	db->job = JOB_NONE;
-	maint_reset(db);
-	db->retry_active = false;
+	if (db->version[0])
+		note_ticking(db, false, why);
+	db->version[0] = '\0';
+	maint_abandon(db, false);
 	db->tick_due = db->maint_due = db->retry_due = false;
 	db->wake_at = 0;
 	db_set_state(db, st);
@@ -312,54 +323,24 @@ static const char check_sql[] =
 	" pg_catalog.to_regprocedure('pgq.maint_operations()') is not null,"
 	" (select extversion from pg_catalog.pg_extension where extname = 'pgq')";
 
-static void send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn, unsigned flags)
+/*
+ * A check or tick on the tick connection, under query_timeout. Constant SQL
+ * without parameters goes by the simple protocol (flags PQEV_Q_SIMPLE): one
+ * Query message, no pipeline sync, cheaper for both sides.
+ */
+static void run_on_tick_conn(Db *db, DbJob job, const char *what, const char *sql, unsigned flags,
+			     JobDoneFn done)
 {
-	PqevQuery q = {
+	JobSpec spec = {
+		.job = job,
+		.what = what,
 		.sql = sql,
-		.on_done = fn,
-		.arg = db,
 		.flags = flags,
+		.timeout = db->t->cfg->main.query_timeout,
 	};
-	usec_t qt = db->t->cfg->main.query_timeout;
-	int rc;
 
-	db->job = job;
-	db->job_timed_out = false;
-	rc = pqev_conn_send(db->conn, &q, &db->job_req);
-	if (rc < 0) {
-		/* closed under us or out of memory: the event callback restarts us */
-		db->job = JOB_NONE;
-		db->job_req = NULL;
-		pqev_log_debug(db->log, "cannot send: %s", pqev_conn_error(db->conn));
-		return;
-	}
-	db->job_deadline = qt ? pqev_clock_now() + qt : 0;
-}
-
-void db_send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn)
-{
-	/* constant SQL without parameters: the simple protocol costs both sides less
-	   (one Query message, no pipeline sync) than Parse/Bind/Execute/Sync */
-	send_job(db, job, sql, fn, PQEV_Q_SIMPLE);
-}
-
-void db_job_done(Db *db)
-{
-	db->job_req = NULL;
-	db->job_deadline = 0;
-	db->job = JOB_NONE;
-}
-
-/* The query in flight passed query_timeout: cancel it (the layer drops the session). */
-static bool check_deadline(Db *db, usec_t now)
-{
-	PqevReq *req = db->job_req;
-
-	if (!req || !db->job_deadline || now < db->job_deadline)
-		return false;
-	db->job_timed_out = true;
-	pqev_req_cancel(req); /* its on_done runs now and sees job_timed_out */
-	return true;
+	/* on failure the connection's event callback restarts us */
+	(void)job_run(&db->tick_job, db->conn, &spec, done);
 }
 
 /*
@@ -378,19 +359,18 @@ static bool version_ok(const char *v)
 
 static void version_checked(Db *db, const char *v);
 
-static void on_version(PqevConn *c, const PqevReply *r, void *arg)
+static void on_version(Db *db, const JobOutcome *o)
 {
-	Db *db = arg;
+	const PqevReply *r = o->reply;
 	const char *v;
 
-	db_job_done(db);
 	if (r->status != PQEV_OK) {
 		if (r->status == PQEV_SQL_ERROR) {
 			db_note_sql_error(db, "pgq.version()", r);
 			db_note_failure(db);
-			db_park(db, DB_FAILED, db->cl->check_period);
+			db_park(db, DB_FAILED, db->cl->check_period, "pgq.version() failed");
 		} else {
-			db_request_failed(db, "pgq.version()", r);
+			tick_conn_job_failed(db, o);
 		}
 		return;
 	}
@@ -407,14 +387,16 @@ static void version_checked(Db *db, const char *v)
 		v = "unknown (pgq_pl_only.sql)";
 	} else if (!version_ok(v)) {
 		pqev_log_warning(db->log, "bad pgq version %s, ignoring", v);
-		db_park(db, DB_NOPGQ, db->cl->check_period);
+		db_park(db, DB_NOPGQ, db->cl->check_period, "unsupported pgq version");
 		return;
 	}
-	snprintf(db->version, sizeof(db->version), "%s", v);
-	if (!db->ever_ok)
-		pqev_log_info(db->log, "pgq version ok: %s", v);
-	else
+	if (strcmp(db->version, v) != 0) {
+		/* first ticked, or ticked again after a park, or pgq upgraded */
+		snprintf(db->version, sizeof(db->version), "%s", v);
+		note_ticking(db, true, NULL);
+	} else {
 		pqev_log_debug(db->log, "pgq version ok: %s", v);
+	}
 	db->err_streak = 0;
 	db->recheck_pgq = false;
 	db->recheck_interval = db->cl->check_period;
@@ -444,38 +426,53 @@ static void version_checked(Db *db, const char *v)
 	db_kick(db);
 }
 
-static void on_check(PqevConn *c, const PqevReply *r, void *arg)
+/*
+ * The next check of a database without pgq: after check_period, or, with
+ * pgq_recheck_max above check_period, after an interval doubling from
+ * check_period up to pgq_recheck_max (for thousands of databases without pgq).
+ */
+static usec_t next_recheck(Db *db)
 {
-	Db *db = arg;
+	usec_t d = db->recheck_interval, max = db->t->cfg->main.pgq_recheck_max;
 
-	db_job_done(db);
+	if (d < db->cl->check_period)
+		d = db->cl->check_period;
+	if (max > db->cl->check_period)
+		db->recheck_interval = d * 2 > max ? max : d * 2;
+	else
+		db->recheck_interval = db->cl->check_period;
+	return d;
+}
+
+static void on_check(Db *db, const JobOutcome *o)
+{
+	const PqevReply *r = o->reply;
+
 	if (r->status != PQEV_OK) {
 		if (r->status == PQEV_SQL_ERROR) {
 			db_note_sql_error(db, "pgq check", r);
 			db_note_failure(db);
-			db_park(db, DB_FAILED, db->cl->check_period);
+			db_park(db, DB_FAILED, db->cl->check_period, "the pgq check failed");
 		} else {
-			db_request_failed(db, "pgq check", r);
+			tick_conn_job_failed(db, o);
 		}
 		return;
 	}
 	if (PQntuples(r->result) != 1 || strcmp(PQgetvalue(r->result, 0, 0), "t") != 0) {
-		usec_t d = db->recheck_interval;
+		usec_t d = next_recheck(db);
 
 		pqev_log_debug(db->log, "no pgq, next check in %.0f s", pqev_usec_to_sec(d));
 		/* a database without pgq is healthy, just idle */
 		note_success(db);
-		db->recheck_interval = d * 2 > db->t->cfg->main.pgq_recheck_max
-					       ? db->t->cfg->main.pgq_recheck_max
-					       : d * 2;
-		db_park(db, DB_NOPGQ, jitter(d - d / 8, d));
+		db_park(db, DB_NOPGQ, jitter(d - d / 8, d), "no pgq");
 		return;
 	}
 	db->has_maint_ops = strcmp(PQgetvalue(r->result, 0, 1), "t") == 0;
 	if (!PQgetisnull(r->result, 0, 2))
 		version_checked(db, PQgetvalue(r->result, 0, 2)); /* PgQ's extension */
 	else
-		db_send_job(db, JOB_CHECK, "select pgq.version()", on_version);
+		run_on_tick_conn(db, JOB_CHECK, "pgq.version()", "select pgq.version()",
+				 PQEV_Q_SIMPLE, on_version);
 }
 
 static void start_checks(Db *db)
@@ -484,7 +481,7 @@ static void start_checks(Db *db)
 	/* pipelined, not simple: it is sent behind the LISTEN the connection queued
 	   ahead of it without waiting for its answer, one round trip less before
 	   the first tick */
-	send_job(db, JOB_CHECK, check_sql, on_check, 0);
+	run_on_tick_conn(db, JOB_CHECK, "pgq check", check_sql, 0, on_check);
 }
 
 /* ---- ticking ---- */
@@ -494,12 +491,11 @@ static usec_t grid_next(const Db *db, usec_t now)
 	return tick_grid_next(db->t, db->cl->ticker_period, db->phase, now);
 }
 
-static void on_tick(PqevConn *c, const PqevReply *r, void *arg)
+static void on_tick(Db *db, const JobOutcome *o)
 {
-	Db *db = arg;
+	const PqevReply *r = o->reply;
 	Ticker *t = db->t;
 
-	db_job_done(db);
 	if (r->status == PQEV_OK) {
 		const char *v = PQntuples(r->result) > 0 ? PQgetvalue(r->result, 0, 0) : "0";
 		long long n = strtoll(v, NULL, 10);
@@ -529,7 +525,7 @@ static void on_tick(PqevConn *c, const PqevReply *r, void *arg)
 		return;
 	}
 	/* lost, timed out, closed: the connection event restarts the checks */
-	db_request_failed(db, "pgq.ticker()", r);
+	tick_conn_job_failed(db, o);
 }
 
 static void send_tick(Db *db)
@@ -548,17 +544,25 @@ static void send_tick(Db *db)
 		stats_record_lateness(db->t, 0);
 	}
 	db->tick_is_wake = false;
-	db_send_job(db, JOB_TICK, "select pgq.ticker()", on_tick);
+	run_on_tick_conn(db, JOB_TICK, "pgq.ticker()", "select pgq.ticker()", PQEV_Q_SIMPLE,
+			 on_tick);
 }
 
 bool db_idle(const Db *db)
 {
-	return db->job == JOB_NONE;
+	return !job_busy(&db->tick_job) && !job_busy(&db->maint_job);
 }
+
+static void send_retry_probe(Db *db);
 
 void db_kick(Db *db)
 {
-	if (db->state != DB_RUNNING || db->job != JOB_NONE || db->dead || db->t->stopping) {
+	if (db->dead || db->t->stopping || db->state != DB_RUNNING) {
+		db_rearm(db);
+		return;
+	}
+	maint_kick(db);
+	if (job_busy(&db->tick_job)) {
 		db_rearm(db);
 		return;
 	}
@@ -569,10 +573,8 @@ void db_kick(Db *db)
 	}
 	if (db->tick_due)
 		send_tick(db);
-	else if (db->maint_active || db->maint_due)
-		maint_step(db);
-	else if (db->retry_active || db->retry_due)
-		retry_step(db);
+	else if (db->retry_due && !db->retry_active && !db->maint_conn_held && !db->maint_waiting)
+		send_retry_probe(db);
 	db_rearm(db);
 }
 
@@ -605,8 +607,10 @@ void db_rearm(Db *db)
 	default:
 		break;
 	}
-	if (db->job_req && db->job_deadline)
-		at = min_u(at, db->job_deadline);
+	if (db->tick_job.deadline)
+		at = min_u(at, db->tick_job.deadline);
+	if (db->maint_job.deadline)
+		at = min_u(at, db->maint_job.deadline);
 	if (at == USEC_INFINITY) {
 		evtimer_del(db->timer);
 		return;
@@ -658,8 +662,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 	if (db->dead)
 		return;
-	if (check_deadline(db, now))
-		return; /* the cancel's on_done moved the machine on and re-armed */
+	/* a timed-out retry call ends its round and its connection */
+	(void)job_expire(&db->maint_job, now);
+	if (job_expire(&db->tick_job, now))
+		return; /* the cancel's done moved the machine on and re-armed */
 	if (db->t->stopping)
 		return;
 	if (db->state == DB_NOPGQ || db->state == DB_FAILED) {
@@ -693,6 +699,286 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	db_kick(db);
 }
 
+/* ---- the maintenance connection ---- */
+
+static bool maint_work_left(const Db *db)
+{
+	return db->maint_due || db->maint_active || db->retry_active;
+}
+
+static unsigned maint_cap(const Db *db)
+{
+	return (unsigned)db->t->cfg->main.max_maint_connections;
+}
+
+static void maint_wait_remove(Db *db)
+{
+	Cluster *cl = db->cl;
+	Db **pp;
+
+	if (!db->maint_waiting)
+		return;
+	for (pp = &cl->maint_wait_head; *pp; pp = &(*pp)->maint_wait_next) {
+		if (*pp == db) {
+			*pp = db->maint_wait_next;
+			if (cl->maint_wait_tail == &db->maint_wait_next)
+				cl->maint_wait_tail = pp;
+			break;
+		}
+	}
+	db->maint_wait_next = NULL;
+	db->maint_waiting = false;
+}
+
+void cluster_maint_wake(Cluster *cl)
+{
+	while (cl->maint_wait_head &&
+	       cl->maint_conns < (unsigned)cl->t->cfg->main.max_maint_connections) {
+		Db *db = cl->maint_wait_head;
+
+		maint_wait_remove(db);
+		maint_kick(db);
+	}
+}
+
+/* Close the maintenance connection and give its place to the next database waiting. */
+static void maint_release(Db *db)
+{
+	Cluster *cl = db->cl;
+
+	maint_wait_remove(db);
+	if (!db->maint_conn_held)
+		return;
+	db->maint_conn_held = false;
+	if (cl->maint_conns > 0)
+		cl->maint_conns--;
+	pqev_log_debug(db->log, "maintenance connection closed");
+	/* a statement in flight ends here, through its done, which sees it released */
+	pqev_conn_close(db->maint_conn);
+	if (!db->dead && !cl->dead)
+		cluster_maint_wake(cl);
+}
+
+/*
+ * End the rounds in progress and close the connection. retry_soon: they
+ * failed (connection lost, timeout); plan them again after min(period,
+ * check_period) rather than at once, so a server that is down is not asked
+ * for a maintenance connection in a loop.
+ */
+static void maint_abandon(Db *db, bool retry_soon)
+{
+	usec_t now = pqev_clock_now();
+
+	if (retry_soon && (db->maint_active || db->maint_due)) {
+		db->maint_due = false;
+		db->next_maint = now + min_u(db->cl->maint_period, db->cl->check_period);
+	}
+	if (retry_soon && db->retry_active)
+		db->next_retry = now + min_u(db->cl->retry_period, db->cl->check_period);
+	maint_reset(db);
+	db->retry_active = db->retry_more = false;
+	maint_release(db);
+	db_rearm(db);
+}
+
+static void maint_next(Db *db);
+
+static void on_maint_done(Db *db, const JobOutcome *o)
+{
+	PqevStatus st = o->reply->status;
+
+	if (!db->maint_conn_held)
+		return; /* released (stop, park, unregister): the rounds are already over */
+	if (st != PQEV_OK && st != PQEV_SQL_ERROR) {
+		if (st == PQEV_TIMEOUT || (st == PQEV_CANCELED && o->timed_out))
+			pqev_log_warning(db->log, "%s timed out, round abandoned", o->what);
+		else
+			pqev_log_warning(db->log, "%s: %s, round abandoned", o->what,
+					 strip_label(db, o->reply->error));
+		stats_count_error(db->t, db,
+				  st == PQEV_TIMEOUT || o->timed_out ? ERR_TIMEOUT : ERR_LOST);
+		maint_abandon(db, true);
+		return;
+	}
+	if (o->job == JOB_MAINT)
+		maint_read(db, o->reply);
+	else
+		retry_read(db, o->reply);
+	maint_next(db);
+}
+
+/* Run the next statement of the rounds in progress, or close the connection. */
+static void maint_next(Db *db)
+{
+	JobSpec spec;
+	bool planned = false;
+
+	if (db->t->stopping) {
+		maint_abandon(db, false);
+		return;
+	}
+	if (db->maint_due || db->maint_active)
+		planned = maint_plan(db, &spec);
+	if (!planned && db->retry_active)
+		planned = retry_plan(db, &spec);
+	if (!planned) {
+		maint_release(db);
+		db_rearm(db);
+		return;
+	}
+	if (job_run(&db->maint_job, db->maint_conn, &spec, on_maint_done) < 0)
+		maint_abandon(db, true);
+}
+
+static void on_maint_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
+{
+	Db *db = arg;
+
+	if (db->dead || !db->maint_conn_held)
+		return;
+	switch (ev->type) {
+	case PQEV_EV_CONNECTED:
+		pqev_log_debug(db->log, "maintenance connection open");
+		if (!job_busy(&db->maint_job))
+			maint_next(db);
+		break;
+	case PQEV_EV_CONNECT_FAILED:
+	case PQEV_EV_LOST:
+		pqev_log_warning(db->log, "maintenance connection: %s",
+				 strip_label(db, ev->message));
+		maint_abandon(db, true);
+		break;
+	case PQEV_EV_RECYCLED:
+		break; /* lifetime is 0 on this connection */
+	}
+}
+
+/* Open the maintenance connection (under max_connecting). false: it cannot be made. */
+static bool maint_open(Db *db)
+{
+	PqevConnConfig cc;
+	char *ci = NULL;
+	int rc;
+
+	if (db_conn_config(db, &cc, &ci) < 0) {
+		pqev_log_error(db->log, "out of memory");
+		return false;
+	}
+	/* a round is short-lived: connection_lifetime does not apply, and no liveness
+	   query is needed while a statement is in flight */
+	cc.lifetime = 0;
+	cc.idle_check = 0;
+	cc.max_pipeline = 1;
+	if (!db->maint_conn) {
+		PqevConnCallbacks cb = {
+			.on_event = on_maint_event,
+			.on_notice = on_notice,
+			.arg = db,
+		};
+
+		db->maint_conn = pqev_conn_new(limit_of(db), &cc, &cb);
+		rc = db->maint_conn ? 0 : -ENOMEM;
+	} else {
+		rc = pqev_conn_set_config(db->maint_conn, &cc);
+	}
+	free(ci);
+	if (rc == 0)
+		rc = pqev_conn_start(db->maint_conn);
+	if (rc < 0) {
+		pqev_log_error(db->log, "cannot open a maintenance connection: %s",
+			       db->maint_conn ? pqev_conn_error(db->maint_conn) : strerror(-rc));
+		return false;
+	}
+	db->maint_conn_held = true;
+	db->cl->maint_conns++;
+	pqev_log_debug(db->log, "opening a maintenance connection (%u of %u in use)",
+		       db->cl->maint_conns, maint_cap(db));
+	return true;
+}
+
+/* Work for the maintenance connection: run it, open it, or queue for a place. */
+static void maint_kick(Db *db)
+{
+	Cluster *cl = db->cl;
+
+	if (db->maint_waiting || db->dead || db->t->stopping)
+		return;
+	if (db->maint_conn_held) {
+		if (pqev_conn_is_ready(db->maint_conn) && !job_busy(&db->maint_job))
+			maint_next(db);
+		return; /* connecting: on_maint_event goes on */
+	}
+	if (db->state != DB_RUNNING || !maint_work_left(db))
+		return;
+	if (cl->maint_conns >= maint_cap(db)) {
+		db->maint_waiting = true;
+		db->maint_wait_next = NULL;
+		*cl->maint_wait_tail = db;
+		cl->maint_wait_tail = &db->maint_wait_next;
+		pqev_log_debug(db->log, "waiting for a maintenance connection (%u in use)",
+			       cl->maint_conns);
+		return;
+	}
+	if (!maint_open(db))
+		maint_abandon(db, true);
+}
+
+/*
+ * Is any retry event due? Asked on the tick connection (rq_retry_idx, no lock
+ * that maintenance takes), so a round that has nothing to move opens no
+ * connection.
+ */
+static void on_retry_probe(Db *db, const JobOutcome *o)
+{
+	const PqevReply *r = o->reply;
+
+	if (r->status == PQEV_OK && PQntuples(r->result) == 1 &&
+	    strcmp(PQgetvalue(r->result, 0, 0), "t") == 0) {
+		db->retry_active = true; /* the round starts on the maintenance connection */
+		db->retry_more = true;
+		db->retry_calls = 0;
+		db->retry_due = false;
+	} else {
+		if (r->status == PQEV_SQL_ERROR)
+			db_note_sql_error(db, "retry check", r);
+		else if (r->status != PQEV_OK)
+			tick_conn_job_failed(db, o);
+		db->retry_due = false;
+		db->next_retry = pqev_clock_now() + db->cl->retry_period;
+	}
+	db_kick(db);
+}
+
+static void send_retry_probe(Db *db)
+{
+	run_on_tick_conn(db, JOB_RETRY, "retry check",
+			 "select exists (select 1 from pgq.retry_queue"
+			 " where ev_retry_after <= pg_catalog.now())",
+			 PQEV_Q_SIMPLE, on_retry_probe);
+}
+
+void db_close(Db *db)
+{
+	maint_abandon(db, false);
+	if (db->conn)
+		pqev_conn_close(db->conn);
+}
+
+void db_recheck_now(Db *db)
+{
+	if (db->dead)
+		return;
+	db->recheck_interval = db->cl->check_period;
+	if (db->state == DB_RUNNING) {
+		/* pgq may have been dropped or upgraded: check before the next tick */
+		db->recheck_pgq = true;
+		db_kick(db);
+	} else if (db->state == DB_NOPGQ || db->state == DB_FAILED) {
+		db->next_check = pqev_clock_now();
+		db_rearm(db);
+	}
+}
+
 /* ---- connection callbacks ---- */
 
 static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
@@ -707,9 +993,11 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 			pqev_log_info(db->log, "%s", strip_label(db, ev->message));
 		else
 			pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
-		db->job = JOB_NONE;
 		if (db->next_tick == 0 || db->next_tick == USEC_INFINITY)
 			db->next_tick = grid_next(db, pqev_clock_now());
+		/* a job queued but not sent survives pqev_conn_reconnect(): the checks
+		   go first on a new session */
+		job_cancel(&db->tick_job);
 		start_checks(db);
 		break;
 	case PQEV_EV_CONNECT_FAILED:
@@ -723,7 +1011,6 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 				       strip_label(db, ev->message), ev->streak,
 				       pqev_usec_to_sec(ev->retry_in));
 		stats_count_error(db->t, db, stats_conn_error_kind(ev));
-		db_job_aborted(db);
 		db_note_failure(db);
 		db->tick_due = false;
 		db->wake_at = 0;
@@ -732,7 +1019,6 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		break;
 	case PQEV_EV_RECYCLED:
 		pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
-		db_job_aborted(db);
 		db_set_state(db, DB_CONNECTING);
 		db_rearm(db);
 		break;
@@ -749,11 +1035,11 @@ static void on_notify(PqevConn *c, const char *channel, const char *payload, int
 	pqev_log_noise(db->log, "wake-up for queue %s", payload);
 	if (db->tick_due)
 		return; /* a tick is already waiting to go: it covers this wake-up */
-	if (db->job == JOB_TICK || now < db->tick_started + min_gap) {
+	if (db->tick_job.job == JOB_TICK || now < db->tick_started + min_gap) {
 		/* coalesce: one tick after the current one, no sooner than min_gap */
 		usec_t at = db->tick_started + min_gap;
 
-		if (db->job == JOB_TICK && at <= now) {
+		if (db->tick_job.job == JOB_TICK && at <= now) {
 			db->tick_due = true;
 			db->tick_is_wake = true;
 			db->tick_sched = now;
@@ -838,9 +1124,9 @@ void db_unregister(Db *db)
 		t->stats.by_state[db->state]--;
 	if (db->unreachable && t->stats.unreachable > 0)
 		t->stats.unreachable--;
-	/* fails the request in flight; the callbacks see db->dead and do nothing */
-	if (db->conn)
-		pqev_conn_close(db->conn);
+	if (db->version[0])
+		note_ticking(db, false, "unregistered");
+	db_close(db);
 	db->next = t->graveyard;
 	t->graveyard = db;
 	registry_schedule_reap(t);
@@ -852,7 +1138,9 @@ void db_free(Db *db)
 		return;
 	db->dead = true;
 	slot_leave(db);
+	db_close(db);
 	db->conn = pqev_conn_free(db->conn);
+	db->maint_conn = pqev_conn_free(db->maint_conn);
 	maint_reset(db);
 	if (db->timer)
 		event_free(db->timer);

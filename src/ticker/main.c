@@ -371,6 +371,8 @@ static int run(Ticker *t)
 		.arg = t,
 	};
 	pid_t other = 0;
+	usec_t closing_at;
+	bool ran = false;
 	int rc;
 
 	if (cli.daemon) {
@@ -445,13 +447,19 @@ static int run(Ticker *t)
 		pqev_log_fatal(NULL, "event loop failed");
 		t->exit_code = 1;
 	}
-	if (!t->exit_code)
-		pqev_log_info(NULL, "stopped");
+	ran = true;
 out:
 	t->stopping = true;
 	http_free(t);
 	node_free_all(t);
+	/* "stopped" means every session is gone: log it only after closing them */
+	closing_at = pqev_clock_refresh();
 	registry_free_all(t);
+	if (ran)
+		pqev_log_debug(NULL, "connections closed in %.3f s",
+			       pqev_usec_to_sec(pqev_clock_refresh() - closing_at));
+	if (ran && !t->exit_code)
+		pqev_log_info(NULL, "stopped");
 	if (t->stats_timer)
 		event_free(t->stats_timer);
 	if (t->health_timer)

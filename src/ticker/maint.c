@@ -1,6 +1,8 @@
 /*
- * Maintenance and retry rounds, run on the database's one connection between
- * ticks, one statement at a time.
+ * What maintenance and retry rounds run: the next statement (maint_plan,
+ * retry_plan) and what its answer means (maint_read, retry_read). Running the
+ * statements is db.c's and job.c's: on the database's maintenance connection,
+ * one statement at a time, never on the tick connection.
  *
  * Maintenance (modern PgQ): `select func_name, func_arg from pgq.maint_operations()`
  * gives the list; each op is its own statement and so its own transaction (step1
@@ -22,6 +24,7 @@
 #include <strings.h>
 
 #include <pgqd-ev/pqev_clock.h>
+#include <pgqd-ev/pqev_conn.h>
 #include <pgqd-ev/pqev_log.h>
 
 #include "ticker.h"
@@ -32,6 +35,13 @@
 #define MAX_REPEAT 100000
 /* The same for retry calls in one round (each moves up to 10 events). */
 #define MAX_RETRY_CALLS 100000
+
+/* What the statement maint_plan gave last was (db->maint_last). */
+typedef enum MaintStmt {
+	STMT_LIST = 0, /* pgq.maint_operations() or, before 3.0, pgq.get_queue_info() */
+	STMT_OP,       /* db->ops[db->op_idx] */
+	STMT_TABLES,   /* pgq.maint_tables_to_vacuum() for the OP_TABLES_TO_VACUUM marker */
+} MaintStmt;
 
 char *maint_quote_fqname(const char *name)
 {
@@ -68,6 +78,8 @@ void maint_reset(Db *db)
 	db->nops = db->op_cap = db->op_idx = 0;
 	db->op_repeat = 0;
 	db->maint_active = false;
+	free(db->maint_sql);
+	db->maint_sql = NULL;
 }
 
 static bool add_op(Db *db, const char *func, const char *arg)
@@ -106,59 +118,105 @@ static void round_done(Db *db)
 
 	pqev_log_debug(db->log, "maintenance done, %zu ops", db->nops);
 	maint_reset(db);
-	db->job = JOB_NONE;
 	t->stats.maint++;
 	t->stats.t_maint++;
 	db->n_maint++;
 	db->next_maint = pqev_clock_now() + db->cl->maint_period;
-	db_kick(db);
 }
 
-static void send_maint(Db *db, const char *sql, int nparams, const char *const *params,
-		       unsigned flags, PqevDoneFn fn)
+/* Keep sql as the statement of the spec; false (logged) when out of memory. */
+static bool set_sql(Db *db, JobSpec *spec, char *sql, const char *what, const char *param,
+		    unsigned flags, MaintStmt kind)
 {
-	PqevQuery q = {
-		.sql = sql,
-		.nparams = nparams,
-		.params = params,
-		.flags = flags,
-		.on_done = fn,
-		.arg = db,
-	};
-
-	db->job = JOB_MAINT;
-	if (pqev_conn_send(db->conn, &q, NULL) < 0) {
-		pqev_log_debug(db->log, "cannot send: %s", pqev_conn_error(db->conn));
-		db_job_aborted(db);
+	free(db->maint_sql);
+	db->maint_sql = sql;
+	if (!sql) {
+		pqev_log_error(db->log, "out of memory");
+		return false;
 	}
+	db->maint_last = kind;
+	spec->job = JOB_MAINT;
+	spec->what = what;
+	spec->sql = sql;
+	spec->param = param;
+	spec->flags = flags;
+	spec->timeout = 0; /* a vacuum of a large table may take long: statement_timeout */
+	return true;
 }
 
-static void next_op(Db *db);
-
-/* Common handling of a failed maintenance statement: true if the round goes on. */
-static bool maint_failed(Db *db, const char *what, const PqevReply *r)
+/* "select <func>($1)" or "vacuum <table>" for one op; NULL when out of memory. */
+static char *op_sql(const MaintOp *op)
 {
-	if (r->status == PQEV_SQL_ERROR) {
-		db_note_sql_error(db, what, r);
+	char *q = maint_quote_fqname(is_vacuum(op->func) ? op->arg : op->func);
+	char *sql = q ? malloc(strlen(q) + 32) : NULL;
+
+	if (sql && is_vacuum(op->func))
+		sprintf(sql, "%s %s",
+			strcasecmp(op->func, "vacuum") == 0 ? "vacuum" : "vacuum analyze", q);
+	else if (sql)
+		sprintf(sql, "select %s(%s)", q, op->arg ? "$1" : "");
+	free(q);
+	return sql;
+}
+
+/* The round ends when its next statement cannot be planned. */
+static bool planned_or_done(Db *db, bool planned)
+{
+	if (!planned)
+		round_done(db);
+	return planned;
+}
+
+bool maint_plan(Db *db, JobSpec *spec)
+{
+	MaintOp *op;
+
+	if (!db->maint_active) {
+		db->maint_due = false;
+		db->maint_active = true;
+		db->op_idx = 0;
+		if (db->has_maint_ops)
+			return planned_or_done(db, set_sql(db, spec,
+							   strdup("select func_name, func_arg"
+								  " from pgq.maint_operations()"),
+							   "pgq.maint_operations()", NULL, 0,
+							   STMT_LIST));
+		return planned_or_done(
+			db, set_sql(db, spec, strdup("select queue_name from pgq.get_queue_info()"),
+				    "pgq.get_queue_info()", NULL, 0, STMT_LIST));
+	}
+	while (db->op_idx < db->nops) {
+		op = &db->ops[db->op_idx];
+		if (strcmp(op->func, OP_TABLES_TO_VACUUM) == 0)
+			return planned_or_done(
+				db, set_sql(db, spec,
+					    strdup("select * from pgq.maint_tables_to_vacuum()"),
+					    "pgq.maint_tables_to_vacuum()", NULL, 0, STMT_TABLES));
+		if (is_vacuum(op->func) && (!op->arg || !*op->arg)) {
+			pqev_log_warning(db->log, "maint op %s without a table, skipped", op->func);
+			db->op_idx++;
+			continue;
+		}
+		/* VACUUM refuses to run inside a pipeline's transaction: simple protocol */
+		if (!planned_or_done(db, set_sql(db, spec, op_sql(op), op->func,
+						 is_vacuum(op->func) ? NULL : op->arg,
+						 is_vacuum(op->func) ? PQEV_Q_SIMPLE : 0, STMT_OP)))
+			return false;
+		pqev_log_debug(db->log, "maint: %s%s%s", db->maint_sql,
+			       spec->param ? " -- $1 = " : "", spec->param ? spec->param : "");
 		return true;
 	}
-	db_request_failed(db, what, r);
+	round_done(db);
 	return false;
 }
 
-static void on_op(PqevConn *c, const PqevReply *r, void *arg)
+static void read_op(Db *db, const PqevReply *r)
 {
-	Db *db = arg;
-	MaintOp *op;
+	MaintOp *op = &db->ops[db->op_idx];
 	bool again = false;
 
-	db->job = JOB_NONE;
-	if (db->dead || !db->maint_active || db->op_idx >= db->nops)
-		return;
-	op = &db->ops[db->op_idx];
 	if (r->status != PQEV_OK) {
-		if (!maint_failed(db, op->func, r))
-			return;
+		db_note_sql_error(db, op->func, r);
 	} else if (!is_vacuum(op->func) && r->result && PQntuples(r->result) > 0 &&
 		   PQnfields(r->result) > 0 && !PQgetisnull(r->result, 0, 0)) {
 		char *end;
@@ -173,19 +231,12 @@ static void on_op(PqevConn *c, const PqevReply *r, void *arg)
 		db->op_idx++;
 		db->op_repeat = 0;
 	}
-	db_kick(db);
 }
 
-static void on_tables_to_vacuum(PqevConn *c, const PqevReply *r, void *arg)
+static void read_tables(Db *db, const PqevReply *r)
 {
-	Db *db = arg;
-
-	db->job = JOB_NONE;
-	if (db->dead || !db->maint_active)
-		return;
 	if (r->status != PQEV_OK) {
-		if (!maint_failed(db, "pgq.maint_tables_to_vacuum()", r))
-			return;
+		db_note_sql_error(db, "pgq.maint_tables_to_vacuum()", r);
 	} else {
 		for (int i = 0; i < PQntuples(r->result); i++) {
 			if (!PQgetisnull(r->result, i, 0) &&
@@ -196,178 +247,88 @@ static void on_tables_to_vacuum(PqevConn *c, const PqevReply *r, void *arg)
 		}
 	}
 	db->op_idx++;
-	db_kick(db);
 }
 
-static void next_op(Db *db)
+static void read_list(Db *db, const PqevReply *r)
 {
-	MaintOp *op;
-	char *q, *sql;
-
-	if (db->op_idx >= db->nops) {
-		round_done(db);
-		return;
-	}
-	op = &db->ops[db->op_idx];
-	if (strcmp(op->func, OP_TABLES_TO_VACUUM) == 0) {
-		send_maint(db, "select * from pgq.maint_tables_to_vacuum()", 0, NULL, 0,
-			   on_tables_to_vacuum);
-		return;
-	}
-	if (is_vacuum(op->func)) {
-		if (!op->arg || !*op->arg) {
-			pqev_log_warning(db->log, "maint op %s without a table, skipped", op->func);
-			db->op_idx++;
-			db_kick(db);
-			return;
-		}
-		q = maint_quote_fqname(op->arg);
-		sql = q ? malloc(strlen(q) + 32) : NULL;
-		if (!sql) {
-			free(q);
-			pqev_log_error(db->log, "out of memory");
-			db_job_aborted(db);
-			return;
-		}
-		sprintf(sql, "%s %s",
-			strcasecmp(op->func, "vacuum") == 0 ? "vacuum" : "vacuum analyze", q);
-		pqev_log_debug(db->log, "maint: %s", sql);
-		/* simple protocol: VACUUM refuses to run inside a pipeline's transaction */
-		send_maint(db, sql, 0, NULL, PQEV_Q_SIMPLE, on_op);
-		free(q);
-		free(sql);
-		return;
-	}
-	q = maint_quote_fqname(op->func);
-	sql = q ? malloc(strlen(q) + 32) : NULL;
-	if (!sql) {
-		free(q);
-		pqev_log_error(db->log, "out of memory");
-		db_job_aborted(db);
-		return;
-	}
-	sprintf(sql, "select %s(%s)", q, op->arg ? "$1" : "");
-	pqev_log_debug(db->log, "maint: %s%s%s", sql, op->arg ? " -- $1 = " : "",
-		       op->arg ? op->arg : "");
-	{
-		const char *params[1] = {op->arg};
-
-		send_maint(db, sql, op->arg ? 1 : 0, params, 0, on_op);
-	}
-	free(q);
-	free(sql);
-}
-
-static void on_op_list(PqevConn *c, const PqevReply *r, void *arg)
-{
-	Db *db = arg;
-
-	db->job = JOB_NONE;
-	if (db->dead || !db->maint_active)
-		return;
-	if (r->status != PQEV_OK) {
-		if (maint_failed(db, "pgq.maint_operations()", r)) {
-			/* nothing to run this round; try again next period */
-			round_done(db);
-		}
-		return;
-	}
-	for (int i = 0; i < PQntuples(r->result); i++) {
-		const char *func = PQgetvalue(r->result, i, 0);
-		const char *a = PQgetisnull(r->result, i, 1) ? NULL : PQgetvalue(r->result, i, 1);
-
-		if (PQgetisnull(r->result, i, 0))
-			continue;
-		if (!add_op(db, func, a)) {
-			pqev_log_error(db->log, "out of memory");
-			break;
-		}
-	}
-	db_kick(db);
-}
-
-static void on_queue_list(PqevConn *c, const PqevReply *r, void *arg)
-{
-	Db *db = arg;
 	bool ok = true;
 
-	db->job = JOB_NONE;
-	if (db->dead || !db->maint_active)
-		return;
 	if (r->status != PQEV_OK) {
-		if (maint_failed(db, "pgq.get_queue_info()", r))
-			round_done(db);
+		/* nothing to run this round (maint_plan ends it); again next period */
+		db_note_sql_error(
+			db, db->has_maint_ops ? "pgq.maint_operations()" : "pgq.get_queue_info()",
+			r);
 		return;
 	}
-	for (int i = 0; i < PQntuples(r->result) && ok; i++)
-		ok = add_op(db, "pgq.maint_rotate_tables_step1", PQgetvalue(r->result, i, 0));
-	ok = ok && add_op(db, "pgq.maint_rotate_tables_step2", NULL);
-	ok = ok && add_op(db, OP_TABLES_TO_VACUUM, NULL);
+	for (int i = 0; i < PQntuples(r->result) && ok; i++) {
+		if (PQgetisnull(r->result, i, 0))
+			continue;
+		if (db->has_maint_ops)
+			ok = add_op(db, PQgetvalue(r->result, i, 0),
+				    PQgetisnull(r->result, i, 1) ? NULL
+								 : PQgetvalue(r->result, i, 1));
+		else
+			ok = add_op(db, "pgq.maint_rotate_tables_step1",
+				    PQgetvalue(r->result, i, 0));
+	}
+	if (!db->has_maint_ops) {
+		ok = ok && add_op(db, "pgq.maint_rotate_tables_step2", NULL);
+		ok = ok && add_op(db, OP_TABLES_TO_VACUUM, NULL);
+	}
 	if (!ok)
 		pqev_log_error(db->log, "out of memory");
-	db_kick(db);
 }
 
-void maint_step(Db *db)
+void maint_read(Db *db, const PqevReply *r)
 {
-	if (!db->maint_active) {
-		db->maint_due = false;
-		db->maint_active = true;
-		db->op_idx = 0;
-		if (db->has_maint_ops)
-			send_maint(db, "select func_name, func_arg from pgq.maint_operations()", 0,
-				   NULL, 0, on_op_list);
-		else
-			send_maint(db, "select queue_name from pgq.get_queue_info()", 0, NULL, 0,
-				   on_queue_list);
+	if (!db->maint_active)
 		return;
-	}
-	next_op(db);
+	if (db->maint_last == STMT_LIST)
+		read_list(db, r);
+	else if (db->maint_last == STMT_TABLES && db->op_idx < db->nops)
+		read_tables(db, r);
+	else if (db->op_idx < db->nops)
+		read_op(db, r);
 }
 
 /* ---- retry ---- */
 
-static void on_retry(PqevConn *c, const PqevReply *r, void *arg)
+bool retry_plan(Db *db, JobSpec *spec)
 {
-	Db *db = arg;
+	if (!db->retry_active) {
+		db->retry_due = false;
+		db->retry_active = true;
+		db->retry_more = true;
+		db->retry_calls = 0;
+	}
+	if (!db->retry_more) {
+		db->retry_active = false;
+		db->next_retry = pqev_clock_now() + db->cl->retry_period;
+		return false;
+	}
+	spec->job = JOB_RETRY;
+	spec->what = "pgq.maint_retry_events()";
+	spec->sql = "select * from pgq.maint_retry_events()";
+	spec->param = NULL;
+	/* constant SQL without parameters: the simple protocol costs both sides less */
+	spec->flags = PQEV_Q_SIMPLE;
+	spec->timeout = db->t->cfg->main.query_timeout;
+	return true;
+}
+
+void retry_read(Db *db, const PqevReply *r)
+{
 	Ticker *t = db->t;
 	long long n = 0;
 
-	db_job_done(db);
-	if (db->dead || !db->retry_active)
-		return;
-	if (r->status != PQEV_OK) {
-		if (r->status == PQEV_SQL_ERROR)
-			db_note_sql_error(db, "pgq.maint_retry_events()", r);
-		else
-			db_request_failed(db, "pgq.maint_retry_events()", r);
-		if (r->status != PQEV_SQL_ERROR)
-			return;
-	} else if (PQntuples(r->result) > 0 && !PQgetisnull(r->result, 0, 0)) {
+	if (r->status != PQEV_OK)
+		db_note_sql_error(db, "pgq.maint_retry_events()", r);
+	else if (PQntuples(r->result) > 0 && !PQgetisnull(r->result, 0, 0))
 		n = strtoll(PQgetvalue(r->result, 0, 0), NULL, 10);
-	}
 	if (n > 0) {
 		t->stats.retry += (uint64_t)n;
 		t->stats.t_retry += (uint64_t)n;
 		db->n_retry += (uint64_t)n;
 	}
-	if (n > 0 && ++db->retry_calls < MAX_RETRY_CALLS) {
-		db_kick(db);
-		return;
-	}
-	db->retry_active = false;
-	db->next_retry = pqev_clock_now() + db->cl->retry_period;
-	db_kick(db);
-}
-
-void retry_step(Db *db)
-{
-	if (!db->retry_active) {
-		db->retry_due = false;
-		db->retry_active = true;
-		db->retry_calls = 0;
-	}
-	db_send_job(db, JOB_RETRY, "select * from pgq.maint_retry_events()", on_retry);
-	if (db->job == JOB_NONE)
-		db_job_aborted(db);
+	db->retry_more = n > 0 && ++db->retry_calls < MAX_RETRY_CALLS;
 }

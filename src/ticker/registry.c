@@ -12,7 +12,8 @@
  *
  * Reload: clusters are matched by name, databases by name within a cluster. A
  * changed base_connstr reconnects only that cluster's databases; changed periods
- * re-plan the schedules without reconnecting.
+ * re-plan the schedules without reconnecting. Every kept database is checked
+ * for pgq again at once (a database parked without pgq connects now).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,6 +369,7 @@ static Cluster *cluster_new(Ticker *t, const ClusterView *v)
 	if (!cl)
 		return NULL;
 	cl->t = t;
+	cl->maint_wait_tail = &cl->maint_wait_head;
 	cl->name = strdup(v->name);
 	snprintf(label, sizeof(label), "%s", v->name[0] ? v->name : "pgqd");
 	cl->log = pqev_log_ctx_new("cluster", label);
@@ -454,8 +456,13 @@ void registry_apply(Ticker *t, const TickerConfig *cfg)
 				pqev_log_error(cl->log, "out of memory applying the configuration");
 				continue;
 			}
-			for (Db *db = cl->dbs; db; db = db->next)
+			/* a reload also checks every database for pgq at once */
+			for (Db *db = cl->dbs; db; db = db->next) {
 				db_apply_settings(db, reconnect);
+				if (!reconnect)
+					db_recheck_now(db);
+			}
+			cluster_maint_wake(cl); /* max_maint_connections may have grown */
 			if (reconnect && cl->disc)
 				pqev_conn_close(cl->disc);
 			cluster_run(cl, list_changed || reconnect);

@@ -3,10 +3,13 @@
  *
  * Object model: one Ticker (the process) owns Clusters (one per configured
  * server); each Cluster owns its Dbs and, in discovery mode, one discovery
- * connection. Each Db owns exactly ONE PqevConn that carries, in turn, the pgq
- * checks, ticks, maintenance and retry rounds: at most one of our queries is in
- * flight per database (db->job), and a due tick always goes before the next
- * maintenance or retry step.
+ * connection. Each Db owns its tick connection (db->conn), open all the time,
+ * which carries the pgq checks and the ticks, and a maintenance connection
+ * (db->maint_conn), open only while a maintenance or retry round runs (at most
+ * max_maint_connections per cluster at once). Each connection has at most one
+ * of our queries in flight, in a JobSlot (job.c): the only code that sends a
+ * job and ends it. Maintenance and retry (maint.c) only plan the next
+ * statement and read its result, so a tick never waits behind them.
  *
  * Invariants:
  *   - db->state changes only through db_set_state(), which keeps the per-state
@@ -65,7 +68,7 @@ typedef enum ErrKind {
 
 const char *err_kind_name(ErrKind k);
 
-/* The one query of ours in flight on a database. */
+/* What a query of ours is for. */
 typedef enum DbJob {
 	JOB_NONE = 0,
 	JOB_CHECK,
@@ -73,6 +76,37 @@ typedef enum DbJob {
 	JOB_MAINT,
 	JOB_RETRY,
 } DbJob;
+
+/* One statement to run, as planned by the checks, ticks, maintenance or retry. */
+typedef struct JobSpec {
+	DbJob job;
+	const char *what;  /* for messages: "pgq.ticker()", a maintenance function */
+	const char *sql;   /* copied by job_run */
+	const char *param; /* $1, or NULL for none */
+	unsigned flags;    /* PQEV_Q_* */
+	usec_t timeout;    /* 0: none */
+} JobSpec;
+
+/* How a job ended: handed to its done callback, borrowed for the call. */
+typedef struct JobOutcome {
+	DbJob job;
+	const char *what;
+	const PqevReply *reply;
+	bool timed_out; /* cancelled by job_expire at its deadline */
+} JobOutcome;
+
+typedef void (*JobDoneFn)(Db *db, const JobOutcome *o);
+
+/* The one job in flight on one connection of a database (job.c). */
+typedef struct JobSlot {
+	Db *db;
+	DbJob job; /* JOB_NONE: idle */
+	PqevReq *req;
+	usec_t deadline; /* 0: none */
+	bool timed_out;
+	JobDoneFn done;
+	char what[64];
+} JobSlot;
 
 /* One maintenance operation. */
 typedef struct MaintOp {
@@ -91,13 +125,18 @@ struct Db {
 	char *name;
 	char *label; /* "db" or "cluster/db": log context and metrics label */
 	PqevLogCtx *log;
-	PqevConn *conn;
+	PqevConn *conn;       /* ticks and checks; open while the database is ticked */
+	PqevConn *maint_conn; /* maintenance and retry; open only during a round */
+	JobSlot tick_job;     /* on conn */
+	JobSlot maint_job;    /* on maint_conn */
+	bool maint_conn_held; /* counts against the cluster's max_maint_connections */
+	Db *maint_wait_next;  /* in cl's queue of databases waiting for a connection */
+	bool maint_waiting;
 	struct event *timer;
 	usec_t timer_at; /* when the pending timer fires (valid while pending) */
 	TickSlot *slot;  /* the timer of this database's tick grid; NULL: db->timer */
 	Db *slot_next, **slot_pprev;
 	DbState state;
-	DbJob job;
 	bool dead;    /* unregistered; waiting in the graveyard */
 	bool ever_ok; /* reached RUNNING at least once */
 
@@ -118,21 +157,16 @@ struct Db {
 	usec_t tick_sched;   /* when the due tick was scheduled */
 	usec_t tick_started; /* when the last tick was sent */
 	bool recheck_pgq;    /* a tick failed with an SQL error: run the checks again */
-	/*
-	 * Deadline of the check, tick or retry query in flight (query_timeout), kept
-	 * here and enforced by db->timer rather than a timer per request: one timer
-	 * event per tick fewer is measurable at a thousand databases.
-	 */
-	PqevReq *job_req;    /* valid until the query's on_done starts; NULL otherwise */
-	usec_t job_deadline; /* 0: none */
-	bool job_timed_out;  /* on_done of a request we cancelled at its deadline */
 
 	/* maintenance and retry rounds in progress */
 	bool maint_active;
 	MaintOp *ops;
 	size_t nops, op_idx, op_cap;
 	unsigned op_repeat;
+	char *maint_sql; /* the statement maint_plan gave last */
+	int maint_last;  /* what it was (maint.c's MaintStmt) */
 	bool retry_active;
+	bool retry_more; /* the last retry call moved events: call again */
 	unsigned retry_calls;
 
 	/* health */
@@ -166,6 +200,9 @@ struct Cluster {
 	size_t ndbs;
 	bool marked;
 	bool dead;
+	/* maintenance connections open now, and the databases waiting for one */
+	unsigned maint_conns;
+	Db *maint_wait_head, **maint_wait_tail;
 	/* discovery */
 	PqevConn *disc;
 	struct event *disc_timer;
@@ -211,6 +248,23 @@ struct Ticker {
 	bool syslog_wanted;
 };
 
+/* ---- job.c: the one place that runs a job and ends it ---- */
+void job_slot_init(JobSlot *s, Db *db);
+/*
+ * Send spec on c; `done` runs exactly once later (never inside this call), with
+ * the slot already idle again, unless the database was unregistered meanwhile.
+ * -errno when it could not be sent: then nothing runs.
+ */
+int job_run(JobSlot *s, PqevConn *c, const JobSpec *spec, JobDoneFn done);
+static inline bool job_busy(const JobSlot *s)
+{
+	return s->job != JOB_NONE;
+}
+/* Past its deadline: cancel it (its done runs now, timed_out set). True if it did. */
+bool job_expire(JobSlot *s, usec_t now);
+/* Cancel the job, if any (its done runs now with PQEV_CANCELED). */
+void job_cancel(JobSlot *s);
+
 /* ---- db.c: the per-database state machine ---- */
 Db *db_new(Cluster *cl, const char *name);
 void db_start(Db *db);
@@ -226,19 +280,17 @@ void db_rearm(Db *db);
 void db_apply_settings(Db *db, bool reconnect);
 /* Build the PqevConnConfig for a database (conninfo malloc'd into *conninfo_out). */
 int db_conn_config(const Db *db, PqevConnConfig *cc, char **conninfo_out);
-/* A query of the current job ended because the connection went away or closed. */
-void db_job_aborted(Db *db);
-/* A query ended without a server result (lost, timeout, closed, canceled). */
-void db_request_failed(Db *db, const char *what, const PqevReply *r);
-/* Send a check/tick/retry query under query_timeout; sets db->job. */
-void db_send_job(Db *db, DbJob job, const char *sql, PqevDoneFn fn);
-/* First thing in the on_done of a query sent with db_send_job. */
-void db_job_done(Db *db);
 /* Record a failure (for health) and an SQL error (counters, rate-limited log). */
 void db_note_failure(Db *db);
 void db_note_sql_error(Db *db, const char *what, const PqevReply *r);
-/* Graceful stop: true when nothing is in flight. */
+/* Graceful stop: true when no statement of ours is in flight. */
 bool db_idle(const Db *db);
+/* SIGHUP: check for pgq again now (parked: connect now; running: before the next tick). */
+void db_recheck_now(Db *db);
+/* Close both connections (stop, unregister); callbacks see db->dead. */
+void db_close(Db *db);
+/* Give free maintenance connections to the databases waiting for one. */
+void cluster_maint_wake(Cluster *cl);
 /* A grid point of the database's tick schedule passed (its slot's timer fired). */
 void db_on_grid(Db *db, usec_t now);
 
@@ -250,9 +302,18 @@ usec_t tick_grid_next(const Ticker *t, usec_t period, usec_t phase, usec_t now);
 int slot_join(Db *db);
 void slot_leave(Db *db);
 
-/* ---- maint.c: maintenance and retry rounds ---- */
-void maint_step(Db *db);
-void retry_step(Db *db);
+/* ---- maint.c: what maintenance and retry rounds run ---- */
+/*
+ * The next statement of the maintenance round (starting one if none is
+ * active), true; false when the round is over (counted and re-planned). The
+ * spec's strings stay valid until the next call of maint.c for db.
+ */
+bool maint_plan(Db *db, JobSpec *spec);
+/* The answer of the statement maint_plan gave last (a server result or SQL error). */
+void maint_read(Db *db, const PqevReply *r);
+bool retry_plan(Db *db, JobSpec *spec);
+void retry_read(Db *db, const PqevReply *r);
+/* Forget a round that cannot finish (its connection failed). */
 void maint_reset(Db *db);
 /* Quote a possibly schema-qualified name, each part as an identifier. */
 char *maint_quote_fqname(const char *name);

@@ -138,6 +138,8 @@ static const PqevConfKey main_keys[] = {
 	/* pgqd-ev */
 	PQEV_CONF_INT("max_connecting", MainCfg, max_connecting, "20", 0, 0, 100000,
 		      .help = "connection attempts in flight at once; 0: no cap"),
+	PQEV_CONF_INT("max_maint_connections", MainCfg, max_maint_connections, "4", 0, 1, 100000,
+		      .help = "maintenance connections open at once per cluster"),
 	PQEV_CONF_SECONDS("connect_timeout", MainCfg, connect_timeout, "10", 0, 0.1, 3600,
 			  .help = "deadline of one connection attempt"),
 	PQEV_CONF_SECONDS("statement_timeout", MainCfg, statement_timeout, "0", 0, 0, MAXP,
@@ -148,8 +150,9 @@ static const PqevConfKey main_keys[] = {
 			  .help = "first reconnect delay (upper bound)"),
 	PQEV_CONF_SECONDS("backoff_cap", MainCfg, backoff_cap, "60", 0, 0.01, 86400,
 			  .help = "largest reconnect delay"),
-	PQEV_CONF_SECONDS("pgq_recheck_max", MainCfg, pgq_recheck_max, "3600", 0, 0.1, MAXP,
-			  .help = "largest re-check interval for databases without pgq"),
+	PQEV_CONF_SECONDS("pgq_recheck_max", MainCfg, pgq_recheck_max, "0", 0, 0, MAXP,
+			  .help = "above check_period: re-checks of databases without pgq"
+				  " double up to this; else every check_period"),
 	PQEV_CONF_BOOL("low_latency", MainCfg, low_latency, "1", 0,
 		       .help = "LISTEN for producer wake-ups and tick at once"),
 	PQEV_CONF_SECONDS("wake_min_interval", MainCfg, wake_min_interval, "0.005", 0, 0, 60,

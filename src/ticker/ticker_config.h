@@ -79,6 +79,7 @@ typedef struct MainCfg {
 	int syslog_facility;
 	/* pgqd-ev keys */
 	int max_connecting;
+	int max_maint_connections; /* per cluster */
 	usec_t connect_timeout;
 	usec_t statement_timeout;
 	usec_t query_timeout;

@@ -240,6 +240,15 @@ bool dmn_log_contains(Daemon *d, const char *needle)
 	return find_line(d, needle, false);
 }
 
+long dmn_log_line_no(Daemon *d, const char *needle)
+{
+	pump_log(d);
+	for (size_t i = 0; i < d->nlines; i++)
+		if (strstr(d->lines[i], needle))
+			return (long)i;
+	return -1;
+}
+
 bool dmn_wait_notify(Daemon *d, const char *needle, int timeout_ms)
 {
 	int64_t end = pgt_now_ms() + timeout_ms;

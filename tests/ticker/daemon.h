@@ -35,6 +35,8 @@ bool dmn_wait_notify(Daemon *d, const char *needle, int timeout_ms);
 bool dmn_wait_log(Daemon *d, const char *needle, int timeout_ms);
 /* Drain what is readable now and tell whether any line so far contains needle. */
 bool dmn_log_contains(Daemon *d, const char *needle);
+/* Index of the first stderr line so far containing needle, -1 if none (for order). */
+long dmn_log_line_no(Daemon *d, const char *needle);
 
 void dmn_signal(Daemon *d, int signo);
 /* Wait for exit; returns the exit status, 128+signal, or -1 on timeout. */
