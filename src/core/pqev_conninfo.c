@@ -143,8 +143,10 @@ int pqev_conninfo_parse(PqevConn *c)
 	}
 	opts = PQconninfoParse(c->conninfo, &errmsg);
 	if (!opts) {
-		if (!errmsg)
+		if (!errmsg) {
+			pqev_conn_seterr(c, "out of memory parsing the connection string");
 			return -ENOMEM;
+		}
 		if (pqev_conninfo_has_password(c->conninfo))
 			pqev_conn_seterr(
 				c, "invalid conninfo (details withheld: it contains a password)");
@@ -175,8 +177,10 @@ int pqev_conninfo_parse(PqevConn *c)
 	if (host && !hostaddr)
 		rc = split_hosts(c, host);
 	PQconninfoFree(opts);
-	if (rc < 0)
+	if (rc < 0) {
 		pqev_conninfo_clear(c);
+		pqev_conn_seterr(c, "out of memory parsing the host list");
+	}
 	return rc;
 }
 
