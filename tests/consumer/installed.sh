@@ -16,6 +16,7 @@ mkdir -p "$tmp"
 meson install -C "$build" --destdir "$root" --no-rebuild --quiet >"$tmp/install.log" 2>&1 ||
     { cat "$tmp/install.log"; exit 1; }
 
+[ -n "$(find "$root" -path '*/man3/libpgqev.3')" ] || { echo "installed.sh: no libpgqev(3) installed"; exit 1; }
 pc=$(find "$root" -name libpgqev.pc)
 [ -n "$pc" ] || { echo "installed.sh: no libpgqev.pc installed"; exit 1; }
 # The .pc names its install prefix; point it at the private root. (A pkg-config
