@@ -1,6 +1,11 @@
-/* Minimal consumer: print every event of QUEUE as consumer CONSUMER. */
+/*
+ * Minimal consumer: print every event of QUEUE as consumer CONSUMER.
+ * With --register it only subscribes (once, at setup) and exits.
+ */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <pgqd-ev/pgqev_consumer.h>
 
@@ -17,10 +22,32 @@ static PgqevVerdict on_batch(PgqevConsumer *c, PgqevBatch *b, void *arg)
 	return PGQEV_DONE;
 }
 
+/*
+ * --register: subscribe and exit. PgQ delivers only events produced after the
+ * consumer registered, so run this once at setup, before the producers start.
+ */
+static int register_only(const char *conninfo, const char *queue, const char *consumer)
+{
+	PGconn *conn = PQconnectdb(conninfo);
+	bool is_new = false;
+	int rc = PQstatus(conn) == CONNECTION_OK
+			 ? pgqev_register(conn, queue, consumer, NULL, 0, &is_new)
+			 : -EIO;
+	if (rc < 0)
+		fprintf(stderr, "register: %s", PQerrorMessage(conn));
+	else
+		printf("%s on %s: %s\n", consumer, queue,
+		       is_new ? "registered" : "already registered");
+	PQfinish(conn);
+	return rc < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && strcmp(argv[4], "--register") == 0)
+		return register_only(argv[1], argv[2], argv[3]);
 	if (argc != 4) {
-		fprintf(stderr, "usage: %s CONNSTR QUEUE CONSUMER\n", argv[0]);
+		fprintf(stderr, "usage: %s CONNSTR QUEUE CONSUMER [--register]\n", argv[0]);
 		return 2;
 	}
 	PgqevConsumerConfig cfg;

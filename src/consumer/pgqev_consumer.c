@@ -116,6 +116,26 @@ static const char *bare(PqevConn *conn, const char *msg)
 	return msg;
 }
 
+/* Hand an error to on_error: the label and the detail stay apart, and the
+   joined message is cut to PGQEV_MSG_MAX whatever their lengths. */
+static void emit(PgqevConsumer *c, PgqevErrorKind kind, int64_t batch_id, usec_t retry_in,
+		 unsigned streak, const char *detail)
+{
+	char msg[PGQEV_MSG_MAX];
+	if (snprintf(msg, sizeof(msg), "%s: %s", c->label, detail) >= (int)sizeof(msg))
+		memcpy(msg + sizeof(msg) - 4, "...", 4); /* cut: say so */
+	PgqevError err = {
+		.kind = kind,
+		.batch_id = batch_id,
+		.streak = streak,
+		.retry_in = retry_in,
+		.message = msg,
+		.label = c->label,
+		.detail = detail,
+	};
+	c->cfg.on_error(c, &err, c->cfg.arg);
+}
+
 static void report(PgqevConsumer *c, PgqevErrorKind kind, usec_t retry_in, unsigned streak,
 		   const char *fmt, ...) PQEV_PRINTF(5, 6);
 
@@ -124,20 +144,12 @@ static void report(PgqevConsumer *c, PgqevErrorKind kind, usec_t retry_in, unsig
 {
 	if (!c->cfg.on_error)
 		return;
-	char msg[1024];
-	int n = snprintf(msg, sizeof(msg), "%s: ", c->label);
+	char detail[PGQEV_MSG_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
-	PgqevError err = {
-		.kind = kind,
-		.batch_id = c->batch ? c->batch->id : 0,
-		.streak = streak,
-		.retry_in = retry_in,
-		.message = msg,
-	};
-	c->cfg.on_error(c, &err, c->cfg.arg);
+	emit(c, kind, c->batch ? c->batch->id : 0, retry_in, streak, detail);
 }
 
 /* ---- requests ---- */
@@ -262,16 +274,12 @@ static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const 
 	c->fail_streak++;
 	usec_t delay = pqev_backoff_next(&c->fail_bo);
 	if (c->cfg.on_error) {
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s: %s%s%s", c->label, what, detail ? ": " : "",
-			 detail ? detail : "");
-		PgqevError err = {.kind = kind,
-				  .batch_id = bid,
-				  .streak = c->fail_streak,
-				  .retry_in = c->stop_requested ? 0 : delay,
-				  .message = msg};
+		char text[PGQEV_MSG_MAX];
+		if (snprintf(text, sizeof(text), "%s%s%s", what, detail ? ": " : "",
+			     detail ? detail : "") >= (int)sizeof(text))
+			memcpy(text + sizeof(text) - 4, "...", 4);
 		uint64_t gen = c->gen;
-		c->cfg.on_error(c, &err, c->cfg.arg);
+		emit(c, kind, bid, c->stop_requested ? 0 : delay, c->fail_streak, text);
 		if (gen != c->gen)
 			return;
 	}
@@ -786,10 +794,8 @@ static void on_channel(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 		return;
 	}
 	if (ch && (c->channel = strdup(ch)) && pqev_conn_listen(c->src, c->channel) == 0) {
-		c->listen_ok = true;
 		c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval : 30 * USEC_PER_SEC;
 	} else {
-		c->listen_ok = false;
 		c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval : USEC_PER_SEC;
 		report(c, PGQEV_ERR_SQL, 0, 1,
 		       "no tick notifications (%s): polling every %" PRIu64 " ms",
@@ -1012,9 +1018,13 @@ static void on_notify(PqevConn *conn, const char *channel, const char *payload, 
 
 /* ---- public API ---- */
 
-void pgqev_config_init(PgqevConsumerConfig *cfg)
+/* The first layout of PgqevConsumerConfig: fields added later go after it. */
+#define CONFIG_SIZE_1 (offsetof(PgqevConsumerConfig, arg) + sizeof(void *))
+
+static void config_defaults(PgqevConsumerConfig *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->register_on_start = true;
 	cfg->fetch_size = 1000;
 	cfg->listen = true;
@@ -1022,6 +1032,21 @@ void pgqev_config_init(PgqevConsumerConfig *cfg)
 	cfg->fail_delay = USEC_PER_SEC;
 	cfg->fail_cap = 60 * USEC_PER_SEC;
 	cfg->connect_timeout = 10 * USEC_PER_SEC;
+}
+
+void pgqev_config_init_size(PgqevConsumerConfig *cfg, size_t size)
+{
+	PgqevConsumerConfig d;
+	if (!cfg || size < sizeof(d.size))
+		return;
+	config_defaults(&d);
+	/* a program built against an older header has a shorter struct, one built
+	   against a newer header a longer one */
+	size_t n = size < sizeof(d) ? size : sizeof(d);
+	if (size > n)
+		memset(cfg, 0, size); /* a newer program's fields: unset */
+	memcpy(cfg, &d, n);
+	cfg->size = size;
 }
 
 static bool bad(char *errbuf, size_t errsize, const char *fmt, ...) PQEV_PRINTF(3, 4);
@@ -1033,8 +1058,28 @@ static bool bad(char *errbuf, size_t errsize, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(errbuf, errsize, fmt, ap);
 		va_end(ap);
+		/* one line: libpq's texts end in a newline and may span lines */
+		size_t n = strlen(errbuf);
+		while (n > 0 && (errbuf[n - 1] == '\n' || errbuf[n - 1] == ' '))
+			errbuf[--n] = '\0';
+		for (char *p = errbuf; *p; p++)
+			if (*p == '\n' || *p == '\r' || *p == '\t')
+				*p = ' ';
 	}
 	return false;
+}
+
+/* A connection string libpq cannot parse; its text is withheld if it holds a
+   password (libpq quotes the offending token or the whole URI). */
+static bool bad_conninfo(char *eb, size_t es, const char *setting, const char *conninfo,
+			 const char *perr)
+{
+	if (!perr)
+		return bad(eb, es, "%s: cannot parse (out of memory)", setting);
+	if (pqev_conninfo_has_password(conninfo))
+		return bad(eb, es, "%s: invalid (details withheld: it contains a password)",
+			   setting);
+	return bad(eb, es, "%s: %s", setting, perr);
 }
 
 static bool validate(const PgqevConsumerConfig *cfg, char *eb, size_t es)
@@ -1066,14 +1111,14 @@ static bool validate(const PgqevConsumerConfig *cfg, char *eb, size_t es)
 	PQconninfoOption *opts = NULL;
 	char *perr = NULL;
 	if (!(opts = PQconninfoParse(cfg->conninfo, &perr))) {
-		bad(eb, es, "conninfo: %s", perr ? perr : "cannot parse (out of memory?)");
+		bad_conninfo(eb, es, "conninfo", cfg->conninfo, perr);
 		PQfreemem(perr);
 		return false;
 	}
 	PQconninfoFree(opts);
 	if (cfg->target_conninfo) {
 		if (!(opts = PQconninfoParse(cfg->target_conninfo, &perr))) {
-			bad(eb, es, "target_conninfo: %s", perr ? perr : "cannot parse");
+			bad_conninfo(eb, es, "target_conninfo", cfg->target_conninfo, perr);
 			PQfreemem(perr);
 			return false;
 		}
@@ -1089,7 +1134,8 @@ static char *make_label(const PgqevConsumerConfig *cfg)
 	const char *db = NULL;
 	PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, NULL);
 	for (PQconninfoOption *o = opts; o && o->keyword; o++)
-		if (strcmp(o->keyword, "dbname") == 0 && o->val && *o->val)
+		if (strcmp(o->keyword, "dbname") == 0 && o->val && *o->val &&
+		    !pqev_conninfo_is_expanded(o->val))
 			db = o->val;
 	char *l = cfg->subconsumer
 			  ? pgqev_sprintf("%s/%s/%s.%s", db ? db : "-", cfg->queue, cfg->consumer,
@@ -1133,7 +1179,22 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 		bad(errbuf, errsize, "event_base: required");
 		return NULL;
 	}
-	if (!cfg || !validate(cfg, errbuf, errsize))
+	if (!cfg) {
+		bad(errbuf, errsize, "config: required");
+		return NULL;
+	}
+	PgqevConsumerConfig in;
+	config_defaults(&in);
+	int src = pqev_struct_in(&in, sizeof(in), cfg, cfg->size, 0);
+	if (src < 0 || cfg->size < CONFIG_SIZE_1) {
+		bad(errbuf, errsize,
+		    src == -E2BIG ? "config: sets fields this library (%s) does not know"
+				  : "config: not filled by pgqev_config_init() (%s)",
+		    PGQEV_VERSION);
+		return NULL;
+	}
+	cfg = &in;
+	if (!validate(cfg, errbuf, errsize))
 		return NULL;
 	PgqevConsumer *c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -1185,13 +1246,14 @@ int pgqev_consumer_start(PgqevConsumer *c)
 {
 	if (c->started || c->free_pending)
 		return -EALREADY;
+	PqevConn *failed = c->src;
 	int rc = pqev_conn_start(c->src);
 	if (rc == 0 && c->tgt)
-		rc = pqev_conn_start(c->tgt);
+		rc = pqev_conn_start(failed = c->tgt);
 	if (rc < 0) {
-		snprintf(c->errbuf, sizeof(c->errbuf), "%s", pqev_conn_error(c->src));
-		report(c, PGQEV_ERR_CONNECTION, 0, 1, "cannot start: %s",
-		       bare(c->src, pqev_conn_error(c->src)));
+		report(c, failed == c->tgt ? PGQEV_ERR_TARGET : PGQEV_ERR_CONNECTION, 0, 1,
+		       "cannot start%s: %s", failed == c->tgt ? " the target" : "",
+		       rc == -ENOMEM ? "out of memory" : bare(failed, pqev_conn_error(failed)));
 		pqev_conn_close(c->src);
 		if (c->tgt)
 			pqev_conn_close(c->tgt);

@@ -60,7 +60,6 @@ struct PgqevBatch {
 	bool pending;       /* on_batch returned PGQEV_PENDING */
 	bool abandoned;     /* the consumer gave the batch up (failure, stop, free) */
 	bool finishing;
-	bool finish_failed;
 	bool tgt_open;          /* exactly-once: target transaction begun */
 	PgqevBatch *next_stale; /* abandoned but still held by the application */
 };
@@ -87,7 +86,6 @@ struct PgqevConsumer {
 	bool registered; /* registration done once for this start */
 	bool setup_done; /* registration and channel known for this connection */
 	bool src_in_tx;
-	bool listen_ok; /* the tick channel is subscribed */
 	bool channel_tried;
 	unsigned setup_pending; /* setup requests still in flight */
 	char *channel;
@@ -106,8 +104,17 @@ struct PgqevConsumer {
 	PgqevBatch *stale; /* abandoned batches still held by the application */
 
 	uint64_t n_batches, n_events;
-	char errbuf[512];
 };
+
+/* Longest message handed to on_error (longer ones are cut). */
+#define PGQEV_MSG_MAX 1024
+
+/* From the core (pqev_conninfo.c): never echo a connection string holding a
+   password; read a caller's extensible struct. */
+bool pqev_conninfo_has_password(const char *conninfo);
+bool pqev_conninfo_is_expanded(const char *dbname);
+PQEV_MUSTCHECK int pqev_struct_in(void *dst, size_t dst_size, const void *src, size_t src_size,
+				  size_t base);
 
 /* pgqev_batch.c */
 PgqevBatch *pgqev_batch_new(PgqevConsumer *c, int64_t id);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <event2/event.h>
 
@@ -18,7 +19,36 @@ typedef struct Runner {
 	PgqevStateFn user_on_state;
 	void *user_arg;
 	int signals;
+	char last[256]; /* detail of the last failure printed */
 } Runner;
+
+static bool power_of_two(unsigned n)
+{
+	return n && !(n & (n - 1));
+}
+
+/* The default error output: one line per failure with when it is retried; the
+   same failure again only at streaks 2, 4, 8, ... so an outage does not flood. */
+static void print_error(Runner *r, const PgqevError *err)
+{
+	bool same = strncmp(r->last, err->detail, sizeof(r->last) - 1) == 0;
+	if (same && err->streak > 1 && !power_of_two(err->streak))
+		return;
+	snprintf(r->last, sizeof(r->last), "%s", err->detail);
+	char when[64] = "";
+	if (err->retry_in >= USEC_PER_SEC)
+		snprintf(when, sizeof(when), "; retrying in %.1f s", (double)err->retry_in / 1e6);
+	else if (err->retry_in > 0)
+		snprintf(when, sizeof(when), "; retrying in %u ms",
+			 (unsigned)((err->retry_in + 999) / USEC_PER_MSEC));
+	if (err->streak > 1)
+		fprintf(stderr, "pgqev: %s (failure %u in a row%s)\n", err->message, err->streak,
+			when);
+	else if (*when)
+		fprintf(stderr, "pgqev: %s (%s)\n", err->message, when + 2);
+	else
+		fprintf(stderr, "pgqev: %s\n", err->message);
+}
 
 static void run_on_error(PgqevConsumer *c, const PgqevError *err, void *arg)
 {
@@ -26,7 +56,7 @@ static void run_on_error(PgqevConsumer *c, const PgqevError *err, void *arg)
 	if (r->user_on_error)
 		r->user_on_error(c, err, r->user_arg);
 	else
-		fprintf(stderr, "pgqev: %s\n", err->message);
+		print_error(r, err);
 }
 
 static void run_on_state(PgqevConsumer *c, PgqevState old, PgqevState st, void *arg)
@@ -58,12 +88,20 @@ int pgqev_run(const PgqevConsumerConfig *cfg)
 {
 	if (!cfg)
 		return -EINVAL;
-	Runner r = {.user_on_batch = cfg->on_batch,
-		    .user_on_error = cfg->on_error,
-		    .user_on_state = cfg->on_state,
-		    .user_arg = cfg->arg};
-	PgqevConsumerConfig rc = *cfg;
-	rc.on_batch = cfg->on_batch ? run_on_batch : NULL;
+	/* the caller's struct may be shorter or longer than ours (see size) */
+	PgqevConsumerConfig rc;
+	pgqev_config_init(&rc);
+	if (pqev_struct_in(&rc, sizeof(rc), cfg, cfg->size, 0) < 0) {
+		fprintf(stderr, "pgqev: config: not filled by pgqev_config_init(), or sets fields "
+				"this library does not know\n");
+		return -EINVAL;
+	}
+	rc.size = sizeof(rc);
+	Runner r = {.user_on_batch = rc.on_batch,
+		    .user_on_error = rc.on_error,
+		    .user_on_state = rc.on_state,
+		    .user_arg = rc.arg};
+	rc.on_batch = r.user_on_batch ? run_on_batch : NULL;
 	rc.on_error = run_on_error;
 	rc.on_state = run_on_state;
 	rc.arg = &r;

@@ -76,9 +76,14 @@ void pqev_conn_seterr(PqevConn *c, const char *fmt, ...)
 			*p = ' ';
 }
 
-void pqev_conn_config_init(PqevConnConfig *cfg)
+/* The first layout of PqevConnConfig (library 1.0): fields added later go after it. */
+#define CONN_CONFIG_SIZE_1 (offsetof(PqevConnConfig, max_pipeline) + sizeof(unsigned))
+#define CALLBACKS_SIZE_1   (offsetof(PqevConnCallbacks, arg) + sizeof(void *))
+
+static void config_defaults(PqevConnConfig *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->application_name = "pgqd-ev";
 	cfg->connect_timeout = 10 * USEC_PER_SEC;
 	cfg->idle_check = 30 * USEC_PER_SEC;
@@ -89,6 +94,21 @@ void pqev_conn_config_init(PqevConnConfig *cfg)
 	cfg->keepalives_interval = 10;
 	cfg->keepalives_count = 3;
 	cfg->max_pipeline = 16;
+}
+
+void pqev_conn_config_init_size(PqevConnConfig *cfg, size_t size)
+{
+	PqevConnConfig d;
+	if (!cfg || size < sizeof(d.size))
+		return;
+	config_defaults(&d);
+	/* a caller built against an older header has a shorter struct, one built
+	   against a newer header a longer one */
+	size_t n = size < sizeof(d) ? size : sizeof(d);
+	if (size > n)
+		memset(cfg, 0, size); /* a newer program's fields: unset */
+	memcpy(cfg, &d, n);
+	cfg->size = size;
 }
 
 /* ---- re-entrancy ---- */
@@ -647,8 +667,14 @@ static char *dup_opt(const char *s, bool *oom)
 	return d;
 }
 
-static int copy_config(PqevConn *c, const PqevConnConfig *cfg)
+static int copy_config(PqevConn *c, const PqevConnConfig *given)
 {
+	PqevConnConfig in;
+	config_defaults(&in);
+	int rc = pqev_struct_in(&in, sizeof(in), given, given->size, 0);
+	if (rc < 0 || given->size < CONN_CONFIG_SIZE_1)
+		return rc < 0 ? rc : -EINVAL;
+	const PqevConnConfig *cfg = &in;
 	bool oom = false;
 	char *ci = dup_opt(cfg->conninfo, &oom);
 	char *nm = dup_opt(cfg->name, &oom);
@@ -663,6 +689,7 @@ static int copy_config(PqevConn *c, const PqevConnConfig *cfg)
 	free(c->cfg_name);
 	free(c->appname);
 	c->cfg = *cfg;
+	c->cfg.size = sizeof(c->cfg);
 	c->conninfo = ci;
 	c->cfg_name = nm;
 	c->appname = an;
@@ -695,8 +722,13 @@ PqevConn *pqev_conn_new(PqevConnLimit *lim, const PqevConnConfig *cfg, const Pqe
 		free(c);
 		return NULL;
 	}
-	if (cb)
-		c->cb = *cb;
+	if (cb && pqev_struct_in(&c->cb, sizeof(c->cb), cb, cb->size, CALLBACKS_SIZE_1) < 0) {
+		free(c->conninfo);
+		free(c->cfg_name);
+		free(c->appname);
+		free(c);
+		return NULL;
+	}
 	TAILQ_INIT(&c->queue);
 	TAILQ_INIT(&c->inflight);
 	c->notices_tail = &c->notices;

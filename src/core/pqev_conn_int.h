@@ -161,6 +161,18 @@ void pqev_sanitize(char *out, size_t outlen, const char *in);
 /* True if a conninfo string may hold a password (a password keyword, or a URI
  * with userinfo), so parse errors are withheld. */
 bool pqev_conninfo_has_password(const char *conninfo);
+/* True if a dbname value is itself a connection string (libpq expands those). */
+bool pqev_conninfo_is_expanded(const char *dbname);
+
+/*
+ * Read a caller's extensible struct (its first member is `size_t size`) into
+ * dst, already filled with defaults: copies min(size, dst_size) bytes. size 0
+ * stands for `base` when base > 0 (structs callers fill by hand), else is an
+ * error; -EINVAL below base, -E2BIG if bytes this library does not know are
+ * set (a caller built against a newer header).
+ */
+PQEV_MUSTCHECK int pqev_struct_in(void *dst, size_t dst_size, const void *src, size_t src_size,
+				  size_t base);
 
 /* ---- pqev_conn.c ---- */
 usec_t pqev_now(void);

@@ -198,9 +198,25 @@ static void kick(PqevConn *c)
 		event_active(&c->sock_ev, EV_WRITE, 0);
 }
 
-int pqev_conn_send(PqevConn *c, const PqevQuery *q, PqevReq **req_out)
+/* The first layout of PqevQuery (library 1.0): fields added later go after it. */
+#define QUERY_SIZE_1 (offsetof(PqevQuery, arg) + sizeof(void *))
+
+int pqev_conn_send(PqevConn *c, const PqevQuery *given, PqevReq **req_out)
 {
 	PqevReq *r;
+	PqevQuery in = {0};
+	const PqevQuery *q = NULL;
+	if (given) {
+		int rc = pqev_struct_in(&in, sizeof(in), given, given->size, QUERY_SIZE_1);
+		if (rc < 0) {
+			pqev_conn_seterr(c,
+					 "invalid request: size %zu is not a PqevQuery this "
+					 "library knows (%zu..%zu)",
+					 given->size, (size_t)QUERY_SIZE_1, sizeof(in));
+			return rc;
+		}
+		q = &in;
+	}
 	if (!q || !q->sql || !q->on_done || q->nparams < 0 || (q->nparams > 0 && !q->params) ||
 	    ((q->flags & PQEV_Q_SIMPLE) && q->nparams > 0) || q->nparams > 65535) {
 		pqev_conn_seterr(c, "invalid request (no SQL, no on_done, or bad parameters)");

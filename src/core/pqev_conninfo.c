@@ -37,6 +37,28 @@ bool pqev_conninfo_has_password(const char *conninfo)
 	return u && strchr(u, '@');
 }
 
+bool pqev_conninfo_is_expanded(const char *dbname)
+{
+	return dbname && (strchr(dbname, '=') || strstr(dbname, "://"));
+}
+
+int pqev_struct_in(void *dst, size_t dst_size, const void *src, size_t src_size, size_t base)
+{
+	if (src_size == 0 && base > 0)
+		src_size = base; /* a caller that leaves size 0 means the first layout */
+	if (src_size < base || src_size < sizeof(size_t))
+		return -EINVAL;
+	if (src_size > dst_size) {
+		/* a newer caller: what this library does not know must be unset */
+		for (size_t i = dst_size; i < src_size; i++)
+			if (((const unsigned char *)src)[i])
+				return -E2BIG;
+		src_size = dst_size;
+	}
+	memcpy(dst, src, src_size);
+	return 0;
+}
+
 static void free_strv(char **v, int n)
 {
 	if (!v)
@@ -48,7 +70,8 @@ static void free_strv(char **v, int n)
 
 static void free_keys(PqevConn *c)
 {
-	if (c->keys) {
+	/* kv_put keeps keys and vals the same length: both or neither exist */
+	if (c->keys && c->vals) {
 		for (int i = 0; c->keys[i]; i++) {
 			free(c->keys[i]);
 			free(c->vals[i]);
@@ -120,8 +143,10 @@ int pqev_conninfo_parse(PqevConn *c)
 	}
 	opts = PQconninfoParse(c->conninfo, &errmsg);
 	if (!opts) {
-		if (!errmsg)
+		if (!errmsg) {
+			pqev_conn_seterr(c, "out of memory parsing the connection string");
 			return -ENOMEM;
+		}
 		if (pqev_conninfo_has_password(c->conninfo))
 			pqev_conn_seterr(
 				c, "invalid conninfo (details withheld: it contains a password)");
@@ -133,7 +158,9 @@ int pqev_conninfo_parse(PqevConn *c)
 	for (PQconninfoOption *o = opts; o->keyword; o++) {
 		if (!o->val || !*o->val)
 			continue;
-		if (strcmp(o->keyword, "dbname") == 0)
+		/* a dbname holding a whole connection string (libpq expands it) may
+		   carry a password: never a label */
+		if (strcmp(o->keyword, "dbname") == 0 && !pqev_conninfo_is_expanded(o->val))
 			dbname = o->val;
 		else if (strcmp(o->keyword, "user") == 0)
 			user = o->val;
@@ -150,8 +177,10 @@ int pqev_conninfo_parse(PqevConn *c)
 	if (host && !hostaddr)
 		rc = split_hosts(c, host);
 	PQconninfoFree(opts);
-	if (rc < 0)
+	if (rc < 0) {
 		pqev_conninfo_clear(c);
+		pqev_conn_seterr(c, "out of memory parsing the host list");
+	}
 	return rc;
 }
 
@@ -175,25 +204,34 @@ static int kv_put(KV *kv, const char *k, const char *v)
 			return 0;
 		}
 	}
+	/* both arrays stay NULL-terminated and the same length after every
+	   step, so free_keys() can walk them whatever fails */
 	if (kv->n + 2 > kv->cap) {
 		int cap = kv->cap ? kv->cap * 2 : 32;
 		char **nk = realloc(kv->keys, (size_t)cap * sizeof(char *));
 		if (!nk)
 			return -ENOMEM;
 		kv->keys = nk;
+		kv->keys[kv->n] = NULL;
 		char **nv = realloc(kv->vals, (size_t)cap * sizeof(char *));
 		if (!nv)
 			return -ENOMEM;
 		kv->vals = nv;
 		kv->cap = cap;
+		kv->keys[kv->n] = NULL;
+		kv->vals[kv->n] = NULL;
 	}
-	kv->keys[kv->n] = strdup(k);
-	kv->vals[kv->n] = strdup(v);
+	char *dk = strdup(k), *dv = strdup(v);
+	if (!dk || !dv) {
+		free(dk);
+		free(dv);
+		return -ENOMEM;
+	}
+	kv->keys[kv->n] = dk;
+	kv->vals[kv->n] = dv;
 	kv->n++;
 	kv->keys[kv->n] = NULL;
 	kv->vals[kv->n] = NULL;
-	if (!kv->keys[kv->n - 1] || !kv->vals[kv->n - 1])
-		return -ENOMEM;
 	return 0;
 }
 

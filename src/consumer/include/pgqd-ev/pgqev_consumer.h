@@ -52,6 +52,7 @@
 #include <pgqd-ev/pqev_common.h>
 #include <pgqd-ev/pqev_conn.h>
 #include <pgqd-ev/pqev_connlimit.h>
+#include <pgqd-ev/pgqev_version.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -63,7 +64,8 @@ typedef struct PgqevConsumer PgqevConsumer;
 typedef struct PgqevBatch PgqevBatch;
 typedef struct PgqevEvent PgqevEvent;
 
-/* Library version string, e.g. "0.1.0". */
+/* The library's version string at run time, e.g. "0.1.0"; PGQEV_VERSION_STRING
+   (pgqev_version.h) is the one the program was compiled against. */
 const char *pgqev_version(void);
 
 /* ------------------------------------------------------------------------ */
@@ -107,13 +109,15 @@ typedef enum PgqevErrorKind {
 	PGQEV_ERR_TARGET,     /* exactly-once: the target connection or a write failed */
 } PgqevErrorKind;
 
-/* Handed to on_error; borrowed for the call. */
+/* Handed to on_error; borrowed for the call (the library may add fields at the end). */
 typedef struct PgqevError {
 	PgqevErrorKind kind;
 	int64_t batch_id;    /* the open batch, 0 if none */
 	unsigned streak;     /* failures in a row, this one included */
 	usec_t retry_in;     /* delay before the next attempt (0: immediately) */
-	const char *message; /* "<label>: <what>", never NULL, never a password */
+	const char *message; /* "<label>: <detail>", one line, never NULL, never a password */
+	const char *label;   /* the consumer's label (pgqev_consumer_label), never NULL */
+	const char *detail;  /* what happened, without the label; never NULL */
 } PgqevError;
 
 /* ------------------------------------------------------------------------ */
@@ -132,8 +136,13 @@ typedef void (*PgqevStateFn)(PgqevConsumer *c, PgqevState old_state, PgqevState 
 /*
  * Settings, a value type: fill with pgqev_config_init() and change what you need.
  * Durations are microseconds (usec_t, USEC_PER_SEC from pqev_common.h).
+ * Extensible: `size` is set by the init to the size the program was compiled
+ * with, so fields added at the end by later versions keep older programs
+ * working; a struct not filled by pgqev_config_init() is refused.
  */
 typedef struct PgqevConsumerConfig {
+	size_t size; /* set by pgqev_config_init(); do not change */
+
 	/* --- what to follow (conninfo, queue and consumer are required) --- */
 	const char *conninfo;    /* libpq keyword/value string or URI */
 	const char *queue;       /* queue name */
@@ -188,7 +197,13 @@ typedef struct PgqevConsumerConfig {
 	void *arg;
 } PgqevConsumerConfig;
 
-void pgqev_config_init(PgqevConsumerConfig *cfg);
+/* Fill with defaults; `size` is the caller's sizeof(PgqevConsumerConfig). */
+void pgqev_config_init_size(PgqevConsumerConfig *cfg, size_t size);
+
+static inline void pgqev_config_init(PgqevConsumerConfig *cfg)
+{
+	pgqev_config_init_size(cfg, sizeof(*cfg));
+}
 
 /* ------------------------------------------------------------------------ */
 /* Consumer lifecycle                                                       */
@@ -196,7 +211,11 @@ void pgqev_config_init(PgqevConsumerConfig *cfg);
 /*
  * New consumer on `base` (borrowed; must outlive the consumer). Validates the
  * config: on a bad value returns NULL and, if errbuf is not NULL, writes a
- * message naming the setting and the cause. No I/O until pgqev_consumer_start().
+ * message naming the setting and the cause (one line, no trailing newline, never
+ * a password: a connection string's parse error is withheld when it holds one).
+ * Also NULL for a cfg not filled by pgqev_config_init() or one that sets fields
+ * this library does not know (built against a newer header). No I/O until
+ * pgqev_consumer_start().
  */
 PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerConfig *cfg,
 				  char *errbuf, size_t errsize);
@@ -301,8 +320,9 @@ void pgqev_event_retry(PgqevEvent *e, int seconds);
  * Run one consumer on a private event loop until SIGINT or SIGTERM (graceful
  * stop: the batch in progress is finished) and return 0; -EINVAL for a bad
  * config (message on stderr), -ENOMEM. If cfg->on_error is NULL, errors are
- * printed to stderr. For simple programs; the signal handlers are removed again
- * on return.
+ * printed to stderr, one line each with when the next attempt comes; a failure
+ * that repeats the previous one is printed again only at streaks 2, 4, 8, ...
+ * For simple programs; the signal handlers are removed again on return.
  */
 PQEV_MUSTCHECK int pgqev_run(const PgqevConsumerConfig *cfg);
 

@@ -77,6 +77,10 @@
 #include <pgqd-ev/pqev_common.h>
 #include <pgqd-ev/pqev_connlimit.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct PqevConn PqevConn;
 typedef struct PqevReq PqevReq;
 
@@ -115,8 +119,13 @@ typedef struct PqevConnEvent {
 	const char *message; /* "<name>: <what happened>", no password, never NULL */
 } PqevConnEvent;
 
-/* Callbacks of a connection; any may be NULL. `arg` is passed to each. */
+/*
+ * Callbacks of a connection; any may be NULL. `arg` is passed to each.
+ * Extensible: set size = sizeof(PqevConnCallbacks); 0 stands for the layout
+ * of library 1.0 (callbacks added later are then not called).
+ */
 typedef struct PqevConnCallbacks {
+	size_t size;
 	void (*on_event)(PqevConn *c, const PqevConnEvent *ev, void *arg);
 	/* A notification; channel and payload are borrowed for the call. */
 	void (*on_notify)(PqevConn *c, const char *channel, const char *payload, int be_pid,
@@ -132,9 +141,12 @@ typedef struct PqevConnCallbacks {
 /*
  * Connection settings, a value type. Fill with pqev_conn_config_init() and
  * change what you need. Strings are copied by pqev_conn_new() and
- * pqev_conn_set_config().
+ * pqev_conn_set_config(). Extensible: `size` is set by the init to the size the
+ * caller was compiled with, so fields added at the end in later versions keep
+ * older programs working; a struct not filled by the init is refused.
  */
 typedef struct PqevConnConfig {
+	size_t size;                  /* set by pqev_conn_config_init(); do not change */
 	const char *conninfo;         /* libpq keyword/value string or URI (required) */
 	const char *name;             /* label for messages; NULL: dbname from conninfo */
 	const char *application_name; /* default "pgqd-ev"; conninfo's own value wins */
@@ -154,11 +166,19 @@ typedef struct PqevConnConfig {
 	unsigned max_pipeline;        /* requests in flight at once; default 16, >= 1 */
 } PqevConnConfig;
 
-void pqev_conn_config_init(PqevConnConfig *cfg);
+/* Fill with defaults; `size` is the caller's sizeof(PqevConnConfig). */
+void pqev_conn_config_init_size(PqevConnConfig *cfg, size_t size);
+
+static inline void pqev_conn_config_init(PqevConnConfig *cfg)
+{
+	pqev_conn_config_init_size(cfg, sizeof(*cfg));
+}
 
 /*
  * New connection on the limiter's loop. `cfg` and `cb` are copied. No I/O is done
- * and nothing is validated yet (see pqev_conn_start). NULL on out-of-memory.
+ * and the conninfo is not validated yet (see pqev_conn_start). NULL on
+ * out-of-memory, or if cfg was not filled by pqev_conn_config_init() or sets
+ * fields this library does not know (built against a newer header).
  */
 PqevConn *pqev_conn_new(PqevConnLimit *lim, const PqevConnConfig *cfg, const PqevConnCallbacks *cb);
 
@@ -195,7 +215,9 @@ PqevConn *pqev_conn_free(PqevConn *c);
 
 /*
  * Replace the settings; applies from the next connect attempt (call
- * pqev_conn_reconnect() to apply now). The callbacks are kept. -ENOMEM.
+ * pqev_conn_reconnect() to apply now). The callbacks are kept. -ENOMEM;
+ * -EINVAL if cfg was not filled by pqev_conn_config_init(), -E2BIG if it sets
+ * fields this library does not know.
  */
 PQEV_MUSTCHECK int pqev_conn_set_config(PqevConn *c, const PqevConnConfig *cfg);
 
@@ -246,8 +268,13 @@ typedef void (*PqevRowsFn)(PqevConn *c, const PGresult *res, void *arg);
 
 #define PQEV_Q_SIMPLE 0x1u /* simple protocol: several statements allowed, no params */
 
-/* A request to send; copied by pqev_conn_send (sql and params included). */
+/*
+ * A request to send; copied by pqev_conn_send (sql and params included).
+ * Extensible: set size = sizeof(PqevQuery) (PQEV_QUERY_INIT does); 0 stands
+ * for the layout of library 1.0, so fields added later are then not read.
+ */
 typedef struct PqevQuery {
+	size_t size;
 	const char *sql;
 	int nparams;               /* text parameters $1..$n (not with PQEV_Q_SIMPLE) */
 	const char *const *params; /* nparams values; a NULL entry is SQL NULL */
@@ -260,10 +287,14 @@ typedef struct PqevQuery {
 	void *arg;
 } PqevQuery;
 
+/* Start of a PqevQuery initializer: PqevQuery q = {PQEV_QUERY_INIT, .sql = ...}; */
+#define PQEV_QUERY_INIT .size = sizeof(PqevQuery)
+
 /*
  * Queue a request. Returns 0 and, if req_out is not NULL, a handle valid until
- * on_done starts; -EINVAL (bad query: text in pqev_conn_error()), -ENOTCONN if the
- * connection is CLOSED, -ENOMEM. On error no callback will run.
+ * on_done starts; -EINVAL (bad query: text in pqev_conn_error()), -E2BIG (q sets
+ * fields this library does not know), -ENOTCONN if the connection is CLOSED,
+ * -ENOMEM. On error no callback will run.
  */
 PQEV_MUSTCHECK int pqev_conn_send(PqevConn *c, const PqevQuery *q, PqevReq **req_out);
 
@@ -296,5 +327,9 @@ PQEV_MUSTCHECK int pqev_conn_listen(PqevConn *c, const char *channel);
 PQEV_MUSTCHECK int pqev_conn_unlisten(PqevConn *c, const char *channel);
 
 bool pqev_conn_listening(const PqevConn *c, const char *channel);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -21,6 +21,10 @@
 
 #include <pgqd-ev/pqev_common.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct event_base;
 
 typedef struct PqevConnLimit PqevConnLimit;
@@ -61,5 +65,9 @@ struct event_base *pqev_connlimit_base(const PqevConnLimit *lim);
 unsigned pqev_connlimit_active(const PqevConnLimit *lim);
 unsigned pqev_connlimit_waiting(const PqevConnLimit *lim);
 unsigned pqev_connlimit_peak(const PqevConnLimit *lim);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
