@@ -28,7 +28,10 @@ static const char sql_vers[] =
 	"select current_setting('server_version'), to_regproc('pgq.version') is not null,"
 	" (select e.extname from pg_depend d join pg_extension e on e.oid = d.refobjid"
 	"   where d.classid = 'pg_proc'::regclass and d.deptype = 'e'"
-	"   and d.objid = to_regproc('pgq.version'))";
+	"   and d.objid = to_regproc('pgq.version')),"
+	" to_regproc('pgq.pgqd_ev_version') is not null,"
+	" to_regclass('pgq.retry_queue') is not null"
+	"   and has_table_privilege('pgq.retry_queue', 'select')";
 static const char sql_retry[] =
 	"select q.queue_name, count(*),"
 	" coalesce(extract(epoch from now() - min(r.ev_retry_after)"
@@ -170,10 +173,15 @@ static bool has_pgq(const CtlProbe *p)
 	return p->res[Q_VERS] && PQgetvalue(p->res[Q_VERS], 0, 1)[0] == 't';
 }
 
-static const char *pgq_form(const CtlProbe *p)
+/* "plain" or "extension NAME" */
+static const char *pgq_form(const CtlProbe *p, char *buf, size_t len)
 {
 	const char *e = ctl_val(p->res[Q_VERS], 0, 2);
-	return e ? e : "plain";
+
+	if (!e)
+		return "plain";
+	snprintf(buf, len, "extension %s", e);
+	return buf;
 }
 
 /* Collect every problem of one database (and the per-row ones) into *pr. */
@@ -242,6 +250,7 @@ static void print_text(CtlCtx *ctx, const Opts *o, const CtlProbe *ps, size_t n,
 	for (size_t d = 0; d < n; d++) {
 		const CtlProbe *p = &ps[d];
 		const char *lab = p->target->label;
+		char form[80];
 
 		if (!p->reachable && p->error[0]) {
 			printf("%s: unreachable: %s\n", lab, p->error);
@@ -258,8 +267,8 @@ static void print_text(CtlCtx *ctx, const Opts *o, const CtlProbe *ps, size_t n,
 		}
 		printf("%s: PostgreSQL %s, pgq %s (%s)%s%s\n", lab,
 		       PQgetvalue(p->res[Q_VERS], 0, 0),
-		       p->res[Q_PGQVER] ? ctl_val(p->res[Q_PGQVER], 0, 0) : "?", pgq_form(p),
-		       p->res[Q_EVVER] ? ", pgqd-ev " : "",
+		       p->res[Q_PGQVER] ? ctl_val(p->res[Q_PGQVER], 0, 0) : "?",
+		       pgq_form(p, form, sizeof(form)), p->res[Q_EVVER] ? ", pgqd-ev " : "",
 		       p->res[Q_EVVER] ? ctl_val(p->res[Q_EVVER], 0, 0) : "");
 		for (int i = 0; p->res[Q_QUEUES] && i < PQntuples(p->res[Q_QUEUES]); i++) {
 			const PGresult *r = p->res[Q_QUEUES];
@@ -458,12 +467,12 @@ int cmd_status(CtlCtx *ctx, int argc, char **argv)
 	};
 	static const char *const null_param[1] = {NULL};
 	const CtlProbeQuery q[NQ] = {
-		[Q_VERS] = {sql_vers, 0, NULL},
-		[Q_PGQVER] = {"select pgq.version()", 0, NULL},
-		[Q_EVVER] = {"select pgq.pgqd_ev_version()", 0, NULL},
-		[Q_QUEUES] = {ctl_queue_sql, 0, NULL},
-		[Q_CONSUMERS] = {ctl_consumer_sql, 1, null_param},
-		[Q_RETRY] = {sql_retry, 0, NULL},
+		[Q_VERS] = {sql_vers, 0, NULL, 0},
+		[Q_PGQVER] = {"select pgq.version()", 0, NULL, 1},
+		[Q_EVVER] = {"select pgq.pgqd_ev_version()", 0, NULL, 3},
+		[Q_QUEUES] = {ctl_queue_sql, 0, NULL, 1},
+		[Q_CONSUMERS] = {ctl_consumer_sql, 1, null_param, 1},
+		[Q_RETRY] = {sql_retry, 0, NULL, 4},
 	};
 	Opts o = {.grace = 10, .stuck = 300, .retry_due = 600};
 	double every = 0;

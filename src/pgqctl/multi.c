@@ -42,6 +42,7 @@ struct Runner {
 };
 
 static void start_next(Runner *run);
+static void send_from(Slot *s, int from, int to);
 
 static void reap(evutil_socket_t fd, short what, void *arg)
 {
@@ -107,7 +108,45 @@ static void on_done(PqevConn *c, const PqevReply *reply, void *arg)
 		snprintf(p->qerr[qa->idx], sizeof(p->qerr[0]), "%s",
 			 strip_label(reply->error ? reply->error : "failed", p->target->label));
 	}
-	if (--s->pending == 0)
+	if (--s->pending > 0)
+		return;
+	/* the first statement answered: send the others its answer lets through */
+	if (qa->idx == 0 && p->res[0] && s->run->nq > 1 && p->reachable)
+		send_from(s, 1, s->run->nq);
+	else
+		finish(s);
+}
+
+/* Send statements [from, to) whose gate lets them through. */
+static void send_from(Slot *s, int from, int to)
+{
+	Runner *run = s->run;
+	size_t i = (size_t)(s - run->slots);
+	const PGresult *first = s->probe->res[0];
+
+	for (int k = from; k < to; k++) {
+		QArg *qa = &run->qargs[i * (size_t)run->nq + (size_t)k];
+		PqevQuery q = {
+			.sql = run->q[k].sql,
+			.nparams = run->q[k].nparams,
+			.params = run->q[k].params,
+			.on_done = on_done,
+			.arg = qa,
+		};
+		int g = run->q[k].gate;
+
+		if (g > 0 && !(first && PQntuples(first) > 0 && g < PQnfields(first) &&
+			       PQgetvalue(first, 0, g)[0] == 't'))
+			continue;
+		qa->slot = s;
+		qa->idx = k;
+		if (pqev_conn_send(s->conn, &q, NULL) == 0)
+			s->pending++;
+		else
+			snprintf(s->probe->qerr[k], sizeof(s->probe->qerr[0]), "%s",
+				 pqev_conn_error(s->conn));
+	}
+	if (s->pending == 0)
 		finish(s);
 }
 
@@ -135,26 +174,7 @@ static void start_one(Runner *run, size_t i)
 		finish(s);
 		return;
 	}
-	for (int k = 0; k < run->nq; k++) {
-		QArg *qa = &run->qargs[i * (size_t)run->nq + (size_t)k];
-		PqevQuery q = {
-			.sql = run->q[k].sql,
-			.nparams = run->q[k].nparams,
-			.params = run->q[k].params,
-			.on_done = on_done,
-			.arg = qa,
-		};
-
-		qa->slot = s;
-		qa->idx = k;
-		if (pqev_conn_send(s->conn, &q, NULL) == 0)
-			s->pending++;
-		else
-			snprintf(s->probe->qerr[k], sizeof(s->probe->qerr[0]), "%s",
-				 pqev_conn_error(s->conn));
-	}
-	if (s->pending == 0)
-		finish(s);
+	send_from(s, 0, 1);
 }
 
 static void start_next(Runner *run)

@@ -183,9 +183,12 @@ typedef struct CtlProbeQuery {
 	const char *sql;
 	int nparams;
 	const char *const *params;
+	int gate; /* > 0: sent only if column `gate` of the first statement's row is true */
 } CtlProbeQuery;
 /* Run the statements on every target, at most ctx->max_conns connections open at
-   once; returns an array of n probes (free with ctl_probes_free). NULL if interrupted. */
+   once: the first alone, then the others (pipelined) that its answer lets through,
+   so a database without PgQ is not sent statements that would fail. Returns an
+   array of n probes (free with ctl_probes_free). NULL if interrupted. */
 CtlProbe *ctl_multi_run(CtlCtx *ctx, const CtlTarget *t, size_t n, const CtlProbeQuery *q, int nq);
 void ctl_probes_free(CtlProbe *p, size_t n);
 
