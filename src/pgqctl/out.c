@@ -102,13 +102,18 @@ void ctl_table_print(CtlTable *t, FILE *out, bool color)
 	}
 	fputc('\n', out);
 	for (size_t r = 0; r < t->rows; r++) {
-		for (int c = 0; c < t->ncols; c++) {
+		int last = 0; /* no padding after the last non-empty cell */
+
+		for (int c = 0; c < t->ncols; c++)
+			if (t->cells[r * (size_t)t->ncols + (size_t)c][0])
+				last = c;
+		for (int c = 0; c <= last; c++) {
 			const char *s = t->cells[r * (size_t)t->ncols + (size_t)c];
 			bool bad = t->bad[r * (size_t)t->ncols + (size_t)c];
 
 			fprintf(out, "%s%s%s", bad && color ? "\033[31m" : "", s,
 				bad && color ? "\033[0m" : "");
-			if (c + 1 < t->ncols)
+			if (c < last)
 				pad(out, w[c] - width(s) + 2);
 		}
 		fputc('\n', out);

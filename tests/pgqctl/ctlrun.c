@@ -304,3 +304,60 @@ char *ctr_mask(const char *s)
 	*o = '\0';
 	return out;
 }
+
+/* ---- shared assertions ---- */
+
+static char dsn_buf[1024];
+
+/* -d value for a database (as postgres, or `user`). */
+const char *ctr_dsn(const char *db, const char *user)
+{
+	snprintf(dsn_buf, sizeof(dsn_buf), "%s%s%s", pgt_connstr(db, false), user ? " user=" : "",
+		 user ? user : "");
+	return dsn_buf;
+}
+
+void ctr_expect(CtlRun *r, int rc, const char *out_has, const char *err_has)
+{
+	ck_assert_msg(r->rc == rc, "exit %d, expected %d\nstdout: %s\nstderr: %s", r->rc, rc,
+		      r->out, r->err);
+	if (out_has)
+		ck_assert_msg(strstr(r->out, out_has), "stdout lacks \"%s\":\n%s", out_has, r->out);
+	if (err_has)
+		ck_assert_msg(strstr(r->err, err_has), "stderr lacks \"%s\":\n%s", err_has, r->err);
+}
+
+/* A tick now, whatever the queue's thresholds say. */
+void ctr_tick(PGconn *c, const char *queue)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "select pgq.force_tick('%s'), pgq.ticker('%s')", queue, queue);
+	pgt_exec(c, sql);
+}
+
+void ctr_json_eq(PGconn *c, const char *json, const char *path, const char *want)
+{
+	char *v = ctr_json(c, json, path);
+
+	if (!want)
+		ck_assert_msg(v == NULL, "%s: expected null, got %s in %s", path, v, json);
+	else
+		ck_assert_msg(v && strcmp(v, want) == 0, "%s: expected %s, got %s in %s", path,
+			      want, v ? v : "null", json);
+	free(v);
+}
+
+/* Masked, with runs of spaces collapsed (column widths depend on the times). */
+char *ctr_golden(const char *s)
+{
+	char *m = ctr_mask(s), *o = m;
+
+	for (char *p = m; *p; p++) {
+		if (*p == ' ' && p[1] == ' ')
+			continue;
+		*o++ = *p;
+	}
+	*o = '\0';
+	return m;
+}

@@ -41,4 +41,15 @@ char *ctr_json(PGconn *c, const char *json, const char *path);
 /* Replace times like "1.2s", "3m04s", "2h05m" and decimals in ev/s by fixed text. */
 char *ctr_mask(const char *s);
 
+/* -d value for a database (as postgres, or `user`); static buffer. */
+const char *ctr_dsn(const char *db, const char *user);
+/* Exit code and substrings of stdout / stderr (NULL: not checked). */
+void ctr_expect(CtlRun *r, int rc, const char *out_has, const char *err_has);
+/* A JSON field equals `want` (NULL: JSON null or missing). */
+void ctr_json_eq(PGconn *c, const char *json, const char *path, const char *want);
+/* Masked with ctr_mask, runs of spaces collapsed (column widths follow the times). */
+char *ctr_golden(const char *s);
+/* A tick of `queue` now, whatever its thresholds say. */
+void ctr_tick(PGconn *c, const char *queue);
+
 #endif
