@@ -5,6 +5,8 @@
  * (Two binaries so meson runs them side by side, each with its own server.)
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -295,6 +297,92 @@ START_TEST(test_debian_pgq)
 }
 END_TEST
 
+/* status --watch redraws until Ctrl-C. */
+START_TEST(test_status_watch)
+{
+	const char *db = pgt_db_new();
+	char d[1024];
+	PGconn *c = pgt_connect(db);
+	const char *argv[] = {"-d", d, "status", "--watch", "0.2", NULL};
+	CtlProc *p;
+	const char *o;
+	int n = 0;
+
+	snprintf(d, sizeof(d), "%s", ctr_dsn(db, NULL));
+	pgt_exec(c, "select pgq.create_queue('w')");
+	p = ctr_spawn(argv);
+	ck_assert(ctr_wait_out(p, "Queues", 20000));
+	/* wait for a third round */
+	for (int64_t end = pgt_now_ms() + 20000; n < 3 && pgt_now_ms() < end;) {
+		ctr_wait_out(p, "\x01never", 100);
+		n = 0;
+		for (o = ctr_out(p); (o = strstr(o, "\nQueues\n")); o++)
+			n++;
+	}
+	ck_assert_int_ge(n, 3);
+	ctr_signal(p, SIGINT);
+	ck_assert_int_eq(ctr_wait_exit(p, 10000), 0);
+	ctr_free_proc(p);
+	PQfinish(c);
+}
+END_TEST
+
+/* ticker: the real daemon's /health, its address from the same ini. */
+START_TEST(test_ticker_health)
+{
+	char *db = strdup(pgt_db_new());
+	char ini[2048], path[1024], daemon[1024];
+	const char *b = getenv("PGQD_TEST_BUILDDIR");
+	int ls = socket(AF_INET, SOCK_STREAM, 0), port;
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	CtlRun r = {0};
+	pid_t pid;
+	FILE *f;
+
+	/* a free port: bound, read, closed (the daemon binds it next) */
+	ck_assert_int_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
+	port = ntohs(sa.sin_port);
+	close(ls);
+	snprintf(path, sizeof(path), "%s/pgqctl-ticker.ini", pgt_tmp_dir());
+	snprintf(ini, sizeof(ini),
+		 "[pgqd]\nbase_connstr = host=%s port=%d user=postgres\ndatabase_list = %s\n"
+		 "metrics_listen = 127.0.0.1:%d\nsyslog = 0\n",
+		 pgt_socket_dir(), pgt_port(), db, port);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(ini, f);
+	fclose(f);
+	/* nothing listens yet: a clear error */
+	r = ctr_run(NULL, "-c", path, "ticker", (const char *)NULL);
+	ctr_expect(&r, 1, NULL, "ticker: connect to 127.0.0.1:");
+	ctr_free(&r);
+	snprintf(daemon, sizeof(daemon), "%s/src/ticker/pgqd-ev", b);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+		dup2(nul, STDERR_FILENO);
+		execl(daemon, "pgqd-ev", path, (char *)NULL);
+		_exit(127);
+	}
+	for (int64_t end = pgt_now_ms() + 20000; pgt_now_ms() < end; usleep(50000)) {
+		ctr_free(&r);
+		r = ctr_run(NULL, "-c", path, "ticker", (const char *)NULL);
+		if (r.rc == 0 && strstr(r.out, "running"))
+			break;
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	ctr_expect(&r, 0, "pgqd-ev at 127.0.0.1:", NULL);
+	ck_assert_ptr_nonnull(strstr(r.out, db));
+	ck_assert_ptr_nonnull(strstr(r.out, "true"));
+	ctr_free(&r);
+	free(db);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-live");
@@ -306,6 +394,8 @@ int main(void)
 	tcase_add_test(tc, test_tail_sigterm);
 	tcase_add_test(tc, test_status_all_with_unreachable);
 	tcase_add_test(tc, test_debian_pgq);
+	tcase_add_test(tc, test_status_watch);
+	tcase_add_test(tc, test_ticker_health);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &o);
 }
