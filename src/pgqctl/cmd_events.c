@@ -356,6 +356,8 @@ int cmd_tail(CtlCtx *ctx, int argc, char **argv)
 		return ctl_usage(argv[0], "needs QUEUE");
 	if (!ctl_check_name("queue", pos[0]))
 		return CTL_EXIT_ERROR;
+	/* a signal ends the loop below, never the unregistration */
+	ctl_finish_on_signal = true;
 	snprintf(consumer, sizeof(consumer), "pgqctl_tail_%ld", (long)getpid());
 	snprintf(what, sizeof(what), "tail queue \"%s\"", pos[0]);
 	if ((rc = ctl_open_single(ctx, &db)))

@@ -501,8 +501,12 @@ int cmd_status(CtlCtx *ctx, int argc, char **argv)
 		static bool tick; /* static: a timer left pending at Ctrl-C may still fire */
 		struct timeval tv;
 
-		if (!ps)
-			break; /* interrupted */
+		if (!ps) {
+			/* interrupted: --watch ends normally, a single round with 128+signal */
+			if (!watch)
+				rc = 128 + ctl_signalled;
+			break;
+		}
 		for (size_t d = 0; d < n; d++) {
 			db_problems(&o, &ps[d], &pr, watch != NULL);
 			if (!o.multi && !watch &&

@@ -231,8 +231,12 @@ int ctl_targets(CtlCtx *ctx, CtlTarget **out, size_t *n)
 					   cv->database_list->items[k]);
 		} else {
 			rc = discover(ctx, cv, &v, n, &cap);
-			/* an unreachable cluster is reported; the others are still shown */
-			if (rc != 0 && !ctx->all) {
+			/* an unreachable cluster is reported (its initial database, marked
+			   unreachable by status); the others are still shown */
+			if (rc != 0 && ctx->all)
+				add_target(&v, n, &cap, cv->name, cv->base_connstr,
+					   cv->initial_database);
+			else if (rc != 0) {
 				ctl_targets_free(v, *n);
 				*n = 0;
 				return rc;
@@ -391,10 +395,24 @@ bool ctl_loop_until(CtlCtx *ctx, const bool *flag)
 	return true;
 }
 
+bool ctl_finish_on_signal;
+
+/* Ctrl-C stops a command at once (the server rolls back what was open), unless
+   the command has cleanup of its own to do (tail). */
+static void check_signal(void)
+{
+	if (ctl_signalled && !ctl_finish_on_signal) {
+		ctl_err("interrupted");
+		exit(128 + ctl_signalled);
+	}
+}
+
 bool ctl_db_connect(CtlDb *db)
 {
-	while (!db->connected && !db->failed)
+	while (!db->connected && !db->failed) {
+		check_signal();
 		event_base_loop(db->ctx->base, EVLOOP_ONCE);
+	}
 	return db->connected;
 }
 
@@ -446,8 +464,10 @@ static PGresult *exec_flags(CtlDb *db, const char *sql, int nparams, const char 
 		snprintf(db->err, sizeof(db->err), "%s: %s", db->label, pqev_conn_error(db->conn));
 		return NULL;
 	}
-	while (!w.done)
+	while (!w.done) {
+		check_signal();
 		event_base_loop(db->ctx->base, EVLOOP_ONCE);
+	}
 	return w.res;
 }
 

@@ -164,6 +164,9 @@ bool ctl_db_need_pgq(CtlDb *db);
 bool ctl_loop_until(CtlCtx *ctx, const bool *flag);
 /* Set by SIGINT/SIGTERM (signal number). */
 extern volatile int ctl_signalled;
+/* false (default): a signal ends the command at its next wait with 128+signal;
+   true: the command sees ctl_signalled and finishes by itself (tail). */
+extern bool ctl_finish_on_signal;
 struct event_base *ctl_base(const CtlDb *db);
 struct PqevConn *ctl_db_conn(CtlDb *db);
 /* Set *flag to true on every notification the connection receives. */

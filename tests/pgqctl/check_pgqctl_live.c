@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,33 @@ START_TEST(test_bad_input)
 		ck_assert_int_lt(pgt_now_ms() - t0, 8000);
 		ck_assert_ptr_null(strstr(r.err, "s3cr3t-pw"));
 		ctr_free(&r);
+		/* Ctrl-C ends a command that waits, at once, with 128+SIGINT */
+		{
+			const char *argv[] = {"--connect-timeout", "60", "-d", bad, "queues", NULL};
+			struct pollfd pf = {.fd = ls, .events = POLLIN};
+			CtlProc *p;
+			int cs;
+
+			/* drop the earlier attempt still in the backlog */
+			fcntl(ls, F_SETFL, O_NONBLOCK);
+			while ((cs = accept(ls, NULL, NULL)) >= 0)
+				close(cs);
+			p = ctr_spawn(argv);
+
+			ck_assert_int_eq(poll(&pf, 1, 20000), 1); /* pgqctl is connecting */
+			cs = accept(ls, NULL, NULL);
+			/* it sent its startup packet: its signal handlers are in place */
+			pf.fd = cs;
+			ck_assert_int_eq(poll(&pf, 1, 20000), 1);
+			ck_assert_int_ge(cs, 0);
+			t0 = pgt_now_ms();
+			ctr_signal(p, SIGINT);
+			ck_assert_int_eq(ctr_wait_exit(p, 20000), 130);
+			ck_assert_int_lt(pgt_now_ms() - t0, 10000);
+			ck_assert_ptr_nonnull(strstr(ctr_err(p), "interrupted"));
+			ctr_free_proc(p);
+			close(cs);
+		}
 		close(ls);
 	}
 	r = ctr_run(NULL, "-d", "host=127.0.0.1 port=1 dbname=x", "queues", (const char *)NULL);
