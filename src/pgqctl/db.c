@@ -138,11 +138,8 @@ int ctl_load_ini(CtlCtx *ctx)
 	if (!loaded_ini) {
 		int rc = pqev_conf_load_file(&ticker_config_schema, ctx->ini, NULL, &cfgp,
 					     conf_report, NULL);
-		if (rc < 0) {
-			if (rc != -EINVAL)
-				ctl_err("%s: %s", ctx->ini, strerror(-rc));
-			return CTL_EXIT_ERROR;
-		}
+		if (rc < 0)
+			return CTL_EXIT_ERROR; /* the engine reported why */
 		loaded_ini = cfgp;
 		atexit(free_ini);
 	}

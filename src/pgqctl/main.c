@@ -23,9 +23,9 @@ volatile int ctl_signalled;
 
 static const CtlCommand retry_commands[] = {
 	{"list", cmd_retry_list, NULL, "[QUEUE] [--limit N]", "events waiting in the retry queue"},
-	{"now", cmd_retry_now, NULL, "QUEUE [EVENT_ID...] | --all-queues",
+	{"now", cmd_retry_now, NULL, "QUEUE [EVENT_ID...]",
 	 "make retry events due now (all of the queue without ids)"},
-	{"drop", cmd_retry_drop, NULL, "QUEUE EVENT_ID... --yes | QUEUE --all --yes",
+	{"drop", cmd_retry_drop, NULL, "QUEUE EVENT_ID... --yes | QUEUE --all-events --yes",
 	 "delete events from the retry queue"},
 	{NULL},
 };
