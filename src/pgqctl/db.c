@@ -372,11 +372,6 @@ const char *ctl_db_sqlstate(const CtlDb *db)
 	return db->sqlstate;
 }
 
-struct event_base *ctl_base(const CtlDb *db)
-{
-	return db->ctx->base;
-}
-
 PqevConn *ctl_db_conn(CtlDb *db)
 {
 	return db->conn;

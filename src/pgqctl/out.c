@@ -60,11 +60,6 @@ void ctl_table_mark_bad(CtlTable *t, int col)
 		t->bad[(t->rows - 1) * (size_t)t->ncols + (size_t)col] = 1;
 }
 
-size_t ctl_table_rows(const CtlTable *t)
-{
-	return t->rows;
-}
-
 /* Display width: UTF-8 continuation bytes take no column. */
 static size_t width(const char *s)
 {
@@ -290,51 +285,6 @@ void ctl_json_end(CtlJson *j)
 }
 
 /* ---- times ---- */
-
-double ctl_interval_seconds(const char *s)
-{
-	double total = 0;
-	const char *p = s;
-
-	if (!s)
-		return -1;
-	while (*p) {
-		char *end;
-		double v;
-
-		while (*p == ' ')
-			p++;
-		if (!*p)
-			break;
-		v = strtod(p, &end);
-		if (end == p)
-			break;
-		if (*end == ':') {
-			/* [-]HH:MM:SS[.frac] */
-			double h = v, m, sec = 0;
-			bool neg = *p == '-';
-
-			m = strtod(end + 1, &end);
-			if (*end == ':')
-				sec = strtod(end + 1, &end);
-			total += (neg ? -1 : 1) * (fabs(h) * 3600 + m * 60 + sec);
-			p = end;
-			continue;
-		}
-		while (*end == ' ')
-			end++;
-		if (strncmp(end, "day", 3) == 0)
-			total += v * 86400;
-		else if (strncmp(end, "mon", 3) == 0)
-			total += v * 30 * 86400;
-		else if (strncmp(end, "year", 4) == 0)
-			total += v * 365 * 86400;
-		while (*end && *end != ' ')
-			end++;
-		p = end;
-	}
-	return total;
-}
 
 void ctl_fmt_age(char *buf, size_t len, double sec)
 {

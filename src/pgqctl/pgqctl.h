@@ -99,7 +99,6 @@ void ctl_table_add(CtlTable *t, const char *const *cells); /* ncols cells, NULL 
 void ctl_table_mark_bad(CtlTable *t, int col);
 void ctl_table_print(CtlTable *t, FILE *out, bool color);
 CtlTable *ctl_table_free(CtlTable *t);
-size_t ctl_table_rows(const CtlTable *t);
 
 /* JSON writer: a tiny streaming emitter with comma handling. */
 typedef struct CtlJson {
@@ -123,8 +122,6 @@ void ctl_json_end(CtlJson *j); /* newline */
 /* Write `s` as a JSON string literal (quotes included). */
 void ctl_json_escape(FILE *out, const char *s);
 
-/* An interval text from PostgreSQL ("00:01:02.5", "1 day 02:00:00") in seconds; -1 if NULL. */
-double ctl_interval_seconds(const char *s);
 /* Seconds as "1.2s", "3m04s", "2h05m", "3d04h". */
 void ctl_fmt_age(char *buf, size_t len, double sec);
 
@@ -167,7 +164,6 @@ extern volatile int ctl_signalled;
 /* false (default): a signal ends the command at its next wait with 128+signal;
    true: the command sees ctl_signalled and finishes by itself (tail). */
 extern bool ctl_finish_on_signal;
-struct event_base *ctl_base(const CtlDb *db);
 struct PqevConn *ctl_db_conn(CtlDb *db);
 /* Set *flag to true on every notification the connection receives. */
 void ctl_db_on_notify(CtlDb *db, bool *flag);
