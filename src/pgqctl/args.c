@@ -1,0 +1,140 @@
+/*
+ * Argument helpers: messages, command options, names and numbers.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgqctl.h"
+
+void ctl_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("pgqctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int ctl_usage(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("pgqctl: ", stderr);
+	if (cmd)
+		fprintf(stderr, "%s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (cmd)
+		fprintf(stderr, "\nTry 'pgqctl help %s'.\n", cmd);
+	else
+		fputs("\nTry 'pgqctl --help'.\n", stderr);
+	return CTL_EXIT_USAGE;
+}
+
+bool ctl_check_name(const char *what, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0) {
+		ctl_err("%s name is empty", what);
+		return false;
+	}
+	if (n > 200) {
+		ctl_err("%s name \"%.20s...\" is longer than 200 bytes", what, name);
+		return false;
+	}
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+		const char *why = NULL;
+
+		if (*p >= 0x80)
+			why = "non-ASCII characters";
+		else if (*p <= ' ' || *p == 0x7f)
+			why = "whitespace or control characters";
+		else if (*p == '\'' || *p == '"' || *p == '`')
+			why = "quotes";
+		else if (*p == ';')
+			why = "a semicolon";
+		else if (*p == '\\')
+			why = "a backslash";
+		if (why) {
+			/* show the name only when it is printable */
+			if (*p >= 0x80 || *p < ' ' || *p == 0x7f)
+				ctl_err("bad %s name: %s are not allowed", what, why);
+			else
+				ctl_err("bad %s name \"%s\": %s are not allowed", what, name, why);
+			return false;
+		}
+	}
+	return true;
+}
+
+bool ctl_parse_i64(const char *opt, const char *s, long long min, long long max, long long *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max) {
+		ctl_err("%s: \"%s\" is not a number in %lld..%lld", opt, s, min, max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+int ctl_parse_opts(CtlCtx *ctx, int argc, char **argv, const CtlOpt *opts, char **pos, int *npos)
+{
+	bool only_pos = false;
+
+	*npos = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const CtlOpt *o = NULL;
+		const char *eq;
+		size_t nlen;
+
+		if (only_pos || a[0] != '-' || strcmp(a, "-") == 0 || a[1] != '-') {
+			/* a negative number or a single-dash word is positional too */
+			if (*npos == CTL_MAX_ARGS)
+				return ctl_usage(argv[0], "more than %d arguments", CTL_MAX_ARGS);
+			pos[(*npos)++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_pos = true;
+			continue;
+		}
+		if (strcmp(a, "--json") == 0) {
+			ctx->json = true;
+			continue;
+		}
+		eq = strchr(a, '=');
+		nlen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+		for (const CtlOpt *p = opts; p && p->name; p++)
+			if (strlen(p->name) == nlen && strncmp(p->name, a + 2, nlen) == 0)
+				o = p;
+		if (!o)
+			return ctl_usage(argv[0], "unknown option %.*s", (int)nlen + 2, a);
+		if (!o->takes_value) {
+			if (eq)
+				return ctl_usage(argv[0], "--%s takes no value", o->name);
+			*(bool *)o->dst = true;
+			continue;
+		}
+		if (eq) {
+			*(const char **)o->dst = eq + 1;
+		} else {
+			if (i + 1 >= argc)
+				return ctl_usage(argv[0], "--%s needs a value", o->name);
+			*(const char **)o->dst = argv[++i];
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,222 @@
+/*
+ * pgqctl: the operator's command line for PgQ queues (ours and PgQ 3.5's).
+ *
+ * Structure: main.c parses the global options and walks the command table
+ * (CtlCommand, nested by group: `retry now`, later `node status`); each command
+ * group lives in its own cmd_*.c and gets a CtlCtx with the connection target
+ * and the output settings. db.c turns the core's asynchronous connection into
+ * the synchronous calls a command wants (one loop, run until the answer comes);
+ * multi.c asks many databases at once (status --all). out.c prints aligned
+ * tables and JSON.
+ *
+ * Errors: commands print one line "pgqctl: OBJECT: cause" through ctl_err()
+ * and return a CTL_EXIT_* code.
+ */
+#ifndef PGQEV_PGQCTL_H
+#define PGQEV_PGQCTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include <libpq-fe.h>
+
+#include <pgqd-ev/pqev_common.h>
+
+/* Exit codes (documented in pgqctl(1)). */
+enum {
+	CTL_EXIT_OK = 0,
+	CTL_EXIT_ERROR = 1,
+	CTL_EXIT_USAGE = 2,
+	CTL_EXIT_PROBLEM = 3, /* status found a problem */
+};
+
+struct event_base;
+typedef struct PqevConnLimit PqevConnLimit;
+typedef struct CtlDb CtlDb;
+
+/* One database to talk to: label for output, full conninfo. */
+typedef struct CtlTarget {
+	char *label;    /* "db" or "cluster/db"; for output */
+	char *conninfo; /* never printed */
+	char *cluster;  /* cluster name ("" for [pgqd]) or NULL with -d */
+} CtlTarget;
+
+/* Everything a command gets. */
+typedef struct CtlCtx {
+	/* global options */
+	const char *connstr; /* -d, else PGQCTL_DB, else "" (libpq's PG* variables) */
+	const char *ini;     /* -c */
+	const char *db_name; /* --db */
+	const char *cluster; /* --cluster */
+	bool all;            /* --all */
+	bool json;           /* --json */
+	bool color;          /* a terminal without NO_COLOR */
+	bool quiet;
+	usec_t connect_timeout;
+	unsigned max_conns; /* --max-conns: connections at once with --all */
+	const char *sqldir; /* --sqldir / PGQCTL_SQLDIR */
+	/* loop */
+	struct event_base *base;
+	PqevConnLimit *lim;
+	const char *ticker_listen; /* metrics_listen from the ini, if any */
+} CtlCtx;
+
+/* A command or a group of commands (sub != NULL). Tables end with name NULL. */
+typedef struct CtlCommand {
+	const char *name;
+	int (*run)(CtlCtx *ctx, int argc, char **argv); /* argv[0] is the command name */
+	const struct CtlCommand *sub;                   /* group: sub-command table */
+	const char *usage;                              /* arguments, for help */
+	const char *help;                               /* one line */
+} CtlCommand;
+
+/* ---- main.c / args.c ---- */
+void ctl_err(const char *fmt, ...) PQEV_PRINTF(1, 2);
+int ctl_usage(const char *cmd, const char *fmt, ...) PQEV_PRINTF(2, 3); /* returns 2 */
+/* A queue/consumer name we accept: printable ASCII, no quotes, ';', '\\' or
+   whitespace, 1..200 bytes. Otherwise prints why and returns false. */
+bool ctl_check_name(const char *what, const char *name);
+/* Parse an integer option value; prints and returns false when bad. */
+bool ctl_parse_i64(const char *opt, const char *s, long long min, long long max, long long *out);
+/* A command's options: "--name" flags (bool *), "--name VALUE" or "--name=VALUE"
+   (const char **). --json is accepted by every command. */
+typedef struct CtlOpt {
+	const char *name; /* without "--" */
+	bool takes_value;
+	void *dst;
+} CtlOpt;
+#define CTL_MAX_ARGS 256
+/* Fills pos[0..*npos) with the positional arguments (argv[0] excluded). Returns 0
+   or CTL_EXIT_USAGE (printed). pos holds CTL_MAX_ARGS entries. */
+int ctl_parse_opts(CtlCtx *ctx, int argc, char **argv, const CtlOpt *opts, char **pos, int *npos);
+
+/* ---- out.c ---- */
+typedef struct CtlTable CtlTable;
+CtlTable *ctl_table_new(int ncols, const char *const *headers);
+void ctl_table_add(CtlTable *t, const char *const *cells); /* ncols cells, NULL -> "" */
+/* Mark a cell of the last row as bad (red on a terminal). */
+void ctl_table_mark_bad(CtlTable *t, int col);
+void ctl_table_print(CtlTable *t, FILE *out, bool color);
+CtlTable *ctl_table_free(CtlTable *t);
+
+/* JSON writer: a tiny streaming emitter with comma handling. */
+typedef struct CtlJson {
+	FILE *out;
+	int depth;
+	bool need_comma[32];
+} CtlJson;
+void ctl_json_init(CtlJson *j, FILE *out);
+void ctl_json_obj_begin(CtlJson *j, const char *key); /* key NULL inside arrays/top */
+void ctl_json_obj_end(CtlJson *j);
+void ctl_json_arr_begin(CtlJson *j, const char *key);
+void ctl_json_arr_end(CtlJson *j);
+void ctl_json_str(CtlJson *j, const char *key, const char *v); /* NULL -> null */
+void ctl_json_int(CtlJson *j, const char *key, long long v);
+void ctl_json_num(CtlJson *j, const char *key, double v);
+void ctl_json_bool(CtlJson *j, const char *key, bool v);
+void ctl_json_null(CtlJson *j, const char *key);
+/* A PGresult cell: NULL -> null; numeric/boolean OIDs as JSON numbers/booleans. */
+void ctl_json_cell(CtlJson *j, const char *key, const PGresult *r, int row, int col);
+void ctl_json_end(CtlJson *j); /* newline */
+/* Write `s` as a JSON string literal (quotes included). */
+void ctl_json_escape(FILE *out, const char *s);
+
+/* Seconds as "1.2s", "3m04s", "2h05m", "3d04h". */
+void ctl_fmt_age(char *buf, size_t len, double sec);
+
+/* ---- db.c ---- */
+/* Resolve the targets of the global options: one (-d, --db) or many (--all,
+   --cluster). Returns 0 or an exit code (message printed). */
+int ctl_targets(CtlCtx *ctx, CtlTarget **out, size_t *n);
+/* Load -c INI once (sets ctx->ticker_listen); 0 or an exit code (printed). */
+int ctl_load_ini(CtlCtx *ctx);
+void ctl_targets_free(CtlTarget *t, size_t n);
+/* The one target of a single-database command (errors for --all). */
+int ctl_single_target(CtlCtx *ctx, CtlTarget *out);
+
+/* Open and connect the single target; 0 or an exit code (printed). */
+int ctl_open_single(CtlCtx *ctx, CtlDb **out);
+CtlDb *ctl_db_open(CtlCtx *ctx, const CtlTarget *t);
+CtlDb *ctl_db_close(CtlDb *db);
+const char *ctl_db_label(const CtlDb *db);
+/* Wait until connected; false (message in ctl_db_error) when it failed. */
+bool ctl_db_connect(CtlDb *db);
+/* Run one statement; returns an owned copy of the result (PQclear it) or NULL
+   with ctl_db_error()/ctl_db_sqlstate() set. flags: PQEV_Q_* */
+PGresult *ctl_db_exec(CtlDb *db, const char *sql, int nparams, const char *const *params);
+PGresult *ctl_db_exec_simple(CtlDb *db, const char *sql);
+const char *ctl_db_error(const CtlDb *db);
+const char *ctl_db_sqlstate(const CtlDb *db);
+/* Print the last error as "pgqctl: LABEL: what: cause", with the role to ask for on a
+   privilege error and "no PgQ here" on a missing schema. Returns CTL_EXIT_ERROR. */
+int ctl_db_fail(CtlDb *db, const char *what);
+/* The result of the last ctl_db_exec: one value or NULL. */
+const char *ctl_val(const PGresult *r, int row, int col);
+/* Does the database have PgQ (schema pgq with pgq.version())? -1 on error. */
+int ctl_db_has_pgq(CtlDb *db);
+/* Require PgQ; prints "no PgQ" and returns false. */
+bool ctl_db_need_pgq(CtlDb *db);
+/* Lets the loop run until `*flag` is true or a SIGINT/SIGTERM arrived (returns false). */
+bool ctl_loop_until(CtlCtx *ctx, const bool *flag);
+/* Set by SIGINT/SIGTERM (signal number). */
+extern volatile int ctl_signalled;
+/* false (default): a signal ends the command at its next wait with 128+signal;
+   true: the command sees ctl_signalled and finishes by itself (tail). */
+extern bool ctl_finish_on_signal;
+struct PqevConn *ctl_db_conn(CtlDb *db);
+/* Set *flag to true on every notification the connection receives. */
+void ctl_db_on_notify(CtlDb *db, bool *flag);
+
+/* ---- multi.c: the same statements on many databases at once ---- */
+#define CTL_PROBE_MAXQ 8
+typedef struct CtlProbe {
+	const CtlTarget *target;
+	bool reachable;                /* connected (false: error holds why) */
+	char error[512];               /* connect failure, without the label */
+	PGresult *res[CTL_PROBE_MAXQ]; /* owned copies; NULL when that statement failed */
+	char qerr[CTL_PROBE_MAXQ][256];
+	char sqlstate[CTL_PROBE_MAXQ][6];
+} CtlProbe;
+typedef struct CtlProbeQuery {
+	const char *sql;
+	int nparams;
+	const char *const *params;
+	int gate; /* > 0: sent only if column `gate` of the first statement's row is true */
+} CtlProbeQuery;
+/* Run the statements on every target, at most ctx->max_conns connections open at
+   once: the first alone, then the others (pipelined) that its answer lets through,
+   so a database without PgQ is not sent statements that would fail. Returns an
+   array of n probes (free with ctl_probes_free). NULL if interrupted. */
+CtlProbe *ctl_multi_run(CtlCtx *ctx, const CtlTarget *t, size_t n, const CtlProbeQuery *q, int nq);
+void ctl_probes_free(CtlProbe *p, size_t n);
+
+/* Shared SQL (cmd_queue.c, cmd_consumer.c). */
+extern const char ctl_queue_sql[];
+extern const char ctl_consumer_sql[];
+
+/* ---- commands ---- */
+int cmd_install(CtlCtx *ctx, int argc, char **argv);
+int cmd_upgrade(CtlCtx *ctx, int argc, char **argv);
+int cmd_uninstall(CtlCtx *ctx, int argc, char **argv);
+int cmd_version(CtlCtx *ctx, int argc, char **argv);
+int cmd_create(CtlCtx *ctx, int argc, char **argv);
+int cmd_drop(CtlCtx *ctx, int argc, char **argv);
+int cmd_config(CtlCtx *ctx, int argc, char **argv);
+int cmd_queues(CtlCtx *ctx, int argc, char **argv);
+int cmd_register(CtlCtx *ctx, int argc, char **argv);
+int cmd_unregister(CtlCtx *ctx, int argc, char **argv);
+int cmd_consumers(CtlCtx *ctx, int argc, char **argv);
+int cmd_status(CtlCtx *ctx, int argc, char **argv);
+int cmd_events(CtlCtx *ctx, int argc, char **argv);
+int cmd_insert(CtlCtx *ctx, int argc, char **argv);
+int cmd_tail(CtlCtx *ctx, int argc, char **argv);
+int cmd_retry_list(CtlCtx *ctx, int argc, char **argv);
+int cmd_retry_now(CtlCtx *ctx, int argc, char **argv);
+int cmd_retry_drop(CtlCtx *ctx, int argc, char **argv);
+int cmd_ticker(CtlCtx *ctx, int argc, char **argv);
+int cmd_complete(CtlCtx *ctx, int argc, char **argv);
+
+extern const CtlCommand ctl_commands[];
+
+#endif
