@@ -260,7 +260,9 @@ static void start_libpq(PqevConn *c)
 		return;
 	}
 	if (PQstatus(c->pg) == CONNECTION_BAD) {
-		/* before any I/O: our parameters, not the server */
+		/* a unix socket that is missing or refuses fails right here; so do bad
+		   option values, which then wait on the server's probe like the rest */
+		c->fail_class = pqev_classify_connect_error(PQerrorMessage(c->pg), false);
 		pqev_conn_seterr(c, "connect failed: %s", PQerrorMessage(c->pg));
 		attempt_failed(c);
 		return;
@@ -490,6 +492,10 @@ static void connect_poll(PqevConn *c)
 	uint64_t gen = c->gen;
 	if (!pqev_conn_dispatch_async(c) || c->gen != gen)
 		return;
+	/* authenticated: the server takes connections again, so its waiters need not
+	   wait for this backend's startup too */
+	if (c->srv_probing && PQstatus(c->pg) == CONNECTION_AUTH_OK)
+		pqev_server_answered(c);
 	switch (st) {
 	case PGRES_POLLING_READING:
 		if (sock_wait(c, EV_READ) < 0)

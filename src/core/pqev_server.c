@@ -5,7 +5,8 @@
  * server, not to the database. Such a connection does not back off on its own:
  * it waits on its server (one PqevServer per connection target, host, hostaddr
  * and port, per limiter). While a server is down, one waiter at a time makes a
- * real attempt as the probe, every retry_base (jittered, [base/2, base]); the
+ * real attempt as the probe, every quarter to half of retry_base (62-125 ms by
+ * default); the
  * moment any attempt reaches the server (connected, or refused for a database
  * or role reason) every waiter starts its attempt at once, through the limiter.
  * So a long outage never pushes a database's retry out to backoff_cap, and a
@@ -33,7 +34,8 @@ struct PqevServer {
 	char *key;
 	unsigned refs;
 	bool down;
-	usec_t interval; /* probe spacing while down: the smallest retry_base of the waiters */
+	usec_t interval; /* probe spacing while down: half the smallest retry_base of
+			    the waiters; each delay is drawn from [interval/2, interval] */
 	TAILQ_HEAD(, PqevConn) waiters;
 	unsigned nwaiting;
 	PqevConn *probe;
@@ -221,7 +223,9 @@ const char *pqev_server_error(const PqevConn *c)
 usec_t pqev_server_wait(PqevConn *c)
 {
 	PqevServer *s = c->srv;
-	usec_t base = c->cfg.retry_base ? c->cfg.retry_base : 250 * USEC_PER_MSEC;
+	/* probes cost the server one refused connect each: a few per second at
+	   most, yet the server is found within an eighth of a second */
+	usec_t base = (c->cfg.retry_base ? c->cfg.retry_base : 250 * USEC_PER_MSEC) / 2;
 	const char *e = c->err;
 	size_t n = strlen(c->name);
 
