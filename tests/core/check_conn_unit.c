@@ -1,7 +1,8 @@
 /*
  * Connection layer logic that needs no server: conninfo validation and the
  * password rule for its errors, labels, channel checks, refusals on a closed
- * connection, state/status names, and the connect limiter's bookkeeping.
+ * connection, state/status names, the connect limiter's bookkeeping, and
+ * connections waiting on a server that is down.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -174,6 +175,67 @@ START_TEST(test_debug_hook)
 }
 END_TEST
 
+typedef struct Watch {
+	int events, server_down, waits_over;
+	usec_t max_retry;
+	char last[512];
+} Watch;
+
+static void on_watch(PqevConn *c, const PqevConnEvent *ev, void *arg)
+{
+	Watch *w = arg;
+	w->events++;
+	if (ev->server_down)
+		w->server_down++;
+	if (ev->retry_in > w->max_retry)
+		w->max_retry = ev->retry_in;
+	snprintf(w->last, sizeof(w->last), "%s", ev->message);
+}
+
+static void stop_loop(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(base);
+}
+
+/*
+ * A missing socket says the server is down: the connections wait on their server,
+ * which is probed every quarter to half of retry_base by one of them, instead of
+ * each backing off toward retry_cap. libpq's two-line text reads as one sentence
+ * pair ("directory. Is the server"), not "directory  Is".
+ */
+START_TEST(test_server_down_is_probed_not_backed_off)
+{
+	Watch w = {0};
+	PqevConnCallbacks cb = {.on_event = on_watch, .arg = &w};
+	PqevConnConfig cfg;
+	PqevConn *c[3];
+	struct timeval tv = {1, 500000};
+
+	pqev_conn_config_init(&cfg);
+	cfg.conninfo = "host=/nonexistent-dir port=5999 dbname=x";
+	cfg.retry_base = 200 * USEC_PER_MSEC;
+	cfg.retry_cap = 60 * USEC_PER_SEC;
+	for (int i = 0; i < 3; i++) {
+		c[i] = pqev_conn_new(lim, &cfg, &cb);
+		ck_assert_ptr_nonnull(c[i]);
+		ck_assert_int_eq(pqev_conn_start(c[i]), 0);
+	}
+	event_base_once(base, -1, EV_TIMEOUT, stop_loop, NULL, &tv);
+	event_base_dispatch(base);
+	/* own backoff would allow about 4 attempts per connection in 1.5 s (0.1, 0.3,
+	   0.7, 1.5 s); probes come every 50-100 ms whatever the outage length */
+	ck_assert_int_ge(w.events, 15);
+	ck_assert_int_eq(w.server_down, w.events);
+	ck_assert_uint_le(w.max_retry, 100 * USEC_PER_MSEC);
+	ck_assert_msg(strstr(w.last, "No such file or directory. Is the server running"), "%s",
+		      w.last);
+	ck_assert_msg(!strstr(w.last, "  ") || strstr(w.last, "FATAL:  "), "%s", w.last);
+	ck_assert_msg(!strchr(w.last, '\n') && !strchr(w.last, '\t'), "%s", w.last);
+	for (int i = 0; i < 3; i++)
+		pqev_conn_free(c[i]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conn-unit");
@@ -185,6 +247,7 @@ int main(void)
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_limiter_queues_and_frees);
 	tcase_add_test(tc, test_debug_hook);
+	tcase_add_test(tc, test_server_down_is_probed_not_backed_off);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = false};
 	return pgt_main(s, &o);
