@@ -176,8 +176,9 @@ void pqev_clean_connect_error(char *msg);
 /* Attach c to the server of `key` (its connection target); NULL key: none. */
 void pqev_server_bind(PqevConn *c, const char *key);
 void pqev_server_unbind(PqevConn *c);
-/* True if c's server is known down and c is not its probe. */
-bool pqev_server_is_down(const PqevConn *c);
+/* True if c's server is known down and c is not its probe; if nobody probes it
+   (no probe in flight or scheduled), c becomes the probe and false is returned. */
+bool pqev_server_is_down(PqevConn *c);
 /* Why the server is down (no label), for waiters' messages. */
 const char *pqev_server_error(const PqevConn *c);
 /* c (state BACKOFF, no timer) failed at server level: wait for the server. Returns

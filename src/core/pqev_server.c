@@ -210,9 +210,19 @@ static void schedule_probe(PqevServer *s)
 	}
 }
 
-bool pqev_server_is_down(const PqevConn *c)
+bool pqev_server_is_down(PqevConn *c)
 {
-	return c->srv && c->srv->down && !c->srv_probing;
+	PqevServer *s = c->srv;
+	if (!s || !s->down || c->srv_probing)
+		return false;
+	if (!s->probe && !evtimer_pending(s->probe_ev, NULL)) {
+		/* nobody probes it (its waiters closed or left): this attempt is the
+		   probe, or a server once seen down would stay down for good */
+		c->srv_probing = true;
+		s->probe = c;
+		return false;
+	}
+	return true;
 }
 
 const char *pqev_server_error(const PqevConn *c)

@@ -6,7 +6,11 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <event2/event.h>
 
@@ -236,6 +240,55 @@ START_TEST(test_server_down_is_probed_not_backed_off)
 }
 END_TEST
 
+static void run_ms(int ms)
+{
+	struct timeval tv = {0, ms * 1000};
+	event_base_once(base, -1, EV_TIMEOUT, stop_loop, NULL, &tv);
+	event_base_dispatch(base);
+}
+
+/*
+ * A server seen down whose waiters all went away (closed) is not down for good:
+ * the next attempt on it is made for real (as its probe). Here the "server" is a
+ * listening unix socket that never answers, so a real attempt stays connecting.
+ */
+START_TEST(test_server_down_without_waiters_is_probed_again)
+{
+	char dir[] = "/tmp/pqev-unit-XXXXXX", ci[256], path[80];
+	Watch w = {0};
+	PqevConnCallbacks cb = {.on_event = on_watch, .arg = &w};
+	PqevConnConfig cfg;
+	PqevConn *c;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(ci, sizeof(ci), "host=%s port=5998 dbname=x", dir);
+	pqev_conn_config_init(&cfg);
+	cfg.conninfo = ci;
+	c = pqev_conn_new(lim, &cfg, &cb);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(pqev_conn_start(c), 0);
+	run_ms(30);
+	ck_assert_int_ge(w.server_down, 1);
+	pqev_conn_close(c);
+	run_ms(200); /* the probe timer fires with nobody waiting */
+	snprintf(path, sizeof(path), "%s/.s.PGSQL.5998", dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	ck_assert_int_eq(pqev_conn_start(c), 0);
+	run_ms(50);
+	ck_assert_str_eq(pqev_conn_state_name(pqev_conn_state(c)), "connecting");
+	pqev_conn_free(c);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conn-unit");
@@ -248,6 +301,7 @@ int main(void)
 	tcase_add_test(tc, test_limiter_queues_and_frees);
 	tcase_add_test(tc, test_debug_hook);
 	tcase_add_test(tc, test_server_down_is_probed_not_backed_off);
+	tcase_add_test(tc, test_server_down_without_waiters_is_probed_again);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = false};
 	return pgt_main(s, &o);
