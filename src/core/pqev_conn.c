@@ -74,11 +74,21 @@ void pqev_flatten_message(char *msg)
 {
 	/* libpq texts end in newlines and continue lines with "\n\t": keep one log
 	   line, a line break becoming one space, or ". " where a sentence ended
-	   without a full stop ("unexpectedly\n\tThis probably means") */
-	char *w = msg;
-	for (char *p = msg; *p;) {
+	   without a full stop ("unexpectedly\n\tThis probably means"). Read from a
+	   copy: ". " may be longer than the break it replaces; the result is cut at
+	   the original length. */
+	size_t len = strlen(msg), n = 0;
+	char *src = strdup(msg);
+
+	if (!src) {
+		for (char *p = msg; *p; p++)
+			if (*p == '\n' || *p == '\r' || *p == '\t')
+				*p = ' ';
+		return;
+	}
+	for (const char *p = src; *p && n < len;) {
 		if (*p != '\n' && *p != '\r' && *p != '\t') {
-			*w++ = *p++;
+			msg[n++] = *p++;
 			continue;
 		}
 		bool broke = false;
@@ -86,19 +96,21 @@ void pqev_flatten_message(char *msg)
 			broke |= *p == '\n' || *p == '\r';
 			p++;
 		}
-		while (w > msg && w[-1] == ' ')
-			w--;
-		if (*p == '\0' || w == msg)
+		while (n > 0 && msg[n - 1] == ' ')
+			n--;
+		if (*p == '\0' || n == 0)
 			continue;
-		char prev = w[-1];
+		char prev = msg[n - 1];
 		if (broke && *p >= 'A' && *p <= 'Z' &&
-		    ((prev >= 'a' && prev <= 'z') || (prev >= '0' && prev <= '9')))
-			*w++ = '.';
-		*w++ = ' ';
+		    ((prev >= 'a' && prev <= 'z') || (prev >= '0' && prev <= '9')) && n < len)
+			msg[n++] = '.';
+		if (n < len)
+			msg[n++] = ' ';
 	}
-	while (w > msg && w[-1] == ' ')
-		w--;
-	*w = '\0';
+	while (n > 0 && msg[n - 1] == ' ')
+		n--;
+	msg[n] = '\0';
+	free(src);
 }
 
 void pqev_conn_config_init(PqevConnConfig *cfg)
