@@ -133,8 +133,11 @@ static double outage_recovery(Daemon *d, char **dbs, int outage_ms)
 	pgt_server_stop();
 	hold_outage(outage_ms);
 	pgt_server_start();
-	ck_assert_msg(pgt_wait_until(all_ticked, &a, (int)(10000 * f), 10),
-		      "not every database ticked within %.0f s of the restart", 10 * f);
+	if (!pgt_wait_until(all_ticked, &a, (int)(10000 * f), 10)) {
+		/* reported by the caller, with the daemon's log */
+		printf("# not every database ticked within %.0f s of the restart\n", 10 * f);
+		return 1e9;
+	}
 	ready = ready_epoch();
 	n = snprintf(line, sizeof(line),
 		     "# outage %.1f s: first tick after ready:", outage_ms / 1000.0);
