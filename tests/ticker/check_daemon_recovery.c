@@ -104,13 +104,20 @@ static double first_tick_after(const char *db, int64_t above)
 	return e;
 }
 
-/* The outage itself is the fault being injected: its length is the scenario. */
-static void hold_outage(int ms)
+/*
+ * The outage itself is the fault being injected: its length is the scenario.
+ * The daemon's stderr is drained meanwhile: its debug lines would fill the pipe
+ * and block it (a 30 s outage logs more than 64 KiB).
+ */
+static void hold_outage(Daemon *d, int ms)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	int64_t end = pgt_now_ms() + ms;
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000000L};
 
-	while (nanosleep(&ts, &ts) != 0)
-		;
+	while (pgt_now_ms() < end) {
+		(void)dmn_log_contains(d, "\001");
+		nanosleep(&ts, NULL);
+	}
 }
 
 /*
@@ -131,7 +138,7 @@ static double outage_recovery(Daemon *d, char **dbs, int outage_ms)
 		pgt_exec_db(dbs[i], "select pgq.insert_event('q', 'test', 'before the outage')");
 	}
 	pgt_server_stop();
-	hold_outage(outage_ms);
+	hold_outage(d, outage_ms);
 	pgt_server_start();
 	if (!pgt_wait_until(all_ticked, &a, (int)(10000 * f), 10)) {
 		/* reported by the caller, with the daemon's log */
