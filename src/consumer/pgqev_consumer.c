@@ -218,6 +218,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	PgqevConsumer *c = arg;
 	enter(c);
+	c->wait_tgt = false;
 	if (c->phase == PH_IDLE)
 		go_next(c);
 	else if (c->phase == PH_BACKOFF)
@@ -268,11 +269,19 @@ static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const 
 	if (c->phase == PH_STOPPED || c->phase == PH_WAIT_CONN)
 		return;
 	int64_t bid = c->batch ? c->batch->id : 0;
+	/* A connection failure (the target's session broke, or the server said it is
+	   going down) is not ours to back off from: the core reconnects it (through
+	   its server's probe while the server is down), and we go on as soon as it
+	   is back. A growing delay here would keep the consumer idle for up to
+	   fail_cap after a long outage. fail_cap bounds the wait. */
+	bool conn = c->fail_conn;
+	c->fail_conn = false;
+	bool wait_tgt = conn && c->tgt && !pqev_conn_is_ready(c->tgt);
 	c->gen++;
 	c->next_sent = false;
 	abandon_batch(c, true);
 	c->fail_streak++;
-	usec_t delay = pqev_backoff_next(&c->fail_bo);
+	usec_t delay = wait_tgt ? c->cfg.fail_cap : conn ? 0 : pqev_backoff_next(&c->fail_bo);
 	if (c->cfg.on_error) {
 		char text[PGQEV_MSG_MAX];
 		if (snprintf(text, sizeof(text), "%s%s%s", what, detail ? ": " : "",
@@ -288,6 +297,7 @@ static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const 
 		return;
 	}
 	c->phase = PH_BACKOFF;
+	c->wait_tgt = wait_tgt;
 	arm_timer(c, delay);
 	set_state(c, PGQEV_STATE_BACKOFF);
 }
@@ -299,6 +309,7 @@ static void conn_broken(PgqevConsumer *c)
 		return;
 	c->gen++;
 	c->next_sent = false;
+	c->wait_tgt = false;
 	evtimer_del(c->timer);
 	abandon_batch(c, false);
 	c->setup_done = false;
@@ -763,10 +774,20 @@ static bool ok_reply(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r, cons
 	if (r->status == PQEV_OK)
 		return true;
 	PqevConn *conn = x->target ? c->tgt : c->src;
-	if (r->status == PQEV_SQL_ERROR) {
+	const char *state = r->status == PQEV_SQL_ERROR && r->result
+				    ? PQresultErrorField(r->result, PG_DIAG_SQLSTATE)
+				    : NULL;
+	if (r->status == PQEV_SQL_ERROR && !pqev_sqlstate_is_server_down(state)) {
 		fail(c, x->target ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what, bare(conn, r->error));
 	} else if (x->target) {
+		c->fail_conn = true;
 		fail(c, PGQEV_ERR_TARGET, what, bare(conn, r->error));
+	} else if (r->status == PQEV_SQL_ERROR) {
+		/* the backend is going away (shutdown, terminated): the session ends
+		   with it; reconnect at once instead of backing off */
+		report(c, PGQEV_ERR_CONNECTION, 0, 1, "%s: %s", what, bare(conn, r->error));
+		conn_broken(c);
+		pqev_conn_reconnect(c->src);
 	} else {
 		conn_broken(c);
 	}
@@ -992,12 +1013,22 @@ static void on_src_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 static void on_tgt_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 {
 	PgqevConsumer *c = arg;
-	if (c->free_pending || c->phase == PH_STOPPED || ev->type == PQEV_EV_CONNECTED)
+	if (c->free_pending || c->phase == PH_STOPPED)
 		return;
 	enter(c);
-	if (c->batch && (c->phase == PH_EO_CHECK || c->phase == PH_READ || c->phase == PH_FINISH))
+	if (ev->type == PQEV_EV_CONNECTED) {
+		/* the target is back: go on now instead of at the end of a delay */
+		if (c->wait_tgt && c->phase == PH_BACKOFF) {
+			c->wait_tgt = false;
+			arm_timer(c, 0);
+		}
+		leave(c);
+		return;
+	}
+	if (c->batch && (c->phase == PH_EO_CHECK || c->phase == PH_READ || c->phase == PH_FINISH)) {
+		c->fail_conn = true;
 		fail(c, PGQEV_ERR_TARGET, "target connection failed", bare(conn, ev->message));
-	else if (ev->type != PQEV_EV_RECYCLED)
+	} else if (ev->type != PQEV_EV_RECYCLED)
 		report(c, PGQEV_ERR_TARGET, ev->retry_in, ev->streak, "target: %s",
 		       bare(conn, ev->message));
 	leave(c);

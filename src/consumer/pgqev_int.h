@@ -99,6 +99,8 @@ struct PgqevConsumer {
 	struct event *timer; /* poll or failure backoff */
 	PqevBackoff fail_bo;
 	unsigned fail_streak;
+	bool fail_conn; /* the failure being reported is a connection's, not ours */
+	bool wait_tgt;  /* BACKOFF until the target connection is back (or fail_cap) */
 
 	PgqevBatch *batch; /* the open batch, or NULL */
 	PgqevBatch *stale; /* abandoned batches still held by the application */

@@ -67,13 +67,50 @@ void pqev_conn_seterr(PqevConn *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(c->err + n, sizeof(c->err) - (size_t)n, fmt, ap);
 	va_end(ap);
-	/* libpq texts end in newlines and may span lines: keep one log line */
-	size_t len = strlen(c->err);
-	while (len > 0 && (c->err[len - 1] == '\n' || c->err[len - 1] == ' '))
-		c->err[--len] = '\0';
-	for (char *p = c->err; *p; p++)
-		if (*p == '\n' || *p == '\r' || *p == '\t')
-			*p = ' ';
+	pqev_flatten_message(c->err);
+}
+
+void pqev_flatten_message(char *msg)
+{
+	/* libpq texts end in newlines and continue lines with "\n\t": keep one log
+	   line, a line break becoming one space, or ". " where a sentence ended
+	   without a full stop ("unexpectedly\n\tThis probably means"). Read from a
+	   copy: ". " may be longer than the break it replaces; the result is cut at
+	   the original length. */
+	size_t len = strlen(msg), n = 0;
+	char *src = strdup(msg);
+
+	if (!src) {
+		for (char *p = msg; *p; p++)
+			if (*p == '\n' || *p == '\r' || *p == '\t')
+				*p = ' ';
+		return;
+	}
+	for (const char *p = src; *p && n < len;) {
+		if (*p != '\n' && *p != '\r' && *p != '\t') {
+			msg[n++] = *p++;
+			continue;
+		}
+		bool broke = false;
+		while (*p == '\n' || *p == '\r' || *p == '\t' || *p == ' ') {
+			broke |= *p == '\n' || *p == '\r';
+			p++;
+		}
+		while (n > 0 && msg[n - 1] == ' ')
+			n--;
+		if (*p == '\0' || n == 0)
+			continue;
+		char prev = msg[n - 1];
+		if (broke && *p >= 'A' && *p <= 'Z' &&
+		    ((prev >= 'a' && prev <= 'z') || (prev >= '0' && prev <= '9')) && n < len)
+			msg[n++] = '.';
+		if (n < len)
+			msg[n++] = ' ';
+	}
+	while (n > 0 && msg[n - 1] == ' ')
+		n--;
+	msg[n] = '\0';
+	free(src);
 }
 
 /* The first layout of PqevConnConfig (library 1.0): fields added later go after it. */
@@ -224,6 +261,7 @@ static void conn_drop(PqevConn *c)
 	timer_disarm(c);
 	dns_cancel(c);
 	pqev_connlimit_release(c->lim, c);
+	pqev_server_leave(c);
 	if (c->pg) {
 		PQfinish(c->pg);
 		c->pg = NULL;
@@ -254,10 +292,16 @@ static void start_libpq(PqevConn *c)
 		return;
 	}
 	if (PQstatus(c->pg) == CONNECTION_BAD) {
+		/* a unix socket that is missing or refuses fails right here; so do bad
+		   option values, which then wait on the server's probe like the rest */
+		c->fail_class = pqev_classify_connect_error(PQerrorMessage(c->pg), false);
 		pqev_conn_seterr(c, "connect failed: %s", PQerrorMessage(c->pg));
 		attempt_failed(c);
 		return;
 	}
+	/* verbose: the SQLSTATE of a refusal tells whose failure it is (cleaned off
+	   the message again); back to the default once connected */
+	PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
 	PQsetNoticeReceiver(c->pg, pqev_notice_receiver, c);
 	set_state(c, PQEV_CONN_CONNECTING);
 	/* libpq: after PQconnectStart, act as if PQconnectPoll asked for writing */
@@ -271,6 +315,7 @@ static void dns_finish(PqevConn *c)
 	for (int i = 0; i < c->nhosts; i++) {
 		if (c->lookups[i] && c->hostaddrs[i][0] == '\0') {
 			dns_cancel(c);
+			c->fail_class = PQEV_FAIL_SERVER; /* the target cannot be reached */
 			attempt_failed(c);
 			return;
 		}
@@ -389,6 +434,13 @@ void pqev_conn_slot_granted(PqevConn *c)
 	pqev_conn_enter(c);
 	switch (c->state) {
 	case PQEV_CONN_WAIT_SLOT:
+		if (pqev_server_is_down(c)) {
+			/* it went down while we queued: wait for its probe instead */
+			pqev_conn_seterr(c, "%s", pqev_server_error(c));
+			c->fail_class = PQEV_FAIL_SERVER;
+			attempt_failed(c);
+			break;
+		}
 		attempt_with_slot(c);
 		break;
 	default:
@@ -409,9 +461,21 @@ static void begin_attempt(PqevConn *c)
 		attempt_failed(c);
 		return;
 	}
+	if (pqev_server_is_down(c)) {
+		/* its probe will tell when it is back: no attempt of our own meanwhile */
+		pqev_conn_seterr(c, "%s", pqev_server_error(c));
+		c->fail_class = PQEV_FAIL_SERVER;
+		attempt_failed(c);
+		return;
+	}
 	set_state(c, PQEV_CONN_WAIT_SLOT);
 	if (pqev_connlimit_acquire(c->lim, c))
 		attempt_with_slot(c);
+}
+
+void pqev_conn_attempt(PqevConn *c)
+{
+	begin_attempt(c);
 }
 
 static void connected(PqevConn *c)
@@ -421,6 +485,8 @@ static void connected(PqevConn *c)
 
 	pqev_connlimit_release(c->lim, c);
 	timer_disarm(c);
+	PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
+	pqev_server_answered(c);
 	ev.streak = c->streak;
 	ev.recovered = c->streak > 0;
 	c->streak = 0;
@@ -458,6 +524,10 @@ static void connect_poll(PqevConn *c)
 	uint64_t gen = c->gen;
 	if (!pqev_conn_dispatch_async(c) || c->gen != gen)
 		return;
+	/* authenticated: the server takes connections again, so its waiters need not
+	   wait for this backend's startup too */
+	if (c->srv_probing && PQstatus(c->pg) == CONNECTION_AUTH_OK)
+		pqev_server_answered(c);
 	switch (st) {
 	case PGRES_POLLING_READING:
 		if (sock_wait(c, EV_READ) < 0)
@@ -472,10 +542,17 @@ static void connect_poll(PqevConn *c)
 		connected(c);
 		break;
 	case PGRES_POLLING_FAILED:
-	default:
-		pqev_conn_seterr(c, "connect failed: %s", PQerrorMessage(c->pg));
+	default: {
+		char *msg = strdup(PQerrorMessage(c->pg));
+		c->fail_class = pqev_classify_connect_error(msg ? msg : "",
+							    PQconnectionNeedsPassword(c->pg));
+		if (msg)
+			pqev_clean_connect_error(msg);
+		pqev_conn_seterr(c, "connect failed: %s", msg ? msg : PQerrorMessage(c->pg));
+		free(msg);
 		attempt_failed(c);
 		break;
+	}
 	}
 }
 
@@ -588,6 +665,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		pqev_conn_seterr(c, "connect timed out after %.1f s%s",
 				 (double)c->cfg.connect_timeout / 1e6,
 				 c->state == PQEV_CONN_RESOLVING ? " (resolving)" : "");
+		c->fail_class = PQEV_FAIL_SERVER;
 		attempt_failed(c);
 		break;
 	case PQEV_CONN_READY:
@@ -609,10 +687,16 @@ void pqev_conn_failure(PqevConn *c, PqevConnEventType type)
 	PqevConnEvent ev = {.type = type};
 	char msg[PQEV_ERR_MAX];
 
+	PqevFailClass cls = type == PQEV_EV_CONNECT_FAILED ? c->fail_class : PQEV_FAIL_LOCAL;
+
+	c->fail_class = PQEV_FAIL_LOCAL;
 	if (c->state == PQEV_CONN_CLOSED)
 		return;
 	pqev_conn_enter(c);
 	pqev_req_take_all(c, &fail, true);
+	/* the server answered (about the database or role): it is up for everyone */
+	if (cls == PQEV_FAIL_DB)
+		pqev_server_answered(c);
 	conn_drop(c);
 	if (c->err[0] == '\0')
 		pqev_conn_seterr(c, "%s",
@@ -620,12 +704,18 @@ void pqev_conn_failure(PqevConn *c, PqevConnEventType type)
 	snprintf(msg, sizeof(msg), "%s", c->err);
 	c->streak++;
 	ev.streak = c->streak;
-	ev.retry_in = pqev_backoff_next(&c->backoff);
 	ev.message = msg;
 	set_state(c, PQEV_CONN_BACKOFF);
-	if (timer_arm(c, ev.retry_in) < 0) {
-		/* NOTE: never strand the machine: without a timer, try again right away */
-		begin_attempt(c);
+	if (cls == PQEV_FAIL_SERVER && c->srv) {
+		/* the server's failure, not ours: no own backoff, wait for its probe */
+		ev.server_down = true;
+		ev.retry_in = pqev_server_wait(c);
+	} else {
+		ev.retry_in = pqev_backoff_next(&c->backoff);
+		if (timer_arm(c, ev.retry_in) < 0) {
+			/* NOTE: never strand the machine: without a timer, try again now */
+			begin_attempt(c);
+		}
 	}
 	if (c->cb.on_event)
 		c->cb.on_event(c, &ev, c->cb.arg);
@@ -782,6 +872,7 @@ void pqev_conn_reconnect(PqevConn *c)
 
 static void conn_destroy(PqevConn *c)
 {
+	pqev_server_unbind(c);
 	pqev_conn_clear_notices(c);
 	pqev_conninfo_clear(c);
 	for (size_t i = 0; i < c->nchannels; i++)

@@ -30,6 +30,15 @@
 #define PQEV_NAME_MAX 64
 #define PQEV_ERR_MAX  512
 
+typedef struct PqevServer PqevServer;
+
+/* Whose failure a failed connect attempt is (see pqev_server.c). */
+typedef enum PqevFailClass {
+	PQEV_FAIL_LOCAL = 0, /* ours: bad settings, out of memory; own backoff */
+	PQEV_FAIL_SERVER,    /* the server is down or not taking connections; wait on it */
+	PQEV_FAIL_DB,        /* the server answered about the database or role; own backoff */
+} PqevFailClass;
+
 typedef enum ReqKind {
 	REQ_USER = 0,
 	REQ_LISTEN,   /* LISTEN/UNLISTEN issued by the layer */
@@ -114,6 +123,11 @@ struct PqevConn {
 
 	PqevBackoff backoff;
 	unsigned streak;
+	PqevFailClass fail_class;       /* of the attempt failing now; reset by each failure */
+	PqevServer *srv;                /* the server of the connection target; NULL on OOM */
+	TAILQ_ENTRY(PqevConn) srv_link; /* on srv->waiters while srv_waiting */
+	bool srv_waiting;
+	bool srv_probing;
 	usec_t connected_at;
 	usec_t last_activity;
 
@@ -147,6 +161,34 @@ struct evdns_base *pqev_connlimit_dns(PqevConnLimit *lim);
 void pqev_connlimit_debugv(PqevConnLimit *lim, const char *name, const char *fmt, va_list ap)
 	PQEV_PRINTF(3, 0);
 
+/* The limiter's list of servers (pqev_server.c keeps it). */
+PqevServer **pqev_connlimit_servers(PqevConnLimit *lim);
+
+/* ---- pqev_server.c ---- */
+/*
+ * Classify the text of a failed connect attempt made with PQERRORS_VERBOSE:
+ * SERVER when no server answered or it answered only "not now" (57P01, 57P02,
+ * 57P03), DB when it answered anything else or asked for a missing password.
+ */
+PqevFailClass pqev_classify_connect_error(const char *msg, bool needs_password);
+/* Remove what verbose mode adds (SQLSTATEs after severities, LOCATION lines). */
+void pqev_clean_connect_error(char *msg);
+/* Attach c to the server of `key` (its connection target); NULL key: none. */
+void pqev_server_bind(PqevConn *c, const char *key);
+void pqev_server_unbind(PqevConn *c);
+/* True if c's server is known down and c is not its probe; if nobody probes it
+   (no probe in flight or scheduled), c becomes the probe and false is returned. */
+bool pqev_server_is_down(PqevConn *c);
+/* Why the server is down (no label), for waiters' messages. */
+const char *pqev_server_error(const PqevConn *c);
+/* c (state BACKOFF, no timer) failed at server level: wait for the server. Returns
+   the probe interval. */
+usec_t pqev_server_wait(PqevConn *c);
+/* c stops waiting or probing (dropped, closed, restarted). */
+void pqev_server_leave(PqevConn *c);
+/* An attempt of c reached the server: release everyone waiting on it. */
+void pqev_server_answered(PqevConn *c);
+
 /* ---- pqev_conninfo.c ---- */
 /*
  * Parse c->conninfo: fill c->name (unless configured), c->hosts/nhosts and
@@ -177,10 +219,15 @@ PQEV_MUSTCHECK int pqev_struct_in(void *dst, size_t dst_size, const void *src, s
 /* ---- pqev_conn.c ---- */
 usec_t pqev_now(void);
 void pqev_conn_debug(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
+/* One line from a libpq text: line breaks become one space (". " after a
+   sentence without a full stop), trailing whitespace goes. In place. */
+void pqev_flatten_message(char *msg);
 /* Set c->err to "<name>: <formatted text>" with newlines flattened. */
 void pqev_conn_seterr(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
 void pqev_conn_enter(PqevConn *c);
 void pqev_conn_leave(PqevConn *c);
+/* Begin a connect attempt now (state BACKOFF): the server's probe or release. */
+void pqev_conn_attempt(PqevConn *c);
 /* Called by the limiter when a queued connect gets its slot. */
 void pqev_conn_slot_granted(PqevConn *c);
 /* The connection broke (or an attempt failed): fail everything, back off. */

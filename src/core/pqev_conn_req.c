@@ -76,9 +76,7 @@ void pqev_req_complete(PqevReq *r, PqevStatus st, const char *error)
 		if (!m && r->last)
 			m = PQresultErrorMessage(r->last);
 		snprintf(buf, sizeof(buf), "%s: %s", c->name, m && *m ? m : "query failed");
-		size_t n = strlen(buf);
-		while (n > 0 && buf[n - 1] == '\n')
-			buf[--n] = '\0';
+		pqev_flatten_message(buf);
 		error = buf;
 	}
 	reply.error = st == PQEV_OK ? NULL : error;

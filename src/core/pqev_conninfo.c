@@ -133,7 +133,7 @@ int pqev_conninfo_parse(PqevConn *c)
 {
 	char *errmsg = NULL;
 	PQconninfoOption *opts;
-	const char *dbname = NULL, *user = NULL, *host = NULL, *hostaddr = NULL;
+	const char *dbname = NULL, *user = NULL, *host = NULL, *hostaddr = NULL, *port = NULL;
 	int rc = 0;
 
 	pqev_conninfo_clear(c);
@@ -168,6 +168,8 @@ int pqev_conninfo_parse(PqevConn *c)
 			host = o->val;
 		else if (strcmp(o->keyword, "hostaddr") == 0)
 			hostaddr = o->val;
+		else if (strcmp(o->keyword, "port") == 0)
+			port = o->val;
 	}
 	if (c->cfg_name)
 		pqev_sanitize(c->name, sizeof(c->name), c->cfg_name);
@@ -176,6 +178,14 @@ int pqev_conninfo_parse(PqevConn *c)
 	/* libpq resolves names itself (blocking) only when no hostaddr is given */
 	if (host && !hostaddr)
 		rc = split_hosts(c, host);
+	/* the connection target, which server-level failures belong to (pqev_server.c);
+	   unset parts stay empty: libpq fills them the same way for every connection */
+	char *key = NULL;
+	if (asprintf(&key, "%s\x1f%s\x1f%s", host ? host : "", hostaddr ? hostaddr : "",
+		     port ? port : "") < 0)
+		key = NULL;
+	pqev_server_bind(c, key);
+	free(key);
 	PQconninfoFree(opts);
 	if (rc < 0) {
 		pqev_conninfo_clear(c);

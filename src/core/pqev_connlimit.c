@@ -25,7 +25,13 @@ struct PqevConnLimit {
 	struct evdns_base *dns;
 	PqevDebugFn dbg;
 	void *dbg_arg;
+	PqevServer *servers;
 };
+
+PqevServer **pqev_connlimit_servers(PqevConnLimit *lim)
+{
+	return &lim->servers;
+}
 
 static bool has_room(const PqevConnLimit *lim)
 {

@@ -1002,7 +1002,14 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		break;
 	case PQEV_EV_CONNECT_FAILED:
 	case PQEV_EV_LOST:
-		if (ev->streak <= 1)
+		if (ev->server_down && ev->streak <= 1)
+			pqev_log_warning(
+				db->log, "%s; waiting for the server (next probe in %.2f s)",
+				strip_label(db, ev->message), pqev_usec_to_sec(ev->retry_in));
+		else if (ev->server_down)
+			pqev_log_debug(db->log, "%s (%u in a row); waiting for the server",
+				       strip_label(db, ev->message), ev->streak);
+		else if (ev->streak <= 1)
 			pqev_log_warning(db->log, "%s; retrying in %.2f s",
 					 strip_label(db, ev->message),
 					 pqev_usec_to_sec(ev->retry_in));

@@ -1,11 +1,16 @@
 /*
  * Connection layer logic that needs no server: conninfo validation and the
  * password rule for its errors, labels, channel checks, refusals on a closed
- * connection, state/status names, and the connect limiter's bookkeeping.
+ * connection, state/status names, the connect limiter's bookkeeping, and
+ * connections waiting on a server that is down.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <event2/event.h>
 
@@ -174,6 +179,116 @@ START_TEST(test_debug_hook)
 }
 END_TEST
 
+typedef struct Watch {
+	int events, server_down, waits_over;
+	usec_t max_retry;
+	char last[512];
+} Watch;
+
+static void on_watch(PqevConn *c, const PqevConnEvent *ev, void *arg)
+{
+	Watch *w = arg;
+	w->events++;
+	if (ev->server_down)
+		w->server_down++;
+	if (ev->retry_in > w->max_retry)
+		w->max_retry = ev->retry_in;
+	snprintf(w->last, sizeof(w->last), "%s", ev->message);
+}
+
+static void stop_loop(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(base);
+}
+
+/*
+ * A missing socket says the server is down: the connections wait on their server,
+ * which is probed every quarter to half of retry_base by one of them, instead of
+ * each backing off toward retry_cap. libpq's two-line text reads as one sentence
+ * pair ("directory. Is the server"), not "directory  Is".
+ */
+START_TEST(test_server_down_is_probed_not_backed_off)
+{
+	Watch w = {0};
+	PqevConnCallbacks cb = {.on_event = on_watch, .arg = &w};
+	PqevConnConfig cfg;
+	PqevConn *c[3];
+	struct timeval tv = {1, 500000};
+
+	pqev_conn_config_init(&cfg);
+	cfg.conninfo = "host=/nonexistent-dir port=5999 dbname=x";
+	cfg.retry_base = 200 * USEC_PER_MSEC;
+	cfg.retry_cap = 60 * USEC_PER_SEC;
+	for (int i = 0; i < 3; i++) {
+		c[i] = pqev_conn_new(lim, &cfg, &cb);
+		ck_assert_ptr_nonnull(c[i]);
+		ck_assert_int_eq(pqev_conn_start(c[i]), 0);
+	}
+	event_base_once(base, -1, EV_TIMEOUT, stop_loop, NULL, &tv);
+	event_base_dispatch(base);
+	/* own backoff would allow about 4 attempts per connection in 1.5 s (0.1, 0.3,
+	   0.7, 1.5 s); probes come every 50-100 ms whatever the outage length */
+	ck_assert_int_ge(w.events, 15);
+	ck_assert_int_eq(w.server_down, w.events);
+	ck_assert_uint_le(w.max_retry, 100 * USEC_PER_MSEC);
+	ck_assert_msg(strstr(w.last, "No such file or directory. Is the server running"), "%s",
+		      w.last);
+	ck_assert_msg(!strstr(w.last, "  ") || strstr(w.last, "FATAL:  "), "%s", w.last);
+	ck_assert_msg(!strchr(w.last, '\n') && !strchr(w.last, '\t'), "%s", w.last);
+	for (int i = 0; i < 3; i++)
+		pqev_conn_free(c[i]);
+}
+END_TEST
+
+static void run_ms(int ms)
+{
+	struct timeval tv = {0, ms * 1000};
+	event_base_once(base, -1, EV_TIMEOUT, stop_loop, NULL, &tv);
+	event_base_dispatch(base);
+}
+
+/*
+ * A server seen down whose waiters all went away (closed) is not down for good:
+ * the next attempt on it is made for real (as its probe). Here the "server" is a
+ * listening unix socket that never answers, so a real attempt stays connecting.
+ */
+START_TEST(test_server_down_without_waiters_is_probed_again)
+{
+	char dir[] = "/tmp/pqev-unit-XXXXXX", ci[256], path[80];
+	Watch w = {0};
+	PqevConnCallbacks cb = {.on_event = on_watch, .arg = &w};
+	PqevConnConfig cfg;
+	PqevConn *c;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(ci, sizeof(ci), "host=%s port=5998 dbname=x", dir);
+	pqev_conn_config_init(&cfg);
+	cfg.conninfo = ci;
+	c = pqev_conn_new(lim, &cfg, &cb);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(pqev_conn_start(c), 0);
+	run_ms(30);
+	ck_assert_int_ge(w.server_down, 1);
+	pqev_conn_close(c);
+	run_ms(200); /* the probe timer fires with nobody waiting */
+	snprintf(path, sizeof(path), "%s/.s.PGSQL.5998", dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	ck_assert_int_eq(pqev_conn_start(c), 0);
+	run_ms(50);
+	ck_assert_str_eq(pqev_conn_state_name(pqev_conn_state(c)), "connecting");
+	pqev_conn_free(c);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conn-unit");
@@ -185,6 +300,8 @@ int main(void)
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_limiter_queues_and_frees);
 	tcase_add_test(tc, test_debug_hook);
+	tcase_add_test(tc, test_server_down_is_probed_not_backed_off);
+	tcase_add_test(tc, test_server_down_without_waiters_is_probed_again);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = false};
 	return pgt_main(s, &o);

@@ -330,6 +330,20 @@ static void supervisor_cmd(char cmd)
 	ck_assert_msg(reply[0] == '\0', "server control '%c' failed: %s", cmd, reply);
 }
 
+double pgt_time_factor(void)
+{
+	const char *v = getenv("PGQD_TEST_TIME_FACTOR");
+	char *end;
+	double f;
+
+	if (v && *v) {
+		f = strtod(v, &end);
+		if (*end == '\0' && f >= 1)
+			return f;
+	}
+	return getenv("PGQD_TEST_VALGRIND") ? 6 : 1;
+}
+
 void pgt_server_stop(void)
 {
 	supervisor_cmd('S');

@@ -78,6 +78,13 @@ void pgt_server_start(void);   /* start again on the same data, socket and port 
 void pgt_server_restart(void); /* stop + start */
 void pgt_server_crash(void);   /* SIGKILL the postmaster; backends follow */
 
+/*
+ * Factor for time bounds that an issue promises (recovery latency): 1 normally,
+ * PGQD_TEST_TIME_FACTOR when set (scripts/test sets 3 for --sanitize, 6 for
+ * --valgrind), 6 under the valgrind test setup otherwise.
+ */
+double pgt_time_factor(void);
+
 /* Monotonic milliseconds, for deadlines in tests. */
 int64_t pgt_now_ms(void);
 

@@ -115,9 +115,32 @@ typedef struct PqevConnEvent {
 	unsigned streak;     /* failures in a row, this one included; on CONNECTED the
 				length of the streak that just ended (0 if none) */
 	bool recovered;      /* CONNECTED after one or more failures */
-	usec_t retry_in;     /* CONNECT_FAILED/LOST: delay before the next attempt */
+	usec_t retry_in;     /* CONNECT_FAILED/LOST: delay before the next attempt; with
+				server_down, before the server's next probe */
 	const char *message; /* "<name>: <what happened>", no password, never NULL */
+	bool server_down;    /* CONNECT_FAILED: the failure is the server's (refused, no
+				socket, starting up, shutting down, in recovery, connect
+				deadline); the connection waits for the server instead of
+				backing off, see "Server-level failures" */
 } PqevConnEvent;
+
+/*
+ * Server-level failures. A connect attempt that fails because the server is
+ * down or not taking connections yet (no answer at all, or SQLSTATE 57P01,
+ * 57P02, 57P03) does not count toward the connection's own backoff: the
+ * connection waits on its server (one per host/hostaddr/port and limiter), which
+ * one waiting connection probes with a real attempt every retry_base (jittered
+ * down to half). When an attempt of any connection to that server reaches it,
+ * every waiting connection starts its attempt at once (within the limiter's cap).
+ * Failures about the database or role (authentication, missing database, a
+ * password libpq does not have, too many clients) keep the capped exponential
+ * backoff of the connection. A request queued on a waiting connection fails with
+ * PQEV_CONN_LOST at the next probe.
+ */
+
+/* True if `sqlstate` means the server is going down or not taking connections
+   now (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now). */
+bool pqev_sqlstate_is_server_down(const char *sqlstate);
 
 /*
  * Callbacks of a connection; any may be NULL. `arg` is passed to each.
