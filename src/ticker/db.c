@@ -127,6 +127,9 @@ Db *db_new(Cluster *cl, const char *name)
 	if (!db->log || !db->timer)
 		goto fail;
 	db->state = DB_CONNECTING;
+	/* its start-up grace runs from here: set later (by the first health pass), a
+	   database already reported as never ticked would turn healthy again */
+	db->seen_at = pqev_clock_refresh();
 	t->stats.by_state[DB_CONNECTING]++;
 	db->next_maint = db->next_retry = db->next_check = USEC_INFINITY;
 	db->phase = pick_phase(cl->ticker_period);

@@ -123,9 +123,9 @@ static const char *db_problem(const Ticker *t, const Db *db, usec_t now, char *b
 		return NULL;
 	}
 	{
-		usec_t since = db->seen_at ? db->seen_at : t->start_mono;
+		usec_t since = db->seen_at;
 
-		if (now - since > m->startup_grace) {
+		if (now > since && now - since > m->startup_grace) {
 			snprintf(buf, len, "never ticked in %.0f s (startup_grace %.0f s)",
 				 pqev_usec_to_sec(now - since), pqev_usec_to_sec(m->startup_grace));
 			return buf;
@@ -153,8 +153,6 @@ bool stats_check_health(Ticker *t)
 			bool bad = m->unreachable_timeout && db->failing_since &&
 				   now - db->failing_since >= m->unreachable_timeout;
 
-			if (!db->seen_at)
-				db->seen_at = now;
 			if (bad && !db->unreachable) {
 				db->unreachable = true;
 				t->stats.unreachable++;

@@ -176,7 +176,7 @@ struct Db {
 	usec_t failing_since;  /* monotonic; 0 when healthy */
 	bool unreachable;      /* failing longer than unreachable_timeout */
 	unsigned err_streak;   /* SQL errors in a row, for log rate limiting */
-	usec_t seen_at;        /* when health first saw it (its start-up grace); 0: not yet */
+	usec_t seen_at;        /* when it was registered: its start-up grace starts here */
 	bool unhealthy_logged; /* the stale/never-ticked warning was logged */
 
 	/* totals for metrics */
