@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@
 #include <pgqd-ev/pgqev_cascade.h>
 #include <pgqd-ev/pqev_clock.h>
 
+#include "pgqev_config.h"
 #include "pgqev_int.h"
 
 #define CASCADE_CURSOR "pgqev_cascade_cursor"
@@ -1391,14 +1393,32 @@ int pgqev_cascade_batch_exec(PgqevBatch *b, const char *sql, int nparams, const 
 
 /* ---- public API ---- */
 
-void pgqev_cascade_config_init(PgqevCascadeConfig *cfg)
+/* The first layout of PgqevCascadeConfig: fields added later go after it. */
+#define CASCADE_CONFIG_SIZE_1 (offsetof(PgqevCascadeConfig, arg) + sizeof(void *))
+
+static void config_defaults(PgqevCascadeConfig *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->fetch_size = 1000;
 	cfg->wm_period = 300 * USEC_PER_SEC;
 	cfg->fail_delay = USEC_PER_SEC;
 	cfg->fail_cap = 60 * USEC_PER_SEC;
 	cfg->connect_timeout = 10 * USEC_PER_SEC;
+}
+
+void pgqev_cascade_config_init_size(PgqevCascadeConfig *cfg, size_t size)
+{
+	PgqevCascadeConfig d;
+	if (!cfg || size < sizeof(d.size))
+		return;
+	config_defaults(&d);
+	/* an older program's struct is shorter, a newer one's longer */
+	size_t n = size < sizeof(d) ? size : sizeof(d);
+	if (size > n)
+		memset(cfg, 0, size); /* a newer program's fields: unset */
+	memcpy(cfg, &d, n);
+	cfg->size = size;
 }
 
 static bool bad(char *eb, size_t es, const char *fmt, ...) PQEV_PRINTF(3, 4);
@@ -1460,7 +1480,24 @@ PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfi
 		bad(errbuf, errsize, "event_base: required");
 		return NULL;
 	}
-	if (!cfg || !validate(cfg, errbuf, errsize))
+	if (!cfg) {
+		bad(errbuf, errsize, "config: required");
+		return NULL;
+	}
+	/* the caller's struct may be shorter or longer than ours (see size) */
+	PgqevCascadeConfig in;
+	config_defaults(&in);
+	int src = pqev_struct_in(&in, sizeof(in), cfg, cfg->size, 0);
+	if (src < 0 || cfg->size < CASCADE_CONFIG_SIZE_1) {
+		bad(errbuf, errsize,
+		    src == -E2BIG ? "config: sets fields this library (%s) does not know"
+				  : "config: not filled by pgqev_cascade_config_init() (%s)",
+		    PGQEV_VERSION);
+		return NULL;
+	}
+	in.size = sizeof(in);
+	cfg = &in;
+	if (!validate(cfg, errbuf, errsize))
 		return NULL;
 	PgqevCascade *w = calloc(1, sizeof(*w));
 	if (!w) {
@@ -1610,11 +1647,20 @@ const char *pgqev_cascade_provider(const PgqevCascade *w)
 	return w->type == NT_ROOT ? NULL : w->provider;
 }
 
-void pgqev_cascade_stats(const PgqevCascade *w, PgqevCascadeStats *out)
+void pgqev_cascade_stats_size(const PgqevCascade *w, PgqevCascadeStats *out, size_t size)
 {
-	*out = w->st;
-	out->provider_connected = w->src && pqev_conn_is_ready(w->src);
-	out->provider_failures = w->src ? pqev_conn_streak(w->src) : 0;
+	if (!w || !out || size < sizeof(out->size))
+		return;
+	PgqevCascadeStats st = w->st;
+	st.provider_connected = w->src && pqev_conn_is_ready(w->src);
+	st.provider_failures = w->src ? pqev_conn_streak(w->src) : 0;
+	/* an older program's struct is shorter; a newer one's extra fields are
+	   unknown here: zero */
+	size_t n = size < sizeof(st) ? size : sizeof(st);
+	if (size > n)
+		memset(out, 0, size);
+	memcpy(out, &st, n);
+	out->size = size;
 }
 
 void pgqev_cascade_wake(PgqevCascade *w)

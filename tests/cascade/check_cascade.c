@@ -338,12 +338,61 @@ START_TEST(test_config_errors)
 }
 END_TEST
 
+/* A config and stats with room for fields this library does not know. */
+typedef struct BiggerConfig {
+	PgqevCascadeConfig cfg;
+	uint64_t future[2];
+} BiggerConfig;
+
+typedef struct BiggerStats {
+	PgqevCascadeStats st;
+	uint64_t future[2];
+} BiggerStats;
+
+START_TEST(test_config_size_checked)
+{
+	char eb[256];
+	PgqevCascadeConfig raw;
+	memset(&raw, 0, sizeof(raw));
+	raw.conninfo = "dbname=x";
+	raw.queue = "q";
+	ck_assert_ptr_null(pgqev_cascade_new(cs_base(), &raw, eb, sizeof(eb)));
+	ck_assert_msg(strstr(eb, "not filled by pgqev_cascade_config_init()") != NULL, "%s", eb);
+
+	/* a newer program's struct: accepted while the unknown tail is unset */
+	BiggerConfig big;
+	memset(&big, 0xff, sizeof(big));
+	pgqev_cascade_config_init_size(&big.cfg, sizeof(big));
+	ck_assert_uint_eq(big.cfg.size, sizeof(big));
+	ck_assert_uint_eq(big.future[0] | big.future[1], 0);
+	ck_assert_uint_eq(big.cfg.fetch_size, 1000);
+	big.cfg.conninfo = "dbname=x";
+	big.cfg.queue = "q";
+	PgqevCascade *w = pgqev_cascade_new(cs_base(), &big.cfg, eb, sizeof(eb));
+	ck_assert_msg(w != NULL, "%s", eb);
+
+	/* stats into a newer program's struct: the unknown tail zeroed */
+	BiggerStats bs;
+	memset(&bs, 0xff, sizeof(bs));
+	pgqev_cascade_stats_size(w, &bs.st, sizeof(bs));
+	ck_assert_uint_eq(bs.st.size, sizeof(bs));
+	ck_assert_uint_eq(bs.st.batches, 0);
+	ck_assert_uint_eq(bs.future[0] | bs.future[1], 0);
+	pgqev_cascade_free(w);
+
+	big.future[1] = 1;
+	ck_assert_ptr_null(pgqev_cascade_new(cs_base(), &big.cfg, eb, sizeof(eb)));
+	ck_assert_msg(strstr(eb, "does not know") != NULL, "%s", eb);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cascade");
 	TCase *tc = pgt_tcase("cascade", 120);
 	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
 	tcase_add_test(tc, test_config_errors);
+	tcase_add_test(tc, test_config_size_checked);
 	tcase_add_test(tc, test_no_pgq_node);
 	tcase_add_test(tc, test_not_a_node);
 	tcase_add_test(tc, test_two_workers_one_node);

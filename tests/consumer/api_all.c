@@ -5,8 +5,9 @@
  *
  *   api_all SOURCE_CONNSTR TARGET_CONNSTR
  *
- * SOURCE has queue "q" ticking on every pgq.ticker() call; TARGET has
- * pgq_ext and a table sink(v text). Prints "api_all: ok" and exits 0, or
+ * SOURCE has queue "q" ticking on every pgq.ticker() call and is the root
+ * node "api_root" of cascade "q" (pgq_node); TARGET has pgq_ext and a table
+ * sink(v text). Prints "api_all: ok" and exits 0, or
  * names the first failed check and exits 1.
  */
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 #include <event2/event.h>
 
+#include <pgqd-ev/pgqev_cascade.h>
 #include <pgqd-ev/pgqev_consumer.h>
 #include <pgqd-ev/pgqev_version.h>
 
@@ -308,6 +310,75 @@ static void consumer(struct event_base *base, const char *src, const char *tgt, 
 	PQclear(r);
 }
 
+/* ---- the cascade worker (a root: publishes the global watermark) ---- */
+
+typedef struct CasCtx {
+	int stopped;
+	int errors;
+} CasCtx;
+
+static void cas_on_error(PgqevCascade *w, const PgqevError *err, void *arg)
+{
+	fprintf(stderr, "api_all: cascade error: %s\n", err->message);
+	((CasCtx *)arg)->errors++;
+}
+
+static void cas_on_state(PgqevCascade *w, PgqevState o, PgqevState n, void *arg)
+{
+	if (n == PGQEV_STATE_STOPPED)
+		((CasCtx *)arg)->stopped = 1;
+}
+
+static void cascade(struct event_base *base, const char *src)
+{
+	CasCtx x;
+	memset(&x, 0, sizeof(x));
+	PgqevCascadeConfig cfg;
+	pgqev_cascade_config_init(&cfg);
+	CHECK(cfg.size == sizeof(cfg));
+	cfg.conninfo = src;
+	cfg.queue = "q";
+	cfg.node = "api_root";
+	cfg.label = "api-cascade";
+	cfg.on_error = cas_on_error;
+	cfg.on_state = cas_on_state;
+	cfg.arg = &x;
+	char eb[256];
+	PgqevCascade *w = pgqev_cascade_new(base, &cfg, eb, sizeof(eb));
+	if (!w)
+		fprintf(stderr, "api_all: %s\n", eb);
+	CHECK(w != NULL);
+	CHECK(strcmp(pgqev_cascade_label(w), "api-cascade") == 0);
+	CHECK(pgqev_cascade_state(w) == PGQEV_STATE_STOPPED);
+	CHECK(pgqev_cascade_node_type(w) == NULL);
+	CHECK(pgqev_cascade_start(w) == 0);
+	CHECK(pgqev_cascade_start(w) == -EALREADY);
+	/* running: the node read as a root and the watermark published once */
+	PgqevCascadeStats st;
+	memset(&st, 0, sizeof(st));
+	long long deadline = now_ms() + 30000;
+	while (now_ms() < deadline) {
+		pgqev_cascade_stats(w, &st);
+		if (pgqev_cascade_state(w) == PGQEV_STATE_IDLE && st.last_progress != 0)
+			break;
+		event_base_loop(base, EVLOOP_ONCE);
+	}
+	CHECK(pgqev_cascade_state(w) == PGQEV_STATE_IDLE);
+	CHECK(st.size == sizeof(st));
+	CHECK(st.last_progress != 0);
+	CHECK(st.errors == 0);
+	CHECK(pgqev_cascade_node_type(w) != NULL);
+	CHECK(strcmp(pgqev_cascade_node_type(w), "root") == 0);
+	CHECK(pgqev_cascade_provider(w) == NULL); /* a root has none */
+	pgqev_cascade_wake(w);
+	CHECK(x.errors == 0);
+	pgqev_cascade_stop(w);
+	run_until(base, &x.stopped);
+	CHECK(pgqev_cascade_state(w) == PGQEV_STATE_STOPPED);
+	CHECK(pgqev_cascade_free(w) == NULL);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
@@ -329,6 +400,7 @@ int main(int argc, char **argv)
 	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "1") == 0);
 	PQclear(r);
 	CHECK(pgqev_unregister(pg, "q", "api", NULL, false) == 0);
+	cascade(base, argv[1]);
 	/* the blocking runner refuses a config without a queue at once */
 	PgqevConsumerConfig bad;
 	pgqev_config_init(&bad);

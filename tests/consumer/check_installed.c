@@ -10,7 +10,8 @@
 
 #include "pgtest.h"
 
-/* A source database with queue "q" ticking on every call, and a target. */
+/* A source database with queue "q" ticking on every call, also the root node
+   "api_root" (worker "api_w") of cascade "q", and a target. */
 static void dbs(char *src, char *tgt, size_t size)
 {
 	const char *s = pgt_db_new();
@@ -18,6 +19,14 @@ static void dbs(char *src, char *tgt, size_t size)
 		       " pgq.set_queue_config('q', 'ticker_max_lag', '0'),"
 		       " pgq.set_queue_config('q', 'ticker_idle_period', '0')");
 	snprintf(src, size, "%s", pgt_connstr(s, false));
+	char sql[1024];
+	snprintf(sql, sizeof(sql),
+		 "select ret_code from pgq_node.register_location('q', 'api_root', '%s', false)",
+		 src);
+	ck_assert_int_eq(pgt_int_db(s, sql), 200);
+	ck_assert_int_eq(pgt_int_db(s, "select ret_code from pgq_node.create_node('q', 'root',"
+				       " 'api_root', 'api_w', NULL, NULL, NULL)"),
+			 200);
 	const char *t = pgt_db_new();
 	pgt_exec_db(t, "create table sink (v text)");
 	snprintf(tgt, size, "%s", pgt_connstr(t, false));

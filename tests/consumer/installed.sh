@@ -4,7 +4,8 @@
 # C++ against the installed headers and libpgqev.pc only, with
 # -Wl,--no-undefined, and run both against the test's server. Also: every
 # installed header compiles alone in C and C++, and the library exports
-# exactly the functions the installed headers declare (nm -D).
+# exactly the functions the installed headers declare (nm -D), each of which
+# api_all calls.
 #
 #   installed.sh BUILDDIR SRCDIR TMPDIR SRC_C TARGET_C SRC_CXX TARGET_CXX
 # (the C and the C++ program each get their own source and target database)
@@ -64,6 +65,14 @@ cc -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter $san $cflags \
     "$src/tests/consumer/api_all.c" -o "$tmp/api_all_c" $libs -Wl,--no-undefined
 c++ -x c++ -Wall -Wextra -Werror -Wno-unused-parameter $san $cflags \
     "$src/tests/consumer/api_all.c" -x none -o "$tmp/api_all_cxx" $libs -Wl,--no-undefined
+# api_all calls every exported function: each is an undefined symbol of both
+# programs (the static inline wrappers leave their *_size functions there)
+for prog in api_all_c api_all_cxx; do
+    nm -u "$tmp/$prog" | awk '{ sub(/@.*/, "", $2); print $2 }' | sort -u >"$tmp/$prog.used"
+    missing=$(comm -23 "$tmp/exported.txt" "$tmp/$prog.used")
+    [ -z "$missing" ] ||
+        { echo "installed.sh: $prog does not call:" $missing; exit 1; }
+done
 # the programs must use the installed library, not the build tree's
 LD_LIBRARY_PATH="$libdir" ldd "$tmp/api_all_c" | grep -q "$libdir/libpgqev.so" ||
     { echo "installed.sh: api_all_c does not load the installed libpgqev"; exit 1; }

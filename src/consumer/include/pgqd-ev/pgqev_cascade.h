@@ -52,7 +52,14 @@ typedef void (*PgqevCascadeErrorFn)(PgqevCascade *w, const PgqevError *err, void
 typedef void (*PgqevCascadeStateFn)(PgqevCascade *w, PgqevState old_state, PgqevState new_state,
 				    void *arg);
 
+/*
+ * Settings, a value type: fill with pgqev_cascade_config_init() and change what
+ * you need. Extensible as PgqevConsumerConfig: `size` is set by the init to the
+ * size the program was compiled with; a struct not filled by the init, or one
+ * setting fields this library does not know, is refused by pgqev_cascade_new().
+ */
 typedef struct PgqevCascadeConfig {
+	size_t size;          /* set by pgqev_cascade_config_init(); do not change */
 	const char *conninfo; /* the local node's database (required) */
 	const char *queue;    /* the cascade: its queue name (required) */
 	const char *worker;   /* worker name; NULL: node_info.worker_name */
@@ -79,9 +86,17 @@ typedef struct PgqevCascadeConfig {
 	void *arg;
 } PgqevCascadeConfig;
 
-void pgqev_cascade_config_init(PgqevCascadeConfig *cfg);
+/* Fill with defaults; `size` is the caller's sizeof(PgqevCascadeConfig). */
+void pgqev_cascade_config_init_size(PgqevCascadeConfig *cfg, size_t size);
 
-/* New worker; NULL and a message in errbuf on a bad config. No I/O yet. */
+static inline void pgqev_cascade_config_init(PgqevCascadeConfig *cfg)
+{
+	pgqev_cascade_config_init_size(cfg, sizeof(*cfg));
+}
+
+/* New worker; NULL and a message in errbuf on a bad config, on a cfg not filled
+   by pgqev_cascade_config_init() or one that sets fields this library does not
+   know (built against a newer header). No I/O yet. */
 PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfig *cfg,
 				char *errbuf, size_t errsize);
 /* Begin connecting. 0, -EINVAL (bad conninfo), -EALREADY. */
@@ -98,8 +113,11 @@ const char *pgqev_cascade_node_type(const PgqevCascade *w);
 /* The provider's node name once known, else NULL. */
 const char *pgqev_cascade_provider(const PgqevCascade *w);
 
-/* Figures since start. */
+/* Figures since start. Extensible: `size` is set by pgqev_cascade_stats() to
+   the size the program was compiled with; the library fills what it knows of
+   that size and zeroes fields added by later versions. */
 typedef struct PgqevCascadeStats {
+	size_t size;                /* set by pgqev_cascade_stats() */
 	uint64_t batches;           /* batches committed on the local node */
 	uint64_t events;            /* events read from the provider in those batches */
 	uint64_t copied;            /* events written into the local queue (branch) */
@@ -113,7 +131,13 @@ typedef struct PgqevCascadeStats {
 	unsigned provider_failures; /* current failure streak of the provider connection */
 } PgqevCascadeStats;
 
-void pgqev_cascade_stats(const PgqevCascade *w, PgqevCascadeStats *out);
+/* Fill *out; `size` is the caller's sizeof(PgqevCascadeStats). */
+void pgqev_cascade_stats_size(const PgqevCascade *w, PgqevCascadeStats *out, size_t size);
+
+static inline void pgqev_cascade_stats(const PgqevCascade *w, PgqevCascadeStats *out)
+{
+	pgqev_cascade_stats_size(w, out, sizeof(*out));
+}
 
 /* Look for a batch now (no-op unless idle). */
 void pgqev_cascade_wake(PgqevCascade *w);
