@@ -196,6 +196,7 @@ static void connection_layer(struct event_base *base, const char *connstr)
 	run_until(base, &x.done);
 	CHECK(strcmp(pqev_conn_name(c), "api2") == 0);
 	CHECK(strcmp(pqev_status_name(PQEV_TIMEOUT), "timeout") == 0);
+	CHECK(pqev_sqlstate_is_server_down("57P03") && !pqev_sqlstate_is_server_down("28P01"));
 	CHECK(x.debug_lines > 0);
 	pqev_conn_close(c);
 	CHECK(pqev_conn_state(c) == PQEV_CONN_CLOSED);
