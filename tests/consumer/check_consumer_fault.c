@@ -108,8 +108,9 @@ START_TEST(test_killed_process_redelivers_batch)
 	PQfinish(c);
 	cs_produce(db, "q", 0, 40);
 	cs_tick(db);
-	int fds[2];
+	int fds[2], acks[2];
 	ck_assert_int_eq(pipe(fds), 0);
+	ck_assert_int_eq(pipe(acks), 0);
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -118,6 +119,7 @@ START_TEST(test_killed_process_redelivers_batch)
 		child_consumer(db);
 	}
 	close(fds[1]);
+	close(acks[0]);
 	struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
 	ck_assert_int_eq(poll(&pfd, 1, 30000), 1);
 	char line[64] = "";
@@ -590,17 +592,22 @@ END_TEST
 
 /* --- the blocking runner: SIGTERM finishes the batch in progress, exit 0 --- */
 
-static int runner_pipe = -1;
+static int runner_pipe = -1, runner_ack = -1;
 
 static PgqevVerdict runner_batch(PgqevConsumer *c, PgqevBatch *b, void *arg)
 {
-	/* tell the parent, then give it time to send SIGTERM mid-batch */
-	char line[32];
+	/* tell the parent, then finish the batch only once it has sent SIGTERM */
+	char line[32], ack;
 	int n = snprintf(line, sizeof(line), "%zu\n", pgqev_batch_count(b));
 	if (write(runner_pipe, line, (size_t)n) != n)
 		_exit(3);
-	struct timespec ts = {0, 100 * 1000 * 1000};
-	nanosleep(&ts, NULL);
+	while (runner_ack >= 0) { /* the signal may interrupt the read: retry */
+		ssize_t r = read(runner_ack, &ack, 1);
+		if (r == 1)
+			runner_ack = -1; /* the later chunks of the batch run on */
+		else if (r == 0 || errno != EINTR)
+			_exit(4);
+	}
 	return PGQEV_DONE;
 }
 
@@ -611,14 +618,17 @@ START_TEST(test_blocking_runner_stops_gracefully)
 	pgt_exec(c, "select pgq.register_consumer('q', 'runner')");
 	cs_produce(db, "q", 0, 30);
 	pgt_exec(c, "select pgq.ticker()");
-	int fds[2];
+	int fds[2], acks[2];
 	ck_assert_int_eq(pipe(fds), 0);
+	ck_assert_int_eq(pipe(acks), 0);
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(fds[0]);
+		close(acks[1]);
 		runner_pipe = fds[1];
+		runner_ack = acks[0];
 		PgqevConsumerConfig cfg;
 		pgqev_config_init(&cfg);
 		cfg.conninfo = pgt_connstr(db, false);
@@ -629,11 +639,14 @@ START_TEST(test_blocking_runner_stops_gracefully)
 		_exit(pgqev_run(&cfg) == 0 ? 0 : 1);
 	}
 	close(fds[1]);
+	close(acks[0]);
 	struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
 	ck_assert_int_eq(poll(&pfd, 1, 30000), 1);
 	char line[64];
 	ck_assert_int_gt(read(fds[0], line, sizeof(line)), 0);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0); /* during the first of 3 chunks */
+	ck_assert_int_eq(write(acks[1], "k", 1), 1);
+	close(acks[1]);
 	int status = 0;
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	close(fds[0]);

@@ -338,6 +338,17 @@ START_TEST(test_concurrent_tickers)
 }
 END_TEST
 
+/* conns[0]'s backend waits for a lock held by conns[1]'s. */
+static bool blocked_by(void *arg)
+{
+	PGconn **conns = arg;
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "select (%d = any(pg_blocking_pids(%d)))::int",
+		 PQbackendPID(conns[1]), PQbackendPID(conns[0]));
+	return pgt_int_db("postgres", sql) == 1;
+}
+
 START_TEST(test_ticker_refuses_stale_snapshot)
 {
 	const char *db = pgt_db_new();
@@ -356,7 +367,7 @@ START_TEST(test_ticker_refuses_stale_snapshot)
 	/* a second ticker blocked on the lock sees the first one's tick (READ COMMITTED) */
 	pgt_exec(c, "begin; select pgq.ticker('q')");
 	ck_assert_int_eq(PQsendQuery(rr, "select pgq.ticker('q')"), 1);
-	usleep(200000);
+	ck_assert(pgt_wait_until(blocked_by, (PGconn *[]){rr, c}, 10000, 10));
 	pgt_exec(c, "commit");
 	{
 		PGresult *r = PQgetResult(rr);

@@ -98,13 +98,16 @@ const char *sqlt_install_script(void)
 	return path;
 }
 
-int sqlt_notifies(PGconn *conn, const char *channel, char *payloads, size_t len)
+#define SENTINEL "pgqt.sentinel"
+
+/* Count (and collect) the channel's notifications read so far; *sentinel when ours came. */
+static int take_notifies(PGconn *conn, const char *channel, char *payloads, size_t len,
+			 bool *sentinel)
 {
 	PGnotify *n;
 	int count = 0;
 	size_t used = payloads && len ? strlen(payloads) : 0;
-	/* a round trip lets the backend deliver what is pending */
-	PQclear(PQexec(conn, ""));
+
 	ck_assert_int_eq(PQconsumeInput(conn), 1);
 	while ((n = PQnotifies(conn)) != NULL) {
 		if (strcmp(n->relname, channel) == 0) {
@@ -112,25 +115,46 @@ int sqlt_notifies(PGconn *conn, const char *channel, char *payloads, size_t len)
 			if (payloads && used + strlen(n->extra) + 2 < len)
 				used += (size_t)snprintf(payloads + used, len - used, "%s%s",
 							 used ? "," : "", n->extra);
+		} else if (sentinel && strcmp(n->relname, SENTINEL) == 0) {
+			*sentinel = true;
 		}
 		PQfreemem(n);
 	}
 	return count;
 }
 
+int sqlt_notifies(PGconn *conn, const char *channel, char *payloads, size_t len)
+{
+	/* a round trip lets the backend deliver what is pending */
+	PQclear(PQexec(conn, ""));
+	return take_notifies(conn, channel, payloads, len, NULL);
+}
+
 int sqlt_wait_notifies(PGconn *conn, const char *channel, int want, char *payloads, size_t len)
 {
 	int got = 0;
+	bool sentinel = false;
 	int64_t deadline = pgt_now_ms() + 10000;
 	if (payloads && len)
 		payloads[0] = '\0';
 	while (got < want && pgt_now_ms() < deadline) {
 		got += sqlt_notifies(conn, channel, payloads, len);
 		if (got < want)
-			usleep(10000);
+			usleep(10000); /* poll step */
 	}
-	/* anything extra would have been sent with the same commits */
-	usleep(100000);
-	got += sqlt_notifies(conn, channel, payloads, len);
+	/*
+	 * Anything extra was sent by commits already made: our own notification is
+	 * queued after them, so once it arrives every earlier one has arrived too.
+	 */
+	pgt_exec(conn, "listen \"" SENTINEL "\"");
+	pgt_exec(conn, "notify \"" SENTINEL "\"");
+	got += take_notifies(conn, channel, payloads, len, &sentinel);
+	while (!sentinel && pgt_now_ms() < deadline) {
+		usleep(10000); /* poll step */
+		PQclear(PQexec(conn, ""));
+		got += take_notifies(conn, channel, payloads, len, &sentinel);
+	}
+	ck_assert_msg(sentinel, "own notification on " SENTINEL " never arrived");
+	pgt_exec(conn, "unlisten \"" SENTINEL "\"");
 	return got;
 }

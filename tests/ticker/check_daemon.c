@@ -124,7 +124,9 @@ START_TEST(test_sighup_adds_db_and_bad_reload_keeps_running)
 	ck_assert(wait_tick(a, 3000));
 	/* b is not ticked yet */
 	add_event(b);
-	usleep(300 * 1000);
+	/* a window of two ticks of a: the daemon ran rounds after b's event, yet b is not ticked */
+	ck_assert(wait_tick(a, 3000));
+	ck_assert(wait_tick(a, 3000));
 	ck_assert_int_eq(ticks(b), 1);
 
 	free(ini);
@@ -172,12 +174,48 @@ static int64_t ticker_calls(const char *db)
 	return pgt_int_db(db, "select count(*) from public.tick_calls");
 }
 
-/* The ticker calls in databases a and b during the next ms milliseconds. */
-static void calls_during(const char *a, const char *b, int ms, int64_t *na, int64_t *nb)
+static int scaled(int ms)
+{
+	return (int)(ms * pgt_time_factor());
+}
+
+typedef struct CallsWait {
+	const char *a, *b;
+	int64_t a0, b0, n;
+} CallsWait;
+
+static bool called_n_times(void *arg)
+{
+	CallsWait *w = arg;
+
+	return ticker_calls(w->a) - w->a0 >= w->n && ticker_calls(w->b) - w->b0 >= w->n;
+}
+
+/* No pgq.ticker() call of the daemon is running in a or b. */
+static bool no_call_in_flight(void *arg)
+{
+	CallsWait *w = arg;
+	char sql[512];
+
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pg_stat_activity where pid <> pg_backend_pid()"
+		 " and datname in ('%s', '%s') and state <> 'idle'"
+		 " and query ilike '%%pgq.ticker()%%'",
+		 w->a, w->b);
+	return pgt_int_db("postgres", sql) == 0;
+}
+
+/*
+ * The ticker calls in a and b during two of the daemon's stats periods
+ * (stats_period = 1): the window is measured by the daemon's own timers, so
+ * the daemon surely ran through it.
+ */
+static void calls_during_two_stats(Daemon *d, const char *a, const char *b, int64_t *na,
+				   int64_t *nb)
 {
 	int64_t a0 = ticker_calls(a), b0 = ticker_calls(b);
 
-	usleep((useconds_t)ms * 1000);
+	ck_assert(dmn_wait_log_more(d, "{ticks: ", 2, scaled(5000)));
 	*na = ticker_calls(a) - a0;
 	*nb = ticker_calls(b) - b0;
 }
@@ -198,6 +236,7 @@ START_TEST(test_reload_changes_ticker_period)
 	char *slow, *fast;
 	Daemon *d;
 	int64_t n0, n1;
+	CallsWait w = {.a = a, .b = b};
 
 	count_ticker_calls(a);
 	count_ticker_calls(b);
@@ -207,22 +246,24 @@ START_TEST(test_reload_changes_ticker_period)
 	d = dmn_start(slow, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
 	ck_assert(dmn_wait_log(d, "pgq version ok", 5000));
-	usleep(500 * 1000);
-	/* first call at once; in 2 s at most one grid point of a 60 s period */
-	n0 = ticker_calls(a);
-	ck_assert_int_ge(n0, 1);
-	usleep(2000 * 1000);
-	ck_assert_int_le(ticker_calls(a) - n0, 1);
+	/* first call at once, not at a grid point of the 60 s period */
+	w.n = 1;
+	ck_assert(pgt_wait_until(called_n_times, &w, scaled(500), 10));
+	/* in 2 s at most one grid point of a 60 s period */
+	calls_during_two_stats(d, a, b, &n0, &n1);
+	ck_assert_int_le(n0, 1);
 
 	reload_with(d, fast);
-	calls_during(a, b, 2000, &n0, &n1);
-	/* 20 grid points of 0.1 s; allow for a loaded machine */
-	ck_assert_int_ge(n0, 10);
-	ck_assert_int_ge(n1, 10);
+	/* 20 grid points of 0.1 s in 2 s; half of them allows for a loaded machine */
+	w.a0 = ticker_calls(a);
+	w.b0 = ticker_calls(b);
+	w.n = 10;
+	ck_assert(pgt_wait_until(called_n_times, &w, scaled(2000), 10));
 
 	reload_with(d, slow);
-	usleep(300 * 1000);
-	calls_during(a, b, 2000, &n0, &n1);
+	/* a call started on the fast grid before the reload may still land */
+	ck_assert(pgt_wait_until(no_call_in_flight, &w, scaled(3000), 10));
+	calls_during_two_stats(d, a, b, &n0, &n1);
 	ck_assert_int_le(n0, 1);
 	ck_assert_int_le(n1, 1);
 
@@ -407,6 +448,11 @@ START_TEST(test_check_option)
 }
 END_TEST
 
+static bool file_gone(void *path)
+{
+	return access(path, F_OK) != 0;
+}
+
 /* The pgqd.ini of PGQD-NOTES §9, as is, run with pgqd's -d and controlled by -r/-s. */
 START_TEST(test_pgqd_ini_unchanged)
 {
@@ -414,7 +460,6 @@ START_TEST(test_pgqd_ini_unchanged)
 	char dir[400], ini[512], log[512], pid[512], text[2048];
 	char *out = NULL;
 	FILE *f;
-	int64_t end;
 
 	snprintf(dir, sizeof(dir), "%s/pgqdini", pgt_tmp_dir());
 	ck_assert_int_eq(mkdir(dir, 0755), 0);
@@ -442,10 +487,7 @@ START_TEST(test_pgqd_ini_unchanged)
 	ck_assert_int_eq(dmn_run_sync(&out, "-s", ini, NULL), 0);
 	ck_assert_ptr_nonnull(strstr(out, "SIGINT sent"));
 	free(out);
-	end = pgt_now_ms() + 10000;
-	while (access(pid, F_OK) == 0 && pgt_now_ms() < end)
-		usleep(20 * 1000);
-	ck_assert_int_ne(access(pid, F_OK), 0);
+	ck_assert(pgt_wait_until(file_gone, pid, 10000, 20));
 	ck_assert_int_eq(dmn_run_sync(&out, "-s", ini, NULL), 1);
 	ck_assert_ptr_nonnull(strstr(out, "Old process is not running"));
 	free(out);

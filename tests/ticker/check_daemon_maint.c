@@ -51,6 +51,13 @@ static bool wait_sql(const char *db, const char *sql, int timeout_ms)
 	return pgt_wait_until(sql_true, &w, timeout_ms, 50);
 }
 
+/* Make queue q due for rotation now: its last switch was longer ago than its period. */
+static void backdate_switch(PGconn *c)
+{
+	pgt_exec(c, "update pgq.queue set queue_switch_time = queue_switch_time"
+		    " - queue_rotation_period - interval '1 second' where queue_name = 'q'");
+}
+
 /*
  * A londiste.periodic_maintenance() stand-in: pgq.maint_operations() lists it
  * after the vacuum ops. It asks to be called again twice (returns 1), then
@@ -99,8 +106,8 @@ START_TEST(test_maint_rotates_and_vacuums)
 	pgt_exec(c, "select pgq.set_queue_config('q', 'rotation_period', '1 second')");
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
 	add_late_op(c);
+	backdate_switch(c);
 	PQfinish(c);
-	usleep(1100 * 1000); /* the queue is due for rotation */
 	ini = ini_for(db, "maint_period = 0.5\nticker_period = 0.2\n");
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
@@ -190,8 +197,8 @@ START_TEST(test_runs_as_pgq_admin_member)
 	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
 	(void)retry_one_event(c);
 	ticks = pgt_int(c, "select count(*) from pgq.tick");
+	backdate_switch(c);
 	PQfinish(c);
-	usleep(1100 * 1000); /* due for rotation */
 
 	snprintf(extra, sizeof(extra),
 		 "[pgqd]\nbase_connstr = host=%s port=%d user=pgqd-ev\nsyslog = 0\n"
@@ -326,8 +333,8 @@ static void interop_with(const char *create_sql)
 	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
 	add_late_op(c);
+	backdate_switch(c);
 	PQfinish(c);
-	usleep(1100 * 1000);
 	ini = ini_for(db, "maint_period = 0.5\nticker_period = 0.2\nlow_latency = 1\n");
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));

@@ -234,6 +234,22 @@ bool dmn_wait_log(Daemon *d, const char *needle, int timeout_ms)
 	}
 }
 
+bool dmn_wait_log_more(Daemon *d, const char *needle, int n, int timeout_ms)
+{
+	int64_t end = pgt_now_ms() + timeout_ms;
+
+	pump_log(d);
+	while (find_line(d, needle, true))
+		;
+	for (int i = 0; i < n; i++) {
+		int64_t left = end - pgt_now_ms();
+
+		if (!dmn_wait_log(d, needle, left > 0 ? (int)left : 0))
+			return false;
+	}
+	return true;
+}
+
 bool dmn_log_contains(Daemon *d, const char *needle)
 {
 	pump_log(d);

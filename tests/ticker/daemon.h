@@ -33,6 +33,9 @@ bool dmn_wait_notify(Daemon *d, const char *needle, int timeout_ms);
 /* Wait for a stderr line containing `needle` (lines seen before count too, once
    each: a matched line is not matched again). */
 bool dmn_wait_log(Daemon *d, const char *needle, int timeout_ms);
+/* Wait for n lines containing `needle` that come after all such lines so far (a
+   window measured by the daemon's own timers, e.g. its stats lines). */
+bool dmn_wait_log_more(Daemon *d, const char *needle, int n, int timeout_ms);
 /* Drain what is readable now and tell whether any line so far contains needle. */
 bool dmn_log_contains(Daemon *d, const char *needle);
 /* Index of the first stderr line so far containing needle, -1 if none (for order). */
