@@ -278,6 +278,41 @@ START_TEST(test_bad_input)
 		ck_assert_ptr_null(strstr(r.out, "s3cr3t-pw"));
 		ctr_free(&r);
 	}
+	/* a run that stopped half way (location and subscription made on the root,
+	   nothing on the node): the re-run says what it found and finishes */
+	{
+		char *part = ct_node_db(), *dpart = dsn(part), sql[1400];
+		PGconn *c = pgt_connect(root);
+		char *lit = PQescapeLiteral(c, dpart, strlen(dpart));
+		snprintf(sql, sizeof(sql),
+			 "select pgq_node.register_location('" CT_QUEUE "', 'p', %s, false),"
+			 " pgq_node.register_subscriber('" CT_QUEUE "', 'p', 'p', null)",
+			 lit);
+		PQfreemem(lit);
+		pgt_exec(c, sql);
+		PQfinish(c);
+		r = node(dpart, (const char *[]){"create-leaf", "p", "--provider", droot, "--queue",
+						 CT_QUEUE, NULL});
+		ctr_expect(&r, 0, "location of \"p\" already registered", NULL);
+		ck_assert_ptr_nonnull(strstr(r.out, "\"p\" already subscribed"));
+		ck_assert_ptr_nonnull(strstr(r.out, "leaf node \"p\" created"));
+		ctr_free(&r);
+		expect_row(part, NODE_ROW, "leaf|p|p|root|1");
+		free(part);
+		free(dpart);
+	}
+	/* another database cannot take the name "p" */
+	{
+		char *third = ct_node_db(), *dthird = dsn(third);
+		r = node(dthird, (const char *[]){"create-leaf", "p", "--provider", droot,
+						  "--queue", CT_QUEUE, NULL});
+		ctr_expect(&r, 1, NULL, "node \"p\" is already a member of the cascade");
+		ctr_free(&r);
+		ck_assert_int_eq(pgt_int_db(third, "select count(*) from pgq_node.node_location"),
+				 0);
+		free(third);
+		free(dthird);
+	}
 	free(root);
 	free(other);
 	free(nonode);
