@@ -2,8 +2,7 @@
  * pgqctl main: global options, the command table, dispatch, exit codes.
  *
  * The table nests: a group entry (sub != NULL) takes the next word as its
- * sub-command (`pgqctl retry now`). Cascade commands (`pgqctl node ...`) are to
- * be added as one more group entry pointing at their own table in cmd_node.c.
+ * sub-command (`pgqctl retry now`, `pgqctl node create-root`).
  */
 #include <getopt.h>
 #include <signal.h>
