@@ -2,8 +2,7 @@
  * pgqctl main: global options, the command table, dispatch, exit codes.
  *
  * The table nests: a group entry (sub != NULL) takes the next word as its
- * sub-command (`pgqctl retry now`). Cascade commands (`pgqctl node ...`) are to
- * be added as one more group entry pointing at their own table in cmd_node.c.
+ * sub-command (`pgqctl retry now`, `pgqctl node create-root`).
  */
 #include <getopt.h>
 #include <signal.h>
@@ -30,6 +29,22 @@ static const CtlCommand retry_commands[] = {
 	{NULL},
 };
 
+static const CtlCommand node_commands[] = {
+	{"create-root", cmd_node_create_root, NULL,
+	 "NODE [PUBLIC_CONNSTR] --queue QUEUE [--worker W] [--store-password]",
+	 "make this database (-d) the root node of a cascade"},
+	{"create-branch", cmd_node_create_branch, NULL,
+	 "NODE [PUBLIC_CONNSTR] --provider CONNSTR --queue QUEUE [--worker W] [--store-password]",
+	 "make this database a branch node (full copy of the queue) under a provider"},
+	{"create-leaf", cmd_node_create_leaf, NULL,
+	 "NODE [PUBLIC_CONNSTR] --provider CONNSTR --queue QUEUE [--worker W] [--store-password]",
+	 "make this database a leaf node (no local queue) under a provider"},
+	{"members", cmd_node_members, NULL, "QUEUE",
+	 "the cascade's members as this node knows them"},
+	{"info", cmd_node_info, NULL, "QUEUE", "this database's node of the cascade"},
+	{NULL},
+};
+
 const CtlCommand ctl_commands[] = {
 	{"install", cmd_install, NULL, "[--extension] [--coop] [--ext]",
 	 "install PgQ (plain script, or CREATE EXTENSION pgq_ev)"},
@@ -53,6 +68,8 @@ const CtlCommand ctl_commands[] = {
 	 "insert events"},
 	{"tail", cmd_tail, NULL, "QUEUE [--from-now]", "print events as they are ticked"},
 	{"retry", NULL, retry_commands, "list|now|drop ...", "the retry queue"},
+	{"node", NULL, node_commands, "create-root|create-branch|create-leaf|members|info ...",
+	 "cascade nodes (pgq_node)"},
 	{"ticker", cmd_ticker, NULL, "[--listen ADDR:PORT]",
 	 "the daemon's view, from its /health endpoint"},
 	{"complete", cmd_complete, NULL, "queues|consumers [QUEUE]",

@@ -216,6 +216,11 @@ int cmd_retry_now(CtlCtx *ctx, int argc, char **argv);
 int cmd_retry_drop(CtlCtx *ctx, int argc, char **argv);
 int cmd_ticker(CtlCtx *ctx, int argc, char **argv);
 int cmd_complete(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_create_root(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_create_branch(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_create_leaf(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_members(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_info(CtlCtx *ctx, int argc, char **argv);
 
 extern const CtlCommand ctl_commands[];
 

@@ -288,6 +288,16 @@ START_TEST(test_consumers_register_unregister_coop)
 		got = complete("pgqctl retry \"\"");
 		ck_assert_str_eq(got, "list\nnow\ndrop\n");
 		free(got);
+		got = complete("pgqctl node create-");
+		ck_assert_str_eq(got, "create-root\ncreate-branch\ncreate-leaf\n");
+		free(got);
+		got = complete("pgqctl node create-leaf x --pro");
+		ck_assert_str_eq(got, "--provider\n");
+		free(got);
+		snprintf(words, sizeof(words), "pgqctl -d \"%s\" node info \"\"", d);
+		got = complete(words);
+		ck_assert_str_eq(got, "q\n");
+		free(got);
 	}
 	PQfinish(c);
 }

@@ -1,0 +1,335 @@
+/*
+ * pgqctl node: create-root / create-branch / create-leaf on three databases of
+ * the private server, the pgq_node tables each one holds afterwards, cascade
+ * workers (libpgqev) copying events root -> branch -> leaf over the nodes
+ * pgqctl made, re-runs that report what was already done, members / info, and
+ * bad input (no pgq_node, unreachable provider, another node type, passwords).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "castest.h"
+#include "ctlrun.h"
+
+#define POLL (50 * USEC_PER_MSEC)
+
+static char *dsn(const char *db)
+{
+	char *s = strdup(ctr_dsn(db, NULL));
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+static CtlRun node(const char *db, const char *const *args)
+{
+	const char *argv[24] = {"-d", db, "node"};
+	int n = 3;
+
+	for (int i = 0; args[i]; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	return ctr_runv(NULL, argv);
+}
+
+/* One row's columns of a query, '|'-joined. */
+static char *row(const char *db, const char *sql)
+{
+	PGconn *c = pgt_connect(db);
+	char *v = pgt_value(c, sql);
+	PQfinish(c);
+	return v;
+}
+
+#define NODE_ROW                                                                     \
+	"select n.node_type || '|' || n.node_name || '|' || n.worker_name || '|' ||" \
+	" s.provider_node || '|' || s.last_tick_id from pgq_node.node_info n"        \
+	" join pgq_node.local_state s on s.queue_name = n.queue_name"                \
+	" and s.consumer_name = n.worker_name where n.queue_name = '" CT_QUEUE "'"
+#define LOCS                                                                                     \
+	"select string_agg(node_name || '=' || (node_location = %s)::text || '/' || dead::text," \
+	" ',' order by node_name) from pgq_node.node_location where queue_name = '" CT_QUEUE "'"
+#define SUBS                                                                    \
+	"select coalesce(string_agg(subscriber_node || ':' || worker_name, ','" \
+	" order by subscriber_node), '') from pgq_node.subscriber_info"
+
+static void expect_row(const char *db, const char *sql, const char *want)
+{
+	char *v = row(db, sql);
+	ck_assert_msg(v && strcmp(v, want) == 0, "%s: got \"%s\", want \"%s\"", db,
+		      v ? v : "(null)", want);
+	free(v);
+}
+
+START_TEST(test_create_chain_and_copy)
+{
+	char *root = ct_node_db(), *br = ct_node_db(), *lf = ct_node_db();
+	char *droot = dsn(root), *dbr = dsn(br), *dlf = dsn(lf);
+	CtlRun r;
+
+	/* root */
+	r = node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, "--worker",
+					 "w_root", NULL});
+	ctr_expect(&r, 0, "root node \"root\" created", NULL);
+	ctr_free(&r);
+	expect_row(root, NODE_ROW, "root|root|w_root|root|1");
+	ck_assert_int_eq(pgt_int_db(root, "select count(*) from pgq.get_consumer_info('" CT_QUEUE
+					  "') where consumer_name = '.global_watermark'"),
+			 1);
+	/* a second run changes nothing and says so */
+	r = node(droot, (const char *[]){"create-root", "root", "--cascade", CT_QUEUE, "--worker",
+					 "w_root", NULL});
+	ctr_expect(&r, 0, "already done", NULL);
+	ctr_free(&r);
+
+	/* some history first, so the branch starts at a tick > 1 */
+	ct_produce(root, 0, 10);
+	{
+		PGconn *c = pgt_connect(root);
+		ctr_tick(c, CT_QUEUE);
+		PQfinish(c);
+	}
+	pgt_exec_db(root, "select pgq_node.set_global_watermark('" CT_QUEUE "', null)");
+	int64_t gw = ct_last_tick(root);
+	ck_assert_int_gt(gw, 1);
+
+	/* branch under the root; PUBLIC_CONNSTR given explicitly */
+	r = node(dbr, (const char *[]){"create-branch", "br", dbr, "--provider", droot, "--queue",
+				       CT_QUEUE, "--worker", "w_br", NULL});
+	ctr_expect(&r, 0, "branch node \"br\" created, provider \"root\"", NULL);
+	ctr_free(&r);
+	{
+		char want[128];
+		snprintf(want, sizeof(want), "branch|br|w_br|root|%lld", (long long)gw);
+		expect_row(br, NODE_ROW, want);
+	}
+	ck_assert_int_eq(pgt_int_db(br,
+				    "select count(*) from pgq.queue where queue_name = '" CT_QUEUE
+				    "' and queue_external_ticker and queue_disable_insert"),
+			 1);
+	expect_row(root, SUBS, "br:w_br");
+	/* leaf under the branch */
+	r = node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue", CT_QUEUE,
+				       "--worker", "w_lf", NULL});
+	ctr_expect(&r, 0, "leaf node \"lf\" created, provider \"br\"", NULL);
+	ctr_free(&r);
+	expect_row(br, SUBS, "lf:w_lf");
+	expect_row(lf, SUBS, "");
+	ck_assert_int_eq(pgt_int_db(lf, "select count(*) from pgq.queue"), 0);
+	{
+		char want[128];
+		snprintf(want, sizeof(want), "leaf|lf|w_lf|br|%lld", (long long)gw);
+		expect_row(lf, NODE_ROW, want);
+	}
+	/* locations: every node knows all three, each at its -d string, alive */
+	{
+		PGconn *c = pgt_connect(root);
+		char *l1 = PQescapeLiteral(c, droot, strlen(droot));
+		char *l2 = PQescapeLiteral(c, dbr, strlen(dbr));
+		char *l3 = PQescapeLiteral(c, dlf, strlen(dlf));
+		char sql[2048], cmp[1200];
+		snprintf(cmp, sizeof(cmp),
+			 "case node_name when 'root' then %s when 'br' then %s else %s end", l1, l2,
+			 l3);
+		snprintf(sql, sizeof(sql), LOCS, cmp);
+		PQfreemem(l1);
+		PQfreemem(l2);
+		PQfreemem(l3);
+		PQfinish(c);
+		expect_row(root, sql, "br=true/false,lf=true/false,root=true/false");
+		expect_row(br, sql, "br=true/false,lf=true/false,root=true/false");
+		expect_row(lf, sql, "br=true/false,lf=true/false,root=true/false");
+	}
+
+	/* a second create-branch / create-leaf says what was already done */
+	r = node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue", CT_QUEUE,
+				       "--worker", "w_lf", NULL});
+	ctr_expect(&r, 0, "already done: this database is node \"lf\"", NULL);
+	ctr_free(&r);
+
+	/* members / info */
+	r = node(dlf, (const char *[]){"members", CT_QUEUE, NULL});
+	ctr_expect(&r, 0, "root", NULL);
+	ck_assert_ptr_nonnull(strstr(r.out, "br"));
+	ctr_free(&r);
+	r = node(dbr, (const char *[]){"info", CT_QUEUE, "--json", NULL});
+	ctr_expect(&r, 0, NULL, NULL);
+	{
+		PGconn *c = pgt_connect(br);
+		ctr_json_eq(c, r.out, "{node_type}", "branch");
+		ctr_json_eq(c, r.out, "{provider_node}", "root");
+		PQfinish(c);
+	}
+	ctr_free(&r);
+
+	/* workers copy root -> branch -> leaf */
+	ct_make_applied(lf);
+	CtWorker wr = {0}, wb = {0}, wl = {.apply = true};
+	ct_start(&wr, root, POLL);
+	ct_start(&wb, br, POLL);
+	ct_start(&wl, lf, POLL);
+	int64_t before = pgt_int_db(root, "select max(ev_id) from pgq.event_template");
+	ct_produce(root, 10, 60);
+	{
+		PGconn *c = pgt_connect(root);
+		ctr_tick(c, CT_QUEUE);
+		PQfinish(c);
+	}
+	ck_assert_int_gt(ct_last_tick(root), gw);
+	const char *dbs[2] = {br, lf};
+	const char *names[2] = {"br", "lf"};
+	ck_assert_msg(ct_wait_synced(root, dbs, names, 2, 20000), "chain did not catch up");
+	ct_stop(&wl);
+	ct_stop(&wb);
+	ct_stop(&wr);
+	ck_assert_int_eq(wb.errors + wl.errors, 0);
+	/* the 50 events produced after the branch's start are on both */
+	{
+		char sql[256];
+		snprintf(sql, sizeof(sql),
+			 "select count(*) from pgq.event_template"
+			 " where coalesce(ev_type, '') not like 'pgq.%%' and ev_id > %lld",
+			 (long long)before);
+		ck_assert_int_eq(pgt_int_db(br, sql), 50);
+		snprintf(sql, sizeof(sql),
+			 "select count(*) from applied"
+			 " where coalesce(ev_type, '') not like 'pgq.%%' and ev_id > %lld",
+			 (long long)before);
+		ck_assert_int_eq(pgt_int_db(lf, sql), 50);
+	}
+	free(root);
+	free(br);
+	free(lf);
+	free(droot);
+	free(dbr);
+	free(dlf);
+}
+END_TEST
+
+START_TEST(test_bad_input)
+{
+	char *root = ct_node_db(), *other = ct_node_db(), *nonode = strdup(pgt_db_new_empty());
+	char *droot = dsn(root), *dother = dsn(other), *dnonode = dsn(nonode);
+	CtlRun r;
+
+	r = node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, NULL});
+	ctr_expect(&r, 0, "created", NULL);
+	ctr_free(&r);
+	/* no queue option, no provider, root with a provider */
+	r = node(dother, (const char *[]){"create-branch", "b", "--provider", droot, NULL});
+	ctr_expect(&r, 2, NULL, "needs --queue QUEUE");
+	ctr_free(&r);
+	r = node(dother, (const char *[]){"create-leaf", "b", "--queue", CT_QUEUE, NULL});
+	ctr_expect(&r, 2, NULL, "needs --provider CONNSTR");
+	ctr_free(&r);
+	/* the root again, as a branch: another type */
+	r = node(droot, (const char *[]){"create-branch", "root", "--provider", dother, "--queue",
+					 CT_QUEUE, NULL});
+	ctr_expect(&r, 1, NULL, "already node \"root\" of type root");
+	ctr_free(&r);
+	/* a database without pgq_node */
+	r = node(dnonode, (const char *[]){"create-root", "x", "--queue", CT_QUEUE, NULL});
+	ctr_expect(&r, 1, NULL, "no pgq_node schema in this database");
+	ck_assert_ptr_nonnull(strstr(r.err, "create root node \"x\""));
+	ctr_free(&r);
+	/* provider unreachable: nothing changes on the new node */
+	r = node(dother,
+		 (const char *[]){"create-branch", "b", "--provider",
+				  "host=127.0.0.1 port=1 dbname=gone", "--queue", CT_QUEUE, NULL});
+	ctr_expect(&r, 1, NULL, "provider gone: create branch node \"b\"");
+	ck_assert_ptr_nonnull(strstr(r.err, "provider unreachable"));
+	ctr_free(&r);
+	ck_assert_int_eq(pgt_int_db(other, "select count(*) from pgq_node.node_location"), 0);
+	/* a provider database without the cascade */
+	r = node(dother, (const char *[]){"create-branch", "b", "--provider", dnonode, "--queue",
+					  CT_QUEUE, NULL});
+	ctr_expect(&r, 1, NULL, "no pgq_node schema");
+	ctr_free(&r);
+	/* the provider is the node being made */
+	r = node(dother, (const char *[]){"create-branch", "root", "--provider", droot, "--queue",
+					  CT_QUEUE, NULL});
+	ctr_expect(&r, 1, NULL, "the provider is node \"root\" itself");
+	ctr_free(&r);
+	/* a password in the public connect string: refused, never echoed */
+	{
+		char pub[1200];
+		snprintf(pub, sizeof(pub), "%s password=s3cr3t-pw", dother);
+		r = node(dother, (const char *[]){"create-branch", "b", pub, "--provider", droot,
+						  "--queue", CT_QUEUE, NULL});
+		ctr_expect(&r, 2, NULL, "holds a password");
+		ck_assert_ptr_null(strstr(r.err, "s3cr3t-pw"));
+		ck_assert_ptr_null(strstr(r.out, "s3cr3t-pw"));
+		ctr_free(&r);
+		ck_assert_int_eq(pgt_int_db(root, "select count(*) from pgq_node.node_location"),
+				 1);
+		/* a public connect string that reaches another database */
+		r = node(dother, (const char *[]){"create-branch", "b", droot, "--provider", droot,
+						  "--queue", CT_QUEUE, NULL});
+		ctr_expect(&r, 1, NULL, "reaches database");
+		ctr_free(&r);
+		/* with --store-password: stored, with a warning; members hides it */
+		r = node(dother, (const char *[]){"create-branch", "b", pub, "--provider", droot,
+						  "--queue", CT_QUEUE, "--store-password", NULL});
+		ctr_expect(&r, 0, "created", "warning: storing a password");
+		ck_assert_ptr_null(strstr(r.err, "s3cr3t-pw"));
+		ctr_free(&r);
+		r = node(droot, (const char *[]){"members", CT_QUEUE, NULL});
+		ctr_expect(&r, 0, "hidden: holds a password", NULL);
+		ck_assert_ptr_null(strstr(r.out, "s3cr3t-pw"));
+		ctr_free(&r);
+	}
+	/* a run that stopped half way (location and subscription made on the root,
+	   nothing on the node): the re-run says what it found and finishes */
+	{
+		char *part = ct_node_db(), *dpart = dsn(part), sql[1400];
+		PGconn *c = pgt_connect(root);
+		char *lit = PQescapeLiteral(c, dpart, strlen(dpart));
+		snprintf(sql, sizeof(sql),
+			 "select pgq_node.register_location('" CT_QUEUE "', 'p', %s, false),"
+			 " pgq_node.register_subscriber('" CT_QUEUE "', 'p', 'p', null)",
+			 lit);
+		PQfreemem(lit);
+		pgt_exec(c, sql);
+		PQfinish(c);
+		r = node(dpart, (const char *[]){"create-leaf", "p", "--provider", droot, "--queue",
+						 CT_QUEUE, NULL});
+		ctr_expect(&r, 0, "location of \"p\" already registered", NULL);
+		ck_assert_ptr_nonnull(strstr(r.out, "\"p\" already subscribed"));
+		ck_assert_ptr_nonnull(strstr(r.out, "leaf node \"p\" created"));
+		ctr_free(&r);
+		expect_row(part, NODE_ROW, "leaf|p|p|root|1");
+		free(part);
+		free(dpart);
+	}
+	/* another database cannot take the name "p" */
+	{
+		char *third = ct_node_db(), *dthird = dsn(third);
+		r = node(dthird, (const char *[]){"create-leaf", "p", "--provider", droot,
+						  "--queue", CT_QUEUE, NULL});
+		ctr_expect(&r, 1, NULL, "node \"p\" is already a member of the cascade");
+		ctr_free(&r);
+		ck_assert_int_eq(pgt_int_db(third, "select count(*) from pgq_node.node_location"),
+				 0);
+		free(third);
+		free(dthird);
+	}
+	free(root);
+	free(other);
+	free(nonode);
+	free(droot);
+	free(dother);
+	free(dnonode);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("pgqctl-node");
+	TCase *tc = pgt_tcase("node", 120);
+	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
+	tcase_add_test(tc, test_create_chain_and_copy);
+	tcase_add_test(tc, test_bad_input);
+	suite_add_tcase(s, tc);
+	PgtOptions o = {.need_server = true};
+	return pgt_main(s, &o);
+}
