@@ -1421,55 +1421,33 @@ void pgqev_cascade_config_init_size(PgqevCascadeConfig *cfg, size_t size)
 	cfg->size = size;
 }
 
-static bool bad(char *eb, size_t es, const char *fmt, ...) PQEV_PRINTF(3, 4);
-
-static bool bad(char *eb, size_t es, const char *fmt, ...)
-{
-	if (eb && es) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(eb, es, fmt, ap);
-		va_end(ap);
-	}
-	return false;
-}
-
 static bool validate(const PgqevCascadeConfig *cfg, char *eb, size_t es)
 {
 	if (!cfg->conninfo || !*cfg->conninfo)
-		return bad(eb, es, "conninfo: required (the local node's database)");
+		return pgqev_errbuf_set(eb, es, "conninfo: required (the local node's database)");
 	if (!cfg->queue || !*cfg->queue)
-		return bad(eb, es, "queue: required (the cascade's queue name)");
+		return pgqev_errbuf_set(eb, es, "queue: required (the cascade's queue name)");
 	if (cfg->worker && !*cfg->worker)
-		return bad(eb, es, "worker: empty name (use NULL for node_info.worker_name)");
+		return pgqev_errbuf_set(eb, es,
+					"worker: empty name (use NULL for node_info.worker_name)");
 	if (cfg->fetch_size < 1 || cfg->fetch_size > 1000000)
-		return bad(eb, es, "fetch_size: %u is out of range 1..1000000", cfg->fetch_size);
+		return pgqev_errbuf_set(eb, es, "fetch_size: %u is out of range 1..1000000",
+					cfg->fetch_size);
 	if (cfg->wm_period == 0)
-		return bad(eb, es, "wm_period: must be positive");
+		return pgqev_errbuf_set(eb, es, "wm_period: must be positive");
 	if (cfg->fail_delay == 0 || cfg->fail_cap < cfg->fail_delay)
-		return bad(eb, es, "fail_delay/fail_cap: need 0 < fail_delay <= fail_cap");
-	char *perr = NULL;
-	PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &perr);
-	if (!opts) {
-		bad(eb, es, "conninfo: %s", perr ? perr : "cannot parse (out of memory?)");
-		PQfreemem(perr);
-		return false;
-	}
-	PQconninfoFree(opts);
-	return true;
+		return pgqev_errbuf_set(eb, es,
+					"fail_delay/fail_cap: need 0 < fail_delay <= fail_cap");
+	return pgqev_check_conninfo(eb, es, "conninfo", cfg->conninfo);
 }
 
 static char *make_label(const PgqevCascadeConfig *cfg)
 {
 	if (cfg->label)
 		return strdup(cfg->label);
-	const char *db = NULL;
-	PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, NULL);
-	for (PQconninfoOption *o = opts; o && o->keyword; o++)
-		if (strcmp(o->keyword, "dbname") == 0 && o->val && *o->val)
-			db = o->val;
+	char *db = pgqev_conninfo_dbname(cfg->conninfo);
 	char *l = pgqev_sprintf("%s/%s", db ? db : "-", cfg->queue);
-	PQconninfoFree(opts);
+	free(db);
 	return l;
 }
 
@@ -1477,11 +1455,11 @@ PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfi
 				char *errbuf, size_t errsize)
 {
 	if (!base) {
-		bad(errbuf, errsize, "event_base: required");
+		pgqev_errbuf_set(errbuf, errsize, "event_base: required");
 		return NULL;
 	}
 	if (!cfg) {
-		bad(errbuf, errsize, "config: required");
+		pgqev_errbuf_set(errbuf, errsize, "config: required");
 		return NULL;
 	}
 	/* the caller's struct may be shorter or longer than ours (see size) */
@@ -1489,10 +1467,11 @@ PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfi
 	config_defaults(&in);
 	int src = pqev_struct_in(&in, sizeof(in), cfg, cfg->size, 0);
 	if (src < 0 || cfg->size < CASCADE_CONFIG_SIZE_1) {
-		bad(errbuf, errsize,
-		    src == -E2BIG ? "config: sets fields this library (%s) does not know"
-				  : "config: not filled by pgqev_cascade_config_init() (%s)",
-		    PGQEV_VERSION);
+		pgqev_errbuf_set(errbuf, errsize,
+				 src == -E2BIG
+					 ? "config: sets fields this library (%s) does not know"
+					 : "config: not filled by pgqev_cascade_config_init() (%s)",
+				 PGQEV_VERSION);
 		return NULL;
 	}
 	in.size = sizeof(in);
@@ -1501,7 +1480,7 @@ PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfi
 		return NULL;
 	PgqevCascade *w = calloc(1, sizeof(*w));
 	if (!w) {
-		bad(errbuf, errsize, "out of memory");
+		pgqev_errbuf_set(errbuf, errsize, "out of memory");
 		return NULL;
 	}
 	w->base = base;
@@ -1525,7 +1504,7 @@ PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfi
 			w->dst = new_conn(w, w->cfg.conninfo, false);
 	}
 	if (oom || !w->lim || !w->timer || !w->dst) {
-		bad(errbuf, errsize, "out of memory");
+		pgqev_errbuf_set(errbuf, errsize, "out of memory");
 		destroy(w);
 		return NULL;
 	}

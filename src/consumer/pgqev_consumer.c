@@ -1080,99 +1080,55 @@ void pgqev_config_init_size(PgqevConsumerConfig *cfg, size_t size)
 	cfg->size = size;
 }
 
-static bool bad(char *errbuf, size_t errsize, const char *fmt, ...) PQEV_PRINTF(3, 4);
-
-static bool bad(char *errbuf, size_t errsize, const char *fmt, ...)
-{
-	if (errbuf && errsize) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(errbuf, errsize, fmt, ap);
-		va_end(ap);
-		/* one line: libpq's texts end in a newline and may span lines */
-		size_t n = strlen(errbuf);
-		while (n > 0 && (errbuf[n - 1] == '\n' || errbuf[n - 1] == ' '))
-			errbuf[--n] = '\0';
-		for (char *p = errbuf; *p; p++)
-			if (*p == '\n' || *p == '\r' || *p == '\t')
-				*p = ' ';
-	}
-	return false;
-}
-
-/* A connection string libpq cannot parse; its text is withheld if it holds a
-   password (libpq quotes the offending token or the whole URI). */
-static bool bad_conninfo(char *eb, size_t es, const char *setting, const char *conninfo,
-			 const char *perr)
-{
-	if (!perr)
-		return bad(eb, es, "%s: cannot parse (out of memory)", setting);
-	if (pqev_conninfo_has_password(conninfo))
-		return bad(eb, es, "%s: invalid (details withheld: it contains a password)",
-			   setting);
-	return bad(eb, es, "%s: %s", setting, perr);
-}
-
 static bool validate(const PgqevConsumerConfig *cfg, char *eb, size_t es)
 {
 	if (!cfg->conninfo || !*cfg->conninfo)
-		return bad(eb, es, "conninfo: required (a libpq connection string)");
+		return pgqev_errbuf_set(eb, es, "conninfo: required (a libpq connection string)");
 	if (!cfg->queue || !*cfg->queue)
-		return bad(eb, es, "queue: required (the queue name)");
+		return pgqev_errbuf_set(eb, es, "queue: required (the queue name)");
 	if (!cfg->consumer || !*cfg->consumer)
-		return bad(eb, es, "consumer: required (the consumer name)");
+		return pgqev_errbuf_set(eb, es, "consumer: required (the consumer name)");
 	if (cfg->subconsumer && !*cfg->subconsumer)
-		return bad(eb, es, "subconsumer: empty name (use NULL for a plain consumer)");
+		return pgqev_errbuf_set(eb, es,
+					"subconsumer: empty name (use NULL for a plain consumer)");
 	if (cfg->subconsumer && cfg->register_tick > 0)
-		return bad(eb, es, "register_tick: not available for a coop subconsumer");
+		return pgqev_errbuf_set(eb, es,
+					"register_tick: not available for a coop subconsumer");
 	if (!cfg->on_batch)
-		return bad(eb, es, "on_batch: required (the batch handler)");
+		return pgqev_errbuf_set(eb, es, "on_batch: required (the batch handler)");
 	if (cfg->fetch_size < 1 || cfg->fetch_size > 1000000)
-		return bad(eb, es, "fetch_size: %u is out of range 1..1000000", cfg->fetch_size);
+		return pgqev_errbuf_set(eb, es, "fetch_size: %u is out of range 1..1000000",
+					cfg->fetch_size);
 	if (cfg->min_count < 0)
-		return bad(eb, es, "min_count: %d must not be negative", cfg->min_count);
+		return pgqev_errbuf_set(eb, es, "min_count: %d must not be negative",
+					cfg->min_count);
 	if (cfg->retry_delay < 0)
-		return bad(eb, es, "retry_delay: %d must not be negative", cfg->retry_delay);
+		return pgqev_errbuf_set(eb, es, "retry_delay: %d must not be negative",
+					cfg->retry_delay);
 	if (cfg->fail_delay == 0 || cfg->fail_cap < cfg->fail_delay)
-		return bad(eb, es, "fail_delay/fail_cap: need 0 < fail_delay <= fail_cap");
+		return pgqev_errbuf_set(eb, es,
+					"fail_delay/fail_cap: need 0 < fail_delay <= fail_cap");
 	if (cfg->fail_policy != PGQEV_FAIL_REDELIVER && cfg->fail_policy != PGQEV_FAIL_RETRY_EVENTS)
-		return bad(eb, es, "fail_policy: unknown value %d", (int)cfg->fail_policy);
+		return pgqev_errbuf_set(eb, es, "fail_policy: unknown value %d",
+					(int)cfg->fail_policy);
 	if (cfg->target_conninfo && !*cfg->target_conninfo)
-		return bad(eb, es, "target_conninfo: empty (use NULL for no target)");
-	PQconninfoOption *opts = NULL;
-	char *perr = NULL;
-	if (!(opts = PQconninfoParse(cfg->conninfo, &perr))) {
-		bad_conninfo(eb, es, "conninfo", cfg->conninfo, perr);
-		PQfreemem(perr);
+		return pgqev_errbuf_set(eb, es, "target_conninfo: empty (use NULL for no target)");
+	if (!pgqev_check_conninfo(eb, es, "conninfo", cfg->conninfo))
 		return false;
-	}
-	PQconninfoFree(opts);
-	if (cfg->target_conninfo) {
-		if (!(opts = PQconninfoParse(cfg->target_conninfo, &perr))) {
-			bad_conninfo(eb, es, "target_conninfo", cfg->target_conninfo, perr);
-			PQfreemem(perr);
-			return false;
-		}
-		PQconninfoFree(opts);
-	}
-	return true;
+	return !cfg->target_conninfo ||
+	       pgqev_check_conninfo(eb, es, "target_conninfo", cfg->target_conninfo);
 }
 
 static char *make_label(const PgqevConsumerConfig *cfg)
 {
 	if (cfg->label)
 		return strdup(cfg->label);
-	const char *db = NULL;
-	PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, NULL);
-	for (PQconninfoOption *o = opts; o && o->keyword; o++)
-		if (strcmp(o->keyword, "dbname") == 0 && o->val && *o->val &&
-		    !pqev_conninfo_is_expanded(o->val))
-			db = o->val;
+	char *db = pgqev_conninfo_dbname(cfg->conninfo);
 	char *l = cfg->subconsumer
 			  ? pgqev_sprintf("%s/%s/%s.%s", db ? db : "-", cfg->queue, cfg->consumer,
 					  cfg->subconsumer)
 			  : pgqev_sprintf("%s/%s/%s", db ? db : "-", cfg->queue, cfg->consumer);
-	PQconninfoFree(opts);
+	free(db);
 	return l;
 }
 
@@ -1207,21 +1163,22 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 				  char *errbuf, size_t errsize)
 {
 	if (!base) {
-		bad(errbuf, errsize, "event_base: required");
+		pgqev_errbuf_set(errbuf, errsize, "event_base: required");
 		return NULL;
 	}
 	if (!cfg) {
-		bad(errbuf, errsize, "config: required");
+		pgqev_errbuf_set(errbuf, errsize, "config: required");
 		return NULL;
 	}
 	PgqevConsumerConfig in;
 	config_defaults(&in);
 	int src = pqev_struct_in(&in, sizeof(in), cfg, cfg->size, 0);
 	if (src < 0 || cfg->size < CONFIG_SIZE_1) {
-		bad(errbuf, errsize,
-		    src == -E2BIG ? "config: sets fields this library (%s) does not know"
-				  : "config: not filled by pgqev_config_init() (%s)",
-		    PGQEV_VERSION);
+		pgqev_errbuf_set(errbuf, errsize,
+				 src == -E2BIG
+					 ? "config: sets fields this library (%s) does not know"
+					 : "config: not filled by pgqev_config_init() (%s)",
+				 PGQEV_VERSION);
 		return NULL;
 	}
 	cfg = &in;
@@ -1229,7 +1186,7 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 		return NULL;
 	PgqevConsumer *c = calloc(1, sizeof(*c));
 	if (!c) {
-		bad(errbuf, errsize, "out of memory");
+		pgqev_errbuf_set(errbuf, errsize, "out of memory");
 		return NULL;
 	}
 	bool oom = false;
@@ -1263,7 +1220,7 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 		}
 	}
 	if (oom || !c->lim || !c->timer || !c->src || (c->cfg.target_conninfo && !c->tgt)) {
-		bad(errbuf, errsize, "out of memory");
+		pgqev_errbuf_set(errbuf, errsize, "out of memory");
 		destroy(c);
 		return NULL;
 	}

@@ -133,6 +133,13 @@ int pgqev_cascade_batch_exec(PgqevBatch *b, const char *sql, int nparams,
 /* pgqev_sql.c: SQL text helpers */
 char *pgqev_quote_literal(const char *s);
 char *pgqev_sprintf(const char *fmt, ...) PQEV_PRINTF(1, 2);
+
+/* pgqev_cfgcheck.c: constructors' checks. pgqev_errbuf_set writes one line and
+   returns false; pgqev_check_conninfo never echoes a password; the dbname is
+   NULL when absent or itself a connection string (free it). */
+bool pgqev_errbuf_set(char *errbuf, size_t errsize, const char *fmt, ...) PQEV_PRINTF(3, 4);
+bool pgqev_check_conninfo(char *errbuf, size_t errsize, const char *setting, const char *conninfo);
+char *pgqev_conninfo_dbname(const char *conninfo);
 char *pgqev_interval(usec_t us, char *buf, size_t size);
 
 #endif

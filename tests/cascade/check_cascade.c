@@ -335,6 +335,17 @@ START_TEST(test_config_errors)
 	cfg.conninfo = "dbname='x";
 	ck_assert_ptr_null(pgqev_cascade_new(cs_base(), &cfg, eb, sizeof(eb)));
 	ck_assert_ptr_nonnull(strstr(eb, "conninfo"));
+	/* libpq's parse error would quote the token after the password */
+	cfg.conninfo = "password=hunter2 secret2";
+	ck_assert_ptr_null(pgqev_cascade_new(cs_base(), &cfg, eb, sizeof(eb)));
+	ck_assert_msg(strstr(eb, "conninfo") && !strstr(eb, "secret2") && !strstr(eb, "hunter2"),
+		      "%s", eb);
+	/* a dbname that is a whole connection string is not shown as the label */
+	cfg.conninfo = "dbname='host=/nowhere dbname=x password=hunter2'";
+	PgqevCascade *w = pgqev_cascade_new(cs_base(), &cfg, eb, sizeof(eb));
+	ck_assert_ptr_nonnull(w);
+	ck_assert_msg(!strstr(pgqev_cascade_label(w), "hunter2"), "%s", pgqev_cascade_label(w));
+	pgqev_cascade_free(w);
 }
 END_TEST
 
