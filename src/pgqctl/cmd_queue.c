@@ -88,6 +88,27 @@ static void rollback(CtlDb *db)
 	PQclear(ctl_db_exec(db, "rollback", 0, NULL));
 }
 
+/* QUEUE [KEY=VALUE ...] of create and config, checked before anything is sent. */
+static int parse_queue_pairs(CtlCtx *ctx, int argc, char **argv, char **pos, int *npos)
+{
+	int rc;
+
+	if ((rc = ctl_parse_opts(ctx, argc, argv, NULL, pos, npos)))
+		return rc;
+	if (*npos < 1)
+		return ctl_usage(argv[0], "needs QUEUE");
+	if (!ctl_check_name("queue", pos[0]))
+		return CTL_EXIT_ERROR;
+	for (int i = 1; i < *npos; i++) {
+		char *k;
+		const char *v;
+		if (!check_pair(pos[i], &k, &v))
+			return CTL_EXIT_ERROR;
+		free(k);
+	}
+	return CTL_EXIT_OK;
+}
+
 int cmd_create(CtlCtx *ctx, int argc, char **argv)
 {
 	char *pos[CTL_MAX_ARGS];
@@ -96,19 +117,8 @@ int cmd_create(CtlCtx *ctx, int argc, char **argv)
 	PGresult *r;
 	char what[300];
 
-	if ((rc = ctl_parse_opts(ctx, argc, argv, NULL, pos, &npos)))
+	if ((rc = parse_queue_pairs(ctx, argc, argv, pos, &npos)))
 		return rc;
-	if (npos < 1)
-		return ctl_usage(argv[0], "needs QUEUE");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
-	for (int i = 1; i < npos; i++) {
-		char *k;
-		const char *v;
-		if (!check_pair(pos[i], &k, &v))
-			return CTL_EXIT_ERROR;
-		free(k);
-	}
 	snprintf(what, sizeof(what), "create queue \"%s\"", pos[0]);
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
@@ -261,19 +271,8 @@ int cmd_config(CtlCtx *ctx, int argc, char **argv)
 	char what[300];
 	PGresult *r;
 
-	if ((rc = ctl_parse_opts(ctx, argc, argv, NULL, pos, &npos)))
+	if ((rc = parse_queue_pairs(ctx, argc, argv, pos, &npos)))
 		return rc;
-	if (npos < 1)
-		return ctl_usage(argv[0], "needs QUEUE");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
-	for (int i = 1; i < npos; i++) {
-		char *k;
-		const char *v;
-		if (!check_pair(pos[i], &k, &v))
-			return CTL_EXIT_ERROR;
-		free(k);
-	}
 	snprintf(what, sizeof(what), "config \"%s\"", pos[0]);
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
