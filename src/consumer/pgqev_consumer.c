@@ -48,13 +48,6 @@ typedef enum ReqKind {
 	RK_TGT_WRITE,
 } ReqKind;
 
-typedef struct ReqCtx {
-	PgqevConsumer *c;
-	uint64_t gen;
-	ReqKind kind;
-	bool target;
-} ReqCtx;
-
 static const char *const state_names[] = {
 	[PGQEV_STATE_STOPPED] = "stopped",       [PGQEV_STATE_CONNECTING] = "connecting",
 	[PGQEV_STATE_LISTENING] = "listening",   [PGQEV_STATE_IDLE] = "idle",
@@ -104,35 +97,14 @@ static void set_state(PgqevConsumer *c, PgqevState st)
 		c->cfg.on_state(c, old, st, c->cfg.arg);
 }
 
-/* Strip the core's "<name>: " prefix from a message, to add our own context. */
-static const char *bare(PqevConn *conn, const char *msg)
-{
-	if (!msg)
-		return "unknown error";
-	const char *name = conn ? pqev_conn_name(conn) : NULL;
-	size_t n = name ? strlen(name) : 0;
-	if (n && strncmp(msg, name, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
-		return msg + n + 2;
-	return msg;
-}
-
 /* Hand an error to on_error: the label and the detail stay apart, and the
    joined message is cut to PGQEV_MSG_MAX whatever their lengths. */
 static void emit(PgqevConsumer *c, PgqevErrorKind kind, int64_t batch_id, usec_t retry_in,
 		 unsigned streak, const char *detail)
 {
 	char msg[PGQEV_MSG_MAX];
-	if (snprintf(msg, sizeof(msg), "%s: %s", c->label, detail) >= (int)sizeof(msg))
-		memcpy(msg + sizeof(msg) - 4, "...", 4); /* cut: say so */
-	PgqevError err = {
-		.kind = kind,
-		.batch_id = batch_id,
-		.streak = streak,
-		.retry_in = retry_in,
-		.message = msg,
-		.label = c->label,
-		.detail = detail,
-	};
+	PgqevError err;
+	pgqev_error_fill(&err, msg, c->label, kind, batch_id, retry_in, streak, detail);
 	c->cfg.on_error(c, &err, c->cfg.arg);
 }
 
@@ -160,23 +132,9 @@ static void req_rows(PqevConn *conn, const PGresult *res, void *arg);
 static int send_on(PgqevConsumer *c, bool target, ReqKind kind, const char *sql, int nparams,
 		   const char *const *params, unsigned flags)
 {
-	ReqCtx *ctx = malloc(sizeof(*ctx));
-	if (!ctx)
-		return -ENOMEM;
-	*ctx = (ReqCtx){.c = c, .gen = c->gen, .kind = kind, .target = target};
-	PqevQuery q = {
-		.sql = sql,
-		.nparams = nparams,
-		.params = params,
-		.flags = flags,
-		.on_rows = (kind == RK_CURSOR || kind == RK_FETCH) ? req_rows : NULL,
-		.on_done = req_done,
-		.arg = ctx,
-	};
-	int rc = pqev_conn_send(target ? c->tgt : c->src, &q, NULL);
-	if (rc < 0)
-		free(ctx);
-	return rc;
+	PgqevReq req = {.owner = c, .gen = c->gen, .kind = kind, .alt = target};
+	return pgqev_req_send(target ? c->tgt : c->src, &req, sql, nparams, params, flags,
+			      (kind == RK_CURSOR || kind == RK_FETCH) ? req_rows : NULL, req_done);
 }
 
 /* Send or fail the batch/consumer with a clear reason; true if sent. */
@@ -188,7 +146,7 @@ static bool send_or_fail(PgqevConsumer *c, bool target, ReqKind kind, const char
 		return true;
 	PqevConn *conn = target ? c->tgt : c->src;
 	fail(c, target ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, "cannot send a request",
-	     rc == -ENOMEM ? "out of memory" : bare(conn, pqev_conn_error(conn)));
+	     rc == -ENOMEM ? "out of memory" : pgqev_bare(conn, pqev_conn_error(conn)));
 	return false;
 }
 
@@ -205,12 +163,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg);
 
 static void arm_timer(PgqevConsumer *c, usec_t delay)
 {
-	struct timeval tv = {.tv_sec = (time_t)(delay / USEC_PER_SEC),
-			     .tv_usec = (suseconds_t)(delay % USEC_PER_SEC)};
-	evtimer_del(c->timer);
-	/* NOTE: evtimer_add only fails on a broken base; then the next
-	   notification or reconnect restarts the machine. */
-	if (evtimer_add(c->timer, &tv) < 0)
+	if (pgqev_timer_arm(c->timer, delay) < 0)
 		report(c, PGQEV_ERR_SQL, 0, 1, "cannot arm the timer");
 }
 
@@ -769,23 +722,24 @@ static void do_stop(PgqevConsumer *c)
 
 /* ---- request completions ---- */
 
-static bool ok_reply(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r, const char *what)
+static bool ok_reply(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r, const char *what)
 {
 	if (r->status == PQEV_OK)
 		return true;
-	PqevConn *conn = x->target ? c->tgt : c->src;
+	PqevConn *conn = x->alt ? c->tgt : c->src;
 	const char *state = r->status == PQEV_SQL_ERROR && r->result
 				    ? PQresultErrorField(r->result, PG_DIAG_SQLSTATE)
 				    : NULL;
 	if (r->status == PQEV_SQL_ERROR && !pqev_sqlstate_is_server_down(state)) {
-		fail(c, x->target ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what, bare(conn, r->error));
-	} else if (x->target) {
+		fail(c, x->alt ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what,
+		     pgqev_bare(conn, r->error));
+	} else if (x->alt) {
 		c->fail_conn = true;
-		fail(c, PGQEV_ERR_TARGET, what, bare(conn, r->error));
+		fail(c, PGQEV_ERR_TARGET, what, pgqev_bare(conn, r->error));
 	} else if (r->status == PQEV_SQL_ERROR) {
 		/* the backend is going away (shutdown, terminated): the session ends
 		   with it; reconnect at once instead of backing off */
-		report(c, PGQEV_ERR_CONNECTION, 0, 1, "%s: %s", what, bare(conn, r->error));
+		report(c, PGQEV_ERR_CONNECTION, 0, 1, "%s: %s", what, pgqev_bare(conn, r->error));
 		conn_broken(c);
 		pqev_conn_reconnect(c->src);
 	} else {
@@ -794,7 +748,7 @@ static bool ok_reply(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r, cons
 	return false;
 }
 
-static void on_register(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+static void on_register(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 {
 	if (!ok_reply(c, x, r, "registering the consumer failed"))
 		return;
@@ -802,7 +756,7 @@ static void on_register(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 	setup_step_done(c);
 }
 
-static void on_channel(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+static void on_channel(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 {
 	c->channel_tried = true;
 	const char *ch = NULL;
@@ -820,14 +774,14 @@ static void on_channel(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 		c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval : USEC_PER_SEC;
 		report(c, PGQEV_ERR_SQL, 0, 1,
 		       "no tick notifications (%s): polling every %" PRIu64 " ms",
-		       r->status == PQEV_SQL_ERROR ? bare(c->src, r->error)
+		       r->status == PQEV_SQL_ERROR ? pgqev_bare(c->src, r->error)
 						   : "cannot LISTEN on the tick channel",
 		       c->poll_interval / USEC_PER_MSEC);
 	}
 	setup_step_done(c);
 }
 
-static void on_next(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+static void on_next(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 {
 	c->next_sent = false;
 	if (!ok_reply(c, x, r, "next_batch failed"))
@@ -865,7 +819,7 @@ static void on_next(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 	start_batch(c, res);
 }
 
-static void on_eo_check(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+static void on_eo_check(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 {
 	if (!ok_reply(c, x, r, "pgq_ext.is_batch_done failed on the target"))
 		return;
@@ -900,9 +854,9 @@ static bool finish_found(PgqevConsumer *c, const PqevReply *r)
 	return false;
 }
 
-static void on_done_kind(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
+static void on_done_kind(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 {
-	switch (x->kind) {
+	switch ((ReqKind)x->kind) {
 	case RK_IGNORE:
 		return;
 	case RK_REGISTER:
@@ -954,9 +908,9 @@ static void on_done_kind(PgqevConsumer *c, const ReqCtx *x, const PqevReply *r)
 
 static void req_done(PqevConn *conn, const PqevReply *reply, void *arg)
 {
-	ReqCtx x = *(ReqCtx *)arg;
+	PgqevReq x = *(PgqevReq *)arg;
 	free(arg);
-	PgqevConsumer *c = x.c;
+	PgqevConsumer *c = x.owner;
 	if (x.gen != c->gen || c->free_pending)
 		return;
 	enter(c);
@@ -966,8 +920,8 @@ static void req_done(PqevConn *conn, const PqevReply *reply, void *arg)
 
 static void req_rows(PqevConn *conn, const PGresult *res, void *arg)
 {
-	ReqCtx *x = arg;
-	PgqevConsumer *c = x->c;
+	PgqevReq *x = arg;
+	PgqevConsumer *c = x->owner;
 	if (x->gen != c->gen || c->free_pending || !c->batch)
 		return;
 	enter(c);
@@ -1000,7 +954,7 @@ static void on_src_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 			set_state(c, PGQEV_STATE_BACKOFF);
 			if (c->phase == PH_WAIT_CONN)
 				report(c, PGQEV_ERR_CONNECTION, ev->retry_in, ev->streak, "%s",
-				       bare(conn, ev->message));
+				       pgqev_bare(conn, ev->message));
 		}
 		break;
 	case PQEV_EV_RECYCLED:
@@ -1027,10 +981,11 @@ static void on_tgt_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 	}
 	if (c->batch && (c->phase == PH_EO_CHECK || c->phase == PH_READ || c->phase == PH_FINISH)) {
 		c->fail_conn = true;
-		fail(c, PGQEV_ERR_TARGET, "target connection failed", bare(conn, ev->message));
+		fail(c, PGQEV_ERR_TARGET, "target connection failed",
+		     pgqev_bare(conn, ev->message));
 	} else if (ev->type != PQEV_EV_RECYCLED)
 		report(c, PGQEV_ERR_TARGET, ev->retry_in, ev->streak, "target: %s",
-		       bare(conn, ev->message));
+		       pgqev_bare(conn, ev->message));
 	leave(c);
 }
 
@@ -1071,13 +1026,7 @@ void pgqev_config_init_size(PgqevConsumerConfig *cfg, size_t size)
 	if (!cfg || size < sizeof(d.size))
 		return;
 	config_defaults(&d);
-	/* a program built against an older header has a shorter struct, one built
-	   against a newer header a longer one */
-	size_t n = size < sizeof(d) ? size : sizeof(d);
-	if (size > n)
-		memset(cfg, 0, size); /* a newer program's fields: unset */
-	memcpy(cfg, &d, n);
-	cfg->size = size;
+	pgqev_struct_out(cfg, size, &d, sizeof(d));
 }
 
 static bool validate(const PgqevConsumerConfig *cfg, char *eb, size_t es)
@@ -1121,66 +1070,33 @@ static bool validate(const PgqevConsumerConfig *cfg, char *eb, size_t es)
 
 static char *make_label(const PgqevConsumerConfig *cfg)
 {
-	if (cfg->label)
-		return strdup(cfg->label);
-	char *db = pgqev_conninfo_dbname(cfg->conninfo);
-	char *l = cfg->subconsumer
-			  ? pgqev_sprintf("%s/%s/%s.%s", db ? db : "-", cfg->queue, cfg->consumer,
-					  cfg->subconsumer)
-			  : pgqev_sprintf("%s/%s/%s", db ? db : "-", cfg->queue, cfg->consumer);
-	free(db);
+	char *what = cfg->subconsumer ? pgqev_sprintf("%s/%s.%s", cfg->queue, cfg->consumer,
+						      cfg->subconsumer)
+				      : pgqev_sprintf("%s/%s", cfg->queue, cfg->consumer);
+	char *l = what ? pgqev_default_label(cfg->label, cfg->conninfo, what) : NULL;
+	free(what);
 	return l;
 }
 
 static PqevConn *new_conn(PgqevConsumer *c, const char *conninfo, const char *name, bool target)
 {
-	PqevConnConfig cc;
-	pqev_conn_config_init(&cc);
-	cc.conninfo = conninfo;
-	cc.name = name;
-	cc.application_name = "pgqev-consumer";
-	cc.connect_timeout = c->cfg.connect_timeout;
-	cc.statement_timeout = c->cfg.statement_timeout;
 	PqevConnCallbacks cb = {
 		.on_event = target ? on_tgt_event : on_src_event,
 		.on_notify = target ? NULL : on_notify,
 		.arg = c,
 	};
-	return pqev_conn_new(c->lim, &cc, &cb);
-}
-
-static char *dup_or_null(const char *s, bool *oom)
-{
-	if (!s)
-		return NULL;
-	char *d = strdup(s);
-	if (!d)
-		*oom = true;
-	return d;
+	return pgqev_conn_open(c->lim, conninfo, name, "pgqev-consumer", c->cfg.connect_timeout,
+			       c->cfg.statement_timeout, &cb);
 }
 
 PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerConfig *cfg,
 				  char *errbuf, size_t errsize)
 {
-	if (!base) {
-		pgqev_errbuf_set(errbuf, errsize, "event_base: required");
-		return NULL;
-	}
-	if (!cfg) {
-		pgqev_errbuf_set(errbuf, errsize, "config: required");
-		return NULL;
-	}
 	PgqevConsumerConfig in;
 	config_defaults(&in);
-	int src = pqev_struct_in(&in, sizeof(in), cfg, cfg->size, 0);
-	if (src < 0 || cfg->size < CONFIG_SIZE_1) {
-		pgqev_errbuf_set(errbuf, errsize,
-				 src == -E2BIG
-					 ? "config: sets fields this library (%s) does not know"
-					 : "config: not filled by pgqev_config_init() (%s)",
-				 PGQEV_VERSION);
+	if (!pgqev_config_in(base, &in, sizeof(in), cfg, CONFIG_SIZE_1, "pgqev_config_init", errbuf,
+			     errsize))
 		return NULL;
-	}
 	cfg = &in;
 	if (!validate(cfg, errbuf, errsize))
 		return NULL;
@@ -1192,13 +1108,13 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 	bool oom = false;
 	c->base = base;
 	c->cfg = *cfg;
-	c->cfg.conninfo = c->s_conninfo = dup_or_null(cfg->conninfo, &oom);
-	c->cfg.queue = c->s_queue = dup_or_null(cfg->queue, &oom);
-	c->cfg.consumer = c->s_consumer = dup_or_null(cfg->consumer, &oom);
-	c->cfg.subconsumer = c->s_sub = dup_or_null(cfg->subconsumer, &oom);
-	c->cfg.target_conninfo = c->s_target = dup_or_null(cfg->target_conninfo, &oom);
+	c->cfg.conninfo = c->s_conninfo = pgqev_strdup_opt(cfg->conninfo, &oom);
+	c->cfg.queue = c->s_queue = pgqev_strdup_opt(cfg->queue, &oom);
+	c->cfg.consumer = c->s_consumer = pgqev_strdup_opt(cfg->consumer, &oom);
+	c->cfg.subconsumer = c->s_sub = pgqev_strdup_opt(cfg->subconsumer, &oom);
+	c->cfg.target_conninfo = c->s_target = pgqev_strdup_opt(cfg->target_conninfo, &oom);
 	c->cfg.label = NULL;
-	c->sub_for_ext = dup_or_null(cfg->subconsumer ? cfg->subconsumer : "", &oom);
+	c->sub_for_ext = pgqev_strdup_opt(cfg->subconsumer ? cfg->subconsumer : "", &oom);
 	c->label = make_label(cfg);
 	if (!c->label)
 		oom = true;
@@ -1241,7 +1157,8 @@ int pgqev_consumer_start(PgqevConsumer *c)
 	if (rc < 0) {
 		report(c, failed == c->tgt ? PGQEV_ERR_TARGET : PGQEV_ERR_CONNECTION, 0, 1,
 		       "cannot start%s: %s", failed == c->tgt ? " the target" : "",
-		       rc == -ENOMEM ? "out of memory" : bare(failed, pqev_conn_error(failed)));
+		       rc == -ENOMEM ? "out of memory"
+				     : pgqev_bare(failed, pqev_conn_error(failed)));
 		pqev_conn_close(c->src);
 		if (c->tgt)
 			pqev_conn_close(c->tgt);
@@ -1276,13 +1193,6 @@ void pgqev_consumer_stop(PgqevConsumer *c)
 	leave(c);
 }
 
-static void free_limiter_later(evutil_socket_t fd, short what, void *arg)
-{
-	if (pqev_connlimit_free(arg) < 0)
-		(void)event_base_once(pqev_connlimit_base(arg), -1, EV_TIMEOUT, free_limiter_later,
-				      arg, NULL);
-}
-
 static void destroy(PgqevConsumer *c)
 {
 	c->gen++;
@@ -1302,10 +1212,8 @@ static void destroy(PgqevConsumer *c)
 	pqev_conn_free(c->tgt);
 	if (c->timer)
 		event_free(c->timer);
-	/* NOTE: freed inside a connection's callback, the connections go away
-	   only when that callback unwinds; free our limiter on the next loop pass. */
-	if (c->own_lim && pqev_connlimit_free(c->lim) < 0)
-		(void)event_base_once(c->base, -1, EV_TIMEOUT, free_limiter_later, c->lim, NULL);
+	if (c->own_lim)
+		pgqev_limiter_release(c->base, c->lim);
 	free(c->s_conninfo);
 	free(c->s_queue);
 	free(c->s_consumer);

@@ -20,6 +20,9 @@
 #define PGQEV_NO_RETRY INT32_MIN
 #define PGQEV_EV_COLS  10
 
+/* Longest message handed to on_error (longer ones are cut). */
+#define PGQEV_MSG_MAX 1024
+
 /* Where the consumer's state machine is; mapped to PgqevState for users. */
 typedef enum Phase {
 	PH_STOPPED = 0,
@@ -108,9 +111,6 @@ struct PgqevConsumer {
 	uint64_t n_batches, n_events;
 };
 
-/* Longest message handed to on_error (longer ones are cut). */
-#define PGQEV_MSG_MAX 1024
-
 /* From the core (pqev_conninfo.c): never echo a connection string holding a
    password; read a caller's extensible struct. */
 bool pqev_conninfo_has_password(const char *conninfo);
@@ -129,6 +129,47 @@ void pgqev_batch_clear_rows(PgqevBatch *b);
 PqevConn *pgqev_cascade_batch_target(PgqevBatch *b);
 int pgqev_cascade_batch_exec(PgqevBatch *b, const char *sql, int nparams,
 			     const char *const *params);
+
+/* pgqev_common.c: plumbing shared by the consumer and the cascade worker */
+
+/* A request's context: its owner, the owner's generation when it was sent (a
+   completion from another generation is stale), what it is, and which of the
+   owner's two connections carries it. */
+typedef struct PgqevReq {
+	void *owner;
+	uint64_t gen;
+	int kind;
+	bool alt;
+} PgqevReq;
+
+/* Send with a heap copy of *req as the callbacks' arg (they free it). */
+int pgqev_req_send(PqevConn *conn, const PgqevReq *req, const char *sql, int nparams,
+		   const char *const *params, unsigned flags, PqevRowsFn on_rows,
+		   PqevDoneFn on_done);
+const char *pgqev_bare(PqevConn *conn, const char *msg);
+/* The PgqevError handed to on_error: msg gets "<label>: <detail>", cut to
+   PGQEV_MSG_MAX whatever their lengths. */
+void pgqev_error_fill(PgqevError *err, char msg[PGQEV_MSG_MAX], const char *label,
+		      PgqevErrorKind kind, int64_t batch_id, usec_t retry_in, unsigned streak,
+		      const char *detail);
+int pgqev_timer_arm(struct event *timer, usec_t delay);
+/* Free a limiter the owner created, now or (inside a connection's callback)
+   on the next loop pass. */
+void pgqev_limiter_release(struct event_base *base, PqevConnLimit *lim);
+PqevConn *pgqev_conn_open(PqevConnLimit *lim, const char *conninfo, const char *name,
+			  const char *app, usec_t connect_timeout, usec_t statement_timeout,
+			  const PqevConnCallbacks *cb);
+/* Copy a public struct that starts with `size_t size` out to a caller compiled
+   with another size: as much as both know, the rest zero, size = the caller's. */
+void pgqev_struct_out(void *out, size_t size, const void *src, size_t src_size);
+/* The constructors' common checks: base and cfg given, cfg filled by the init
+   function (at least size1 bytes), no fields this library does not know. The
+   accepted copy in *in has size = in_size. */
+bool pgqev_config_in(struct event_base *base, void *in, size_t in_size, const void *cfg,
+		     size_t size1, const char *init_name, char *errbuf, size_t errsize);
+char *pgqev_strdup_opt(const char *s, bool *oom);
+/* label, or "<dbname>/<what>" */
+char *pgqev_default_label(const char *label, const char *conninfo, const char *what);
 
 /* pgqev_sql.c: SQL text helpers */
 char *pgqev_quote_literal(const char *s);

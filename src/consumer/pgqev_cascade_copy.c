@@ -1,0 +1,417 @@
+/*
+ * One batch of a cascade worker: the provider's cursor read in chunks, each
+ * chunk written on the local node (branch) or handed to on_batch (leaf), the
+ * cascade's own events, then commit, tick, finish and the local watermark.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pgqd-ev/pqev_clock.h>
+
+#include "pgqev_config.h"
+#include "pgqev_cascade_int.h"
+
+/* ---- growable text buffer for array literals ---- */
+
+typedef struct Buf {
+	char *p;
+	size_t n, cap;
+	bool oom;
+} Buf;
+
+static void buf_need(Buf *b, size_t more)
+{
+	if (b->oom || b->n + more + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->n + more + 1)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (!p) {
+		b->oom = true;
+		return;
+	}
+	b->p = p;
+	b->cap = cap;
+}
+
+static void buf_putc(Buf *b, char ch)
+{
+	buf_need(b, 1);
+	if (b->oom)
+		return;
+	b->p[b->n++] = ch;
+	b->p[b->n] = '\0';
+}
+
+/* One element of an array literal: NULL, or a double-quoted escaped string. */
+static void buf_elem(Buf *b, const char *v, int len)
+{
+	buf_putc(b, b->n == 0 ? '{' : ',');
+	if (!v) {
+		buf_need(b, 4);
+		if (!b->oom) {
+			memcpy(b->p + b->n, "NULL", 5);
+			b->n += 4;
+		}
+		return;
+	}
+	buf_need(b, (size_t)len * 2 + 2);
+	if (b->oom)
+		return;
+	char *o = b->p + b->n;
+	*o++ = '"';
+	for (int i = 0; i < len; i++) {
+		if (v[i] == '"' || v[i] == '\\')
+			*o++ = '\\';
+		*o++ = v[i];
+	}
+	*o++ = '"';
+	*o = '\0';
+	b->n = (size_t)(o - b->p);
+}
+
+/* Cursor columns: ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1..4. */
+enum { C_ID, C_TIME, C_TXID, C_RETRY, C_TYPE, C_DATA, C_EX1, C_EX2, C_EX3, C_EX4 };
+static const int copy_cols[8] = {C_ID, C_TIME, C_TYPE, C_DATA, C_EX1, C_EX2, C_EX3, C_EX4};
+
+static const char *val(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+/* One INSERT ... SELECT FROM unnest() per chunk: the events keep id and time. */
+static bool copy_chunk(PgqevCascade *w, const PGresult *res)
+{
+	int n = PQntuples(res);
+	Buf cols[8] = {{0}};
+	bool oom = false;
+	for (int k = 0; k < 8 && !oom; k++) {
+		for (int i = 0; i < n; i++) {
+			int c = copy_cols[k];
+			buf_elem(&cols[k], val(res, i, c), PQgetlength(res, i, c));
+		}
+		buf_putc(&cols[k], '}');
+		oom = cols[k].oom;
+	}
+	bool ok = false;
+	char *sql = NULL;
+	if (!oom)
+		sql = pgqev_sprintf("insert into %s (ev_id, ev_time, ev_type, ev_data, ev_extra1,"
+				    " ev_extra2, ev_extra3, ev_extra4) select * from"
+				    " unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[],"
+				    " $5::text[], $6::text[], $7::text[], $8::text[])",
+				    w->ev_table);
+	if (sql) {
+		const char *p[8];
+		for (int k = 0; k < 8; k++)
+			p[k] = cols[k].p;
+		w->writes++;
+		ok = cas_send_or_fail(w, false, RK_WRITE, sql, 8, p, 0);
+		if (!ok)
+			w->writes--;
+	} else {
+		cas_fail(w, PGQEV_ERR_TARGET, "cannot copy a chunk", "out of memory");
+	}
+	free(sql);
+	for (int k = 0; k < 8; k++)
+		free(cols[k].p);
+	if (ok) {
+		w->b_copied += (uint64_t)n;
+		int64_t last = strtoll(PQgetvalue(res, n - 1, C_ID), NULL, 10);
+		if (last > w->max_ev_id)
+			w->max_ev_id = last;
+	}
+	return ok;
+}
+
+static bool handler_sql(PgqevCascade *w, const char *sql, int n, const char *const *p)
+{
+	w->writes++;
+	if (cas_send_or_fail(w, false, RK_WRITE, sql, n, p, 0))
+		return true;
+	w->writes--;
+	return false;
+}
+
+/* The cascade's own events, applied on the local node (spec §5.6). */
+static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
+{
+	const char *type = val(res, i, C_TYPE);
+	const char *data = val(res, i, C_DATA);
+	const char *ex1 = val(res, i, C_EX1);
+	const char *ex2 = val(res, i, C_EX2);
+	const char *ex3 = val(res, i, C_EX3);
+	const char *q = w->cfg.queue;
+	bool own = ex1 && strcmp(ex1, q) == 0;
+	char detail[256];
+	if (strcmp(type, "pgq.tick-id") == 0) {
+		if (own) {
+			snprintf(detail, sizeof(detail), "event %s", PQgetvalue(res, i, C_ID));
+			cas_fail(w, PGQEV_ERR_SQL,
+				 "pgq.tick-id event names this cascade's own queue", detail);
+			return false;
+		}
+		if (w->type != NT_BRANCH)
+			return true;
+		const char *p[3] = {q, ex1, data};
+		return handler_sql(w, "select * from pgq_node.set_partition_watermark($1, $2, $3)",
+				   3, p);
+	}
+	if (!own) {
+		snprintf(detail, sizeof(detail), "%s event %s is for queue %s", type,
+			 PQgetvalue(res, i, C_ID), ex1 ? ex1 : "(null)");
+		cas_fail(w, PGQEV_ERR_SQL, "cascade event of another queue", detail);
+		return false;
+	}
+	if (strcmp(type, "pgq.location-info") == 0) {
+		const char *p[4] = {q, data, ex2, ex3};
+		return handler_sql(w,
+				   "select * from pgq_node.register_location($1, $2, $3,"
+				   " coalesce($4::boolean, false))",
+				   4, p);
+	}
+	if (strcmp(type, "pgq.unregister-location") == 0) {
+		const char *p[2] = {q, data};
+		return handler_sql(w, "select * from pgq_node.unregister_location($1, $2)", 2, p);
+	}
+	if (strcmp(type, "pgq.global-watermark") == 0) {
+		if (w->type != NT_BRANCH)
+			return true;
+		const char *p[2] = {q, data};
+		return handler_sql(w, "select * from pgq_node.set_global_watermark($1, $2::int8)",
+				   2, p);
+	}
+	snprintf(detail, sizeof(detail), "%s (event %s)", type, PQgetvalue(res, i, C_ID));
+	cas_fail(w, PGQEV_ERR_SQL, "unknown cascade event type", detail);
+	return false;
+}
+
+void cas_maybe_fetch(PgqevCascade *w)
+{
+	uint64_t gen = w->gen;
+	while (w->phase == WP_READ && !w->eof && w->fetches < 2 && w->writes < 2 && gen == w->gen) {
+		char sql[80];
+		snprintf(sql, sizeof(sql), "fetch %u from " CASCADE_CURSOR, w->cfg.fetch_size);
+		w->fetches++;
+		if (!cas_send_or_fail(w, true, RK_FETCH, sql, 0, NULL, 0))
+			return;
+	}
+}
+
+static void go_commit(PgqevCascade *w)
+{
+	char tick[32];
+	snprintf(tick, sizeof(tick), "%" PRId64, w->cur_tick);
+	const char *p[3] = {w->cfg.queue, w->worker, tick};
+	cas_set_phase(w, WP_COMMIT);
+	if (!cas_send_or_fail(w, false, RK_COMPLETED,
+			      "select ret_code, ret_note from"
+			      " pgq_node.set_consumer_completed($1, $2, $3)",
+			      3, p, 0))
+		return;
+	(void)cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0);
+}
+
+void cas_maybe_commit(PgqevCascade *w)
+{
+	if (w->phase == WP_READ && w->eof && w->fetches == 0 && w->writes == 0)
+		go_commit(w);
+}
+
+/* A chunk of the provider's batch (borrowed result). */
+void cas_chunk_arrived(PgqevCascade *w, const PGresult *res)
+{
+	uint64_t gen = w->gen;
+	w->fetches--;
+	int n = PQntuples(res);
+	if ((unsigned)n < w->cfg.fetch_size)
+		w->eof = true;
+	if (n > 0 && PQnfields(res) < 10) {
+		cas_fail(w, PGQEV_ERR_SQL, "unexpected batch cursor", "fewer than 10 columns");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		if (!PQgetisnull(res, i, C_RETRY)) {
+			char d[64];
+			snprintf(d, sizeof(d), "event %s", PQgetvalue(res, i, C_ID));
+			cas_fail(w, PGQEV_ERR_SQL, "retried event in a cascaded queue", d);
+			return;
+		}
+	}
+	w->b_events += (uint64_t)n;
+	if (n > 0 && w->type == NT_BRANCH && !copy_chunk(w, res))
+		return;
+	for (int i = 0; i < n; i++) {
+		const char *type = val(res, i, C_TYPE);
+		if (type && strncmp(type, "pgq.", 4) == 0 && !cascade_event(w, res, i))
+			return;
+	}
+	if (n > 0 && w->cfg.on_batch) {
+		PgqevBatch *b = w->ub;
+		pgqev_batch_set_rows(b, res, NULL);
+		b->in_handler = true;
+		PgqevVerdict v = w->cfg.on_batch(w, b, w->cfg.arg);
+		b->in_handler = false;
+		b->chunk++;
+		if (b->abandoned) {
+			/* freed or failed meanwhile: the batch is gone */
+			if (w->ub != b)
+				pgqev_batch_release(b);
+			return;
+		}
+		pgqev_batch_clear_rows(b);
+		if (gen != w->gen || w->free_pending)
+			return;
+		if (v == PGQEV_PENDING) {
+			cas_fail(w, PGQEV_ERR_HANDLER, "handler returned PGQEV_PENDING",
+				 "not supported by cascade workers");
+			return;
+		}
+		if (v != PGQEV_DONE) {
+			cas_fail(w, PGQEV_ERR_HANDLER, "handler failed",
+				 "the batch will be applied again");
+			return;
+		}
+	}
+	cas_maybe_fetch(w);
+	if (gen == w->gen)
+		cas_maybe_commit(w);
+}
+
+void cas_open_cursor(PgqevCascade *w)
+{
+	char *sql = pgqev_sprintf("begin; select * from pgq.get_batch_cursor(%" PRId64
+				  ", '" CASCADE_CURSOR "', %u)",
+				  w->batch_id, w->cfg.fetch_size);
+	if (!sql) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot open the batch", "out of memory");
+		return;
+	}
+	cas_set_phase(w, WP_READ);
+	w->src_in_tx = true;
+	w->fetches = 1;
+	(void)cas_send_or_fail(w, true, RK_CURSOR, sql, 0, NULL, PQEV_Q_SIMPLE);
+	free(sql);
+}
+
+void cas_go_open(PgqevCascade *w)
+{
+	cas_set_phase(w, WP_OPEN);
+	w->ub = pgqev_batch_new_slots(w->cfg.fetch_size, w->batch_id);
+	if (!w->ub) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot start a batch", "out of memory");
+		return;
+	}
+	w->ub->w = w;
+	w->ub->prev_tick = w->prev_tick;
+	w->ub->tick = w->cur_tick;
+	w->ub->tick_time = w->cur_tick_time ? strdup(w->cur_tick_time) : NULL;
+	w->dst_in_tx = true;
+	if (w->type != NT_BRANCH) {
+		(void)cas_send_or_fail(w, false, RK_OPEN, "begin", 0, NULL, 0);
+		return;
+	}
+	char *q = pgqev_quote_literal(w->cfg.queue);
+	char *sql = q ? pgqev_sprintf("begin; set local session_replication_role = 'replica';"
+				      " select pgq.current_event_table(%s)",
+				      q)
+		      : NULL;
+	free(q);
+	if (!sql) {
+		cas_fail(w, PGQEV_ERR_TARGET, "cannot start a batch", "out of memory");
+		return;
+	}
+	(void)cas_send_or_fail(w, false, RK_OPEN, sql, 0, NULL, PQEV_Q_SIMPLE);
+	free(sql);
+}
+
+void cas_go_tick(PgqevCascade *w)
+{
+	char tick[32], seq[32];
+	snprintf(tick, sizeof(tick), "%" PRId64, w->cur_tick);
+	snprintf(seq, sizeof(seq), "%" PRId64, w->max_ev_id);
+	const char *p[4] = {w->cfg.queue, tick, w->cur_tick_time, seq};
+	cas_set_phase(w, WP_TICK);
+	/* the event sequence only moves forward: never below the last tick's */
+	(void)cas_send_or_fail(w, false, RK_TICK,
+			       "select pgq.ticker($1, $2::int8, $3::timestamptz,"
+			       " greatest($4::int8, coalesce((select t.tick_event_seq"
+			       " from pgq.tick t, pgq.queue q where t.tick_queue = q.queue_id"
+			       " and q.queue_name = $1 order by t.tick_queue desc, t.tick_id desc"
+			       " limit 1), 0)))",
+			       4, p, 0);
+}
+
+void cas_go_finish(PgqevCascade *w)
+{
+	char id[32];
+	snprintf(id, sizeof(id), "%" PRId64, w->batch_id);
+	const char *p[1] = {id};
+	cas_set_phase(w, WP_FINISH);
+	if (!w->src_in_tx) {
+		(void)cas_send_or_fail(w, true, RK_FINISH_ONLY, "select pgq.finish_batch($1)", 1, p,
+				       0);
+		return;
+	}
+	if (!cas_send_or_fail(w, true, RK_FINISH, "select pgq.finish_batch($1)", 1, p, 0))
+		return;
+	(void)cas_send_or_fail(w, true, RK_SRC_COMMIT, "commit", 0, NULL, 0);
+}
+
+/* Report this node's watermark to the provider when due (autocommit). */
+static void maybe_publish_local_wm(PgqevCascade *w, int64_t cur_tick)
+{
+	usec_t now = pqev_clock_monotonic();
+	if (w->last_wm && now - w->last_wm < w->cfg.wm_period)
+		return;
+	int64_t wm = w->local_wm > 0 ? w->local_wm : cur_tick;
+	if (wm > cur_tick)
+		wm = cur_tick;
+	char s[32];
+	snprintf(s, sizeof(s), "%" PRId64, wm);
+	const char *p[3] = {w->cfg.queue, w->node_name, s};
+	if (cas_send_on(
+		    w, true, RK_WM,
+		    "select ret_code, ret_note from pgq_node.set_subscriber_watermark($1, $2, $3)",
+		    3, p, 0) == 0)
+		w->last_wm = now;
+}
+
+void cas_batch_done(PgqevCascade *w)
+{
+	int64_t cur = w->cur_tick;
+	w->st.batches++;
+	w->st.events += w->b_events;
+	w->st.copied += w->b_copied;
+	w->st.completed_tick = w->completed = cur;
+	w->fail_streak = 0;
+	pqev_backoff_reset(&w->fail_bo);
+	cas_progress(w);
+	cas_clear_batch(w);
+	maybe_publish_local_wm(w, cur);
+	cas_go_state(w);
+}
+
+PqevConn *pgqev_cascade_batch_target(PgqevBatch *b)
+{
+	return b->abandoned ? NULL : b->w->dst;
+}
+
+int pgqev_cascade_batch_exec(PgqevBatch *b, const char *sql, int nparams, const char *const *params)
+{
+	PgqevCascade *w = b->w;
+	if (b->abandoned || !w->dst_in_tx)
+		return -ENOTCONN;
+	if (!sql || nparams < 0)
+		return -EINVAL;
+	int rc = cas_send_on(w, false, RK_WRITE, sql, nparams, params, 0);
+	if (rc == 0)
+		w->writes++;
+	return rc;
+}

@@ -1,0 +1,144 @@
+/*
+ * Internal structures of the cascade worker (pgqev_cascade*.c). Not installed.
+ *
+ *   pgqev_cascade.c        lifecycle, public API, failures, connection events
+ *   pgqev_cascade_node.c   the iteration: lock, node state, next batch, replies
+ *   pgqev_cascade_copy.c   one batch: read the provider, write the local node,
+ *                          cascade events, commit, tick, finish, watermark
+ */
+#ifndef PGQEV_PGQEV_CASCADE_INT_H
+#define PGQEV_PGQEV_CASCADE_INT_H
+
+#include <pgqd-ev/pgqev_cascade.h>
+
+#include "pgqev_int.h"
+
+#define CASCADE_CURSOR "pgqev_cascade_cursor"
+
+typedef enum WPhase {
+	WP_STOPPED = 0,
+	WP_WAIT_DST,
+	WP_HELLO,
+	WP_STATE,
+	WP_WAIT_SRC,
+	WP_NEXT,
+	WP_IDLE,
+	WP_CHECK,
+	WP_OPEN,
+	WP_READ,
+	WP_COMMIT,
+	WP_TICK,
+	WP_FINISH,
+	WP_BACKOFF,
+} WPhase;
+
+typedef enum ReqKind {
+	RK_IGNORE,
+	RK_LOCK,
+	RK_NODE,
+	RK_STATE,
+	RK_GWM,
+	RK_CHANNEL,
+	RK_NEXT,
+	RK_LAST_TICK,
+	RK_OPEN,
+	RK_CURSOR,
+	RK_FETCH,
+	RK_WRITE,
+	RK_COMPLETED,
+	RK_COMMIT,
+	RK_TICK,
+	RK_FINISH,      /* inside the src transaction; COMMIT follows */
+	RK_FINISH_ONLY, /* autocommit: the batch was applied before */
+	RK_SRC_COMMIT,
+	RK_WM,
+} ReqKind;
+
+typedef enum NodeType { NT_UNKNOWN = 0, NT_ROOT, NT_BRANCH, NT_LEAF } NodeType;
+
+struct PgqevCascade {
+	struct event_base *base;
+	PqevConnLimit *lim;
+	bool own_lim;
+	PgqevCascadeConfig cfg;
+	char *s_conninfo, *s_queue, *s_worker, *s_node, *label;
+	char *worker; /* effective worker name */
+
+	PqevConn *dst, *src;
+	char *src_conninfo;
+
+	WPhase phase;
+	PgqevState state;
+	uint64_t gen;
+	unsigned depth;
+	bool free_pending, started, stop_requested;
+	bool locked;
+
+	/* node state, read at every iteration */
+	NodeType type;
+	char *node_name, *provider;
+	int64_t completed, local_wm;
+	bool paused;
+
+	/* provider connection */
+	bool src_setup, channel_reported, wake_pending;
+	char *channel;
+	usec_t poll_interval;
+
+	/* the open batch */
+	int64_t batch_id, prev_tick, cur_tick;
+	char *cur_tick_time;
+	char *ev_table;
+	unsigned fetches, writes;
+	bool eof, src_in_tx, dst_in_tx, in_batch;
+	PgqevBatch *ub;
+	uint64_t b_events, b_copied;
+	int64_t max_ev_id; /* highest ev_id copied since start */
+
+	usec_t last_wm, last_gwm;
+	struct event *timer;
+	PqevBackoff fail_bo;
+	unsigned fail_streak;
+	PgqevCascadeStats st;
+};
+
+/* ---- pgqev_cascade.c ---- */
+void cas_enter(PgqevCascade *w);
+void cas_leave(PgqevCascade *w);
+void cas_set_phase(PgqevCascade *w, WPhase ph);
+void cas_report(PgqevCascade *w, PgqevErrorKind kind, usec_t retry_in, unsigned streak,
+		const char *fmt, ...) PQEV_PRINTF(5, 6);
+/* the worker made progress: a batch, a look-up or a publication succeeded */
+void cas_progress(PgqevCascade *w);
+void cas_arm_timer(PgqevCascade *w, usec_t delay);
+void cas_clear_batch(PgqevCascade *w);
+/* fail the iteration: roll back, report, back off */
+void cas_fail(PgqevCascade *w, PgqevErrorKind kind, const char *what, const char *detail);
+void cas_conn_lost(PgqevCascade *w, bool src);
+void cas_go_wait_src(PgqevCascade *w);
+void cas_on_channel(PgqevCascade *w, const PqevReply *r);
+PqevConn *cas_new_conn(PgqevCascade *w, const char *conninfo, bool src);
+void cas_do_stop(PgqevCascade *w);
+
+/* ---- pgqev_cascade_node.c ---- */
+int cas_send_on(PgqevCascade *w, bool src, ReqKind kind, const char *sql, int nparams,
+		const char *const *params, unsigned flags);
+bool cas_send_or_fail(PgqevCascade *w, bool src, ReqKind kind, const char *sql, int nparams,
+		      const char *const *params, unsigned flags);
+void cas_send_ignored(PgqevCascade *w, bool src, const char *sql, int nparams,
+		      const char *const *params);
+void cas_go_hello(PgqevCascade *w);
+void cas_go_state(PgqevCascade *w);
+void cas_req_done(PqevConn *conn, const PqevReply *reply, void *arg);
+
+/* ---- pgqev_cascade_copy.c ---- */
+void cas_maybe_fetch(PgqevCascade *w);
+void cas_maybe_commit(PgqevCascade *w);
+void cas_chunk_arrived(PgqevCascade *w, const PGresult *res);
+void cas_open_cursor(PgqevCascade *w);
+void cas_go_open(PgqevCascade *w);
+void cas_go_tick(PgqevCascade *w);
+void cas_go_finish(PgqevCascade *w);
+void cas_batch_done(PgqevCascade *w);
+
+#endif

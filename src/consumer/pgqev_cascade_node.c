@@ -1,0 +1,513 @@
+/*
+ * The cascade worker's iteration (see pgqev_cascade.c for the state machine):
+ * the node's lock and state, the provider's next batch, request completions.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pgqd-ev/pqev_clock.h>
+
+#include "pgqev_config.h"
+#include "pgqev_cascade_int.h"
+
+static void go_next(PgqevCascade *w);
+static void req_rows(PqevConn *conn, const PGresult *res, void *arg);
+
+int cas_send_on(PgqevCascade *w, bool src, ReqKind kind, const char *sql, int nparams,
+		const char *const *params, unsigned flags)
+{
+	PgqevReq req = {.owner = w, .gen = w->gen, .kind = kind, .alt = src};
+	return pgqev_req_send(src ? w->src : w->dst, &req, sql, nparams, params, flags,
+			      (kind == RK_CURSOR || kind == RK_FETCH) ? req_rows : NULL,
+			      cas_req_done);
+}
+
+bool cas_send_or_fail(PgqevCascade *w, bool src, ReqKind kind, const char *sql, int nparams,
+		      const char *const *params, unsigned flags)
+{
+	int rc = cas_send_on(w, src, kind, sql, nparams, params, flags);
+	if (rc == 0)
+		return true;
+	PqevConn *conn = src ? w->src : w->dst;
+	cas_fail(w, src ? PGQEV_ERR_SQL : PGQEV_ERR_TARGET, "cannot send a request",
+		 rc == -ENOMEM ? "out of memory"
+		 : conn        ? pgqev_bare(conn, pqev_conn_error(conn))
+			       : "no connection");
+	return false;
+}
+
+void cas_send_ignored(PgqevCascade *w, bool src, const char *sql, int nparams,
+		      const char *const *params)
+{
+	PqevConn *conn = src ? w->src : w->dst;
+	if (conn && pqev_conn_is_ready(conn))
+		(void)cas_send_on(w, src, RK_IGNORE, sql, nparams, params, 0);
+}
+
+static void go_idle(PgqevCascade *w, usec_t delay)
+{
+	if (w->stop_requested) {
+		cas_do_stop(w);
+		return;
+	}
+	cas_arm_timer(w, delay);
+	cas_set_phase(w, WP_IDLE);
+}
+
+static void go_next(PgqevCascade *w)
+{
+	const char *p[2] = {w->cfg.queue, w->worker};
+	w->wake_pending = false;
+	cas_set_phase(w, WP_NEXT);
+	(void)cas_send_or_fail(w, true, RK_NEXT,
+			       "select b.batch_id, b.prev_tick_id, b.cur_tick_id, b.cur_tick_time,"
+			       " (select max(t.tick_id) from pgq.tick t, pgq.queue q"
+			       " where t.tick_queue = q.queue_id and q.queue_name = $1),"
+			       " extract(epoch from now() - b.prev_tick_time)"
+			       " from pgq.next_batch_info($1, $2) b",
+			       2, p, 0);
+}
+
+void cas_go_hello(PgqevCascade *w)
+{
+	if (!w->dst || !pqev_conn_is_ready(w->dst)) {
+		cas_set_phase(w, WP_WAIT_DST);
+		return;
+	}
+	const char *p[1] = {w->cfg.queue};
+	cas_set_phase(w, WP_HELLO);
+	(void)cas_send_or_fail(w, false, RK_LOCK,
+			       "select pg_try_advisory_lock(hashtext('pgq_node'), hashtext($1))", 1,
+			       p, 0);
+}
+
+void cas_go_state(PgqevCascade *w)
+{
+	if (w->stop_requested) {
+		cas_do_stop(w);
+		return;
+	}
+	evtimer_del(w->timer);
+	if (!w->dst || !pqev_conn_is_ready(w->dst) || !w->locked) {
+		cas_go_hello(w);
+		return;
+	}
+	const char *p[1] = {w->cfg.queue};
+	cas_set_phase(w, WP_STATE);
+	(void)cas_send_or_fail(w, false, RK_NODE,
+			       "select ret_code, ret_note, node_type, node_name, local_watermark,"
+			       " worker_name, combined_queue from pgq_node.get_node_info($1)",
+			       1, p, 0);
+}
+
+static bool need_src(PgqevCascade *w, const char *location)
+{
+	if (w->src && w->src_conninfo && strcmp(w->src_conninfo, location) == 0)
+		return true;
+	w->src = pqev_conn_free(w->src);
+	free(w->src_conninfo);
+	w->src_conninfo = strdup(location);
+	w->src_setup = false;
+	w->src_in_tx = false;
+	free(w->channel);
+	w->channel = NULL;
+	if (!w->src_conninfo) {
+		cas_fail(w, PGQEV_ERR_CONNECTION, "cannot connect to the provider",
+			 "out of memory");
+		return false;
+	}
+	w->src = cas_new_conn(w, location, true);
+	int rc = w->src ? pqev_conn_start(w->src) : -ENOMEM;
+	if (rc < 0) {
+		char d[512];
+		snprintf(d, sizeof(d), "%s (provider %s)",
+			 rc == -ENOMEM ? "out of memory"
+				       : pgqev_bare(w->src, pqev_conn_error(w->src)),
+			 w->provider ? w->provider : "?");
+		w->src = pqev_conn_free(w->src);
+		free(w->src_conninfo);
+		w->src_conninfo = NULL;
+		cas_fail(w, PGQEV_ERR_CONNECTION, "bad provider location", d);
+		return false;
+	}
+	return true;
+}
+
+static void on_state_reply(PgqevCascade *w, const PGresult *res)
+{
+	/* ret_code, ret_note, completed_tick, provider_node, provider_location,
+	   paused, uptodate */
+	if (!res || PQntuples(res) != 1) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_consumer_state returned no row", NULL);
+		return;
+	}
+	int code = atoi(PQgetvalue(res, 0, 0));
+	if (code >= 400) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_consumer_state", PQgetvalue(res, 0, 1));
+		return;
+	}
+	w->completed = PQgetisnull(res, 0, 2) ? 0 : strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	w->st.completed_tick = w->completed;
+	free(w->provider);
+	w->provider = PQgetisnull(res, 0, 3) ? NULL : strdup(PQgetvalue(res, 0, 3));
+	w->paused = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
+	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
+		const char *p[2] = {w->cfg.queue, w->worker};
+		cas_send_ignored(w, false, "select pgq_node.set_consumer_uptodate($1, $2, true)", 2,
+				 p);
+	}
+	if (w->paused) {
+		go_idle(w, w->poll_interval < USEC_PER_SEC ? w->poll_interval : USEC_PER_SEC);
+		return;
+	}
+	if (w->type == NT_ROOT) {
+		usec_t now = pqev_clock_monotonic();
+		if (!w->last_gwm || now - w->last_gwm >= w->cfg.wm_period) {
+			const char *p[1] = {w->cfg.queue};
+			w->last_gwm = now;
+			(void)cas_send_or_fail(w, false, RK_GWM,
+					       "select ret_code, ret_note from"
+					       " pgq_node.set_global_watermark($1, NULL)",
+					       1, p, 0);
+			return;
+		}
+		cas_progress(w);
+		go_idle(w, w->poll_interval);
+		return;
+	}
+	if (PQgetisnull(res, 0, 4)) {
+		cas_fail(w, PGQEV_ERR_SQL, "no location for the provider node",
+			 w->provider ? w->provider : "(none)");
+		return;
+	}
+	if (!need_src(w, PQgetvalue(res, 0, 4)))
+		return;
+	if (!w->src_setup || !pqev_conn_is_ready(w->src)) {
+		cas_go_wait_src(w);
+		return;
+	}
+	go_next(w);
+}
+
+static void on_node_reply(PgqevCascade *w, const PGresult *res)
+{
+	/* ret_code, ret_note, node_type, node_name, local_watermark, worker_name,
+	   combined_queue */
+	if (!res || PQntuples(res) != 1) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info returned no row", NULL);
+		return;
+	}
+	int code = atoi(PQgetvalue(res, 0, 0));
+	if (code >= 400 || PQgetisnull(res, 0, 2)) {
+		char d[300];
+		snprintf(d, sizeof(d), "no node of cascade %s in this database (%s)", w->cfg.queue,
+			 PQgetvalue(res, 0, 1));
+		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info", d);
+		return;
+	}
+	const char *t = PQgetvalue(res, 0, 2);
+	w->type = strcmp(t, "root") == 0     ? NT_ROOT
+		  : strcmp(t, "branch") == 0 ? NT_BRANCH
+		  : strcmp(t, "leaf") == 0   ? NT_LEAF
+					     : NT_UNKNOWN;
+	if (w->type == NT_UNKNOWN) {
+		cas_fail(w, PGQEV_ERR_SQL, "unknown node type", t);
+		return;
+	}
+	if (!PQgetisnull(res, 0, 6)) {
+		cas_fail(w, PGQEV_ERR_SQL, "merge leaf (combined_queue) is not supported yet",
+			 PQgetvalue(res, 0, 6));
+		return;
+	}
+	if (w->cfg.node && strcmp(w->cfg.node, PQgetvalue(res, 0, 3)) != 0) {
+		char d[300];
+		snprintf(d, sizeof(d), "expected node %s, the database holds node %s of cascade %s",
+			 w->cfg.node, PQgetvalue(res, 0, 3), w->cfg.queue);
+		cas_fail(w, PGQEV_ERR_SQL, "wrong node", d);
+		return;
+	}
+	if (!w->node_name || strcmp(w->node_name, PQgetvalue(res, 0, 3)) != 0) {
+		free(w->node_name);
+		w->node_name = strdup(PQgetvalue(res, 0, 3));
+	}
+	w->local_wm = PQgetisnull(res, 0, 4) ? 0 : strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+	if (!w->worker) {
+		if (PQgetisnull(res, 0, 5)) {
+			cas_fail(w, PGQEV_ERR_SQL, "node has no worker name", w->cfg.queue);
+			return;
+		}
+		w->worker = strdup(PQgetvalue(res, 0, 5));
+	}
+	if (!w->node_name || !w->worker) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot read the node", "out of memory");
+		return;
+	}
+	const char *p[2] = {w->cfg.queue, w->worker};
+	(void)cas_send_or_fail(w, false, RK_STATE,
+			       "select ret_code, ret_note, completed_tick, provider_node,"
+			       " provider_location, paused, uptodate"
+			       " from pgq_node.get_consumer_state($1, $2)",
+			       2, p, 0);
+}
+
+static void on_next_reply(PgqevCascade *w, const PGresult *res)
+{
+	if (!res || PQntuples(res) != 1) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row", NULL);
+		return;
+	}
+	cas_progress(w);
+	if (!PQgetisnull(res, 0, 4))
+		w->st.provider_tick = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+	if (PQgetisnull(res, 0, 0)) {
+		w->st.lag_seconds = 0;
+		if (w->wake_pending)
+			cas_go_state(w);
+		else
+			go_idle(w, w->poll_interval);
+		return;
+	}
+	w->st.lag_seconds = PQgetisnull(res, 0, 5) ? 0 : strtod(PQgetvalue(res, 0, 5), NULL);
+	w->in_batch = true;
+	w->batch_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	w->prev_tick = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	w->cur_tick = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	w->cur_tick_time = strdup(PQgetvalue(res, 0, 3));
+	if (!w->cur_tick_time) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot start a batch", "out of memory");
+		return;
+	}
+	if (w->completed == w->prev_tick) {
+		cas_go_open(w);
+		return;
+	}
+	if (w->completed == w->cur_tick) {
+		/* applied before a crash: only the tick (branch) and the finish are left */
+		if (w->type != NT_BRANCH) {
+			cas_go_finish(w);
+			return;
+		}
+		const char *p[1] = {w->cfg.queue};
+		cas_set_phase(w, WP_CHECK);
+		(void)cas_send_or_fail(w, false, RK_LAST_TICK,
+				       "select t.tick_id from pgq.tick t, pgq.queue q"
+				       " where t.tick_queue = q.queue_id and q.queue_name = $1"
+				       " order by t.tick_queue desc, t.tick_id desc limit 1",
+				       1, p, 0);
+		return;
+	}
+	char d[200];
+	snprintf(d, sizeof(d), "batch %" PRId64 "..%" PRId64 ", local node has %" PRId64,
+		 w->prev_tick, w->cur_tick, w->completed);
+	cas_fail(w, PGQEV_ERR_SQL, "lost position", d);
+}
+
+static void on_last_tick(PgqevCascade *w, const PGresult *res)
+{
+	int64_t last = (res && PQntuples(res) == 1) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	if (last == w->cur_tick) {
+		cas_go_finish(w);
+	} else if (last == w->prev_tick) {
+		cas_go_tick(w);
+	} else {
+		char d[200];
+		snprintf(d, sizeof(d),
+			 "last local tick %" PRId64 ", expected %" PRId64 " or %" PRId64, last,
+			 w->prev_tick, w->cur_tick);
+		cas_fail(w, PGQEV_ERR_SQL, "branch ticks out of step", d);
+	}
+}
+
+static int reply_code(const PqevReply *r)
+{
+	if (!r->result || PQntuples(r->result) < 1 || PQnfields(r->result) < 2)
+		return 0;
+	return atoi(PQgetvalue(r->result, 0, 0));
+}
+
+static bool ok_reply(PgqevCascade *w, const PgqevReq *x, const PqevReply *r, const char *what)
+{
+	if (r->status == PQEV_OK)
+		return true;
+	PqevConn *conn = x->alt ? w->src : w->dst;
+	if (r->status == PQEV_SQL_ERROR || r->status == PQEV_TIMEOUT)
+		cas_fail(w, x->alt ? PGQEV_ERR_SQL : PGQEV_ERR_TARGET, what,
+			 pgqev_bare(conn, r->error));
+	else
+		cas_conn_lost(w, x->alt);
+	return false;
+}
+
+static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
+{
+	switch ((ReqKind)x->kind) {
+	case RK_IGNORE:
+		return;
+	case RK_LOCK:
+		if (!ok_reply(w, x, r, "cannot take the node's worker lock"))
+			return;
+		if (!r->result || PQntuples(r->result) != 1 ||
+		    strcmp(PQgetvalue(r->result, 0, 0), "t") != 0) {
+			char d[300];
+			snprintf(d, sizeof(d),
+				 "another worker runs the node of cascade %s in this database",
+				 w->cfg.queue);
+			cas_fail(w, PGQEV_ERR_SQL, "not starting", d);
+			return;
+		}
+		w->locked = true;
+		cas_go_state(w);
+		return;
+	case RK_NODE:
+		if (r->status == PQEV_SQL_ERROR) {
+			char d[600];
+			snprintf(d, sizeof(d), "is pgq_node installed in this database? %s",
+				 pgqev_bare(w->dst, r->error));
+			cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info failed", d);
+			return;
+		}
+		if (ok_reply(w, x, r, "pgq_node.get_node_info failed"))
+			on_node_reply(w, r->result);
+		return;
+	case RK_STATE:
+		if (ok_reply(w, x, r, "pgq_node.get_consumer_state failed"))
+			on_state_reply(w, r->result);
+		return;
+	case RK_GWM:
+		if (!ok_reply(w, x, r, "pgq_node.set_global_watermark failed"))
+			return;
+		if (reply_code(r) >= 300)
+			cas_report(w, PGQEV_ERR_SQL, 0, 1, "pgq_node.set_global_watermark: %s",
+				   PQgetvalue(r->result, 0, 1));
+		cas_progress(w);
+		go_idle(w, w->poll_interval);
+		return;
+	case RK_NEXT:
+		if (ok_reply(w, x, r, "pgq.next_batch_info failed on the provider"))
+			on_next_reply(w, r->result);
+		return;
+	case RK_LAST_TICK:
+		if (ok_reply(w, x, r, "reading the last local tick failed"))
+			on_last_tick(w, r->result);
+		return;
+	case RK_OPEN:
+		if (!ok_reply(w, x, r, "cannot begin the local transaction"))
+			return;
+		if (w->type == NT_BRANCH) {
+			if (!r->result || PQntuples(r->result) != 1) {
+				cas_fail(w, PGQEV_ERR_TARGET,
+					 "pgq.current_event_table returned nothing", NULL);
+				return;
+			}
+			w->ev_table = strdup(PQgetvalue(r->result, 0, 0));
+			if (!w->ev_table) {
+				cas_fail(w, PGQEV_ERR_TARGET, "cannot start a batch",
+					 "out of memory");
+				return;
+			}
+		}
+		cas_open_cursor(w);
+		return;
+	case RK_CURSOR:
+	case RK_FETCH:
+		if (!ok_reply(w, x, r, "reading the batch from the provider failed"))
+			return;
+		if (r->nresults == 0 || (x->kind == RK_CURSOR && r->nresults < 2))
+			cas_fail(w, PGQEV_ERR_SQL, "reading the batch", "no rows result");
+		return;
+	case RK_WRITE:
+		if (!ok_reply(w, x, r, "writing the batch on the local node failed"))
+			return;
+		w->writes--;
+		cas_maybe_fetch(w);
+		cas_maybe_commit(w);
+		return;
+	case RK_COMPLETED:
+		if (!ok_reply(w, x, r, "pgq_node.set_consumer_completed failed"))
+			return;
+		if (reply_code(r) >= 300)
+			cas_fail(w, PGQEV_ERR_TARGET, "pgq_node.set_consumer_completed",
+				 PQgetvalue(r->result, 0, 1));
+		return;
+	case RK_COMMIT:
+		if (!ok_reply(w, x, r, "commit on the local node failed"))
+			return;
+		w->dst_in_tx = false;
+		w->completed = w->cur_tick;
+		if (w->type == NT_BRANCH)
+			cas_go_tick(w);
+		else
+			cas_go_finish(w);
+		return;
+	case RK_TICK:
+		if (ok_reply(w, x, r, "pgq.ticker failed on the local node"))
+			cas_go_finish(w);
+		return;
+	case RK_FINISH:
+	case RK_FINISH_ONLY:
+		if (!ok_reply(w, x, r, "pgq.finish_batch failed on the provider"))
+			return;
+		if (!r->result || PQntuples(r->result) != 1 ||
+		    strcmp(PQgetvalue(r->result, 0, 0), "1") != 0) {
+			cas_fail(w, PGQEV_ERR_SQL, "finish_batch did not find the batch", NULL);
+			return;
+		}
+		if (x->kind == RK_FINISH_ONLY)
+			cas_batch_done(w);
+		return;
+	case RK_SRC_COMMIT:
+		if (!ok_reply(w, x, r, "commit on the provider failed"))
+			return;
+		w->src_in_tx = false;
+		cas_batch_done(w);
+		return;
+	case RK_WM:
+		if (r->status != PQEV_OK)
+			cas_report(w, PGQEV_ERR_SQL, 0, 1, "pgq_node.set_subscriber_watermark: %s",
+				   pgqev_bare(w->src, r->error));
+		else if (reply_code(r) >= 300)
+			cas_report(w, PGQEV_ERR_SQL, 0, 1, "pgq_node.set_subscriber_watermark: %s",
+				   PQgetvalue(r->result, 0, 1));
+		return;
+	case RK_CHANNEL:
+		return; /* handled in req_done_channel */
+	}
+}
+
+void cas_req_done(PqevConn *conn, const PqevReply *reply, void *arg)
+{
+	PgqevReq x = *(PgqevReq *)arg;
+	free(arg);
+	PgqevCascade *w = x.owner;
+	if (w->free_pending)
+		return;
+	if (x.kind == RK_CHANNEL) {
+		if (conn != w->src)
+			return;
+		cas_enter(w);
+		cas_on_channel(w, reply);
+		cas_leave(w);
+		return;
+	}
+	if (x.gen != w->gen)
+		return;
+	cas_enter(w);
+	on_done_kind(w, &x, reply);
+	cas_leave(w);
+}
+
+static void req_rows(PqevConn *conn, const PGresult *res, void *arg)
+{
+	PgqevReq *x = arg;
+	PgqevCascade *w = x->owner;
+	if (x->gen != w->gen || w->free_pending || !w->in_batch || w->phase != WP_READ)
+		return;
+	cas_enter(w);
+	cas_chunk_arrived(w, res);
+	cas_leave(w);
+}
