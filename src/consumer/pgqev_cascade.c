@@ -44,9 +44,6 @@ static void destroy(PgqevCascade *w);
 static void on_conn_event(PqevConn *conn, const PqevConnEvent *ev, void *arg);
 static void on_notify(PqevConn *conn, const char *channel, const char *payload, int pid, void *arg);
 
-static const char *const type_names[] = {
-	[NT_UNKNOWN] = NULL, [NT_ROOT] = "root", [NT_BRANCH] = "branch", [NT_LEAF] = "leaf"};
-
 /* The first layout of PgqevCascadeConfig: fields added later go after it. */
 #define CASCADE_CONFIG_SIZE_1 (offsetof(PgqevCascadeConfig, arg) + sizeof(void *))
 
@@ -154,6 +151,7 @@ void cas_clear_batch(PgqevCascade *w)
 	w->fetches = w->writes = 0;
 	w->eof = false;
 	w->in_batch = false;
+	w->behind_only = false;
 	w->b_events = w->b_copied = 0;
 }
 
@@ -487,6 +485,7 @@ static void destroy(PgqevCascade *w)
 	free(w->src_conninfo);
 	free(w->node_name);
 	free(w->provider);
+	free(w->combined_queue);
 	free(w->channel);
 	free(w);
 }
@@ -516,7 +515,7 @@ const char *pgqev_cascade_label(const PgqevCascade *w)
 
 const char *pgqev_cascade_node_type(const PgqevCascade *w)
 {
-	return type_names[w->type];
+	return cas_type_name(w->type);
 }
 
 const char *pgqev_cascade_provider(const PgqevCascade *w)

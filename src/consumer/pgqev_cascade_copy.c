@@ -16,7 +16,7 @@
 #include "pgqev_config.h"
 #include "pgqev_cascade_int.h"
 
-/* ---- growable text buffer for array literals ---- */
+/* ---- growable text buffer for COPY data ---- */
 
 typedef struct Buf {
 	char *p;
@@ -40,39 +40,48 @@ static void buf_need(Buf *b, size_t more)
 	b->cap = cap;
 }
 
-static void buf_putc(Buf *b, char ch)
+/* One field of COPY's text format: \N for NULL; backslash, tab, newline and
+   carriage return escaped. */
+static void buf_copy_field(Buf *b, const char *v, int len, char end)
 {
-	buf_need(b, 1);
-	if (b->oom)
-		return;
-	b->p[b->n++] = ch;
-	b->p[b->n] = '\0';
-}
-
-/* One element of an array literal: NULL, or a double-quoted escaped string. */
-static void buf_elem(Buf *b, const char *v, int len)
-{
-	buf_putc(b, b->n == 0 ? '{' : ',');
 	if (!v) {
-		buf_need(b, 4);
+		buf_need(b, 3);
 		if (!b->oom) {
-			memcpy(b->p + b->n, "NULL", 5);
-			b->n += 4;
+			memcpy(b->p + b->n, "\\N", 2);
+			b->n += 2;
+			b->p[b->n++] = end;
 		}
 		return;
 	}
-	buf_need(b, (size_t)len * 2 + 2);
+	buf_need(b, (size_t)len * 2 + 1);
 	if (b->oom)
 		return;
 	char *o = b->p + b->n;
-	*o++ = '"';
 	for (int i = 0; i < len; i++) {
-		if (v[i] == '"' || v[i] == '\\')
+		char ch = v[i];
+		switch (ch) {
+		case '\\':
 			*o++ = '\\';
-		*o++ = v[i];
+			*o++ = '\\';
+			break;
+		case '\t':
+			*o++ = '\\';
+			*o++ = 't';
+			break;
+		case '\n':
+			*o++ = '\\';
+			*o++ = 'n';
+			break;
+		case '\r':
+			*o++ = '\\';
+			*o++ = 'r';
+			break;
+		default:
+			*o++ = ch;
+			break;
+		}
 	}
-	*o++ = '"';
-	*o = '\0';
+	*o++ = end;
 	b->n = (size_t)(o - b->p);
 }
 
@@ -85,49 +94,55 @@ static const char *val(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-/* One INSERT ... SELECT FROM unnest() per chunk: the events keep id and time. */
+/* One COPY per chunk: the events keep id and time. The chunk's text is the
+   only copy of it held (the FETCH result is released after this returns). */
 static bool copy_chunk(PgqevCascade *w, const PGresult *res)
 {
 	int n = PQntuples(res);
-	Buf cols[8] = {{0}};
-	bool oom = false;
-	for (int k = 0; k < 8 && !oom; k++) {
-		for (int i = 0; i < n; i++) {
+	/* a branch keeps the ids; a merge leaf leaves them to the combined queue's
+	   sequence and copies only data events */
+	bool merge = w->type != NT_BRANCH;
+	int first = merge ? 1 : 0, copied = 0;
+	Buf b = {0};
+	buf_need(&b, (size_t)n * 64);
+	for (int i = 0; i < n && !b.oom; i++) {
+		const char *type = val(res, i, C_TYPE);
+		if (merge && type && strncmp(type, "pgq.", 4) == 0)
+			continue;
+		for (int k = first; k < 8; k++) {
 			int c = copy_cols[k];
-			buf_elem(&cols[k], val(res, i, c), PQgetlength(res, i, c));
+			buf_copy_field(&b, val(res, i, c), PQgetlength(res, i, c),
+				       k < 7 ? '\t' : '\n');
 		}
-		buf_putc(&cols[k], '}');
-		oom = cols[k].oom;
+		copied++;
 	}
-	bool ok = false;
-	char *sql = NULL;
-	if (!oom)
-		sql = pgqev_sprintf("insert into %s (ev_id, ev_time, ev_type, ev_data, ev_extra1,"
-				    " ev_extra2, ev_extra3, ev_extra4) select * from"
-				    " unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[],"
-				    " $5::text[], $6::text[], $7::text[], $8::text[])",
-				    w->ev_table);
-	if (sql) {
-		const char *p[8];
-		for (int k = 0; k < 8; k++)
-			p[k] = cols[k].p;
-		w->writes++;
-		ok = cas_send_or_fail(w, false, RK_WRITE, sql, 8, p, 0);
-		if (!ok)
-			w->writes--;
-	} else {
+	if (copied == 0 && !b.oom) {
+		free(b.p);
+		return true;
+	}
+	char *sql = b.oom ? NULL
+			  : pgqev_sprintf("copy %s (%sev_time, ev_type, ev_data, ev_extra1,"
+					  " ev_extra2, ev_extra3, ev_extra4) from stdin",
+					  w->ev_table, merge ? "" : "ev_id, ");
+	if (!sql) {
+		free(b.p);
 		cas_fail(w, PGQEV_ERR_TARGET, "cannot copy a chunk", "out of memory");
+		return false;
 	}
+	w->writes++;
+	bool ok = cas_send_copy_or_fail(w, sql, b.p, b.n);
 	free(sql);
-	for (int k = 0; k < 8; k++)
-		free(cols[k].p);
-	if (ok) {
-		w->b_copied += (uint64_t)n;
+	if (!ok) {
+		w->writes--;
+		return false;
+	}
+	w->b_copied += (uint64_t)copied;
+	if (!merge) {
 		int64_t last = strtoll(PQgetvalue(res, n - 1, C_ID), NULL, 10);
 		if (last > w->max_ev_id)
 			w->max_ev_id = last;
 	}
-	return ok;
+	return true;
 }
 
 static bool handler_sql(PgqevCascade *w, const char *sql, int n, const char *const *p)
@@ -210,6 +225,20 @@ static void go_commit(PgqevCascade *w)
 	snprintf(tick, sizeof(tick), "%" PRId64, w->cur_tick);
 	const char *p[3] = {w->cfg.queue, w->worker, tick};
 	cas_set_phase(w, WP_COMMIT);
+	if (w->behind_only) {
+		/* the position belongs to the combined branch's replay */
+		(void)cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0);
+		return;
+	}
+	if (w->combined_queue) {
+		/* how far this partition went, inside the combined stream (spec 5.4) */
+		const char *t[3] = {w->combined_queue, tick, w->cfg.queue};
+		if (!cas_send_or_fail(w, false, RK_TICK_ID,
+				      "select pgq.insert_event($1, 'pgq.tick-id', $2, $3, null,"
+				      " null, null)",
+				      3, t, 0))
+			return;
+	}
 	if (!cas_send_or_fail(w, false, RK_COMPLETED,
 			      "select ret_code, ret_note from"
 			      " pgq_node.set_consumer_completed($1, $2, $3)",
@@ -245,14 +274,14 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res)
 		}
 	}
 	w->b_events += (uint64_t)n;
-	if (n > 0 && w->type == NT_BRANCH && !copy_chunk(w, res))
+	if (n > 0 && cas_copies(w) && !copy_chunk(w, res))
 		return;
 	for (int i = 0; i < n; i++) {
 		const char *type = val(res, i, C_TYPE);
 		if (type && strncmp(type, "pgq.", 4) == 0 && !cascade_event(w, res, i))
 			return;
 	}
-	if (n > 0 && w->cfg.on_batch) {
+	if (n > 0 && w->cfg.on_batch && !w->behind_only) {
 		PgqevBatch *b = w->ub;
 		pgqev_batch_set_rows(b, res, NULL);
 		b->in_handler = true;
@@ -313,14 +342,17 @@ void cas_go_open(PgqevCascade *w)
 	w->ub->tick = w->cur_tick;
 	w->ub->tick_time = w->cur_tick_time ? strdup(w->cur_tick_time) : NULL;
 	w->dst_in_tx = true;
-	if (w->type != NT_BRANCH) {
+	if (!cas_copies(w)) {
 		(void)cas_send_or_fail(w, false, RK_OPEN, "begin", 0, NULL, 0);
 		return;
 	}
-	char *q = pgqev_quote_literal(w->cfg.queue);
-	char *sql = q ? pgqev_sprintf("begin; set local session_replication_role = 'replica';"
-				      " select pgq.current_event_table(%s)",
-				      q)
+	/* a branch's queue refuses inserts outside replica role; a combined
+	   root's queue takes them as any */
+	bool branch = w->type == NT_BRANCH;
+	char *q = pgqev_quote_literal(branch ? w->cfg.queue : w->combined_queue);
+	char *sql = q ? pgqev_sprintf(
+				"begin;%s select pgq.current_event_table(%s)",
+				branch ? " set local session_replication_role = 'replica';" : "", q)
 		      : NULL;
 	free(q);
 	if (!sql) {
@@ -389,7 +421,8 @@ void cas_batch_done(PgqevCascade *w)
 	w->st.batches++;
 	w->st.events += w->b_events;
 	w->st.copied += w->b_copied;
-	w->st.completed_tick = w->completed = cur;
+	if (!w->behind_only)
+		w->st.completed_tick = w->completed = cur;
 	w->fail_streak = 0;
 	pqev_backoff_reset(&w->fail_bo);
 	cas_progress(w);

@@ -45,6 +45,7 @@ typedef enum ReqKind {
 	RK_CURSOR,
 	RK_FETCH,
 	RK_WRITE,
+	RK_TICK_ID, /* merge leaf: pgq.tick-id into the combined queue */
 	RK_COMPLETED,
 	RK_COMMIT,
 	RK_TICK,
@@ -77,6 +78,10 @@ struct PgqevCascade {
 	/* node state, read at every iteration */
 	NodeType type;
 	char *node_name, *provider;
+	/* merge leaf: the local queue of the combined cascade and its node's type
+	   (root: copy data events and pgq.tick-id into it; branch: wait behind) */
+	char *combined_queue;
+	NodeType combined_type;
 	int64_t completed, local_wm;
 	bool paused;
 
@@ -91,6 +96,7 @@ struct PgqevCascade {
 	char *ev_table;
 	unsigned fetches, writes;
 	bool eof, src_in_tx, dst_in_tx, in_batch;
+	bool behind_only; /* merge leaf under a combined branch: finish, apply nothing */
 	PgqevBatch *ub;
 	uint64_t b_events, b_copied;
 	int64_t max_ev_id; /* highest ev_id copied since start */
@@ -101,6 +107,18 @@ struct PgqevCascade {
 	unsigned fail_streak;
 	PgqevCascadeStats st;
 };
+
+static inline const char *cas_type_name(NodeType t)
+{
+	return t == NT_ROOT ? "root" : t == NT_BRANCH ? "branch" : t == NT_LEAF ? "leaf" : NULL;
+}
+
+/* The worker writes the batch's events into a local queue: its own (branch,
+   same ids) or the combined queue (merge leaf under a combined root, new ids). */
+static inline bool cas_copies(const PgqevCascade *w)
+{
+	return w->type == NT_BRANCH || (w->combined_queue && w->combined_type == NT_ROOT);
+}
 
 /* ---- pgqev_cascade.c ---- */
 void cas_enter(PgqevCascade *w);
@@ -125,6 +143,8 @@ int cas_send_on(PgqevCascade *w, bool src, ReqKind kind, const char *sql, int np
 		const char *const *params, unsigned flags);
 bool cas_send_or_fail(PgqevCascade *w, bool src, ReqKind kind, const char *sql, int nparams,
 		      const char *const *params, unsigned flags);
+/* COPY ... FROM STDIN on the local node with data (owned from here) as RK_WRITE */
+bool cas_send_copy_or_fail(PgqevCascade *w, const char *sql, char *data, size_t len);
 void cas_send_ignored(PgqevCascade *w, bool src, const char *sql, int nparams,
 		      const char *const *params);
 void cas_go_hello(PgqevCascade *w);

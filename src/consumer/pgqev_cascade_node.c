@@ -41,6 +41,19 @@ bool cas_send_or_fail(PgqevCascade *w, bool src, ReqKind kind, const char *sql, 
 	return false;
 }
 
+bool cas_send_copy_or_fail(PgqevCascade *w, const char *sql, char *data, size_t len)
+{
+	PgqevReq req = {.owner = w, .gen = w->gen, .kind = RK_WRITE, .alt = false};
+	int rc = pgqev_req_send_copy(w->dst, &req, sql, data, len, cas_req_done);
+	if (rc == 0)
+		return true;
+	cas_fail(w, PGQEV_ERR_TARGET, "cannot send a request",
+		 rc == -ENOMEM ? "out of memory"
+		 : w->dst      ? pgqev_bare(w->dst, pqev_conn_error(w->dst))
+			       : "no connection");
+	return false;
+}
+
 void cas_send_ignored(PgqevCascade *w, bool src, const char *sql, int nparams,
 		      const char *const *params)
 {
@@ -101,7 +114,8 @@ void cas_go_state(PgqevCascade *w)
 	cas_set_phase(w, WP_STATE);
 	(void)cas_send_or_fail(w, false, RK_NODE,
 			       "select ret_code, ret_note, node_type, node_name, local_watermark,"
-			       " worker_name, combined_queue from pgq_node.get_node_info($1)",
+			       " worker_name, combined_queue, combined_type"
+			       " from pgq_node.get_node_info($1)",
 			       1, p, 0);
 }
 
@@ -194,6 +208,47 @@ static void on_state_reply(PgqevCascade *w, const PGresult *res)
 	go_next(w);
 }
 
+static NodeType node_type_of(const char *t)
+{
+	return strcmp(t, "root") == 0     ? NT_ROOT
+	       : strcmp(t, "branch") == 0 ? NT_BRANCH
+	       : strcmp(t, "leaf") == 0   ? NT_LEAF
+					  : NT_UNKNOWN;
+}
+
+/* A merge leaf: combined_queue names a local queue whose node is a root or a
+   branch of another cascade (spec 5.2: anything else is an invalid state). */
+static bool read_combined(PgqevCascade *w, const PGresult *res)
+{
+	free(w->combined_queue);
+	w->combined_queue = NULL;
+	w->combined_type = NT_UNKNOWN;
+	if (PQgetisnull(res, 0, 6))
+		return true;
+	const char *cq = PQgetvalue(res, 0, 6);
+	char d[400];
+	if (w->type != NT_LEAF) {
+		snprintf(d, sizeof(d), "node of cascade %s is a %s with combined queue %s",
+			 w->cfg.queue, cas_type_name(w->type), cq);
+		cas_fail(w, PGQEV_ERR_SQL, "only a leaf can feed a combined queue", d);
+		return false;
+	}
+	NodeType ct = PQgetisnull(res, 0, 7) ? NT_UNKNOWN : node_type_of(PQgetvalue(res, 0, 7));
+	if (ct != NT_ROOT && ct != NT_BRANCH) {
+		snprintf(d, sizeof(d), "combined queue %s: its node in this database is %s", cq,
+			 PQgetisnull(res, 0, 7) ? "missing" : PQgetvalue(res, 0, 7));
+		cas_fail(w, PGQEV_ERR_SQL, "merge leaf needs a combined root or branch", d);
+		return false;
+	}
+	w->combined_queue = strdup(cq);
+	w->combined_type = ct;
+	if (!w->combined_queue) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot read the node", "out of memory");
+		return false;
+	}
+	return true;
+}
+
 static void on_node_reply(PgqevCascade *w, const PGresult *res)
 {
 	/* ret_code, ret_note, node_type, node_name, local_watermark, worker_name,
@@ -211,19 +266,13 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 		return;
 	}
 	const char *t = PQgetvalue(res, 0, 2);
-	w->type = strcmp(t, "root") == 0     ? NT_ROOT
-		  : strcmp(t, "branch") == 0 ? NT_BRANCH
-		  : strcmp(t, "leaf") == 0   ? NT_LEAF
-					     : NT_UNKNOWN;
+	w->type = node_type_of(t);
 	if (w->type == NT_UNKNOWN) {
 		cas_fail(w, PGQEV_ERR_SQL, "unknown node type", t);
 		return;
 	}
-	if (!PQgetisnull(res, 0, 6)) {
-		cas_fail(w, PGQEV_ERR_SQL, "merge leaf (combined_queue) is not supported yet",
-			 PQgetvalue(res, 0, 6));
+	if (!read_combined(w, res))
 		return;
-	}
 	if (w->cfg.node && strcmp(w->cfg.node, PQgetvalue(res, 0, 3)) != 0) {
 		char d[300];
 		snprintf(d, sizeof(d), "expected node %s, the database holds node %s of cascade %s",
@@ -280,6 +329,19 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 	w->cur_tick_time = strdup(PQgetvalue(res, 0, 3));
 	if (!w->cur_tick_time) {
 		cas_fail(w, PGQEV_ERR_SQL, "cannot start a batch", "out of memory");
+		return;
+	}
+	if (w->combined_queue && w->combined_type == NT_BRANCH) {
+		/* wait behind: the combined branch moves our position when it replays
+		   this partition's pgq.tick-id events; a batch beyond it stays open */
+		if (w->cur_tick > w->completed) {
+			cas_clear_batch(w);
+			go_idle(w,
+				w->poll_interval < USEC_PER_SEC ? w->poll_interval : USEC_PER_SEC);
+			return;
+		}
+		w->behind_only = true;
+		cas_go_open(w);
 		return;
 	}
 	if (w->completed == w->prev_tick) {
@@ -398,7 +460,7 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 	case RK_OPEN:
 		if (!ok_reply(w, x, r, "cannot begin the local transaction"))
 			return;
-		if (w->type == NT_BRANCH) {
+		if (cas_copies(w)) {
 			if (!r->result || PQntuples(r->result) != 1) {
 				cas_fail(w, PGQEV_ERR_TARGET,
 					 "pgq.current_event_table returned nothing", NULL);
@@ -426,6 +488,9 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		w->writes--;
 		cas_maybe_fetch(w);
 		cas_maybe_commit(w);
+		return;
+	case RK_TICK_ID:
+		(void)ok_reply(w, x, r, "inserting pgq.tick-id into the combined queue failed");
 		return;
 	case RK_COMPLETED:
 		if (!ok_reply(w, x, r, "pgq_node.set_consumer_completed failed"))

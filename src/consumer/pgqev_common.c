@@ -37,6 +37,22 @@ int pgqev_req_send(PqevConn *conn, const PgqevReq *req, const char *sql, int npa
 	return rc;
 }
 
+int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, char *data,
+			size_t len, PqevDoneFn on_done)
+{
+	PgqevReq *ctx = conn ? malloc(sizeof(*ctx)) : NULL;
+	if (!ctx) {
+		free(data);
+		return conn ? -ENOMEM : -ENOTCONN;
+	}
+	*ctx = *req;
+	PqevQuery q = {.sql = sql, .on_done = on_done, .arg = ctx};
+	int rc = pqev_conn_send_copy(conn, &q, data, len);
+	if (rc < 0)
+		free(ctx);
+	return rc;
+}
+
 /* Strip the core's "<name>: " prefix from a message, to add our own context. */
 const char *pgqev_bare(PqevConn *conn, const char *msg)
 {

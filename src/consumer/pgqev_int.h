@@ -111,10 +111,12 @@ struct PgqevConsumer {
 	uint64_t n_batches, n_events;
 };
 
-/* From the core (pqev_conninfo.c): never echo a connection string holding a
-   password; read a caller's extensible struct. */
+/* From the core (pqev_conninfo.c, pqev_conn_req.c; not exported): never echo a
+   connection string holding a password; read a caller's extensible struct;
+   COPY FROM STDIN. */
 bool pqev_conninfo_has_password(const char *conninfo);
 bool pqev_conninfo_is_expanded(const char *dbname);
+PQEV_MUSTCHECK int pqev_conn_send_copy(PqevConn *c, const PqevQuery *q, char *data, size_t len);
 PQEV_MUSTCHECK int pqev_struct_in(void *dst, size_t dst_size, const void *src, size_t src_size,
 				  size_t base);
 
@@ -146,6 +148,9 @@ typedef struct PgqevReq {
 int pgqev_req_send(PqevConn *conn, const PgqevReq *req, const char *sql, int nparams,
 		   const char *const *params, unsigned flags, PqevRowsFn on_rows,
 		   PqevDoneFn on_done);
+/* The same for COPY ... FROM STDIN with data (owned from here, also on failure). */
+int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, char *data,
+			size_t len, PqevDoneFn on_done);
 const char *pgqev_bare(PqevConn *conn, const char *msg);
 /* The PgqevError handed to on_error: msg gets "<label>: <detail>", cut to
    PGQEV_MSG_MAX whatever their lengths. */

@@ -62,6 +62,9 @@ struct PqevReq {
 	bool failed;              /* an error result was seen */
 	unsigned nresults;
 	PGresult *last; /* last result, or the first error result */
+	char *copy;     /* COPY FROM STDIN data (owned), sent on PGRES_COPY_IN */
+	size_t copy_len;
+	bool is_copy; /* a COPY request: runs alone, outside pipeline mode */
 };
 
 TAILQ_HEAD(ReqList, PqevReq);
@@ -260,5 +263,9 @@ void pqev_notice_receiver(void *arg, const PGresult *res);
 /* Queue the liveness check request. */
 PQEV_MUSTCHECK int pqev_req_queue_liveness(PqevConn *c);
 void pqev_req_free(PqevReq *r);
+/* Internal to the libraries (not exported): a COPY ... FROM STDIN request whose
+   data (len bytes, owned from then on, also on failure) is sent when the server
+   asks for it; otherwise as pqev_conn_send. */
+PQEV_MUSTCHECK int pqev_conn_send_copy(PqevConn *c, const PqevQuery *q, char *data, size_t len);
 
 #endif

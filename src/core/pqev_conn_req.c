@@ -10,6 +10,7 @@
  * the NULL after its last result.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,14 @@ void pqev_req_free(PqevReq *r)
 	}
 	PQclear(r->last);
 	free(r->sql);
+	free(r->copy);
 	free(r);
+}
+
+/* Simple-protocol requests and COPY run alone, outside pipeline mode. */
+static bool runs_alone(const PqevReq *r)
+{
+	return (r->flags & PQEV_Q_SIMPLE) || r->is_copy;
 }
 
 static void unlink_req(PqevReq *r)
@@ -199,7 +207,8 @@ static void kick(PqevConn *c)
 /* The first layout of PqevQuery (library 1.0): fields added later go after it. */
 #define QUERY_SIZE_1 (offsetof(PqevQuery, arg) + sizeof(void *))
 
-int pqev_conn_send(PqevConn *c, const PqevQuery *given, PqevReq **req_out)
+static int conn_send(PqevConn *c, const PqevQuery *given, PqevReq **req_out, char *copy,
+		     size_t copy_len, bool is_copy)
 {
 	PqevReq *r;
 	PqevQuery in = {0};
@@ -211,25 +220,45 @@ int pqev_conn_send(PqevConn *c, const PqevQuery *given, PqevReq **req_out)
 					 "invalid request: size %zu is not a PqevQuery this "
 					 "library knows (%zu..%zu)",
 					 given->size, (size_t)QUERY_SIZE_1, sizeof(in));
+			free(copy);
 			return rc;
 		}
 		q = &in;
 	}
 	if (!q || !q->sql || !q->on_done || q->nparams < 0 || (q->nparams > 0 && !q->params) ||
-	    ((q->flags & PQEV_Q_SIMPLE) && q->nparams > 0) || q->nparams > 65535) {
+	    ((q->flags & PQEV_Q_SIMPLE || is_copy) && q->nparams > 0) || q->nparams > 65535 ||
+	    copy_len > INT_MAX) {
 		pqev_conn_seterr(c, "invalid request (no SQL, no on_done, or bad parameters)");
+		free(copy);
 		return -EINVAL;
 	}
-	if (c->state == PQEV_CONN_CLOSED || c->free_pending)
+	if (c->state == PQEV_CONN_CLOSED || c->free_pending) {
+		free(copy);
 		return -ENOTCONN;
+	}
 	r = req_new(c, q, REQ_USER);
-	if (!r)
+	if (!r) {
+		free(copy);
 		return -ENOMEM;
+	}
+	r->copy = copy;
+	r->copy_len = copy_len;
+	r->is_copy = is_copy;
 	enqueue(c, r, false);
 	if (req_out)
 		*req_out = r;
 	kick(c);
 	return 0;
+}
+
+int pqev_conn_send(PqevConn *c, const PqevQuery *given, PqevReq **req_out)
+{
+	return conn_send(c, given, req_out, NULL, 0, false);
+}
+
+int pqev_conn_send_copy(PqevConn *c, const PqevQuery *q, char *data, size_t len)
+{
+	return conn_send(c, q, NULL, data, len, true);
 }
 
 int pqev_conn_query(PqevConn *c, const char *sql, int nparams, const char *const *params,
@@ -462,8 +491,8 @@ static bool send_queued(PqevConn *c)
 	PqevReq *r;
 	while ((r = TAILQ_FIRST(&c->queue)) != NULL) {
 		PqevReq *head = TAILQ_FIRST(&c->inflight);
-		bool simple = r->flags & PQEV_Q_SIMPLE;
-		if (head && (simple || (head->flags & PQEV_Q_SIMPLE)))
+		bool simple = runs_alone(r);
+		if (head && (simple || runs_alone(head)))
 			break;
 		if (c->ninflight >= c->cfg.max_pipeline)
 			break;
@@ -535,15 +564,27 @@ static bool read_results(PqevConn *c)
 		if (!res) {
 			/* NOTE: a second NULL before the sync means libpq gave up on the
 			   pipeline; spinning on it would hang the loop */
-			if (r->got_end && !(r->flags & PQEV_Q_SIMPLE))
+			if (r->got_end && !runs_alone(r))
 				return lost(c, "unexpected end of results");
 			r->got_end = true;
-			done = (r->flags & PQEV_Q_SIMPLE) != 0;
+			done = runs_alone(r);
 		} else {
 			ExecStatusType st = PQresultStatus(res);
 			if (st == PGRES_PIPELINE_SYNC) {
 				PQclear(res);
 				done = true;
+			} else if (st == PGRES_COPY_IN && r->is_copy && r->copy) {
+				/* the whole chunk at once: libpq buffers it and the loop
+				   flushes it as the socket takes it */
+				PQclear(res);
+				int ok = PQputCopyData(c->pg, r->copy, (int)r->copy_len);
+				if (ok == 1)
+					ok = PQputCopyEnd(c->pg, NULL);
+				free(r->copy);
+				r->copy = NULL;
+				if (ok != 1)
+					return lost(c, "sending COPY data failed");
+				c->want_write = true;
 			} else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT ||
 				   st == PGRES_COPY_BOTH) {
 				PQclear(res);

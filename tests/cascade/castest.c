@@ -78,55 +78,71 @@ static void node_call(const char *db, const char *fmt, ...)
 
 void ct_make_root(const char *db, const char *name)
 {
+	ct_make_root_q(CT_QUEUE, db, name);
+}
+
+void ct_make_root_q(const char *q, const char *db, const char *name)
+{
 	char *l = loc(db);
-	node_call(db, "select * from pgq_node.register_location('" CT_QUEUE "', '%s', '%s', false)",
-		  name, l);
+	node_call(db, "select * from pgq_node.register_location('%s', '%s', '%s', false)", q, name,
+		  l);
 	node_call(db,
-		  "select * from pgq_node.create_node('" CT_QUEUE "', 'root', '%s', 'w_%s', NULL,"
+		  "select * from pgq_node.create_node('%s', 'root', '%s', 'w_%s', NULL,"
 		  " NULL, NULL)",
-		  name, name);
-	pgt_exec_db(db, "select pgq.set_queue_config('" CT_QUEUE "', 'ticker_max_lag', '0'),"
-			" pgq.set_queue_config('" CT_QUEUE "', 'ticker_idle_period', '0')");
+		  q, name, name);
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "select pgq.set_queue_config('%s', 'ticker_max_lag', '0'),"
+		 " pgq.set_queue_config('%s', 'ticker_idle_period', '0')",
+		 q, q);
+	pgt_exec_db(db, sql);
 	free(l);
 }
 
 void ct_make_sub(const char *type, const char *db, const char *name, const char *prov_db,
 		 const char *prov_name, const char *root_db)
 {
+	ct_make_sub_q(CT_QUEUE, type, db, name, prov_db, prov_name, root_db, NULL);
+}
+
+void ct_make_sub_q(const char *q, const char *type, const char *db, const char *name,
+		   const char *prov_db, const char *prov_name, const char *root_db,
+		   const char *combined)
+{
 	char *l = loc(db);
-	node_call(root_db,
-		  "select * from pgq_node.register_location('" CT_QUEUE "', '%s', '%s', false)",
+	node_call(root_db, "select * from pgq_node.register_location('%s', '%s', '%s', false)", q,
 		  name, l);
 	if (strcmp(prov_db, root_db) != 0)
 		node_call(prov_db,
-			  "select * from pgq_node.register_location('" CT_QUEUE
-			  "', '%s', '%s', false)",
+			  "select * from pgq_node.register_location('%s', '%s', '%s', false)", q,
 			  name, l);
 	char sql[512];
 	snprintf(sql, sizeof(sql),
-		 "select global_watermark from pgq_node.register_subscriber('" CT_QUEUE
-		 "', '%s', 'w_%s', NULL)",
-		 name, name);
+		 "select global_watermark from pgq_node.register_subscriber('%s', '%s', 'w_%s',"
+		 " NULL)",
+		 q, name, name);
 	int64_t gwm = pgt_int_db(prov_db, sql);
-	node_call(db, "select * from pgq_node.register_location('" CT_QUEUE "', '%s', '%s', false)",
-		  name, l);
+	node_call(db, "select * from pgq_node.register_location('%s', '%s', '%s', false)", q, name,
+		  l);
 	/* the member map from the root */
 	PGconn *rc = pgt_connect(root_db);
-	PGresult *r = PQexec(rc, "select node_name, node_location, dead"
-				 " from pgq_node.get_queue_locations('" CT_QUEUE "')");
+	snprintf(sql, sizeof(sql),
+		 "select node_name, node_location, dead from pgq_node.get_queue_locations('%s')",
+		 q);
+	PGresult *r = PQexec(rc, sql);
 	ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
 	for (int i = 0; i < PQntuples(r); i++)
-		node_call(db,
-			  "select * from pgq_node.register_location('" CT_QUEUE
-			  "', '%s', '%s', %s)",
+		node_call(db, "select * from pgq_node.register_location('%s', '%s', '%s', %s)", q,
 			  PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
 			  strcmp(PQgetvalue(r, i, 2), "t") == 0 ? "true" : "false");
 	PQclear(r);
 	PQfinish(rc);
+	char comb[128];
+	snprintf(comb, sizeof(comb), combined ? "'%s'" : "NULL", combined ? combined : "");
 	node_call(db,
-		  "select * from pgq_node.create_node('" CT_QUEUE "', '%s', '%s', 'w_%s', '%s',"
-		  " %" PRId64 ", NULL)",
-		  type, name, name, prov_name, gwm);
+		  "select * from pgq_node.create_node('%s', '%s', '%s', 'w_%s', '%s',"
+		  " %" PRId64 ", %s)",
+		  q, type, name, name, prov_name, gwm, comb);
 	free(l);
 }
 
@@ -180,10 +196,15 @@ void ct_start(CtWorker *x, const char *db, usec_t poll)
 
 void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll)
 {
+	ct_start_q(x, base, CT_QUEUE, db, poll);
+}
+
+void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char *db, usec_t poll)
+{
 	PgqevCascadeConfig cfg;
 	pgqev_cascade_config_init(&cfg);
 	cfg.conninfo = pgt_connstr(db, false);
-	cfg.queue = CT_QUEUE;
+	cfg.queue = q;
 	cfg.poll_interval = poll;
 	cfg.wm_period = 200 * USEC_PER_MSEC;
 	cfg.fail_delay = 50 * USEC_PER_MSEC;

@@ -24,6 +24,13 @@ void ct_make_root(const char *db, const char *name);
 void ct_make_sub(const char *type, const char *db, const char *name, const char *prov_db,
 		 const char *prov_name, const char *root_db);
 
+/* The same for any cascade q; combined: a merge leaf's combined queue (a local
+   queue of another cascade) or NULL. */
+void ct_make_root_q(const char *q, const char *db, const char *name);
+void ct_make_sub_q(const char *q, const char *type, const char *db, const char *name,
+		   const char *prov_db, const char *prov_name, const char *root_db,
+		   const char *combined);
+
 /* A worker and what it reported. */
 typedef struct CtWorker {
 	PgqevCascade *w;
@@ -39,6 +46,7 @@ typedef struct CtWorker {
 /* Start a worker for the node in db (loop: cs_base()); ck_asserts. */
 void ct_start(CtWorker *x, const char *db, usec_t poll);
 void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll);
+void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char *db, usec_t poll);
 void ct_stop(CtWorker *x);
 
 /* Create table "applied" on a leaf (the apply handler's target). */

@@ -1,0 +1,249 @@
+/*
+ * Merge leaves (spec 5.4): two partition cascades pq1, pq2 feed the combined
+ * cascade cq. On the combined root's database their merge leaves copy the data
+ * events into cq (new ids, same time and payload) with a pgq.tick-id event per
+ * batch; on the combined branch's database their merge leaves wait behind: the
+ * branch worker replays the pgq.tick-id events into their positions and they
+ * only finish the partition batches up to there.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "castest.h"
+
+#define POLL (100 * USEC_PER_MSEC)
+
+static void produce(const char *db, const char *q, int from, int to)
+{
+	PGconn *c = pgt_connect(db);
+	pgt_exec(c, "begin");
+	for (int i = from; i < to; i++) {
+		char sql[300];
+		snprintf(sql, sizeof(sql),
+			 "select pgq.insert_event('%s', 'num', '%d', E'x\\t%s', NULL, 'e3', NULL)",
+			 q, i, q);
+		pgt_exec(c, sql);
+	}
+	pgt_exec(c, "commit");
+	PQfinish(c);
+}
+
+static int64_t last_tick(PGconn *c, const char *q)
+{
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+		 "select max(t.tick_id) from pgq.tick t join pgq.queue q"
+		 " on q.queue_id = t.tick_queue where q.queue_name = '%s'",
+		 q);
+	return pgt_int(c, sql);
+}
+
+/* the last pgq.tick-id event of partition q in the combined queue on db */
+static int64_t tick_id_event(PGconn *c, const char *q)
+{
+	char *id = pgt_value(c, "select queue_id from pgq.queue where queue_name = '" CT_QUEUE "'");
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(max(ev_data::int8), 0) from pgq.event_%s"
+		 " where ev_type = 'pgq.tick-id' and ev_extra1 = '%s'",
+		 id, q);
+	free(id);
+	return pgt_int(c, sql);
+}
+
+static int64_t position(PGconn *c, const char *q, const char *worker)
+{
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(max(last_tick_id), 0) from pgq_node.local_state"
+		 " where queue_name = '%s' and consumer_name = '%s'",
+		 q, worker);
+	return pgt_int(c, sql);
+}
+
+static int64_t finished_at(PGconn *c, const char *q, const char *consumer)
+{
+	char sql[200];
+	snprintf(sql, sizeof(sql), "select last_tick from pgq.get_consumer_info('%s', '%s')", q,
+		 consumer);
+	return pgt_int(c, sql);
+}
+
+/* data events of the partition queue / of the combined queue from partition q,
+   in the same canonical form: time, type, data, extras */
+#define CANON                                                                                \
+	"select count(*) || ':' || coalesce(md5(string_agg(concat_ws('|', ev_time, ev_type," \
+	" ev_data, coalesce(ev_extra1, '<n>'), coalesce(ev_extra2, '<n>'),"                  \
+	" coalesce(ev_extra3, '<n>'), coalesce(ev_extra4, '<n>')), E'\\n'"                   \
+	" order by ev_data::int)), '') from pgq.event_"
+
+static char *canon(PGconn *c, const char *q, const char *from_part)
+{
+	char sql[600];
+	char *id = NULL;
+	snprintf(sql, sizeof(sql), "select queue_id from pgq.queue where queue_name = '%s'", q);
+	id = pgt_value(c, sql);
+	if (from_part)
+		snprintf(sql, sizeof(sql),
+			 CANON "%s where ev_type = 'num' and ev_extra1 = E'x\\t%s'", id, from_part);
+	else
+		snprintf(sql, sizeof(sql), CANON "%s where ev_type = 'num'", id);
+	free(id);
+	return pgt_value(c, sql);
+}
+
+typedef struct MergeCond {
+	PGconn *p1, *p2, *c, *cb;
+	int64_t next_ms;
+} MergeCond;
+
+static bool merged(void *arg)
+{
+	MergeCond *m = arg;
+	if (pgt_now_ms() < m->next_ms)
+		return false;
+	m->next_ms = pgt_now_ms() + 100;
+	int64_t t1 = last_tick(m->p1, "pq1"), t2 = last_tick(m->p2, "pq2");
+	/* combined root: both partitions through their last tick */
+	if (tick_id_event(m->c, "pq1") != t1 || tick_id_event(m->c, "pq2") != t2)
+		return false;
+	/* combined branch: positions replayed, partition batches finished there */
+	return position(m->cb, "pq1", "w_mb1") == t1 && position(m->cb, "pq2", "w_mb2") == t2 &&
+	       finished_at(m->p1, "pq1", "w_mb1") == t1 && finished_at(m->p2, "pq2", "w_mb2") == t2;
+}
+
+START_TEST(test_merge_leaves_root_and_branch)
+{
+	char *p1 = ct_node_db(), *p2 = ct_node_db(), *c = ct_node_db(), *cb = ct_node_db();
+	ct_make_root_q("pq1", p1, "p1");
+	ct_make_root_q("pq2", p2, "p2");
+	ct_make_root_q(CT_QUEUE, c, "c");
+	ct_make_sub_q(CT_QUEUE, "branch", cb, "cb", c, "c", c, NULL);
+	/* merge leaves: on the combined root's database and on the branch's */
+	ct_make_sub_q("pq1", "leaf", c, "mc1", p1, "p1", p1, CT_QUEUE);
+	ct_make_sub_q("pq2", "leaf", c, "mc2", p2, "p2", p2, CT_QUEUE);
+	ct_make_sub_q("pq1", "leaf", cb, "mb1", p1, "p1", p1, CT_QUEUE);
+	ct_make_sub_q("pq2", "leaf", cb, "mb2", p2, "p2", p2, CT_QUEUE);
+
+	produce(p1, "pq1", 0, 120);
+	cs_tick(p1);
+	produce(p2, "pq2", 1000, 1070);
+	cs_tick(p2);
+	produce(p1, "pq1", 120, 150);
+	cs_tick(p1);
+
+	CtWorker wc1 = {0}, wc2 = {0}, wcb = {0}, wb1 = {0}, wb2 = {0};
+	struct event_base *base = cs_base();
+	ct_start_q(&wc1, base, "pq1", c, POLL);
+	ct_start_q(&wc2, base, "pq2", c, POLL);
+	ct_start_q(&wcb, base, CT_QUEUE, cb, POLL);
+	ct_start_q(&wb1, base, "pq1", cb, POLL);
+	ct_start_q(&wb2, base, "pq2", cb, POLL);
+	cs_ticker(c, 100); /* the combined queue has its own ticker */
+	MergeCond m = {.p1 = pgt_connect(p1),
+		       .p2 = pgt_connect(p2),
+		       .c = pgt_connect(c),
+		       .cb = pgt_connect(cb)};
+	bool ok = cs_run_until(merged, &m, 30000);
+	if (!ok)
+		fprintf(stderr,
+			"# pq1 last %" PRId64 " tick-id %" PRId64 " cb %" PRId64 " fin %" PRId64
+			"; pq2 last %" PRId64 " tick-id %" PRId64 " cb %" PRId64 " fin %" PRId64
+			"\n",
+			last_tick(m.p1, "pq1"), tick_id_event(m.c, "pq1"),
+			position(m.cb, "pq1", "w_mb1"), finished_at(m.p1, "pq1", "w_mb1"),
+			last_tick(m.p2, "pq2"), tick_id_event(m.c, "pq2"),
+			position(m.cb, "pq2", "w_mb2"), finished_at(m.p2, "pq2", "w_mb2"));
+	ck_assert_msg(ok, "merge did not complete");
+	cs_ticker(NULL, 0);
+
+	/* every data event once, time and payload kept, ids from cq's sequence */
+	char *a = canon(m.p1, "pq1", NULL), *b = canon(m.c, CT_QUEUE, "pq1");
+	ck_assert_str_eq(a, b);
+	ck_assert(strncmp(a, "150:", 4) == 0);
+	free(a);
+	free(b);
+	a = canon(m.p2, "pq2", NULL);
+	b = canon(m.c, CT_QUEUE, "pq2");
+	ck_assert_str_eq(a, b);
+	ck_assert(strncmp(a, "70:", 3) == 0);
+	free(a);
+	free(b);
+	char *cid =
+		pgt_value(m.c, "select queue_id from pgq.queue where queue_name = '" CT_QUEUE "'");
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(distinct ev_id) from pgq.event_%s where ev_type = 'num'", cid);
+	ck_assert_int_eq(pgt_int(m.c, sql), 220);
+	free(cid);
+	/* the merge leaves' own positions: the partitions' last ticks */
+	ck_assert_int_eq(position(m.c, "pq1", "w_mc1"), last_tick(m.p1, "pq1"));
+	ck_assert_int_eq(position(m.c, "pq2", "w_mc2"), last_tick(m.p2, "pq2"));
+	ck_assert_int_eq(wc1.errors + wc2.errors + wcb.errors + wb1.errors + wb2.errors, 0);
+
+	ct_stop(&wc1);
+	ct_stop(&wc2);
+	ct_stop(&wcb);
+	ct_stop(&wb1);
+	ct_stop(&wb2);
+	PQfinish(m.p1);
+	PQfinish(m.p2);
+	PQfinish(m.c);
+	PQfinish(m.cb);
+	free(p1);
+	free(p2);
+	free(c);
+	free(cb);
+}
+END_TEST
+
+typedef struct ErrCond {
+	CtWorker *x;
+	const char *needle;
+} ErrCond;
+
+static bool has_error(void *arg)
+{
+	ErrCond *e = arg;
+	return e->x->errors > 0 && strstr(e->x->last_error, e->needle) != NULL;
+}
+
+/* A merge leaf whose combined queue has no root or branch node: a clear error,
+   nothing read from the partition. */
+START_TEST(test_merge_leaf_without_combined_node)
+{
+	char *p1 = ct_node_db(), *c = ct_node_db();
+	ct_make_root_q("pq1", p1, "p1");
+	pgt_exec_db(c, "select pgq.create_queue('plainq')");
+	ct_make_sub_q("pq1", "leaf", c, "mc1", p1, "p1", p1, "plainq");
+	produce(p1, "pq1", 0, 10);
+	cs_tick(p1);
+	CtWorker w = {.quiet = true};
+	ct_start_q(&w, cs_base(), "pq1", c, POLL);
+	ErrCond e = {&w, "merge leaf needs a combined root or branch"};
+	ck_assert_msg(cs_run_until(has_error, &e, 20000), "no error; last: %s", w.last_error);
+	ck_assert_msg(strstr(w.last_error, "plainq") != NULL, "%s", w.last_error);
+	ct_stop(&w);
+	PGconn *pc = pgt_connect(p1);
+	int64_t reg = pgt_int(pc, "select last_tick from pgq.get_consumer_info('pq1', 'w_mc1')");
+	ck_assert_int_lt(reg, last_tick(pc, "pq1"));
+	PQfinish(pc);
+	ck_assert_int_eq(pgt_int_db(c, "select count(*) from pgq.event_template"), 0);
+	free(p1);
+	free(c);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("cascade-merge");
+	TCase *tc = pgt_tcase("merge", 120);
+	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
+	tcase_add_test(tc, test_merge_leaves_root_and_branch);
+	tcase_add_test(tc, test_merge_leaf_without_combined_node);
+	suite_add_tcase(s, tc);
+	PgtOptions o = {.need_server = true};
+	return pgt_main(s, &o);
+}
