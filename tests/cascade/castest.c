@@ -17,35 +17,60 @@
  */
 #define CT_TEMPLATE "ct_node_template"
 
-static void make_template(void)
+/* postgres database of server k: a name for server 0, a connection string else */
+static const char *admin_db(int k)
 {
-	if (pgt_int_db("postgres",
-		       "select count(*) from pg_database where datname = '" CT_TEMPLATE "'") > 0)
+	return k == 0 ? "postgres" : pgt_connstr_on(k, "postgres");
+}
+
+static void make_template(int k)
+{
+	char pg[600];
+	snprintf(pg, sizeof(pg), "%s", admin_db(k));
+	if (pgt_int_db(pg, "select count(*) from pg_database where datname = '" CT_TEMPLATE "'") >
+	    0)
 		return;
-	/* ours when the test template has pgq_node, else Debian's PgQ 3.5 extensions */
-	const char *ours = pgt_db_new();
+	/* ours when the test template has pgq_node, else Debian's PgQ 3.5 extensions;
+	   every server's data directory is a copy of the same template */
+	char ours[600];
+	if (k == 0) {
+		snprintf(ours, sizeof(ours), "%s", pgt_db_new());
+	} else {
+		pgt_exec_db(pg, "create database ct_probe template pgqd_tpl");
+		snprintf(ours, sizeof(ours), "%s", pgt_connstr_on(k, "ct_probe"));
+	}
 	bool have_ours =
 		pgt_int_db(ours, "select count(*) from pg_namespace where nspname = 'pgq_node'") >
 		0;
-	const char *from = have_ours ? ours : "template0";
-	char sql[256];
-	snprintf(sql, sizeof(sql), "create database " CT_TEMPLATE " template %s", from);
-	pgt_exec_db("postgres", sql);
+	char sql[700];
+	snprintf(sql, sizeof(sql), "create database " CT_TEMPLATE " template %s",
+		 !have_ours ? "template0"
+		 : k == 0   ? ours
+			    : "ct_probe");
+	pgt_exec_db(pg, sql);
+	char tpl[600];
+	snprintf(tpl, sizeof(tpl), "%s", k == 0 ? CT_TEMPLATE : pgt_connstr_on(k, CT_TEMPLATE));
 	if (!have_ours) {
-		pgt_exec_db(CT_TEMPLATE, "create extension pgq");
-		pgt_exec_db(CT_TEMPLATE, "create extension pgq_node");
+		pgt_exec_db(tpl, "create extension pgq");
+		pgt_exec_db(tpl, "create extension pgq_node");
 	}
 }
 
 char *ct_node_db(void)
 {
+	return ct_node_db_on(0);
+}
+
+char *ct_node_db_on(int k)
+{
 	static int seq;
-	make_template();
-	char name[64], sql[160];
+	make_template(k);
+	char name[64], sql[160], pg[600];
 	snprintf(name, sizeof(name), "ctn_%d_%d", (int)getpid(), ++seq);
 	snprintf(sql, sizeof(sql), "create database %s template " CT_TEMPLATE, name);
-	pgt_exec_db("postgres", sql);
-	char *db = strdup(name);
+	snprintf(pg, sizeof(pg), "%s", admin_db(k));
+	pgt_exec_db(pg, sql);
+	char *db = strdup(k == 0 ? name : pgt_connstr_on(k, name));
 	ck_assert_ptr_nonnull(db);
 	return db;
 }

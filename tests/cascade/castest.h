@@ -17,6 +17,9 @@
    pgq_node, else Debian's PgQ 3.5 extensions in a database from template0.
    Returns a malloc'd name. */
 char *ct_node_db(void);
+/* The same on private server k (PgtOptions.servers = 2): for k > 0 a connection
+   string, which every helper here and pgtest's take in place of a name. */
+char *ct_node_db_on(int k);
 
 /* Nodes of cascade CT_QUEUE; the worker of node N is "w_N". */
 void ct_make_root(const char *db, const char *name);

@@ -38,22 +38,31 @@ extern char **environ;
 
 #define TPL_DBNAME "pgqd_tpl"
 
-static struct {
-	char tmp[256];
+/* One private server: its data directory, socket, log, port and supervisor. */
+typedef struct Srv {
 	char data[300];
 	char sock[300];
 	char log[300];
-	char bindir[256];
 	int port;
+	pid_t supervisor;
+	int ctl_fd; /* test side of the supervisor socket */
+} Srv;
+
+#define PGT_MAX_SERVERS 2
+
+static Srv SV[PGT_MAX_SERVERS] = {{.ctl_fd = -1}, {.ctl_fd = -1}};
+static int n_servers;
+
+static struct {
+	char tmp[256];
+	char bindir[256];
 	int max_connections;
 	const char *extra_conf;
 	uid_t uid;
 	gid_t gid;
 	bool drop_privs;
-	pid_t supervisor;
-	int ctl_fd;           /* test side of the supervisor socket */
 	unsigned *db_counter; /* shared across Check's forked children */
-} S = {.ctl_fd = -1};
+} S;
 
 int64_t pgt_now_ms(void)
 {
@@ -157,24 +166,24 @@ static int pick_port(void)
 	return port;
 }
 
-static void print_log_tail(FILE *out, int lines)
+static void print_log_tail(const Srv *v, FILE *out, int lines)
 {
 	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "tail -n %d '%s' 2>/dev/null | sed 's/^/# /'", lines, S.log);
+	snprintf(cmd, sizeof(cmd), "tail -n %d '%s' 2>/dev/null | sed 's/^/# /'", lines, v->log);
 	fflush(out);
 	if (system(cmd) < 0)
-		fprintf(out, "# (could not read %s)\n", S.log);
+		fprintf(out, "# (could not read %s)\n", v->log);
 }
 
 /* ---- the supervisor process ---------------------------------------------------- */
 
-static pid_t pg_spawn(pid_t supervisor)
+static pid_t pg_spawn(const Srv *v, pid_t supervisor)
 {
 	pid_t pid = fork();
 	if (pid != 0)
 		return pid;
 	/* child: become postgres, tie our life to the supervisor, exec the server */
-	int fd = open(S.log, O_WRONLY | O_APPEND | O_CREAT, 0644);
+	int fd = open(v->log, O_WRONLY | O_APPEND | O_CREAT, 0644);
 	if (fd >= 0) {
 		dup2(fd, 1);
 		dup2(fd, 2);
@@ -191,29 +200,30 @@ static pid_t pg_spawn(pid_t supervisor)
 		_exit(121);
 	char exe[400], port[16], maxc[40];
 	snprintf(exe, sizeof(exe), "%s/postgres", S.bindir);
-	snprintf(port, sizeof(port), "%d", S.port);
+	snprintf(port, sizeof(port), "%d", v->port);
 	snprintf(maxc, sizeof(maxc), "max_connections=%d", S.max_connections);
 	const char *argv[] = {
-		exe,  "-D", S.data, "-k", S.sock, "-p", port, "-c", "listen_addresses=127.0.0.1",
+		exe,  "-D", v->data, "-k", v->sock, "-p", port, "-c", "listen_addresses=127.0.0.1",
 		"-c", maxc, NULL};
 	execv(exe, (char *const *)argv);
 	perror("pgtest: exec postgres");
 	_exit(122);
 }
 
-static bool pg_ready(void)
+static bool pg_ready(const Srv *v)
 {
 	char conninfo[512];
 	snprintf(conninfo, sizeof(conninfo),
-		 "host=%s port=%d dbname=postgres user=postgres connect_timeout=2", S.sock, S.port);
+		 "host=%s port=%d dbname=postgres user=postgres connect_timeout=2", v->sock,
+		 v->port);
 	return PQping(conninfo) == PQPING_OK;
 }
 
 /* Start postgres and wait for it to accept connections; error text in err. */
-static pid_t pg_start(char *err, size_t errlen)
+static pid_t pg_start(const Srv *v, char *err, size_t errlen)
 {
 	pid_t self = getpid();
-	pid_t pid = pg_spawn(self);
+	pid_t pid = pg_spawn(v, self);
 	int64_t deadline = pgt_now_ms() + 60000;
 	if (pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
@@ -223,16 +233,16 @@ static pid_t pg_start(char *err, size_t errlen)
 		int st;
 		if (waitpid(pid, &st, WNOHANG) == pid) {
 			snprintf(err, errlen, "postgres exited during start (status %d), see %s",
-				 st, S.log);
+				 st, v->log);
 			return -1;
 		}
-		if (pg_ready())
+		if (pg_ready(v))
 			return pid;
 		if (pgt_now_ms() > deadline) {
 			kill(pid, SIGQUIT);
 			waitpid(pid, NULL, 0);
 			snprintf(err, errlen,
-				 "postgres did not accept connections within 60 s, see %s", S.log);
+				 "postgres did not accept connections within 60 s, see %s", v->log);
 			return -1;
 		}
 		sleep_ms(20);
@@ -258,23 +268,23 @@ static void pg_stop(pid_t pid, int sig)
 }
 
 /* Wait until no process from the previous postmaster still holds the data dir. */
-static void wait_postmaster_pid_gone(void)
+static void wait_postmaster_pid_gone(const Srv *v)
 {
 	char pidfile[400];
 	int64_t deadline = pgt_now_ms() + 10000;
-	snprintf(pidfile, sizeof(pidfile), "%s/postmaster.pid", S.data);
+	snprintf(pidfile, sizeof(pidfile), "%.299s/postmaster.pid", v->data);
 	while (access(pidfile, F_OK) == 0 && pgt_now_ms() < deadline)
 		sleep_ms(10);
 }
 
-static void supervisor_main(int fd, pid_t parent)
+static void supervisor_main(const Srv *v, int fd, pid_t parent)
 {
 	pid_t pg;
 	char err[512] = "";
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
-	pg = pg_start(err, sizeof(err));
+	pg = pg_start(v, err, sizeof(err));
 	/* first reply: started or not */
 	if (send(fd, err, strlen(err) + 1, 0) < 0 || pg < 0)
 		_exit(1);
@@ -292,17 +302,17 @@ static void supervisor_main(int fd, pid_t parent)
 		case 'C':
 			pg_stop(pg, SIGQUIT);
 			pg = 0;
-			wait_postmaster_pid_gone();
+			wait_postmaster_pid_gone(v);
 			break;
 		case 'G':
 			if (pg > 0)
 				snprintf(err, sizeof(err), "server already running");
 			else
-				pg = pg_start(err, sizeof(err));
+				pg = pg_start(v, err, sizeof(err));
 			break;
 		case 'R':
 			pg_stop(pg, SIGINT);
-			pg = pg_start(err, sizeof(err));
+			pg = pg_start(v, err, sizeof(err));
 			break;
 		case 'Q':
 		default:
@@ -318,13 +328,16 @@ static void supervisor_main(int fd, pid_t parent)
 	}
 }
 
-static void supervisor_cmd(char cmd)
+static void supervisor_cmd(int server, char cmd)
 {
 	char reply[512];
 	ssize_t n;
-	ck_assert_msg(S.ctl_fd >= 0, "no private server in this test binary");
-	ck_assert_msg(send(S.ctl_fd, &cmd, 1, 0) == 1, "supervisor send: %s", strerror(errno));
-	n = recv(S.ctl_fd, reply, sizeof(reply) - 1, 0);
+	ck_assert_msg(server >= 0 && server < n_servers, "no private server %d in this test binary",
+		      server);
+	Srv *v = &SV[server];
+	ck_assert_msg(v->ctl_fd >= 0, "no private server in this test binary");
+	ck_assert_msg(send(v->ctl_fd, &cmd, 1, 0) == 1, "supervisor send: %s", strerror(errno));
+	n = recv(v->ctl_fd, reply, sizeof(reply) - 1, 0);
 	ck_assert_msg(n > 0, "supervisor gone");
 	reply[n] = '\0';
 	ck_assert_msg(reply[0] == '\0', "server control '%c' failed: %s", cmd, reply);
@@ -346,19 +359,31 @@ double pgt_time_factor(void)
 
 void pgt_server_stop(void)
 {
-	supervisor_cmd('S');
+	supervisor_cmd(0, 'S');
 }
 void pgt_server_start(void)
 {
-	supervisor_cmd('G');
+	supervisor_cmd(0, 'G');
 }
 void pgt_server_restart(void)
 {
-	supervisor_cmd('R');
+	supervisor_cmd(0, 'R');
 }
 void pgt_server_crash(void)
 {
-	supervisor_cmd('C');
+	supervisor_cmd(0, 'C');
+}
+void pgt_server_stop_on(int server)
+{
+	supervisor_cmd(server, 'S');
+}
+void pgt_server_start_on(int server)
+{
+	supervisor_cmd(server, 'G');
+}
+void pgt_server_crash_on(int server)
+{
+	supervisor_cmd(server, 'C');
 }
 
 /* ---- setup and teardown --------------------------------------------------------- */
@@ -400,13 +425,77 @@ static int chown_tree(const char *path)
 	return run_wait(argv);
 }
 
+/* Copy the template into a server's own directory and start its supervisor. */
+static int server_spawn(Srv *v, int k, const char *tpldata, char *why, size_t whylen)
+{
+	const char *sfx = k == 0 ? "" : "2";
+	int sv[2];
+	snprintf(v->data, sizeof(v->data), "%s/data%s", S.tmp, sfx);
+	snprintf(v->sock, sizeof(v->sock), "%s/sock%s", S.tmp, sfx);
+	snprintf(v->log, sizeof(v->log), "%s/postgres%s.log", S.tmp, sfx);
+	mkdir(v->sock, 0755);
+	{
+		const char *argv[] = {"cp", "-a", tpldata, v->data, NULL};
+		if (run_wait(argv) != 0) {
+			snprintf(why, whylen, "copying the template %s failed", tpldata);
+			return -1;
+		}
+	}
+	if (S.extra_conf) {
+		char conf[400];
+		FILE *f;
+		snprintf(conf, sizeof(conf), "%.299s/postgresql.auto.conf", v->data);
+		f = fopen(conf, "a");
+		if (!f || fprintf(f, "%s\n", S.extra_conf) < 0 || fclose(f) != 0) {
+			snprintf(why, whylen, "writing %s failed", conf);
+			return -1;
+		}
+	}
+	if (chown_tree(S.tmp) != 0) {
+		snprintf(why, whylen, "chown %s failed", S.tmp);
+		return -1;
+	}
+	v->port = pick_port();
+	if (v->port <= 0) {
+		snprintf(why, whylen, "no free TCP port on 127.0.0.1");
+		return -1;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+		snprintf(why, whylen, "socketpair: %s", strerror(errno));
+		return -1;
+	}
+	pid_t parent = getpid();
+	v->supervisor = fork();
+	if (v->supervisor < 0) {
+		snprintf(why, whylen, "fork: %s", strerror(errno));
+		return -1;
+	}
+	if (v->supervisor == 0) {
+		close(sv[0]);
+		supervisor_main(v, sv[1], parent);
+	}
+	close(sv[1]);
+	v->ctl_fd = sv[0];
+	{
+		char reply[512];
+		ssize_t n = recv(v->ctl_fd, reply, sizeof(reply) - 1, 0);
+		if (n <= 0 || reply[0]) {
+			if (n > 0)
+				reply[n] = '\0';
+			snprintf(why, whylen, "server start failed: %s",
+				 n > 0 ? reply : "supervisor died");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Prepare the directory and start the supervisor; 0, or -1 with a reason. */
 static int server_setup(char *why, size_t whylen)
 {
 	const char *tmpbase = getenv("TMPDIR");
 	const char *tpl = getenv("PGQD_TEST_TEMPLATE");
 	char tpldata[400], pgexe[400];
-	int sv[2];
 	if (!tmpbase || !*tmpbase)
 		tmpbase = "/tmp";
 	snprintf(S.bindir, sizeof(S.bindir), "%s",
@@ -454,86 +543,35 @@ static int server_setup(char *why, size_t whylen)
 		return -1;
 	}
 	chmod(S.tmp, 0755);
-	snprintf(S.data, sizeof(S.data), "%s/data", S.tmp);
-	snprintf(S.sock, sizeof(S.sock), "%s/sock", S.tmp);
-	snprintf(S.log, sizeof(S.log), "%s/postgres.log", S.tmp);
 	snprintf(tpldata, sizeof(tpldata), "%s/data", tpl);
-	mkdir(S.sock, 0755);
-	{
-		const char *argv[] = {"cp", "-a", tpldata, S.data, NULL};
-		if (run_wait(argv) != 0) {
-			snprintf(why, whylen, "copying the template %s failed", tpldata);
+	for (int k = 0; k < n_servers; k++)
+		if (server_spawn(&SV[k], k, tpldata, why, whylen) != 0)
 			return -1;
-		}
-	}
-	if (S.extra_conf) {
-		char conf[400];
-		FILE *f;
-		snprintf(conf, sizeof(conf), "%s/postgresql.auto.conf", S.data);
-		f = fopen(conf, "a");
-		if (!f || fprintf(f, "%s\n", S.extra_conf) < 0 || fclose(f) != 0) {
-			snprintf(why, whylen, "writing %s failed", conf);
-			return -1;
-		}
-	}
-	if (chown_tree(S.tmp) != 0) {
-		snprintf(why, whylen, "chown %s failed", S.tmp);
-		return -1;
-	}
-	S.port = pick_port();
-	if (S.port <= 0) {
-		snprintf(why, whylen, "no free TCP port on 127.0.0.1");
-		return -1;
-	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-		snprintf(why, whylen, "socketpair: %s", strerror(errno));
-		return -1;
-	}
-	pid_t parent = getpid();
-	S.supervisor = fork();
-	if (S.supervisor < 0) {
-		snprintf(why, whylen, "fork: %s", strerror(errno));
-		return -1;
-	}
-	if (S.supervisor == 0) {
-		close(sv[0]);
-		supervisor_main(sv[1], parent);
-	}
-	close(sv[1]);
-	S.ctl_fd = sv[0];
-	{
-		char reply[512];
-		ssize_t n = recv(S.ctl_fd, reply, sizeof(reply) - 1, 0);
-		if (n <= 0 || reply[0]) {
-			if (n > 0)
-				reply[n] = '\0';
-			snprintf(why, whylen, "server start failed: %s",
-				 n > 0 ? reply : "supervisor died");
-			return -1;
-		}
-	}
 	{
 		char port[16];
-		snprintf(port, sizeof(port), "%d", S.port);
-		setenv("PGHOST", S.sock, 1);
+		snprintf(port, sizeof(port), "%d", SV[0].port);
+		setenv("PGHOST", SV[0].sock, 1);
 		setenv("PGPORT", port, 1);
 		setenv("PGUSER", "postgres", 1);
-		setenv("PGQD_TEST_SOCKDIR", S.sock, 1);
+		setenv("PGQD_TEST_SOCKDIR", SV[0].sock, 1);
 	}
 	return 0;
 }
 
 static void server_teardown(bool keep)
 {
-	if (S.ctl_fd >= 0) {
-		char q = 'Q', r;
-		if (send(S.ctl_fd, &q, 1, 0) == 1)
-			(void)recv(S.ctl_fd, &r, 1, 0);
-		close(S.ctl_fd);
-		S.ctl_fd = -1;
+	for (int k = 0; k < PGT_MAX_SERVERS; k++) {
+		Srv *v = &SV[k];
+		if (v->ctl_fd >= 0) {
+			char q = 'Q', r;
+			if (send(v->ctl_fd, &q, 1, 0) == 1)
+				(void)recv(v->ctl_fd, &r, 1, 0);
+			close(v->ctl_fd);
+			v->ctl_fd = -1;
+		}
+		if (v->supervisor > 0)
+			waitpid(v->supervisor, NULL, 0);
 	}
-	if (S.supervisor > 0)
-		waitpid(S.supervisor, NULL, 0);
 	if (S.tmp[0] && !keep)
 		rm_rf(S.tmp);
 	else if (S.tmp[0])
@@ -567,6 +605,7 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 		int rc;
 		S.max_connections = opts->max_connections > 0 ? opts->max_connections : 120;
 		S.extra_conf = opts->extra_conf;
+		n_servers = opts->servers > 1 ? PGT_MAX_SERVERS : 1;
 		rc = server_setup(why, sizeof(why));
 		if (rc == 1 && !require) {
 			printf("1..0 # SKIP %s\n", why);
@@ -574,8 +613,8 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 		}
 		if (rc != 0) {
 			printf("Bail out! %s\n", why);
-			if (S.log[0])
-				print_log_tail(stdout, 30);
+			if (SV[0].log[0])
+				print_log_tail(&SV[0], stdout, 30);
 			server_teardown(true);
 			return 1;
 		}
@@ -585,9 +624,9 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 	srunner_run_all(sr, CK_SILENT);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
-	if (failed && S.log[0]) {
-		fprintf(stderr, "pgtest: last lines of %s:\n", S.log);
-		print_log_tail(stderr, 40);
+	for (int k = 0; failed && k < n_servers; k++) {
+		fprintf(stderr, "pgtest: last lines of %s:\n", SV[k].log);
+		print_log_tail(&SV[k], stderr, 40);
 	}
 	server_teardown(keep || failed);
 	return failed ? 1 : 0;
@@ -597,15 +636,15 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 
 const char *pgt_socket_dir(void)
 {
-	return S.sock;
+	return SV[0].sock;
 }
 int pgt_port(void)
 {
-	return S.port;
+	return SV[0].port;
 }
 const char *pgt_data_dir(void)
 {
-	return S.data;
+	return SV[0].data;
 }
 const char *pgt_tmp_dir(void)
 {
@@ -636,8 +675,20 @@ const char *pgt_extension_dir(void)
 const char *pgt_connstr(const char *dbname, bool tcp)
 {
 	static char buf[600];
-	snprintf(buf, sizeof(buf), "host=%s port=%d user=postgres dbname=%s",
-		 tcp ? "127.0.0.1" : S.sock, S.port, dbname);
+	if (strchr(dbname, '=')) /* already a connection string (pgt_connstr_on) */
+		snprintf(buf, sizeof(buf), "%s", dbname);
+	else
+		snprintf(buf, sizeof(buf), "host=%s port=%d user=postgres dbname=%s",
+			 tcp ? "127.0.0.1" : SV[0].sock, SV[0].port, dbname);
+	return buf;
+}
+
+const char *pgt_connstr_on(int server, const char *dbname)
+{
+	static char buf[600];
+	ck_assert_msg(server >= 0 && server < n_servers, "no private server %d", server);
+	snprintf(buf, sizeof(buf), "host=%s port=%d user=postgres dbname=%s", SV[server].sock,
+		 SV[server].port, dbname);
 	return buf;
 }
 

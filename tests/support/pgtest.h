@@ -28,6 +28,7 @@ typedef struct PgtOptions {
 	bool need_server;       /* false: pure unit tests, no server at all */
 	int max_connections;    /* 0: 120 */
 	const char *extra_conf; /* extra postgresql.conf lines, or NULL */
+	int servers;            /* 2: a second private server (pgt_*_on(1, ...)) */
 } PgtOptions;
 
 /* Run `suite` (ownership passes to the runner) and return the process exit code. */
@@ -53,6 +54,13 @@ const char *pgt_extension_dir(void);
 const char *pgt_connstr(const char *dbname, bool tcp);
 
 /*
+ * Connection string for database `dbname` on private server `server` (0: the
+ * first; 1: the second, with PgtOptions.servers = 2); static buffer. The
+ * blocking helpers below take such a string in place of a database name.
+ */
+const char *pgt_connstr_on(int server, const char *dbname);
+
+/*
  * Create a fresh database from the template (which has sql/ installed) and return
  * its name (static buffer). Names are unique per test binary run.
  */
@@ -76,7 +84,11 @@ int64_t pgt_int_db(const char *dbname, const char *sql);
 void pgt_server_stop(void);    /* fast shutdown, wait until gone */
 void pgt_server_start(void);   /* start again on the same data, socket and port */
 void pgt_server_restart(void); /* stop + start */
-void pgt_server_crash(void);   /* SIGKILL the postmaster; backends follow */
+void pgt_server_crash(void);   /* SIGQUIT the postmaster: immediate shutdown */
+/* The same for private server `server`. */
+void pgt_server_stop_on(int server);
+void pgt_server_start_on(int server);
+void pgt_server_crash_on(int server);
 
 /*
  * Factor for time bounds that an issue promises (recovery latency): 1 normally,
