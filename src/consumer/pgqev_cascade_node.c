@@ -194,6 +194,13 @@ static void on_state_reply(PgqevCascade *w, const PGresult *res)
 		go_idle(w, w->poll_interval);
 		return;
 	}
+	if (w->provider && w->node_name && strcmp(w->provider, w->node_name) == 0) {
+		char d[300];
+		snprintf(d, sizeof(d), "node %s of cascade %s names itself as its provider",
+			 w->node_name, w->cfg.queue);
+		cas_fail(w, PGQEV_ERR_SQL, "bad provider", d);
+		return;
+	}
 	if (PQgetisnull(res, 0, 4)) {
 		cas_fail(w, PGQEV_ERR_SQL, "no location for the provider node",
 			 w->provider ? w->provider : "(none)");

@@ -284,6 +284,51 @@ START_TEST(test_not_a_node)
 }
 END_TEST
 
+/* A branch whose provider is itself, then one whose position the provider
+   does not hand out: a clear error each, nothing copied, no position moved. */
+START_TEST(test_bad_provider_and_lost_position)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_produce(root, 0, 50);
+	cs_tick(root);
+	const char *pos_sql = "select last_tick_id from pgq_node.local_state"
+			      " where consumer_name = 'w_b1'";
+	const char *sub_sql = "select last_tick from pgq.get_consumer_info('" CT_QUEUE "', 'w_b1')";
+	int64_t pos = pgt_int_db(b1, pos_sql), sub = pgt_int_db(root, sub_sql);
+	char *before = ct_events(b1, false);
+
+	pgt_exec_db(b1, "update pgq_node.local_state set provider_node = 'b1'"
+			" where consumer_name = 'w_b1'");
+	CtWorker x = {.quiet = true};
+	ct_start(&x, b1, POLL);
+	ErrCond e = {&x, "node b1 of cascade " CT_QUEUE " names itself as its provider"};
+	ck_assert_msg(cs_run_until(has_error, &e, 10000), "%s", x.last_error);
+	ct_stop(&x);
+	ck_assert_int_eq(pgt_int_db(b1, pos_sql), pos);
+	ck_assert_int_eq(pgt_int_db(root, sub_sql), sub);
+
+	/* the local position is not where the provider's batches start */
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+		 "update pgq_node.local_state set provider_node = 'root', last_tick_id = %" PRId64
+		 " where consumer_name = 'w_b1'",
+		 pos + 1000);
+	pgt_exec_db(b1, sql);
+	CtWorker y = {.quiet = true};
+	ct_start(&y, b1, POLL);
+	ErrCond f = {&y, "lost position"};
+	ck_assert_msg(cs_run_until(has_error, &f, 10000), "%s", y.last_error);
+	ct_stop(&y);
+	ck_assert_int_eq(pgt_int_db(b1, pos_sql), pos + 1000);
+	ck_assert_int_eq(pgt_int_db(root, sub_sql), sub);
+	assert_same("b1 events", before, ct_events(b1, false));
+	free(root);
+	free(b1);
+}
+END_TEST
+
 START_TEST(test_two_workers_one_node)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db();
@@ -407,6 +452,7 @@ int main(void)
 	tcase_add_test(tc, test_no_pgq_node);
 	tcase_add_test(tc, test_not_a_node);
 	tcase_add_test(tc, test_two_workers_one_node);
+	tcase_add_test(tc, test_bad_provider_and_lost_position);
 	tcase_add_test(tc, test_chain_root_branch_branch_leaf);
 	suite_add_tcase(s, tc);
 	TCase *tw = pgt_tcase("watermark", 120);
