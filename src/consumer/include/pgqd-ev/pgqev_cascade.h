@@ -18,6 +18,11 @@
  *   leaf    hands each batch to on_batch (the local transaction is open; writes
  *           through pgqev_batch_target_exec() commit together with the position)
  *           and records the tick with set_consumer_completed.
+ *   merge leaf  a leaf whose node_info.combined_queue names a local queue of
+ *           another cascade: under a combined root it also copies the data
+ *           events into that queue (new ids, same time and payload) with a
+ *           pgq.tick-id event per batch; under a combined branch it waits
+ *           behind the position the branch worker replays, applying nothing.
  *
  * Every non-root worker reports its node's local watermark to the provider
  * (set_subscriber_watermark) every wm_period. A crash anywhere is safe: the
