@@ -12,33 +12,10 @@
 #include "pgqev_config.h"
 #include "pgqev_int.h"
 
-int pgqev_req_send(PqevConn *conn, const PgqevReq *req, const char *sql, int nparams,
-		   const char *const *params, unsigned flags, PqevRowsFn on_rows,
-		   PqevDoneFn on_done)
-{
-	if (!conn)
-		return -ENOTCONN;
-	PgqevReq *ctx = malloc(sizeof(*ctx));
-	if (!ctx)
-		return -ENOMEM;
-	*ctx = *req;
-	PqevQuery q = {
-		.sql = sql,
-		.nparams = nparams,
-		.params = params,
-		.flags = flags,
-		.on_rows = on_rows,
-		.on_done = on_done,
-		.arg = ctx,
-	};
-	int rc = pqev_conn_send(conn, &q, NULL);
-	if (rc < 0)
-		free(ctx);
-	return rc;
-}
-
-int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, char *data,
-			size_t len, PqevDoneFn on_done)
+/* Send q (or, with copy set, the COPY request q with that data) carrying a
+   heap copy of *req as its arg. */
+static int req_send(PqevConn *conn, const PgqevReq *req, PqevQuery *q, bool copy, char *data,
+		    size_t len)
 {
 	PgqevReq *ctx = conn ? malloc(sizeof(*ctx)) : NULL;
 	if (!ctx) {
@@ -46,11 +23,31 @@ int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, ch
 		return conn ? -ENOMEM : -ENOTCONN;
 	}
 	*ctx = *req;
-	PqevQuery q = {.sql = sql, .on_done = on_done, .arg = ctx};
-	int rc = pqev_conn_send_copy(conn, &q, data, len);
+	q->arg = ctx;
+	int rc = copy ? pqev_conn_send_copy(conn, q, data, len) : pqev_conn_send(conn, q, NULL);
 	if (rc < 0)
 		free(ctx);
 	return rc;
+}
+
+int pgqev_req_send(PqevConn *conn, const PgqevReq *req, const char *sql, int nparams,
+		   const char *const *params, unsigned flags, PqevRowsFn on_rows,
+		   PqevDoneFn on_done)
+{
+	PqevQuery q = {.sql = sql,
+		       .nparams = nparams,
+		       .params = params,
+		       .flags = flags,
+		       .on_rows = on_rows,
+		       .on_done = on_done};
+	return req_send(conn, req, &q, false, NULL, 0);
+}
+
+int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, char *data,
+			size_t len, PqevDoneFn on_done)
+{
+	PqevQuery q = {.sql = sql, .on_done = on_done};
+	return req_send(conn, req, &q, true, data, len);
 }
 
 /* Strip the core's "<name>: " prefix from a message, to add our own context. */

@@ -250,6 +250,19 @@ void ct_stop(CtWorker *x)
 	x->w = pgqev_cascade_free(x->w);
 }
 
+bool ct_has_error(void *arg)
+{
+	CtErrCond *e = arg;
+	return e->x->errors > 0 && strstr(e->x->last_error, e->needle) != NULL;
+}
+
+void ct_assert_same(const char *what, char *a, char *b)
+{
+	ck_assert_msg(strcmp(a, b) == 0, "%s differ: %s vs %s", what, a, b);
+	free(a);
+	free(b);
+}
+
 void ct_make_applied(const char *db)
 {
 	pgt_exec_db(db, "create table applied (ev_id int8, ev_time timestamptz, ev_type text,"

@@ -52,6 +52,16 @@ void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t po
 void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char *db, usec_t poll);
 void ct_stop(CtWorker *x);
 
+/* For cs_run_until: the worker reported an error containing needle. */
+typedef struct CtErrCond {
+	CtWorker *x;
+	const char *needle;
+} CtErrCond;
+bool ct_has_error(void *arg);
+
+/* Assert two canonical forms equal (what names them); frees both. */
+void ct_assert_same(const char *what, char *a, char *b);
+
 /* Create table "applied" on a leaf (the apply handler's target). */
 void ct_make_applied(const char *db);
 

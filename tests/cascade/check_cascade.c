@@ -58,13 +58,6 @@ static char *drain_batches(const char *db, const char *consumer)
 	return out;
 }
 
-static void assert_same(const char *what, char *a, char *b)
-{
-	ck_assert_msg(strcmp(a, b) == 0, "%s differ: %s vs %s", what, a, b);
-	free(a);
-	free(b);
-}
-
 /* The leaf reports its position to its provider after a batch, at most every
    wm_period: after the last batch it may not have been due yet. */
 static bool leaf_wm_reported(void *arg)
@@ -109,13 +102,14 @@ START_TEST(test_chain_root_branch_branch_leaf)
 
 	char *re = ct_events(root, false);
 	ck_assert_msg(strncmp(re, "0:", 2) != 0, "root has no events");
-	assert_same("b1 events", strdup(re), ct_events(b1, false));
-	assert_same("b2 events", strdup(re), ct_events(b2, false));
-	assert_same("leaf applied events", strdup(re), ct_events(lf, true));
+	ct_assert_same("b1 events", strdup(re), ct_events(b1, false));
+	ct_assert_same("b2 events", strdup(re), ct_events(b2, false));
+	ct_assert_same("leaf applied events", strdup(re), ct_events(lf, true));
 	free(re);
-	assert_same("b1 ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
-	assert_same("b2 ticks", ct_ticks(root, 1, last), ct_ticks(b2, 1, last));
-	assert_same("batches of a consumer", drain_batches(root, "obs"), drain_batches(b2, "obs"));
+	ct_assert_same("b1 ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
+	ct_assert_same("b2 ticks", ct_ticks(root, 1, last), ct_ticks(b2, 1, last));
+	ct_assert_same("batches of a consumer", drain_batches(root, "obs"),
+		       drain_batches(b2, "obs"));
 
 	PgqevCascadeStats st;
 	pgqev_cascade_stats(w2.w, &st);
@@ -244,24 +238,13 @@ START_TEST(test_watermark_holds_rotation)
 }
 END_TEST
 
-typedef struct ErrCond {
-	CtWorker *x;
-	const char *needle;
-} ErrCond;
-
-static bool has_error(void *arg)
-{
-	ErrCond *e = arg;
-	return e->x->errors > 0 && strstr(e->x->last_error, e->needle) != NULL;
-}
-
 START_TEST(test_no_pgq_node)
 {
 	const char *db = pgt_db_new_empty();
 	CtWorker x = {.quiet = true};
 	ct_start(&x, db, POLL);
-	ErrCond e = {&x, "pgq_node"};
-	ck_assert_msg(cs_run_until(has_error, &e, 10000), "%s", x.last_error);
+	CtErrCond e = {&x, "pgq_node"};
+	ck_assert_msg(cs_run_until(ct_has_error, &e, 10000), "%s", x.last_error);
 	ck_assert_int_eq(pgqev_cascade_state(x.w), PGQEV_STATE_BACKOFF);
 	ck_assert_ptr_null(pgqev_cascade_node_type(x.w));
 	ct_stop(&x);
@@ -275,8 +258,8 @@ START_TEST(test_not_a_node)
 	char *db = ct_node_db();
 	CtWorker x = {.quiet = true};
 	ct_start(&x, db, POLL);
-	ErrCond e = {&x, "no node of cascade " CT_QUEUE};
-	ck_assert_msg(cs_run_until(has_error, &e, 10000), "%s", x.last_error);
+	CtErrCond e = {&x, "no node of cascade " CT_QUEUE};
+	ck_assert_msg(cs_run_until(ct_has_error, &e, 10000), "%s", x.last_error);
 	ct_stop(&x);
 	ck_assert_int_eq(pgt_int_db(db, "select count(*) from pgq_node.node_info"), 0);
 	ck_assert_int_eq(pgt_int_db(db, "select count(*) from pgq.queue"), 0);
@@ -303,8 +286,8 @@ START_TEST(test_bad_provider_and_lost_position)
 			" where consumer_name = 'w_b1'");
 	CtWorker x = {.quiet = true};
 	ct_start(&x, b1, POLL);
-	ErrCond e = {&x, "node b1 of cascade " CT_QUEUE " names itself as its provider"};
-	ck_assert_msg(cs_run_until(has_error, &e, 10000), "%s", x.last_error);
+	CtErrCond e = {&x, "node b1 of cascade " CT_QUEUE " names itself as its provider"};
+	ck_assert_msg(cs_run_until(ct_has_error, &e, 10000), "%s", x.last_error);
 	ct_stop(&x);
 	ck_assert_int_eq(pgt_int_db(b1, pos_sql), pos);
 	ck_assert_int_eq(pgt_int_db(root, sub_sql), sub);
@@ -318,12 +301,12 @@ START_TEST(test_bad_provider_and_lost_position)
 	pgt_exec_db(b1, sql);
 	CtWorker y = {.quiet = true};
 	ct_start(&y, b1, POLL);
-	ErrCond f = {&y, "lost position"};
-	ck_assert_msg(cs_run_until(has_error, &f, 10000), "%s", y.last_error);
+	CtErrCond f = {&y, "lost position"};
+	ck_assert_msg(cs_run_until(ct_has_error, &f, 10000), "%s", y.last_error);
 	ct_stop(&y);
 	ck_assert_int_eq(pgt_int_db(b1, pos_sql), pos + 1000);
 	ck_assert_int_eq(pgt_int_db(root, sub_sql), sub);
-	assert_same("b1 events", before, ct_events(b1, false));
+	ct_assert_same("b1 events", before, ct_events(b1, false));
 	free(root);
 	free(b1);
 }
@@ -336,11 +319,11 @@ START_TEST(test_two_workers_one_node)
 	ct_make_sub("branch", b1, "b1", root, "root", root);
 	CtWorker a = {0}, b = {.quiet = true};
 	ct_start(&a, b1, POLL);
-	ErrCond e = {&a, "never"};
-	(void)cs_run_until(has_error, &e, 300); /* a takes the lock first */
+	CtErrCond e = {&a, "never"};
+	(void)cs_run_until(ct_has_error, &e, 300); /* a takes the lock first */
 	ct_start(&b, b1, POLL);
-	ErrCond eb = {&b, "another worker runs the node of cascade " CT_QUEUE};
-	ck_assert_msg(cs_run_until(has_error, &eb, 10000), "%s", b.last_error);
+	CtErrCond eb = {&b, "another worker runs the node of cascade " CT_QUEUE};
+	ck_assert_msg(cs_run_until(ct_has_error, &eb, 10000), "%s", b.last_error);
 	ck_assert_uint_eq(b.chunks, 0);
 	cs_ticker(root, 30);
 	ct_produce(root, 0, 500);
@@ -350,7 +333,7 @@ START_TEST(test_two_workers_one_node)
 	const char *dbs[1] = {b1};
 	const char *names[1] = {"b1"};
 	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
-	assert_same("b1 events", ct_events(root, false), ct_events(b1, false));
+	ct_assert_same("b1 events", ct_events(root, false), ct_events(b1, false));
 	ck_assert_uint_eq(b.chunks, 0);
 	ck_assert_int_eq(a.errors, 0);
 	/* the first one goes away: the second takes over */
@@ -359,7 +342,7 @@ START_TEST(test_two_workers_one_node)
 	cs_tick(root);
 	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
 	ck_assert_uint_gt(b.chunks, 0);
-	assert_same("b1 events", ct_events(root, false), ct_events(b1, false));
+	ct_assert_same("b1 events", ct_events(root, false), ct_events(b1, false));
 	ct_stop(&b);
 	free(root);
 	free(b1);

@@ -59,13 +59,6 @@ static bool copying(void *arg)
 	return pgt_int(t->c, t->sql) > 0;
 }
 
-static void assert_same(const char *what, char *a, char *b)
-{
-	ck_assert_msg(strcmp(a, b) == 0, "%s differ: %s vs %s", what, a, b);
-	free(a);
-	free(b);
-}
-
 START_TEST(test_faults_branch_and_leaf)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db(), *lf = ct_node_db();
@@ -128,9 +121,9 @@ START_TEST(test_faults_branch_and_leaf)
 	char want[32];
 	snprintf(want, sizeof(want), "%d:", next + 2); /* + the 2 location events */
 	ck_assert_msg(strncmp(re, want, strlen(want)) == 0, "root has %s", re);
-	assert_same("b1 events", strdup(re), ct_events(b1, false));
-	assert_same("leaf applied events", re, ct_events(lf, true));
-	assert_same("b1 ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
+	ct_assert_same("b1 events", strdup(re), ct_events(b1, false));
+	ct_assert_same("leaf applied events", re, ct_events(lf, true));
+	ct_assert_same("b1 ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
 	ck_assert_int_gt(wl.errors, 0); /* the faults were seen */
 
 	ct_stop(&wl);

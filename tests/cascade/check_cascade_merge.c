@@ -199,17 +199,6 @@ START_TEST(test_merge_leaves_root_and_branch)
 }
 END_TEST
 
-typedef struct ErrCond {
-	CtWorker *x;
-	const char *needle;
-} ErrCond;
-
-static bool has_error(void *arg)
-{
-	ErrCond *e = arg;
-	return e->x->errors > 0 && strstr(e->x->last_error, e->needle) != NULL;
-}
-
 /* A merge leaf whose combined queue has no root or branch node: a clear error,
    nothing read from the partition. */
 START_TEST(test_merge_leaf_without_combined_node)
@@ -222,8 +211,8 @@ START_TEST(test_merge_leaf_without_combined_node)
 	cs_tick(p1);
 	CtWorker w = {.quiet = true};
 	ct_start_q(&w, cs_base(), "pq1", c, POLL);
-	ErrCond e = {&w, "merge leaf needs a combined root or branch"};
-	ck_assert_msg(cs_run_until(has_error, &e, 20000), "no error; last: %s", w.last_error);
+	CtErrCond e = {&w, "merge leaf needs a combined root or branch"};
+	ck_assert_msg(cs_run_until(ct_has_error, &e, 20000), "no error; last: %s", w.last_error);
 	ck_assert_msg(strstr(w.last_error, "plainq") != NULL, "%s", w.last_error);
 	ct_stop(&w);
 	PGconn *pc = pgt_connect(p1);

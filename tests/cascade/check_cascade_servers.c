@@ -14,13 +14,6 @@
 
 #define POLL (50 * USEC_PER_MSEC)
 
-static void assert_same(const char *what, char *a, char *b)
-{
-	ck_assert_msg(strcmp(a, b) == 0, "%s differ: %s vs %s", what, a, b);
-	free(a);
-	free(b);
-}
-
 typedef struct ChunkCond {
 	CtWorker *x;
 	uint64_t above;
@@ -80,9 +73,9 @@ START_TEST(test_two_servers_restart_mid_copy)
 	char want[32];
 	snprintf(want, sizeof(want), "%d:", next + 2); /* + the 2 location events */
 	ck_assert_msg(strncmp(re, want, strlen(want)) == 0, "root has %s", re);
-	assert_same("b1 events", strdup(re), ct_events(b1, false));
-	assert_same("leaf applied events", re, ct_events(lf, true));
-	assert_same("b1 ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
+	ct_assert_same("b1 events", strdup(re), ct_events(b1, false));
+	ct_assert_same("leaf applied events", re, ct_events(lf, true));
+	ct_assert_same("b1 ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
 	ct_stop(&wl);
 	ct_stop(&wb);
 	free(root);
