@@ -471,6 +471,23 @@ static bool writes_to(void *arg)
 	return ok;
 }
 
+typedef struct Conns {
+	const char *db;
+	int want, last;
+} Conns;
+
+static bool worker_conns_are(void *arg)
+{
+	Conns *k = arg;
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pg_stat_activity where datname = '%s'"
+		 " and application_name = 'pgqev-cascade'",
+		 k->db);
+	k->last = (int)pgt_int_db("postgres", sql);
+	return k->last == k->want;
+}
+
 static void expect_role(const char *db, const char *want)
 {
 	PGconn *k = pgt_connect(db);
@@ -532,6 +549,11 @@ START_TEST(test_switchover_under_load)
 	expect_role(c.db[N_ROOT], "branch:b2");
 	expect_role(c.db[N_B1], "branch:root");
 	expect_role(c.db[N_LF], "leaf:b2");
+	/* b2's worker, a root's now, lets go of its former provider b1: only b1's
+	   own worker stays connected there */
+	Conns k = {c.db[N_B1], 1};
+	ck_assert_msg(pgt_wait_until(worker_conns_are, &k, 10000, 50),
+		      "%d worker connections on b1, expected 1", k.last);
 	Writes w = {&c, N_B2, c.nacked + 200};
 	ck_assert_msg(pgt_wait_until(writes_to, &w, 10000, 20), "the producer did not move to b2");
 	pthread_mutex_lock(&c.mu);
