@@ -454,6 +454,8 @@ int nc_setup(CtlCtx *ctx, NcOp *op, NcArgs *a, const char *cmd)
 
 	if (a->queue && a->cascade && strcmp(a->queue, a->cascade) != 0)
 		return ctl_usage(cmd, "--queue and --cascade name different queues");
+	if (ctx->json)
+		return ctl_usage(cmd, "prints its steps as text; there is no --json output");
 	op->ctx = ctx;
 	op->queue = a->queue ? a->queue : a->cascade;
 	if (!op->queue)
