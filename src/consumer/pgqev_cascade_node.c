@@ -180,6 +180,18 @@ static void on_state_reply(PgqevCascade *w, const PGresult *res)
 		return;
 	}
 	if (w->type == NT_ROOT) {
+		/* a branch promoted to root (switchover, failover) has no provider any
+		   more: its old provider connection would keep reconnecting (forever,
+		   when that node died) and each failure would knock the root's loop
+		   into WAIT_SRC */
+		if (w->src) {
+			w->src = pqev_conn_free(w->src);
+			free(w->src_conninfo);
+			w->src_conninfo = NULL;
+			free(w->channel);
+			w->channel = NULL;
+			w->src_setup = w->src_in_tx = false;
+		}
 		usec_t now = pqev_clock_monotonic();
 		if (!w->last_gwm || now - w->last_gwm >= w->cfg.wm_period) {
 			const char *p[1] = {w->cfg.queue};

@@ -195,6 +195,32 @@ void ctl_probes_free(CtlProbe *p, size_t n);
 extern const char ctl_queue_sql[];
 extern const char ctl_consumer_sql[];
 
+/* ---- node_plan.c: resumable step plans for cascade operations ---- */
+typedef struct CtlPlan CtlPlan;
+/* A step's check: 1 already done, 0 to do, -1 error (printed). Its action: 0 done,
+   -1 failed (printed). `n` is the step's own number given at ctl_plan_step. */
+typedef int (*CtlStepFn)(CtlPlan *p, void *arg, int n);
+CtlPlan *ctl_plan_new(CtlCtx *ctx, bool dry_run);
+CtlPlan *ctl_plan_free(CtlPlan *p);
+void ctl_plan_step(CtlPlan *p, CtlStepFn check, CtlStepFn act, void *arg, int n, const char *fmt,
+		   ...) PQEV_PRINTF(6, 7);
+int ctl_plan_count(const CtlPlan *p);
+bool ctl_plan_dry_run(const CtlPlan *p);
+/* Detail printed after the step's "done" / "already done", in parentheses. */
+void ctl_plan_note(CtlPlan *p, const char *fmt, ...) PQEV_PRINTF(2, 3);
+/* Run the steps (see node_plan.c); an exit code. PGQCTL_STOP_AFTER_STEP=N (for
+   tests) exits 1 right after step N. */
+int ctl_plan_run(CtlPlan *p);
+/* Connection to a cascade member, labelled "node NAME". */
+CtlDb *ctl_node_open(CtlCtx *ctx, const char *node, const char *location);
+/* A pgq_node call answering (ret_code, ret_note, ...): false (printed) on an SQL
+   error or a code >= 400; the result is kept in *out when out is given. */
+bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+		   PGresult **out);
+/* A statement whose failure is printed; NULL then. */
+PGresult *ctl_node_query(CtlDb *db, const char *what, const char *sql, int n, const char *const *p);
+double ctl_now_sec(void); /* monotonic seconds */
+
 /* ---- commands ---- */
 int cmd_install(CtlCtx *ctx, int argc, char **argv);
 int cmd_upgrade(CtlCtx *ctx, int argc, char **argv);
@@ -221,6 +247,9 @@ int cmd_node_create_branch(CtlCtx *ctx, int argc, char **argv);
 int cmd_node_create_leaf(CtlCtx *ctx, int argc, char **argv);
 int cmd_node_members(CtlCtx *ctx, int argc, char **argv);
 int cmd_node_info(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_change_provider(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_switchover(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_failover(CtlCtx *ctx, int argc, char **argv);
 
 extern const CtlCommand ctl_commands[];
 
