@@ -195,6 +195,25 @@ void ctl_probes_free(CtlProbe *p, size_t n);
 extern const char ctl_queue_sql[];
 extern const char ctl_consumer_sql[];
 
+/* ---- node_common.c: helpers of the `node` commands ---- */
+/* Does a connect string hold a password? -1 when it does not parse. */
+int ctl_node_has_password(const char *cs);
+/* Open another member's database, labelled "ROLE DBNAME" in messages. */
+CtlDb *ctl_node_open(CtlCtx *ctx, const char *role, const char *cs);
+/* Is schema pgq_node there? false (printed as "LABEL: what: no pgq_node ...") if not. */
+bool ctl_node_has_schema(CtlDb *db, const char *what);
+/* get_node_info(queue) after the schema check; NULL (printed) on error. */
+PGresult *ctl_node_info(CtlDb *db, const char *queue, const char *what);
+/* Run a pgq_node call answering (ret_code, ret_note, ...); false (printed) on an
+   SQL error or a code >= 300. The result is kept in *out when out is given. */
+bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+		   PGresult **out);
+bool ctl_node_exec_ok(CtlDb *db, const char *what, const char *sql);
+/* "LABEL: message" on stdout unless --quiet. */
+void ctl_node_say(CtlCtx *ctx, CtlDb *db, const char *fmt, ...) PQEV_PRINTF(3, 4);
+/* A stored connect string for printing: one holding a password is not shown. */
+const char *ctl_node_shown_location(const char *loc);
+
 /* ---- commands ---- */
 int cmd_install(CtlCtx *ctx, int argc, char **argv);
 int cmd_upgrade(CtlCtx *ctx, int argc, char **argv);
