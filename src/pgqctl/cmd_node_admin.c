@@ -469,8 +469,9 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 	CtlSteps st;
 	const CtlMember *x;
 	CtlDb *ndb = NULL; /* the node being dropped, when alive */
-	bool nalive = false;
+	bool nalive = false, root_missing = false;
 	char *ntype = NULL;
+	CtlMember found = {0};
 
 	if ((rc = ctl_node_args(ctx, argc, argv, opts, 1, &queue, pos, &npos)))
 		return rc;
@@ -489,6 +490,30 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 	}
 	x = ctl_node_member(l.m, l.nm, node);
 	p = peers_open(ctx, &l, queue, node, &np);
+	if (!x) {
+		/* this node never learned of it (no tick carried the event yet): its
+		   location is in the map of the root, its provider or itself */
+		for (size_t i = 0; i < np && !x; i++) {
+			const char *q[2] = {queue, node};
+			PGresult *r;
+			if (!p[i].reachable)
+				continue;
+			r = ctl_db_exec(
+				peer_db(&l, &p[i]),
+				"select node_name, node_location, dead"
+				" from pgq_node.get_queue_locations($1) where node_name = $2",
+				2, q);
+			if (r && PQntuples(r) == 1) {
+				found.name = strdup(PQgetvalue(r, 0, 0));
+				found.location = strdup(PQgetvalue(r, 0, 1));
+				found.dead = PQgetvalue(r, 0, 2)[0] == 't';
+				if (!found.name || !found.location)
+					abort();
+				x = &found;
+			}
+			PQclear(r);
+		}
+	}
 	/* checks: nobody may still read from the node, and it is not the root */
 	for (size_t i = 0; i < np; i++)
 		if (p[i].provider && strcmp(p[i].provider, node) == 0 &&
@@ -535,7 +560,25 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 		}
 	}
 	ctl_steps_init(&st, ctx, l.what, dry);
-	/* 1. the root forgets the location; its event tells every worker */
+	/* 1. the node itself drops its rows and its queue, first: while it is in
+	   every member's map, a re-run can still find it */
+	if (ntype || (nalive && x)) {
+		const char *q[2] = {queue, node};
+		if (ctl_step(&st, node, ntype == NULL, "drop the node's rows and queue")) {
+			if (!ctl_node_call(ndb, l.what, "select * from pgq_node.drop_node($1, $2)",
+					   2, q, NULL))
+				goto out;
+			ctl_step_done(&st, NULL);
+		}
+	} else if (!ctx->quiet) {
+		printf("node %s: %s: its own rows are left (drop its database, or run "
+		       "drop-node again while it is reachable)\n",
+		       node,
+		       !x        ? "in no member map"
+		       : x->dead ? "tagged dead"
+				 : "unreachable");
+	}
+	/* 2. the root forgets the location; its event tells every worker */
 	if (np > 0 && p[0].type && strcmp(p[0].type, "root") == 0 && p[0].reachable) {
 		const char *q[2] = {queue, node};
 		bool ok = true;
@@ -557,26 +600,10 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 		}
 		free(has);
 	} else {
-		ctl_err("%s: the cascade's root is not reachable from the member map: its "
-			"location is cleaned on the members only",
+		ctl_err("%s: no live root answered: the other members are cleaned, run "
+			"drop-node again when the root is reachable",
 			l.what);
-	}
-	/* 2. the node itself drops its rows and its queue */
-	if (ntype || (nalive && x)) {
-		const char *q[2] = {queue, node};
-		if (ctl_step(&st, node, ntype == NULL, "drop the node's rows and queue")) {
-			if (!ctl_node_call(ndb, l.what, "select * from pgq_node.drop_node($1, $2)",
-					   2, q, NULL))
-				goto out;
-			ctl_step_done(&st, NULL);
-		}
-	} else if (!ctx->quiet) {
-		printf("node %s: %s: its own rows are left (drop its database, or run "
-		       "drop-node again while it is reachable)\n",
-		       node,
-		       !x        ? "not in the member map"
-		       : x->dead ? "tagged dead"
-				 : "unreachable");
+		root_missing = true;
 	}
 	/* 3. every other live member forgets it (subscription and location) */
 	for (size_t i = 0; i < np; i++) {
@@ -608,8 +635,10 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 		}
 		free(left);
 	}
-	rc = ctl_steps_end(&st);
+	rc = root_missing ? CTL_EXIT_ERROR : ctl_steps_end(&st);
 out:
+	free(found.name);
+	free(found.location);
 	free(ntype);
 	if (ndb)
 		ctl_db_close(ndb);

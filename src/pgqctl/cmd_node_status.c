@@ -4,7 +4,7 @@
  *
  * status reads the member map of the -d node, asks every live member at once
  * (multi.c: one connection each, all in parallel, so a dead server costs one
- * connect timeout, 3 s unless --connect-timeout says otherwise), then asks the
+ * connect timeout, 5 s unless --connect-timeout says otherwise), then asks the
  * root how many of its ticks each node is behind and when the node's last tick
  * was made there. A member that is tagged dead is not contacted; one that
  * cannot be reached is shown with the reason. The tree follows each node's
@@ -22,7 +22,7 @@
 
 #include "pgqctl.h"
 
-#define STATUS_CONNECT_TIMEOUT (3 * USEC_PER_SEC)
+#define STATUS_CONNECT_TIMEOUT (5 * USEC_PER_SEC)
 #define MAX_DEPTH              64
 
 enum {
@@ -470,7 +470,7 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 	PGresult *r;
 	CtlMember *m;
 	size_t n;
-	CtlTarget *targets;
+	CtlTarget self, *targets;
 	CtlProbe *probes;
 	SNode *v;
 	const char *params[1];
@@ -489,11 +489,15 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 	snprintf(what, sizeof(what), "status of cascade \"%s\"", a.queue);
 	if (!ctx->connect_timeout_set)
 		ctx->connect_timeout = STATUS_CONNECT_TIMEOUT;
-	if ((rc = ctl_open_single(ctx, &db)))
+	if ((rc = ctl_single_target(ctx, &self)))
 		return rc;
+	db = ctl_db_open(ctx, &self);
 	r = ctl_node_info(db, a.queue, what);
 	if (!r) {
 		ctl_db_close(db);
+		free(self.label);
+		free(self.conninfo);
+		free(self.cluster);
 		return CTL_EXIT_ERROR;
 	}
 	if (!ctl_val(r, 0, 2)) {
@@ -501,14 +505,21 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 			ctl_val(r, 0, 1) ? ctl_val(r, 0, 1) : "none");
 		PQclear(r);
 		ctl_db_close(db);
+		free(self.label);
+		free(self.conninfo);
+		free(self.cluster);
 		return CTL_EXIT_ERROR;
 	}
 	snprintf(local, sizeof(local), "%s", ctl_val(r, 0, 3));
 	PQclear(r);
 	m = ctl_node_members(db, a.queue, what, &n);
 	ctl_db_close(db);
-	if (!m)
+	if (!m) {
+		free(self.label);
+		free(self.conninfo);
+		free(self.cluster);
 		return CTL_EXIT_ERROR;
+	}
 
 	/* every live member at once; the asked node through -d */
 	targets = calloc(n + 1, sizeof(*targets));
@@ -521,8 +532,7 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 		v[i].last_tick = v[i].lag_ticks = -1;
 		v[i].tick_time = v[i].lag_sec = NAN;
 		targets[i].label = m[i].name;
-		targets[i].conninfo =
-			strcmp(m[i].name, local) == 0 ? (char *)ctx->connstr : m[i].location;
+		targets[i].conninfo = strcmp(m[i].name, local) == 0 ? self.conninfo : m[i].location;
 	}
 	params[0] = a.queue;
 	q[Q_HAS] = (CtlProbeQuery){sql_has, 0, NULL, 0};
@@ -543,6 +553,9 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 			}
 		probes = ctl_multi_run(ctx, live, nl, q, Q_COUNT);
 		if (!probes) {
+			free(self.label);
+			free(self.conninfo);
+			free(self.cluster);
 			free(live);
 			free(targets);
 			free(v);
@@ -588,6 +601,9 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 	free(v);
 	free(targets);
 	ctl_node_members_free(m, n);
+	free(self.label);
+	free(self.conninfo);
+	free(self.cluster);
 	return problems ? CTL_EXIT_PROBLEM : CTL_EXIT_OK;
 }
 
