@@ -65,7 +65,9 @@ typedef struct SNode {
 	int parent; /* index, -1 top level */
 	int depth;
 	bool printed;
-	char problems[1024];
+	char problems[1024]; /* "; "-joined, for the table */
+	char *plist[16];     /* each problem, for JSON */
+	int nproblems;
 } SNode;
 
 static char *dup_or_null(const char *s)
@@ -85,15 +87,23 @@ static void add_problem(SNode *n, const char *fmt, ...) PQEV_PRINTF(2, 3);
 static void add_problem(SNode *n, const char *fmt, ...)
 {
 	size_t len = strlen(n->problems);
+	char one[600];
 	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(one, sizeof(one), fmt, ap);
+	va_end(ap);
 	if (len && len + 2 < sizeof(n->problems)) {
 		strcat(n->problems, "; ");
 		len += 2;
 	}
-	va_start(ap, fmt);
-	vsnprintf(n->problems + len, sizeof(n->problems) - len, fmt, ap);
-	va_end(ap);
+	snprintf(n->problems + len, sizeof(n->problems) - len, "%s", one);
+	if (n->nproblems < 16) {
+		n->plist[n->nproblems] = strdup(one);
+		if (!n->plist[n->nproblems])
+			abort();
+		n->nproblems++;
+	}
 }
 
 /* First line of an error text, at most 200 bytes. */
@@ -356,14 +366,8 @@ static void emit(Printer *pr, int i, const char *prefix, bool last, bool top)
 			ctl_json_arr_end(j);
 		}
 		ctl_json_arr_begin(j, "problems");
-		if (x->problems[0]) {
-			/* one string per problem, as printed */
-			char *dup = strdup(x->problems), *save = NULL;
-			for (char *tok = strtok_r(dup, ";", &save); tok;
-			     tok = strtok_r(NULL, ";", &save))
-				ctl_json_str(j, NULL, tok[0] == ' ' ? tok + 1 : tok);
-			free(dup);
-		}
+		for (int p = 0; p < x->nproblems; p++)
+			ctl_json_str(j, NULL, x->plist[p]);
 		ctl_json_arr_end(j);
 		ctl_json_obj_end(j);
 	} else {
@@ -596,6 +600,8 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 		free(v[i].errors);
 		for (int s = 0; s < v[i].nsubs; s++)
 			free(v[i].subs[s]);
+		for (int p = 0; p < v[i].nproblems; p++)
+			free(v[i].plist[p]);
 		free(v[i].subs);
 	}
 	free(v);

@@ -410,6 +410,19 @@ START_TEST(test_status_and_admin)
 	r = node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "healthy", NULL);
 	ctr_free(&r);
+	/* a consumer's recorded error (first line shown) is a problem */
+	pgt_exec_db(lf, "select pgq_node.set_consumer_error('" CT_QUEUE "', 'w_lf',"
+			" E'apply failed: boom\\nsecond line')");
+	r = node(db1, (const char *[]){"status", CT_QUEUE, "--json", NULL});
+	ctr_expect(&r, 3, NULL, NULL);
+	{
+		PGconn *c = pgt_connect(root);
+		ctr_json_eq(c, r.out, "{nodes,3,errors,0}", "w_lf: apply failed: boom");
+		ctr_json_eq(c, r.out, "{nodes,3,problems,0}", "error: w_lf: apply failed: boom");
+		PQfinish(c);
+	}
+	ctr_free(&r);
+	pgt_exec_db(lf, "select pgq_node.set_consumer_error('" CT_QUEUE "', 'w_lf', null)");
 
 	/* drop-node: refused while someone reads from it; a spare leaf is dropped with
 	   a kill after each step, and a re-run finds everything done */
