@@ -27,130 +27,10 @@ typedef struct NodeArgs {
 	char what[512];       /* "create branch node "b1" on queue "q"" */
 } NodeArgs;
 
-/* Does a connect string hold a password? -1 when it does not parse. */
-static int has_password(const char *cs)
-{
-	PQconninfoOption *o = PQconninfoParse(cs, NULL);
-	int has = 0;
-
-	if (!o)
-		return -1;
-	for (PQconninfoOption *p = o; p->keyword; p++)
-		if (strcmp(p->keyword, "password") == 0 && p->val && *p->val)
-			has = 1;
-	PQconninfoFree(o);
-	return has;
-}
-
-/* "ROLE(dbname)" for messages about databases other than -d. */
-static CtlDb *open_other(CtlCtx *ctx, const char *role, const char *cs)
-{
-	PQconninfoOption *o = PQconninfoParse(cs, NULL);
-	const char *db = "?";
-	char label[300];
-	CtlTarget t;
-	CtlDb *d;
-
-	for (PQconninfoOption *p = o; p && p->keyword; p++)
-		if (strcmp(p->keyword, "dbname") == 0 && p->val && *p->val)
-			db = p->val;
-	snprintf(label, sizeof(label), "%s %s", role, db);
-	if (o)
-		PQconninfoFree(o);
-	t = (CtlTarget){.label = label, .conninfo = (char *)cs};
-	d = ctl_db_open(ctx, &t);
-	return d;
-}
-
-static bool has_pgq_node(CtlDb *db, const char *what)
-{
-	PGresult *r =
-		ctl_db_exec(db, "select to_regproc('pgq_node.get_node_info') is not null", 0, NULL);
-	bool has;
-
-	if (!r) {
-		ctl_db_fail(db, what);
-		return false;
-	}
-	has = ctl_val(r, 0, 0) && ctl_val(r, 0, 0)[0] == 't';
-	PQclear(r);
-	if (!has)
-		ctl_err("%s: %s: no pgq_node schema in this database (install pgq_node_ev.sql)",
-			ctl_db_label(db), what);
-	return has;
-}
-
-/* get_node_info(q) (16 columns: ret_code, ret_note, node_type, node_name, ...). */
-static PGresult *node_info(CtlDb *db, const char *queue, const char *what)
-{
-	const char *p[1] = {queue};
-	PGresult *r;
-
-	if (!has_pgq_node(db, what))
-		return NULL;
-	r = ctl_db_exec(db, "select * from pgq_node.get_node_info($1)", 1, p);
-	if (!r)
-		ctl_db_fail(db, what);
-	return r;
-}
-
-/* Run a pgq_node call answering (ret_code, ret_note, ...); false (printed) on an
-   SQL error or a code >= 300. The result is kept in *out when out is given. */
-static bool node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
-		      PGresult **out)
-{
-	PGresult *r = ctl_db_exec(db, sql, n, p);
-	int code;
-
-	if (!r) {
-		ctl_db_fail(db, what);
-		return false;
-	}
-	code = ctl_val(r, 0, 0) ? atoi(ctl_val(r, 0, 0)) : 0;
-	if (code >= 300) {
-		ctl_err("%s: %s: %s (code %d)", ctl_db_label(db), what,
-			ctl_val(r, 0, 1) ? ctl_val(r, 0, 1) : "failed", code);
-		PQclear(r);
-		return false;
-	}
-	if (out)
-		*out = r;
-	else
-		PQclear(r);
-	return true;
-}
-
-static bool exec_ok(CtlDb *db, const char *what, const char *sql)
-{
-	PGresult *r = ctl_db_exec_simple(db, sql);
-
-	if (!r) {
-		ctl_db_fail(db, what);
-		return false;
-	}
-	PQclear(r);
-	return true;
-}
-
-static void say(CtlCtx *ctx, CtlDb *db, const char *fmt, ...) PQEV_PRINTF(3, 4);
-
-static void say(CtlCtx *ctx, CtlDb *db, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ctx->quiet)
-		return;
-	printf("%s: ", ctl_db_label(db));
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
-
 /* Is the node already here? 0 no node for the queue, 1 the same node, -1 error (printed). */
 static int check_local(CtlDb *db, const NodeArgs *a)
 {
-	PGresult *r = node_info(db, a->queue, a->what);
+	PGresult *r = ctl_node_info(db, a->queue, a->what);
 	const char *type, *name;
 	int rc = 0;
 
@@ -183,7 +63,7 @@ static bool check_public(CtlCtx *ctx, CtlDb *local, const NodeArgs *a)
 
 	if (strcmp(a->location, ctx->connstr) == 0)
 		return true;
-	pub = open_other(ctx, "public", a->location);
+	pub = ctl_node_open(ctx, "public", a->location);
 	r2 = ctl_db_exec(pub, sql, 0, NULL);
 	if (!r2) {
 		ctl_db_fail(pub, a->what);
@@ -212,15 +92,17 @@ static int create_root(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 	const char *p[3] = {a->queue, a->name, a->location};
 	const char *c[3] = {a->queue, a->name, a->worker};
 
-	if (!exec_ok(db, a->what, "begin") ||
-	    !node_call(db, a->what, "select * from pgq_node.register_location($1, $2, $3, false)",
-		       3, p, NULL) ||
-	    !node_call(db, a->what,
-		       "select * from pgq_node.create_node($1, 'root', $2, $3, null, null, null)",
-		       3, c, NULL) ||
-	    !exec_ok(db, a->what, "commit"))
+	if (!ctl_node_exec_ok(db, a->what, "begin") ||
+	    !ctl_node_call(db, a->what,
+			   "select * from pgq_node.register_location($1, $2, $3, false)", 3, p,
+			   NULL) ||
+	    !ctl_node_call(
+		    db, a->what,
+		    "select * from pgq_node.create_node($1, 'root', $2, $3, null, null, null)", 3,
+		    c, NULL) ||
+	    !ctl_node_exec_ok(db, a->what, "commit"))
 		return CTL_EXIT_ERROR;
-	say(ctx, db, "root node \"%s\" created", a->name);
+	ctl_node_say(ctx, db, "root node \"%s\" created", a->name);
 	return CTL_EXIT_OK;
 }
 
@@ -232,7 +114,7 @@ static CtlDb *find_root(CtlCtx *ctx, CtlDb *prov, const NodeArgs *a)
 	char *next = NULL;
 
 	for (int hop = 0; hop < MAX_HOPS; hop++) {
-		PGresult *r = node_info(cur, a->queue, a->what);
+		PGresult *r = ctl_node_info(cur, a->queue, a->what);
 		const char *type;
 
 		if (!r)
@@ -266,7 +148,7 @@ static CtlDb *find_root(CtlCtx *ctx, CtlDb *prov, const NodeArgs *a)
 		}
 		if (cur != prov)
 			ctl_db_close(cur);
-		cur = open_other(ctx, "upstream", next);
+		cur = ctl_node_open(ctx, "upstream", next);
 	}
 	if (cur != prov)
 		ctl_db_close(cur);
@@ -291,19 +173,20 @@ static bool ensure_location(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 	have = atoi(PQgetvalue(r, 0, 0)) > 0;
 	PQclear(r);
 	if (have) {
-		say(ctx, db, "location of \"%s\" already registered", a->name);
+		ctl_node_say(ctx, db, "location of \"%s\" already registered", a->name);
 		return true;
 	}
-	if (!node_call(db, a->what, "select * from pgq_node.register_location($1, $2, $3, false)",
-		       3, p, NULL))
+	if (!ctl_node_call(db, a->what,
+			   "select * from pgq_node.register_location($1, $2, $3, false)", 3, p,
+			   NULL))
 		return false;
-	say(ctx, db, "location of \"%s\" registered", a->name);
+	ctl_node_say(ctx, db, "location of \"%s\" registered", a->name);
 	return true;
 }
 
 static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 {
-	CtlDb *prov = open_other(ctx, "provider", a->provider), *root = NULL;
+	CtlDb *prov = ctl_node_open(ctx, "provider", a->provider), *root = NULL;
 	PGresult *pinfo = NULL, *members = NULL, *r = NULL;
 	const char *pname;
 	char gw[32] = "";
@@ -317,7 +200,7 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 	root = find_root(ctx, prov, a);
 	if (!root)
 		goto out;
-	pinfo = node_info(prov, a->queue, a->what);
+	pinfo = ctl_node_info(prov, a->queue, a->what);
 	if (!pinfo)
 		goto out;
 	pname = ctl_val(pinfo, 0, 3);
@@ -372,12 +255,12 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 				goto out;
 			}
 			snprintf(gw, sizeof(gw), "%s", PQgetvalue(r, 0, 1));
-			say(ctx, prov, "\"%s\" already subscribed", a->name);
+			ctl_node_say(ctx, prov, "\"%s\" already subscribed", a->name);
 		}
 		PQclear(r);
 		r = NULL;
 		if (!*gw) {
-			if (!node_call(
+			if (!ctl_node_call(
 				    prov, a->what,
 				    "select * from pgq_node.register_subscriber($1, $2, $3, null)",
 				    3, p, &r))
@@ -385,33 +268,34 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 			snprintf(gw, sizeof(gw), "%s", PQgetvalue(r, 0, 2));
 			PQclear(r);
 			r = NULL;
-			say(ctx, prov, "\"%s\" subscribed", a->name);
+			ctl_node_say(ctx, prov, "\"%s\" subscribed", a->name);
 		}
 	}
 	/* 3. the new node: every member's location, its own, then the node row */
-	if (!exec_ok(db, a->what, "begin"))
+	if (!ctl_node_exec_ok(db, a->what, "begin"))
 		goto out;
 	for (int i = 0; i < PQntuples(members); i++) {
 		const char *p[4] = {a->queue, PQgetvalue(members, i, 0), PQgetvalue(members, i, 1),
 				    PQgetvalue(members, i, 2)};
 		if (strcmp(p[1], a->name) == 0)
 			continue;
-		if (!node_call(db, a->what,
-			       "select * from pgq_node.register_location($1, $2, $3, $4::boolean)",
-			       4, p, NULL))
+		if (!ctl_node_call(
+			    db, a->what,
+			    "select * from pgq_node.register_location($1, $2, $3, $4::boolean)", 4,
+			    p, NULL))
 			goto out;
 	}
 	{
 		const char *p[3] = {a->queue, a->name, a->location};
 		const char *c[6] = {a->queue, a->type, a->name, a->worker, pname, gw};
-		if (!node_call(db, a->what,
-			       "select * from pgq_node.register_location($1, $2, $3, false)", 3, p,
-			       NULL) ||
-		    !node_call(db, a->what,
-			       "select * from pgq_node.create_node($1, $2, $3, $4, $5,"
-			       " $6::bigint, null)",
-			       6, c, NULL) ||
-		    !exec_ok(db, a->what, "commit"))
+		if (!ctl_node_call(db, a->what,
+				   "select * from pgq_node.register_location($1, $2, $3, false)", 3,
+				   p, NULL) ||
+		    !ctl_node_call(db, a->what,
+				   "select * from pgq_node.create_node($1, $2, $3, $4, $5,"
+				   " $6::bigint, null)",
+				   6, c, NULL) ||
+		    !ctl_node_exec_ok(db, a->what, "commit"))
 			goto out;
 	}
 	if (!ctx->quiet)
@@ -472,7 +356,7 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 					  "default public connect string)");
 	if (!*a.location)
 		return ctl_usage(argv[0], "needs PUBLIC_CONNSTR (or -d)");
-	pw = has_password(a.location);
+	pw = ctl_node_has_password(a.location);
 	if (pw < 0) {
 		ctl_err("%s: the public connect string does not parse", a.what);
 		return CTL_EXIT_USAGE;
@@ -487,7 +371,7 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 	if (pw && !ctx->quiet)
 		fprintf(stderr, "pgqctl: warning: storing a password in node_location of every "
 				"member (--store-password)\n");
-	if (!root && has_password(a.provider) < 0) {
+	if (!root && ctl_node_has_password(a.provider) < 0) {
 		ctl_err("%s: the --provider connect string does not parse", a.what);
 		return CTL_EXIT_USAGE;
 	}
@@ -495,7 +379,7 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 		return rc;
 	rc = check_local(db, &a);
 	if (rc == 1) {
-		say(ctx, db, "already done: this database is node \"%s\"", a.name);
+		ctl_node_say(ctx, db, "already done: this database is node \"%s\"", a.name);
 		ctl_db_close(db);
 		return CTL_EXIT_OK;
 	}
@@ -544,14 +428,6 @@ static int view_args(CtlCtx *ctx, int argc, char **argv, const char **queue)
 	return 0;
 }
 
-/* A stored connect string for printing: one with a password is not shown. */
-static const char *shown_location(const char *loc)
-{
-	if (!loc)
-		return NULL;
-	return has_password(loc) != 0 ? "(hidden: holds a password)" : loc;
-}
-
 int cmd_node_members(CtlCtx *ctx, int argc, char **argv)
 {
 	static const char *const hdr[] = {"node", "dead", "location"};
@@ -567,7 +443,7 @@ int cmd_node_members(CtlCtx *ctx, int argc, char **argv)
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	p[0] = queue;
-	if (!has_pgq_node(db, what)) {
+	if (!ctl_node_has_schema(db, what)) {
 		ctl_db_close(db);
 		return CTL_EXIT_ERROR;
 	}
@@ -590,7 +466,7 @@ int cmd_node_members(CtlCtx *ctx, int argc, char **argv)
 			ctl_json_obj_begin(&j, NULL);
 			ctl_json_str(&j, "node", PQgetvalue(r, i, 0));
 			ctl_json_bool(&j, "dead", PQgetvalue(r, i, 1)[0] == 't');
-			ctl_json_str(&j, "location", shown_location(PQgetvalue(r, i, 2)));
+			ctl_json_str(&j, "location", ctl_node_shown_location(PQgetvalue(r, i, 2)));
 			ctl_json_obj_end(&j);
 		}
 		ctl_json_arr_end(&j);
@@ -601,7 +477,7 @@ int cmd_node_members(CtlCtx *ctx, int argc, char **argv)
 		for (int i = 0; i < PQntuples(r); i++) {
 			const char *cells[3] = {PQgetvalue(r, i, 0),
 						PQgetvalue(r, i, 1)[0] == 't' ? "yes" : "no",
-						shown_location(PQgetvalue(r, i, 2))};
+						ctl_node_shown_location(PQgetvalue(r, i, 2))};
 			ctl_table_add(t, cells);
 		}
 		ctl_table_print(t, stdout, ctx->color);
@@ -625,7 +501,7 @@ int cmd_node_info(CtlCtx *ctx, int argc, char **argv)
 	snprintf(what, sizeof(what), "node info of queue \"%s\"", queue);
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
-	r = node_info(db, queue, what);
+	r = ctl_node_info(db, queue, what);
 	if (!r) {
 		ctl_db_close(db);
 		return CTL_EXIT_ERROR;
@@ -644,7 +520,8 @@ int cmd_node_info(CtlCtx *ctx, int argc, char **argv)
 		ctl_json_str(&j, "queue", queue);
 		for (int c = 2; c < PQnfields(r); c++) {
 			if (c == 7)
-				ctl_json_str(&j, PQfname(r, c), shown_location(ctl_val(r, 0, c)));
+				ctl_json_str(&j, PQfname(r, c),
+					     ctl_node_shown_location(ctl_val(r, 0, c)));
 			else
 				ctl_json_cell(&j, PQfname(r, c), r, 0, c);
 		}
@@ -655,7 +532,7 @@ int cmd_node_info(CtlCtx *ctx, int argc, char **argv)
 		for (int c = 2; c < PQnfields(r); c++) {
 			const char *v = ctl_val(r, 0, c);
 			if (c == 7)
-				v = shown_location(v);
+				v = ctl_node_shown_location(v);
 			printf("%-18s %s\n", PQfname(r, c), v ? v : "");
 		}
 	}

@@ -43,7 +43,7 @@ static int cp_chk_location(CtlPlan *p, void *arg, int n)
 {
 	NcOp *op = arg;
 	const char *q[2] = {op->queue, op->node->name};
-	PGresult *r = ctl_node_query(nc_db(op, op->prov), op->what,
+	PGresult *r = ctl_plan_query(nc_db(op, op->prov), op->what,
 				     "select count(*) from pgq_node.get_queue_locations($1)"
 				     " where node_name = $2",
 				     2, q);
@@ -61,7 +61,7 @@ static int cp_act_location(CtlPlan *p, void *arg, int n)
 	NcOp *op = arg;
 	const char *q[3] = {op->queue, op->node->name, op->node->location};
 
-	return ctl_node_call(nc_db(op, op->prov), op->what,
+	return ctl_plan_call(nc_db(op, op->prov), op->what,
 			     "select * from pgq_node.register_location($1, $2, $3, false)", 3, q,
 			     NULL)
 		       ? 0
@@ -71,7 +71,7 @@ static int cp_act_location(CtlPlan *p, void *arg, int n)
 static int plain_registered(NcOp *op, NcMember *m)
 {
 	const char *q[2] = {op->queue, op->consumer};
-	PGresult *r = ctl_node_query(nc_db(op, m), op->what,
+	PGresult *r = ctl_plan_query(nc_db(op, m), op->what,
 				     "select count(*) from pgq.get_consumer_info($1)"
 				     " where consumer_name = $2",
 				     2, q);
@@ -112,14 +112,14 @@ static int cp_act_register(CtlPlan *p, void *arg, int n)
 	if (op->plain) {
 		const char *q[3] = {op->queue, op->consumer, tick};
 		PGresult *r =
-			ctl_node_query(nc_db(op, op->prov), op->what,
+			ctl_plan_query(nc_db(op, op->prov), op->what,
 				       "select pgq.register_consumer_at($1, $2, $3::bigint)", 3, q);
 		if (!r)
 			return -1;
 		PQclear(r);
 	} else {
 		const char *q[4] = {op->queue, op->node->name, op->consumer, tick};
-		if (!ctl_node_call(
+		if (!ctl_plan_call(
 			    nc_db(op, op->prov), op->what,
 			    "select * from pgq_node.register_subscriber($1, $2, $3, $4::bigint)", 4,
 			    q, NULL))
@@ -144,7 +144,7 @@ static int cp_act_change(CtlPlan *p, void *arg, int n)
 	NcOp *op = arg;
 	const char *q[3] = {op->queue, op->consumer, op->prov->name};
 
-	return ctl_node_call(nc_db(op, op->node), op->what,
+	return ctl_plan_call(nc_db(op, op->node), op->what,
 			     "select * from pgq_node.change_consumer_provider($1, $2, $3)", 3, q,
 			     NULL)
 		       ? 0
@@ -217,14 +217,14 @@ static int cp_act_drop(CtlPlan *p, void *arg, int n)
 		if (op->plain) {
 			const char *q[2] = {op->queue, op->consumer};
 			PGresult *r =
-				ctl_node_query(nc_db(op, f[i]), op->what,
+				ctl_plan_query(nc_db(op, f[i]), op->what,
 					       "select pgq.unregister_consumer($1, $2)", 2, q);
 			if (!r)
 				return -1;
 			PQclear(r);
 		} else {
 			const char *q[2] = {op->queue, op->node->name};
-			if (!ctl_node_call(nc_db(op, f[i]), op->what,
+			if (!ctl_plan_call(nc_db(op, f[i]), op->what,
 					   "select * from pgq_node.unregister_subscriber($1, $2)",
 					   2, q, NULL))
 				return -1;
@@ -266,7 +266,7 @@ int cmd_node_change_provider(CtlCtx *ctx, int argc, char **argv)
 		/* the node of -d */
 		PGresult *r;
 		const char *q[1] = {op.queue};
-		r = ctl_node_query(op.local, op.what,
+		r = ctl_plan_query(op.local, op.what,
 				   "select node_name from pgq_node.get_node_info($1)", 1, q);
 		if (!r)
 			goto out;
@@ -384,7 +384,7 @@ static int all_below_last_tick(NcOp *op, NcMember *m)
 	char sql[1024], tbl[300];
 	int rc = -1;
 
-	r = ctl_node_query(db, op->what,
+	r = ctl_plan_query(db, op->what,
 			   "select pgq.quote_fqname(queue_data_pfx) from pgq.queue"
 			   " where queue_name = $1",
 			   1, q);
@@ -401,7 +401,7 @@ static int all_below_last_tick(NcOp *op, NcMember *m)
 		return ctl_db_fail(db, op->what) ? -1 : -1;
 	PQclear(r);
 	snprintf(sql, sizeof(sql), "lock table %s in share mode", tbl);
-	r = ctl_node_query(db, op->what, sql, 0, NULL);
+	r = ctl_plan_query(db, op->what, sql, 0, NULL);
 	if (r) {
 		PQclear(r);
 		snprintf(sql, sizeof(sql),
@@ -411,7 +411,7 @@ static int all_below_last_tick(NcOp *op, NcMember *m)
 			 " select count(*) from %s e, t where e.ev_txid >= txid_snapshot_xmin(t.s)"
 			 " and not txid_visible_in_snapshot(e.ev_txid, t.s)",
 			 tbl);
-		r = ctl_node_query(db, op->what, sql, 1, q);
+		r = ctl_plan_query(db, op->what, sql, 1, q);
 		if (r) {
 			rc = atoll(PQgetvalue(r, 0, 0)) == 0;
 			PQclear(r);
@@ -491,7 +491,7 @@ static int sw_act_writes_off(CtlPlan *p, void *arg, int n)
 	NcOp *op = arg;
 	const char *q[2] = {op->queue, op->nw->name};
 
-	if (!ctl_node_call(nc_db(op, op->old), op->what,
+	if (!ctl_plan_call(nc_db(op, op->old), op->what,
 			   "select * from pgq_node.demote_root($1, 1, $2)", 2, q, NULL))
 		return -1;
 	op->t_off = ctl_now_sec();
@@ -543,7 +543,7 @@ static int sw_act_final(CtlPlan *p, void *arg, int n)
 	const char *q[2] = {op->queue, op->nw->name};
 	PGresult *r;
 
-	if (!ctl_node_call(nc_db(op, op->old), op->what,
+	if (!ctl_plan_call(nc_db(op, op->old), op->what,
 			   "select * from pgq_node.demote_root($1, 2, $2)", 2, q, &r))
 		return -1;
 	op->final_tick = nc_cell_ll(r, 0, 2);
@@ -613,7 +613,7 @@ static int sw_act_promote(CtlPlan *p, void *arg, int n)
 	NcOp *op = arg;
 	const char *q[1] = {op->queue};
 
-	if (!ctl_node_call(nc_db(op, op->nw), op->what, "select * from pgq_node.promote_branch($1)",
+	if (!ctl_plan_call(nc_db(op, op->nw), op->what, "select * from pgq_node.promote_branch($1)",
 			   1, q, NULL))
 		return -1;
 	op->t_on = ctl_now_sec();
@@ -646,7 +646,7 @@ static int sw_act_subscribe_old(CtlPlan *p, void *arg, int n)
 	if (l < 0 || !nc_need_state(op, op->old, &st))
 		return -1;
 	snprintf(tick, sizeof(tick), "%lld", l);
-	if (!ctl_node_call(nc_db(op, op->nw), op->what,
+	if (!ctl_plan_call(nc_db(op, op->nw), op->what,
 			   "select * from pgq_node.register_subscriber($1, $2, $3, $4::bigint)", 4,
 			   q, NULL))
 		return -1;
@@ -672,7 +672,7 @@ static int unsub_everywhere(CtlPlan *p, NcOp *op, NcMember *who, const NcMember 
 	if (k < 0)
 		return -1;
 	for (int i = 0; i < k; i++) {
-		if (!ctl_node_call(nc_db(op, f[i]), op->what,
+		if (!ctl_plan_call(nc_db(op, f[i]), op->what,
 				   "select * from pgq_node.unregister_subscriber($1, $2)", 2, q,
 				   NULL))
 			return -1;
@@ -724,7 +724,7 @@ static int sw_act_demote(CtlPlan *p, void *arg, int n)
 	NcOp *op = arg;
 	const char *q[2] = {op->queue, op->nw->name};
 
-	return ctl_node_call(nc_db(op, op->old), op->what,
+	return ctl_plan_call(nc_db(op, op->old), op->what,
 			     "select * from pgq_node.demote_root($1, 3, $2)", 2, q, NULL)
 		       ? 0
 		       : -1;
@@ -920,7 +920,7 @@ static const char GRAVE_SQL[] = "select last_tick from pgq.get_consumer_info($1)
 static long long fo_gravestone(NcOp *op)
 {
 	const char *q[2] = {op->queue, op->old->name};
-	PGresult *r = ctl_node_query(nc_db(op, op->nw), op->what, GRAVE_SQL, 2, q);
+	PGresult *r = ctl_plan_query(nc_db(op, op->nw), op->what, GRAVE_SQL, 2, q);
 	long long t;
 
 	if (!r)
@@ -942,7 +942,7 @@ static int fo_chk_tag(CtlPlan *p, void *arg, int n)
 
 		if (m == op->old || m->dead || !nc_reachable(op, m))
 			continue;
-		r = ctl_node_query(nc_db(op, m), op->what,
+		r = ctl_plan_query(nc_db(op, m), op->what,
 				   "select coalesce(bool_and(dead), false)"
 				   " from pgq_node.get_queue_locations($1) where node_name = $2",
 				   2, q);
@@ -972,7 +972,7 @@ static int fo_act_tag(CtlPlan *p, void *arg, int n)
 			snprintf(skipped + l, sizeof(skipped) - l, "%s%s", l ? ", " : "", m->name);
 			continue;
 		}
-		if (!ctl_node_call(nc_db(op, m), op->what,
+		if (!ctl_plan_call(nc_db(op, m), op->what,
 				   "select * from pgq_node.register_location($1, $2, null, true)",
 				   2, q, NULL))
 			return -1;
@@ -1005,7 +1005,7 @@ static int fo_act_fence(CtlPlan *p, void *arg, int n)
 	NcOp *op = arg;
 	const char *q[1] = {op->queue};
 
-	if (!ctl_node_call(nc_db(op, op->old), op->what,
+	if (!ctl_plan_call(nc_db(op, op->old), op->what,
 			   "select * from pgq_node.demote_root($1, 1, null)", 1, q, NULL))
 		return -1;
 	ctl_plan_note(p, "%s answers: its writes are off now", op->old->name);
@@ -1107,10 +1107,10 @@ static int fo_act_grave(CtlPlan *p, void *arg, int n)
 	if (rc < 0)
 		return -1;
 	if (rc &&
-	    !ctl_node_call(nc_db(op, op->nw), op->what,
+	    !ctl_plan_call(nc_db(op, op->nw), op->what,
 			   "select * from pgq_node.unregister_subscriber($1, $2)", 2, q, NULL))
 		return -1;
-	if (!ctl_node_call(nc_db(op, op->nw), op->what,
+	if (!ctl_plan_call(nc_db(op, op->nw), op->what,
 			   "select * from pgq_node.register_subscriber($1, $2, $3, $4::bigint)", 4,
 			   q, NULL))
 		return -1;
@@ -1138,7 +1138,7 @@ static int fo_act_promote(CtlPlan *p, void *arg, int n)
 	NcOp *op = arg;
 	const char *q[1] = {op->queue};
 
-	if (!ctl_node_call(nc_db(op, op->nw), op->what, "select * from pgq_node.promote_branch($1)",
+	if (!ctl_plan_call(nc_db(op, op->nw), op->what, "select * from pgq_node.promote_branch($1)",
 			   1, q, NULL))
 		return -1;
 	ctl_plan_note(p, "producers write to %s now", op->nw->name);
@@ -1197,7 +1197,7 @@ static void fo_report_lost(NcOp *op, long long resume_tick)
 		       op->old->name, resume_tick);
 		return;
 	}
-	r = ctl_node_query(db, op->what,
+	r = ctl_plan_query(db, op->what,
 			   "select pgq.quote_fqname(queue_data_pfx) from pgq.queue"
 			   " where queue_name = $1",
 			   1, q);
@@ -1219,7 +1219,7 @@ static void fo_report_lost(NcOp *op, long long resume_tick)
 		 " from %s e, t where e.ev_txid >= txid_snapshot_xmin(t.s)"
 		 " and not txid_visible_in_snapshot(e.ev_txid, t.s)",
 		 tbl);
-	r = ctl_node_query(db, op->what, sql, 2, q);
+	r = ctl_plan_query(db, op->what, sql, 2, q);
 	if (!r)
 		return;
 	if (atoll(PQgetvalue(r, 0, 6)) == 0) {

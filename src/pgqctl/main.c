@@ -51,6 +51,28 @@ static const CtlCommand node_commands[] = {
 	{"failover", cmd_node_failover, NULL,
 	 "--dead OLD NEW --cascade QUEUE [--dry-run] [--timeout SEC]",
 	 "NEW takes over from a dead root, or a dead branch's subscribers move to NEW"},
+	{"status", cmd_node_status, NULL, "QUEUE [--max-lag SECONDS]",
+	 "the cascade as a tree from any member; exit 3 when something is wrong"},
+	{"pause", cmd_node_pause, NULL,
+	 "QUEUE [--node N | --consumer C] [--timeout SECONDS | --no-wait]",
+	 "pause a node's worker (default: this node's) or a consumer"},
+	{"resume", cmd_node_resume, NULL,
+	 "QUEUE [--node N | --consumer C] [--timeout SECONDS | --no-wait]",
+	 "resume a paused worker or consumer"},
+	{"tag-dead", cmd_node_tag_dead, NULL, "QUEUE NODE [--dry-run]",
+	 "mark a member dead on every live member"},
+	{"tag-alive", cmd_node_tag_alive, NULL, "QUEUE NODE [--dry-run]",
+	 "clear the dead mark of a member that is back"},
+	{"drop-node", cmd_node_drop_node, NULL, "QUEUE NODE [--dry-run]",
+	 "remove a member from the cascade (its subscribers must have moved)"},
+	{"resurrect", cmd_node_resurrect, NULL, "QUEUE [--lost-events FILE] [--dry-run]",
+	 "turn an old root, after a failover, into a branch of the new cascade"},
+	{"wait-root", cmd_node_wait_root, NULL, "QUEUE [--timeout SECONDS]",
+	 "wait until this node has the root's current last tick"},
+	{"wait-provider", cmd_node_wait_provider, NULL, "QUEUE [--timeout SECONDS]",
+	 "wait until this node has its provider's current last tick"},
+	{"rename-node", cmd_node_rename_node, NULL, "QUEUE OLD NEW",
+	 "refused: see pgqctl(1) for why and what to do instead"},
 	{NULL},
 };
 
@@ -78,7 +100,7 @@ const CtlCommand ctl_commands[] = {
 	{"tail", cmd_tail, NULL, "QUEUE [--from-now]", "print events as they are ticked"},
 	{"retry", NULL, retry_commands, "list|now|drop ...", "the retry queue"},
 	{"node", NULL, node_commands,
-	 "create-root|create-branch|create-leaf|members|info|change-provider|switchover|failover ...",
+	 "create-root|...|status|switchover|failover|... (pgqctl node --help)",
 	 "cascade nodes (pgq_node)"},
 	{"ticker", cmd_ticker, NULL, "[--listen ADDR:PORT]",
 	 "the daemon's view, from its /health endpoint"},
@@ -102,7 +124,7 @@ static void usage(FILE *out)
 			fprintf(out, "  %s %s\n      %s\n", c->name, c->usage, c->help);
 		}
 	}
-	fputs("\nExit status: 0 ok, 1 error, 2 usage, 3 status found a problem.\n"
+	fputs("\nExit status: 0 ok, 1 error, 2 usage, 3 status found a problem, 4 a wait timed out.\n"
 	      "See pgqctl(1).\n",
 	      out);
 }
@@ -205,6 +227,7 @@ int main(int argc, char **argv)
 				return CTL_EXIT_USAGE;
 			}
 			ctx.connect_timeout = t;
+			ctx.connect_timeout_set = true;
 			break;
 		}
 		case 'M':

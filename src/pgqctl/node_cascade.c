@@ -58,7 +58,7 @@ static int load_members(NcOp *op)
 		return CTL_EXIT_ERROR;
 	}
 	PQclear(r);
-	r = ctl_node_query(op->local, op->what,
+	r = ctl_plan_query(op->local, op->what,
 			   "select node_name, node_location, dead"
 			   " from pgq_node.get_queue_locations($1) order by 1",
 			   1, p);
@@ -115,7 +115,7 @@ CtlDb *nc_db(NcOp *op, NcMember *m)
 {
 	if (!m->tried) {
 		m->tried = true;
-		m->db = ctl_node_open(op->ctx, m->name, m->location);
+		m->db = ctl_plan_open(op->ctx, m->name, m->location);
 		m->up = ctl_db_connect(m->db);
 	}
 	return m->up ? m->db : NULL;
@@ -149,7 +149,7 @@ int nc_read_state(NcOp *op, NcMember *m, NcState *st)
 	st->completed = st->top = -1;
 	if (!db)
 		return 0;
-	r = ctl_node_query(db, op->what, STATE_SQL, 1, p);
+	r = ctl_plan_query(db, op->what, STATE_SQL, 1, p);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 1 && ctl_val(r, 0, 0)) {
@@ -199,7 +199,7 @@ int nc_cons_state(NcOp *op, NcMember *m, const char *consumer, NcCons *cs)
 		ctl_err("node %s: %s: does not answer: %s", m->name, op->what, ctl_db_error(m->db));
 		return -1;
 	}
-	r = ctl_node_query(
+	r = ctl_plan_query(
 		db, op->what,
 		"select provider_node, last_tick_id, paused, uptodate"
 		" from pgq_node.local_state where queue_name = $1 and consumer_name = $2",
@@ -261,7 +261,7 @@ int nc_pause(NcOp *op, NcMember *m, const char *consumer, bool wait)
 	NcCons cs;
 	double start = ctl_now_sec();
 
-	if (!ctl_node_call(nc_db(op, m), op->what,
+	if (!ctl_plan_call(nc_db(op, m), op->what,
 			   "select * from pgq_node.set_consumer_paused($1, $2, true)", 2, p, NULL))
 		return -1;
 	if (!wait)
@@ -296,7 +296,7 @@ int nc_resume(NcOp *op, NcMember *m, const char *consumer)
 {
 	const char *p[2] = {op->queue, consumer};
 
-	return ctl_node_call(nc_db(op, m), op->what,
+	return ctl_plan_call(nc_db(op, m), op->what,
 			     "select * from pgq_node.set_consumer_paused($1, $2, false)", 2, p,
 			     NULL)
 		       ? 0
@@ -307,7 +307,7 @@ int nc_resume(NcOp *op, NcMember *m, const char *consumer)
 int nc_has_subscriber(NcOp *op, NcMember *m, const char *name)
 {
 	const char *p[2] = {op->queue, name};
-	PGresult *r = ctl_node_query(nc_db(op, m), op->what,
+	PGresult *r = ctl_plan_query(nc_db(op, m), op->what,
 				     "select count(*) from pgq_node.get_subscriber_info($1)"
 				     " where node_name = $2",
 				     2, p);
@@ -424,13 +424,13 @@ int nc_move_worker(NcOp *op, NcMember *s, NcMember *to)
 		if (ts.top < ss.completed && nc_wait_for_tick(op, to, ss.completed) != 0)
 			return -1;
 		snprintf(tick, sizeof(tick), "%lld", ss.completed);
-		if (!ctl_node_call(
+		if (!ctl_plan_call(
 			    nc_db(op, to), op->what,
 			    "select * from pgq_node.register_location($1, $2, $3, false)"
 			    " where not exists (select 1 from pgq_node.get_queue_locations($1)"
 			    " where node_name = $2)",
 			    3, l, NULL) ||
-		    !ctl_node_call(
+		    !ctl_plan_call(
 			    nc_db(op, to), op->what,
 			    "select * from pgq_node.register_subscriber($1, $2, $3, $4::bigint)", 4,
 			    p, NULL))
@@ -438,7 +438,7 @@ int nc_move_worker(NcOp *op, NcMember *s, NcMember *to)
 	}
 	{
 		const char *p[3] = {op->queue, ss.worker, to->name};
-		if (!ctl_node_call(nc_db(op, s), op->what,
+		if (!ctl_plan_call(nc_db(op, s), op->what,
 				   "select * from pgq_node.change_consumer_provider($1, $2, $3)", 3,
 				   p, NULL))
 			return -1;

@@ -160,7 +160,7 @@ int ctl_plan_run(CtlPlan *p)
 
 /* ---- member connections ---- */
 
-CtlDb *ctl_node_open(CtlCtx *ctx, const char *node, const char *location)
+CtlDb *ctl_plan_open(CtlCtx *ctx, const char *node, const char *location)
 {
 	char label[300];
 	CtlTarget t;
@@ -170,7 +170,7 @@ CtlDb *ctl_node_open(CtlCtx *ctx, const char *node, const char *location)
 	return ctl_db_open(ctx, &t);
 }
 
-bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+bool ctl_plan_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
 		   PGresult **out)
 {
 	PGresult *r = ctl_db_exec(db, sql, n, p);
@@ -196,7 +196,7 @@ bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const ch
 	return true;
 }
 
-PGresult *ctl_node_query(CtlDb *db, const char *what, const char *sql, int n, const char *const *p)
+PGresult *ctl_plan_query(CtlDb *db, const char *what, const char *sql, int n, const char *const *p)
 {
 	PGresult *r = ctl_db_exec(db, sql, n, p);
 

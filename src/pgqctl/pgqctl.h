@@ -29,6 +29,7 @@ enum {
 	CTL_EXIT_ERROR = 1,
 	CTL_EXIT_USAGE = 2,
 	CTL_EXIT_PROBLEM = 3, /* status found a problem */
+	CTL_EXIT_TIMEOUT = 4, /* a wait ran out of time */
 };
 
 struct event_base;
@@ -54,8 +55,9 @@ typedef struct CtlCtx {
 	bool color;          /* a terminal without NO_COLOR */
 	bool quiet;
 	usec_t connect_timeout;
-	unsigned max_conns; /* --max-conns: connections at once with --all */
-	const char *sqldir; /* --sqldir / PGQCTL_SQLDIR */
+	bool connect_timeout_set; /* --connect-timeout given */
+	unsigned max_conns;       /* --max-conns: connections at once with --all */
+	const char *sqldir;       /* --sqldir / PGQCTL_SQLDIR */
 	/* loop */
 	struct event_base *base;
 	PqevConnLimit *lim;
@@ -212,14 +214,65 @@ void ctl_plan_note(CtlPlan *p, const char *fmt, ...) PQEV_PRINTF(2, 3);
    tests) exits 1 right after step N. */
 int ctl_plan_run(CtlPlan *p);
 /* Connection to a cascade member, labelled "node NAME". */
-CtlDb *ctl_node_open(CtlCtx *ctx, const char *node, const char *location);
+CtlDb *ctl_plan_open(CtlCtx *ctx, const char *node, const char *location);
 /* A pgq_node call answering (ret_code, ret_note, ...): false (printed) on an SQL
    error or a code >= 400; the result is kept in *out when out is given. */
-bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+bool ctl_plan_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
 		   PGresult **out);
 /* A statement whose failure is printed; NULL then. */
-PGresult *ctl_node_query(CtlDb *db, const char *what, const char *sql, int n, const char *const *p);
+PGresult *ctl_plan_query(CtlDb *db, const char *what, const char *sql, int n, const char *const *p);
 double ctl_now_sec(void); /* monotonic seconds */
+/* ---- node_common.c: helpers of the `node` commands ---- */
+/* Does a connect string hold a password? -1 when it does not parse. */
+int ctl_node_has_password(const char *cs);
+/* Open another member's database, labelled "ROLE DBNAME" in messages. */
+CtlDb *ctl_node_open(CtlCtx *ctx, const char *role, const char *cs);
+/* Is schema pgq_node there? false (printed as "LABEL: what: no pgq_node ...") if not. */
+bool ctl_node_has_schema(CtlDb *db, const char *what);
+/* get_node_info(queue) after the schema check; NULL (printed) on error. */
+PGresult *ctl_node_info(CtlDb *db, const char *queue, const char *what);
+/* Run a pgq_node call answering (ret_code, ret_note, ...); false (printed) on an
+   SQL error or a code >= 300. The result is kept in *out when out is given. */
+bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+		   PGresult **out);
+bool ctl_node_exec_ok(CtlDb *db, const char *what, const char *sql);
+/* "LABEL: message" on stdout unless --quiet. */
+void ctl_node_say(CtlCtx *ctx, CtlDb *db, const char *fmt, ...) PQEV_PRINTF(3, 4);
+/* A stored connect string for printing: one holding a password is not shown. */
+const char *ctl_node_shown_location(const char *loc);
+
+/* The cascade of a node command: --cascade Q, --queue Q, or the first of
+   nwant + 1 positional words; pos then holds the nwant others. */
+int ctl_node_args(CtlCtx *ctx, int argc, char **argv, const CtlOpt *extra, int nwant,
+		  const char **queue, char **pos, int *npos);
+/* The member map a node holds (get_queue_locations), ordered by name. */
+typedef struct CtlMember {
+	char *name, *location;
+	bool dead;
+} CtlMember;
+CtlMember *ctl_node_members(CtlDb *db, const char *queue, const char *what, size_t *n);
+const CtlMember *ctl_node_member(const CtlMember *m, size_t n, const char *name);
+void ctl_node_members_free(CtlMember *m, size_t n);
+/* Open a member at its stored location, labelled "node NAME". */
+CtlDb *ctl_node_open_member(CtlCtx *ctx, const CtlMember *m);
+/* Run the loop for `us`; false when a signal arrived. */
+bool ctl_node_sleep(CtlCtx *ctx, usec_t us);
+/* A multi-step operation: each step is printed as done, already done, or (with
+   --dry-run) would be done. */
+typedef struct CtlSteps {
+	CtlCtx *ctx;
+	const char *op;
+	bool dry_run;
+	int num, changed, planned, stop_after;
+	char where[128], what[512];
+} CtlSteps;
+void ctl_steps_init(CtlSteps *s, CtlCtx *ctx, const char *op, bool dry_run);
+/* Next step: true when the caller is to do it now (not already done, not a dry
+   run); then ctl_step_done() after it succeeded. */
+bool ctl_step(CtlSteps *s, const char *where, bool already, const char *fmt, ...) PQEV_PRINTF(4, 5);
+void ctl_step_done(CtlSteps *s, const char *detail);
+/* The closing line; CTL_EXIT_OK. */
+int ctl_steps_end(CtlSteps *s);
 
 /* ---- commands ---- */
 int cmd_install(CtlCtx *ctx, int argc, char **argv);
@@ -250,6 +303,16 @@ int cmd_node_info(CtlCtx *ctx, int argc, char **argv);
 int cmd_node_change_provider(CtlCtx *ctx, int argc, char **argv);
 int cmd_node_switchover(CtlCtx *ctx, int argc, char **argv);
 int cmd_node_failover(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_status(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_wait_root(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_wait_provider(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_pause(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_resume(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_tag_dead(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_tag_alive(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_resurrect(CtlCtx *ctx, int argc, char **argv);
+int cmd_node_rename_node(CtlCtx *ctx, int argc, char **argv);
 
 extern const CtlCommand ctl_commands[];
 

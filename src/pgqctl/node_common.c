@@ -1,0 +1,315 @@
+/*
+ * Helpers shared by the `node` commands (cmd_node*.c): connections to other
+ * members, the pgq_node schema check, calls answering (ret_code, ret_note),
+ * progress lines, and connect strings safe to print.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "pgqctl.h"
+
+int ctl_node_has_password(const char *cs)
+{
+	PQconninfoOption *o = PQconninfoParse(cs, NULL);
+	int has = 0;
+
+	if (!o)
+		return -1;
+	for (PQconninfoOption *p = o; p->keyword; p++)
+		if (strcmp(p->keyword, "password") == 0 && p->val && *p->val)
+			has = 1;
+	PQconninfoFree(o);
+	return has;
+}
+
+CtlDb *ctl_node_open(CtlCtx *ctx, const char *role, const char *cs)
+{
+	PQconninfoOption *o = PQconninfoParse(cs, NULL);
+	const char *db = "?";
+	char label[300];
+	CtlTarget t;
+
+	for (PQconninfoOption *p = o; p && p->keyword; p++)
+		if (strcmp(p->keyword, "dbname") == 0 && p->val && *p->val)
+			db = p->val;
+	snprintf(label, sizeof(label), "%s %s", role, db);
+	if (o)
+		PQconninfoFree(o);
+	t = (CtlTarget){.label = label, .conninfo = (char *)cs};
+	return ctl_db_open(ctx, &t);
+}
+
+bool ctl_node_has_schema(CtlDb *db, const char *what)
+{
+	PGresult *r =
+		ctl_db_exec(db, "select to_regproc('pgq_node.get_node_info') is not null", 0, NULL);
+	bool has;
+
+	if (!r) {
+		ctl_db_fail(db, what);
+		return false;
+	}
+	has = ctl_val(r, 0, 0) && ctl_val(r, 0, 0)[0] == 't';
+	PQclear(r);
+	if (!has)
+		ctl_err("%s: %s: no pgq_node schema in this database (install pgq_node_ev.sql)",
+			ctl_db_label(db), what);
+	return has;
+}
+
+PGresult *ctl_node_info(CtlDb *db, const char *queue, const char *what)
+{
+	const char *p[1] = {queue};
+	PGresult *r;
+
+	if (!ctl_node_has_schema(db, what))
+		return NULL;
+	r = ctl_db_exec(db, "select * from pgq_node.get_node_info($1)", 1, p);
+	if (!r)
+		ctl_db_fail(db, what);
+	return r;
+}
+
+bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+		   PGresult **out)
+{
+	PGresult *r = ctl_db_exec(db, sql, n, p);
+	int code;
+
+	if (!r) {
+		ctl_db_fail(db, what);
+		return false;
+	}
+	code = ctl_val(r, 0, 0) ? atoi(ctl_val(r, 0, 0)) : 0;
+	if (code >= 300) {
+		ctl_err("%s: %s: %s (code %d)", ctl_db_label(db), what,
+			ctl_val(r, 0, 1) ? ctl_val(r, 0, 1) : "failed", code);
+		PQclear(r);
+		return false;
+	}
+	if (out)
+		*out = r;
+	else
+		PQclear(r);
+	return true;
+}
+
+bool ctl_node_exec_ok(CtlDb *db, const char *what, const char *sql)
+{
+	PGresult *r = ctl_db_exec_simple(db, sql);
+
+	if (!r) {
+		ctl_db_fail(db, what);
+		return false;
+	}
+	PQclear(r);
+	return true;
+}
+
+void ctl_node_say(CtlCtx *ctx, CtlDb *db, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ctx->quiet)
+		return;
+	printf("%s: ", ctl_db_label(db));
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+}
+
+const char *ctl_node_shown_location(const char *loc)
+{
+	if (!loc)
+		return NULL;
+	return ctl_node_has_password(loc) != 0 ? "(hidden: holds a password)" : loc;
+}
+
+/* ---- cascade operations (cmd_node_status.c, cmd_node_admin.c) ---- */
+
+int ctl_node_args(CtlCtx *ctx, int argc, char **argv, const CtlOpt *extra, int nwant,
+		  const char **queue, char **pos, int *npos)
+{
+	const char *q = NULL, *c = NULL;
+	CtlOpt opts[32];
+	int n = 0, rc;
+
+	opts[n++] = (CtlOpt){"queue", true, &q};
+	opts[n++] = (CtlOpt){"cascade", true, &c};
+	for (const CtlOpt *o = extra; o && o->name && n < 31; o++)
+		opts[n++] = *o;
+	opts[n] = (CtlOpt){NULL};
+	if ((rc = ctl_parse_opts(ctx, argc, argv, opts, pos, npos)))
+		return rc;
+	if (q && c && strcmp(q, c) != 0)
+		return ctl_usage(argv[0], "--queue and --cascade name different cascades");
+	if (!q)
+		q = c;
+	/* the cascade's queue name as the first word, as `node members QUEUE` */
+	if (!q && *npos == nwant + 1) {
+		q = pos[0];
+		memmove(pos, pos + 1, (size_t)nwant * sizeof(char *));
+		(*npos)--;
+	}
+	if (!q)
+		return ctl_usage(argv[0], "needs the cascade: QUEUE or --cascade QUEUE");
+	if (*npos != nwant)
+		return ctl_usage(argv[0], "needs %d argument%s after the cascade, got %d", nwant,
+				 nwant == 1 ? "" : "s", *npos);
+	if (!ctl_check_name("cascade", q))
+		return CTL_EXIT_ERROR;
+	*queue = q;
+	return 0;
+}
+
+CtlMember *ctl_node_members(CtlDb *db, const char *queue, const char *what, size_t *n)
+{
+	const char *p[1] = {queue};
+	PGresult *r;
+	CtlMember *m;
+
+	*n = 0;
+	r = ctl_db_exec(db,
+			"select node_name, node_location, dead"
+			" from pgq_node.get_queue_locations($1) order by 1",
+			1, p);
+	if (!r) {
+		ctl_db_fail(db, what);
+		return NULL;
+	}
+	m = calloc((size_t)PQntuples(r) + 1, sizeof(*m));
+	if (!m)
+		abort();
+	for (int i = 0; i < PQntuples(r); i++) {
+		m[i].name = strdup(PQgetvalue(r, i, 0));
+		m[i].location = strdup(PQgetvalue(r, i, 1));
+		m[i].dead = PQgetvalue(r, i, 2)[0] == 't';
+		if (!m[i].name || !m[i].location)
+			abort();
+	}
+	*n = (size_t)PQntuples(r);
+	PQclear(r);
+	return m;
+}
+
+const CtlMember *ctl_node_member(const CtlMember *m, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(m[i].name, name) == 0)
+			return &m[i];
+	return NULL;
+}
+
+void ctl_node_members_free(CtlMember *m, size_t n)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(m[i].name);
+		free(m[i].location);
+	}
+	free(m);
+}
+
+CtlDb *ctl_node_open_member(CtlCtx *ctx, const CtlMember *m)
+{
+	char label[300];
+	CtlTarget t;
+
+	snprintf(label, sizeof(label), "node %s", m->name);
+	t = (CtlTarget){.label = label, .conninfo = m->location};
+	return ctl_db_open(ctx, &t);
+}
+
+static void wake(evutil_socket_t fd, short what, void *arg)
+{
+	*(bool *)arg = true;
+}
+
+bool ctl_node_sleep(CtlCtx *ctx, usec_t us)
+{
+	bool fired = false;
+	struct timeval tv = {.tv_sec = (time_t)(us / USEC_PER_SEC),
+			     .tv_usec = (suseconds_t)(us % USEC_PER_SEC)};
+	struct event *ev = evtimer_new(ctx->base, wake, &fired);
+	bool ok;
+
+	if (!ev)
+		abort();
+	evtimer_add(ev, &tv);
+	ok = ctl_loop_until(ctx, &fired);
+	event_free(ev);
+	return ok;
+}
+
+/* ---- steps ---- */
+
+void ctl_steps_init(CtlSteps *s, CtlCtx *ctx, const char *op, bool dry_run)
+{
+	const char *hook = getenv("PGQCTL_STOP_AFTER_STEP");
+
+	*s = (CtlSteps){.ctx = ctx, .op = op, .dry_run = dry_run};
+	/* test hook (undocumented): die like a crash after N steps that changed
+	   something, so tests can check that a re-run finishes the job */
+	if (hook && *hook)
+		s->stop_after = atoi(hook);
+	if (dry_run && !ctx->quiet)
+		printf("%s: dry run, nothing is changed\n", op);
+}
+
+bool ctl_step(CtlSteps *s, const char *where, bool already, const char *fmt, ...)
+{
+	va_list ap;
+
+	s->num++;
+	va_start(ap, fmt);
+	vsnprintf(s->what, sizeof(s->what), fmt, ap);
+	va_end(ap);
+	snprintf(s->where, sizeof(s->where), "%s", where);
+	if (already) {
+		if (!s->ctx->quiet)
+			printf("step %d: %s: %s: already done\n", s->num, s->where, s->what);
+		return false;
+	}
+	if (s->dry_run) {
+		if (!s->ctx->quiet)
+			printf("step %d: %s: %s: would be done\n", s->num, s->where, s->what);
+		s->planned++;
+		return false;
+	}
+	return true;
+}
+
+void ctl_step_done(CtlSteps *s, const char *detail)
+{
+	s->changed++;
+	if (!s->ctx->quiet)
+		printf("step %d: %s: %s: done%s%s\n", s->num, s->where, s->what, detail ? ", " : "",
+		       detail ? detail : "");
+	fflush(stdout);
+	if (s->stop_after > 0 && s->changed >= s->stop_after) {
+		fprintf(stderr, "pgqctl: stopping after step %d (PGQCTL_STOP_AFTER_STEP)\n",
+			s->num);
+		raise(SIGKILL);
+	}
+}
+
+int ctl_steps_end(CtlSteps *s)
+{
+	if (s->ctx->quiet)
+		return CTL_EXIT_OK;
+	if (s->dry_run)
+		printf("%s: dry run: %d step%s would change something\n", s->op, s->planned,
+		       s->planned == 1 ? "" : "s");
+	else if (s->changed == 0)
+		printf("%s: nothing to do, everything was already done\n", s->op);
+	else
+		printf("%s: finished (%d step%s done now)\n", s->op, s->changed,
+		       s->changed == 1 ? "" : "s");
+	return CTL_EXIT_OK;
+}
