@@ -253,11 +253,15 @@ bool chaos_report(ChaosTotals *t, const ChaosFaults *f, const char *report_path)
 			committed += t->committed[d][q].n;
 	for (int i = 0; i < f->n; i++)
 		nfaults += f->count[i];
-	fprintf(o, "chaos: seed %" PRIu64 ", %d s of faults, drained in %.1f s after the producers stopped\n",
+	fprintf(o,
+		"chaos: seed %" PRIu64
+		", %d s of faults, drained in %.1f s after the producers stopped\n",
 		f->seed, f->seconds, f->drain_ms / 1000.0);
-	fprintf(o, "events committed: %lu (transactions: %lu committed, %lu rolled back on purpose,"
-		   " %lu failed by faults)\n",
+	fprintf(o,
+		"events committed: %lu (transactions: %lu committed, %lu rolled back on purpose,"
+		" %lu failed by faults)\n",
 		committed, t->txn_committed, t->txn_rolled_back, t->txn_failed);
+	fprintf(o, "event table rotations seen: %d\n", f->rotations);
 	fprintf(o, "faults: %d\n", nfaults);
 	for (int i = 0; i < f->n; i++)
 		fprintf(o, "  %-32s %4d  (took effect %d)\n", f->names[i], f->count[i], f->hit[i]);

@@ -14,10 +14,10 @@
 #define CHAOS_NQ  2
 
 typedef enum ChaosKind {
-	CK_REGULAR,    /* libpgqev, at least once */
-	CK_COOP,       /* libpgqev coop subconsumers a and b, one group */
-	CK_EXACT,      /* libpgqev exactly-once: the rows of chaos_exact */
-	CK_PYTHON,     /* python3-pgq's pgq.Consumer */
+	CK_REGULAR, /* libpgqev, at least once */
+	CK_COOP,    /* libpgqev coop subconsumers a and b, one group */
+	CK_EXACT,   /* libpgqev exactly-once: the rows of chaos_exact */
+	CK_PYTHON,  /* python3-pgq's pgq.Consumer */
 	CK_NKIND,
 	CK_EXACT_FILE, /* the exactly-once worker's own lines: only F/R counted */
 } ChaosKind;
@@ -45,6 +45,7 @@ typedef struct ChaosFaults {
 	uint64_t seed;
 	int seconds;
 	int64_t drain_ms;
+	int rotations; /* event table switches seen while the faults ran */
 } ChaosFaults;
 
 void chaos_totals_init(ChaosTotals *t);

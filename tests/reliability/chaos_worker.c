@@ -74,8 +74,7 @@ static void logmsg(const char *what, const char *why)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	fprintf(stderr, "%lld.%03ld %s: %s", (long long)ts.tv_sec, ts.tv_nsec / 1000000, what,
-		why);
+	fprintf(stderr, "%lld.%03ld %s: %s", (long long)ts.tv_sec, ts.tv_nsec / 1000000, what, why);
 	if (!*why || why[strlen(why) - 1] != '\n')
 		fputc('\n', stderr);
 }
@@ -185,7 +184,9 @@ static int produce(const char *connstr, int dbno)
 		}
 		unsigned roll = rnd_below(100), n;
 		unsigned size = rnd_below(100);
-		n = size < 80 ? 1 + rnd_below(5) : size < 97 ? 10 + rnd_below(40) : 200 + rnd_below(300);
+		n = size < 80   ? 1 + rnd_below(5)
+		    : size < 97 ? 10 + rnd_below(40)
+				: 200 + rnd_below(300);
 		bool rollback = roll < 10;
 		if (!produce_txn(c, &next_uid, n, rollback))
 			failed++;

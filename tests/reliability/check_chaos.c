@@ -183,8 +183,7 @@ static void write_ini(bool broken)
 		"[pgqd]\nbase_connstr = host=%s port=%d user=postgres\nsyslog = 0\n"
 		"database_list = %s, %s\nticker_period = %s\nmaint_period = 2\n"
 		"retry_period = 1\nstats_period = 10\nconnect_timeout = 5\n",
-		pgt_socket_dir(), pgt_port(), dbs[0], dbs[1],
-		ini_generation % 2 ? "0.3" : "0.2");
+		pgt_socket_dir(), pgt_port(), dbs[0], dbs[1], ini_generation % 2 ? "0.3" : "0.2");
 	if (broken)
 		fputs("ticker_period = soon\nno_such_key = 1\n", f);
 	ck_assert_int_eq(fclose(f), 0);
@@ -234,18 +233,22 @@ static void start_world(uint64_t seed)
 	for (int d = 0; d < NDB; d++) {
 		for (int k = 0; k < W_NKIND; k++) {
 			snprintf(out, sizeof(out), "%s/got-%d-%s", dir, d, wkind[k]);
-			snprintf(seedbuf, sizeof(seedbuf), "%" PRIu64, seed * 31 + (uint64_t)(d * 7 + k));
+			snprintf(seedbuf, sizeof(seedbuf), "%" PRIu64,
+				 seed * 31 + (uint64_t)(d * 7 + k));
 			snprintf(name, sizeof(name), "%s-%d", wkind[k], d);
 			/* libpgqev names its sessions pgqev-consumer */
-			const char *argv[] = {worker, "consume", wkind[k], pgt_connstr(dbs[d], false), out,
-					      seedbuf, NULL};
+			const char *argv[] = {
+				worker, "consume", wkind[k], pgt_connstr(dbs[d], false),
+				out,    seedbuf,   NULL};
 			proc_setup(&workers[d][k], name, argv);
 		}
 		for (int q = 0; q < NQ; q++) {
 			snprintf(out, sizeof(out), "%s/got-%d-python-%s", dir, d, queues[q]);
 			snprintf(name, sizeof(name), "python-%d-%s", d, queues[q]);
-			snprintf(pconn, sizeof(pconn), "%s application_name=chaos-py", pgt_connstr(dbs[d], false));
-			const char *argv[] = {"/usr/bin/python3", py, pconn, queues[q], "c_py", out, NULL};
+			snprintf(pconn, sizeof(pconn), "%s application_name=chaos-py",
+				 pgt_connstr(dbs[d], false));
+			const char *argv[] = {
+				"/usr/bin/python3", py, pconn, queues[q], "c_py", out, NULL};
 			proc_setup(&pyw[d][q], name, argv);
 		}
 		snprintf(pconn, sizeof(pconn), "%s application_name=chaos-producer",
@@ -277,12 +280,10 @@ enum {
 	F_NKIND
 };
 static const char *const fault_name[F_NKIND] = {
-	"terminate ticker backend", "terminate maintenance backend",
-	"terminate consumer backend", "terminate producer backend",
-	"server restart (fast)", "server restart (immediate)",
-	"SIGKILL + restart daemon", "SIGKILL + restart consumer",
-	"SIGSTOP/SIGCONT daemon", "SIGHUP good config",
-	"SIGHUP broken config", "forced rotation"};
+	"terminate ticker backend",   "terminate maintenance backend", "terminate consumer backend",
+	"terminate producer backend", "server restart (fast)",         "server restart (immediate)",
+	"SIGKILL + restart daemon",   "SIGKILL + restart consumer",    "SIGSTOP/SIGCONT daemon",
+	"SIGHUP good config",         "SIGHUP broken config",          "forced rotation"};
 static int fault_count[F_NKIND], fault_hit[F_NKIND];
 static int64_t recovery_ms[256];
 static int nrecovery, recovery_failed;
@@ -319,6 +320,34 @@ static int terminate(const char *where, bool one)
 	}
 	PQfinish(c);
 	return n;
+}
+
+static bool terminate_maint(void *arg)
+{
+	(void)arg;
+	return terminate("application_name = 'pgqd-ev' and query not like '%pgq.ticker()%'"
+			 " and query not like '%pgq.version()%' and state = 'active'",
+			 false) > 0;
+}
+
+/* Table rotations seen (queue_cur_table changes between samples). */
+static int last_table[NDB][NQ], rotations_seen;
+
+static void sample_rotations(void)
+{
+	for (int d = 0; d < NDB; d++) {
+		PGconn *c = PQconnectdb(pgt_connstr(dbs[d], false));
+		PGresult *r =
+			PQexec(c, "select queue_cur_table from pgq.queue order by queue_name");
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == NQ)
+			for (int q = 0; q < NQ; q++) {
+				int t = atoi(PQgetvalue(r, q, 0));
+				rotations_seen += t != last_table[d][q];
+				last_table[d][q] = t;
+			}
+		PQclear(r);
+		PQfinish(c);
+	}
 }
 
 typedef struct RecoveryCond {
@@ -413,13 +442,13 @@ static void run_fault(int f)
 	fault_count[f]++;
 	switch (f) {
 	case F_TERM_TICKER:
-		fault_hit[f] += terminate("application_name = 'pgqd-ev' and query like '%pgq.ticker()%'",
-					  false) > 0;
+		fault_hit[f] +=
+			terminate("application_name = 'pgqd-ev' and query like '%pgq.ticker()%'",
+				  false) > 0;
 		break;
 	case F_TERM_MAINT:
-		fault_hit[f] += terminate("application_name = 'pgqd-ev' and query not like "
-					  "'%pgq.ticker()%'",
-					  false) > 0;
+		/* maintenance connections live for a round only: catch one */
+		fault_hit[f] += pgt_wait_until(terminate_maint, NULL, 4000, 10);
 		break;
 	case F_TERM_CONSUMER:
 		fault_hit[f] +=
@@ -482,22 +511,31 @@ static void run_fault(int f)
 		int d = (int)(rnd() % NDB);
 		const char *q = queues[rnd() % NQ];
 		PGconn *c = PQconnectdb(pgt_connstr(dbs[d], false));
-		snprintf(where, sizeof(where),
-			 "update pgq.queue set queue_switch_time = now() - interval '1 hour'"
-			 " where queue_name = '%s'",
-			 q);
 		if (PQstatus(c) == CONNECTION_OK) {
-			/* a rotation left half done is finished first, as maintenance would */
-			PGresult *r = PQexec(c, "select pgq.maint_rotate_tables_step2()");
+			char cur[300];
+			snprintf(cur, sizeof(cur),
+				 "select queue_cur_table from pgq.queue where queue_name = '%s'",
+				 q);
+			PGresult *r = PQexec(c, cur);
+			int before = PQresultStatus(r) == PGRES_TUPLES_OK
+					     ? atoi(PQgetvalue(r, 0, 0))
+					     : -1;
 			PQclear(r);
-			r = PQexec(c, where);
-			PQclear(r);
-			snprintf(where, sizeof(where), "select pgq.maint_rotate_tables_step1('%s')", q);
-			r = PQexec(c, where);
-			if (PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) > 0)
+			/* step1 rotates only when the rotation period has passed */
+			snprintf(
+				where, sizeof(where),
+				"update pgq.queue set queue_switch_time = now() - interval '1 hour'"
+				" where queue_name = '%s'",
+				q);
+			PQclear(PQexec(c, where));
+			snprintf(where, sizeof(where), "select pgq.maint_rotate_tables_step1('%s')",
+				 q);
+			PQclear(PQexec(c, where));
+			PQclear(PQexec(c, "select pgq.maint_rotate_tables_step2()"));
+			r = PQexec(c, cur);
+			if (PQresultStatus(r) == PGRES_TUPLES_OK && before >= 0 &&
+			    atoi(PQgetvalue(r, 0, 0)) != before)
 				fault_hit[f]++;
-			PQclear(r);
-			r = PQexec(c, "select pgq.maint_rotate_tables_step2()");
 			PQclear(r);
 		}
 		PQfinish(c);
@@ -551,15 +589,17 @@ START_TEST(test_chaos)
 	if (pgt_missing(system("/usr/bin/python3 -c 'import pgq' 2>/dev/null") != 0,
 			"python3-pgq for /usr/bin/python3 (scripts/packages.txt)"))
 		return;
-	fprintf(stderr, "# chaos: seed %" PRIu64 " (replay: PGQD_CHAOS_SEED=%" PRIu64
-			"), %d s of faults\n",
+	fprintf(stderr,
+		"# chaos: seed %" PRIu64 " (replay: PGQD_CHAOS_SEED=%" PRIu64 "), %d s of faults\n",
 		seed, seed, seconds);
 	rng_state = seed ? seed : 1;
 	snprintf(dir, sizeof(dir), "%s/chaos", pgt_tmp_dir());
 	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	int64_t t_setup = pgt_now_ms();
 	for (int d = 0; d < NDB; d++)
 		setup_db(d);
 	start_world(seed);
+	fprintf(stderr, "# chaos: set up in %.1f s\n", (pgt_now_ms() - t_setup) / 1000.0);
 
 	/* faults, in seeded rounds that each hold every kind once */
 	int order[F_NKIND], pos = F_NKIND;
@@ -577,6 +617,7 @@ START_TEST(test_chaos)
 			pos = 0;
 		}
 		run_fault(order[pos++]);
+		sample_rotations();
 		for (int d = 0; d < NDB; d++)
 			ck_assert_msg(proc_alive(&producers[d]), "producer %d died, see %s", d,
 				      producers[d].log);
@@ -599,6 +640,8 @@ START_TEST(test_chaos)
 	for (int i = 0; i < NCONS; i++)
 		(void)proc_stop(consumer_proc(i), 20000);
 	(void)proc_stop(&daemon_p, 20000);
+	fprintf(stderr, "# chaos: faults ran %.1f s, stopped everything %.1f s after the drain\n",
+		(t_drain - end) / 1000.0 + seconds, (pgt_now_ms() - t_drain - drain_ms) / 1000.0);
 
 	/* compare */
 	chaos_totals_init(&tot);
@@ -610,9 +653,10 @@ START_TEST(test_chaos)
 		chaos_load_committed(&tot, d, c);
 		for (int k = 0; k < W_NKIND; k++) {
 			snprintf(path, sizeof(path), "%s/got-%d-%s", dir, d, wkind[k]);
-			chaos_read_file(&tot, d, k == W_REGULAR ? CK_REGULAR
-					       : k == W_EXACT ? CK_EXACT_FILE
-							      : CK_COOP,
+			chaos_read_file(&tot, d,
+					k == W_REGULAR ? CK_REGULAR
+					: k == W_EXACT ? CK_EXACT_FILE
+						       : CK_COOP,
 					path);
 		}
 		for (int q = 0; q < NQ; q++) {
@@ -622,9 +666,16 @@ START_TEST(test_chaos)
 		chaos_load_exact(&tot, d, c);
 		PQfinish(c);
 	}
-	ChaosFaults fr = {.n = F_NKIND, .names = fault_name, .count = fault_count, .hit = fault_hit,
-			  .recovery_ms = recovery_ms, .nrecovery = nrecovery < 256 ? nrecovery : 256,
-			  .seed = seed, .seconds = seconds, .drain_ms = drain_ms};
+	ChaosFaults fr = {.n = F_NKIND,
+			  .names = fault_name,
+			  .count = fault_count,
+			  .hit = fault_hit,
+			  .recovery_ms = recovery_ms,
+			  .nrecovery = nrecovery < 256 ? nrecovery : 256,
+			  .seed = seed,
+			  .seconds = seconds,
+			  .drain_ms = drain_ms,
+			  .rotations = rotations_seen};
 	bool ok = chaos_report(&tot, &fr, getenv("PGQD_CHAOS_REPORT"));
 	chaos_totals_free(&tot);
 
@@ -648,7 +699,8 @@ int main(void)
 	/* The test template turns synchronous_commit off for speed; an immediate
 	   shutdown may then lose commits the clients were told about, which is the
 	   server's choice, not ours: this test needs every commit to be a commit. */
-	PgtOptions o = {.need_server = true, .max_connections = 200,
+	PgtOptions o = {.need_server = true,
+			.max_connections = 200,
 			.extra_conf = "synchronous_commit = on"};
 	return pgt_main(s, &o);
 }
