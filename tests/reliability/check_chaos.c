@@ -15,7 +15,8 @@
  * delivery that was not finished.
  *
  * PGQD_CHAOS_SECONDS sets the length of the fault phase (default 30; the slow
- * suite runs 200); PGQD_CHAOS_REPORT names a file that gets the summary too.
+ * suite runs 200, scripts/chaos what it is told); PGQD_CHAOS_REPORT names a file
+ * that gets the summary too.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -578,12 +579,20 @@ static bool drained(void *arg)
 	return true;
 }
 
+/* PGQD_CHAOS_SECONDS (scripts/chaos), else the suite's default, else 30. */
+static int chaos_seconds(void)
+{
+	const char *v = getenv("PGQD_CHAOS_SECONDS");
+	if (!v || !*v)
+		v = getenv("PGQD_CHAOS_DEFAULT_SECONDS");
+	return v && atoi(v) > 0 ? atoi(v) : 30;
+}
+
 START_TEST(test_chaos)
 {
 	const char *s = getenv("PGQD_CHAOS_SEED");
-	const char *secs_env = getenv("PGQD_CHAOS_SECONDS");
 	uint64_t seed = s && *s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-	int seconds = secs_env && *secs_env ? atoi(secs_env) : 30;
+	int seconds = chaos_seconds();
 	ChaosTotals tot;
 
 	if (pgt_missing(system("/usr/bin/python3 -c 'import pgq' 2>/dev/null") != 0,
@@ -691,9 +700,7 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("chaos");
-	const char *secs_env = getenv("PGQD_CHAOS_SECONDS");
-	int seconds = secs_env && *secs_env ? atoi(secs_env) : 30;
-	TCase *tc = pgt_tcase("chaos", seconds + 150 * pgt_time_factor() + 60);
+	TCase *tc = pgt_tcase("chaos", chaos_seconds() + 150 * pgt_time_factor() + 60);
 	tcase_add_test(tc, test_chaos);
 	suite_add_tcase(s, tc);
 	/* The test template turns synchronous_commit off for speed; an immediate
