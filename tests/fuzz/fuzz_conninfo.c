@@ -3,6 +3,7 @@
  * connects anywhere): no crash, and a password never shows in the connection's
  * label or error, whether the input carries it as a keyword, in a URI, or inside
  * a dbname that is itself a connection string. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 
 #define SECRET "Zq9SecretPw"
 
-static void try_one(struct event_base *base, PqevConnLimit *lim, const char *conninfo)
+static void try_one(struct event_base *base, PqevConnLimit *lim, const char *conninfo, bool check)
 {
 	PqevConnConfig cfg;
 	PqevConnCallbacks cb = {.size = sizeof(cb)};
@@ -32,7 +33,7 @@ static void try_one(struct event_base *base, PqevConnLimit *lim, const char *con
 		fprintf(stderr, "refused without a reason (%d): '%s'\n", rc, conninfo);
 		abort();
 	}
-	if (strstr(pqev_conn_name(c), SECRET) || strstr(pqev_conn_error(c), SECRET)) {
+	if (check && (strstr(pqev_conn_name(c), SECRET) || strstr(pqev_conn_error(c), SECRET))) {
 		fprintf(stderr, "password shown: name '%s' error '%s' for '%s'\n",
 			pqev_conn_name(c), pqev_conn_error(c), conninfo);
 		abort();
@@ -53,21 +54,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	memcpy(text, data, size);
 	text[size] = '\0'; /* a NUL inside ends the string, as for any C caller */
-	try_one(base, lim, text);
 	if (strstr(text, SECRET)) {
 		/* the secret outside a password (a dbname, say) may well be shown */
+		try_one(base, lim, text, false);
 		free(text);
 		free(buf);
 		return 0;
 	}
+	try_one(base, lim, text, true);
 	snprintf(buf, 2 * size + 200, "%s password=" SECRET, text);
-	try_one(base, lim, buf);
+	try_one(base, lim, buf, true);
 	snprintf(buf, 2 * size + 200, "password=" SECRET " %s", text);
-	try_one(base, lim, buf);
+	try_one(base, lim, buf, true);
 	snprintf(buf, 2 * size + 200, "postgresql://u:" SECRET "@%s", text);
-	try_one(base, lim, buf);
+	try_one(base, lim, buf, true);
 	snprintf(buf, 2 * size + 200, "dbname='password=" SECRET " %s'", text);
-	try_one(base, lim, buf);
+	try_one(base, lim, buf, true);
 	free(text);
 	free(buf);
 	return 0;
