@@ -68,6 +68,11 @@ static bool sleeping(void *arg)
 	return pgt_int_db("postgres", sql) == 1;
 }
 
+static bool nothing_pending(void *arg)
+{
+	return pqev_conn_pending(arg) == 0;
+}
+
 static bool has_notify(void *arg)
 {
 	return ((CtConn *)arg)->notifies > 0;
@@ -538,7 +543,8 @@ START_TEST(test_cancel_and_timeout)
 	ck_assert(ct_run_until(ct_req_is_done, &qto, 10000));
 	ck_assert_int_eq(qto.done, 1);
 	ck_assert_int_eq(qto.status, PQEV_TIMEOUT);
-	ct_run_for(50);
+	/* nothing queued or in flight: no completion can come again */
+	ck_assert(ct_run_until(nothing_pending, rec.conn, 10000));
 	ck_assert_int_eq(slow.done + queued.done + to.done + after.done + qto.done, 5);
 	pqev_conn_free(rec.conn);
 	ct_teardown();
