@@ -216,6 +216,8 @@ static void setup_db(int d)
 	PQfinish(c);
 }
 
+static void daemon_start(void);
+
 static void start_world(uint64_t seed)
 {
 	const char *worker = pgt_env_path("PGQD_CHAOS_WORKER");
@@ -229,7 +231,11 @@ static void start_world(uint64_t seed)
 		snprintf(daemon_bin, sizeof(daemon_bin), "%s/src/ticker/pgqd-ev",
 			 getenv("PGQD_TEST_BUILDDIR"));
 		const char *argv[] = {daemon_bin, ini_path, NULL};
-		proc_setup(&daemon_p, "daemon", argv);
+		snprintf(daemon_p.name, sizeof(daemon_p.name), "daemon");
+		snprintf(daemon_p.log, sizeof(daemon_p.log), "%s/daemon.log", dir);
+		for (int i = 0; argv[i]; i++)
+			daemon_p.argv[i] = strdup(argv[i]);
+		daemon_start();
 	}
 	for (int d = 0; d < NDB; d++) {
 		for (int k = 0; k < W_NKIND; k++) {
@@ -430,11 +436,26 @@ static bool log_has(void *arg)
 	return count_lines(lc->path, lc->needle) >= lc->want;
 }
 
+static int daemon_start_failures;
+
+/* Start the daemon and wait until it says it started, which it does once its
+   signal handlers are in place: a SIGHUP before that would end it. */
+static void daemon_start(void)
+{
+	LogCond lc = {daemon_p.log, "Starting pgqd-ev",
+		      count_lines(daemon_p.log, "Starting pgqd-ev") + 1};
+	proc_spawn(&daemon_p);
+	if (!pgt_wait_until(log_has, &lc, (int)(20000 * pgt_time_factor()), 10)) {
+		fprintf(stderr, "# chaos: pgqd-ev did not start, see %s\n", daemon_p.log);
+		daemon_start_failures++;
+	}
+}
+
 static void respawn_daemon(void)
 {
 	proc_kill(&daemon_p);
 	daemon_p.restarts++;
-	proc_spawn(&daemon_p);
+	daemon_start();
 }
 
 static void run_fault(int f)
@@ -691,6 +712,7 @@ START_TEST(test_chaos)
 	ck_assert_msg(drain_ok, "the queues did not drain within 120 s");
 	ck_assert_msg(recovery_failed == 0, "%d server restarts were not recovered from",
 		      recovery_failed);
+	ck_assert_msg(daemon_start_failures == 0, "pgqd-ev did not start (see above)");
 	ck_assert_msg(daemon_reload_errors == 0,
 		      "a reload with a broken config was not refused with the daemon up");
 	ck_assert_msg(ok, "chaos: deliveries do not match the committed events (see above)");
