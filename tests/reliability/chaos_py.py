@@ -58,7 +58,10 @@ def main():
             except Exception as e:  # the server went away, a backend was terminated
                 sys.stderr.write('%.3f error: %s\n' % (time.time(), str(e).strip()))
                 sys.stderr.flush()
-                c.reset()
+                try:
+                    c.reset()
+                except Exception:  # closing a connection that is already gone
+                    pass
                 time.sleep(0.1)
     finally:
         os.close(out)
