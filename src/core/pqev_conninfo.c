@@ -162,7 +162,9 @@ int pqev_conninfo_parse(PqevConn *c)
 		   carry a password: never a label */
 		if (strcmp(o->keyword, "dbname") == 0 && !pqev_conninfo_is_expanded(o->val))
 			dbname = o->val;
-		else if (strcmp(o->keyword, "user") == 0)
+		/* likewise a user name that reads as key=value: "user= password=x" gives
+		   user "password=x" */
+		else if (strcmp(o->keyword, "user") == 0 && !pqev_conninfo_is_expanded(o->val))
 			user = o->val;
 		else if (strcmp(o->keyword, "host") == 0)
 			host = o->val;

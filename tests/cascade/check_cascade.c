@@ -67,6 +67,32 @@ static bool leaf_wm_reported(void *arg)
 			  "') where consumer_name = '.lf.watermark' and last_tick > 1") > 0;
 }
 
+typedef struct TickCond {
+	PGconn *c;
+	int64_t above, next_ms;
+} TickCond;
+
+static bool ticked(void *arg)
+{
+	TickCond *t = arg;
+	/* on a connection kept open, every 20 ms: the loop runs between looks */
+	if (pgt_now_ms() < t->next_ms)
+		return false;
+	t->next_ms = pgt_now_ms() + 20;
+	return pgt_int(t->c, "select max(t.tick_id) from pgq.tick t join pgq.queue q"
+			     " on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE
+			     "'") > t->above;
+}
+
+/* Run the loop (its ticker and workers) until the root made a tick after now. */
+static void run_until_ticked(const char *root)
+{
+	TickCond t = {pgt_connect(root), ct_last_tick(root), 0};
+	bool ok = cs_run_until(ticked, &t, 20000);
+	PQfinish(t.c);
+	ck_assert_msg(ok, "no tick after %lld", (long long)t.above);
+}
+
 START_TEST(test_chain_root_branch_branch_leaf)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *lf = ct_node_db();
@@ -89,7 +115,7 @@ START_TEST(test_chain_root_branch_branch_leaf)
 	const char *names[3] = {"b1", "b2", "lf"};
 	for (int round = 0; round < 5; round++) {
 		ct_produce(root, round * 300, round * 300 + 300);
-		cs_run_for(40);
+		run_until_ticked(root); /* each round in a batch of its own */
 	}
 	cs_ticker(NULL, 0);
 	/* the root worker's global watermark events would follow the last tick */
@@ -312,6 +338,17 @@ START_TEST(test_bad_provider_and_lost_position)
 }
 END_TEST
 
+/* Some session holds an advisory lock in database arg (a worker owns its node). */
+static bool node_locked(void *arg)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pg_locks l join pg_database d on d.oid = l.database"
+		 " where l.locktype = 'advisory' and l.granted and d.datname = '%s'",
+		 (const char *)arg);
+	return pgt_int_db("postgres", sql) > 0;
+}
+
 START_TEST(test_two_workers_one_node)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db();
@@ -319,15 +356,15 @@ START_TEST(test_two_workers_one_node)
 	ct_make_sub("branch", b1, "b1", root, "root", root);
 	CtWorker a = {0}, b = {.quiet = true};
 	ct_start(&a, b1, POLL);
-	CtErrCond e = {&a, "never"};
-	(void)cs_run_until(ct_has_error, &e, 300); /* a takes the lock first */
+	/* a takes the lock first */
+	ck_assert(cs_run_until(node_locked, (void *)b1, 10000));
 	ct_start(&b, b1, POLL);
 	CtErrCond eb = {&b, "another worker runs the node of cascade " CT_QUEUE};
 	ck_assert_msg(cs_run_until(ct_has_error, &eb, 10000), "%s", b.last_error);
 	ck_assert_uint_eq(b.chunks, 0);
 	cs_ticker(root, 30);
 	ct_produce(root, 0, 500);
-	cs_run_for(100);
+	run_until_ticked(root); /* both workers run past the tick */
 	cs_ticker(NULL, 0);
 	cs_tick(root);
 	const char *dbs[1] = {b1};

@@ -59,6 +59,43 @@ static bool copying(void *arg)
 	return pgt_int(t->c, t->sql) > 0;
 }
 
+typedef struct ReachCond {
+	PGconn *c;
+	char sql[300];
+	int64_t tick, next_ms;
+} ReachCond;
+
+static bool reached(void *arg)
+{
+	ReachCond *r = arg;
+	/* the loop (ticker, leaf) runs between looks, on a connection kept open: a
+	   connect per look would starve it */
+	if (pgt_now_ms() < r->next_ms)
+		return false;
+	r->next_ms = pgt_now_ms() + 50;
+	return pgt_int(r->c, r->sql) >= r->tick;
+}
+
+/* Run the loop until the node's worker completed a tick the root makes now: what
+   was produced before is copied (applied), and the worker works again. The test's
+   ticker pauses meanwhile, so a long wait on a loaded machine does not pile up
+   hundreds of idle ticks for the leaf to go through afterwards. */
+static void reach(const char *root, const char *db, const char *node)
+{
+	ReachCond r = {.c = pgt_connect(db)};
+	snprintf(r.sql, sizeof(r.sql),
+		 "select coalesce(max(last_tick_id), 0) from pgq_node.local_state"
+		 " where queue_name = '" CT_QUEUE "' and consumer_name = 'w_%s'",
+		 node);
+	cs_ticker(NULL, 0);
+	cs_tick(root);
+	r.tick = ct_last_tick(root);
+	bool ok = cs_run_until(reached, &r, (int)(60000 * pgt_time_factor()));
+	PQfinish(r.c);
+	ck_assert_msg(ok, "%s did not reach tick %lld", node, (long long)r.tick);
+	cs_ticker(root, 30);
+}
+
 START_TEST(test_faults_branch_and_leaf)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db(), *lf = ct_node_db();
@@ -75,15 +112,16 @@ START_TEST(test_faults_branch_and_leaf)
 	/* 1: the provider side of the branch worker and the leaf's local side */
 	ct_produce(root, next, next + 400);
 	next += 400;
-	cs_run_for(300);
+	reach(root, b1, "b1");
+	reach(root, lf, "lf");
 	terminate_workers(root);
 	terminate_workers(lf);
 	/* 2: the branch's local side and the leaf's provider side */
 	ct_produce(root, next, next + 400);
 	next += 400;
-	cs_run_for(200);
+	reach(root, b1, "b1");
 	terminate_workers(b1);
-	cs_run_for(300);
+	reach(root, b1, "b1"); /* back at work */
 
 	/* 3: SIGKILL the branch worker while its copy transaction is open */
 	TxCond t = {.c = pgt_connect("postgres")};
@@ -102,14 +140,15 @@ START_TEST(test_faults_branch_and_leaf)
 	child = spawn_worker(b1);
 	ct_produce(root, next, next + 400);
 	next += 400;
-	cs_run_for(300);
+	reach(root, b1, "b1");
 
 	/* 4: server restart */
 	pgt_server_restart();
 	cs_ticker(root, 30); /* the test's ticker connection died with the server */
 	ct_produce(root, next, next + 400);
 	next += 400;
-	cs_run_for(300);
+	reach(root, b1, "b1");
+	reach(root, lf, "lf");
 
 	cs_ticker(NULL, 0);
 	cs_tick(root);

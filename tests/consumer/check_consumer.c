@@ -29,6 +29,17 @@ static void exec_db(const char *db, const char *sql)
 	PQfinish(c);
 }
 
+/* No libpgqev session is connected to database arg. */
+static bool no_consumer_session(void *arg)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pg_stat_activity where datname = '%s'"
+		 " and application_name = 'pgqev-consumer'",
+		 (const char *)arg);
+	return pgt_int_db("postgres", sql) == 0;
+}
+
 START_TEST(test_every_event_once_across_ticks_and_rotations)
 {
 	const char *db = cs_db_with_queue("q");
@@ -62,7 +73,9 @@ START_TEST(test_every_event_once_across_ticks_and_rotations)
 			last_table = t;
 		}
 	}
-	cs_run_for(200); /* nothing extra arrives */
+	/* everything ticked was delivered: the rolled-back events would be among it */
+	Rec *all[1] = {&r};
+	ck_assert(cs_run_until_drained(db, "q", all, 1, 20000));
 	cs_assert_exactly_once(&r, 0, next);
 	ck_assert_int_ge(tables_seen, 3); /* the event tables rotated */
 	ck_assert_uint_eq(r.max_chunk, 7);
@@ -106,7 +119,8 @@ START_TEST(test_retry_round_trip)
 	cs_ticker(db, 30);
 	cc.want = 15;
 	ck_assert(cs_run_until(cs_has_count, &cc, 20000));
-	cs_run_for(100);
+	Rec *all[1] = {&r};
+	ck_assert(cs_run_until_drained(db, "q", all, 1, 20000)); /* nothing more comes */
 	ck_assert_uint_eq(r.n, 15);
 	int again[10] = {0};
 	for (size_t i = 10; i < r.n; i++) {
@@ -281,8 +295,10 @@ START_TEST(test_notify_wakeup)
 	cfg.poll_interval = 3600 * USEC_PER_SEC; /* only a notification can wake it */
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	Rec *all[1] = {&r};
 	for (int round = 0; round < 3; round++) {
-		cs_run_for(50);
+		/* done with everything ticked, so only the notification below can wake it */
+		ck_assert(cs_run_until_drained(db, "q", all, 1, 10000));
 		ck_assert_int_eq(pgqev_consumer_state(r.c), PGQEV_STATE_IDLE);
 		cs_produce(db, "q", round * 5, round * 5 + 5);
 		cs_tick(db);
@@ -537,7 +553,8 @@ START_TEST(test_register_at_tick_and_min_count)
 		cs_produce(db, "q", 100 + i * 4, 104 + i * 4);
 		pgt_exec(admin, "select pgq.ticker()");
 		if (i < 2) {
-			cs_run_for(200); /* several polls: still nothing */
+			/* several polls (each ends idle again): still nothing */
+			ck_assert(cs_run_until_idle_again(&m, 3, 20000));
 			ck_assert_uint_eq(m.n, 0);
 		}
 	}
@@ -667,7 +684,8 @@ START_TEST(test_stop_and_free_from_callbacks)
 	CountCond cc = {&r, 7};
 	ck_assert(cs_run_until(cs_has_count, &cc, 20000));
 	ck_assert_ptr_null(r.c); /* freed inside its own callback */
-	cs_run_for(50);
+	/* its session is gone from the server, so it can deliver nothing more */
+	ck_assert(cs_run_until(no_consumer_session, (void *)db, 20000));
 	cs_assert_exactly_once(&r, 0, 7);
 	/* the freed consumer's batch was abandoned: still open on the server */
 	ck_assert_int_eq(pgt_int_db(db, "select count(*) from pgq.subscription"

@@ -206,7 +206,8 @@ START_TEST(test_coop_subconsumers_share_without_overlap)
 	cs_start(&rb, &cfg);
 	Rec *rs[2] = {&ra, &rb};
 	ck_assert(cs_run_until(coop_all, rs, 30000));
-	cs_run_for(100);
+	/* the group is done with everything ticked: nothing more can come */
+	ck_assert(cs_run_until_drained(db, "q", rs, 2, 20000));
 	/* both worked, no batch went to both, every event exactly once */
 	ck_assert_uint_gt(ra.n, 0);
 	ck_assert_uint_gt(rb.n, 0);
@@ -478,8 +479,8 @@ START_TEST(test_exactly_once_survives_killed_process)
 	pgt_exec(s, "select pgq.ticker()");
 	want = 40;
 	ck_assert(cs_run_until(sink_count_is, &want, 30000));
-	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
-	cs_run_for(100);
+	Rec *all[1] = {&r};
+	ck_assert(cs_run_until_drained(src, "q", all, 1, 20000));
 	ck_assert_int_eq(pgt_int_db(tgt, "select count(*) from sink"), 40);
 	ck_assert_int_eq(pgt_int_db(tgt, "select count(distinct v) from sink"), 40);
 	ck_assert_int_eq(
@@ -579,7 +580,8 @@ START_TEST(test_interop_debian_pgq_and_pgqd)
 		CountCond cc = {&r, (size_t)(round * 50 + 50)};
 		ck_assert_msg(cs_run_until(cs_has_count, &cc, 30000), "round %d: %zu", round, r.n);
 	}
-	cs_run_for(300);
+	Rec *all[1] = {&r};
+	ck_assert(cs_run_until_drained(db, "dq", all, 1, 20000)); /* nothing more comes */
 	cs_assert_exactly_once(&r, 0, 150);
 	ck_assert_int_gt(pgt_int(c, "select count(*) from pgq.tick"), ticks0 + 2);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);

@@ -233,6 +233,59 @@ void cs_run_for(int ms)
 	(void)cs_run_until(NULL, NULL, ms);
 }
 
+typedef struct DrainedCond {
+	PGconn *c;
+	char sql[600];
+	Rec *const *recs;
+	int n;
+	int64_t next_ms;
+} DrainedCond;
+
+static bool drained(void *arg)
+{
+	DrainedCond *d = arg;
+	for (int i = 0; i < d->n; i++)
+		if (d->recs[i]->state != PGQEV_STATE_IDLE)
+			return false;
+	if (pgt_now_ms() < d->next_ms)
+		return false;
+	d->next_ms = pgt_now_ms() + 10; /* the loop runs between two looks */
+	return pgt_int(d->c, d->sql) == 0;
+}
+
+bool cs_run_until_drained(const char *db, const char *q, Rec *const *recs, int n, int timeout_ms)
+{
+	DrainedCond d = {.c = pgt_connect(db), .recs = recs, .n = n};
+	char *lit = PQescapeLiteral(d.c, q, strlen(q));
+	ck_assert_ptr_nonnull(lit);
+	snprintf(d.sql, sizeof(d.sql),
+		 "select count(*) from pgq.get_consumer_info(%s) ci, pgq.get_queue_info(%s) qi"
+		 " where ci.current_batch is not null"
+		 " or (ci.consumer_name not like '%%.%%' and ci.last_tick <> qi.last_tick_id)",
+		 lit, lit);
+	PQfreemem(lit);
+	bool ok = cs_run_until(drained, &d, timeout_ms);
+	PQfinish(d.c);
+	return ok;
+}
+
+typedef struct IdleCond {
+	Rec *r;
+	int want;
+} IdleCond;
+
+static bool idle_again(void *arg)
+{
+	IdleCond *ic = arg;
+	return ic->r->states[PGQEV_STATE_IDLE] >= ic->want;
+}
+
+bool cs_run_until_idle_again(Rec *r, int more, int timeout_ms)
+{
+	IdleCond ic = {r, r->states[PGQEV_STATE_IDLE] + more};
+	return cs_run_until(idle_again, &ic, timeout_ms);
+}
+
 bool cs_has_count(void *arg)
 {
 	CountCond *cc = arg;

@@ -70,6 +70,18 @@ void cs_produce(const char *db, const char *q, int64_t from, int64_t to);
 bool cs_run_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 void cs_run_for(int ms);
 
+/*
+ * Run the loop until every consumer of queue q in db is at the queue's last tick
+ * with no batch open (coop subconsumers: no batch open) and each of the n Recs is
+ * idle: everything ticked so far was delivered and finished, so nothing more can
+ * arrive before the next tick. Tick first when what must not arrive came after
+ * the last tick. Returns false on timeout.
+ */
+bool cs_run_until_drained(const char *db, const char *q, Rec *const *recs, int n, int timeout_ms);
+/* Run the loop until r went idle `more` more times (each empty look-up for a batch,
+   on a poll or a notification, ends in IDLE). */
+bool cs_run_until_idle_again(Rec *r, int more, int timeout_ms);
+
 /* Condition helpers. */
 typedef struct CountCond {
 	Rec *r;

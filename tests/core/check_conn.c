@@ -41,6 +41,43 @@ static bool reconnected(void *arg)
 	return r->connected >= 2;
 }
 
+/* A query on a plain blocking connection returns 1 (polled while the loop runs). */
+typedef struct SqlCond {
+	PGconn *c;
+	const char *sql;
+	int64_t next_ms;
+} SqlCond;
+
+static bool sql_is_one(void *arg)
+{
+	SqlCond *q = arg;
+	if (pgt_now_ms() < q->next_ms)
+		return false;
+	q->next_ms = pgt_now_ms() + 10;
+	return pgt_int(q->c, q->sql) == 1;
+}
+
+/* The connection's backend is running pg_sleep (a request was really sent). */
+static bool sleeping(void *arg)
+{
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pg_stat_activity where pid = %d and state = 'active'"
+		 " and query like '%%pg_sleep%%'",
+		 pqev_conn_backend_pid(((CtConn *)arg)->conn));
+	return pgt_int_db("postgres", sql) == 1;
+}
+
+static bool nothing_pending(void *arg)
+{
+	return pqev_conn_pending(arg) == 0;
+}
+
+static bool has_notify(void *arg)
+{
+	return ((CtConn *)arg)->notifies > 0;
+}
+
 /* A round trip: everything queued before it (LISTENs after a reconnect) is done. */
 static void sync_conn(PqevConn *c)
 {
@@ -202,9 +239,7 @@ START_TEST(test_notify_between_results)
 		sql, sizeof(sql),
 		"select count(*) from pg_stat_activity where wait_event_type = 'Lock' and pid = %d",
 		pqev_conn_backend_pid(rec.conn));
-	for (int i = 0; i < 500 && pgt_int(t, sql) == 0; i++)
-		ct_run_for(10);
-	ck_assert_int_eq(pgt_int(t, sql), 1);
+	ck_assert(ct_run_until(sql_is_one, &(SqlCond){t, sql, 0}, 5000));
 	pgt_exec(t, "notify \"mid chan\", 'in the middle'");
 	pgt_exec(t, "select pg_advisory_unlock(7)");
 	ck_assert(ct_run_until(ct_req_is_done, &last, 20000));
@@ -272,8 +307,7 @@ START_TEST(test_terminate_idle_listener)
 	/* the channel was re-subscribed on the new connection */
 	sync_conn(rec.conn);
 	pgt_exec_db(db, "notify wake, 'again'");
-	for (int i = 0; i < 500 && rec.notifies == 0; i++)
-		ct_run_for(10);
+	ck_assert(ct_run_until(has_notify, &rec, 5000));
 	ck_assert_int_eq(rec.notifies, 1);
 	ck_assert_str_eq(rec.notify_payload, "again");
 	pqev_conn_free(rec.conn);
@@ -299,13 +333,12 @@ START_TEST(test_terminate_busy)
 	snprintf(sql, sizeof(sql),
 		 "select count(*) from pg_stat_activity where state = 'active' and pid = %d",
 		 pqev_conn_backend_pid(rec.conn));
-	for (int i = 0; i < 500 && pgt_int(t, sql) == 0; i++)
-		ct_run_for(10);
+	ck_assert(ct_run_until(sql_is_one, &(SqlCond){t, sql, 0}, 5000));
 	snprintf(sql, sizeof(sql), "select pg_terminate_backend(%d)",
 		 pqev_conn_backend_pid(rec.conn));
 	pgt_exec(t, sql);
 	ck_assert(ct_run_until(reconnected, &rec, 10000));
-	ct_run_for(100);
+	ck_assert(ct_run_until(ct_req_is_done, &slow, 10000));
 	ck_assert_int_eq(slow.done, 1);
 	ck_assert_msg(slow.status == PQEV_CONN_LOST || slow.status == PQEV_SQL_ERROR, "%s",
 		      pqev_status_name(slow.status));
@@ -483,7 +516,7 @@ START_TEST(test_cancel_and_timeout)
 	pqev_req_cancel(h_queued);
 	ck_assert_int_eq(queued.done, 1);
 	ck_assert_int_eq(queued.status, PQEV_CANCELED);
-	ct_run_for(100);
+	ck_assert(ct_run_until(sleeping, &rec, 5000));
 	int pid1 = pqev_conn_backend_pid(rec.conn);
 	pqev_req_cancel(h_slow);
 	ck_assert_int_eq(slow.done, 1);
@@ -510,7 +543,8 @@ START_TEST(test_cancel_and_timeout)
 	ck_assert(ct_run_until(ct_req_is_done, &qto, 10000));
 	ck_assert_int_eq(qto.done, 1);
 	ck_assert_int_eq(qto.status, PQEV_TIMEOUT);
-	ct_run_for(50);
+	/* nothing queued or in flight: no completion can come again */
+	ck_assert(ct_run_until(nothing_pending, rec.conn, 10000));
 	ck_assert_int_eq(slow.done + queued.done + to.done + after.done + qto.done, 5);
 	pqev_conn_free(rec.conn);
 	ct_teardown();
@@ -542,8 +576,7 @@ START_TEST(test_liveness_detects_stopped_backend)
 	ck_assert_msg(strstr(rec.last_msg, "connected") != NULL, "%s", rec.last_msg);
 	sync_conn(rec.conn);
 	pgt_exec_db(db, "notify alive, 'yes'");
-	for (int i = 0; i < 500 && rec.notifies == 0; i++)
-		ct_run_for(10);
+	ck_assert(ct_run_until(has_notify, &rec, 5000));
 	ck_assert_int_eq(rec.notifies, 1);
 	pqev_conn_free(rec.conn);
 	ct_teardown();
@@ -623,8 +656,7 @@ START_TEST(test_callbacks_free_their_connection)
 	ck_assert(ct_run_until(ct_is_connected, &n, 10000));
 	sync_conn(n.conn);
 	pgt_exec_db(db, "notify bye");
-	for (int i = 0; i < 500 && n.notifies == 0; i++)
-		ct_run_for(10);
+	ck_assert(ct_run_until(has_notify, &n, 5000));
 	ck_assert_int_eq(n.notifies, 1);
 	ck_assert_ptr_null(n.conn);
 	ck_assert_int_eq(first.done, 1);
@@ -686,7 +718,7 @@ START_TEST(test_shutdown_fails_pending_once)
 	ct_send(rec.conn, &q[0], "select pg_sleep(30)", 0, NULL, 0, 0, NULL);
 	for (int i = 1; i < N; i++)
 		ct_send(rec.conn, &q[i], "select 1", 0, NULL, i % 2 ? PQEV_Q_SIMPLE : 0, 0, NULL);
-	ct_run_for(100);
+	ck_assert(ct_run_until(sleeping, &rec, 5000));
 	/* and one still connecting */
 	ct_conn_new(&early, &cfg);
 	for (int i = 0; i < 3; i++)

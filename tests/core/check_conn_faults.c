@@ -131,6 +131,11 @@ static bool flap_settled(void *arg)
 	return ((Flap *)arg)->rec.connected >= 1;
 }
 
+static bool six_retries(void *arg)
+{
+	return ((Flap *)arg)->nretry >= 6;
+}
+
 START_TEST(test_flapping_session_backs_off)
 {
 	Flap f = {.db = pgt_db_new()};
@@ -156,8 +161,7 @@ START_TEST(test_flapping_session_backs_off)
 	/* a completed request proves the session: the next failure starts from base */
 	run_ok(c, "select 1", &r);
 	terminate(f.db, pqev_conn_backend_pid(c));
-	for (int i = 0; i < 500 && f.nretry < 6; i++)
-		ct_run_for(10);
+	ck_assert(ct_run_until(six_retries, &f, 5000));
 	ck_assert_int_eq(f.nretry, 6);
 	ck_assert_uint_le(f.retry[5], 20 * USEC_PER_MSEC);
 	pqev_conn_free(c);
@@ -287,6 +291,11 @@ static void on_value(PqevConn *c, const PqevReply *reply, void *arg)
 		 reply->status == PQEV_OK ? PQgetvalue(reply->result, 0, 0) : reply->error);
 }
 
+static bool got_value(void *arg)
+{
+	return ((char *)arg)[0] != '\0';
+}
+
 /* statement_timeout joins the conninfo's own options, however long they are. */
 START_TEST(test_long_options_with_statement_timeout)
 {
@@ -300,14 +309,12 @@ START_TEST(test_long_options_with_statement_timeout)
 	snprintf(ci, sizeof(ci), "%s options='-c search_path=%s'", db_conninfo(db), path);
 	up(&rec, ci, 0, 7 * USEC_PER_SEC);
 	ck_assert_int_eq(pqev_conn_query(rec.conn, "show search_path", 0, NULL, on_value, got), 0);
-	for (int i = 0; i < 1000 && !got[0]; i++)
-		ct_run_for(10);
+	ck_assert(ct_run_until(got_value, got, 10000));
 	ck_assert_str_eq(got, path);
 	got[0] = '\0';
 	ck_assert_int_eq(
 		pqev_conn_query(rec.conn, "show statement_timeout", 0, NULL, on_value, got), 0);
-	for (int i = 0; i < 1000 && !got[0]; i++)
-		ct_run_for(10);
+	ck_assert(ct_run_until(got_value, got, 10000));
 	ck_assert_str_eq(got, "7s");
 	down(&rec);
 }
