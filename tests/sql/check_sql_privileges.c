@@ -121,9 +121,12 @@ static const struct {
 	 "text,text,text)",
 	 ADMIN},
 	{"pgq._regen_insert_paths()", ADMIN},
+	{"pgq._wake(text)", ADMIN},
+	{"pgq.ticker_watch(integer)", ADMIN},
 	/* internals only SECURITY DEFINER functions call: the owner's */
 	{"pgq._ticker(text,boolean)", OWNER},
 	{"pgq._first_event_pending(text,txid_snapshot)", OWNER},
+	{"pgq._events_pending(text,txid_snapshot)", OWNER},
 	{"pgq._insert_tree(integer[],integer[],integer,integer)", OWNER},
 	{"pgq_coop._lock_main(text,text)", OWNER},
 };
