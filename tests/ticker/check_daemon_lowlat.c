@@ -146,7 +146,7 @@ START_TEST(test_skipped_producer_commits_after_notifier)
 	c3 = pgt_connect(f.db);
 	x2 = produce_open(c1);
 	x1 = produce_commit(f.db);
-	ck_assert_int_ge(wait_covered(f.db, x1), 0);
+	ck_assert_msg(wait_covered(f.db, x1) >= 0, "a producer next to an open one was not ticked");
 	ck_assert(pgt_wait_until(watch_held, f.db, cover_ms(), 5));
 	x3 = produce_open(c3);
 	pgt_exec(c1, "commit");
