@@ -32,7 +32,7 @@ begin
         ('pgq_admin', 'function', array[
             'pgq.ticker(text,bigint,timestamptz,bigint)', 'pgq.ticker(text)', 'pgq.ticker()',
             'pgq.ticker_watch(integer)', 'pgq.maint_retry_events()', 'pgq.maint_rotate_tables_step1(text)',
-            'pgq.maint_rotate_tables_step2()', 'pgq.maint_tables_to_vacuum()',
+            'pgq.maint_rotate_tables_step2()', 'pgq.maint_thin_ticks(text)', 'pgq.maint_tables_to_vacuum()',
             'pgq.maint_operations()', 'pgq.upgrade_schema()', 'pgq.grant_perms(text)',
             'pgq._grant_perms_from(text,text,text,text)', 'pgq.tune_storage(text)',
             'pgq.seq_setval(text,int8)', 'pgq.create_queue(text)', 'pgq.drop_queue(text,bool)',

@@ -98,6 +98,7 @@ static const struct {
 	{"pgq.maint_rotate_tables_step1(text)", ADMIN},
 	{"pgq.maint_rotate_tables_step2()", ADMIN},
 	{"pgq.maint_tables_to_vacuum()", ADMIN},
+	{"pgq.maint_thin_ticks(text)", ADMIN},
 	{"pgq.create_queue(text)", ADMIN},
 	{"pgq.drop_queue(text)", ADMIN},
 	{"pgq.drop_queue(text,boolean)", ADMIN},
