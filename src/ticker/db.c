@@ -538,7 +538,10 @@ static void watch_ticked(Db *db, const PGresult *res, long long n)
 		db->watch_gap =
 			db->watch_gap * 2 > WATCH_GAP_MAX ? WATCH_GAP_MAX : db->watch_gap * 2;
 	}
-	at = now + db->watch_gap;
+	/* from the tick's start, as wake-ups are: the tick's own time is not added */
+	at = db->tick_started + db->watch_gap;
+	if (at < now)
+		at = now;
 	if (!db->wake_at || at < db->wake_at)
 		db->wake_at = at;
 }
