@@ -31,8 +31,8 @@ begin
             'pgq.current_event_table(text)']),
         ('pgq_admin', 'function', array[
             'pgq.ticker(text,bigint,timestamptz,bigint)', 'pgq.ticker(text)', 'pgq.ticker()',
-            'pgq.maint_retry_events()', 'pgq.maint_rotate_tables_step1(text)',
-            'pgq.maint_rotate_tables_step2()', 'pgq.maint_tables_to_vacuum()',
+            'pgq.ticker_watch(integer)', 'pgq.maint_retry_events()', 'pgq.maint_rotate_tables_step1(text)',
+            'pgq.maint_rotate_tables_step2()', 'pgq.maint_thin_ticks(text)', 'pgq.maint_tables_to_vacuum()',
             'pgq.maint_operations()', 'pgq.upgrade_schema()', 'pgq.grant_perms(text)',
             'pgq._grant_perms_from(text,text,text,text)', 'pgq.tune_storage(text)',
             'pgq.seq_setval(text,int8)', 'pgq.create_queue(text)', 'pgq.drop_queue(text,bool)',
@@ -42,7 +42,7 @@ begin
             -- pgqd-ev internals that pgq_admin's invoker functions call
             'pgq._insert_static(integer,integer,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
             'pgq._insert_checked(text,bigint,timestamptz,integer,integer,text,text,text,text,text,text)',
-            'pgq._regen_insert_paths()']),
+            'pgq._regen_insert_paths()', 'pgq._wake(text)']),
         ('public', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription']),
         ('pgq_reader', 'select', array['pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.subscription',
                                       'pgq.event_template']),

@@ -1,5 +1,29 @@
 -- Producing events: insert_event (3 and 7 arguments), insert_event_raw, current_event_table.
 
+-- Waking the ticker for a low_latency queue (docs/sql-api.md, "low_latency").
+-- A NOTIFY takes PostgreSQL's global notification lock through the commit's WAL
+-- flush, so one per producing transaction serialises all producers. Instead:
+--  * every producing transaction of a low_latency queue holds the transaction-level
+--    advisory lock (1885827447 = 'pgqw', 2) in SHARED mode: "a producer is in flight";
+--  * while pgqd-ev keeps a session-level advisory lock (1885827447, 1) EXCLUSIVE it is
+--    "watching": it ticks the database every few milliseconds, and producers send no
+--    NOTIFY (they test the lock without keeping it);
+--  * the daemon stops watching only when it can take (1885827447, 2) exclusively, i.e.
+--    when no producer that saw it watching is still open, and ticks after that.
+-- Without a watching daemon (none running, another ticker, its connection lost) every
+-- producing transaction notifies, as before. PgQ 3.5 uses no key with 1885827447.
+create or replace function pgq._wake(i_queue_name text)
+returns void language plpgsql
+set search_path = pg_catalog, pg_temp as $$
+begin
+    perform pg_advisory_xact_lock_shared(1885827447, 2);
+    if pg_try_advisory_lock_shared(1885827447, 1) then
+        perform pg_advisory_unlock_shared(1885827447, 1);
+        perform pg_notify('pgq.wake', case when octet_length(i_queue_name) <= 7000 then i_queue_name else '' end);
+    end if;
+end;
+$$;
+
 -- Inserting without dynamic SQL. Planning an INSERT on every call is what makes a
 -- PL/pgSQL producer slow, so pgq._insert_static() is generated (by
 -- pgq._regen_insert_paths(), run by create_queue, drop_queue and upgrade_schema)
@@ -117,7 +141,7 @@ begin
         using coalesce(ev_id, q.seq_id), ev_time, ev_owner, ev_retry, ev_type, ev_data,
               ev_extra1, ev_extra2, ev_extra3, ev_extra4;
     if q.queue_low_latency then
-        perform pg_notify('pgq.wake', case when octet_length(queue_name) <= 7000 then queue_name else '' end);
+        perform pgq._wake(queue_name);
     end if;
     return coalesce(ev_id, q.seq_id);
 end;
@@ -151,9 +175,13 @@ begin
                insert_event_raw.ev_extra3, insert_event_raw.ev_extra4);
     end if;
     if wake then
-        -- one wake-up per transaction: NOTIFY folds identical payloads
-        perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event_raw.queue_name) <= 7000
-                                                      then insert_event_raw.queue_name else '' end);
+        -- see pgq._wake(): in flight (shared), then NOTIFY only if no ticker watches
+        perform pg_catalog.pg_advisory_xact_lock_shared(1885827447, 2);
+        if pg_catalog.pg_try_advisory_lock_shared(1885827447, 1) then
+            perform pg_catalog.pg_advisory_unlock_shared(1885827447, 1);
+            perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event_raw.queue_name) <= 7000
+                                                          then insert_event_raw.queue_name else '' end);
+        end if;
     end if;
     return id;
 end;
@@ -180,9 +208,13 @@ begin
                insert_event.ev_extra1, insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4);
     end if;
     if wake then
-        -- one wake-up per transaction: NOTIFY folds identical payloads
-        perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
-                                                      then insert_event.queue_name else '' end);
+        -- see pgq._wake(): in flight (shared), then NOTIFY only if no ticker watches
+        perform pg_catalog.pg_advisory_xact_lock_shared(1885827447, 2);
+        if pg_catalog.pg_try_advisory_lock_shared(1885827447, 1) then
+            perform pg_catalog.pg_advisory_unlock_shared(1885827447, 1);
+            perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
+                                                          then insert_event.queue_name else '' end);
+        end if;
     end if;
     return id;
 end;
@@ -206,9 +238,13 @@ begin
                null, null, null, null);
     end if;
     if wake then
-        -- one wake-up per transaction: NOTIFY folds identical payloads
-        perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
-                                                      then insert_event.queue_name else '' end);
+        -- see pgq._wake(): in flight (shared), then NOTIFY only if no ticker watches
+        perform pg_catalog.pg_advisory_xact_lock_shared(1885827447, 2);
+        if pg_catalog.pg_try_advisory_lock_shared(1885827447, 1) then
+            perform pg_catalog.pg_advisory_unlock_shared(1885827447, 1);
+            perform pg_catalog.pg_notify('pgq.wake', case when pg_catalog.octet_length(insert_event.queue_name) <= 7000
+                                                          then insert_event.queue_name else '' end);
+        end if;
     end if;
     return id;
 end;
@@ -230,8 +266,7 @@ begin
         raise exception 'Writing to queue disabled';
     end if;
     if q.queue_low_latency then
-        perform pg_notify('pgq.wake', case when octet_length(x_queue_name) <= 7000
-                                           then x_queue_name else '' end);
+        perform pgq._wake(x_queue_name);
     end if;
     return q.queue_data_pfx || '_' || q.queue_cur_table;
 end;

@@ -52,6 +52,12 @@ create sequence if not exists pgq.batch_id_seq;
 
 -- A consumer's position on a queue and its open batch. sub_id is shared by the
 -- cooperative subconsumers of one consumer, so it is not unique.
+-- Unlike PgQ 3.5 there is no unique index on sub_batch: every batch sets and then
+-- clears it, and an indexed column makes both updates non-HOT (two dead tuples
+-- and index entries per batch, left for vacuum). Without it, and with room left
+-- on each page (fillfactor), the updates are HOT and pruned as pages fill. Batch
+-- ids come from pgq.batch_id_seq, so they stay unique; the batch functions find
+-- their row by a scan of this small table.
 create table if not exists pgq.subscription (
     sub_id        serial      not null,
     sub_queue     int4        not null,
@@ -61,10 +67,9 @@ create table if not exists pgq.subscription (
     sub_batch     bigint,
     sub_next_tick bigint,
     constraint subscription_pkey primary key (sub_queue, sub_consumer),
-    constraint subscription_batch_idx unique (sub_batch),
     constraint sub_queue_fkey foreign key (sub_queue) references pgq.queue (queue_id),
     constraint sub_consumer_fkey foreign key (sub_consumer) references pgq.consumer (co_id)
-);
+) with (fillfactor = 50);
 
 -- The column layout every per-queue event table inherits.
 create table if not exists pgq.event_template (
@@ -136,6 +141,15 @@ begin
                     where attrelid = 'pgq.queue'::regclass
                       and attname = 'queue_extra_maint' and not attisdropped) then
         alter table pgq.queue add column queue_extra_maint text[];
+    end if;
+    -- pgqd-ev: HOT updates of pgq.subscription (see its definition above).
+    if exists (select 1 from pg_catalog.pg_constraint
+                where conrelid = 'pgq.subscription'::regclass and conname = 'subscription_batch_idx') then
+        alter table pgq.subscription drop constraint subscription_batch_idx;
+    end if;
+    if not exists (select 1 from pg_catalog.pg_class
+                    where oid = 'pgq.subscription'::regclass and reloptions @> array['fillfactor=50']) then
+        alter table pgq.subscription set (fillfactor = 50);
     end if;
     -- pgqd-ev: wake the ticker on insert and tick at once (see docs/sql-api.md).
     if not exists (select 1 from pg_catalog.pg_attribute

@@ -72,9 +72,10 @@ begin
                and new_events < q.queue_ticker_max_count and lag < q.queue_ticker_max_lag then
                 return null;
             end if;
-        elsif q.queue_low_latency and cur_seq = 1
-              and pgq._first_event_pending(q.queue_data_pfx, last.tick_snapshot) then
-            null;  -- the first event of a queue does not move the sequence's last_value
+        elsif q.queue_low_latency and pgq._events_pending(q.queue_data_pfx, last.tick_snapshot) then
+            -- committed since the last tick but counted by it (a long transaction whose
+            -- id was taken before that tick, or the queue's first event)
+            null;
         else
             -- idle: back off geometrically up to ticker_idle_period
             select tick_time into prev_time from pgq.tick
@@ -97,18 +98,52 @@ begin
 end;
 $$;
 
--- Is there a committed event the last tick did not see? Only asked while a
--- low_latency queue's event sequence is still at 1.
-create or replace function pgq._first_event_pending(i_data_pfx text, i_snapshot txid_snapshot)
+-- Is there a committed event the last tick did not see? Asked for low_latency queues
+-- whose event sequence did not move: an event of a transaction that was open at the
+-- last tick (in its xip list or past its xmax) and has committed since. Both are
+-- probes of the ev_txid indexes; uncommitted rows are not visible here.
+create or replace function pgq._events_pending(i_data_pfx text, i_snapshot txid_snapshot)
 returns boolean language plpgsql stable
 set search_path = pg_catalog, pg_temp as $$
 declare
     res boolean;
 begin
     execute 'select exists (select 1 from ' || pgq.quote_fqname(i_data_pfx)
-        || ' where ev_txid >= $1 and not txid_visible_in_snapshot(ev_txid, $2))'
-       into res using txid_snapshot_xmin(i_snapshot), i_snapshot;
+        || ' where ev_txid >= $1 or ev_txid = any ($2))'
+       into res using txid_snapshot_xmax(i_snapshot), array(select txid_snapshot_xip(i_snapshot));
     return res;
+end;
+$$;
+
+-- Kept for an older pgqd-ev's callers during an upgrade.
+create or replace function pgq._first_event_pending(i_data_pfx text, i_snapshot txid_snapshot)
+returns boolean language sql stable
+set search_path = pg_catalog, pg_temp as $$
+    select pgq._events_pending(i_data_pfx, i_snapshot);
+$$;
+
+-- pgqd-ev's low-latency watch (see pgq._wake() in produce.sql). i_mode 1: start
+-- watching (take the session lock (1885827447, 1) if free); 0: keep watching;
+-- 2: stop watching if no low_latency producer is in flight (no one holds
+-- (1885827447, 2)). Then tick every queue that is due, so the tick of mode 2 comes
+-- after every producer that skipped its NOTIFY has ended. Only the daemon that
+-- started watching calls modes 0 and 2, on the same session.
+create or replace function pgq.ticker_watch(i_mode integer, out ticks bigint, out watching boolean)
+returns record language plpgsql
+set search_path = pg_catalog, pg_temp as $$
+begin
+    watching := true;
+    if i_mode = 1 then
+        watching := pg_try_advisory_lock(1885827447, 1);
+    elsif i_mode = 2 then
+        -- held for a moment only: producers wait on it, not for our tick
+        if pg_try_advisory_lock(1885827447, 2) then
+            perform pg_advisory_unlock(1885827447, 1);
+            perform pg_advisory_unlock(1885827447, 2);
+            watching := false;
+        end if;
+    end if;
+    ticks := pgq.ticker();
 end;
 $$;
 

@@ -13,6 +13,14 @@
  * made up in a burst. Wake-ups (LISTEN "pgq.wake") add ticks between grid
  * points, at most one per wake_min_interval.
  *
+ * Low-latency watch: a wake-up tick also tries to take the watch lock
+ * (pgq.ticker_watch(1), sql/pgq/ticker.sql). While this session holds it,
+ * producers send no NOTIFY (each one would serialise commits on the server's
+ * global notification lock) and the database is ticked every wake_min_interval
+ * instead; after WATCH_LINGER without a new tick the gap doubles up to
+ * WATCH_GAP_MAX and every watch tick asks to stop (mode 2), which the server
+ * grants only when no producer that skipped its NOTIFY is still open.
+ *
  * Maintenance connections: at most max_maint_connections per cluster are open
  * at once (each also takes a max_connecting slot while it connects); a
  * database that wants one when they are all in use waits in its cluster's
@@ -39,7 +47,10 @@
 
 #include "ticker.h"
 
-#define WAKE_CHANNEL "pgq.wake"
+#define WAKE_CHANNEL  "pgq.wake"
+#define WATCH_LINGER  (100 * USEC_PER_MSEC)
+#define WATCH_GAP_MAX (25 * USEC_PER_MSEC)
+#define WATCH_GAP_MIN USEC_PER_MSEC
 
 static const char *const state_names[DB_NSTATES] = {
 	[DB_CONNECTING] = "connecting", [DB_CHECKING] = "checking", [DB_RUNNING] = "running",
@@ -132,6 +143,7 @@ Db *db_new(Cluster *cl, const char *name)
 	db->seen_at = pqev_clock_refresh();
 	t->stats.by_state[DB_CONNECTING]++;
 	db->next_maint = db->next_retry = db->next_check = USEC_INFINITY;
+	db->tick_watch_mode = -1;
 	db->phase = pick_phase(cl->ticker_period);
 	if (slot_join(db) < 0)
 		pqev_log_warning(db->log, "out of memory: ticking from its own timer");
@@ -306,6 +318,7 @@ static void db_park(Db *db, DbState st, usec_t delay, const char *why)
 	maint_abandon(db, false);
 	db->tick_due = db->maint_due = db->retry_due = false;
 	db->wake_at = 0;
+	db->watching = false; /* the session and its locks end here */
 	db_set_state(db, st);
 	if (db->conn)
 		pqev_conn_close(db->conn);
@@ -324,7 +337,8 @@ static void db_park(Db *db, DbState st, usec_t delay, const char *why)
 static const char check_sql[] =
 	"select pg_catalog.to_regnamespace('pgq') is not null,"
 	" pg_catalog.to_regprocedure('pgq.maint_operations()') is not null,"
-	" (select extversion from pg_catalog.pg_extension where extname = 'pgq')";
+	" (select extversion from pg_catalog.pg_extension where extname = 'pgq'),"
+	" pg_catalog.to_regprocedure('pgq.ticker_watch(integer)') is not null";
 
 /*
  * A check or tick on the tick connection, under query_timeout. Constant SQL
@@ -471,6 +485,7 @@ static void on_check(Db *db, const JobOutcome *o)
 		return;
 	}
 	db->has_maint_ops = strcmp(PQgetvalue(r->result, 0, 1), "t") == 0;
+	db->has_watch = strcmp(PQgetvalue(r->result, 0, 3), "t") == 0;
 	if (!PQgetisnull(r->result, 0, 2))
 		version_checked(db, PQgetvalue(r->result, 0, 2)); /* PgQ's extension */
 	else
@@ -494,14 +509,56 @@ static usec_t grid_next(const Db *db, usec_t now)
 	return tick_grid_next(db->t, db->cl->ticker_period, db->phase, now);
 }
 
+static usec_t watch_gap_min(const Db *db)
+{
+	usec_t g = db->t->cfg->main.wake_min_interval;
+
+	return g > WATCH_GAP_MIN ? g : WATCH_GAP_MIN;
+}
+
+/* After a watch tick: its result says whether we still watch; plan the next one. */
+static void watch_ticked(Db *db, const PGresult *res, long long n)
+{
+	usec_t now = pqev_clock_now(), at;
+	bool was = db->watching;
+
+	db->watching =
+		PQntuples(res) > 0 && PQnfields(res) > 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	if (!db->watching) {
+		if (was)
+			pqev_log_noise(db->log, "low-latency watch ended");
+		return;
+	}
+	if (!was || n > 0) {
+		if (!was)
+			pqev_log_noise(db->log, "low-latency watch started");
+		db->watch_active = now;
+		db->watch_gap = watch_gap_min(db);
+	} else if (now - db->watch_active >= WATCH_LINGER) {
+		db->watch_gap =
+			db->watch_gap * 2 > WATCH_GAP_MAX ? WATCH_GAP_MAX : db->watch_gap * 2;
+	}
+	/* from the tick's start, as wake-ups are: the tick's own time is not added */
+	at = db->tick_started + db->watch_gap;
+	if (at < now)
+		at = now;
+	if (!db->wake_at || at < db->wake_at)
+		db->wake_at = at;
+}
+
 static void on_tick(Db *db, const JobOutcome *o)
 {
 	const PqevReply *r = o->reply;
 	Ticker *t = db->t;
+	int watch_mode = db->tick_watch_mode;
 
+	db->tick_watch_mode = -1;
 	if (r->status == PQEV_OK) {
 		const char *v = PQntuples(r->result) > 0 ? PQgetvalue(r->result, 0, 0) : "0";
 		long long n = strtoll(v, NULL, 10);
+
+		if (watch_mode >= 0)
+			watch_ticked(db, r->result, n);
 
 		t->stats.ticks++;
 		t->stats.t_ticks++;
@@ -522,6 +579,14 @@ static void on_tick(Db *db, const JobOutcome *o)
 	if (r->status == PQEV_SQL_ERROR) {
 		db_note_sql_error(db, "pgq.ticker()", r);
 		db_note_failure(db);
+		if (watch_mode >= 0 && (db->watching || watch_mode == 1)) {
+			/* whether the session still holds the watch lock is unknown: a new
+			   session drops it, and the connection event runs the checks */
+			db->watching = false;
+			db->wake_at = 0;
+			pqev_conn_reconnect(db->conn);
+			return;
+		}
 		/* pgq may have been dropped or upgraded: check again before the next tick */
 		db->recheck_pgq = true;
 		db_kick(db);
@@ -531,13 +596,29 @@ static void on_tick(Db *db, const JobOutcome *o)
 	tick_conn_job_failed(db, o);
 }
 
+static const char *const watch_sql[3] = {
+	"select * from pgq.ticker_watch(0)",
+	"select * from pgq.ticker_watch(1)",
+	"select * from pgq.ticker_watch(2)",
+};
+
 static void send_tick(Db *db)
 {
 	usec_t now = pqev_clock_now();
+	const char *sql = "select pgq.ticker()";
 
 	db->tick_due = false;
 	db->tick_started = now;
-	if (db->tick_is_wake) {
+	db->tick_watch_mode = -1;
+	if (db->watching)
+		db->tick_watch_mode = now - db->watch_active >= WATCH_LINGER ? 2 : 0;
+	else if (db->tick_is_wake && db->has_watch && db->t->cfg->main.low_latency)
+		db->tick_watch_mode = 1;
+	if (db->tick_watch_mode >= 0)
+		sql = watch_sql[db->tick_watch_mode];
+	if (db->watching) {
+		/* a watch tick, not a wake-up */
+	} else if (db->tick_is_wake) {
 		db->t->stats.wakes++;
 		db->t->stats.t_wakes++;
 		db->n_wakes++;
@@ -547,8 +628,7 @@ static void send_tick(Db *db)
 		stats_record_lateness(db->t, 0);
 	}
 	db->tick_is_wake = false;
-	run_on_tick_conn(db, JOB_TICK, "pgq.ticker()", "select pgq.ticker()", PQEV_Q_SIMPLE,
-			 on_tick);
+	run_on_tick_conn(db, JOB_TICK, "pgq.ticker()", sql, PQEV_Q_SIMPLE, on_tick);
 }
 
 bool db_idle(const Db *db)
@@ -1001,6 +1081,7 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		/* a job queued but not sent survives pqev_conn_reconnect(): the checks
 		   go first on a new session */
 		job_cancel(&db->tick_job);
+		db->watching = false; /* a new session holds no lock */
 		start_checks(db);
 		break;
 	case PQEV_EV_CONNECT_FAILED:
@@ -1024,11 +1105,13 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		db_note_failure(db);
 		db->tick_due = false;
 		db->wake_at = 0;
+		db->watching = false;
 		db_set_state(db, DB_CONNECTING);
 		db_rearm(db);
 		break;
 	case PQEV_EV_RECYCLED:
 		pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
+		db->watching = false;
 		db_set_state(db, DB_CONNECTING);
 		db_rearm(db);
 		break;
@@ -1043,8 +1126,8 @@ static void on_notify(PqevConn *c, const char *channel, const char *payload, int
 	if (db->dead || db->state != DB_RUNNING || strcmp(channel, WAKE_CHANNEL) != 0)
 		return;
 	pqev_log_noise(db->log, "wake-up for queue %s", payload);
-	if (db->tick_due)
-		return; /* a tick is already waiting to go: it covers this wake-up */
+	if (db->tick_due || db->watching)
+		return; /* a tick is already waiting to go, or we tick often anyway */
 	if (db->tick_job.job == JOB_TICK || now < db->tick_started + min_gap) {
 		/* coalesce: one tick after the current one, no sooner than min_gap */
 		usec_t at = db->tick_started + min_gap;

@@ -158,6 +158,14 @@ struct Db {
 	usec_t tick_started; /* when the last tick was sent */
 	bool recheck_pgq;    /* a tick failed with an SQL error: run the checks again */
 
+	/* low-latency watch (pgq.ticker_watch(), db.c): while it holds the watch lock,
+	   producers send no wake-up and this database is ticked every few ms */
+	bool has_watch;      /* the schema has pgq.ticker_watch() */
+	bool watching;       /* this session holds the watch lock */
+	int tick_watch_mode; /* the mode of the tick in flight; -1: pgq.ticker() */
+	usec_t watch_active; /* the last watch tick that made ticks (or the start) */
+	usec_t watch_gap;    /* the current gap between watch ticks */
+
 	/* maintenance and retry rounds in progress */
 	bool maint_active;
 	MaintOp *ops;

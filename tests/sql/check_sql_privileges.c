@@ -98,6 +98,7 @@ static const struct {
 	{"pgq.maint_rotate_tables_step1(text)", ADMIN},
 	{"pgq.maint_rotate_tables_step2()", ADMIN},
 	{"pgq.maint_tables_to_vacuum()", ADMIN},
+	{"pgq.maint_thin_ticks(text)", ADMIN},
 	{"pgq.create_queue(text)", ADMIN},
 	{"pgq.drop_queue(text)", ADMIN},
 	{"pgq.drop_queue(text,boolean)", ADMIN},
@@ -121,9 +122,12 @@ static const struct {
 	 "text,text,text)",
 	 ADMIN},
 	{"pgq._regen_insert_paths()", ADMIN},
+	{"pgq._wake(text)", ADMIN},
+	{"pgq.ticker_watch(integer)", ADMIN},
 	/* internals only SECURITY DEFINER functions call: the owner's */
 	{"pgq._ticker(text,boolean)", OWNER},
 	{"pgq._first_event_pending(text,txid_snapshot)", OWNER},
+	{"pgq._events_pending(text,txid_snapshot)", OWNER},
 	{"pgq._insert_tree(integer[],integer[],integer,integer)", OWNER},
 	{"pgq_coop._lock_main(text,text)", OWNER},
 };

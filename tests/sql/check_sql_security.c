@@ -552,7 +552,8 @@ START_TEST(test_oracle_catalog)
 		" has_function_privilege('pgq_admin', p.oid, 'execute')"
 		" from pg_proc p where p.pronamespace = 'pgq'::regnamespace"
 		" and p.prorettype <> 'trigger'::regtype and p.proname not like '\\_%'"
-		" and p.proname not in ('pgqd_ev_version', 'queue_notify_channel', 'ticker_wake_channel')"
+		" and p.proname not in ('pgqd_ev_version', 'queue_notify_channel', 'ticker_wake_channel',"
+		" 'ticker_watch', 'maint_thin_ticks')"
 		" order by 1";
 	const char *tbl_q =
 		"select c.relname, r.rolname, p.priv, has_table_privilege(r.rolname, c.oid, p.priv)"

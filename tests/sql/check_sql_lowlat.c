@@ -1,0 +1,222 @@
+/*
+ * Low-latency queues and metadata churn, in SQL: the watch protocol between
+ * producers and the ticker (pgq._wake(), pgq.ticker_watch()), ticks for events of
+ * transactions open at the last tick, HOT updates of pgq.subscription (and its
+ * in-place upgrade from PgQ 3.5's layout), and the thinning of a low-latency
+ * queue's tick history (pgq.maint_thin_ticks()).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqltest.h"
+
+static PGconn *queue_conn(const char *db, bool low_latency)
+{
+	PGconn *c = pgt_connect(db);
+
+	pgt_exec(c, "select pgq.create_queue('q')");
+	if (low_latency)
+		pgt_exec(c, "select pgq.set_queue_config('q', 'low_latency', 'on')");
+	return c;
+}
+
+/* Producers notify unless a ticker watches; the watch ends only with no producer open. */
+START_TEST(test_watch_protocol)
+{
+	const char *db = pgt_db_new();
+	PGconn *tk = queue_conn(db, true), *p = pgt_connect(db), *l = pgt_connect(db);
+	char pl[256];
+
+	pgt_exec(l, "listen \"pgq.wake\"");
+	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
+
+	/* the ticker watches: a producer sends nothing, and is ticked by the watch */
+	sqlt_eq(tk, "select watching from pgq.ticker_watch(1)", "t");
+	/* a second session cannot watch too */
+	sqlt_eq(p, "select watching from pgq.ticker_watch(1)", "f");
+	pgt_exec(p, "begin");
+	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
+	pgt_exec(p, "select pgq.insert_event_raw('q', null, null, null, null, 't', 'd', null, null,"
+		    " null, null)");
+	/* in flight: the watch may not end */
+	sqlt_eq(tk, "select watching from pgq.ticker_watch(2)", "t");
+	pgt_exec(p, "commit");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 0);
+	/* nothing in flight: it ends, and its tick covers the commit */
+	sqlt_eq(tk, "select watching from pgq.ticker_watch(2)", "f");
+	sqlt_eq(tk,
+		"select count(*) from pgq.event_1 e, (select tick_snapshot from pgq.tick"
+		" order by tick_id desc limit 1) t"
+		" where not txid_visible_in_snapshot(e.ev_txid, t.tick_snapshot)",
+		"0");
+	sqlt_eq(tk,
+		"select count(*) from pg_locks where locktype = 'advisory'"
+		" and classid = 1885827447",
+		"0");
+	/* not watched any more: producers notify again, the COPY path too */
+	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
+	pgt_exec(p, "select pgq.current_event_table('q')");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
+	PQfinish(tk);
+	PQfinish(p);
+	PQfinish(l);
+}
+END_TEST
+
+/* A transaction open at a tick, whose event id that tick counted, is ticked after it commits. */
+START_TEST(test_tick_after_open_transaction)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = queue_conn(db, true), *p = pgt_connect(db);
+	char *before;
+
+	/* the first event does not move the sequence's last value: get past it */
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'first')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	pgt_exec(p, "begin");
+	pgt_exec(p, "select pgq.insert_event('q', 't', 'long')");
+	/* counts p's id, cannot see p */
+	ck_assert_ptr_nonnull(pgt_value(c, "select pgq.ticker('q')"));
+	before = pgt_value(c, "select max(tick_id) from pgq.tick");
+	/* nothing new, nothing committed: no tick */
+	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	pgt_exec(p, "commit");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	sqlt_eq(c,
+		"select count(*) from pgq.event_1 e, (select tick_snapshot from pgq.tick"
+		" order by tick_id desc limit 1) t"
+		" where not txid_visible_in_snapshot(e.ev_txid, t.tick_snapshot)",
+		"0");
+	/* and then the queue is idle again */
+	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	free(before);
+	PQfinish(c);
+	PQfinish(p);
+}
+END_TEST
+
+/* 200 batches, each in its own transactions as consumers run them: every update
+   of pgq.subscription is HOT (pages are pruned between them). */
+START_TEST(test_subscription_updates_are_hot)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = queue_conn(db, false);
+	PGconn *r;
+	long upd, hot;
+	char *v;
+	int i;
+
+	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_lag', '0')");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	for (i = 0; i < 200; i++) {
+		pgt_exec(c, "select pgq.insert_event('q', 't', 'd')");
+		pgt_exec(c, "select pgq.ticker('q')");
+		pgt_exec(c, "select pgq.next_batch('q', 'c')");
+		pgt_exec(c, "select pgq.finish_batch(sub_batch) from pgq.subscription");
+	}
+	/* the session's counters reach the statistics at the end of this one */
+	pgt_exec(c, "select pg_stat_force_next_flush()");
+	r = pgt_connect(db);
+	v = pgt_value(r, "select n_tup_upd || ' ' || n_tup_hot_upd from pg_stat_user_tables"
+			 " where relid = 'pgq.subscription'::regclass");
+	upd = atol(v);
+	hot = atol(strchr(v, ' ') + 1);
+	free(v);
+	PQfinish(r);
+	ck_assert_int_eq(upd, 400);
+	ck_assert_msg(hot == upd, "%ld updates, only %ld HOT", upd, hot);
+	PQfinish(c);
+}
+END_TEST
+
+/* An install with PgQ 3.5's layout (unique sub_batch, fillfactor 100) upgrades in place. */
+START_TEST(test_subscription_upgrade_in_place)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = queue_conn(db, false);
+
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	pgt_exec(c, "alter table pgq.subscription add constraint subscription_batch_idx unique"
+		    " (sub_batch), set (fillfactor = 100)");
+	sqlt_eq(c, "select pgq.upgrade_schema()", "0");
+	sqlt_eq(c, "select count(*) from pg_constraint where conname = 'subscription_batch_idx'",
+		"0");
+	sqlt_eq(c, "select reloptions::text from pg_class where oid = 'pgq.subscription'::regclass",
+		"{fillfactor=50}");
+	/* the consumer is still there and reads */
+	sqlt_eq(c, "select count(*) from pgq.get_consumer_info('q', 'c')", "1");
+	/* and again: nothing to do */
+	sqlt_eq(c, "select pgq.upgrade_schema()", "0");
+	PQfinish(c);
+}
+END_TEST
+
+/* Thinning keeps what a consumer or a repositioning may need. */
+START_TEST(test_thin_ticks)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = queue_conn(db, true);
+	char *pos;
+
+	/* 20 minutes ago: 60 s of ticks at 5 a second; 10 minutes ago: another 60 s,
+	   where a consumer is positioned; 2 minutes ago: 60 s more */
+	pgt_exec(c,
+		 "insert into pgq.tick (tick_queue, tick_id, tick_time, tick_event_seq)"
+		 " select 1, nextval('pgq.event_1_tick_seq'),"
+		 " date_trunc('second', now()) - m * interval '1 minute'"
+		 " + i * interval '200 ms', 0"
+		 " from unnest(array[20, 10, 2]) m, generate_series(0, 299) i order by m desc, i");
+	pos = pgt_value(
+		c, "select tick_id from pgq.tick where tick_time < now() - interval '9 minutes'"
+		   " order by tick_id desc limit 1 offset 149");
+	{
+		char sql[160];
+
+		snprintf(sql, sizeof(sql), "select pgq.register_consumer_at('q', 'c', %s)", pos);
+		pgt_exec(c, sql);
+	}
+	sqlt_eq(c, "select count(*) from pgq.tick", "901"); /* and create_queue's */
+	ck_assert_int_eq(
+		sqlt_ntuples(c, "select * from pgq.maint_operations()"
+				" where func_name = 'pgq.maint_thin_ticks' and func_arg = 'q'"),
+		1);
+	sqlt_eq(c, "select pgq.maint_thin_ticks('q')", "0");
+	/* 20 min ago: one a second (60); 10 min ago: the 150 before the consumer one a
+	   second (30), the 150 from its position on kept; the last 5 minutes kept */
+	sqlt_eq(c, "select count(*) from pgq.tick where tick_time < now() - interval '15 minutes'",
+		"60");
+	sqlt_eq(c,
+		"select count(*) from pgq.tick where tick_time between now() - interval '15 minutes'"
+		" and now() - interval '5 minutes'",
+		"180");
+	sqlt_eq(c, "select count(*) from pgq.tick where tick_time > now() - interval '5 minutes'",
+		"301");
+	/* the consumer's batch still works */
+	sqlt_eq(c, "select pgq.next_batch('q', 'c') is not null", "t");
+	/* a normal queue is left alone */
+	pgt_exec(c, "select pgq.set_queue_config('q', 'low_latency', 'off')");
+	ck_assert_int_eq(sqlt_ntuples(c, "select * from pgq.maint_operations()"
+					 " where func_name = 'pgq.maint_thin_ticks'"),
+			 0);
+	free(pos);
+	PQfinish(c);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("sql-lowlat");
+	TCase *tc = pgt_tcase("lowlat", 60);
+	PgtOptions opts = {.need_server = true};
+
+	tcase_add_test(tc, test_watch_protocol);
+	tcase_add_test(tc, test_tick_after_open_transaction);
+	tcase_add_test(tc, test_subscription_updates_are_hot);
+	tcase_add_test(tc, test_subscription_upgrade_in_place);
+	tcase_add_test(tc, test_thin_ticks);
+	suite_add_tcase(s, tc);
+	return pgt_main(s, &opts);
+}

@@ -1,0 +1,275 @@
+/*
+ * Low-latency queues without a NOTIFY per producing transaction: the races of
+ * coalesced wake-ups (sql/pgq/produce.sql pgq._wake(), sql/pgq/ticker.sql
+ * pgq.ticker_watch(), src/ticker/db.c). The grid tick comes every 30 s here, so an
+ * event ticked within COVER_MS of its commit was ticked by the wake-up path.
+ *
+ * "Covered": some tick's snapshot sees the producer's transaction, i.e. its events
+ * are in a batch a consumer can read.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "pgtest.h"
+
+/* Commit to tick on a loaded 2-core machine is tens of ms; the fallback is 30 s. */
+#define COVER_MS 2000
+
+typedef struct Cover {
+	const char *db;
+	long long xid;
+} Cover;
+
+static bool covered(void *arg)
+{
+	Cover *c = arg;
+	char sql[256];
+
+	snprintf(
+		sql, sizeof(sql),
+		"select count(*) from pgq.tick where txid_visible_in_snapshot(%lld, tick_snapshot)",
+		c->xid);
+	return pgt_int_db(c->db, sql) > 0;
+}
+
+static int cover_ms(void)
+{
+	return (int)(COVER_MS * pgt_time_factor());
+}
+
+/* Wait until xid's events are ticked; how long it took, or -1. */
+static long wait_covered(const char *db, long long xid)
+{
+	Cover c = {db, xid};
+	int64_t t0 = pgt_now_ms();
+
+	if (!pgt_wait_until(covered, &c, cover_ms(), 5))
+		return -1;
+	return (long)(pgt_now_ms() - t0);
+}
+
+static bool watch_free(void *arg)
+{
+	return pgt_int_db(arg, "select count(*) from pg_locks where locktype = 'advisory'"
+			       " and classid = 1885827447 and objid = 1 and granted") == 0;
+}
+
+static bool watch_held(void *arg)
+{
+	return !watch_free(arg);
+}
+
+/* Open a transaction that produced one event; returns its xid. */
+static long long produce_open(PGconn *c)
+{
+	pgt_exec(c, "begin");
+	pgt_exec(c, "select pgq.insert_event('q', 'test', 'payload')");
+	return pgt_int(c, "select txid_current()");
+}
+
+static long long produce_commit(const char *db)
+{
+	PGconn *c = pgt_connect(db);
+	long long x = produce_open(c);
+
+	pgt_exec(c, "commit");
+	PQfinish(c);
+	return x;
+}
+
+typedef struct Fixture {
+	char *db;
+	Daemon *d;
+	char *ini;
+} Fixture;
+
+static void start(Fixture *f)
+{
+	PGconn *c;
+
+	f->db = strdup(pgt_db_new());
+	ck_assert_ptr_nonnull(f->db);
+	c = pgt_connect(f->db);
+	pgt_exec(c, "select pgq.create_queue('q')");
+	pgt_exec(c, "select pgq.set_queue_config('q', 'low_latency', 'on')");
+	PQfinish(c);
+	f->ini = malloc(4096);
+	ck_assert_ptr_nonnull(f->ini);
+	snprintf(f->ini, 4096, "%sdatabase_list = %s\nticker_period = 30\n", dmn_base_ini(), f->db);
+	f->d = dmn_start(f->ini, NULL);
+	ck_assert(dmn_wait_notify(f->d, "READY=1", 5000));
+	ck_assert(dmn_wait_log(f->d, "pgq version ok", 5000));
+	/* the first tick (at connect) is made */
+	ck_assert_int_ge(wait_covered(f->db, produce_commit(f->db)), 0);
+}
+
+static void stop(Fixture *f)
+{
+	dmn_signal(f->d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(f->d, 10000), 0);
+	dmn_free(f->d, false);
+	free(f->ini);
+	free(f->db);
+}
+
+/*
+ * Two producers open at once; the second commits after the first's commit was
+ * ticked. With one notifier per queue and nothing after its tick, the second
+ * waits for the grid. Then the same while the daemon watches (producers skip
+ * their NOTIFY): one held open 0.5 s across the end of the watch's linger.
+ */
+START_TEST(test_skipped_producer_commits_after_notifier)
+{
+	Fixture f;
+	PGconn *c1, *c2, *c3;
+	long long x1, x2, x3;
+
+	start(&f);
+	c1 = pgt_connect(f.db);
+	c2 = pgt_connect(f.db);
+	x1 = produce_open(c1);
+	x2 = produce_open(c2);
+	pgt_exec(c1, "commit");
+	ck_assert_int_ge(wait_covered(f.db, x1), 0);
+	pgt_exec(c2, "commit");
+	ck_assert_msg(wait_covered(f.db, x2) >= 0,
+		      "a producer committing after the notifier"
+		      " was not ticked within %d ms",
+		      cover_ms());
+
+	/* the daemon watches after a wake-up (an open producer, c1, keeps it
+	   watching): c3 produces during the watch and sends no NOTIFY */
+	c3 = pgt_connect(f.db);
+	x2 = produce_open(c1);
+	x1 = produce_commit(f.db);
+	ck_assert_msg(wait_covered(f.db, x1) >= 0, "a producer next to an open one was not ticked");
+	ck_assert(pgt_wait_until(watch_held, f.db, cover_ms(), 5));
+	x3 = produce_open(c3);
+	pgt_exec(c1, "commit");
+	ck_assert_int_ge(wait_covered(f.db, x2), 0);
+	/* open past the 100 ms linger: the watch may not end while it is open */
+	{
+		int64_t until = pgt_now_ms() + 500;
+
+		while (pgt_now_ms() < until) {
+			ck_assert(watch_held(f.db));
+			usleep(20000);
+		}
+	}
+	pgt_exec(c3, "commit");
+	ck_assert_msg(wait_covered(f.db, x3) >= 0,
+		      "a producer that skipped its NOTIFY was not"
+		      " ticked within %d ms",
+		      cover_ms());
+	/* and the watch ends once nothing is in flight */
+	ck_assert(pgt_wait_until(watch_free, f.db, cover_ms(), 10));
+	PQfinish(c1);
+	PQfinish(c2);
+	PQfinish(c3);
+	stop(&f);
+}
+END_TEST
+
+/*
+ * A transaction that produced first and stays open 2 s while others produce and
+ * are ticked; its own events are ticked promptly after its commit, although the
+ * event sequence does not move at its commit.
+ */
+START_TEST(test_long_producer_transaction)
+{
+	Fixture f;
+	PGconn *cl;
+	long long xl;
+	int64_t until;
+	int n = 0;
+
+	start(&f);
+	ck_assert(pgt_wait_until(watch_free, f.db, cover_ms(), 10));
+	cl = pgt_connect(f.db);
+	xl = produce_open(cl);
+	until = pgt_now_ms() + 2000;
+	while (pgt_now_ms() < until) {
+		long long x = produce_commit(f.db);
+
+		ck_assert_msg(wait_covered(f.db, x) >= 0,
+			      "a producer next to a long open one was not ticked within %d ms",
+			      cover_ms());
+		n++;
+	}
+	ck_assert_int_ge(n, 2);
+	ck_assert(!covered(&(Cover){f.db, xl}));
+	pgt_exec(cl, "commit");
+	ck_assert_msg(wait_covered(f.db, xl) >= 0,
+		      "the long transaction's events were not ticked within %d ms of its commit",
+		      cover_ms());
+	PQfinish(cl);
+	stop(&f);
+}
+END_TEST
+
+/*
+ * The first producer (the notifier, were there one per queue) rolls back after
+ * the second, in another role, has committed: the second is still ticked. Then
+ * the daemon's session is killed while it watches: after its reconnect,
+ * producers are ticked again.
+ */
+START_TEST(test_rolled_back_notifier_and_reconnect)
+{
+	Fixture f;
+	PGconn *c1, *c2;
+	long long x2, x;
+
+	start(&f);
+	pgt_exec_db(f.db, "do $$ begin if not exists (select 1 from pg_roles where rolname ="
+			  " 'll_writer') then create role ll_writer in role pgq_writer; end if;"
+			  " end $$");
+	ck_assert(pgt_wait_until(watch_free, f.db, cover_ms(), 10));
+	c1 = pgt_connect(f.db);
+	c2 = pgt_connect(f.db);
+	pgt_exec(c2, "set role ll_writer");
+	produce_open(c1);
+	x2 = produce_open(c2);
+	pgt_exec(c2, "commit");
+	pgt_exec(c1, "rollback");
+	ck_assert_msg(wait_covered(f.db, x2) >= 0,
+		      "a producer was stranded by a rolled-back one (%d ms)", cover_ms());
+
+	/* kill the watching session (an open producer keeps the watch going); a new
+	   session is made and ticks the open producer's and later commits */
+	x2 = produce_open(c2);
+	x = produce_commit(f.db);
+	ck_assert_int_ge(wait_covered(f.db, x), 0);
+	ck_assert(pgt_wait_until(watch_held, f.db, cover_ms(), 5));
+	ck_assert_int_eq(pgt_int_db(f.db, "select count(pg_terminate_backend(pid)) from pg_locks"
+					  " where locktype = 'advisory' and classid = 1885827447"
+					  " and objid = 1 and granted"),
+			 1);
+	ck_assert(pgt_wait_until(watch_free, f.db, cover_ms(), 5));
+	pgt_exec(c2, "commit");
+	ck_assert_msg(wait_covered(f.db, x2) >= 0, "not ticked after the daemon reconnected");
+	x = produce_commit(f.db);
+	ck_assert_msg(wait_covered(f.db, x) >= 0, "not ticked after the daemon reconnected");
+	x = produce_commit(f.db);
+	ck_assert_msg(wait_covered(f.db, x) >= 0, "not ticked after the daemon reconnected");
+	PQfinish(c1);
+	PQfinish(c2);
+	stop(&f);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("daemon-lowlat");
+	TCase *tc = pgt_tcase("lowlat", 60);
+	PgtOptions opts = {.need_server = true};
+
+	tcase_add_test(tc, test_skipped_producer_commits_after_notifier);
+	tcase_add_test(tc, test_long_producer_transaction);
+	tcase_add_test(tc, test_rolled_back_notifier_and_reconnect);
+	suite_add_tcase(s, tc);
+	return pgt_main(s, &opts);
+}
