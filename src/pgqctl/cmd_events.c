@@ -65,7 +65,7 @@ static bool queue_known(CtlDb *db, const char *queue, const char *what)
 	if (!r)
 		ctl_db_fail(db, what);
 	else if (!ok)
-		ctl_err("%s: %s: no such queue \"%s\"", ctl_db_label(db), what, queue);
+		ctl_err("%s: %s: no such queue %s", ctl_db_label(db), what, ctl_qq(queue));
 	PQclear(r);
 	return ok;
 }
@@ -96,10 +96,8 @@ int cmd_events(CtlCtx *ctx, int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	if (batch && !ctl_parse_i64("--batch", batch, 1, INT64_MAX, &bid))
 		return CTL_EXIT_USAGE;
-	if (!ctl_check_name("queue", pos[0]) || (consumer && !ctl_check_name("consumer", consumer)))
-		return CTL_EXIT_ERROR;
-	snprintf(what, sizeof(what), "events of %s \"%s\" on queue \"%s\"",
-		 consumer ? "consumer" : "batch", consumer ? consumer : batch, pos[0]);
+	snprintf(what, sizeof(what), "events of %s %s on queue %s", consumer ? "consumer" : "batch",
+		 consumer ? ctl_qq(consumer) : batch, ctl_qq(pos[0]));
 	snprintf(lim, sizeof(lim), "%lld", limit);
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
@@ -232,9 +230,7 @@ int cmd_insert(CtlCtx *ctx, int argc, char **argv)
 		return rc;
 	if (use_stdin ? npos != 1 : (npos < 3 || npos > 7))
 		return ctl_usage(argv[0], "needs QUEUE TYPE DATA [EXTRA1..4] or QUEUE --stdin");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
-	snprintf(what, sizeof(what), "insert into queue \"%s\"", pos[0]);
+	snprintf(what, sizeof(what), "insert into queue %s", ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db) || !queue_known(db, pos[0], what)) {
@@ -332,6 +328,30 @@ int cmd_insert(CtlCtx *ctx, int argc, char **argv)
 
 /* ---- tail ---- */
 
+/* `s` as one shell word (single quotes), for a command line we suggest. */
+static const char *shell_word(const char *s)
+{
+	static char *buf;
+	size_t len = 0;
+
+	free(buf);
+	buf = malloc(strlen(s) * 4 + 3);
+	if (!buf)
+		abort();
+	buf[len++] = '\'';
+	for (; *s; s++) {
+		if (*s == '\'') {
+			memcpy(buf + len, "'\\''", 4);
+			len += 4;
+		} else {
+			buf[len++] = *s;
+		}
+	}
+	buf[len++] = '\'';
+	buf[len] = '\0';
+	return buf;
+}
+
 static void wake(evutil_socket_t fd, short what, void *arg)
 {
 	*(bool *)arg = true;
@@ -354,12 +374,10 @@ int cmd_tail(CtlCtx *ctx, int argc, char **argv)
 		return rc;
 	if (npos != 1)
 		return ctl_usage(argv[0], "needs QUEUE");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
 	/* a signal ends the loop below, never the unregistration */
 	ctl_finish_on_signal = true;
 	snprintf(consumer, sizeof(consumer), "pgqctl_tail_%ld", (long)getpid());
-	snprintf(what, sizeof(what), "tail queue \"%s\"", pos[0]);
+	snprintf(what, sizeof(what), "tail queue %s", ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db) || !queue_known(db, pos[0], what)) {
@@ -386,7 +404,7 @@ int cmd_tail(CtlCtx *ctx, int argc, char **argv)
 	PQclear(r);
 	if (!ctx->quiet)
 		fprintf(stderr, "pgqctl: %s: tailing %s as consumer %s (Ctrl-C stops)\n",
-			ctl_db_label(db), pos[0], consumer);
+			ctl_db_label(db), ctl_q(pos[0]), consumer);
 	/* woken by the queue's tick channel where the SQL has one; polled otherwise */
 	r = ctl_db_exec(db,
 			"select case when to_regproc('pgq.queue_notify_channel') is not null"
@@ -441,7 +459,7 @@ int cmd_tail(CtlCtx *ctx, int argc, char **argv)
 		ctl_db_fail(db, "tail: unregister");
 		ctl_err("the temporary consumer %s is still registered on %s: run pgqctl "
 			"unregister %s %s",
-			consumer, pos[0], pos[0], consumer);
+			consumer, ctl_q(pos[0]), shell_word(pos[0]), consumer);
 		rc = CTL_EXIT_ERROR;
 	} else {
 		PQclear(r);

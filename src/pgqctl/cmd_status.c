@@ -212,27 +212,27 @@ static void db_problems(const Opts *o, const CtlProbe *p, Problems *pr, bool wat
 
 		queue_problem(o, p->res[Q_QUEUES], i, buf, sizeof(buf));
 		if (*buf)
-			add_problem(pr, "%s: queue %s: %s", lab, q, buf);
+			add_problem(pr, "%s: queue %s: %s", lab, ctl_q(q), buf);
 		nr = retry_of(p, q, &overdue);
 		if (nr > 0 && overdue > o->retry_due) {
 			ctl_fmt_age(buf, 32, overdue);
 			add_problem(pr,
 				    "%s: queue %s: %lld retry events, overdue by %s: is the "
 				    "ticker's retry round running?",
-				    lab, q, nr, buf);
+				    lab, ctl_q(q), nr, buf);
 		}
 		if (watch && nr >= 0 && grew(lab, q, nr))
 			add_problem(pr,
 				    "%s: queue %s: the retry queue grew in each of the last 3 "
 				    "rounds (%lld events)",
-				    lab, q, nr);
+				    lab, ctl_q(q), nr);
 	}
 	for (int i = 0; i < PQntuples(p->res[Q_CONSUMERS]); i++) {
 		consumer_problem(o, p->res[Q_CONSUMERS], i, buf, sizeof(buf));
 		if (*buf)
 			add_problem(pr, "%s: consumer %s on %s: %s", lab,
-				    PQgetvalue(p->res[Q_CONSUMERS], i, 1),
-				    PQgetvalue(p->res[Q_CONSUMERS], i, 0), buf);
+				    ctl_q(PQgetvalue(p->res[Q_CONSUMERS], i, 1)),
+				    ctl_q(PQgetvalue(p->res[Q_CONSUMERS], i, 0)), buf);
 	}
 }
 
