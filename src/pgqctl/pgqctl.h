@@ -160,6 +160,11 @@ const char *ctl_db_sqlstate(const CtlDb *db);
 int ctl_db_fail(CtlDb *db, const char *what);
 /* The result of the last ctl_db_exec: one value or NULL. */
 const char *ctl_val(const PGresult *r, int row, int col);
+/* A plain blocking libpq connection to the same database (COPY, which the core's
+   pipelined connection does not do); NULL with the error printed. */
+PGconn *ctl_db_connect_blocking(CtlDb *db);
+/* ctl_db_fail for an error result of such a connection (r NULL: the connection's). */
+int ctl_db_fail_result(CtlDb *db, PGconn *pc, const PGresult *r, const char *what);
 /* Does the database have PgQ (schema pgq with pgq.version())? -1 on error. */
 int ctl_db_has_pgq(CtlDb *db);
 /* Require PgQ; prints "no PgQ" and returns false. */
