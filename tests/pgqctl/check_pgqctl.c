@@ -553,6 +553,62 @@ START_TEST(test_insert_stdin_bulk)
 }
 END_TEST
 
+/* Plain status remembers retry counts across runs in --state FILE and names a
+   retry queue that grew in each of the last three checks. */
+START_TEST(test_status_retry_growth_state)
+{
+	const char *db = pgt_db_new();
+	char d[1024], state[1024];
+	PGconn *c = pgt_connect(db);
+	CtlRun r;
+	FILE *f;
+
+	snprintf(d, sizeof(d), "%s", ctr_dsn(db, NULL));
+	snprintf(state, sizeof(state), "%s/status-%s.state", pgt_tmp_dir(), db);
+	pgt_exec(c, "select pgq.create_queue('it''s growing')");
+	pgt_exec(c, "select pgq.register_consumer('it''s growing', 'c')");
+	for (int round = 0; round < 5; round++) {
+		/* one more event failed and put in the retry queue for an hour */
+		pgt_exec(c, "select pgq.insert_event('it''s growing', 't', 'd')");
+		pgt_exec(c, "select pgq.force_tick('it''s growing'), pgq.ticker('it''s growing')");
+		pgt_exec(c, "select pgq.event_retry(b, ev_id, 3600), pgq.finish_batch(b)"
+			    " from (select pgq.next_batch('it''s growing', 'c') b) x,"
+			    " pgq.get_batch_events(b)");
+		ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.retry_queue"), round + 1);
+		r = RUN("status", "--state", state);
+		if (round < 3) {
+			ctr_expect(&r, 0, "No problems.", NULL);
+		} else {
+			ctr_expect(&r, 3,
+				   "queue \"it's growing\": the retry queue grew in each of the"
+				   " last 3 checks (",
+				   NULL);
+		}
+		ctr_free(&r);
+		/* a run without the file knows nothing of the others */
+		r = RUN("status");
+		ctr_expect(&r, 0, "No problems.", NULL);
+		ctr_free(&r);
+	}
+	/* a file that is not a state file is refused and left alone */
+	f = fopen(state, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("precious\n", f);
+	fclose(f);
+	r = RUN("status", "--state", state);
+	ctr_expect(&r, 1, NULL, "not a pgqctl status state file");
+	ctr_free(&r);
+	f = fopen(state, "r");
+	{
+		char buf[64] = "";
+		ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+		ck_assert_str_eq(buf, "precious\n");
+	}
+	fclose(f);
+	PQfinish(c);
+}
+END_TEST
+
 /* Debian's PgQ 3.5 C extension: pgqctl works on existing installations. */
 
 int main(void)
@@ -568,6 +624,7 @@ int main(void)
 	tcase_add_test(tc, test_status_golden_json_and_problems);
 	tcase_add_test(tc, test_events_insert_retry);
 	tcase_add_test(tc, test_insert_stdin_bulk);
+	tcase_add_test(tc, test_status_retry_growth_state);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &o);
 }
