@@ -298,6 +298,12 @@ START_TEST(test_consumers_register_unregister_coop)
 		got = complete(words);
 		ck_assert_str_eq(got, "q\n");
 		free(got);
+		/* a name with a space and a quote comes back as one shell word */
+		pgt_exec(c, "select pgq.create_queue('two \"words\"')");
+		snprintf(words, sizeof(words), "pgqctl -d \"%s\" drop tw", d);
+		got = complete(words);
+		ck_assert_str_eq(got, "two\\ \\\"words\\\"\n");
+		free(got);
 	}
 	PQfinish(c);
 }
