@@ -248,11 +248,32 @@ static bool bulk_flush(Bulk *b)
 	return true;
 }
 
-/* One stdin line (without its newline) as a COPY text row "N<TAB>LINE". */
+/* Bytes of a COPY text field, escaped. */
+static bool bulk_field(Bulk *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (b->len + 3 > COPY_BUF && !bulk_flush(b))
+			return false;
+		if (s[i] == '\\' || s[i] == '\t' || s[i] == '\r') {
+			b->buf[b->len++] = '\\';
+			b->buf[b->len++] = s[i] == '\t' ? 't' : s[i] == '\r' ? 'r' : '\\';
+		} else {
+			b->buf[b->len++] = s[i];
+		}
+	}
+	return true;
+}
+
+/* One stdin line (without its newline) as a COPY text row: "N<TAB>LINE" for JSON
+   lines, "N<TAB>TYPE<TAB>DATA<TAB>EXTRA1..4" split here for plain ones (\N for
+   what is missing: no type, the extras; an empty line has no DATA and is skipped
+   by the SELECT, so COPY's line numbers stay the chunk's stdin lines). */
 static bool bulk_add(Bulk *b, long long lineno, const char *line, size_t n)
 {
 	if (!b->copying) {
-		PGresult *r = PQexec(b->pc, "copy pg_temp.pgqctl_in (n, l) from stdin");
+		PGresult *r = PQexec(b->pc, b->json ? "copy pg_temp.pgqctl_in (n, l) from stdin"
+						    : "copy pg_temp.pgqctl_in (n, t, d, e1, e2, e3,"
+						      " e4) from stdin");
 
 		if (PQresultStatus(r) != PGRES_COPY_IN)
 			return bulk_fail(b, r, "copy to a temporary table");
@@ -261,18 +282,41 @@ static bool bulk_add(Bulk *b, long long lineno, const char *line, size_t n)
 		b->first = lineno;
 		b->inchunk = 0;
 	}
-	if (b->len + 32 > COPY_BUF && !bulk_flush(b))
+	if (b->len + 64 > COPY_BUF && !bulk_flush(b))
 		return false;
 	b->len += (size_t)sprintf(b->buf + b->len, "%lld\t", lineno);
-	for (size_t i = 0; i < n; i++) {
-		if (b->len + 3 > COPY_BUF && !bulk_flush(b))
+	if (b->json) {
+		if (!bulk_field(b, line, n))
 			return false;
-		if (line[i] == '\\' || line[i] == '\t' || line[i] == '\r') {
-			b->buf[b->len++] = '\\';
-			b->buf[b->len++] = line[i] == '\t' ? 't' : line[i] == '\r' ? 'r' : '\\';
-		} else {
-			b->buf[b->len++] = line[i];
+	} else if (n == 0) {
+		b->len += (size_t)sprintf(b->buf + b->len, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
+	} else {
+		const char *f = line, *end = line + n;
+		int nf = 0;
+
+		if (!memchr(line, '\t', n)) {
+			memcpy(b->buf + b->len, "\\N\t", 3);
+			b->len += 3;
+			nf = 1;
 		}
+		for (;;) {
+			const char *tab = memchr(f, '\t', (size_t)(end - f));
+			size_t fl = tab ? (size_t)(tab - f) : (size_t)(end - f);
+
+			if (!bulk_field(b, f, fl))
+				return false;
+			nf++;
+			if (!tab)
+				break;
+			if (b->len + 3 > COPY_BUF && !bulk_flush(b))
+				return false;
+			b->buf[b->len++] = '\t';
+			f = tab + 1;
+		}
+		if (b->len + 16 > COPY_BUF && !bulk_flush(b))
+			return false;
+		for (; nf < 6; nf++)
+			b->len += (size_t)sprintf(b->buf + b->len, "\t\\N");
 	}
 	b->buf[b->len++] = '\n';
 	b->inchunk++;
@@ -301,11 +345,8 @@ static void bulk_find_bad_json(Bulk *b)
 static bool bulk_chunk(Bulk *b)
 {
 	static const char text_sel[] =
-		"select case when cardinality(a) = 1 then $1 else a[1] end t,"
-		" case when cardinality(a) = 1 then a[1] else a[2] end d,"
-		" a[3] e1, a[4] e2, a[5] e3, a[6] e4"
-		" from (select n, string_to_array(l, E'\\t') a from pg_temp.pgqctl_in"
-		" where l <> '' order by n) x";
+		"select coalesce(t, $1) t, d, e1, e2, e3, e4"
+		" from (select * from pg_temp.pgqctl_in where d is not null order by n) x";
 	static const char json_sel[] =
 		"select coalesce(e->>'type', $1) t, e->>'data' d, e->>'extra1' e1, e->>'extra2' e2,"
 		" e->>'extra3' e3, e->>'extra4' e4"
@@ -390,8 +431,10 @@ static bool bulk_begin(Bulk *b)
 	PGresult *r;
 
 	if (!bulk_exec(b, "begin", 0, NULL, NULL) ||
-	    !bulk_exec(b, "create temp table pgqctl_in (n bigint, l text) on commit drop", 0, NULL,
-		       NULL))
+	    !bulk_exec(b,
+		       "create temp table pgqctl_in (n bigint, l text, t text, d text,"
+		       " e1 text, e2 text, e3 text, e4 text) on commit drop",
+		       0, NULL, NULL))
 		return false;
 	/* current_event_table refuses a queue with inserts disabled (and wakes the
 	   ticker of a low_latency queue once, at commit) */
