@@ -430,7 +430,9 @@ static bool bulk_begin(Bulk *b)
 	const char *p[1] = {b->queue};
 	PGresult *r;
 
+	/* the chunk is sorted by line number: in memory for the default chunk size */
 	if (!bulk_exec(b, "begin", 0, NULL, NULL) ||
+	    !bulk_exec(b, "set local work_mem = '64MB'", 0, NULL, NULL) ||
 	    !bulk_exec(b,
 		       "create temp table pgqctl_in (n bigint, l text, t text, d text,"
 		       " e1 text, e2 text, e3 text, e4 text) on commit drop",
