@@ -266,8 +266,8 @@ static void odd_names_on(const char *db, PGconn *c)
 	r = RUN("consumers", odd[1]);
 	ctr_expect(&r, 0, odd[2], NULL);
 	ctr_free(&r);
-	/* tail: its LISTEN channel (our SQL) is built from the name */
-	for (int i = 1; i < NODD; i += 3) {
+	/* tail: its LISTEN channel (our SQL) is built from the name (one with quotes) */
+	for (int i = 1; i < 2; i++) {
 		const char *argv[] = {"-d", d, "tail", odd[i], NULL};
 		CtlProc *p = ctr_spawn(argv);
 
