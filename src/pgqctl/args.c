@@ -74,6 +74,95 @@ bool ctl_check_name(const char *what, const char *name)
 	return true;
 }
 
+/* Names pgqctl creates (queues, consumers). PgQ itself takes any text: names only
+   ever reach the server as parameters and the event tables are named by queue id,
+   so quotes, semicolons, spaces and UTF-8 are fine. Refused is what cannot work or
+   cannot be shown: empty, control characters (the one-name-a-line output of
+   complete, and the tables, would break), and names the unique indexes on
+   pgq.queue / pgq.consumer cannot reliably hold. */
+bool ctl_check_new_name(const char *what, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0) {
+		ctl_err("%s name is empty", what);
+		return false;
+	}
+	if (n > CTL_NAME_MAX) {
+		ctl_err("%s name %s is %zu bytes long: at most %d fit pgq's unique index on "
+			"names",
+			what, ctl_q(name), n, CTL_NAME_MAX);
+		return false;
+	}
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		if (*p < ' ' || *p == 0x7f) {
+			ctl_err("%s name %s holds a control character (byte 0x%02x): it "
+				"would break pgqctl's one-name-a-line output",
+				what, ctl_q(name), *p);
+			return false;
+		}
+	return true;
+}
+
+/* Plain when the name is made of the usual characters, else in double quotes with
+   \", \\ and \xNN escapes; names over 80 bytes are shortened (at a UTF-8
+   boundary) with "...". Four results stay valid at once. */
+static const char *quote_name(const char *name, bool always)
+{
+	static char *ring[4];
+	static int next;
+	size_t n = strlen(name), cut = n, len = 0;
+	bool plain = n > 0 && !always;
+	char *s;
+
+	for (const unsigned char *p = (const unsigned char *)name; plain && *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || strchr("_.-:/@+", *p)))
+			plain = false;
+	if (n > 80) {
+		cut = 77;
+		while (cut > 0 && ((unsigned char)name[cut] & 0xC0) == 0x80)
+			cut--;
+		plain = false;
+	}
+	s = malloc(cut * 4 + 8);
+	if (!s)
+		abort();
+	if (!plain)
+		s[len++] = '"';
+	for (size_t i = 0; i < cut; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (!plain && (c == '"' || c == '\\')) {
+			s[len++] = '\\';
+			s[len++] = (char)c;
+		} else if (c < ' ' || c == 0x7f) {
+			len += (size_t)sprintf(s + len, "\\x%02x", c);
+		} else {
+			s[len++] = (char)c;
+		}
+	}
+	if (cut < n)
+		len += (size_t)sprintf(s + len, "...");
+	if (!plain)
+		s[len++] = '"';
+	s[len] = '\0';
+	free(ring[next]);
+	ring[next] = s;
+	next = (next + 1) % 4;
+	return s;
+}
+
+const char *ctl_q(const char *name)
+{
+	return quote_name(name, false);
+}
+
+const char *ctl_qq(const char *name)
+{
+	return quote_name(name, true);
+}
+
 bool ctl_parse_i64(const char *opt, const char *s, long long min, long long max, long long *out)
 {
 	char *end;

@@ -29,7 +29,7 @@ static int need_queue(CtlDb *db, const char *queue, const char *what)
 	n = PQntuples(r);
 	PQclear(r);
 	if (n == 0)
-		ctl_err("%s: %s: no such queue \"%s\"", ctl_db_label(db), what, queue);
+		ctl_err("%s: %s: no such queue %s", ctl_db_label(db), what, ctl_qq(queue));
 	return n > 0;
 }
 
@@ -75,9 +75,9 @@ int cmd_register(CtlCtx *ctx, int argc, char **argv)
 			return CTL_EXIT_USAGE;
 		snprintf(tick, sizeof(tick), "%lld", v);
 	}
-	if (!ctl_check_name("queue", pos[0]) || !ctl_check_name("consumer", pos[1]))
+	if (!ctl_check_new_name("consumer", pos[1]))
 		return CTL_EXIT_ERROR;
-	snprintf(what, sizeof(what), "register \"%s\" on queue \"%s\"", pos[1], pos[0]);
+	snprintf(what, sizeof(what), "register %s on queue %s", ctl_qq(pos[1]), ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db) || need_queue(db, pos[0], what) != 1) {
@@ -118,8 +118,8 @@ int cmd_register(CtlCtx *ctx, int argc, char **argv)
 		return fail_close(db, what);
 	PQclear(r);
 	if (!ctx->quiet)
-		printf("%s: registered %s on %s%s%s\n", ctl_db_label(db), pos[1], pos[0],
-		       *tick ? " at tick " : "", tick);
+		printf("%s: registered %s on %s%s%s\n", ctl_db_label(db), ctl_q(pos[1]),
+		       ctl_q(pos[0]), *tick ? " at tick " : "", tick);
 	ctl_db_close(db);
 	return CTL_EXIT_OK;
 }
@@ -137,9 +137,7 @@ int cmd_unregister(CtlCtx *ctx, int argc, char **argv)
 		return rc;
 	if (npos != 2)
 		return ctl_usage(argv[0], "needs QUEUE CONSUMER");
-	if (!ctl_check_name("queue", pos[0]) || !ctl_check_name("consumer", pos[1]))
-		return CTL_EXIT_ERROR;
-	snprintf(what, sizeof(what), "unregister \"%s\" from queue \"%s\"", pos[1], pos[0]);
+	snprintf(what, sizeof(what), "unregister %s from queue %s", ctl_qq(pos[1]), ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db) || need_queue(db, pos[0], what) != 1) {
@@ -160,7 +158,8 @@ int cmd_unregister(CtlCtx *ctx, int argc, char **argv)
 		return fail_close(db, what);
 	PQclear(r);
 	if (!ctx->quiet)
-		printf("%s: unregistered %s from %s\n", ctl_db_label(db), pos[1], pos[0]);
+		printf("%s: unregistered %s from %s\n", ctl_db_label(db), ctl_q(pos[1]),
+		       ctl_q(pos[0]));
 	ctl_db_close(db);
 	return CTL_EXIT_OK;
 }
@@ -190,8 +189,6 @@ int cmd_consumers(CtlCtx *ctx, int argc, char **argv)
 		return rc;
 	if (npos > 1)
 		return ctl_usage(argv[0], "takes at most one QUEUE");
-	if (npos == 1 && !ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db) || (npos == 1 && need_queue(db, pos[0], "consumers") != 1)) {

@@ -5,6 +5,8 @@
  * `events --consumer` opens the consumer's batches one after the other inside a
  * transaction and rolls it back, so the consumer's position never moves.
  */
+#include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,7 +67,7 @@ static bool queue_known(CtlDb *db, const char *queue, const char *what)
 	if (!r)
 		ctl_db_fail(db, what);
 	else if (!ok)
-		ctl_err("%s: %s: no such queue \"%s\"", ctl_db_label(db), what, queue);
+		ctl_err("%s: %s: no such queue %s", ctl_db_label(db), what, ctl_qq(queue));
 	PQclear(r);
 	return ok;
 }
@@ -96,10 +98,8 @@ int cmd_events(CtlCtx *ctx, int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	if (batch && !ctl_parse_i64("--batch", batch, 1, INT64_MAX, &bid))
 		return CTL_EXIT_USAGE;
-	if (!ctl_check_name("queue", pos[0]) || (consumer && !ctl_check_name("consumer", consumer)))
-		return CTL_EXIT_ERROR;
-	snprintf(what, sizeof(what), "events of %s \"%s\" on queue \"%s\"",
-		 consumer ? "consumer" : "batch", consumer ? consumer : batch, pos[0]);
+	snprintf(what, sizeof(what), "events of %s %s on queue %s", consumer ? "consumer" : "batch",
+		 consumer ? ctl_qq(consumer) : batch, ctl_qq(pos[0]));
 	snprintf(lim, sizeof(lim), "%lld", limit);
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
@@ -183,45 +183,364 @@ int cmd_events(CtlCtx *ctx, int argc, char **argv)
 
 /* ---- insert ---- */
 
-/* Append `s` to a text[] literal element list. */
-static void arr_add(char **buf, size_t *len, size_t *cap, const char *s)
-{
-	size_t need = strlen(s) * 2 + 4;
+/*
+ * insert --stdin: the lines go by COPY into a temporary table, and each chunk of
+ * CHUNK_LINES lines becomes events in one statement: an INSERT ... SELECT into the
+ * queue's current event table (pgq.current_event_table, PgQ's bulk path) when this
+ * role may insert there and the queue has no per-transaction limit, else one
+ * pgq.insert_event() call per row of the same SELECT. The client holds one line
+ * at a time; the server one chunk. Everything runs in one transaction: a bad
+ * line, an error or Ctrl-C inserts nothing.
+ */
+#define CHUNK_LINES 100000 /* default of --chunk-lines */
+#define COPY_BUF    (64 * 1024)
 
-	if (*len + need + 2 > *cap) {
-		*cap = (*len + need + 2) * 2;
-		*buf = realloc(*buf, *cap);
-		if (!*buf)
-			abort();
-	}
-	if (*len > 1)
-		(*buf)[(*len)++] = ',';
-	(*buf)[(*len)++] = '"';
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			(*buf)[(*len)++] = '\\';
-		(*buf)[(*len)++] = *s;
-	}
-	(*buf)[(*len)++] = '"';
-	(*buf)[*len] = '\0';
+typedef struct Bulk {
+	CtlCtx *ctx;
+	CtlDb *db; /* for messages */
+	PGconn *pc;
+	const char *queue, *type, *what;
+	bool json;
+	bool direct;       /* INSERT into the event table */
+	bool copying;      /* a COPY is open */
+	long long first;   /* stdin line number of the chunk's first row */
+	long long inchunk; /* rows of this chunk */
+	long long total;   /* events inserted */
+	long long chunk;   /* lines per chunk */
+	char *buf;
+	size_t len;
+} Bulk;
+
+static bool bulk_fail(Bulk *b, PGresult *r, const char *fmt, ...) PQEV_PRINTF(3, 4);
+static bool bulk_fail(Bulk *b, PGresult *r, const char *fmt, ...)
+{
+	char w[600], where[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(where, sizeof(where), fmt, ap);
+	va_end(ap);
+	snprintf(w, sizeof(w), "%s (%s)", b->what, where);
+	ctl_db_fail_result(b->db, b->pc, r, w);
+	PQclear(r);
+	return false;
 }
 
-static const char sql_bulk_text[] =
-	"select count(pgq.insert_event($1, case when strpos(l, E'\\t') = 0 then $3 else a[1] end,"
-	" case when strpos(l, E'\\t') = 0 then l else a[2] end, a[3], a[4], a[5], a[6]))"
-	" from unnest($2::text[]) l, lateral (select string_to_array(l, E'\\t') a) x";
-static const char sql_bulk_json[] =
-	"select count(pgq.insert_event($1, coalesce(e->>'type', $3), e->>'data', e->>'extra1',"
-	" e->>'extra2', e->>'extra3', e->>'extra4'))"
-	" from unnest($2::text[]) l, lateral (select l::json e) x";
+static bool bulk_exec(Bulk *b, const char *sql, int n, const char *const *p, long long *rows)
+{
+	PGresult *r = PQexecParams(b->pc, sql, n, NULL, p, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(r);
 
-#define BULK_LINES 1000
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		return bulk_fail(b, r, "stdin lines %lld..%lld", b->first,
+				 b->first + b->inchunk - 1);
+	if (rows)
+		*rows = st == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : atoll(PQcmdTuples(r));
+	PQclear(r);
+	return true;
+}
+
+static bool bulk_flush(Bulk *b)
+{
+	if (b->len && PQputCopyData(b->pc, b->buf, (int)b->len) != 1)
+		return bulk_fail(b, NULL, "sending stdin line %lld", b->first + b->inchunk - 1);
+	b->len = 0;
+	return true;
+}
+
+/* Bytes of a COPY text field, escaped. */
+static bool bulk_field(Bulk *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (b->len + 3 > COPY_BUF && !bulk_flush(b))
+			return false;
+		if (s[i] == '\\' || s[i] == '\t' || s[i] == '\r') {
+			b->buf[b->len++] = '\\';
+			b->buf[b->len++] = s[i] == '\t' ? 't' : s[i] == '\r' ? 'r' : '\\';
+		} else {
+			b->buf[b->len++] = s[i];
+		}
+	}
+	return true;
+}
+
+/* One stdin line (without its newline) as a COPY text row: "N<TAB>LINE" for JSON
+   lines, "N<TAB>TYPE<TAB>DATA<TAB>EXTRA1..4" split here for plain ones (\N for
+   what is missing: no type, the extras; an empty line has no DATA and is skipped
+   by the SELECT, so COPY's line numbers stay the chunk's stdin lines). */
+static bool bulk_add(Bulk *b, long long lineno, const char *line, size_t n)
+{
+	if (!b->copying) {
+		PGresult *r = PQexec(b->pc, b->json ? "copy pg_temp.pgqctl_in (n, l) from stdin"
+						    : "copy pg_temp.pgqctl_in (n, t, d, e1, e2, e3,"
+						      " e4) from stdin");
+
+		if (PQresultStatus(r) != PGRES_COPY_IN)
+			return bulk_fail(b, r, "copy to a temporary table");
+		PQclear(r);
+		b->copying = true;
+		b->first = lineno;
+		b->inchunk = 0;
+	}
+	if (b->len + 64 > COPY_BUF && !bulk_flush(b))
+		return false;
+	b->len += (size_t)sprintf(b->buf + b->len, "%lld\t", lineno);
+	if (b->json) {
+		if (!bulk_field(b, line, n))
+			return false;
+	} else if (n == 0) {
+		b->len += (size_t)sprintf(b->buf + b->len, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
+	} else {
+		const char *f = line, *end = line + n;
+		int nf = 0;
+
+		if (!memchr(line, '\t', n)) {
+			memcpy(b->buf + b->len, "\\N\t", 3);
+			b->len += 3;
+			nf = 1;
+		}
+		for (;;) {
+			const char *tab = memchr(f, '\t', (size_t)(end - f));
+			size_t fl = tab ? (size_t)(tab - f) : (size_t)(end - f);
+
+			if (!bulk_field(b, f, fl))
+				return false;
+			nf++;
+			if (!tab)
+				break;
+			if (b->len + 3 > COPY_BUF && !bulk_flush(b))
+				return false;
+			b->buf[b->len++] = '\t';
+			f = tab + 1;
+		}
+		if (b->len + 16 > COPY_BUF && !bulk_flush(b))
+			return false;
+		for (; nf < 6; nf++)
+			b->len += (size_t)sprintf(b->buf + b->len, "\t\\N");
+	}
+	b->buf[b->len++] = '\n';
+	b->inchunk++;
+	return true;
+}
+
+/* The first line of the chunk that is not JSON, with the parser's message. */
+static void bulk_find_bad_json(Bulk *b)
+{
+	PGresult *r;
+
+	PQclear(PQexec(b->pc, "rollback to savepoint pgqctl_chunk"));
+	PQclear(PQexec(b->pc, "create function pg_temp.pgqctl_json_error(t text) returns text"
+			      " language plpgsql as $f$ begin perform t::json; return null;"
+			      " exception when others then return sqlerrm; end $f$"));
+	r = PQexec(b->pc, "select n, e from (select n, pg_temp.pgqctl_json_error(l) e"
+			  " from pg_temp.pgqctl_in where l <> '') x where e is not null"
+			  " order by n limit 1");
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+		ctl_err("%s: %s: stdin line %s: %s", ctl_db_label(b->db), b->what,
+			PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+	PQclear(r);
+}
+
+/* End the chunk's COPY and turn its rows into events. */
+static bool bulk_chunk(Bulk *b)
+{
+	static const char text_sel[] =
+		"select coalesce(t, $1) t, d, e1, e2, e3, e4"
+		" from (select * from pg_temp.pgqctl_in where d is not null order by n) x";
+	static const char json_sel[] =
+		"select coalesce(e->>'type', $1) t, e->>'data' d, e->>'extra1' e1, e->>'extra2' e2,"
+		" e->>'extra3' e3, e->>'extra4' e4"
+		" from (select n, l::json e from pg_temp.pgqctl_in where l <> '' order by n) x";
+	const char *sel = b->json ? json_sel : text_sel;
+	const char *p[2] = {b->type, b->queue};
+	char *sql = NULL;
+	PGresult *r;
+	long long rows = 0;
+	bool ok;
+
+	if (!b->copying)
+		return true;
+	b->copying = false;
+	if (!bulk_flush(b))
+		return false;
+	if (PQputCopyEnd(b->pc, NULL) != 1)
+		return bulk_fail(b, NULL, "ending the copy");
+	r = PQgetResult(b->pc);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		/* the server's "COPY pgqctl_in, line K": K counts from the chunk's start */
+		const char *c = PQresultErrorField(r, PG_DIAG_CONTEXT);
+		const char *at = c ? strstr(c, ", line ") : NULL;
+
+		while (PQgetResult(b->pc))
+			;
+		if (at)
+			return bulk_fail(b, r, "stdin line %lld", b->first + atoll(at + 7) - 1);
+		return bulk_fail(b, r, "stdin lines %lld..%lld", b->first,
+				 b->first + b->inchunk - 1);
+	}
+	PQclear(r);
+	while ((r = PQgetResult(b->pc)))
+		PQclear(r);
+	if (b->json && !bulk_exec(b, "savepoint pgqctl_chunk", 0, NULL, NULL))
+		return false;
+	if (b->direct) {
+		/* the current table again: the queue may have rotated since the last chunk */
+		const char *q[1] = {b->queue};
+		r = PQexecParams(b->pc, "select pgq.current_event_table($1)", 1, NULL, q, NULL,
+				 NULL, 0);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK)
+			return bulk_fail(b, r, "stdin lines %lld..%lld", b->first,
+					 b->first + b->inchunk - 1);
+		if (asprintf(
+			    &sql,
+			    "insert into %s (ev_time, ev_type, ev_data, ev_extra1, ev_extra2,"
+			    " ev_extra3, ev_extra4) select now(), t, d, e1, e2, e3, e4 from (%s) s",
+			    PQgetvalue(r, 0, 0), sel) < 0)
+			abort();
+		PQclear(r);
+		ok = bulk_exec(b, sql, 1, p, &rows);
+	} else {
+		if (asprintf(&sql,
+			     "select count(pgq.insert_event($2, t, d, e1, e2, e3, e4)) from (%s) s",
+			     sel) < 0)
+			abort();
+		ok = bulk_exec(b, sql, 2, p, &rows);
+	}
+	free(sql);
+	if (!ok) {
+		if (b->json)
+			bulk_find_bad_json(b);
+		return false;
+	}
+	b->total += rows;
+	return (!b->json || bulk_exec(b, "release savepoint pgqctl_chunk", 0, NULL, NULL)) &&
+	       bulk_exec(b, "truncate pg_temp.pgqctl_in", 0, NULL, NULL);
+}
+
+/* Ctrl-C arrives through the loop: let it run once without waiting. */
+static bool interrupted(CtlCtx *ctx)
+{
+	event_base_loop(ctx->base, EVLOOP_NONBLOCK);
+	return ctl_signalled != 0;
+}
+
+/* The path for this queue and role; false when the queue cannot take events. */
+static bool bulk_begin(Bulk *b)
+{
+	const char *p[1] = {b->queue};
+	PGresult *r;
+
+	/* the chunk is sorted by line number: in memory for the default chunk size */
+	if (!bulk_exec(b, "begin", 0, NULL, NULL) ||
+	    !bulk_exec(b, "set local work_mem = '64MB'", 0, NULL, NULL) ||
+	    !bulk_exec(b,
+		       "create temp table pgqctl_in (n bigint, l text, t text, d text,"
+		       " e1 text, e2 text, e3 text, e4 text) on commit drop",
+		       0, NULL, NULL))
+		return false;
+	/* current_event_table refuses a queue with inserts disabled (and wakes the
+	   ticker of a low_latency queue once, at commit) */
+	r = PQexecParams(b->pc,
+			 "select coalesce(has_table_privilege(t, 'insert'), false)"
+			 " and t ~ '^[a-z0-9_.]+$'"
+			 " and (select to_jsonb(q)->>'queue_per_tx_limit' from pgq.queue q"
+			 "      where q.queue_name = $1) is null"
+			 " from pgq.current_event_table($1) t",
+			 1, NULL, p, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		return bulk_fail(b, r, "before the first line");
+	b->direct = PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	return true;
+}
+
+static int insert_stdin(CtlCtx *ctx, CtlDb *db, const char *queue, const char *type,
+			long long chunk, const char *what)
+{
+	Bulk b = {.ctx = ctx,
+		  .db = db,
+		  .queue = queue,
+		  .type = type ? type : "text",
+		  .what = what,
+		  .json = ctx->json,
+		  .chunk = chunk};
+	char *line = NULL;
+	size_t lcap = 0;
+	long long lineno = 0;
+	ssize_t n;
+	bool ok;
+
+	b.pc = ctl_db_connect_blocking(db);
+	if (!b.pc)
+		return CTL_EXIT_ERROR;
+	b.buf = malloc(COPY_BUF);
+	if (!b.buf)
+		abort();
+	ok = bulk_begin(&b);
+	while (ok && (n = getline(&line, &lcap, stdin)) >= 0) {
+		lineno++;
+		if (n > 0 && line[n - 1] == '\n')
+			line[--n] = '\0';
+		if (n > 0 && line[n - 1] == '\r')
+			line[--n] = '\0';
+		if (b.json && n > 0 && (line[0] != '{' || line[n - 1] != '}')) {
+			ctl_err("%s: %s: stdin line %lld: not a JSON object", ctl_db_label(db),
+				what, lineno);
+			ok = false;
+			break;
+		}
+		if (!b.json) {
+			int tabs = 0;
+			for (ssize_t i = 0; i < n; i++)
+				tabs += line[i] == '\t';
+			if (tabs > 5) {
+				ctl_err("%s: %s: stdin line %lld: %d tab-separated fields, at most 6"
+					" (TYPE, DATA, EXTRA1..4)",
+					ctl_db_label(db), what, lineno, tabs + 1);
+				ok = false;
+				break;
+			}
+		}
+		ok = bulk_add(&b, lineno, line, (size_t)n);
+		if (ok && b.inchunk == b.chunk)
+			ok = bulk_chunk(&b);
+		if (ok && lineno % 10000 == 0 && interrupted(ctx))
+			ok = false;
+	}
+	if (ok && ferror(stdin)) {
+		ctl_err("%s: %s: reading stdin: %s", ctl_db_label(db), what, strerror(errno));
+		ok = false;
+	}
+	ok = ok && bulk_chunk(&b);
+	if (ok && interrupted(ctx))
+		ok = false;
+	ok = ok && bulk_exec(&b, "commit", 0, NULL, NULL);
+	free(line);
+	free(b.buf);
+	PQfinish(b.pc); /* without a commit: rolled back */
+	if (ctl_signalled) {
+		ctl_err("%s: %s: interrupted: nothing inserted", ctl_db_label(db), what);
+		return 128 + ctl_signalled;
+	}
+	if (!ok)
+		return CTL_EXIT_ERROR;
+	if (!ctx->quiet)
+		fprintf(stderr, "%s: inserted %lld events into %s%s\n", ctl_db_label(db), b.total,
+			ctl_q(queue), b.direct ? "" : " (through pgq.insert_event)");
+	return CTL_EXIT_OK;
+}
 
 int cmd_insert(CtlCtx *ctx, int argc, char **argv)
 {
 	bool use_stdin = false;
-	const char *type = NULL;
-	const CtlOpt opts[] = {{"stdin", false, &use_stdin}, {"type", true, &type}, {NULL}};
+	const char *type = NULL, *chunk_s = NULL;
+	const CtlOpt opts[] = {
+		{"stdin", false, &use_stdin},
+		{"type", true, &type},
+		{"chunk-lines", true, &chunk_s},
+		{NULL},
+	};
+	long long chunk = CHUNK_LINES;
 	char *pos[CTL_MAX_ARGS];
 	int npos, rc;
 	CtlDb *db;
@@ -232,16 +551,21 @@ int cmd_insert(CtlCtx *ctx, int argc, char **argv)
 		return rc;
 	if (use_stdin ? npos != 1 : (npos < 3 || npos > 7))
 		return ctl_usage(argv[0], "needs QUEUE TYPE DATA [EXTRA1..4] or QUEUE --stdin");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
-	snprintf(what, sizeof(what), "insert into queue \"%s\"", pos[0]);
+	if (chunk_s && !ctl_parse_i64("--chunk-lines", chunk_s, 1, 100000000, &chunk))
+		return CTL_EXIT_USAGE;
+	snprintf(what, sizeof(what), "insert into queue %s", ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db) || !queue_known(db, pos[0], what)) {
 		ctl_db_close(db);
 		return CTL_EXIT_ERROR;
 	}
-	if (!use_stdin) {
+	if (use_stdin) {
+		rc = insert_stdin(ctx, db, pos[0], type, chunk, what);
+		ctl_db_close(db);
+		return rc;
+	}
+	{
 		const char *p[7] = {pos[0], pos[1], pos[2], NULL, NULL, NULL, NULL};
 		for (int i = 3; i < npos; i++)
 			p[i] = pos[i];
@@ -254,83 +578,33 @@ int cmd_insert(CtlCtx *ctx, int argc, char **argv)
 		ctl_db_close(db);
 		return CTL_EXIT_OK;
 	}
-	/* stdin: batches of lines, all in one transaction (a bad line changes nothing) */
-	{
-		char *line = NULL, *arr = NULL;
-		size_t lcap = 0, alen = 0, acap = 0;
-		long long total = 0, lineno = 0, first = 1;
-		int inbatch = 0;
-		ssize_t n;
-		bool ok = true;
-
-		PQclear(ctl_db_exec(db, "begin", 0, NULL));
-		arr = strdup("{");
-		alen = 1;
-		acap = 2;
-		for (;;) {
-			n = getline(&line, &lcap, stdin);
-			if (n > 0) {
-				lineno++;
-				if (line[n - 1] == '\n')
-					line[--n] = '\0';
-				if (n > 0 && line[n - 1] == '\r')
-					line[--n] = '\0';
-				if (n == 0)
-					continue;
-				if (ctx->json && (line[0] != '{' || line[n - 1] != '}')) {
-					ctl_err("%s: stdin line %lld: not a JSON object", what,
-						lineno);
-					ok = false;
-					break;
-				}
-				arr_add(&arr, &alen, &acap, line);
-				inbatch++;
-			}
-			if (inbatch > 0 && (inbatch == BULK_LINES || n < 0)) {
-				char *lit;
-				const char *p[3];
-
-				if (asprintf(&lit, "%s}", arr) < 0)
-					abort();
-				p[0] = pos[0];
-				p[1] = lit;
-				p[2] = type ? type : "text";
-				r = ctl_db_exec(db, ctx->json ? sql_bulk_json : sql_bulk_text, 3,
-						p);
-				free(lit);
-				if (!r) {
-					char w2[400];
-					snprintf(w2, sizeof(w2), "%s (stdin lines %lld..%lld)",
-						 what, first, lineno);
-					ctl_db_fail(db, w2);
-					ok = false;
-					break;
-				}
-				total += atoll(ctl_val(r, 0, 0) ? ctl_val(r, 0, 0) : "0");
-				PQclear(r);
-				inbatch = 0;
-				first = lineno + 1;
-				alen = 1;
-				arr[1] = '\0';
-			}
-			if (n < 0)
-				break;
-		}
-		free(line);
-		free(arr);
-		r = ctl_db_exec(db, ok ? "commit" : "rollback", 0, NULL);
-		if (ok && !r)
-			return fail_close(db, what);
-		PQclear(r);
-		if (ok && !ctx->quiet)
-			fprintf(stderr, "%s: inserted %lld events into %s\n", ctl_db_label(db),
-				total, pos[0]);
-		ctl_db_close(db);
-		return ok ? CTL_EXIT_OK : CTL_EXIT_ERROR;
-	}
 }
 
 /* ---- tail ---- */
+
+/* `s` as one shell word (single quotes), for a command line we suggest. */
+static const char *shell_word(const char *s)
+{
+	static char *buf;
+	size_t len = 0;
+
+	free(buf);
+	buf = malloc(strlen(s) * 4 + 3);
+	if (!buf)
+		abort();
+	buf[len++] = '\'';
+	for (; *s; s++) {
+		if (*s == '\'') {
+			memcpy(buf + len, "'\\''", 4);
+			len += 4;
+		} else {
+			buf[len++] = *s;
+		}
+	}
+	buf[len++] = '\'';
+	buf[len] = '\0';
+	return buf;
+}
 
 static void wake(evutil_socket_t fd, short what, void *arg)
 {
@@ -354,12 +628,10 @@ int cmd_tail(CtlCtx *ctx, int argc, char **argv)
 		return rc;
 	if (npos != 1)
 		return ctl_usage(argv[0], "needs QUEUE");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
 	/* a signal ends the loop below, never the unregistration */
 	ctl_finish_on_signal = true;
 	snprintf(consumer, sizeof(consumer), "pgqctl_tail_%ld", (long)getpid());
-	snprintf(what, sizeof(what), "tail queue \"%s\"", pos[0]);
+	snprintf(what, sizeof(what), "tail queue %s", ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db) || !queue_known(db, pos[0], what)) {
@@ -386,7 +658,7 @@ int cmd_tail(CtlCtx *ctx, int argc, char **argv)
 	PQclear(r);
 	if (!ctx->quiet)
 		fprintf(stderr, "pgqctl: %s: tailing %s as consumer %s (Ctrl-C stops)\n",
-			ctl_db_label(db), pos[0], consumer);
+			ctl_db_label(db), ctl_q(pos[0]), consumer);
 	/* woken by the queue's tick channel where the SQL has one; polled otherwise */
 	r = ctl_db_exec(db,
 			"select case when to_regproc('pgq.queue_notify_channel') is not null"
@@ -441,7 +713,7 @@ int cmd_tail(CtlCtx *ctx, int argc, char **argv)
 		ctl_db_fail(db, "tail: unregister");
 		ctl_err("the temporary consumer %s is still registered on %s: run pgqctl "
 			"unregister %s %s",
-			consumer, pos[0], pos[0], consumer);
+			consumer, ctl_q(pos[0]), shell_word(pos[0]), consumer);
 		rc = CTL_EXIT_ERROR;
 	} else {
 		PQclear(r);

@@ -97,8 +97,6 @@ static int parse_queue_pairs(CtlCtx *ctx, int argc, char **argv, char **pos, int
 		return rc;
 	if (*npos < 1)
 		return ctl_usage(argv[0], "needs QUEUE");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
 	for (int i = 1; i < *npos; i++) {
 		char *k;
 		const char *v;
@@ -119,7 +117,9 @@ int cmd_create(CtlCtx *ctx, int argc, char **argv)
 
 	if ((rc = parse_queue_pairs(ctx, argc, argv, pos, &npos)))
 		return rc;
-	snprintf(what, sizeof(what), "create queue \"%s\"", pos[0]);
+	snprintf(what, sizeof(what), "create queue %s", ctl_qq(pos[0]));
+	if (!ctl_check_new_name("queue", pos[0]))
+		return CTL_EXIT_ERROR;
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db)) {
@@ -154,7 +154,7 @@ int cmd_create(CtlCtx *ctx, int argc, char **argv)
 	}
 	PQclear(r);
 	if (!ctx->quiet)
-		printf("%s: created queue %s\n", ctl_db_label(db), pos[0]);
+		printf("%s: created queue %s\n", ctl_db_label(db), ctl_q(pos[0]));
 	ctl_db_close(db);
 	return CTL_EXIT_OK;
 }
@@ -175,9 +175,7 @@ int cmd_drop(CtlCtx *ctx, int argc, char **argv)
 		return rc;
 	if (npos != 1)
 		return ctl_usage(argv[0], "needs exactly one QUEUE");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
-	snprintf(what, sizeof(what), "drop queue \"%s\"", pos[0]);
+	snprintf(what, sizeof(what), "drop queue %s", ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db)) {
@@ -206,7 +204,7 @@ int cmd_drop(CtlCtx *ctx, int argc, char **argv)
 	}
 	PQclear(r);
 	if (!ctx->quiet)
-		printf("%s: dropped queue %s\n", ctl_db_label(db), pos[0]);
+		printf("%s: dropped queue %s\n", ctl_db_label(db), ctl_q(pos[0]));
 	ctl_db_close(db);
 	return CTL_EXIT_OK;
 }
@@ -221,7 +219,7 @@ static int show_config(CtlCtx *ctx, CtlDb *db, const char *queue)
 			 queue);
 	char what[300];
 
-	snprintf(what, sizeof(what), "config \"%s\"", queue);
+	snprintf(what, sizeof(what), "config %s", ctl_qq(queue));
 	if (!r)
 		return ctl_db_fail(db, what);
 	if (PQntuples(r) == 0) {
@@ -273,7 +271,7 @@ int cmd_config(CtlCtx *ctx, int argc, char **argv)
 
 	if ((rc = parse_queue_pairs(ctx, argc, argv, pos, &npos)))
 		return rc;
-	snprintf(what, sizeof(what), "config \"%s\"", pos[0]);
+	snprintf(what, sizeof(what), "config %s", ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	if (!ctl_db_need_pgq(db)) {
@@ -309,8 +307,8 @@ int cmd_config(CtlCtx *ctx, int argc, char **argv)
 	}
 	PQclear(r);
 	if (!ctx->quiet)
-		printf("%s: queue %s: %d setting%s changed\n", ctl_db_label(db), pos[0], npos - 1,
-		       npos == 2 ? "" : "s");
+		printf("%s: queue %s: %d setting%s changed\n", ctl_db_label(db), ctl_q(pos[0]),
+		       npos - 1, npos == 2 ? "" : "s");
 	ctl_db_close(db);
 	return CTL_EXIT_OK;
 }

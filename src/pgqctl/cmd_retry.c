@@ -44,8 +44,6 @@ int cmd_retry_list(CtlCtx *ctx, int argc, char **argv)
 		return ctl_usage("retry list", "takes at most one QUEUE");
 	if (limit_s && !ctl_parse_i64("--limit", limit_s, 1, 10000000, &limit))
 		return CTL_EXIT_USAGE;
-	if (npos && !ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
 	snprintf(lim, sizeof(lim), "%lld", limit);
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
@@ -137,11 +135,9 @@ static int change(CtlCtx *ctx, int argc, char **argv, bool drop)
 		return ctl_usage(cmd, "name EVENT_IDs, or --all-events");
 	if (every && npos > 1)
 		return ctl_usage(cmd, "--all-events and EVENT_IDs exclude each other");
-	if (!ctl_check_name("queue", pos[0]))
-		return CTL_EXIT_ERROR;
 	if (npos > 1 && !(ids = id_array(pos + 1, npos - 1)))
 		return CTL_EXIT_USAGE;
-	snprintf(what, sizeof(what), "%s on queue \"%s\"", cmd, pos[0]);
+	snprintf(what, sizeof(what), "%s on queue %s", cmd, ctl_qq(pos[0]));
 	if ((rc = ctl_open_single(ctx, &db))) {
 		free(ids);
 		return rc;
@@ -211,7 +207,7 @@ static int change(CtlCtx *ctx, int argc, char **argv, bool drop)
 	}
 	if (!ctx->quiet)
 		printf("%s: %s %s retry events of %s\n", ctl_db_label(db),
-		       drop ? "dropped" : "made due", ctl_val(r, 0, 0), pos[0]);
+		       drop ? "dropped" : "made due", ctl_val(r, 0, 0), ctl_q(pos[0]));
 	if (!drop) {
 		/* move them back into the queue now instead of at the daemon's next round */
 		do {

@@ -9,10 +9,12 @@
  *    ticker_max_lag (each plus --tick-grace);
  *  - a consumer with a batch open and not seen for --stuck-minutes;
  *  - retry events overdue by more than --retry-overdue-minutes (nobody moves
- *    them back), and with --watch a retry queue that grew in each of the last
- *    three rounds;
+ *    them back), and a retry queue that grew in each of the last three rounds
+ *    of --watch, or of the last three runs that shared a --state file (a
+ *    retry row carries no time it entered, so one look cannot tell growth);
  *  - with several databases: one that could not be reached or asked.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,13 +46,16 @@ typedef struct Opts {
 	double stuck;     /* seconds */
 	double retry_due; /* seconds */
 	bool multi;
+	const char *state; /* --state FILE */
 } Opts;
 
-/* Retry counts of earlier --watch rounds, per database and queue. */
+/* Retry counts of earlier rounds (--watch) or runs (--state), per database and
+   queue: key "DB\x1fQUEUE". */
 typedef struct Hist {
 	char *key;
 	long long counts[3];
 	int n;
+	bool seen; /* asked this round */
 } Hist;
 static Hist *hist;
 static size_t nhist;
@@ -70,6 +75,7 @@ static bool grew(const char *db, const char *queue, long long count)
 		h = &hist[nhist++];
 		*h = (Hist){.key = strdup(key)};
 	}
+	h->seen = true;
 	/* keep the last three counts before this one */
 	up = h->n == 3 && h->counts[0] < h->counts[1] && h->counts[1] < h->counts[2] &&
 	     h->counts[2] < count;
@@ -81,6 +87,133 @@ static bool grew(const char *db, const char *queue, long long count)
 		h->counts[h->n++] = count;
 	}
 	return up;
+}
+
+/* --state FILE: one line per key, "KEY<TAB>N<TAB>C0<TAB>C1<TAB>C2" after a
+   "pgqctl-status-state 1" header; KEY with \\, \t, \n escaped. */
+#define STATE_HEADER "pgqctl-status-state 1"
+
+static char *state_unescape(const char *s)
+{
+	char *d = malloc(strlen(s) + 1), *o = d;
+
+	if (!d)
+		abort();
+	for (; *s; s++) {
+		if (*s == '\\' && s[1]) {
+			s++;
+			*o++ = *s == 't' ? '\t' : *s == 'n' ? '\n' : *s;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+	return d;
+}
+
+/* Missing file: no history yet. A file that is not ours: an error (not overwritten). */
+static bool state_load(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	long long lineno = 0;
+
+	if (!f) {
+		if (errno == ENOENT)
+			return true;
+		ctl_err("--state %s: %s", path, strerror(errno));
+		return false;
+	}
+	while ((n = getline(&line, &cap, f)) >= 0) {
+		char *tab, *key;
+		Hist h = {0};
+		int got;
+
+		lineno++;
+		if (n > 0 && line[n - 1] == '\n')
+			line[--n] = '\0';
+		if (lineno == 1) {
+			if (strcmp(line, STATE_HEADER) != 0) {
+				ctl_err("--state %s: not a pgqctl status state file (first line is "
+					"not \"%s\"); not touched",
+					path, STATE_HEADER);
+				free(line);
+				fclose(f);
+				return false;
+			}
+			continue;
+		}
+		tab = strchr(line, '\t');
+		if (!tab)
+			continue;
+		*tab = '\0';
+		got = sscanf(tab + 1, "%d\t%lld\t%lld\t%lld", &h.n, &h.counts[0], &h.counts[1],
+			     &h.counts[2]);
+		if (got != 4 || h.n < 0 || h.n > 3)
+			continue;
+		key = state_unescape(line);
+		h.key = key;
+		hist = realloc(hist, (nhist + 1) * sizeof(Hist));
+		hist[nhist++] = h;
+	}
+	free(line);
+	fclose(f);
+	return true;
+}
+
+/* Keys asked this round, and the unasked keys of databases that did not answer
+   (their history waits for the next run); written beside and renamed over. */
+static bool state_save(const char *path, const CtlProbe *ps, size_t n)
+{
+	char *tmp;
+	FILE *f;
+	bool ok;
+
+	if (asprintf(&tmp, "%s.tmp", path) < 0)
+		abort();
+	f = fopen(tmp, "w");
+	if (!f) {
+		ctl_err("--state %s: %s", tmp, strerror(errno));
+		free(tmp);
+		return false;
+	}
+	fprintf(f, "%s\n", STATE_HEADER);
+	for (size_t i = 0; i < nhist; i++) {
+		const Hist *h = &hist[i];
+		bool keep = h->seen;
+
+		if (!keep) {
+			size_t dl = strcspn(h->key, "\x1f");
+			keep = true;
+			for (size_t d = 0; d < n; d++)
+				if (strlen(ps[d].target->label) == dl &&
+				    strncmp(ps[d].target->label, h->key, dl) == 0 &&
+				    ps[d].res[Q_RETRY])
+					keep = false; /* answered: the queue is gone */
+		}
+		if (!keep)
+			continue;
+		for (const char *k = h->key; *k; k++) {
+			if (*k == '\\' || *k == '\t' || *k == '\n')
+				fprintf(f, "\\%c", *k == '\t' ? 't' : *k == '\n' ? 'n' : '\\');
+			else
+				fputc(*k, f);
+		}
+		fprintf(f, "\t%d\t%lld\t%lld\t%lld\n", h->n, h->counts[0], h->counts[1],
+			h->counts[2]);
+	}
+	ok = fflush(f) == 0 && !ferror(f);
+	ok = fclose(f) == 0 && ok;
+	if (!ok || rename(tmp, path) != 0) {
+		ctl_err("--state %s: %s", path, strerror(errno));
+		unlink(tmp);
+		free(tmp);
+		return false;
+	}
+	free(tmp);
+	return true;
 }
 
 static double num(const PGresult *r, int row, int col)
@@ -185,7 +318,7 @@ static const char *pgq_form(const CtlProbe *p, char *buf, size_t len)
 }
 
 /* Collect every problem of one database (and the per-row ones) into *pr. */
-static void db_problems(const Opts *o, const CtlProbe *p, Problems *pr, bool watch)
+static void db_problems(const Opts *o, const CtlProbe *p, Problems *pr, bool history)
 {
 	const char *lab = p->target->label;
 	char buf[512];
@@ -212,27 +345,27 @@ static void db_problems(const Opts *o, const CtlProbe *p, Problems *pr, bool wat
 
 		queue_problem(o, p->res[Q_QUEUES], i, buf, sizeof(buf));
 		if (*buf)
-			add_problem(pr, "%s: queue %s: %s", lab, q, buf);
+			add_problem(pr, "%s: queue %s: %s", lab, ctl_q(q), buf);
 		nr = retry_of(p, q, &overdue);
 		if (nr > 0 && overdue > o->retry_due) {
 			ctl_fmt_age(buf, 32, overdue);
 			add_problem(pr,
 				    "%s: queue %s: %lld retry events, overdue by %s: is the "
 				    "ticker's retry round running?",
-				    lab, q, nr, buf);
+				    lab, ctl_q(q), nr, buf);
 		}
-		if (watch && nr >= 0 && grew(lab, q, nr))
+		if (history && nr >= 0 && grew(lab, q, nr))
 			add_problem(pr,
 				    "%s: queue %s: the retry queue grew in each of the last 3 "
-				    "rounds (%lld events)",
-				    lab, q, nr);
+				    "%s (%lld events)",
+				    lab, ctl_q(q), o->state ? "checks" : "rounds", nr);
 	}
 	for (int i = 0; i < PQntuples(p->res[Q_CONSUMERS]); i++) {
 		consumer_problem(o, p->res[Q_CONSUMERS], i, buf, sizeof(buf));
 		if (*buf)
 			add_problem(pr, "%s: consumer %s on %s: %s", lab,
-				    PQgetvalue(p->res[Q_CONSUMERS], i, 1),
-				    PQgetvalue(p->res[Q_CONSUMERS], i, 0), buf);
+				    ctl_q(PQgetvalue(p->res[Q_CONSUMERS], i, 1)),
+				    ctl_q(PQgetvalue(p->res[Q_CONSUMERS], i, 0)), buf);
 	}
 }
 
@@ -457,9 +590,10 @@ static bool parse_secs(const char *opt, const char *v, double scale, double *out
 
 int cmd_status(CtlCtx *ctx, int argc, char **argv)
 {
-	const char *watch = NULL, *grace = NULL, *stuck = NULL, *retry_due = NULL;
+	const char *watch = NULL, *grace = NULL, *stuck = NULL, *retry_due = NULL, *state = NULL;
 	const CtlOpt opts[] = {
 		{"watch", true, &watch},
+		{"state", true, &state},
 		{"tick-grace", true, &grace},
 		{"stuck-minutes", true, &stuck},
 		{"retry-overdue-minutes", true, &retry_due},
@@ -492,6 +626,9 @@ int cmd_status(CtlCtx *ctx, int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	if (watch && every < 0.1)
 		return ctl_usage(argv[0], "--watch needs at least 0.1 seconds");
+	o.state = state;
+	if (state && !state_load(state))
+		return CTL_EXIT_ERROR;
 	if ((rc = ctl_targets(ctx, &t, &n)))
 		return rc;
 	o.multi = ctx->ini != NULL && (ctx->all || ctx->cluster);
@@ -508,7 +645,7 @@ int cmd_status(CtlCtx *ctx, int argc, char **argv)
 			break;
 		}
 		for (size_t d = 0; d < n; d++) {
-			db_problems(&o, &ps[d], &pr, watch != NULL);
+			db_problems(&o, &ps[d], &pr, watch != NULL || state != NULL);
 			if (!o.multi && !watch &&
 			    (!ps[d].reachable || !ps[d].res[Q_VERS] || !has_pgq(&ps[d]))) {
 				/* a single database that cannot be asked is an error */
@@ -527,6 +664,14 @@ int cmd_status(CtlCtx *ctx, int argc, char **argv)
 				return CTL_EXIT_ERROR;
 			}
 		}
+		if (state && !state_save(state, ps, n)) {
+			ctl_probes_free(ps, n);
+			free_problems(&pr);
+			rc = CTL_EXIT_ERROR;
+			break;
+		}
+		for (size_t i = 0; i < nhist; i++)
+			hist[i].seen = false;
 		if (watch && isatty(STDOUT_FILENO))
 			fputs("\033[H\033[2J", stdout);
 		if (ctx->json)

@@ -23,6 +23,7 @@ struct CtlDb {
 	CtlCtx *ctx;
 	PqevConn *conn;
 	char *label;
+	char *conninfo; /* for ctl_db_connect_blocking */
 	bool connected, failed;
 	bool *notified; /* set on any notification */
 	char err[1024];
@@ -331,6 +332,7 @@ CtlDb *ctl_db_open(CtlCtx *ctx, const CtlTarget *t)
 		abort();
 	db->ctx = ctx;
 	db->label = strdup(t->label);
+	db->conninfo = strdup(t->conninfo);
 	pqev_conn_config_init(&cfg);
 	cfg.conninfo = t->conninfo;
 	cfg.name = t->label;
@@ -353,6 +355,7 @@ CtlDb *ctl_db_close(CtlDb *db)
 		return NULL;
 	pqev_conn_free(db->conn);
 	free(db->label);
+	free(db->conninfo);
 	free(db);
 	return NULL;
 }
@@ -526,6 +529,40 @@ int ctl_db_fail(CtlDb *db, const char *what)
 	else
 		ctl_err("%s: %s: %s", db->label, what, cause_of(db));
 	return CTL_EXIT_ERROR;
+}
+
+PGconn *ctl_db_connect_blocking(CtlDb *db)
+{
+	char secs[32];
+	const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+	const char *vals[] = {db->conninfo, secs, "pgqctl", NULL};
+	PGconn *pc;
+
+	snprintf(
+		secs, sizeof(secs), "%llu",
+		(unsigned long long)((db->ctx->connect_timeout + USEC_PER_SEC - 1) / USEC_PER_SEC));
+	pc = PQconnectdbParams(keys, vals, 1);
+	if (PQstatus(pc) != CONNECTION_OK) {
+		/* libpq's message names host and port, never the password */
+		snprintf(db->err, sizeof(db->err), "%s", pc ? PQerrorMessage(pc) : "out of memory");
+		db->err[strcspn(db->err, "\n")] = '\0';
+		db->sqlstate[0] = '\0';
+		ctl_db_fail(db, "connect");
+		PQfinish(pc);
+		return NULL;
+	}
+	return pc;
+}
+
+int ctl_db_fail_result(CtlDb *db, PGconn *pc, const PGresult *r, const char *what)
+{
+	const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+	snprintf(db->sqlstate, sizeof(db->sqlstate), "%s", st ? st : "");
+	snprintf(db->err, sizeof(db->err), "%s", msg ? msg : PQerrorMessage(pc));
+	db->err[strcspn(db->err, "\n")] = '\0';
+	return ctl_db_fail(db, what);
 }
 
 int ctl_db_has_pgq(CtlDb *db)

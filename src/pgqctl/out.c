@@ -38,6 +38,28 @@ CtlTable *ctl_table_new(int ncols, const char *const *headers)
 	return t;
 }
 
+/* A cell as shown: control characters (a newline in a name or in event data would
+   break the row) as \xNN. */
+static char *cell_dup(const char *s)
+{
+	size_t n = 0, len = 0;
+	char *d;
+
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		n += (*p < ' ' || *p == 0x7f) ? 4 : 1;
+	d = malloc(n + 1);
+	if (!d)
+		abort();
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < ' ' || *p == 0x7f)
+			len += (size_t)sprintf(d + len, "\\x%02x", *p);
+		else
+			d[len++] = (char)*p;
+	}
+	d[len] = '\0';
+	return d;
+}
+
 void ctl_table_add(CtlTable *t, const char *const *cells)
 {
 	if (t->rows == t->cap) {
@@ -48,7 +70,8 @@ void ctl_table_add(CtlTable *t, const char *const *cells)
 			abort();
 	}
 	for (int i = 0; i < t->ncols; i++) {
-		t->cells[t->rows * (size_t)t->ncols + (size_t)i] = strdup(cells[i] ? cells[i] : "");
+		t->cells[t->rows * (size_t)t->ncols + (size_t)i] =
+			cell_dup(cells[i] ? cells[i] : "");
 		t->bad[t->rows * (size_t)t->ncols + (size_t)i] = 0;
 	}
 	t->rows++;
@@ -133,10 +156,48 @@ CtlTable *ctl_table_free(CtlTable *t)
 
 /* ---- JSON ---- */
 
+/* Length of the valid UTF-8 sequence at p (2..4), or 0. */
+static int utf8_len(const unsigned char *p)
+{
+	int n;
+	unsigned cp;
+
+	if (p[0] >= 0xC2 && p[0] <= 0xDF)
+		n = 2, cp = p[0] & 0x1Fu;
+	else if (p[0] >= 0xE0 && p[0] <= 0xEF)
+		n = 3, cp = p[0] & 0x0Fu;
+	else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+		n = 4, cp = p[0] & 0x07u;
+	else
+		return 0;
+	for (int i = 1; i < n; i++) {
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3Fu);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+		return 0;
+	return n;
+}
+
+/* Text from a database in another encoding (SQL_ASCII) may hold bytes that are
+   not UTF-8: each such byte becomes U+FFFD, so the output stays valid JSON. */
 void ctl_json_escape(FILE *out, const char *s)
 {
 	fputc('"', out);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p >= 0x80) {
+			int n = utf8_len(p);
+
+			if (n == 0) {
+				fputs("\\ufffd", out);
+			} else {
+				fwrite(p, 1, (size_t)n, out);
+				p += n - 1;
+			}
+			continue;
+		}
 		switch (*p) {
 		case '"':
 			fputs("\\\"", out);

@@ -79,6 +79,13 @@ int ctl_usage(const char *cmd, const char *fmt, ...) PQEV_PRINTF(2, 3); /* retur
 /* A queue/consumer name we accept: printable ASCII, no quotes, ';', '\\' or
    whitespace, 1..200 bytes. Otherwise prints why and returns false. */
 bool ctl_check_name(const char *what, const char *name);
+/* A queue/consumer name pgqctl is asked to create: any text but empty, control
+   characters or over CTL_NAME_MAX bytes. Otherwise prints why, returns false. */
+#define CTL_NAME_MAX 2000
+bool ctl_check_new_name(const char *what, const char *name);
+/* A name for messages: as is when plain, else quoted and escaped. */
+const char *ctl_q(const char *name);
+const char *ctl_qq(const char *name); /* always in double quotes */
 /* Parse an integer option value; prints and returns false when bad. */
 bool ctl_parse_i64(const char *opt, const char *s, long long min, long long max, long long *out);
 /* A command's options: "--name" flags (bool *), "--name VALUE" or "--name=VALUE"
@@ -155,6 +162,11 @@ const char *ctl_db_sqlstate(const CtlDb *db);
 int ctl_db_fail(CtlDb *db, const char *what);
 /* The result of the last ctl_db_exec: one value or NULL. */
 const char *ctl_val(const PGresult *r, int row, int col);
+/* A plain blocking libpq connection to the same database (COPY, which the core's
+   pipelined connection does not do); NULL with the error printed. */
+PGconn *ctl_db_connect_blocking(CtlDb *db);
+/* ctl_db_fail for an error result of such a connection (r NULL: the connection's). */
+int ctl_db_fail_result(CtlDb *db, PGconn *pc, const PGresult *r, const char *what);
 /* Does the database have PgQ (schema pgq with pgq.version())? -1 on error. */
 int ctl_db_has_pgq(CtlDb *db);
 /* Require PgQ; prints "no PgQ" and returns false. */

@@ -298,6 +298,12 @@ START_TEST(test_consumers_register_unregister_coop)
 		got = complete(words);
 		ck_assert_str_eq(got, "q\n");
 		free(got);
+		/* a name with a space and a quote comes back as one shell word */
+		pgt_exec(c, "select pgq.create_queue('two \"words\"')");
+		snprintf(words, sizeof(words), "pgqctl -d \"%s\" drop tw", d);
+		got = complete(words);
+		ck_assert_str_eq(got, "two\\ \\\"words\\\"\n");
+		free(got);
 	}
 	PQfinish(c);
 }
@@ -487,6 +493,128 @@ START_TEST(test_events_insert_retry)
 }
 END_TEST
 
+/* insert --stdin: COPY in chunks, all-or-nothing across chunks, the bad line named,
+   text kept byte for byte; the pgq_writer path (no insert right on the event
+   tables) through pgq.insert_event. */
+START_TEST(test_insert_stdin_bulk)
+{
+	const char *db = pgt_db_new();
+	char d[1024], in[4096];
+	PGconn *c = pgt_connect(db);
+	CtlRun r;
+	size_t len = 0;
+
+	snprintf(d, sizeof(d), "%s", ctr_dsn(db, NULL));
+	pgt_exec(c, "select pgq.create_queue('b')");
+	/* 10 lines in chunks of 3: backslashes, a carriage return inside, empty lines */
+	for (int i = 1; i <= 10; i++)
+		len += (size_t)snprintf(in + len, sizeof(in) - len,
+					i == 4 ? "\n" : "t%d\tback\\slash\\t %d\r\tx\n", i, i);
+	r = ctr_run(in, "-d", d, "insert", "b", "--stdin", "--chunk-lines", "3",
+		    (const char *)NULL);
+	ctr_expect(&r, 0, NULL, "inserted 9 events into b\n");
+	ctr_free(&r);
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.event_1 where ev_data ="
+				    " E'back\\\\slash\\\\t ' || substr(ev_type, 2) || E'\\r'"
+				    " and ev_extra1 = 'x'"),
+			 9);
+	/* ids in line order, one transaction */
+	ck_assert_int_eq(pgt_int(c, "select count(distinct ev_txid) from pgq.event_1"), 1);
+	ck_assert_int_eq(pgt_int(c, "select count(*) from (select ev_type, row_number() over"
+				    " (order by ev_id) k from pgq.event_1) x"
+				    " where substr(ev_type, 2)::int <> k + (k >= 4)::int"),
+			 0);
+	/* a bad line in the third chunk: the first two chunks are not kept either */
+	r = ctr_run("a\nb\nc\nd\ne\nf\ng\nbad \xff byte\ni\n", "-d", d, "insert", "b", "--stdin",
+		    "--chunk-lines", "3", (const char *)NULL);
+	ctr_expect(&r, 1, NULL, "insert into queue \"b\" (stdin line 8): invalid byte sequence");
+	ctr_free(&r);
+	r = ctr_run("{\"data\":1}\n{\"data\":2}\n{\"data\":3}\n{\"data\":4}\n{\"data\": x}\n", "-d",
+		    d, "insert", "b", "--stdin", "--json", "--chunk-lines", "2",
+		    (const char *)NULL);
+	ctr_expect(&r, 1, NULL, "stdin line 5: invalid input syntax for type json");
+	ctr_free(&r);
+	r = ctr_run("a\n1\t2\t3\t4\t5\t6\t7\n", "-d", d, "insert", "b", "--stdin",
+		    (const char *)NULL);
+	ctr_expect(&r, 1, NULL, "stdin line 2: 7 tab-separated fields, at most 6");
+	ctr_free(&r);
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.event_1"), 9);
+	r = ctr_run("x\n", "-d", d, "insert", "b", "--stdin", "--chunk-lines", "0",
+		    (const char *)NULL);
+	ctr_expect(&r, 2, NULL, "--chunk-lines");
+	ctr_free(&r);
+	/* a pgq_writer may not insert into the event tables: pgq.insert_event per row */
+	pgt_exec(c, "do $$ begin if not exists (select from pg_roles where rolname = 'ctl_writer')"
+		    " then create role ctl_writer login in role pgq_writer; end if; end $$");
+	snprintf(d, sizeof(d), "%s", ctr_dsn(db, "ctl_writer"));
+	r = ctr_run("w1\tone\n{not json for text mode}\n", "-d", d, "insert", "b", "--stdin",
+		    "--chunk-lines", "1", (const char *)NULL);
+	ctr_expect(&r, 0, NULL, "inserted 2 events into b (through pgq.insert_event)");
+	ctr_free(&r);
+	ck_assert_int_eq(pgt_int(c,
+				 "select count(*) from pgq.event_1 where ev_type in ('w1', 'text')"
+				 " and ev_data in ('one', '{not json for text mode}')"),
+			 2);
+	PQfinish(c);
+}
+END_TEST
+
+/* Plain status remembers retry counts across runs in --state FILE and names a
+   retry queue that grew in each of the last three checks. */
+START_TEST(test_status_retry_growth_state)
+{
+	const char *db = pgt_db_new();
+	char d[1024], state[1024];
+	PGconn *c = pgt_connect(db);
+	CtlRun r;
+	FILE *f;
+
+	snprintf(d, sizeof(d), "%s", ctr_dsn(db, NULL));
+	snprintf(state, sizeof(state), "%s/status-%s.state", pgt_tmp_dir(), db);
+	pgt_exec(c, "select pgq.create_queue('it''s growing')");
+	pgt_exec(c, "select pgq.register_consumer('it''s growing', 'c')");
+	for (int round = 0; round < 5; round++) {
+		/* one more event failed and put in the retry queue for an hour */
+		pgt_exec(c, "select pgq.insert_event('it''s growing', 't', 'd')");
+		pgt_exec(c, "select pgq.force_tick('it''s growing'), pgq.ticker('it''s growing')");
+		pgt_exec(c, "select pgq.event_retry(b, ev_id, 3600), pgq.finish_batch(b)"
+			    " from (select pgq.next_batch('it''s growing', 'c') b) x,"
+			    " pgq.get_batch_events(b)");
+		ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.retry_queue"), round + 1);
+		r = RUN("status", "--state", state);
+		if (round < 3) {
+			ctr_expect(&r, 0, "No problems.", NULL);
+		} else {
+			ctr_expect(&r, 3,
+				   "queue \"it's growing\": the retry queue grew in each of the"
+				   " last 3 checks (",
+				   NULL);
+		}
+		ctr_free(&r);
+		/* a run without the file knows nothing of the others */
+		r = RUN("status");
+		ctr_expect(&r, 0, "No problems.", NULL);
+		ctr_free(&r);
+	}
+	/* a file that is not a state file is refused and left alone */
+	f = fopen(state, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("precious\n", f);
+	fclose(f);
+	r = RUN("status", "--state", state);
+	ctr_expect(&r, 1, NULL, "not a pgqctl status state file");
+	ctr_free(&r);
+	f = fopen(state, "r");
+	{
+		char buf[64] = "";
+		ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+		ck_assert_str_eq(buf, "precious\n");
+	}
+	fclose(f);
+	PQfinish(c);
+}
+END_TEST
+
 /* Debian's PgQ 3.5 C extension: pgqctl works on existing installations. */
 
 int main(void)
@@ -501,6 +629,8 @@ int main(void)
 	tcase_add_test(tc, test_consumers_register_unregister_coop);
 	tcase_add_test(tc, test_status_golden_json_and_problems);
 	tcase_add_test(tc, test_events_insert_retry);
+	tcase_add_test(tc, test_insert_stdin_bulk);
+	tcase_add_test(tc, test_status_retry_growth_state);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &o);
 }

@@ -32,20 +32,31 @@ START_TEST(test_bad_input)
 
 	snprintf(d, sizeof(d), "%s", ctr_dsn(db, NULL));
 	pgt_exec(c, "select pgq.create_queue('q')");
-	/* names */
-	r = RUN("create", "a'b");
-	ctr_expect(&r, 1, NULL, "bad queue name \"a'b\": quotes are not allowed");
+	/* names: what cannot work is refused, and nothing is created */
+	r = RUN("create", "");
+	ctr_expect(&r, 1, NULL, "queue name is empty");
 	ctr_free(&r);
-	r = RUN("create", "a;drop table x");
-	ctr_expect(&r, 1, NULL, "bad queue name");
+	r = RUN("create", "two\nlines");
+	ctr_expect(&r, 1, NULL,
+		   "queue name \"two\\x0alines\" holds a control character (byte 0x0a)");
 	ctr_free(&r);
-	r = RUN("create", "caf\xc3\xa9");
-	ctr_expect(&r, 1, NULL, "bad queue name: non-ASCII characters are not allowed");
+	{
+		char *longname = malloc(2100);
+		memset(longname, 'n', 2050);
+		longname[2050] = '\0';
+		r = RUN("create", longname);
+		ctr_expect(&r, 1, NULL, "is 2050 bytes long: at most 2000");
+		ctr_free(&r);
+		free(longname);
+	}
+	r = RUN("register", "q", "tab\there");
+	ctr_expect(&r, 1, NULL, "consumer name \"tab\\x09here\" holds a control character");
 	ctr_free(&r);
-	r = RUN("register", "q", "x\"y");
-	ctr_expect(&r, 1, NULL, "bad consumer name");
+	r = RUN("create", "caf\xc3");
+	ctr_expect(&r, 1, NULL, "create queue \"caf\xc3\": invalid byte sequence");
 	ctr_free(&r);
 	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.queue"), 1);
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.consumer"), 0);
 	/* unknown queue / consumer */
 	r = RUN("insert", "nosuch", "t", "d");
 	ctr_expect(&r, 1, NULL, "insert into queue \"nosuch\": no such queue \"nosuch\"");
@@ -155,6 +166,156 @@ START_TEST(test_bad_input)
 	r = ctr_run(NULL, "--all", "status", (const char *)NULL);
 	ctr_expect(&r, 2, NULL, "need -c INI");
 	ctr_free(&r);
+	PQfinish(c);
+}
+END_TEST
+
+/* Names with quotes, semicolons, spaces and UTF-8 through every command, on `db`
+   (our SQL or Debian's PgQ 3.5): they reach the server only as parameters. */
+static const char *const odd[] = {
+	"it's",
+	"say \"hi\"",
+	"x'); drop table pgq.queue; --",
+	"two words",
+	"caf\xc3\xa9 \xe2\x98\x95",
+};
+/* the same as JSON strings */
+static const char *const odd_json[] = {
+	"\"it's\"",      "\"say \\\"hi\\\"\"",           "\"x'); drop table pgq.queue; --\"",
+	"\"two words\"", "\"caf\xc3\xa9 \xe2\x98\x95\"",
+};
+#define NODD 5
+
+static int64_t count_p(PGconn *c, const char *sql, const char *a, const char *b)
+{
+	const char *p[2] = {a, b};
+	PGresult *res = PQexecParams(c, sql, b ? 2 : 1, NULL, p, NULL, NULL, 0);
+	int64_t v;
+
+	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+	v = atoll(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return v;
+}
+
+static void tick_p(PGconn *c, const char *queue)
+{
+	const char *p[1] = {queue};
+	PGresult *res = PQexecParams(c, "select pgq.force_tick($1), pgq.ticker($1)", 1, NULL, p,
+				     NULL, NULL, 0);
+
+	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "tick: %s", PQerrorMessage(c));
+	PQclear(res);
+}
+
+static void odd_names_on(const char *db, PGconn *c)
+{
+	char d[1024], data[64];
+	CtlRun r;
+
+	snprintf(d, sizeof(d), "%s", ctr_dsn(db, NULL));
+	for (int i = 0; i < NODD; i++) {
+		const char *q = odd[i], *co = odd[(i + 1) % NODD];
+
+		r = RUN("create", q, "ticker_max_count=5");
+		ctr_expect(&r, 0, "created queue \"", NULL);
+		ctr_free(&r);
+		ck_assert_int_eq(count_p(c,
+					 "select count(*) from pgq.queue where queue_name = $1"
+					 " and queue_ticker_max_count = 5",
+					 q, NULL),
+				 1);
+		r = RUN("register", q, co);
+		ctr_expect(&r, 0, "registered \"", NULL);
+		ctr_free(&r);
+		ck_assert_int_eq(
+			count_p(c, "select count(*) from pgq.get_consumer_info($1, $2)", q, co), 1);
+		snprintf(data, sizeof(data), "data %d", i);
+		r = RUN("insert", q, "t", data);
+		ctr_expect(&r, 0, NULL, NULL);
+		ctr_free(&r);
+		r = ctr_run("s\tfrom stdin\n", "-d", d, "insert", q, "--stdin", (const char *)NULL);
+		ctr_expect(&r, 0, NULL, "inserted 1 events");
+		ctr_free(&r);
+		tick_p(c, q);
+		r = RUN("events", q, "--consumer", co);
+		ctr_expect(&r, 0, data, NULL);
+		ck_assert_ptr_nonnull(strstr(r.out, "\ts\tfrom stdin\n"));
+		ctr_free(&r);
+		r = RUN("config", q, "ticker_max_count=6");
+		ctr_expect(&r, 0, "1 setting changed", NULL);
+		ctr_free(&r);
+	}
+	r = RUN("status", "--json");
+	ck_assert_msg(r.rc == 0 || r.rc == 3, "status: %d %s", r.rc, r.err);
+	ctr_json_eq(c, r.out, "{ok}", r.rc == 0 ? "true" : "false");
+	for (int i = 0; i < NODD; i++) {
+		char key[256];
+
+		snprintf(key, sizeof(key), "\"queue\":%s", odd_json[i]);
+		ck_assert_msg(strstr(r.out, key), "status --json lacks %s: %s", key, r.out);
+		snprintf(key, sizeof(key), "\"consumer\":%s", odd_json[(i + 1) % NODD]);
+		ck_assert_msg(strstr(r.out, key), "status --json lacks %s", key);
+	}
+	ctr_free(&r);
+	r = RUN("status");
+	ck_assert_int_ne(r.rc, 1);
+	for (int i = 0; i < NODD; i++)
+		ck_assert_msg(strstr(r.out, odd[i]), "status lacks %s: %s", odd[i], r.out);
+	ctr_free(&r);
+	r = RUN("consumers", odd[1]);
+	ctr_expect(&r, 0, odd[2], NULL);
+	ctr_free(&r);
+	/* tail: its LISTEN channel (our SQL) is built from the name (one with quotes) */
+	for (int i = 1; i < 2; i++) {
+		const char *argv[] = {"-d", d, "tail", odd[i], NULL};
+		CtlProc *p = ctr_spawn(argv);
+
+		ck_assert_msg(ctr_wait_out(p, "\tt\tdata ", 20000), "tail %s printed: %s / %s",
+			      odd[i], ctr_out(p), ctr_err(p));
+		ctr_signal(p, SIGINT);
+		ck_assert_int_eq(ctr_wait_exit(p, 20000), 0);
+		ctr_free_proc(p);
+		ck_assert_int_eq(count_p(c, "select count(*) from pgq.get_consumer_info($1, null)",
+					 odd[i], NULL),
+				 1);
+	}
+	for (int i = 0; i < NODD; i++) {
+		r = RUN("unregister", odd[i], odd[(i + 1) % NODD]);
+		ctr_expect(&r, 0, "unregistered", NULL);
+		ctr_free(&r);
+		r = RUN("drop", odd[i]);
+		ctr_expect(&r, 0, "dropped queue \"", NULL);
+		ctr_free(&r);
+	}
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.queue"), 0);
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.consumer"), 0);
+}
+
+START_TEST(test_odd_names)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = pgt_connect(db);
+
+	odd_names_on(db, c);
+	PQfinish(c);
+}
+END_TEST
+
+START_TEST(test_odd_names_debian)
+{
+	const char *db = pgt_db_new_empty();
+	PGconn *c = pgt_connect(db);
+	PGresult *res = PQexec(c, "create extension pgq");
+
+	if (pgt_missing(PQresultStatus(res) != PGRES_COMMAND_OK,
+			"Debian's pgq extension (postgresql-15-pgq3)")) {
+		PQclear(res);
+		PQfinish(c);
+		return;
+	}
+	PQclear(res);
+	odd_names_on(db, c);
 	PQfinish(c);
 }
 END_TEST
@@ -418,6 +579,8 @@ int main(void)
 	PgtOptions o = {.need_server = true};
 
 	tcase_add_test(tc, test_bad_input);
+	tcase_add_test(tc, test_odd_names);
+	tcase_add_test(tc, test_odd_names_debian);
 	tcase_add_test(tc, test_tail_sigint);
 	tcase_add_test(tc, test_tail_sigterm);
 	tcase_add_test(tc, test_status_all_with_unreachable);
