@@ -118,7 +118,7 @@ dyn_syms=$(nm -D --defined-only "$lib" | awk '$2 == "T" {sub(/@.*/, "", $3); pri
 if [ -n "$map_syms" ] && [ "$map_syms" = "$sym_syms" ] && [ "$map_syms" = "$dyn_syms" ]; then
     ok "debian/libpgqev1.symbols = libpgqev.map = the exports of the packaged libpgqev.so.1 ($(echo "$map_syms" | wc -l) functions)"
 else
-    notok "symbols (regenerate debian/libpgqev1.symbols with dpkg-gensymbols, see debian/README.source)" \
+    notok "symbols (regenerate debian/libpgqev1.symbols as debian/README.source says)" \
         "map vs symbols file: $(diff <(echo "$map_syms") <(echo "$sym_syms") | grep '^[<>]' | tr '\n' ' ')
 map vs library: $(diff <(echo "$map_syms") <(echo "$dyn_syms") | grep '^[<>]' | tr '\n' ' ')"
 fi
