@@ -5,7 +5,7 @@
  * database and hands every batch to the application's on_batch callback, in
  * chunks of at most fetch_size events read through a cursor, so memory stays
  * bounded whatever the batch size. It wakes on the queue's tick notification
- * (LISTEN, see docs/sql-api.md) and asks for the next batch right after each
+ * (LISTEN, see sql-api.md in share/doc/pgqd-ev) and asks for the next batch right after each
  * finished one; when there is nothing to do it waits for a notification or the
  * poll interval. Any number of consumers, on any number of databases, can share
  * one event_base.
