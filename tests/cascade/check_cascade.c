@@ -243,7 +243,12 @@ START_TEST(test_watermark_holds_rotation)
 	/* the lagging branch starts: everything arrives, then the watermark moves
 	   (watermarks are published after batches: keep ticking) */
 	ct_start(&w2, b2, POLL);
+	/* a fixed target: with the 50 ms ticker running, a loaded machine made
+	   ticks faster than the branches went through them */
+	cs_ticker(NULL, 0);
+	cs_tick(root);
 	ck_assert(ct_wait_synced(root, dbs, names, 2, 20000));
+	cs_ticker(root, 50);
 	GwmCond g = {.c = pgt_connect(root), .above = 1};
 	ck_assert_msg(cs_run_until(gwm_above, &g, 20000), "the global watermark never moved");
 	PQfinish(g.c);
