@@ -166,6 +166,7 @@ void pqev_connlimit_debugv(PqevConnLimit *lim, const char *name, const char *fmt
 
 /* The limiter's list of servers (pqev_server.c keeps it). */
 PqevServer **pqev_connlimit_servers(PqevConnLimit *lim);
+void pqev_connlimit_server_event(PqevConnLimit *lim, const PqevServerEvent *ev);
 
 /* ---- pqev_server.c ---- */
 /*

@@ -107,8 +107,10 @@ typedef enum PqevConnEventType {
 
 /*
  * Event for on_event; borrowed for the call. Logging policy for the daemon:
- * CONNECT_FAILED/LOST with streak == 1 at warning, streak > 1 at debug;
- * CONNECTED with recovered at info; RECYCLED at debug.
+ * CONNECT_FAILED/LOST with streak == 1 at warning, streak > 1 at debug, except
+ * server_down ones (debug: the limiter's server hook reports the outage once);
+ * a LOST is held until the next event says whose failure it was; CONNECTED with
+ * recovered at info (debug after an outage); RECYCLED at debug.
  */
 typedef struct PqevConnEvent {
 	PqevConnEventType type;
@@ -235,6 +237,18 @@ void pqev_conn_reconnect(PqevConn *c);
  * NULL. Always returns NULL.
  */
 PqevConn *pqev_conn_free(PqevConn *c);
+
+/*
+ * For a single-threaded process about to exit. After pqev_conn_defer_finish(),
+ * closing or freeing a connection does all its own work but keeps the libpq
+ * session open; pqev_conn_finish_deferred() then ends every such session in one
+ * pass and returns how many. Ending a session wakes its backend, and where the
+ * server shares the CPU, each woken backend runs before the closer gets the CPU
+ * back: with the sessions ended last and together, nothing of ours is left to
+ * wait behind them. Process-wide; not for a library in someone else's process.
+ */
+void pqev_conn_defer_finish(void);
+unsigned pqev_conn_finish_deferred(void);
 
 /*
  * Replace the settings; applies from the next connect attempt (call
