@@ -26,6 +26,7 @@
 #include <pgqd-ev/pqev_backoff.h>
 #include <pgqd-ev/pqev_conn.h>
 #include <pgqd-ev/pqev_connlimit.h>
+#include <pgqd-ev/pqev_daemon.h>
 
 #define PQEV_NAME_MAX 64
 #define PQEV_ERR_MAX  512

@@ -29,6 +29,7 @@
 
 #include <pgqd-ev/pqev_common.h>
 #include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pqev_daemon.h>
 #include <pgqd-ev/pqev_log.h>
 
 #include "ticker_config.h"

@@ -239,18 +239,6 @@ void pqev_conn_reconnect(PqevConn *c);
 PqevConn *pqev_conn_free(PqevConn *c);
 
 /*
- * For a single-threaded process about to exit. After pqev_conn_defer_finish(),
- * closing or freeing a connection does all its own work but keeps the libpq
- * session open; pqev_conn_finish_deferred() then ends every such session in one
- * pass and returns how many. Ending a session wakes its backend, and where the
- * server shares the CPU, each woken backend runs before the closer gets the CPU
- * back: with the sessions ended last and together, nothing of ours is left to
- * wait behind them. Process-wide; not for a library in someone else's process.
- */
-void pqev_conn_defer_finish(void);
-unsigned pqev_conn_finish_deferred(void);
-
-/*
  * Replace the settings; applies from the next connect attempt (call
  * pqev_conn_reconnect() to apply now). The callbacks are kept. -ENOMEM;
  * -EINVAL if cfg was not filled by pqev_conn_config_init(), -E2BIG if it sets

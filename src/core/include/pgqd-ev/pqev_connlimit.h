@@ -58,34 +58,6 @@ void pqev_connlimit_set_max(PqevConnLimit *lim, unsigned max_connecting);
 /* Set or clear (fn NULL) the debug hook. */
 void pqev_connlimit_set_debug(PqevConnLimit *lim, PqevDebugFn fn, void *arg);
 
-/*
- * Server outages, one report each instead of one per connection. A server is a
- * connection target (host, hostaddr, port) of this limiter; it is down from the
- * first failure that says so (see "Server-level failures" in pqev_conn.h) until
- * any attempt reaches it again.
- * - down = true: it has stayed down for PQEV_SERVER_REPORT_DELAY; `waiting` is
- *   how many connections wait for it by then, `error` the last failure.
- * - down = false: it answers again; `waiting` connections reconnect now,
- *   `down_for` is the outage's length, `reported` whether a down report was made
- *   (false: the outage was shorter than the delay and this is its only report).
- * `target` names the server ("host=... port=...", never a password). Every
- * string is borrowed for the call; the hook must not call into the connection
- * layer.
- */
-#define PQEV_SERVER_REPORT_DELAY (1 * USEC_PER_SEC)
-typedef struct PqevServerEvent {
-	bool down;
-	bool reported;
-	const char *target;
-	const char *error;
-	unsigned waiting;
-	usec_t down_for;
-} PqevServerEvent;
-typedef void (*PqevServerFn)(const PqevServerEvent *ev, void *arg);
-
-/* Set or clear (fn NULL) the outage hook. */
-void pqev_connlimit_set_server_hook(PqevConnLimit *lim, PqevServerFn fn, void *arg);
-
 /* The loop this limiter belongs to (borrowed). */
 struct event_base *pqev_connlimit_base(const PqevConnLimit *lim);
 
