@@ -255,6 +255,46 @@ static void dns_cancel(PqevConn *c)
 }
 
 /* Close the libpq side and every wait; requests are left to the caller. */
+/* Sessions kept open between pqev_conn_defer_finish() and pqev_conn_finish_deferred(). */
+static struct {
+	bool on;
+	PGconn **pg;
+	size_t n, cap;
+} deferred;
+
+static void finish_session(PGconn *pg)
+{
+	if (deferred.on && deferred.n == deferred.cap) {
+		size_t cap = deferred.cap ? deferred.cap * 2 : 256;
+		PGconn **v = realloc(deferred.pg, cap * sizeof(*v));
+
+		if (v) {
+			deferred.pg = v;
+			deferred.cap = cap;
+		}
+	}
+	if (deferred.on && deferred.n < deferred.cap)
+		deferred.pg[deferred.n++] = pg;
+	else
+		PQfinish(pg);
+}
+
+void pqev_conn_defer_finish(void)
+{
+	deferred.on = true;
+}
+
+unsigned pqev_conn_finish_deferred(void)
+{
+	size_t n = deferred.n;
+
+	for (size_t i = 0; i < n; i++)
+		PQfinish(deferred.pg[i]);
+	free(deferred.pg);
+	memset(&deferred, 0, sizeof(deferred));
+	return (unsigned)n;
+}
+
 static void conn_drop(PqevConn *c)
 {
 	sock_disarm(c);
@@ -263,7 +303,7 @@ static void conn_drop(PqevConn *c)
 	pqev_connlimit_release(c->lim, c);
 	pqev_server_leave(c);
 	if (c->pg) {
-		PQfinish(c->pg);
+		finish_session(c->pg);
 		c->pg = NULL;
 	}
 	c->in_pipeline = false;

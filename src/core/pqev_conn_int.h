@@ -26,6 +26,7 @@
 #include <pgqd-ev/pqev_backoff.h>
 #include <pgqd-ev/pqev_conn.h>
 #include <pgqd-ev/pqev_connlimit.h>
+#include <pgqd-ev/pqev_daemon.h>
 
 #define PQEV_NAME_MAX 64
 #define PQEV_ERR_MAX  512
@@ -166,6 +167,7 @@ void pqev_connlimit_debugv(PqevConnLimit *lim, const char *name, const char *fmt
 
 /* The limiter's list of servers (pqev_server.c keeps it). */
 PqevServer **pqev_connlimit_servers(PqevConnLimit *lim);
+void pqev_connlimit_server_event(PqevConnLimit *lim, const PqevServerEvent *ev);
 
 /* ---- pqev_server.c ---- */
 /*

@@ -25,8 +25,22 @@ struct PqevConnLimit {
 	struct evdns_base *dns;
 	PqevDebugFn dbg;
 	void *dbg_arg;
+	PqevServerFn srv_hook;
+	void *srv_arg;
 	PqevServer *servers;
 };
+
+void pqev_connlimit_set_server_hook(PqevConnLimit *lim, PqevServerFn fn, void *arg)
+{
+	lim->srv_hook = fn;
+	lim->srv_arg = arg;
+}
+
+void pqev_connlimit_server_event(PqevConnLimit *lim, const PqevServerEvent *ev)
+{
+	if (lim->srv_hook)
+		lim->srv_hook(ev, lim->srv_arg);
+}
 
 PqevServer **pqev_connlimit_servers(PqevConnLimit *lim)
 {

@@ -18,6 +18,10 @@
  *   RESOLVING or CONNECTING); at most one probe per server.
  * - A server is freed when no connection refers to it (refs == 0); callbacks
  *   run from its events hold a reference meanwhile.
+ *
+ * Outages are reported once per server through the limiter's server hook, not
+ * once per connection: "down" after PQEV_SERVER_REPORT_DELAY (by then the
+ * connections it broke wait for it and can be counted), "up" when it answers.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +29,8 @@
 #include <string.h>
 
 #include <event2/event.h>
+
+#include <pgqd-ev/pqev_clock.h>
 
 #include "pqev_conn_int.h"
 
@@ -43,6 +49,9 @@ struct PqevServer {
 	struct event *release_ev;
 	PqevBackoff rng;
 	char err[PQEV_ERR_MAX]; /* the failure that says it is down, without a label */
+	usec_t down_since;
+	bool reported; /* this outage's "down" report was made */
+	struct event *report_ev;
 };
 
 /* ---- classification ---- */
@@ -117,6 +126,7 @@ void pqev_clean_connect_error(char *msg)
 
 static void probe_cb(evutil_socket_t fd, short what, void *arg);
 static void release_cb(evutil_socket_t fd, short what, void *arg);
+static void report_cb(evutil_socket_t fd, short what, void *arg);
 
 static void server_free(PqevServer *s)
 {
@@ -129,6 +139,7 @@ static void server_free(PqevServer *s)
 	}
 	event_free(s->probe_ev);
 	event_free(s->release_ev);
+	event_free(s->report_ev);
 	free(s->key);
 	free(s);
 }
@@ -158,11 +169,14 @@ static PqevServer *server_get(PqevConnLimit *lim, const char *key)
 	s->key = strdup(key);
 	s->probe_ev = evtimer_new(base, probe_cb, s);
 	s->release_ev = event_new(base, -1, 0, release_cb, s);
-	if (!s->key || !s->probe_ev || !s->release_ev) {
+	s->report_ev = evtimer_new(base, report_cb, s);
+	if (!s->key || !s->probe_ev || !s->release_ev || !s->report_ev) {
 		if (s->probe_ev)
 			event_free(s->probe_ev);
 		if (s->release_ev)
 			event_free(s->release_ev);
+		if (s->report_ev)
+			event_free(s->report_ev);
 		free(s->key);
 		free(s);
 		return NULL;
@@ -191,6 +205,60 @@ void pqev_server_unbind(PqevConn *c)
 		return;
 	pqev_server_leave(c);
 	c->srv = NULL;
+	server_put(s);
+}
+
+/* ---- outage reports ---- */
+
+/* "host=/run/pg port=5433" from the key "host\x1fhostaddr\x1fport"; parts
+   left unset are omitted (libpq's defaults) */
+static void describe(const PqevServer *s, char *buf, size_t len)
+{
+	static const char *const names[] = {"host", "hostaddr", "port"};
+	const char *p = s->key;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < 3 && p; i++) {
+		const char *end = strchr(p, '\x1f');
+		int n = end ? (int)(end - p) : (int)strlen(p);
+
+		if (n > 0 && used < len) {
+			int w = snprintf(buf + used, len - used, "%s%s=%.*s", used ? " " : "",
+					 names[i], n, p);
+			used += w > 0 ? (size_t)w : 0;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	if (!buf[0])
+		snprintf(buf, len, "the default server");
+}
+
+static void report(PqevServer *s, bool down)
+{
+	char target[PQEV_ERR_MAX];
+	PqevServerEvent ev = {
+		.down = down,
+		.reported = s->reported,
+		.target = target,
+		.error = s->err[0] ? s->err : "the server is down",
+		.waiting = s->nwaiting,
+		.down_for = pqev_clock_now() - s->down_since,
+	};
+
+	describe(s, target, sizeof(target));
+	pqev_connlimit_server_event(s->lim, &ev);
+}
+
+static void report_cb(evutil_socket_t fd, short what, void *arg)
+{
+	PqevServer *s = arg;
+
+	if (!s->down || s->reported)
+		return;
+	s->reported = true;
+	s->refs++;
+	report(s, true);
 	server_put(s);
 }
 
@@ -242,8 +310,15 @@ usec_t pqev_server_wait(PqevConn *c)
 	if (strncmp(e, c->name, n) == 0 && e[n] == ':' && e[n + 1] == ' ')
 		e += n + 2;
 	if (!s->down) {
+		struct timeval tv = {.tv_sec = PQEV_SERVER_REPORT_DELAY / USEC_PER_SEC,
+				     .tv_usec = PQEV_SERVER_REPORT_DELAY % USEC_PER_SEC};
+
 		s->down = true;
 		s->interval = base;
+		s->down_since = pqev_clock_now();
+		s->reported = false;
+		/* without the timer the outage is reported once, when it ends */
+		(void)evtimer_add(s->report_ev, &tv);
 	}
 	snprintf(s->err, sizeof(s->err), "%s", e);
 	if (base < s->interval)
@@ -288,8 +363,13 @@ void pqev_server_answered(PqevConn *c)
 	pqev_conn_debug(c, "the server answers again: releasing %u waiting connection%s",
 			s->nwaiting, s->nwaiting == 1 ? "" : "s");
 	s->down = false;
-	s->err[0] = '\0';
 	evtimer_del(s->probe_ev);
+	evtimer_del(s->report_ev);
+	s->refs++;
+	report(s, false);
+	s->reported = false;
+	s->err[0] = '\0';
+	server_put(s);
 	/* from the loop: the attempts must not run inside the caller's callbacks */
 	if (s->nwaiting > 0)
 		event_active(s->release_ev, EV_TIMEOUT, 0);

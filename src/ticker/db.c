@@ -633,13 +633,58 @@ static void send_tick(Db *db)
 
 bool db_idle(const Db *db)
 {
-	return !job_busy(&db->tick_job) && !job_busy(&db->maint_job);
+	return !job_busy(&db->tick_job) && !job_busy(&db->maint_job) &&
+	       !(db->cancel_backend && pqev_conn_is_ready(db->conn));
+}
+
+static void on_cancel_sent(Db *db, const JobOutcome *o)
+{
+	(void)db;
+	(void)o; /* the stop closes this connection next: nothing waits for the answer */
+}
+
+/*
+ * A maintenance statement can run for minutes (a vacuum behind a lock), so a
+ * stop does not wait for it: the server is asked to cancel it on the tick
+ * connection (no new session, no blocking PQcancel; the server acts on it even
+ * when we close right after), and its connection is closed now. Only a tick or
+ * check in flight is waited for, up to stop_timeout.
+ */
+static void send_cancel(Db *db)
+{
+	char pid[16];
+	JobSpec spec = {
+		.job = JOB_CANCEL,
+		.what = "cancel of the maintenance statement",
+		.sql = "select pg_catalog.pg_cancel_backend($1)",
+		.param = pid,
+		.timeout = db->t->cfg->main.query_timeout,
+	};
+
+	if (!db->cancel_backend || job_busy(&db->tick_job) || !pqev_conn_is_ready(db->conn))
+		return;
+	snprintf(pid, sizeof(pid), "%d", db->cancel_backend);
+	db->cancel_backend = 0;
+	(void)job_run(&db->tick_job, db->conn, &spec, on_cancel_sent);
+}
+
+void db_stop(Db *db)
+{
+	if (!db->maint_conn_held && !db->maint_waiting)
+		return;
+	if (job_busy(&db->maint_job))
+		db->cancel_backend = pqev_conn_backend_pid(db->maint_conn);
+	maint_abandon(db, false);
+	/* now, or when the tick in flight is answered (db_kick) */
+	send_cancel(db);
 }
 
 static void send_retry_probe(Db *db);
 
 void db_kick(Db *db)
 {
+	if (db->t->stopping && !db->dead)
+		send_cancel(db);
 	if (db->dead || db->t->stopping || db->state != DB_RUNNING) {
 		db_rearm(db);
 		return;
@@ -927,8 +972,12 @@ static void on_maint_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		break;
 	case PQEV_EV_CONNECT_FAILED:
 	case PQEV_EV_LOST:
-		pqev_log_warning(db->log, "maintenance connection: %s",
-				 strip_label(db, ev->message));
+		if (ev->server_down) /* the server's own line says it */
+			pqev_log_debug(db->log, "maintenance connection: %s",
+				       strip_label(db, ev->message));
+		else
+			pqev_log_warning(db->log, "maintenance connection: %s",
+					 strip_label(db, ev->message));
 		maint_abandon(db, true);
 		break;
 	case PQEV_EV_RECYCLED:
@@ -1064,6 +1113,73 @@ void db_recheck_now(Db *db)
 
 /* ---- connection callbacks ---- */
 
+void db_server_event(const PqevServerEvent *ev, void *arg)
+{
+	const char *s = ev->waiting == 1 ? "" : "s";
+
+	(void)arg;
+	if (ev->down)
+		pqev_log_warning(NULL, "server %s is down: %s; %u connection%s wait for it",
+				 ev->target, ev->error, ev->waiting, s);
+	else if (ev->reported)
+		pqev_log_info(NULL,
+			      "server %s answers again after %.1f s; %u connection%s reconnect",
+			      ev->target, pqev_usec_to_sec(ev->down_for), ev->waiting, s);
+	else
+		pqev_log_warning(
+			NULL, "server %s was down for %.2f s: %s; %u connection%s reconnect",
+			ev->target, pqev_usec_to_sec(ev->down_for), ev->error, ev->waiting, s);
+}
+
+static void set_msg(char **slot, const char *text)
+{
+	free(*slot);
+	*slot = text ? strdup(text) : NULL; /* out of memory: the line is lost, not the state */
+}
+
+/* The held "connection lost" line, at `level` (debug: the server's line covers it). */
+static void flush_lost(Db *db, bool warn)
+{
+	if (!db->lost_msg)
+		return;
+	if (warn)
+		pqev_log_warning(db->log, "%s", db->lost_msg);
+	else
+		pqev_log_debug(db->log, "%s", db->lost_msg);
+	set_msg(&db->lost_msg, NULL);
+}
+
+static void log_conn_failure(Db *db, const PqevConnEvent *ev)
+{
+	const char *msg = strip_label(db, ev->message);
+	char line[1024];
+
+	if (ev->server_down) {
+		/* the server's own line says it once for all its connections */
+		flush_lost(db, false);
+		db->in_outage = true;
+		pqev_log_debug(db->log, "%s (%u in a row); waiting for the server", msg,
+			       ev->streak);
+		return;
+	}
+	flush_lost(db, true);
+	if (ev->type == PQEV_EV_LOST && ev->streak <= 1) {
+		/* held until the next attempt tells whether the server went down */
+		if (db->fatal_msg)
+			snprintf(line, sizeof(line), "%s (server: FATAL: %s)", msg, db->fatal_msg);
+		else
+			snprintf(line, sizeof(line), "%s", msg);
+		set_msg(&db->lost_msg, line);
+	} else if (ev->streak <= 1) {
+		pqev_log_warning(db->log, "%s; retrying in %.2f s", msg,
+				 pqev_usec_to_sec(ev->retry_in));
+	} else {
+		pqev_log_debug(db->log, "%s (%u in a row); retrying in %.2f s", msg, ev->streak,
+			       pqev_usec_to_sec(ev->retry_in));
+	}
+	set_msg(&db->fatal_msg, NULL);
+}
+
 static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 {
 	Db *db = arg;
@@ -1072,10 +1188,17 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		return;
 	switch (ev->type) {
 	case PQEV_EV_CONNECTED:
-		if (ev->recovered)
+		if (db->lost_msg) {
+			/* a session lost alone (a terminated backend): one line for both */
+			pqev_log_warning(db->log, "%s; reconnected", db->lost_msg);
+			set_msg(&db->lost_msg, NULL);
+		} else if (ev->recovered && !db->in_outage) {
 			pqev_log_info(db->log, "%s", strip_label(db, ev->message));
-		else
+		} else {
 			pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
+		}
+		db->in_outage = false;
+		set_msg(&db->fatal_msg, NULL);
 		if (db->next_tick == 0 || db->next_tick == USEC_INFINITY)
 			db->next_tick = grid_next(db, pqev_clock_now());
 		/* a job queued but not sent survives pqev_conn_reconnect(): the checks
@@ -1086,21 +1209,7 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		break;
 	case PQEV_EV_CONNECT_FAILED:
 	case PQEV_EV_LOST:
-		if (ev->server_down && ev->streak <= 1)
-			pqev_log_warning(
-				db->log, "%s; waiting for the server (next probe in %.2f s)",
-				strip_label(db, ev->message), pqev_usec_to_sec(ev->retry_in));
-		else if (ev->server_down)
-			pqev_log_debug(db->log, "%s (%u in a row); waiting for the server",
-				       strip_label(db, ev->message), ev->streak);
-		else if (ev->streak <= 1)
-			pqev_log_warning(db->log, "%s; retrying in %.2f s",
-					 strip_label(db, ev->message),
-					 pqev_usec_to_sec(ev->retry_in));
-		else
-			pqev_log_debug(db->log, "%s (%u in a row); retrying in %.2f s",
-				       strip_label(db, ev->message), ev->streak,
-				       pqev_usec_to_sec(ev->retry_in));
+		log_conn_failure(db, ev);
 		stats_count_error(db->t, db, stats_conn_error_kind(ev));
 		db_note_failure(db);
 		db->tick_due = false;
@@ -1153,7 +1262,12 @@ static void on_notice(PqevConn *c, const char *severity, const char *text, void 
 {
 	Db *db = arg;
 
-	if (strcmp(severity, "WARNING") == 0)
+	if (strcmp(severity, "FATAL") == 0) {
+		/* the session ends with it: said with the lost connection (or, when
+		   the whole server goes down, by the server's line) */
+		pqev_log_debug(db->log, "server %s: %s", severity, text);
+		set_msg(&db->fatal_msg, text);
+	} else if (strcmp(severity, "WARNING") == 0)
 		pqev_log_warning(db->log, "server %s: %s", severity, text);
 	else
 		pqev_log_info(db->log, "server %s: %s", severity, text);
@@ -1238,6 +1352,8 @@ void db_free(Db *db)
 	if (db->timer)
 		event_free(db->timer);
 	pqev_log_ctx_free(db->log);
+	free(db->lost_msg);
+	free(db->fatal_msg);
 	free(db->label);
 	free(db->name);
 	free(db);

@@ -20,6 +20,7 @@
 
 #include <pgqd-ev/pqev_clock.h>
 #include <pgqd-ev/pqev_config.h>
+#include <pgqd-ev/pqev_conn.h>
 #include <pgqd-ev/pqev_connlimit.h>
 #include <pgqd-ev/pqev_log.h>
 #include <pgqd-ev/pqev_pidfile.h>
@@ -240,6 +241,9 @@ static void on_graceful_stop(int signo, void *arg)
 	send_notify(pqev_sd_stopping("stopping"), "STOPPING");
 	t->stopping = true;
 	node_stop_all(t);
+	for (Cluster *cl = t->clusters; cl; cl = cl->next)
+		for (Db *db = cl->dbs; db; db = db->next)
+			db_stop(db);
 	evtimer_del(t->stats_timer);
 	evtimer_del(t->health_timer);
 	stop_deadline = pqev_clock_now() + t->cfg->main.stop_timeout;
@@ -372,6 +376,7 @@ static int run(Ticker *t)
 	};
 	pid_t other = 0;
 	usec_t closing_at;
+	unsigned nclosed;
 	bool ran = false;
 	int rc;
 
@@ -419,6 +424,8 @@ static int run(Ticker *t)
 	pqev_clock_attach(t->base);
 	t->start_mono = pqev_clock_refresh();
 	t->limit = pqev_connlimit_new(t->base, (unsigned)m->max_connecting);
+	if (t->limit)
+		pqev_connlimit_set_server_hook(t->limit, db_server_event, t);
 	sig = pqev_signals_new(t->base, &sh);
 	t->stats_timer = evtimer_new(t->base, on_stats, t);
 	t->health_timer = evtimer_new(t->base, on_health, t);
@@ -450,13 +457,17 @@ static int run(Ticker *t)
 	ran = true;
 out:
 	t->stopping = true;
+	/* "stopped" means every session is gone: log it only after closing them.
+	   Each closed session wakes its backend, which on a shared CPU runs before
+	   we do again: free everything first, then end the sessions in one pass */
+	closing_at = pqev_clock_refresh();
+	pqev_conn_defer_finish();
 	http_free(t);
 	node_free_all(t);
-	/* "stopped" means every session is gone: log it only after closing them */
-	closing_at = pqev_clock_refresh();
 	registry_free_all(t);
+	nclosed = pqev_conn_finish_deferred();
 	if (ran)
-		pqev_log_debug(NULL, "connections closed in %.3f s",
+		pqev_log_debug(NULL, "%u connections closed in %.3f s", nclosed,
 			       pqev_usec_to_sec(pqev_clock_refresh() - closing_at));
 	if (ran && !t->exit_code)
 		pqev_log_info(NULL, "stopped");

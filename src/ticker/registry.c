@@ -380,6 +380,7 @@ static Cluster *cluster_new(Ticker *t, const ClusterView *v)
 		cl->own_limit = pqev_connlimit_new(t->base, (unsigned)v->max_connecting);
 		if (!cl->own_limit)
 			goto fail;
+		pqev_connlimit_set_server_hook(cl->own_limit, db_server_event, t);
 	}
 	cluster_set(cl, v, &ok);
 	if (!ok || !set_dblist(cl, v->database_list))

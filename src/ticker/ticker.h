@@ -29,6 +29,7 @@
 
 #include <pgqd-ev/pqev_common.h>
 #include <pgqd-ev/pqev_conn.h>
+#include <pgqd-ev/pqev_daemon.h>
 #include <pgqd-ev/pqev_log.h>
 
 #include "ticker_config.h"
@@ -75,6 +76,7 @@ typedef enum DbJob {
 	JOB_TICK,
 	JOB_MAINT,
 	JOB_RETRY,
+	JOB_CANCEL, /* stop: cancel the maintenance statement in flight */
 } DbJob;
 
 /* One statement to run, as planned by the checks, ticks, maintenance or retry. */
@@ -186,6 +188,13 @@ struct Db {
 	unsigned err_streak;   /* SQL errors in a row, for log rate limiting */
 	usec_t seen_at;        /* when it was registered: its start-up grace starts here */
 	bool unhealthy_logged; /* the stale/never-ticked warning was logged */
+	/* outage logging: a lost session is reported with what comes next (its
+	   server down: the server's one line covers it; otherwise in full) */
+	char *lost_msg;     /* held "connection lost" line, malloc'd; NULL: none */
+	char *fatal_msg;    /* the server's last FATAL notice on this session */
+	bool in_outage;     /* this failure streak waited on a down server */
+	int cancel_backend; /* stop: the maintenance backend to cancel once the tick
+			       connection is free; 0: none */
 
 	/* totals for metrics */
 	uint64_t n_ticks, n_created, n_errors, n_maint, n_retry, n_wakes;
@@ -293,10 +302,14 @@ void db_note_failure(Db *db);
 void db_note_sql_error(Db *db, const char *what, const PqevReply *r);
 /* Graceful stop: true when no statement of ours is in flight. */
 bool db_idle(const Db *db);
+/* Graceful stop begins: end maintenance now (its statement is cancelled, not waited for). */
+void db_stop(Db *db);
 /* SIGHUP: check for pgq again now (parked: connect now; running: before the next tick). */
 void db_recheck_now(Db *db);
 /* Close both connections (stop, unregister); callbacks see db->dead. */
 void db_close(Db *db);
+/* The limiter's server hook: one line per outage of a server. */
+void db_server_event(const PqevServerEvent *ev, void *arg);
 /* Give free maintenance connections to the databases waiting for one. */
 void cluster_maint_wake(Cluster *cl);
 /* A grid point of the database's tick schedule passed (its slot's timer fired). */

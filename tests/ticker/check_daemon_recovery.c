@@ -124,9 +124,48 @@ static void hold_outage(Daemon *d, int ms)
  * Stop the server for outage_ms while pgqd-ev ticks NDB databases, start it,
  * and return the worst recovery in seconds (each is also printed).
  */
+/*
+ * An outage is logged once for the server, not once per database: from line
+ * `from` on, one "is down" (then "answers again") or one "was down for" line
+ * that counts every database's connection, and no warning about a database's
+ * tick connection. (A maintenance round cut by the stop still says so for its
+ * database: at most max_maint_connections of them.)
+ */
+static void check_outage_lines(Daemon *d, size_t from, int outage_ms)
+{
+	size_t n = dmn_log_nlines(d);
+	int server_lines = 0, up_lines = 0, db_warnings = 0;
+
+	for (size_t i = from; i < n; i++) {
+		const char *l = dmn_log_line(d, i), *p;
+
+		if (strstr(l, " WARNING [") && !strstr(l, "maintenance") &&
+		    !strstr(l, "round abandoned")) {
+			db_warnings++;
+			printf("# per-database warning during the outage: %s\n", l);
+		}
+		if (strstr(l, " WARNING server ") &&
+		    ((p = strstr(l, " is down: ")) || (p = strstr(l, " was down for ")))) {
+			const char *count = strrchr(l, ';');
+
+			server_lines++;
+			ck_assert_msg(count && atoi(count + 1) >= NDB,
+				      "the server's line does not count the %d databases: %s", NDB,
+				      l);
+		}
+		if (strstr(l, " LOG server ") && strstr(l, " answers again after "))
+			up_lines++;
+	}
+	ck_assert_msg(server_lines == 1, "%d server lines for a %.0f s outage", server_lines,
+		      outage_ms / 1000.0);
+	ck_assert_int_le(up_lines, 1);
+	ck_assert_int_eq(db_warnings, 0);
+}
+
 static double outage_recovery(Daemon *d, char **dbs, int outage_ms)
 {
 	int64_t above[NDB];
+	size_t from;
 	Above a = {.dbs = dbs, .above = above};
 	double ready, worst = 0, f = pgt_time_factor();
 	char line[512];
@@ -137,6 +176,7 @@ static double outage_recovery(Daemon *d, char **dbs, int outage_ms)
 		above[i] = max_tick(dbs[i]);
 		pgt_exec_db(dbs[i], "select pgq.insert_event('q', 'test', 'before the outage')");
 	}
+	from = dmn_log_nlines(d);
 	pgt_server_stop();
 	hold_outage(d, outage_ms);
 	pgt_server_start();
@@ -158,6 +198,8 @@ static double outage_recovery(Daemon *d, char **dbs, int outage_ms)
 	fflush(stdout);
 	/* while the server was down, the databases waited on it, not on their backoff */
 	ck_assert(dmn_log_contains(d, "waiting for the server"));
+	/* the reconnects are logged (debug) before the ticks they make */
+	check_outage_lines(d, from, outage_ms);
 	return worst;
 }
 

@@ -388,6 +388,70 @@ START_TEST(test_stopped_after_sessions_closed)
 }
 END_TEST
 
+static int64_t waiter_pid(void)
+{
+	return pgt_int_db("postgres",
+			  "select coalesce(max(pid), 0) from pg_locks"
+			  " where locktype = 'advisory' and objid = 4242 and not granted");
+}
+
+static bool backend_gone(void *arg)
+{
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "select count(*) from pg_stat_activity where pid = %lld",
+		 (long long)*(int64_t *)arg);
+	return pgt_int_db("postgres", sql) == 0;
+}
+
+/*
+ * SIGTERM while a maintenance statement is in flight (it waits for a lock the
+ * test holds): the daemon does not wait for it (stop_timeout is 30 s here), it
+ * exits at once, and the statement is cancelled on the server, not left to
+ * run after we are gone. Before, the stop waited stop_timeout for it.
+ */
+START_TEST(test_stop_cancels_maintenance_in_flight)
+{
+	char *db = ticking_db(true);
+	PGconn *holder = pgt_connect(db);
+	char ini[1024];
+	int64_t t0, pid;
+	Daemon *d;
+	int rc;
+
+	pgt_exec(holder, "select pg_advisory_lock(4242)");
+	snprintf(ini, sizeof(ini),
+		 "%sdatabase_list = %s\nticker_period = 0.2\nmaint_period = 1\nstop_timeout = 30\n",
+		 dmn_base_ini(), db);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	if (!pgt_wait_until(maint_blocked, NULL, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("maintenance never waited for the lock");
+	}
+	pid = waiter_pid();
+	ck_assert_int_gt(pid, 0);
+	t0 = pgt_now_ms();
+	dmn_signal(d, SIGTERM);
+	rc = dmn_wait_exit(d, scaled(2000));
+	fprintf(stderr, "# exit %lld ms after SIGTERM with a maintenance statement in flight\n",
+		(long long)(pgt_now_ms() - t0));
+	if (rc != 0)
+		dmn_free(d, true);
+	ck_assert_int_eq(rc, 0);
+	/* cancelled while the lock is still held: it never ran its insert */
+	if (!pgt_wait_until(backend_gone, &pid, scaled(3000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("the maintenance statement still runs after the daemon exited");
+	}
+	ck_assert_int_eq(pgt_int_db(db, "select count(*) from londiste.calls"), 0);
+	ck_assert(!dmn_log_contains(d, "ERROR"));
+	PQfinish(holder);
+	dmn_free(d, false);
+	free(db);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon-sched");
@@ -399,6 +463,7 @@ int main(void)
 	tcase_add_test(tc, test_pgq_installed_later_picked_up);
 	tcase_add_test(tc, test_sighup_rechecks_at_once);
 	tcase_add_test(tc, test_stopped_after_sessions_closed);
+	tcase_add_test(tc, test_stop_cancels_maintenance_in_flight);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
 }

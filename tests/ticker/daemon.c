@@ -256,6 +256,17 @@ bool dmn_log_contains(Daemon *d, const char *needle)
 	return find_line(d, needle, false);
 }
 
+size_t dmn_log_nlines(Daemon *d)
+{
+	pump_log(d);
+	return d->nlines;
+}
+
+const char *dmn_log_line(Daemon *d, size_t i)
+{
+	return i < d->nlines ? d->lines[i] : NULL;
+}
+
 long dmn_log_line_no(Daemon *d, const char *needle)
 {
 	pump_log(d);

@@ -41,6 +41,10 @@ bool dmn_log_contains(Daemon *d, const char *needle);
 /* Index of the first stderr line so far containing needle, -1 if none (for order). */
 long dmn_log_line_no(Daemon *d, const char *needle);
 
+/* Lines of stderr read so far (read first), and line i of them (NULL past the end). */
+size_t dmn_log_nlines(Daemon *d);
+const char *dmn_log_line(Daemon *d, size_t i);
+
 void dmn_signal(Daemon *d, int signo);
 /* Wait for exit; returns the exit status, 128+signal, or -1 on timeout. */
 int dmn_wait_exit(Daemon *d, int timeout_ms);

@@ -107,8 +107,10 @@ typedef enum PqevConnEventType {
 
 /*
  * Event for on_event; borrowed for the call. Logging policy for the daemon:
- * CONNECT_FAILED/LOST with streak == 1 at warning, streak > 1 at debug;
- * CONNECTED with recovered at info; RECYCLED at debug.
+ * CONNECT_FAILED/LOST with streak == 1 at warning, streak > 1 at debug, except
+ * server_down ones (debug: the limiter's server hook reports the outage once);
+ * a LOST is held until the next event says whose failure it was; CONNECTED with
+ * recovered at info (debug after an outage); RECYCLED at debug.
  */
 typedef struct PqevConnEvent {
 	PqevConnEventType type;
