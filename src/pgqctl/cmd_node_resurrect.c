@@ -748,7 +748,6 @@ int cmd_node_resurrect(CtlCtx *ctx, int argc, char **argv)
 	snprintf(s.what, sizeof(s.what), "resurrect on cascade %s", ctl_q(s.queue));
 	if ((rc = ctl_open_single(ctx, &s.db)))
 		return rc;
-	plan = ctl_plan_new(ctx, s.what, CTL_PLAN_PER_NODE, dry);
 	rc = CTL_EXIT_ERROR;
 	r = ctl_node_info(s.db, s.queue, s.what);
 	if (!r)
@@ -780,9 +779,11 @@ int cmd_node_resurrect(CtlCtx *ctx, int argc, char **argv)
 	s.mdb = calloc(s.nm + 1, sizeof(*s.mdb));
 	if (!s.mdb)
 		abort();
-	if (ctl_plan_text(plan))
+	if (!ctx->quiet && !ctx->json)
 		printf("%s: gravestone of %s found on %s%s\n", s.what, ctl_q(s.name),
 		       ctl_q(s.gm->name), s.done7 ? " (already replaced by a subscription)" : "");
+	/* after that line: a dry run's first line follows it */
+	plan = ctl_plan_new(ctx, s.what, CTL_PLAN_PER_NODE, dry);
 	res_steps(&s, plan);
 	rc = ctl_plan_run(plan);
 	if (rc == 0 && !dry && ctl_plan_text(plan))

@@ -158,7 +158,7 @@ static void print_head(CtlPlan *p, int i)
 	if (p->style == CTL_PLAN_SEQUENCE)
 		printf("step %d/%d: %s: ", i + 1, p->count, s->title);
 	else
-		printf("step %d: %s: %s: ", i + 1, s->node ? s->node : "-", s->title);
+		printf("step %d: %s: %s: ", i + 1, s->node ? ctl_q(s->node) : "-", s->title);
 }
 
 static void print_outcome(CtlPlan *p, int i)
@@ -221,7 +221,8 @@ static void failed(CtlPlan *p, int i, bool checked)
 			ctl_err("step %d (%s) could not be checked; nothing more was done", i + 1,
 				s->title);
 	} else {
-		ctl_err("step %d (%s: %s) %s; %s", i + 1, s->node ? s->node : "-", s->title, why,
+		ctl_err("step %d (%s: %s) %s; %s", i + 1, s->node ? ctl_q(s->node) : "-", s->title,
+			why,
 			s->independent ? "the other steps go on, run the same command again later"
 				       : "fix the cause and run the same command again");
 	}
