@@ -8,6 +8,8 @@
 
 #include "pgqctl.h"
 
+char ctl_last_err[1024];
+
 void ctl_err(const char *fmt, ...)
 {
 	va_list ap;
@@ -16,6 +18,9 @@ void ctl_err(const char *fmt, ...)
 	fputs("pgqctl: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	va_start(ap, fmt);
+	vsnprintf(ctl_last_err, sizeof(ctl_last_err), fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 }

@@ -27,7 +27,7 @@ typedef struct Local {
 	const char *name, *type, *worker, *provider;
 	CtlMember *m;
 	size_t nm;
-	char what[300];
+	char what[2 * CTL_NAME_MAX + 64];
 } Local;
 
 static void local_free(Local *l)
@@ -43,7 +43,7 @@ static int local_open(CtlCtx *ctx, Local *l, const char *queue, const char *op, 
 
 	memset(l, 0, sizeof(*l));
 	snprintf(l->what, sizeof(l->what), "%s%s%s on cascade %s", op, arg ? " " : "",
-		 arg ? arg : "", queue);
+		 arg ? ctl_q(arg) : "", ctl_q(queue));
 	if ((rc = ctl_open_single(ctx, &l->db)))
 		return rc;
 	l->info = ctl_node_info(l->db, queue, l->what);
@@ -116,20 +116,20 @@ static int set_paused(CtlCtx *ctx, int argc, char **argv, bool flag)
 		return rc;
 	}
 	snprintf(l.what, sizeof(l.what), "%s %s", flag ? "pause" : "resume",
-		 node       ? node
-		 : consumer ? consumer
-			    : l.name);
+		 ctl_q(node       ? node
+		       : consumer ? consumer
+				  : l.name));
 	rc = CTL_EXIT_ERROR;
 	if (node && strcmp(node, l.name) != 0) {
 		const CtlMember *x = ctl_node_member(l.m, l.nm, node);
 		if (!x) {
-			ctl_err("%s: %s: node \"%s\" is not a member of cascade %s",
-				ctl_db_label(l.db), l.what, node, queue);
+			ctl_err("%s: %s: node %s is not a member of cascade %s", ctl_db_label(l.db),
+				l.what, ctl_qq(node), ctl_q(queue));
 			goto out;
 		}
 		if (x->dead) {
-			ctl_err("%s: %s: node \"%s\" is tagged dead", ctl_db_label(l.db), l.what,
-				node);
+			ctl_err("%s: %s: node %s is tagged dead", ctl_db_label(l.db), l.what,
+				ctl_qq(node));
 			goto out;
 		}
 		db = ctl_node_open_member(ctx, x);
@@ -137,8 +137,8 @@ static int set_paused(CtlCtx *ctx, int argc, char **argv, bool flag)
 		if (!r)
 			goto out;
 		if (!ctl_val(r, 0, 3) || strcmp(ctl_val(r, 0, 3), node) != 0) {
-			ctl_err("%s: %s: that database holds no node \"%s\"", ctl_db_label(db),
-				l.what, node);
+			ctl_err("%s: %s: that database holds no node %s", ctl_db_label(db), l.what,
+				ctl_qq(node));
 			goto out;
 		}
 		cons = strdup(ctl_val(r, 0, 10));
@@ -171,8 +171,8 @@ static int set_paused(CtlCtx *ctx, int argc, char **argv, bool flag)
 		}
 		free(v);
 		if (!db) {
-			ctl_err("%s: %s: no live member has consumer \"%s\" in cascade %s",
-				ctl_db_label(l.db), l.what, consumer, queue);
+			ctl_err("%s: %s: no live member has consumer %s in cascade %s",
+				ctl_db_label(l.db), l.what, ctl_qq(consumer), ctl_q(queue));
 			goto out;
 		}
 		cons = strdup(consumer);
@@ -192,7 +192,7 @@ static int set_paused(CtlCtx *ctx, int argc, char **argv, bool flag)
 			    &r))
 			goto out;
 		if (!ctx->quiet)
-			printf("%s: %s %s%s\n", ctl_db_label(db), cons,
+			printf("%s: %s %s%s\n", ctl_db_label(db), ctl_q(cons),
 			       atoi(PQgetvalue(r, 0, 0)) == 201 ? "already " : "", verb);
 	}
 	if (no_wait) {
@@ -327,48 +327,86 @@ static CtlDb *peer_db(Local *l, Peer *x)
 	return x->db ? x->db : l->db;
 }
 
-/* Set the dead flag of `node` on every live member; false when one could not be
-   told (printed). */
-static bool tag_all(CtlCtx *ctx, CtlSteps *st, Local *l, Peer *p, size_t np, const char *queue,
-		    const char *node, bool dead)
+/* What the steps of tag-dead / tag-alive / drop-node work on. */
+typedef struct Op {
+	CtlCtx *ctx;
+	Local *l;
+	Peer *p;
+	size_t np;
+	const char *queue, *node;
+	bool dead;    /* tag: the flag to set */
+	CtlDb *ndb;   /* drop-node: the node being dropped, when alive */
+	char *ntype;  /* its type, when it holds the node */
+	bool no_root; /* drop-node: no live root answered */
+} Op;
+
+static CtlDb *op_db(Op *o, int n)
 {
-	bool all = true;
+	return peer_db(o->l, &o->p[n]);
+}
 
-	for (size_t i = 0; i < np; i++) {
-		Peer *x = &p[i];
-		const char *q[3] = {queue, node, dead ? "true" : "false"};
-		char *cur;
-		bool ok = true;
+static bool op_reachable(Op *o, int n, const char *todo)
+{
+	if (o->p[n].reachable)
+		return true;
+	ctl_err("node %s: unreachable: %s (%s)", ctl_q(o->p[n].m->name), ctl_db_error(o->p[n].db),
+		todo);
+	return false;
+}
 
-		if (!x->reachable) {
-			ctl_err("node %s: cannot tag \"%s\" %s there: unreachable: %s (run it again "
-				"when the node is back)",
-				x->m->name, node, dead ? "dead" : "alive", ctl_db_error(x->db));
-			all = false;
-			continue;
-		}
-		cur = query1(peer_db(l, x), l->what,
-			     "select dead::text from pgq_node.get_queue_locations($1)"
-			     " where node_name = $2",
-			     2, q, &ok);
-		if (!ok) {
-			all = false;
-			continue;
-		}
-		/* no row: nothing to tag there (register_location would store nothing) */
-		if (ctl_step(st, x->m->name, !cur || (strcmp(cur, "true") == 0) == dead,
-			     "tag \"%s\" %s", node, dead ? "dead" : "alive")) {
-			if (ctl_node_call(peer_db(l, x), l->what,
-					  "select * from pgq_node.register_location($1, $2, null,"
-					  " $3::boolean)",
-					  3, q, NULL))
-				ctl_step_done(st, NULL);
-			else
-				all = false;
-		}
-		free(cur);
-	}
-	return all;
+/* A count of rows about the node on member n's database; -1 on error. */
+static long long op_count(Op *o, CtlDb *db, const char *sql)
+{
+	const char *q[2] = {o->queue, o->node};
+	bool ok = true;
+	char *v = query1(db, o->l->what, sql, 2, q, &ok);
+	long long c = ok && v ? atoll(v) : ok ? 0 : -1;
+
+	free(v);
+	return c;
+}
+
+/* ---- tag-dead / tag-alive: the dead flag of the node on member n ---- */
+
+static int chk_tagged(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+	const char *q[2] = {o->queue, o->node};
+	bool ok = true;
+	char *cur;
+	int done;
+
+	if (!op_reachable(o, n, "run it again when the node is back"))
+		return -1;
+	cur = query1(op_db(o, n), o->l->what,
+		     "select dead::text from pgq_node.get_queue_locations($1) where node_name = $2",
+		     2, q, &ok);
+	if (!ok)
+		return -1;
+	/* no row: nothing to tag there (register_location would store nothing) */
+	done = !cur || (strcmp(cur, "true") == 0) == o->dead;
+	free(cur);
+	return done;
+}
+
+static int act_tag(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+	const char *q[3] = {o->queue, o->node, o->dead ? "true" : "false"};
+
+	return ctl_node_call(op_db(o, n), o->l->what,
+			     "select * from pgq_node.register_location($1, $2, null, $3::boolean)",
+			     3, q, NULL)
+		       ? 0
+		       : -1;
+}
+
+static void op_json(CtlJson *j, void *arg)
+{
+	Op *o = arg;
+
+	ctl_json_str(j, "cascade", o->queue);
+	ctl_json_str(j, "node", o->node);
 }
 
 static int tag(CtlCtx *ctx, int argc, char **argv, bool dead)
@@ -379,16 +417,17 @@ static int tag(CtlCtx *ctx, int argc, char **argv, bool dead)
 	const char *queue, *node;
 	int npos, rc;
 	Local l;
-	Peer *p = NULL;
-	size_t np = 0;
-	CtlSteps st;
+	Op o = {.ctx = ctx, .l = &l, .dead = dead};
+	CtlPlan *plan = NULL;
 	const CtlMember *x;
 
 	if ((rc = ctl_node_args(ctx, argc, argv, opts, 1, &queue, pos, &npos)))
 		return rc;
 	node = pos[0];
-	if (!ctl_check_name("node", node))
+	if (!ctl_check_new_name("node", node))
 		return CTL_EXIT_ERROR;
+	o.queue = queue;
+	o.node = node;
 	if ((rc = local_open(ctx, &l, queue, dead ? "tag-dead" : "tag-alive", node))) {
 		local_free(&l);
 		return rc;
@@ -396,8 +435,8 @@ static int tag(CtlCtx *ctx, int argc, char **argv, bool dead)
 	rc = CTL_EXIT_ERROR;
 	x = ctl_node_member(l.m, l.nm, node);
 	if (!x) {
-		ctl_err("%s: %s: \"%s\" is not a member of cascade %s", ctl_db_label(l.db), l.what,
-			node, queue);
+		ctl_err("%s: %s: %s is not a member of cascade %s", ctl_db_label(l.db), l.what,
+			ctl_qq(node), ctl_q(queue));
 		goto out;
 	}
 	if (dead && strcmp(node, l.name) == 0) {
@@ -405,7 +444,7 @@ static int tag(CtlCtx *ctx, int argc, char **argv, bool dead)
 			ctl_db_label(l.db), l.what);
 		goto out;
 	}
-	p = peers_open(ctx, &l, queue, node, &np);
+	o.p = peers_open(ctx, &l, queue, node, &o.np);
 	if (!dead) {
 		/* alive means: reachable, holding that node, and not a second root */
 		CtlDb *db = strcmp(node, l.name) == 0 ? NULL : ctl_node_open_member(ctx, x);
@@ -414,13 +453,14 @@ static int tag(CtlCtx *ctx, int argc, char **argv, bool dead)
 		if (!r) {
 			/* printed */
 		} else if (!ctl_val(r, 0, 3) || strcmp(ctl_val(r, 0, 3), node) != 0) {
-			ctl_err("%s: %s: the database at its location holds no node \"%s\"",
-				ctl_db_label(db ? db : l.db), l.what, node);
-		} else if (strcmp(ctl_val(r, 0, 2), "root") == 0 && np > 0 && p[0].type &&
-			   strcmp(p[0].type, "root") == 0) {
-			ctl_err("%s: %s: \"%s\" is still a root, but \"%s\" is the cascade's root "
-				"now: run `pgqctl node resurrect` on it first",
-				ctl_db_label(db ? db : l.db), l.what, node, p[0].m->name);
+			ctl_err("%s: %s: the database at its location holds no node %s",
+				ctl_db_label(db ? db : l.db), l.what, ctl_qq(node));
+		} else if (strcmp(ctl_val(r, 0, 2), "root") == 0 && o.np > 0 && o.p[0].type &&
+			   strcmp(o.p[0].type, "root") == 0) {
+			ctl_err("%s: %s: %s is still a root, but %s is the cascade's root now: run "
+				"`pgqctl node resurrect` on it first",
+				ctl_db_label(db ? db : l.db), l.what, ctl_qq(node),
+				ctl_qq(o.p[0].m->name));
 		} else {
 			fine = true;
 		}
@@ -431,15 +471,20 @@ static int tag(CtlCtx *ctx, int argc, char **argv, bool dead)
 			goto out;
 		}
 		/* the node itself is told too */
-		p[np] = (Peer){.m = x, .db = db, .reachable = true};
-		np++;
+		o.p[o.np] = (Peer){.m = x, .db = db, .reachable = true};
+		o.np++;
 	}
-	ctl_steps_init(&st, ctx, l.what, dry);
-	if (!tag_all(ctx, &st, &l, p, np, queue, node, dead))
-		goto out;
-	rc = ctl_steps_end(&st);
+	plan = ctl_plan_new(ctx, l.what, CTL_PLAN_PER_NODE, dry);
+	for (size_t i = 0; i < o.np; i++) {
+		ctl_plan_step(plan, o.p[i].m->name, chk_tagged, act_tag, &o, (int)i, "tag %s %s",
+			      ctl_qq(node), dead ? "dead" : "alive");
+		ctl_plan_independent(plan);
+	}
+	rc = ctl_plan_run(plan);
 out:
-	peers_free(p, np);
+	ctl_plan_json(plan, dead ? "tag-dead" : "tag-alive", rc, op_json, &o);
+	ctl_plan_free(plan);
+	peers_free(o.p, o.np);
 	local_free(&l);
 	return rc;
 }
@@ -456,6 +501,80 @@ int cmd_node_tag_alive(CtlCtx *ctx, int argc, char **argv)
 
 /* ---- drop-node ---- */
 
+/* 1. the node itself drops its rows and its queue, first: while it is in every
+   member's map, a re-run can still find it */
+static int chk_node_dropped(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+	return o->ntype == NULL;
+}
+
+static int act_drop_own(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+	const char *q[2] = {o->queue, o->node};
+
+	return ctl_node_call(o->ndb, o->l->what, "select * from pgq_node.drop_node($1, $2)", 2, q,
+			     NULL)
+		       ? 0
+		       : -1;
+}
+
+/* 2. the root forgets the location; its event tells every worker */
+static int chk_unregistered(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+
+	if (o->no_root) {
+		ctl_err("%s: no live root answered: the other members are cleaned, run drop-node "
+			"again when the root is reachable",
+			o->l->what);
+		return -1;
+	}
+	long long c = op_count(o, op_db(o, 0),
+			       "select count(*) from pgq_node.get_queue_locations($1)"
+			       " where node_name = $2");
+	return c < 0 ? -1 : c == 0;
+}
+
+static int act_unregister(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+	const char *q[2] = {o->queue, o->node};
+
+	return ctl_node_call(op_db(o, 0), o->l->what,
+			     "select * from pgq_node.unregister_location($1, $2)", 2, q, NULL)
+		       ? 0
+		       : -1;
+}
+
+/* 3. every other live member forgets it (subscription and location) */
+static int chk_forgotten(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+	long long c;
+
+	if (!op_reachable(o, n, "run drop-node again when it is back"))
+		return -1;
+	c = op_count(o, op_db(o, n),
+		     "select (select count(*) from pgq_node.get_queue_locations($1)"
+		     "  where node_name = $2)"
+		     " + (select count(*) from pgq_node.get_subscriber_info($1)"
+		     "  where node_name = $2)");
+	return c < 0 ? -1 : c == 0;
+}
+
+static int act_forget(CtlPlan *pl, void *arg, int n)
+{
+	Op *o = arg;
+	const char *q[2] = {o->queue, o->node};
+
+	return ctl_node_call(op_db(o, n), o->l->what, "select * from pgq_node.drop_node($1, $2)", 2,
+			     q, NULL)
+		       ? 0
+		       : -1;
+}
+
 int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 {
 	bool dry = false;
@@ -464,20 +583,19 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 	const char *queue, *node;
 	int npos, rc;
 	Local l;
-	Peer *p = NULL;
-	size_t np = 0;
-	CtlSteps st;
+	Op o = {.ctx = ctx, .l = &l};
+	CtlPlan *plan = NULL;
 	const CtlMember *x;
-	CtlDb *ndb = NULL; /* the node being dropped, when alive */
-	bool nalive = false, root_missing = false;
-	char *ntype = NULL;
+	bool nalive = false;
 	CtlMember found = {0};
 
 	if ((rc = ctl_node_args(ctx, argc, argv, opts, 1, &queue, pos, &npos)))
 		return rc;
 	node = pos[0];
-	if (!ctl_check_name("node", node))
+	if (!ctl_check_new_name("node", node))
 		return CTL_EXIT_ERROR;
+	o.queue = queue;
+	o.node = node;
 	if ((rc = local_open(ctx, &l, queue, "drop-node", node))) {
 		local_free(&l);
 		return rc;
@@ -489,17 +607,17 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 		goto out;
 	}
 	x = ctl_node_member(l.m, l.nm, node);
-	p = peers_open(ctx, &l, queue, node, &np);
+	o.p = peers_open(ctx, &l, queue, node, &o.np);
 	if (!x) {
 		/* this node never learned of it (no tick carried the event yet): its
 		   location is in the map of the root, its provider or itself */
-		for (size_t i = 0; i < np && !x; i++) {
+		for (size_t i = 0; i < o.np && !x; i++) {
 			const char *q[2] = {queue, node};
 			PGresult *r;
-			if (!p[i].reachable)
+			if (!o.p[i].reachable)
 				continue;
 			r = ctl_db_exec(
-				peer_db(&l, &p[i]),
+				op_db(&o, (int)i),
 				"select node_name, node_location, dead"
 				" from pgq_node.get_queue_locations($1) where node_name = $2",
 				2, q);
@@ -515,134 +633,80 @@ int cmd_node_drop_node(CtlCtx *ctx, int argc, char **argv)
 		}
 	}
 	/* checks: nobody may still read from the node, and it is not the root */
-	for (size_t i = 0; i < np; i++)
-		if (p[i].provider && strcmp(p[i].provider, node) == 0 &&
-		    strcmp(p[i].m->name, node) != 0) {
-			ctl_err("%s: node \"%s\" still reads from \"%s\": move it to another "
-				"provider first",
-				l.what, p[i].m->name, node);
+	for (size_t i = 0; i < o.np; i++)
+		if (o.p[i].provider && strcmp(o.p[i].provider, node) == 0 &&
+		    strcmp(o.p[i].m->name, node) != 0) {
+			ctl_err("%s: node %s still reads from %s: move it to another provider "
+				"first",
+				l.what, ctl_qq(o.p[i].m->name), ctl_qq(node));
 			goto out;
 		}
 	if (x && !x->dead) {
 		PGresult *r;
-		ndb = ctl_node_open_member(ctx, x);
-		nalive = ctl_db_connect(ndb);
-		if (!nalive && !ctx->quiet)
+		o.ndb = ctl_node_open_member(ctx, x);
+		nalive = ctl_db_connect(o.ndb);
+		if (!nalive && !ctx->quiet && !ctx->json)
 			printf("node %s: unreachable (%s): only the other members are cleaned\n",
-			       node, ctl_db_error(ndb));
-		r = nalive ? ctl_node_info(ndb, queue, l.what) : NULL;
+			       ctl_q(node), ctl_db_error(o.ndb));
+		r = nalive ? ctl_node_info(o.ndb, queue, l.what) : NULL;
 		if (nalive && !r)
 			goto out;
 		if (r && ctl_val(r, 0, 3) && strcmp(ctl_val(r, 0, 3), node) == 0)
-			ntype = strdup(ctl_val(r, 0, 2));
+			o.ntype = strdup(ctl_val(r, 0, 2));
 		PQclear(r);
-		if (ntype && strcmp(ntype, "root") == 0) {
-			ctl_err("%s: \"%s\" is the root: switch over to another node first", l.what,
-				node);
+		if (o.ntype && strcmp(o.ntype, "root") == 0) {
+			ctl_err("%s: %s is the root: switch over to another node first", l.what,
+				ctl_qq(node));
 			goto out;
 		}
-		if (ntype) {
+		if (o.ntype) {
 			const char *q[1] = {queue};
 			bool ok = true;
-			char *subs = query1(ndb, l.what,
+			char *subs = query1(o.ndb, l.what,
 					    "select string_agg(node_name, ', ' order by node_name)"
 					    " from pgq_node.get_subscriber_info($1)",
 					    1, q, &ok);
 			if (!ok)
 				goto out;
 			if (subs) {
-				ctl_err("%s: \"%s\" still has subscribers (%s): move them to "
-					"another provider first",
-					l.what, node, subs);
+				ctl_err("%s: %s still has subscribers (%s): move them to another "
+					"provider first",
+					l.what, ctl_qq(node), subs);
 				free(subs);
 				goto out;
 			}
 		}
 	}
-	ctl_steps_init(&st, ctx, l.what, dry);
-	/* 1. the node itself drops its rows and its queue, first: while it is in
-	   every member's map, a re-run can still find it */
-	if (ntype || (nalive && x)) {
-		const char *q[2] = {queue, node};
-		if (ctl_step(&st, node, ntype == NULL, "drop the node's rows and queue")) {
-			if (!ctl_node_call(ndb, l.what, "select * from pgq_node.drop_node($1, $2)",
-					   2, q, NULL))
-				goto out;
-			ctl_step_done(&st, NULL);
-		}
-	} else if (!ctx->quiet) {
-		printf("node %s: %s: its own rows are left (drop its database, or run "
-		       "drop-node again while it is reachable)\n",
-		       node,
+	plan = ctl_plan_new(ctx, l.what, CTL_PLAN_PER_NODE, dry);
+	if (o.ntype || (nalive && x))
+		ctl_plan_step(plan, node, chk_node_dropped, act_drop_own, &o, 0,
+			      "drop the node's rows and queue");
+	else if (ctl_plan_text(plan))
+		printf("node %s: %s: its own rows are left (drop its database, or run drop-node "
+		       "again while it is reachable)\n",
+		       ctl_q(node),
 		       !x        ? "in no member map"
 		       : x->dead ? "tagged dead"
 				 : "unreachable");
-	}
-	/* 2. the root forgets the location; its event tells every worker */
-	if (np > 0 && p[0].type && strcmp(p[0].type, "root") == 0 && p[0].reachable) {
-		const char *q[2] = {queue, node};
-		bool ok = true;
-		char *has = query1(peer_db(&l, &p[0]), l.what,
-				   "select count(*) from pgq_node.get_queue_locations($1)"
-				   " where node_name = $2",
-				   2, q, &ok);
-		if (!ok)
-			goto out;
-		if (ctl_step(&st, p[0].m->name, atoi(has) == 0,
-			     "unregister the location of \"%s\" (announced to every node)", node)) {
-			if (!ctl_node_call(peer_db(&l, &p[0]), l.what,
-					   "select * from pgq_node.unregister_location($1, $2)", 2,
-					   q, NULL)) {
-				free(has);
-				goto out;
-			}
-			ctl_step_done(&st, NULL);
-		}
-		free(has);
-	} else {
-		ctl_err("%s: no live root answered: the other members are cleaned, run "
-			"drop-node again when the root is reachable",
-			l.what);
-		root_missing = true;
-	}
-	/* 3. every other live member forgets it (subscription and location) */
-	for (size_t i = 0; i < np; i++) {
-		const char *q[2] = {queue, node};
-		bool ok = true;
-		char *left;
-		if (!p[i].reachable) {
-			ctl_err("node %s: unreachable: %s (run drop-node again when it is back)",
-				p[i].m->name, ctl_db_error(p[i].db));
-			goto out;
-		}
-		left = query1(peer_db(&l, &p[i]), l.what,
-			      "select (select count(*) from pgq_node.get_queue_locations($1)"
-			      "  where node_name = $2)"
-			      " + (select count(*) from pgq_node.get_subscriber_info($1)"
-			      "  where node_name = $2)",
-			      2, q, &ok);
-		if (!ok)
-			goto out;
-		if (ctl_step(&st, p[i].m->name, atoi(left) == 0,
-			     "forget \"%s\" (subscription, location)", node)) {
-			if (!ctl_node_call(peer_db(&l, &p[i]), l.what,
-					   "select * from pgq_node.drop_node($1, $2)", 2, q,
-					   NULL)) {
-				free(left);
-				goto out;
-			}
-			ctl_step_done(&st, NULL);
-		}
-		free(left);
-	}
-	rc = root_missing ? CTL_EXIT_ERROR : ctl_steps_end(&st);
+	o.no_root =
+		!(o.np > 0 && o.p[0].type && strcmp(o.p[0].type, "root") == 0 && o.p[0].reachable);
+	ctl_plan_step(plan, o.no_root ? "(root)" : o.p[0].m->name, chk_unregistered, act_unregister,
+		      &o, 0, "unregister the location of %s (announced to every node)",
+		      ctl_qq(node));
+	ctl_plan_independent(plan);
+	for (size_t i = 0; i < o.np; i++)
+		ctl_plan_step(plan, o.p[i].m->name, chk_forgotten, act_forget, &o, (int)i,
+			      "forget %s (subscription, location)", ctl_qq(node));
+	rc = ctl_plan_run(plan);
 out:
+	ctl_plan_json(plan, "drop-node", rc, op_json, &o);
+	ctl_plan_free(plan);
 	free(found.name);
 	free(found.location);
-	free(ntype);
-	if (ndb)
-		ctl_db_close(ndb);
-	peers_free(p, np);
+	free(o.ntype);
+	if (o.ndb)
+		ctl_db_close(o.ndb);
+	peers_free(o.p, o.np);
 	local_free(&l);
 	return rc;
 }

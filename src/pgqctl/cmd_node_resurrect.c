@@ -34,7 +34,7 @@ typedef struct Res {
 	CtlCtx *ctx;
 	const char *queue, *file;
 	CtlDb *db; /* the old root (-d) */
-	char what[300];
+	char what[CTL_NAME_MAX + 64];
 	char *name, *type, *worker;
 	CtlMember *m;
 	size_t nm;
@@ -44,6 +44,12 @@ typedef struct Res {
 	long long g;    /* gravestone tick; -1 when only the finished state was found */
 	bool done7;     /* the gravestone node already has the worker subscribed */
 	char *gnode_wm; /* its global watermark (text) */
+	bool dry;
+	char gs[32];    /* g as text */
+	CtlDb **mdb;    /* step 9: a connection per member, opened by its check */
+	long long lost; /* step 5 done now: the events removed; -1 not known */
+	long long lost_first, lost_last;
+	char lost_ids[400];
 } Res;
 
 static char *val_dup(const PGresult *r, int row, int col)
@@ -70,7 +76,7 @@ static bool find_gravestone(Res *s)
 				  " (select count(*) from pgq_node.get_subscriber_info($1)"
 				  "   where node_name = $3 and worker_name = $4),"
 				  " (select global_watermark from pgq_node.get_node_info($1))";
-	char grave[300];
+	char grave[CTL_NAME_MAX + 16];
 	int found = 0;
 
 	snprintf(grave, sizeof(grave), "%s.gravestone", s->name);
@@ -84,8 +90,8 @@ static bool find_gravestone(Res *s)
 			continue;
 		db = ctl_node_open_member(s->ctx, x);
 		if (!ctl_db_connect(db)) {
-			if (!s->ctx->quiet)
-				printf("node %s: unreachable (%s): not searched\n", x->name,
+			if (!s->ctx->quiet && !s->ctx->json)
+				printf("node %s: unreachable (%s): not searched\n", ctl_q(x->name),
 				       ctl_db_error(db));
 			ctl_db_close(db);
 			continue;
@@ -99,9 +105,9 @@ static bool find_gravestone(Res *s)
 			continue;
 		}
 		if (++found > 1) {
-			ctl_err("%s: both \"%s\" and \"%s\" hold the gravestone of \"%s\": resolve "
-				"that by hand",
-				s->what, s->gm->name, x->name, s->name);
+			ctl_err("%s: both %s and %s hold the gravestone of %s: resolve that by "
+				"hand",
+				s->what, ctl_qq(s->gm->name), ctl_qq(x->name), ctl_qq(s->name));
 			PQclear(r);
 			ctl_db_close(db);
 			return false;
@@ -114,9 +120,9 @@ static bool find_gravestone(Res *s)
 		PQclear(r);
 	}
 	if (!found) {
-		ctl_err("%s: no live member holds the consumer \"%s\": this node was not left "
+		ctl_err("%s: no live member holds the consumer %s: this node was not left "
 			"behind by a dead-root failover, or the node that took over is unreachable",
-			s->what, grave);
+			s->what, ctl_qq(grave));
 		return false;
 	}
 	return true;
@@ -137,22 +143,37 @@ static bool bool_query(Res *s, CtlDb *db, const char *sql, int n, const char *co
 
 /* The report file: it names the cascade, node and tick, so a re-run may
    overwrite its own but never another operation's report. */
-static void file_head(Res *s, char *buf, size_t len)
+static char *file_head(Res *s)
 {
-	snprintf(buf, len, "{\"cascade\": \"%s\", \"node\": \"%s\", \"gravestone_tick\": %lld,",
-		 s->queue, s->name, s->g);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		abort();
+	fputs("{\"cascade\": ", f);
+	ctl_json_escape(f, s->queue);
+	fputs(", \"node\": ", f);
+	ctl_json_escape(f, s->name);
+	fprintf(f, ", \"gravestone_tick\": %lld,", s->g);
+	if (fclose(f) != 0)
+		abort();
+	return buf;
 }
 
 static bool file_is_ours_or_absent(Res *s)
 {
-	char head[600], line[600];
+	char *head, *line = NULL;
+	size_t cap = 0;
 	FILE *f = fopen(s->file, "r");
 	bool ours;
 
 	if (!f)
 		return errno == ENOENT;
-	file_head(s, head, sizeof(head));
-	ours = fgets(line, sizeof(line), f) && strncmp(line, head, strlen(head)) == 0;
+	head = file_head(s);
+	ours = getline(&line, &cap, f) > 0 && strncmp(line, head, strlen(head)) == 0;
+	free(line);
+	free(head);
 	fclose(f);
 	if (!ours)
 		ctl_err("%s: %s exists and is not this resurrect's report: move it away or give "
@@ -163,9 +184,10 @@ static bool file_is_ours_or_absent(Res *s)
 
 /* Read the batches after G with a temporary consumer, write them out, then
    delete those events and the ticks after G in one transaction. */
-static bool lost_events(Res *s, CtlSteps *st)
+static bool lost_events(Res *s, CtlPlan *pl)
 {
-	char dumper[300], tmp[1100], head[600], detail[512], ids[400] = "";
+	char dumper[CTL_NAME_MAX + 16], tmp[1100], *head, detail[CTL_NAME_MAX + 1600],
+		ids[400] = "";
 	const char *p[3];
 	PGresult *r = NULL, *pfx;
 	FILE *f;
@@ -198,8 +220,9 @@ static bool lost_events(Res *s, CtlSteps *st)
 		ctl_err("%s: cannot write %s: %s", s->what, tmp, strerror(errno));
 		goto out;
 	}
-	file_head(s, head, sizeof(head));
+	head = file_head(s);
 	fprintf(f, "%s\n \"events\": [", head);
+	free(head);
 	for (;;) {
 		const char *bp[2] = {s->queue, dumper};
 		char bid[32];
@@ -349,9 +372,13 @@ static bool lost_events(Res *s, CtlSteps *st)
 	else
 		snprintf(detail, sizeof(detail), "no event existed only on %s (report in %s)",
 			 s->name, s->file);
-	if (!s->ctx->quiet)
+	if (ctl_plan_text(pl))
 		printf("LOST EVENTS: %lld\n", count);
-	ctl_step_done(st, detail);
+	ctl_plan_note(pl, "%s", detail);
+	s->lost = count;
+	s->lost_first = first_tick;
+	s->lost_last = last_tick;
+	snprintf(s->lost_ids, sizeof(s->lost_ids), "%s", ids);
 	ok = true;
 out:
 	if (!ok && in_txn)
@@ -361,225 +388,346 @@ out:
 	return ok;
 }
 
-static int resurrect(Res *s, CtlSteps *st, bool dry)
-{
-	const char *q1[1] = {s->queue};
-	char gs[32];
-	bool is_root = strcmp(s->type, "root") == 0, v;
+/* ---- the steps; once step 7 is done, 1-6 count as done (see above) ---- */
 
-	snprintf(gs, sizeof(gs), "%lld", s->g);
-	if (!s->done7 && s->g < 0) {
-		ctl_err("%s: internal: no gravestone tick", s->what);
-		return CTL_EXIT_ERROR;
-	}
-	/* 1. stop writes */
+/* 1. stop writes */
+static int chk_writes_off(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[1] = {s->queue};
+	bool v;
+
+	if (s->done7 || strcmp(s->type, "root") != 0)
+		return 1;
 	if (!bool_query(s, s->db,
 			"select queue_disable_insert and queue_external_ticker from pgq.queue"
 			" where queue_name = $1",
-			1, q1, &v))
-		return CTL_EXIT_ERROR;
-	if (ctl_step(st, s->name, s->done7 || !is_root || v, "stop writes (demote_root step 1)")) {
-		const char *p[2] = {s->queue, s->gm->name};
-		if (!ctl_node_call(s->db, s->what,
-				   "select ret_code, ret_note from pgq_node.demote_root($1, 1, $2)",
-				   2, p, NULL))
-			return CTL_EXIT_ERROR;
-		ctl_step_done(st, "producers on it now get an error");
+			1, q, &v))
+		return -1;
+	return v;
+}
+
+static int act_writes_off(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[2] = {s->queue, s->gm->name};
+
+	if (!ctl_node_call(s->db, s->what,
+			   "select ret_code, ret_note from pgq_node.demote_root($1, 1, $2)", 2, q,
+			   NULL))
+		return -1;
+	ctl_plan_note(p, "producers on it now get an error");
+	return 0;
+}
+
+/* 2. final tick, branch of the gravestone node, worker paused */
+static int chk_demoted(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	return s->done7 || strcmp(s->type, "root") != 0;
+}
+
+static int act_demote(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[2] = {s->queue, s->gm->name};
+	const char *w[2] = {s->queue, s->worker};
+	PGresult *r = NULL;
+
+	if (!ctl_node_exec_ok(s->db, s->what, "begin") ||
+	    !ctl_node_call(s->db, s->what,
+			   "select ret_code, ret_note, last_tick"
+			   " from pgq_node.demote_root($1, 2, $2)",
+			   2, q, &r) ||
+	    !ctl_node_call(s->db, s->what,
+			   "select ret_code, ret_note from pgq_node.demote_root($1, 3, $2)", 2, q,
+			   NULL) ||
+	    !ctl_node_call(s->db, s->what,
+			   "select * from pgq_node.set_consumer_paused($1, $2, true)", 2, w,
+			   NULL) ||
+	    !ctl_node_exec_ok(s->db, s->what, "commit")) {
+		PQclear(r);
+		ctl_node_exec_ok(s->db, s->what, "rollback");
+		return -1;
 	}
-	/* 2. final tick, branch of the gravestone node, worker paused */
-	if (ctl_step(st, s->name, s->done7 || !is_root,
-		     "final tick, demote to a branch of \"%s\", pause the worker", s->gm->name)) {
-		const char *p[2] = {s->queue, s->gm->name};
-		const char *w[2] = {s->queue, s->worker};
-		PGresult *r = NULL;
-		char detail[100];
-		if (!ctl_node_exec_ok(s->db, s->what, "begin") ||
-		    !ctl_node_call(s->db, s->what,
-				   "select ret_code, ret_note, last_tick"
-				   " from pgq_node.demote_root($1, 2, $2)",
-				   2, p, &r) ||
-		    !ctl_node_call(s->db, s->what,
-				   "select ret_code, ret_note from pgq_node.demote_root($1, 3, $2)",
-				   2, p, NULL) ||
-		    !ctl_node_call(s->db, s->what,
-				   "select * from pgq_node.set_consumer_paused($1, $2, true)", 2, w,
-				   NULL) ||
-		    !ctl_node_exec_ok(s->db, s->what, "commit")) {
+	ctl_plan_note(p, "final tick %s", PQgetvalue(r, 0, 2));
+	PQclear(r);
+	return 0;
+}
+
+/* 3. old subscribers, 4. plain PgQ consumers of its queue (names starting with
+   "." are the cascade's own): the names to unregister */
+static const char *const UNREG_LIST[2] = {
+	"select node_name from pgq_node.get_subscriber_info($1) order by 1",
+	"select consumer_name from pgq.get_consumer_info($1)"
+	" where consumer_name not like '.%' order by 1",
+};
+static const char *const UNREG_CALL[2] = {
+	"select * from pgq_node.unregister_subscriber($1, $2)",
+	"select 200, null::text from pgq.unregister_consumer($1, $2)",
+};
+
+static int chk_unregistered(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[1] = {s->queue};
+	PGresult *r;
+	int none;
+
+	if (s->done7)
+		return 1;
+	if (!(r = ctl_db_exec(s->db, UNREG_LIST[n], 1, q))) {
+		ctl_db_fail(s->db, s->what);
+		return -1;
+	}
+	none = PQntuples(r) == 0;
+	PQclear(r);
+	return none;
+}
+
+static int act_unregister(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[1] = {s->queue};
+	PGresult *r = ctl_db_exec(s->db, UNREG_LIST[n], 1, q);
+
+	if (!r) {
+		ctl_db_fail(s->db, s->what);
+		return -1;
+	}
+	for (int i = 0; i < PQntuples(r); i++) {
+		const char *u[2] = {s->queue, PQgetvalue(r, i, 0)};
+		if (!ctl_node_call(s->db, s->what, UNREG_CALL[n], 2, u, NULL)) {
 			PQclear(r);
-			ctl_node_exec_ok(s->db, s->what, "rollback");
-			return CTL_EXIT_ERROR;
-		}
-		snprintf(detail, sizeof(detail), "final tick %s", PQgetvalue(r, 0, 2));
-		PQclear(r);
-		ctl_step_done(st, detail);
-	}
-	/* 3. old subscribers */
-	{
-		PGresult *r = ctl_db_exec(s->db,
-					  "select node_name from pgq_node.get_subscriber_info($1)"
-					  " order by 1",
-					  1, q1);
-		if (!r)
-			return ctl_db_fail(s->db, s->what);
-		if (ctl_step(st, s->name, s->done7 || PQntuples(r) == 0,
-			     "unregister its old subscribers")) {
-			for (int i = 0; i < PQntuples(r); i++) {
-				const char *p[2] = {s->queue, PQgetvalue(r, i, 0)};
-				if (!ctl_node_call(
-					    s->db, s->what,
-					    "select * from pgq_node.unregister_subscriber($1, "
-					    "$2)",
-					    2, p, NULL)) {
-					PQclear(r);
-					return CTL_EXIT_ERROR;
-				}
-			}
-			ctl_step_done(st, NULL);
-		}
-		PQclear(r);
-	}
-	/* 4. plain PgQ consumers of its queue (names starting with "." are the
-	   cascade's own) */
-	{
-		PGresult *r = ctl_db_exec(s->db,
-					  "select consumer_name from pgq.get_consumer_info($1)"
-					  " where consumer_name not like '.%' order by 1",
-					  1, q1);
-		if (!r)
-			return ctl_db_fail(s->db, s->what);
-		if (ctl_step(st, s->name, s->done7 || PQntuples(r) == 0,
-			     "unregister the PgQ consumers of its queue")) {
-			for (int i = 0; i < PQntuples(r); i++) {
-				const char *p[2] = {s->queue, PQgetvalue(r, i, 0)};
-				PGresult *u = ctl_db_exec(
-					s->db, "select pgq.unregister_consumer($1, $2)", 2, p);
-				if (!u)
-					return ctl_db_fail(s->db, s->what);
-				PQclear(u);
-			}
-			ctl_step_done(st, NULL);
-		}
-		PQclear(r);
-	}
-	/* 5. the events that only this node has */
-	{
-		const char *p[2] = {s->queue, gs};
-		bool later = false;
-		if (!s->done7 &&
-		    !bool_query(s, s->db,
-				"select exists (select 1 from pgq.tick t join pgq.queue q"
-				" on q.queue_id = t.tick_queue where q.queue_name = $1"
-				" and t.tick_id > $2::int8)",
-				2, p, &later))
-			return CTL_EXIT_ERROR;
-		if (!s->done7 && !dry && !file_is_ours_or_absent(s))
-			return CTL_EXIT_ERROR;
-		if (ctl_step(st, s->name, s->done7 || !later,
-			     "report and remove the events after tick %lld (to %s)", s->g,
-			     s->file) &&
-		    !lost_events(s, st))
-			return CTL_EXIT_ERROR;
-	}
-	/* 6. the worker resumes from G */
-	{
-		const char *p[2] = {s->queue, s->worker};
-		PGresult *r =
-			ctl_db_exec(s->db,
-				    "select completed_tick from pgq_node.get_consumer_state($1,"
-				    " $2)",
-				    2, p);
-		bool at_g;
-		if (!r)
-			return ctl_db_fail(s->db, s->what);
-		at_g = ctl_val(r, 0, 0) && atoll(ctl_val(r, 0, 0)) == s->g;
-		PQclear(r);
-		if (ctl_step(st, s->name, s->done7 || at_g, "position the worker at tick %lld",
-			     s->g)) {
-			const char *c[3] = {s->queue, s->worker, gs};
-			if (!ctl_node_call(s->db, s->what,
-					   "select * from pgq_node.set_consumer_completed($1, $2,"
-					   " $3::int8)",
-					   3, c, NULL))
-				return CTL_EXIT_ERROR;
-			ctl_step_done(st, NULL);
+			return -1;
 		}
 	}
-	/* 7. the gravestone becomes a subscription */
-	if (ctl_step(st, s->gm->name, s->done7,
-		     "replace the gravestone by a subscription of %s at tick %lld", s->worker,
-		     s->g)) {
-		const char *u[2] = {s->queue, s->name};
-		const char *g[4] = {s->queue, s->name, s->worker, gs};
-		PGresult *r = NULL;
-		if (!ctl_node_exec_ok(s->gdb, s->what, "begin") ||
-		    !ctl_node_call(s->gdb, s->what,
-				   "select * from pgq_node.unregister_subscriber($1, $2)", 2, u,
-				   NULL) ||
-		    !ctl_node_call(
-			    s->gdb, s->what,
-			    "select * from pgq_node.register_subscriber($1, $2, $3, $4::int8)", 4,
-			    g, &r) ||
-		    !ctl_node_exec_ok(s->gdb, s->what, "commit")) {
-			PQclear(r);
-			ctl_node_exec_ok(s->gdb, s->what, "rollback");
-			return CTL_EXIT_ERROR;
-		}
-		free(s->gnode_wm);
-		s->gnode_wm = val_dup(r, 0, 2);
-		PQclear(r);
-		ctl_step_done(st, NULL);
+	PQclear(r);
+	return 0;
+}
+
+/* 5. the events that only this node has */
+static int chk_no_lost(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[2] = {s->queue, s->gs};
+	bool later = false;
+
+	if (s->done7)
+		return 1;
+	if (!bool_query(s, s->db,
+			"select exists (select 1 from pgq.tick t join pgq.queue q"
+			" on q.queue_id = t.tick_queue where q.queue_name = $1"
+			" and t.tick_id > $2::int8)",
+			2, q, &later))
+		return -1;
+	if (!s->dry && !file_is_ours_or_absent(s))
+		return -1;
+	return !later;
+}
+
+static int act_lost(CtlPlan *p, void *arg, int n)
+{
+	return lost_events(arg, p) ? 0 : -1;
+}
+
+/* 6. the worker resumes from G */
+static int chk_at_g(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[2] = {s->queue, s->worker};
+	PGresult *r;
+	bool at_g;
+
+	if (s->done7)
+		return 1;
+	r = ctl_db_exec(s->db, "select completed_tick from pgq_node.get_consumer_state($1, $2)", 2,
+			q);
+	if (!r) {
+		ctl_db_fail(s->db, s->what);
+		return -1;
 	}
-	/* 8. global watermark */
-	if (s->gnode_wm) {
-		const char *p[2] = {s->queue, s->gnode_wm};
-		PGresult *r = ctl_db_exec(
-			s->db, "select global_watermark from pgq_node.get_node_info($1)", 1, p);
-		bool same;
-		if (!r)
-			return ctl_db_fail(s->db, s->what);
-		same = ctl_val(r, 0, 0) && strcmp(ctl_val(r, 0, 0), s->gnode_wm) == 0;
+	at_g = ctl_val(r, 0, 0) && atoll(ctl_val(r, 0, 0)) == s->g;
+	PQclear(r);
+	return at_g;
+}
+
+static int act_at_g(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *c[3] = {s->queue, s->worker, s->gs};
+
+	return ctl_node_call(s->db, s->what,
+			     "select * from pgq_node.set_consumer_completed($1, $2, $3::int8)", 3,
+			     c, NULL)
+		       ? 0
+		       : -1;
+}
+
+/* 7. the gravestone becomes a subscription */
+static int chk_subscribed(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	return s->done7;
+}
+
+static int act_subscribe(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *u[2] = {s->queue, s->name};
+	const char *g[4] = {s->queue, s->name, s->worker, s->gs};
+	PGresult *r = NULL;
+
+	if (!ctl_node_exec_ok(s->gdb, s->what, "begin") ||
+	    !ctl_node_call(s->gdb, s->what, "select * from pgq_node.unregister_subscriber($1, $2)",
+			   2, u, NULL) ||
+	    !ctl_node_call(s->gdb, s->what,
+			   "select * from pgq_node.register_subscriber($1, $2, $3, $4::int8)", 4, g,
+			   &r) ||
+	    !ctl_node_exec_ok(s->gdb, s->what, "commit")) {
 		PQclear(r);
-		if (ctl_step(st, s->name, same, "global watermark := %s", s->gnode_wm)) {
-			if (!ctl_node_call(
-				    s->db, s->what,
-				    "select * from pgq_node.set_global_watermark($1, $2::int8)", 2,
-				    p, NULL))
-				return CTL_EXIT_ERROR;
-			ctl_step_done(st, NULL);
-		}
+		ctl_node_exec_ok(s->gdb, s->what, "rollback");
+		return -1;
 	}
-	/* 9. alive again on every live member */
+	free(s->gnode_wm);
+	s->gnode_wm = val_dup(r, 0, 2);
+	PQclear(r);
+	return 0;
+}
+
+/* 8. global watermark (nothing to do when the gravestone node has none) */
+static int chk_watermark(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[1] = {s->queue};
+	PGresult *r;
+	bool same;
+
+	if (!s->gnode_wm)
+		return 1;
+	r = ctl_db_exec(s->db, "select global_watermark from pgq_node.get_node_info($1)", 1, q);
+	if (!r) {
+		ctl_db_fail(s->db, s->what);
+		return -1;
+	}
+	same = ctl_val(r, 0, 0) && strcmp(ctl_val(r, 0, 0), s->gnode_wm) == 0;
+	PQclear(r);
+	return same;
+}
+
+static int act_watermark(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[2] = {s->queue, s->gnode_wm};
+
+	return ctl_node_call(s->db, s->what,
+			     "select * from pgq_node.set_global_watermark($1, $2::int8)", 2, q,
+			     NULL)
+		       ? 0
+		       : -1;
+}
+
+/* 9. alive again on member n */
+static CtlDb *member_db(Res *s, int n)
+{
+	const CtlMember *x = &s->m[n];
+
+	if (strcmp(x->name, s->name) == 0)
+		return s->db;
+	if (!s->mdb[n])
+		s->mdb[n] = ctl_node_open_member(s->ctx, x);
+	return s->mdb[n];
+}
+
+static int chk_alive(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	CtlDb *db = member_db(s, n);
+	const char *q[2] = {s->queue, s->name};
+	bool dead = false;
+
+	if (!ctl_db_connect(db)) {
+		ctl_err("node %s: unreachable (%s): tag %s alive there later (node tag-alive)",
+			ctl_q(s->m[n].name), ctl_db_error(db), ctl_q(s->name));
+		return -1;
+	}
+	if (!bool_query(s, db,
+			"select dead from pgq_node.get_queue_locations($1) where node_name = $2", 2,
+			q, &dead))
+		return -1;
+	return !dead;
+}
+
+static int act_alive(CtlPlan *p, void *arg, int n)
+{
+	Res *s = arg;
+	const char *q[3] = {s->queue, s->name, "false"};
+
+	return ctl_node_call(member_db(s, n), s->what,
+			     "select * from pgq_node.register_location($1, $2, null, $3::boolean)",
+			     3, q, NULL)
+		       ? 0
+		       : -1;
+}
+
+static void res_steps(Res *s, CtlPlan *p)
+{
+	const char *me = s->name;
+
+	ctl_plan_step(p, me, chk_writes_off, act_writes_off, s, 0,
+		      "stop writes (demote_root step 1)");
+	ctl_plan_step(p, me, chk_demoted, act_demote, s, 0,
+		      "final tick, demote to a branch of %s, pause the worker",
+		      ctl_qq(s->gm->name));
+	ctl_plan_step(p, me, chk_unregistered, act_unregister, s, 0,
+		      "unregister its old subscribers");
+	ctl_plan_step(p, me, chk_unregistered, act_unregister, s, 1,
+		      "unregister the PgQ consumers of its queue");
+	ctl_plan_step(p, me, chk_no_lost, act_lost, s, 0,
+		      "report and remove the events after tick %lld (to %s)", s->g, s->file);
+	ctl_plan_step(p, me, chk_at_g, act_at_g, s, 0, "position the worker at tick %lld", s->g);
+	ctl_plan_step(p, s->gm->name, chk_subscribed, act_subscribe, s, 0,
+		      "replace the gravestone by a subscription of %s at tick %lld",
+		      ctl_q(s->worker), s->g);
+	ctl_plan_step(p, me, chk_watermark, act_watermark, s, 0, "global watermark := %s",
+		      s->gnode_wm ? s->gnode_wm : "(none)");
 	for (size_t i = 0; i < s->nm; i++) {
-		const CtlMember *x = &s->m[i];
-		const char *p[3] = {s->queue, s->name, "false"};
-		CtlDb *db;
-		bool dead = false;
-		if (x->dead)
+		if (s->m[i].dead)
 			continue;
-		db = strcmp(x->name, s->name) == 0 ? s->db : ctl_node_open_member(s->ctx, x);
-		if (!ctl_db_connect(db)) {
-			ctl_err("node %s: unreachable (%s): tag %s alive there later (node "
-				"tag-alive)",
-				x->name, ctl_db_error(db), s->name);
-		} else if (bool_query(s, db,
-				      "select dead from pgq_node.get_queue_locations($1)"
-				      " where node_name = $2",
-				      2, p, &dead) &&
-			   ctl_step(st, x->name, !dead, "tag \"%s\" alive", s->name)) {
-			if (ctl_node_call(db, s->what,
-					  "select * from pgq_node.register_location($1, $2, null,"
-					  " $3::boolean)",
-					  3, p, NULL))
-				ctl_step_done(st, NULL);
-		}
-		if (db != s->db)
-			ctl_db_close(db);
+		ctl_plan_step(p, s->m[i].name, chk_alive, act_alive, s, (int)i, "tag %s alive",
+			      ctl_qq(s->name));
+		ctl_plan_independent(p);
 	}
-	ctl_steps_end(st);
-	if (!s->ctx->quiet && !dry)
-		printf("%s is now a paused branch of %s: check it, then `pgqctl node resume %s`\n",
-		       s->name, s->gm->name, s->queue);
-	return CTL_EXIT_OK;
+}
+
+static void res_json(CtlJson *j, void *arg)
+{
+	Res *s = arg;
+
+	ctl_json_str(j, "cascade", s->queue);
+	ctl_json_str(j, "node", s->name);
+	ctl_json_str(j, "gravestone_node", s->gm ? s->gm->name : NULL);
+	if (s->g >= 0)
+		ctl_json_int(j, "resume_tick", s->g);
+	else
+		ctl_json_null(j, "resume_tick");
+	ctl_json_obj_begin(j, "lost_events");
+	ctl_json_bool(j, "known", s->lost >= 0);
+	if (s->lost >= 0) {
+		ctl_json_int(j, "count", s->lost);
+		if (s->lost > 0) {
+			ctl_json_int(j, "first_tick", s->lost_first);
+			ctl_json_int(j, "last_tick", s->lost_last);
+		}
+		ctl_json_str(j, "first_ev_ids", s->lost_ids);
+	} else {
+		ctl_json_null(j, "count");
+		ctl_json_str(j, "reason",
+			     s->done7 || s->g < 0 ? "removed by an earlier run"
+						  : "not removed (yet) by this run");
+	}
+	ctl_json_str(j, "file", s->file);
+	ctl_json_obj_end(j);
 }
 
 int cmd_node_resurrect(CtlCtx *ctx, int argc, char **argv)
@@ -589,14 +737,15 @@ int cmd_node_resurrect(CtlCtx *ctx, int argc, char **argv)
 	const CtlOpt opts[] = {{"dry-run", false, &dry}, {"lost-events", true, &file}, {NULL}};
 	char *pos[CTL_MAX_ARGS];
 	int npos, rc;
-	Res s = {.ctx = ctx, .g = -1};
+	Res s = {.ctx = ctx, .g = -1, .lost = -1};
 	PGresult *r = NULL;
-	CtlSteps st;
+	CtlPlan *plan = NULL;
 
 	if ((rc = ctl_node_args(ctx, argc, argv, opts, 0, &s.queue, pos, &npos)))
 		return rc;
 	s.file = file ? file : "resurrect-lost-events.json";
-	snprintf(s.what, sizeof(s.what), "resurrect on cascade %s", s.queue);
+	s.dry = dry;
+	snprintf(s.what, sizeof(s.what), "resurrect on cascade %s", ctl_q(s.queue));
 	if ((rc = ctl_open_single(ctx, &s.db)))
 		return rc;
 	rc = CTL_EXIT_ERROR;
@@ -612,7 +761,7 @@ int cmd_node_resurrect(CtlCtx *ctx, int argc, char **argv)
 	s.worker = val_dup(r, 0, 10);
 	if (strcmp(s.type, "leaf") == 0) {
 		ctl_err("%s: %s: node %s is a leaf: only an old root is resurrected",
-			ctl_db_label(s.db), s.what, s.name);
+			ctl_db_label(s.db), s.what, ctl_q(s.name));
 		goto out;
 	}
 	s.m = ctl_node_members(s.db, s.queue, s.what, &s.nm);
@@ -622,17 +771,36 @@ int cmd_node_resurrect(CtlCtx *ctx, int argc, char **argv)
 		ctl_err("%s: internal: gravestone node not in the member map", s.what);
 		goto out;
 	}
-	if (!ctx->quiet)
-		printf("%s: gravestone of %s found on %s%s\n", s.what, s.name, s.gm->name,
-		       s.done7 ? " (already replaced by a subscription)" : "");
-	ctl_steps_init(&st, ctx, s.what, dry);
-	rc = resurrect(&s, &st, dry);
+	if (!s.done7 && s.g < 0) {
+		ctl_err("%s: internal: no gravestone tick", s.what);
+		goto out;
+	}
+	snprintf(s.gs, sizeof(s.gs), "%lld", s.g);
+	s.mdb = calloc(s.nm + 1, sizeof(*s.mdb));
+	if (!s.mdb)
+		abort();
+	if (!ctx->quiet && !ctx->json)
+		printf("%s: gravestone of %s found on %s%s\n", s.what, ctl_q(s.name),
+		       ctl_q(s.gm->name), s.done7 ? " (already replaced by a subscription)" : "");
+	/* after that line: a dry run's first line follows it */
+	plan = ctl_plan_new(ctx, s.what, CTL_PLAN_PER_NODE, dry);
+	res_steps(&s, plan);
+	rc = ctl_plan_run(plan);
+	if (rc == 0 && !dry && ctl_plan_text(plan))
+		printf("%s is now a paused branch of %s: check it, then `pgqctl node resume %s`\n",
+		       ctl_q(s.name), ctl_q(s.gm->name), ctl_q(s.queue));
 out:
+	ctl_plan_json(plan, "resurrect", rc, res_json, &s);
+	ctl_plan_free(plan);
 	PQclear(r);
 	free(s.type);
 	free(s.name);
 	free(s.worker);
 	free(s.gnode_wm);
+	for (size_t i = 0; s.mdb && i < s.nm; i++)
+		if (s.mdb[i])
+			ctl_db_close(s.mdb[i]);
+	free(s.mdb);
 	ctl_node_members_free(s.m, s.nm);
 	if (s.gdb)
 		ctl_db_close(s.gdb);

@@ -468,7 +468,7 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 	const char *max_lag = NULL;
 	const CtlOpt opts[] = {{"max-lag", true, &max_lag}, {NULL}};
 	StatusArgs a = {.max_lag = -1};
-	char *pos[CTL_MAX_ARGS], what[300], local[256] = "";
+	char *pos[CTL_MAX_ARGS], what[CTL_NAME_MAX + 64], local[CTL_NAME_MAX + 1] = "";
 	int npos, rc, root = -1, problems = 0;
 	CtlDb *db;
 	PGresult *r;
@@ -621,7 +621,7 @@ static int node_wait(CtlCtx *ctx, int argc, char **argv, bool to_root)
 {
 	const char *timeout = NULL, *queue;
 	const CtlOpt opts[] = {{"timeout", true, &timeout}, {NULL}};
-	char *pos[CTL_MAX_ARGS], what[300];
+	char *pos[CTL_MAX_ARGS], what[CTL_NAME_MAX + 64];
 	int npos, rc;
 	usec_t limit = 0, start;
 	long long target = -1;
@@ -670,7 +670,7 @@ static int node_wait(CtlCtx *ctx, int argc, char **argv, bool to_root)
 			goto out;
 		if (to_root) {
 			/* walk providers from here to the root */
-			char cur[256];
+			char cur[CTL_NAME_MAX + 1];
 			snprintf(cur, sizeof(cur), "%s", provider ? provider : "");
 			for (int hop = 0; hop < MAX_DEPTH && !up; hop++) {
 				const CtlMember *x = ctl_node_member(m, nm, cur);

@@ -65,8 +65,8 @@ static int load_members(NcOp *op)
 	if (!r)
 		return CTL_EXIT_ERROR;
 	if (PQntuples(r) == 0) {
-		ctl_err("%s: %s: this database knows no member of cascade \"%s\"",
-			ctl_db_label(op->local), op->what, op->queue);
+		ctl_err("%s: %s: this database knows no member of cascade %s",
+			ctl_db_label(op->local), op->what, ctl_qq(op->queue));
 		PQclear(r);
 		return CTL_EXIT_ERROR;
 	}
@@ -176,12 +176,13 @@ bool nc_need_state(NcOp *op, NcMember *m, NcState *st)
 	if (rc < 0)
 		return false;
 	if (rc == 0) {
-		ctl_err("node %s: %s: does not answer: %s", m->name, op->what, ctl_db_error(m->db));
+		ctl_err("node %s: %s: does not answer: %s", ctl_q(m->name), op->what,
+			ctl_db_error(m->db));
 		return false;
 	}
 	if (!st->node) {
-		ctl_err("node %s: %s: the database holds no node of cascade \"%s\"", m->name,
-			op->what, op->queue);
+		ctl_err("node %s: %s: the database holds no node of cascade %s", ctl_q(m->name),
+			op->what, ctl_qq(op->queue));
 		return false;
 	}
 	return true;
@@ -196,7 +197,8 @@ int nc_cons_state(NcOp *op, NcMember *m, const char *consumer, NcCons *cs)
 	memset(cs, 0, sizeof(*cs));
 	cs->completed = -1;
 	if (!db) {
-		ctl_err("node %s: %s: does not answer: %s", m->name, op->what, ctl_db_error(m->db));
+		ctl_err("node %s: %s: does not answer: %s", ctl_q(m->name), op->what,
+			ctl_db_error(m->db));
 		return -1;
 	}
 	r = ctl_plan_query(
@@ -270,21 +272,23 @@ int nc_pause(NcOp *op, NcMember *m, const char *consumer, bool wait)
 		if (nc_cons_state(op, m, consumer, &cs) < 0)
 			return -1;
 		if (!cs.found) {
-			ctl_err("node %s: %s: consumer %s is gone", m->name, op->what, consumer);
+			ctl_err("node %s: %s: consumer %s is gone", ctl_q(m->name), op->what,
+				ctl_q(consumer));
 			return -1;
 		}
 		if (cs.paused && cs.uptodate)
 			return 0;
 		if (!cs.paused) {
-			ctl_err("node %s: %s: consumer %s was resumed by someone else", m->name,
-				op->what, consumer);
+			ctl_err("node %s: %s: consumer %s was resumed by someone else",
+				ctl_q(m->name), op->what, ctl_q(consumer));
 			return -1;
 		}
 		if (timed_out(op, start)) {
 			ctl_err("node %s: %s: consumer %s did not acknowledge the pause within "
 				"%.0f s: is it running (a [node] section of pgqd-ev, or the "
 				"program that embeds it)?",
-				m->name, op->what, consumer, (double)op->timeout / USEC_PER_SEC);
+				ctl_q(m->name), op->what, ctl_q(consumer),
+				(double)op->timeout / USEC_PER_SEC);
 			return -1;
 		}
 		wake_worker(op, cs.provider);
@@ -303,27 +307,114 @@ int nc_resume(NcOp *op, NcMember *m, const char *consumer)
 		       : -1;
 }
 
+long long nc_number(NcOp *op, NcMember *m, const char *sql, int n, const char *const *p)
+{
+	CtlDb *db = nc_db(op, m);
+	PGresult *r;
+	long long v;
+
+	if (!db) {
+		ctl_err("node %s: %s: does not answer: %s", ctl_q(m->name), op->what,
+			ctl_db_error(m->db));
+		return -1;
+	}
+	r = ctl_plan_query(db, op->what, sql, n, p);
+	if (!r)
+		return -1;
+	v = PQntuples(r) != 1 ? 0 : PQgetvalue(r, 0, 0)[0] == 't' ? 1 : atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return v;
+}
+
 /* Is `name` subscribed on member m (a row in its subscriber_info)? -1 error. */
 int nc_has_subscriber(NcOp *op, NcMember *m, const char *name)
 {
 	const char *p[2] = {op->queue, name};
-	PGresult *r = ctl_plan_query(nc_db(op, m), op->what,
-				     "select count(*) from pgq_node.get_subscriber_info($1)"
-				     " where node_name = $2",
-				     2, p);
-	int n;
+	long long n = nc_number(op, m,
+				"select count(*) from pgq_node.get_subscriber_info($1)"
+				" where node_name = $2",
+				2, p);
 
-	if (!r)
-		return -1;
-	n = atoi(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	return n > 0;
+	return n < 0 ? -1 : n > 0;
 }
 
-/* Members other than `except1`/`except2` that answer and list `name` as subscriber
-   (dead ones are not asked). Fills out[]; returns the count or -1. */
-int nc_subscribed_on(NcOp *op, const char *name, const NcMember *except1, const NcMember *except2,
-		     NcMember **out)
+bool nc_queue_table(NcOp *op, NcMember *m, char *tbl, size_t len)
+{
+	const char *q[1] = {op->queue};
+	PGresult *r = ctl_plan_query(nc_db(op, m), op->what,
+				     "select pgq.quote_fqname(queue_data_pfx) from pgq.queue"
+				     " where queue_name = $1",
+				     1, q);
+
+	if (!r)
+		return false;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		ctl_err("node %s: %s: no queue %s", ctl_q(m->name), op->what, ctl_q(op->queue));
+		return false;
+	}
+	snprintf(tbl, len, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return true;
+}
+
+int nc_resumed(NcOp *op, NcMember *m)
+{
+	NcState st;
+
+	if (!nc_need_state(op, m, &st))
+		return -1;
+	return !st.paused;
+}
+
+int nc_resume_worker(NcOp *op, NcMember *m)
+{
+	NcState st;
+
+	if (!nc_need_state(op, m, &st))
+		return -1;
+	return nc_resume(op, m, st.worker);
+}
+
+int nc_pause_worker(NcOp *op, NcMember *m)
+{
+	NcState st;
+
+	if (!nc_need_state(op, m, &st))
+		return -1;
+	return nc_pause(op, m, st.worker, true);
+}
+
+int nc_is_root(NcOp *op, NcMember *m)
+{
+	NcState st;
+
+	if (!nc_need_state(op, m, &st))
+		return -1;
+	return strcmp(st.type, "root") == 0;
+}
+
+int nc_unsubscribe_everywhere(CtlPlan *p, NcOp *op, NcMember *who, const NcMember *except)
+{
+	NcMember *f[NC_MAX_MEMBERS];
+	const char *q[2] = {op->queue, who->name};
+	int k = nc_subscribed_on(op, who->name, who, except, f);
+
+	if (k < 0)
+		return -1;
+	for (int i = 0; i < k; i++) {
+		if (!ctl_plan_call(nc_db(op, f[i]), op->what,
+				   "select * from pgq_node.unregister_subscriber($1, $2)", 2, q,
+				   NULL))
+			return -1;
+		ctl_plan_note(p, "on %s", ctl_q(f[i]->name));
+	}
+	return 0;
+}
+
+int nc_queues_holding(NcOp *op, const NcMember *except1, const NcMember *except2,
+		      int (*holds)(NcOp *op, NcMember *m, const char *name), const char *name,
+		      NcMember **out)
 {
 	int n = 0;
 
@@ -332,20 +423,28 @@ int nc_subscribed_on(NcOp *op, const char *name, const NcMember *except1, const 
 		NcState st;
 		int rc;
 
-		if (m == except1 || m == except2 || m->dead || strcmp(m->name, name) == 0)
+		if (m == except1 || m == except2 || m->dead)
 			continue;
 		rc = nc_read_state(op, m, &st);
 		if (rc < 0)
 			return -1;
 		if (rc == 0 || !st.node || strcmp(st.type, "leaf") == 0)
 			continue;
-		rc = nc_has_subscriber(op, m, name);
+		rc = holds(op, m, name);
 		if (rc < 0)
 			return -1;
 		if (rc)
 			out[n++] = m;
 	}
 	return n;
+}
+
+/* Members other than `except1`/`except2` that answer and list `name` as subscriber
+   (dead ones are not asked). Fills out[]; returns the count or -1. */
+int nc_subscribed_on(NcOp *op, const char *name, const NcMember *except1, const NcMember *except2,
+		     NcMember **out)
+{
+	return nc_queues_holding(op, except1, except2, nc_has_subscriber, name, out);
 }
 
 /* Wait until member m's queue holds tick `tick` and its worker completed it. */
@@ -362,8 +461,8 @@ int nc_wait_for_tick(NcOp *op, NcMember *m, long long tick)
 		if (timed_out(op, start)) {
 			ctl_err("node %s: %s: still at tick %lld after %.0f s, waiting for tick "
 				"%lld: is its worker running?",
-				m->name, op->what, st.top, (double)op->timeout / USEC_PER_SEC,
-				tick);
+				ctl_q(m->name), op->what, st.top,
+				(double)op->timeout / USEC_PER_SEC, tick);
 			return -1;
 		}
 		nc_nap(op->ctx, 20);
@@ -410,7 +509,7 @@ int nc_move_worker(NcOp *op, NcMember *s, NcMember *to)
 	if (strcmp(ss.provider, to->name) == 0)
 		return 0;
 	if (ss.completed < 0) {
-		ctl_err("node %s: %s: its worker has no position", s->name, op->what);
+		ctl_err("node %s: %s: its worker has no position", ctl_q(s->name), op->what);
 		return -1;
 	}
 	rc = nc_has_subscriber(op, to, s->name);
@@ -454,13 +553,11 @@ int nc_setup(CtlCtx *ctx, NcOp *op, NcArgs *a, const char *cmd)
 
 	if (a->queue && a->cascade && strcmp(a->queue, a->cascade) != 0)
 		return ctl_usage(cmd, "--queue and --cascade name different queues");
-	if (ctx->json)
-		return ctl_usage(cmd, "prints its steps as text; there is no --json output");
 	op->ctx = ctx;
 	op->queue = a->queue ? a->queue : a->cascade;
 	if (!op->queue)
 		return ctl_usage(cmd, "needs --cascade QUEUE");
-	if (!ctl_check_name("queue", op->queue))
+	if (!ctl_check_new_name("queue", op->queue))
 		return CTL_EXIT_USAGE;
 	op->timeout = 60 * USEC_PER_SEC;
 	if (a->timeout) {
@@ -482,8 +579,34 @@ NcMember *nc_need_member(NcOp *op, const char *name, const char *role)
 	NcMember *m = nc_find(op, name);
 
 	if (!m)
-		ctl_err("%s: %s: no member \"%s\" in cascade \"%s\" (see pgqctl node members)",
-			ctl_db_label(op->local), op->what, name, op->queue);
+		ctl_err("%s: %s: no member %s in cascade %s (see pgqctl node members)",
+			ctl_db_label(op->local), op->what, ctl_qq(name), ctl_qq(op->queue));
 	(void)role;
 	return m;
+}
+
+void nc_title(char *buf, size_t len, const char *tpl, int n, const char *const *keys,
+	      const char *const *vals)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (const char *t = tpl; *t && o + 1 < len;) {
+		const char *end = *t == '{' ? strchr(t, '}') : NULL;
+		int k = -1;
+
+		for (int i = 0; end && i < n && k < 0; i++)
+			if ((size_t)(end - t - 1) == strlen(keys[i]) &&
+			    strncmp(t + 1, keys[i], strlen(keys[i])) == 0)
+				k = i;
+		if (k >= 0) {
+			o += (size_t)snprintf(buf + o, len - o, "%s", ctl_q(vals[k]));
+			t = end + 1;
+		} else {
+			buf[o++] = *t++;
+			buf[o] = '\0';
+		}
+	}
+	if (o >= len)
+		buf[len - 1] = '\0';
 }

@@ -1,5 +1,6 @@
 /*
- * Cascade members for pgqctl's role changes (cmd_node_switch.c): the member map,
+ * Cascade members for pgqctl's role changes (cmd_node_switch.c,
+ * cmd_node_failover.c): the member map,
  * a connection per member, each node's state read fresh from its database, and
  * the moves the plans are made of (pause, resume, subscribe, change provider).
  */
@@ -9,7 +10,7 @@
 #include "pgqctl.h"
 
 #define NC_MAX_MEMBERS 128
-#define NC_NAME_LEN    256
+#define NC_NAME_LEN    (CTL_NAME_MAX + 1)
 
 typedef struct NcMember {
 	char *name, *location;
@@ -37,7 +38,7 @@ typedef struct NcCons {
 typedef struct NcOp {
 	CtlCtx *ctx;
 	const char *queue;
-	char what[300];
+	char what[2 * CTL_NAME_MAX + 64];
 	usec_t timeout;
 	NcMember m[NC_MAX_MEMBERS];
 	int nm;
@@ -49,6 +50,7 @@ typedef struct NcOp {
 	int nsubs;
 	long long final_tick;
 	double t_off, t_on, t_start;
+	long long resume_tick; /* failover: the tick the cascade resumed from (0: none) */
 	/* change-provider */
 	NcMember *node, *prov;
 	const char *consumer; /* the consumer to move; the node's worker unless --consumer */
@@ -86,8 +88,13 @@ int nc_pause(NcOp *op, NcMember *m, const char *consumer, bool wait);
 int nc_resume(NcOp *op, NcMember *m, const char *consumer);
 /* Is `name` in m's subscriber_info? 1, 0, -1. */
 int nc_has_subscriber(NcOp *op, NcMember *m, const char *name);
-/* Live members (but the two excepted) listing `name` as subscriber, into out[];
-   their count or -1. */
+/* Live members with a queue (not leaves) but the two excepted for which
+   holds(op, m, name) says 1, into out[]; their count or -1. */
+int nc_queues_holding(NcOp *op, const NcMember *except1, const NcMember *except2,
+		      int (*holds)(NcOp *op, NcMember *m, const char *name), const char *name,
+		      NcMember **out);
+/* Live members (but the two excepted; one of them is the node `name`) listing
+   `name` as subscriber, into out[]; their count or -1. */
 int nc_subscribed_on(NcOp *op, const char *name, const NcMember *except1, const NcMember *except2,
 		     NcMember **out);
 /* Wait until m's queue holds `tick` and its worker completed it (--timeout). */
@@ -97,5 +104,26 @@ int nc_is_above(NcOp *op, NcMember *m, const NcMember *anc);
 /* Subscribe s's worker on `to` at s's last tick (waiting for `to` to have it)
    and point it there (change_consumer_provider). 0 or -1 (printed). */
 int nc_move_worker(NcOp *op, NcMember *s, NcMember *to);
+
+/* The first column of a one-row statement on m as a number: a count(*) or a
+   flag; -1 on error (printed). */
+long long nc_number(NcOp *op, NcMember *m, const char *sql, int n, const char *const *p);
+/* The quoted name of m's event table of the cascade's queue into tbl; false
+   (printed) when there is no queue. */
+bool nc_queue_table(NcOp *op, NcMember *m, char *tbl, size_t len);
+/* Is `m`'s worker resumed? 1, 0, -1. */
+int nc_resumed(NcOp *op, NcMember *m);
+/* Resume / pause (waiting for the acknowledgement) m's worker; 0 or -1. */
+int nc_resume_worker(NcOp *op, NcMember *m);
+int nc_pause_worker(NcOp *op, NcMember *m);
+/* Is m the root? 1, 0, -1 (printed). */
+int nc_is_root(NcOp *op, NcMember *m);
+/* Drop `who`'s subscription on every live member but `except` that has one
+   (each noted as "on NODE"); 0 or -1. */
+int nc_unsubscribe_everywhere(CtlPlan *p, NcOp *op, NcMember *who, const NcMember *except);
+/* A step title from `tpl`, where "{KEY}" stands for the name vals[i] of
+   keys[i] (shown as ctl_q shows it). */
+void nc_title(char *buf, size_t len, const char *tpl, int n, const char *const *keys,
+	      const char *const *vals);
 
 #endif

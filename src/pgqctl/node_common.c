@@ -3,7 +3,6 @@
  * members, the pgq_node schema check, calls answering (ret_code, ret_note),
  * progress lines, and connect strings safe to print.
  */
-#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,18 +73,20 @@ PGresult *ctl_node_info(CtlDb *db, const char *queue, const char *what)
 	return r;
 }
 
-bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
-		   PGresult **out)
+bool ctl_node_call_below(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+			 PGresult **out, int limit)
 {
 	PGresult *r = ctl_db_exec(db, sql, n, p);
 	int code;
 
+	if (out)
+		*out = NULL;
 	if (!r) {
 		ctl_db_fail(db, what);
 		return false;
 	}
 	code = ctl_val(r, 0, 0) ? atoi(ctl_val(r, 0, 0)) : 0;
-	if (code >= 300) {
+	if (code >= limit) {
 		ctl_err("%s: %s: %s (code %d)", ctl_db_label(db), what,
 			ctl_val(r, 0, 1) ? ctl_val(r, 0, 1) : "failed", code);
 		PQclear(r);
@@ -96,6 +97,12 @@ bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const ch
 	else
 		PQclear(r);
 	return true;
+}
+
+bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+		   PGresult **out)
+{
+	return ctl_node_call_below(db, what, sql, n, p, out, 300);
 }
 
 bool ctl_node_exec_ok(CtlDb *db, const char *what, const char *sql)
@@ -161,7 +168,7 @@ int ctl_node_args(CtlCtx *ctx, int argc, char **argv, const CtlOpt *extra, int n
 	if (*npos != nwant)
 		return ctl_usage(argv[0], "needs %d argument%s after the cascade, got %d", nwant,
 				 nwant == 1 ? "" : "s", *npos);
-	if (!ctl_check_name("cascade", q))
+	if (!ctl_check_new_name("cascade", q))
 		return CTL_EXIT_ERROR;
 	*queue = q;
 	return 0;
@@ -218,12 +225,7 @@ void ctl_node_members_free(CtlMember *m, size_t n)
 
 CtlDb *ctl_node_open_member(CtlCtx *ctx, const CtlMember *m)
 {
-	char label[300];
-	CtlTarget t;
-
-	snprintf(label, sizeof(label), "node %s", m->name);
-	t = (CtlTarget){.label = label, .conninfo = m->location};
-	return ctl_db_open(ctx, &t);
+	return ctl_plan_open(ctx, m->name, m->location);
 }
 
 static void wake(evutil_socket_t fd, short what, void *arg)
@@ -245,71 +247,4 @@ bool ctl_node_sleep(CtlCtx *ctx, usec_t us)
 	ok = ctl_loop_until(ctx, &fired);
 	event_free(ev);
 	return ok;
-}
-
-/* ---- steps ---- */
-
-void ctl_steps_init(CtlSteps *s, CtlCtx *ctx, const char *op, bool dry_run)
-{
-	const char *hook = getenv("PGQCTL_STOP_AFTER_STEP");
-
-	*s = (CtlSteps){.ctx = ctx, .op = op, .dry_run = dry_run};
-	/* test hook (undocumented): die like a crash after N steps that changed
-	   something, so tests can check that a re-run finishes the job */
-	if (hook && *hook)
-		s->stop_after = atoi(hook);
-	if (dry_run && !ctx->quiet)
-		printf("%s: dry run, nothing is changed\n", op);
-}
-
-bool ctl_step(CtlSteps *s, const char *where, bool already, const char *fmt, ...)
-{
-	va_list ap;
-
-	s->num++;
-	va_start(ap, fmt);
-	vsnprintf(s->what, sizeof(s->what), fmt, ap);
-	va_end(ap);
-	snprintf(s->where, sizeof(s->where), "%s", where);
-	if (already) {
-		if (!s->ctx->quiet)
-			printf("step %d: %s: %s: already done\n", s->num, s->where, s->what);
-		return false;
-	}
-	if (s->dry_run) {
-		if (!s->ctx->quiet)
-			printf("step %d: %s: %s: would be done\n", s->num, s->where, s->what);
-		s->planned++;
-		return false;
-	}
-	return true;
-}
-
-void ctl_step_done(CtlSteps *s, const char *detail)
-{
-	s->changed++;
-	if (!s->ctx->quiet)
-		printf("step %d: %s: %s: done%s%s\n", s->num, s->where, s->what, detail ? ", " : "",
-		       detail ? detail : "");
-	fflush(stdout);
-	if (s->stop_after > 0 && s->changed >= s->stop_after) {
-		fprintf(stderr, "pgqctl: stopping after step %d (PGQCTL_STOP_AFTER_STEP)\n",
-			s->num);
-		raise(SIGKILL);
-	}
-}
-
-int ctl_steps_end(CtlSteps *s)
-{
-	if (s->ctx->quiet)
-		return CTL_EXIT_OK;
-	if (s->dry_run)
-		printf("%s: dry run: %d step%s would change something\n", s->op, s->planned,
-		       s->planned == 1 ? "" : "s");
-	else if (s->changed == 0)
-		printf("%s: nothing to do, everything was already done\n", s->op);
-	else
-		printf("%s: finished (%d step%s done now)\n", s->op, s->changed,
-		       s->changed == 1 ? "" : "s");
-	return CTL_EXIT_OK;
 }

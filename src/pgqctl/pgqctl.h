@@ -75,6 +75,8 @@ typedef struct CtlCommand {
 
 /* ---- main.c / args.c ---- */
 void ctl_err(const char *fmt, ...) PQEV_PRINTF(1, 2);
+/* The text of the last ctl_err() (for --json reports); "" until the first. */
+extern char ctl_last_err[1024];
 int ctl_usage(const char *cmd, const char *fmt, ...) PQEV_PRINTF(2, 3); /* returns 2 */
 /* A queue/consumer name we accept: printable ASCII, no quotes, ';', '\\' or
    whitespace, 1..200 bytes. Otherwise prints why and returns false. */
@@ -209,22 +211,43 @@ void ctl_probes_free(CtlProbe *p, size_t n);
 extern const char ctl_queue_sql[];
 extern const char ctl_consumer_sql[];
 
-/* ---- node_plan.c: resumable step plans for cascade operations ---- */
+/* ---- node_plan.c: resumable step plans of the multi-step `node` commands ---- */
 typedef struct CtlPlan CtlPlan;
 /* A step's check: 1 already done, 0 to do, -1 error (printed). Its action: 0 done,
    -1 failed (printed). `n` is the step's own number given at ctl_plan_step. */
 typedef int (*CtlStepFn)(CtlPlan *p, void *arg, int n);
-CtlPlan *ctl_plan_new(CtlCtx *ctx, bool dry_run);
+/* How steps are printed, how far a dry run checks, what the test hook counts. */
+typedef enum CtlPlanStyle {
+	/* steps that build on each other: "step 3/12: TITLE: done in 0.2 s (NOTE)",
+	   a dry run checks up to the first step to do ("to do"), the closing line
+	   only for a dry run; PGQCTL_STOP_AFTER_STEP=N exits 1 after step N */
+	CTL_PLAN_SEQUENCE,
+	/* a change on one member per step: "step 3: NODE: TITLE: done, NOTE", each
+	   step checked in a dry run too ("would be done"), a closing count line;
+	   PGQCTL_STOP_AFTER_STEP=N is a SIGKILL after the N-th step done now */
+	CTL_PLAN_PER_NODE,
+} CtlPlanStyle;
+/* `op` names the operation in messages (and the closing line of a per-node plan). */
+CtlPlan *ctl_plan_new(CtlCtx *ctx, const char *op, CtlPlanStyle style, bool dry_run);
 CtlPlan *ctl_plan_free(CtlPlan *p);
-void ctl_plan_step(CtlPlan *p, CtlStepFn check, CtlStepFn act, void *arg, int n, const char *fmt,
-		   ...) PQEV_PRINTF(6, 7);
+/* `node`: the member the step changes (printed by a per-node plan), or NULL. */
+void ctl_plan_step(CtlPlan *p, const char *node, CtlStepFn check, CtlStepFn act, void *arg, int n,
+		   const char *fmt, ...) PQEV_PRINTF(7, 8);
+/* The step just added stands alone: when it fails, the later steps still run
+   (and the plan fails at the end). */
+void ctl_plan_independent(CtlPlan *p);
 int ctl_plan_count(const CtlPlan *p);
 bool ctl_plan_dry_run(const CtlPlan *p);
-/* Detail printed after the step's "done" / "already done", in parentheses. */
+/* Text output wanted (neither --quiet nor --json). */
+bool ctl_plan_text(const CtlPlan *p);
+/* Detail of the step being checked or done: printed after it, in the JSON "detail". */
 void ctl_plan_note(CtlPlan *p, const char *fmt, ...) PQEV_PRINTF(2, 3);
-/* Run the steps (see node_plan.c); an exit code. PGQCTL_STOP_AFTER_STEP=N (for
-   tests) exits 1 right after step N. */
+/* Run the steps (see node_plan.c); an exit code. */
 int ctl_plan_run(CtlPlan *p);
+/* With --json: the document of the plan (command, every step with its outcome
+   and detail), then what `extra` adds; returns rc. Nothing without --json. */
+typedef void (*CtlPlanJsonFn)(CtlJson *j, void *arg);
+int ctl_plan_json(CtlPlan *p, const char *command, int rc, CtlPlanJsonFn extra, void *arg);
 /* Connection to a cascade member, labelled "node NAME". */
 CtlDb *ctl_plan_open(CtlCtx *ctx, const char *node, const char *location);
 /* A pgq_node call answering (ret_code, ret_note, ...): false (printed) on an SQL
@@ -247,6 +270,9 @@ PGresult *ctl_node_info(CtlDb *db, const char *queue, const char *what);
    SQL error or a code >= 300. The result is kept in *out when out is given. */
 bool ctl_node_call(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
 		   PGresult **out);
+/* The same, failing on a code >= `limit`. */
+bool ctl_node_call_below(CtlDb *db, const char *what, const char *sql, int n, const char *const *p,
+			 PGresult **out, int limit);
 bool ctl_node_exec_ok(CtlDb *db, const char *what, const char *sql);
 /* "LABEL: message" on stdout unless --quiet. */
 void ctl_node_say(CtlCtx *ctx, CtlDb *db, const char *fmt, ...) PQEV_PRINTF(3, 4);
@@ -269,23 +295,6 @@ void ctl_node_members_free(CtlMember *m, size_t n);
 CtlDb *ctl_node_open_member(CtlCtx *ctx, const CtlMember *m);
 /* Run the loop for `us`; false when a signal arrived. */
 bool ctl_node_sleep(CtlCtx *ctx, usec_t us);
-/* A multi-step operation: each step is printed as done, already done, or (with
-   --dry-run) would be done. */
-typedef struct CtlSteps {
-	CtlCtx *ctx;
-	const char *op;
-	bool dry_run;
-	int num, changed, planned, stop_after;
-	char where[128], what[512];
-} CtlSteps;
-void ctl_steps_init(CtlSteps *s, CtlCtx *ctx, const char *op, bool dry_run);
-/* Next step: true when the caller is to do it now (not already done, not a dry
-   run); then ctl_step_done() after it succeeded. */
-bool ctl_step(CtlSteps *s, const char *where, bool already, const char *fmt, ...) PQEV_PRINTF(4, 5);
-void ctl_step_done(CtlSteps *s, const char *detail);
-/* The closing line; CTL_EXIT_OK. */
-int ctl_steps_end(CtlSteps *s);
-
 /* ---- commands ---- */
 int cmd_install(CtlCtx *ctx, int argc, char **argv);
 int cmd_upgrade(CtlCtx *ctx, int argc, char **argv);

@@ -7,8 +7,10 @@
  * PGQCTL_STOP_AFTER_STEP hook) and run again until they finish; --dry-run
  * must leave every table as it was. The last test reads a cascade that
  * python3-pgq's CascadeAdmin made on Debian's pgq_node, and pauses it so that
- * CascadeAdmin sees it.
+ * CascadeAdmin sees it. Another cascade's queue and node names hold a quote, a
+ * space and UTF-8; the multi-step commands run there with --json.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "castest.h"
 #include "ctlrun.h"
@@ -578,7 +582,7 @@ START_TEST(test_resurrect)
 	ck_assert_ptr_nonnull(strstr(out, "step 7: nb: replace the gravestone by a subscription"
 					  " of w_ro at tick"));
 	ck_assert_int_eq(count_of(out, "tag \"ro\" alive: done"), 2);
-	ck_assert_ptr_nonnull(strstr(out, "LOST EVENTS: 7\n"));
+	ck_assert_msg(strstr(out, "LOST EVENTS: 7\n"), "%s", out);
 	ck_assert_ptr_nonnull(strstr(out, "7 events existed only on ro"));
 	free(out);
 	{
@@ -785,13 +789,298 @@ START_TEST(test_interop_cascadeadmin)
 }
 END_TEST
 
+/* ---- names with a quote, a space and UTF-8; --json of the multi-step commands ---- */
+
+#define ODD_Q "q 'x\xc3\xa9" /* q 'xé */
+enum { O_ROOT, O_BR, O_LF };
+static const char *const odd_node[3] = {"ro'ot \xc3\xa9", "b 1'\xc3\xbc", "l\"f \xc3\x9f"};
+static const char *const odd_worker[3] = {"w ro'ot", "w b 1'\xc3\xbc", "w l\"f"};
+
+/* One value of a statement with parameters (malloc'd; "(null)" for NULL). */
+static char *odd_value(const char *db, const char *sql, int n, const char *const *p)
+{
+	PGconn *c = pgt_connect(db);
+	PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+	char *v = strdup(PQntuples(r) && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "(null)");
+	PQclear(r);
+	PQfinish(c);
+	return v;
+}
+
+/* A pgq_node call answering (ret_code, ret_note, ...): ret_code < 300. */
+static void odd_call(const char *db, const char *sql, int n, const char *const *p)
+{
+	char *v = odd_value(db, sql, n, p);
+	ck_assert_msg(atoi(v) < 300, "%s: %s", sql, v);
+	free(v);
+}
+
+static void odd_location(const char *on, const char *name, const char *where, bool dead)
+{
+	char *loc = strdup(pgt_connstr(where, false)); /* a static buffer pgt_connect reuses */
+	const char *p[4] = {ODD_Q, name, loc, dead ? "true" : "false"};
+	odd_call(on, "select * from pgq_node.register_location($1, $2, $3, $4::boolean)", 4, p);
+	free(loc);
+}
+
+/* The member `i` under provider `pi` (the root is O_ROOT), as ct_make_sub_q does, but
+   with every name a parameter. */
+static void odd_make(char *const *db, int i, const char *type, int pi)
+{
+	char *gwm;
+	if (i == O_ROOT) {
+		const char *p[3] = {ODD_Q, odd_node[i], odd_worker[i]};
+		odd_location(db[i], odd_node[i], db[i], false);
+		odd_call(db[i],
+			 "select * from pgq_node.create_node($1, 'root', $2, $3, null, null, null)",
+			 3, p);
+		return;
+	}
+	odd_location(db[O_ROOT], odd_node[i], db[i], false);
+	if (pi != O_ROOT)
+		odd_location(db[pi], odd_node[i], db[i], false);
+	{
+		const char *p[3] = {ODD_Q, odd_node[i], odd_worker[i]};
+		gwm = odd_value(
+			db[pi],
+			"select global_watermark from pgq_node.register_subscriber($1, $2, $3,"
+			" null)",
+			3, p);
+	}
+	for (int k = 0; k <= i; k++)
+		odd_location(db[i], odd_node[k], db[k], false);
+	const char *p[6] = {ODD_Q, type, odd_node[i], odd_worker[i], odd_node[pi], gwm};
+	odd_call(db[i], "select * from pgq_node.create_node($1, $2, $3, $4, $5, $6::bigint, null)",
+		 6, p);
+	free(gwm);
+}
+
+static void odd_tick(const char *db)
+{
+	const char *p[1] = {ODD_Q};
+	free(odd_value(db, "select pgq.force_tick($1), pgq.ticker($1)", 1, p));
+}
+
+static char *odd_node_value(const char *db, const char *col)
+{
+	char sql[200];
+	const char *p[1] = {ODD_Q};
+	snprintf(sql, sizeof(sql), "select %s from pgq_node.get_node_info($1)", col);
+	return odd_value(db, sql, 1, p);
+}
+
+typedef struct OddCas {
+	char *db[3];
+	struct event_base *base;
+	CtWorker w[3];
+	pthread_t th;
+	volatile bool stop;
+} OddCas;
+
+static void *odd_loop(void *arg)
+{
+	OddCas *c = arg;
+	while (!c->stop)
+		event_base_loop(c->base, EVLOOP_ONCE);
+	return NULL;
+}
+
+/* Every worker but the root's has the root's latest tick. */
+static bool odd_synced(void *arg)
+{
+	OddCas *c = arg;
+	char *root = NULL;
+	for (int i = 0; i < 3 && !root; i++) {
+		char *t = odd_node_value(c->db[i], "node_type");
+		if (strcmp(t, "root") == 0)
+			root = c->db[i];
+		free(t);
+	}
+	const char *p[1] = {ODD_Q};
+	char *top = odd_value(root,
+			      "select max(t.tick_id) from pgq.tick t join pgq.queue q"
+			      " on q.queue_id = t.tick_queue where q.queue_name = $1",
+			      1, p);
+	bool all = true;
+	for (int i = 0; i < 3 && all; i++) {
+		if (c->db[i] == root)
+			continue; /* its worker only publishes watermarks */
+		char *done = odd_value(c->db[i],
+				       "select ls.last_tick_id from pgq_node.get_node_info($1) n"
+				       " join pgq_node.local_state ls on ls.queue_name = $1"
+				       " and ls.consumer_name = n.worker_name",
+				       1, p);
+		all = strcmp(done, top) == 0;
+		free(done);
+	}
+	free(top);
+	return all;
+}
+
+/* pgqctl node ... -d db (argv ends with NULL); the JSON document is checked
+   by the server's parser in the callers. */
+static CtlRun odd_run(const char *db, const char *const *args)
+{
+	char *d = dsn(db);
+	CtlRun r = node(d, args);
+	free(d);
+	return r;
+}
+
+START_TEST(test_odd_names_json)
+{
+	OddCas c = {0};
+	CtlRun r;
+	char path[64];
+
+	for (int i = 0; i < 3; i++)
+		c.db[i] = ct_node_db();
+	odd_make(c.db, O_ROOT, "root", O_ROOT);
+	odd_make(c.db, O_BR, "branch", O_ROOT);
+	odd_make(c.db, O_LF, "leaf", O_BR);
+	c.base = event_base_new();
+	for (int i = 0; i < 3; i++)
+		ct_start_q(&c.w[i], c.base, ODD_Q, c.db[i], POLL);
+	ck_assert_int_eq(pthread_create(&c.th, NULL, odd_loop, &c), 0);
+	{
+		const char *p[1] = {ODD_Q};
+		free(odd_value(c.db[O_ROOT], "select pgq.insert_event($1, 'data', 'x')", 1, p));
+	}
+	odd_tick(c.db[O_ROOT]);
+	ck_assert_msg(pgt_wait_until(odd_synced, &c, 30000, 20), "the cascade did not catch up");
+	PGconn *pc = pgt_connect(c.db[O_ROOT]);
+
+	/* status and its JSON, from the leaf */
+	r = odd_run(c.db[O_LF], (const char *[]){"status", "--cascade", ODD_Q, "--json", NULL});
+	ctr_expect(&r, 0, NULL, NULL);
+	ctr_json_eq(pc, r.out, "{cascade}", ODD_Q);
+	ctr_json_eq(pc, r.out, "{root}", odd_node[O_ROOT]);
+	ctr_json_eq(pc, r.out, "{members}", "3");
+	ctr_free(&r);
+
+	/* pause / resume a node by its name */
+	r = odd_run(c.db[O_ROOT],
+		    (const char *[]){"pause", "--cascade", ODD_Q, "--node", odd_node[O_BR], NULL});
+	ctr_expect(&r, 0, "has seen it", NULL);
+	ctr_free(&r);
+	r = odd_run(c.db[O_ROOT],
+		    (const char *[]){"resume", "--cascade", ODD_Q, "--node", odd_node[O_BR], NULL});
+	ctr_expect(&r, 0, "has seen it", NULL);
+	ctr_free(&r);
+
+	/* tag-dead: a dry run, the real one, and again (already done), as JSON */
+	const char *tag_dry[] = {"tag-dead", ODD_Q, odd_node[O_LF], "--dry-run", "--json", NULL};
+	r = odd_run(c.db[O_ROOT], tag_dry);
+	ctr_expect(&r, 0, NULL, NULL);
+	ctr_json_eq(pc, r.out, "{command}", "tag-dead");
+	ctr_json_eq(pc, r.out, "{node}", odd_node[O_LF]);
+	ctr_json_eq(pc, r.out, "{dry_run}", "true");
+	ctr_json_eq(pc, r.out, "{ok}", "true");
+	ctr_json_eq(pc, r.out, "{steps,0,outcome}", "would_do");
+	ctr_json_eq(pc, r.out, "{steps,1,outcome}", "would_do");
+	ctr_json_eq(pc, r.out, "{steps,2}", NULL);
+	ctr_free(&r);
+	for (int run = 0; run < 2; run++) {
+		r = odd_run(c.db[O_ROOT],
+			    (const char *[]){"tag-dead", ODD_Q, odd_node[O_LF], "--json", NULL});
+		ctr_expect(&r, 0, NULL, NULL);
+		ctr_json_eq(pc, r.out, "{dry_run}", "false");
+		ctr_json_eq(pc, r.out, "{steps_done_now}", run == 0 ? "2" : "0");
+		for (int k = 0; k < 2; k++) {
+			snprintf(path, sizeof(path), "{steps,%d,outcome}", k);
+			ctr_json_eq(pc, r.out, path, run == 0 ? "done" : "already_done");
+			snprintf(path, sizeof(path), "{steps,%d,node}", k);
+			ctr_json_eq(pc, r.out, path, odd_node[k]);
+		}
+		ctr_free(&r);
+	}
+	{
+		const char *p[2] = {ODD_Q, odd_node[O_LF]};
+		char *d = odd_value(c.db[O_BR],
+				    "select dead::text from pgq_node.get_queue_locations($1)"
+				    " where node_name = $2",
+				    2, p);
+		ck_assert_str_eq(d, "true");
+		free(d);
+	}
+	/* tag-alive, as text: the names are shown quoted */
+	r = odd_run(c.db[O_ROOT], (const char *[]){"tag-alive", ODD_Q, odd_node[O_LF], NULL});
+	ctr_expect(&r, 0, "finished (2 steps done now)", NULL);
+	ck_assert_msg(
+		strstr(r.out, "step 2: \"b 1'\xc3\xbc\": tag \"l\\\"f \xc3\x9f\" alive: done"),
+		"%s", r.out);
+	ctr_free(&r);
+
+	/* change-provider: the leaf reads from the root */
+	r = odd_run(c.db[O_LF], (const char *[]){"change-provider", "--cascade", ODD_Q,
+						 "--provider", odd_node[O_ROOT], "--json", NULL});
+	ctr_expect(&r, 0, NULL, NULL);
+	ctr_json_eq(pc, r.out, "{command}", "change-provider");
+	ctr_json_eq(pc, r.out, "{ok}", "true");
+	ctr_json_eq(pc, r.out, "{node}", odd_node[O_LF]);
+	ctr_json_eq(pc, r.out, "{provider}", odd_node[O_ROOT]);
+	ctr_json_eq(pc, r.out, "{steps,3,outcome}", "done");
+	ctr_json_eq(pc, r.out, "{steps,5,outcome}", "done");
+	ctr_json_eq(pc, r.out, "{steps,6}", NULL);
+	ctr_free(&r);
+	{
+		char *pv = odd_node_value(c.db[O_LF], "provider_node");
+		ck_assert_str_eq(pv, odd_node[O_ROOT]);
+		free(pv);
+	}
+
+	/* switchover to the branch: every step done, the final tick, the write pause */
+	r = odd_run(c.db[O_ROOT], (const char *[]){"switchover", "--cascade", ODD_Q, odd_node[O_BR],
+						   "--json", NULL});
+	ctr_expect(&r, 0, NULL, NULL);
+	ctr_json_eq(pc, r.out, "{command}", "switchover");
+	ctr_json_eq(pc, r.out, "{ok}", "true");
+	ctr_json_eq(pc, r.out, "{old_root}", odd_node[O_ROOT]);
+	ctr_json_eq(pc, r.out, "{new_root}", odd_node[O_BR]);
+	ctr_json_eq(pc, r.out, "{steps,11,outcome}", "done");
+	ctr_json_eq(pc, r.out, "{steps,12}", NULL);
+	{
+		char *ft = ctr_json(pc, r.out, "{final_tick}");
+		char *wp = ctr_json(pc, r.out, "{write_pause_seconds}");
+		ck_assert_msg(ft && atoll(ft) > 0 && wp, "%s", r.out);
+		free(ft);
+		free(wp);
+	}
+	ctr_free(&r);
+	{
+		char *t = odd_node_value(c.db[O_BR], "node_type");
+		char *o = odd_node_value(c.db[O_ROOT], "node_type || '/' || provider_node");
+		ck_assert_str_eq(t, "root");
+		ck_assert_msg(strcmp(o, "branch/b 1'\xc3\xbc") == 0, "%s", o);
+		free(t);
+		free(o);
+	}
+	/* again: nothing left to do */
+	r = odd_run(c.db[O_ROOT],
+		    (const char *[]){"switchover", "--cascade", ODD_Q, odd_node[O_BR], NULL});
+	ctr_expect(&r, 0, "already done", NULL);
+	ctr_free(&r);
+
+	PQfinish(pc);
+	c.stop = true;
+	pthread_join(c.th, NULL);
+	for (int i = 0; i < 3; i++) {
+		ct_stop(&c.w[i]);
+		free(c.db[i]);
+	}
+	event_base_free(c.base);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-nodeops");
 	/* one case each, so CK_RUN_CASE can pick one */
-	const char *names[3] = {"status", "resurrect", "interop"};
-	const TTest *tests[3] = {test_status_and_admin, test_resurrect, test_interop_cascadeadmin};
-	for (int i = 0; i < 3; i++) {
+	const char *names[4] = {"status", "resurrect", "interop", "odd_names_json"};
+	const TTest *tests[4] = {test_status_and_admin, test_resurrect, test_interop_cascadeadmin,
+				 test_odd_names_json};
+	for (int i = 0; i < 4; i++) {
 		TCase *tc = pgt_tcase(names[i], 240);
 		tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
 		tcase_add_test(tc, tests[i]);
