@@ -46,7 +46,7 @@ installed() { dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q 
 t0=$SECONDS
 if out=$(apt-get update 2>&1) &&
     out=$(apt-get install -y ./debs/*.deb 2>&1); then
-    pulled=$(sed -n 's/^\([0-9]*\) newly installed.*/\1/p' <<<"$out")
+    pulled=$(sed -n 's/.* \([0-9]*\) newly installed.*/\1/p' <<<"$out")
     missing=""
     for p in $ours postgresql-15 libpq5 libevent-core-2.1-7; do installed "$p" || missing="$missing $p"; done
     if [ -z "$missing" ] && [ -z "$(dpkg --audit 2>&1)" ]; then
@@ -106,9 +106,9 @@ else
 fi
 
 # 6: the installed units pass systemd-analyze verify: the ExecStart program and
-# its configuration exist, User= is a real account. systemd is not a
-# dependency (the units are one way to run the daemon); a fresh Debian 12
-# machine has it, this minimal root gets it now.
+# its configuration exist, the ExecReload command exists (procps's /bin/kill:
+# a minimal root lacked it before pgqd-ev depended on procps). systemd comes
+# with pgqd-ev (sysusers); installed here only if another alternative did.
 exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/pgqd-ev.service)
 if ! command -v systemd-analyze >/dev/null; then
     out=$(apt-get install -y systemd 2>&1) || notok "apt-get install systemd" "$out"
@@ -129,7 +129,7 @@ fi
 # 7: the cluster postgresql-common's postinst made (15 main), started as its
 # postgres account on the root's own socket directory, no TCP
 if lsc=$(pg_lsclusters -h 2>&1) && grep -q '^15 *main ' <<<"$lsc" &&
-    out=$(pg_conftool 15 main set listen_addresses "''" 2>&1) &&
+    out=$(pg_conftool 15 main set listen_addresses '' 2>&1) &&
     out=$(pg_ctlcluster 15 main start 2>&1) && wait_for 60 as_pg psql -X -Atc 'select 1'; then
     ok "pg_ctlcluster 15 main start: $(as_pg psql -X -Atc 'show server_version')"
 else
@@ -168,11 +168,12 @@ ticks() {
     [ "$(psql_app -Atc "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue where q.queue_name = 'orders'")" -ge "$1" ]
 }
 cd /
-runuser -u pgqd-ev -- $exec_start >/tmp/pgqd-ev-check/daemon.log 2>&1 &
+# setpriv execs the daemon itself (runuser would stay as its parent and exit 143 on SIGTERM)
+setpriv --reuid=pgqd-ev --regid=pgqd-ev --init-groups -- $exec_start >/tmp/pgqd-ev-check/daemon.log 2>&1 &
 daemon_pid=$!
 cd /tmp/pgqd-ev-check
 if wait_for 60 ticks 2 && kill -0 "$daemon_pid" 2>/dev/null; then
-    ok "runuser -u pgqd-ev -- $exec_start ticked queue orders"
+    ok "setpriv --reuid=pgqd-ev -- $exec_start ticked queue orders"
 else
     notok "the daemon ticked" "$(cat daemon.log)"
 fi
@@ -237,7 +238,9 @@ left() {
         \( -name '*pgqd-ev*' -o -name '*pgqev*' -o -name '*pgq_ev*' -o -name '*pgq-ev*' \
         -o -name '*pgq_coop_ev*' -o -name '*pgq_ext_ev*' -o -name '*pgq_node_ev*' -o -name pgqctl \) -print
 }
-if out=$(apt-get purge -y $ours 2>&1) && [ ! -e /etc/pgqd-ev ] &&
+# only packages dpkg still knows (state rc: those with conffiles) can be named
+in_rc=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' $ours 2>/dev/null | awk '$1 == "rc" { print $2 }')
+if [ -n "$in_rc" ] && out=$(apt-get purge -y $in_rc 2>&1) && [ ! -e /etc/pgqd-ev ] &&
     ! dpkg-query -W -f='${db:Status-Abbrev}' pgqd-ev 2>/dev/null | grep -qv '^un' &&
     [ -z "$(left)" ] && getent passwd pgqd-ev >/dev/null; then
     ok "apt-get purge: /etc/pgqd-ev gone, no file left, the account kept"
