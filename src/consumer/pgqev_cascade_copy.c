@@ -94,16 +94,13 @@ static const char *val(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-/* One COPY per chunk: the events keep id and time. The chunk's text is the
-   only copy of it held (the FETCH result is released after this returns). */
-static bool copy_chunk(PgqevCascade *w, const PGresult *res)
+char *cas_copy_text(const PGresult *res, bool merge, size_t *len, int *copied)
 {
 	int n = PQntuples(res);
-	/* a branch keeps the ids; a merge leaf leaves them to the combined queue's
-	   sequence and copies only data events */
-	bool merge = w->type != NT_BRANCH;
-	int first = merge ? 1 : 0, copied = 0;
+	int first = merge ? 1 : 0;
 	Buf b = {0};
+	*copied = 0;
+	*len = 0;
 	buf_need(&b, (size_t)n * 64);
 	for (int i = 0; i < n && !b.oom; i++) {
 		const char *type = val(res, i, C_TYPE);
@@ -114,23 +111,44 @@ static bool copy_chunk(PgqevCascade *w, const PGresult *res)
 			buf_copy_field(&b, val(res, i, c), PQgetlength(res, i, c),
 				       k < 7 ? '\t' : '\n');
 		}
-		copied++;
+		(*copied)++;
 	}
-	if (copied == 0 && !b.oom) {
+	if (b.oom) {
 		free(b.p);
+		return NULL;
+	}
+	if (!b.p)
+		b.p = calloc(1, 1);
+	*len = b.n;
+	return b.p;
+}
+
+/* One COPY per chunk: the events keep id and time. The chunk's text is the
+   only copy of it held (the FETCH result is released after this returns). */
+static bool copy_chunk(PgqevCascade *w, const PGresult *res)
+{
+	int n = PQntuples(res);
+	/* a branch keeps the ids; a merge leaf leaves them to the combined queue's
+	   sequence and copies only data events */
+	bool merge = w->type != NT_BRANCH;
+	int copied = 0;
+	size_t len = 0;
+	char *text = cas_copy_text(res, merge, &len, &copied);
+	if (text && copied == 0) {
+		free(text);
 		return true;
 	}
-	char *sql = b.oom ? NULL
+	char *sql = !text ? NULL
 			  : pgqev_sprintf("copy %s (%sev_time, ev_type, ev_data, ev_extra1,"
 					  " ev_extra2, ev_extra3, ev_extra4) from stdin",
 					  w->ev_table, merge ? "" : "ev_id, ");
 	if (!sql) {
-		free(b.p);
+		free(text);
 		cas_fail(w, PGQEV_ERR_TARGET, "cannot copy a chunk", "out of memory");
 		return false;
 	}
 	w->writes++;
-	bool ok = cas_send_copy_or_fail(w, sql, b.p, b.n);
+	bool ok = cas_send_copy_or_fail(w, sql, text, len);
 	free(sql);
 	if (!ok) {
 		w->writes--;

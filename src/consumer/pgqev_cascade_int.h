@@ -155,6 +155,10 @@ void cas_req_done(PqevConn *conn, const PqevReply *reply, void *arg);
 void cas_maybe_fetch(PgqevCascade *w);
 void cas_maybe_commit(PgqevCascade *w);
 void cas_chunk_arrived(PgqevCascade *w, const PGresult *res);
+/* The COPY text (ev_id when !merge, ev_time, ev_type, ev_data, ev_extra1..4) of
+   the cursor rows in res; a merge leaves out pgq.* events. malloc'd (NULL: out
+   of memory); *len bytes, *copied rows. */
+char *cas_copy_text(const PGresult *res, bool merge, size_t *len, int *copied);
 void cas_open_cursor(PgqevCascade *w);
 void cas_go_open(PgqevCascade *w);
 void cas_go_tick(PgqevCascade *w);

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -152,12 +153,21 @@ static bool need_src(PgqevCascade *w, const char *location)
 	return true;
 }
 
+/* One row with at least ncols columns: what a handler reads without looking
+   further (another pgq_node version, or a function replaced by hand, may
+   answer with fewer columns: an error, not a NULL read). */
+static bool one_row(const PGresult *res, int ncols)
+{
+	return res && PQntuples(res) == 1 && PQnfields(res) >= ncols;
+}
+
 static void on_state_reply(PgqevCascade *w, const PGresult *res)
 {
 	/* ret_code, ret_note, completed_tick, provider_node, provider_location,
 	   paused, uptodate */
-	if (!res || PQntuples(res) != 1) {
-		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_consumer_state returned no row", NULL);
+	if (!one_row(res, 7)) {
+		cas_fail(w, PGQEV_ERR_SQL,
+			 "pgq_node.get_consumer_state returned no row of 7 columns", NULL);
 		return;
 	}
 	int code = atoi(PQgetvalue(res, 0, 0));
@@ -272,8 +282,9 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 {
 	/* ret_code, ret_note, node_type, node_name, local_watermark, worker_name,
 	   combined_queue */
-	if (!res || PQntuples(res) != 1) {
-		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info returned no row", NULL);
+	if (!one_row(res, 8)) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info returned no row of 8 columns",
+			 NULL);
 		return;
 	}
 	int code = atoi(PQgetvalue(res, 0, 0));
@@ -325,8 +336,9 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 
 static void on_next_reply(PgqevCascade *w, const PGresult *res)
 {
-	if (!res || PQntuples(res) != 1) {
-		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row", NULL);
+	if (!one_row(res, 6)) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row of 6 columns",
+			 NULL);
 		return;
 	}
 	cas_progress(w);
@@ -340,7 +352,10 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 			go_idle(w, w->poll_interval);
 		return;
 	}
-	w->st.lag_seconds = PQgetisnull(res, 0, 5) ? 0 : strtod(PQgetvalue(res, 0, 5), NULL);
+	/* the lag is shown in /health and metrics: a text that reads as nan or inf
+	   (no server sends one) counts as none rather than spoiling them */
+	double lag = PQgetisnull(res, 0, 5) ? 0 : strtod(PQgetvalue(res, 0, 5), NULL);
+	w->st.lag_seconds = isfinite(lag) ? lag : 0;
 	w->in_batch = true;
 	w->batch_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	w->prev_tick = strtoll(PQgetvalue(res, 0, 1), NULL, 10);

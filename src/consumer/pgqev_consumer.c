@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -792,8 +793,9 @@ static void on_next(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 	c->catchup_us = 0;
 	if (res && PQntuples(res) == 1 && PQnfields(res) >= 6 && !PQgetisnull(res, 0, 5)) {
 		double lag = strtod(PQgetvalue(res, 0, 5), NULL);
+		/* capped: a lag of years (or an inf) would overflow the conversion */
 		if (lag > 0.02)
-			c->catchup_us = (usec_t)(lag * 1e6 / 2);
+			c->catchup_us = (usec_t)(fmin(lag, 86400.0) * 1e6 / 2);
 	}
 	if (!res || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
 		if (c->spec_cursor) {

@@ -126,7 +126,9 @@ static const char *quote_name(const char *name, bool always)
 			plain = false;
 	if (n > 80) {
 		cut = 77;
-		while (cut > 0 && ((unsigned char)name[cut] & 0xC0) == 0x80)
+		/* back to a character's start, at most 3 bytes (a run of stray
+		   continuation bytes would otherwise cut the whole name away) */
+		while (cut > 74 && ((unsigned char)name[cut] & 0xC0) == 0x80)
 			cut--;
 		plain = false;
 	}

@@ -46,7 +46,8 @@ typedef enum MaintStmt {
 char *maint_quote_fqname(const char *name)
 {
 	size_t n = 0;
-	char *out = malloc(2 * strlen(name) + 8);
+	/* worst case: every byte a '.' (three bytes: `"."`), plus the outer quotes */
+	char *out = malloc(3 * strlen(name) + 3);
 
 	if (!out)
 		return NULL;

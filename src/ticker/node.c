@@ -221,16 +221,11 @@ static double lag_ticks(const PgqevCascadeStats *st)
 	return (double)(st->provider_tick - st->completed_tick);
 }
 
+/* Names come from the configuration and the provider's name from the server:
+   escaped as stats.c escapes cluster and database names. */
 static void put_label(struct evbuffer *out, const char *v)
 {
-	for (; *v; v++) {
-		if (*v == '\\' || *v == '"')
-			evbuffer_add_printf(out, "\\%c", *v);
-		else if (*v == '\n')
-			evbuffer_add(out, "\\n", 2);
-		else
-			evbuffer_add(out, v, 1);
-	}
+	stats_put_escaped(out, v, false);
 }
 
 static void node_metric(Ticker *t, struct evbuffer *out, const char *name, const char *type,
@@ -297,15 +292,7 @@ void node_render_metrics(Ticker *t, struct evbuffer *out)
 static void put_json(struct evbuffer *out, const char *v)
 {
 	evbuffer_add(out, "\"", 1);
-	for (; *v; v++) {
-		unsigned char c = (unsigned char)*v;
-		if (c == '\\' || c == '"')
-			evbuffer_add_printf(out, "\\%c", c);
-		else if (c < 0x20)
-			evbuffer_add_printf(out, "\\u%04x", c);
-		else
-			evbuffer_add(out, v, 1);
-	}
+	stats_put_escaped(out, v, true);
 	evbuffer_add(out, "\"", 1);
 }
 

@@ -209,7 +209,7 @@ void stats_status_text(const Ticker *t, char *buf, size_t len)
  * backslash, quote and newline (JSON: every control character) escaped; a byte
  * that does not start well-formed UTF-8 becomes the text \xNN.
  */
-static void put_escaped(struct evbuffer *out, const char *v, bool json)
+void stats_put_escaped(struct evbuffer *out, const char *v, bool json)
 {
 	while (*v) {
 		unsigned char c = (unsigned char)*v;
@@ -237,7 +237,7 @@ static void put_escaped(struct evbuffer *out, const char *v, bool json)
 static void put_json(struct evbuffer *out, const char *v)
 {
 	evbuffer_add(out, "\"", 1);
-	put_escaped(out, v, true);
+	stats_put_escaped(out, v, true);
 	evbuffer_add(out, "\"", 1);
 }
 
@@ -257,9 +257,9 @@ static void put_num(struct evbuffer *out, double v)
 static void put_db_labels(struct evbuffer *out, const char *name, const Db *db)
 {
 	evbuffer_add_printf(out, "%s{cluster=\"", name);
-	put_escaped(out, db->cl->name, false);
+	stats_put_escaped(out, db->cl->name, false);
 	evbuffer_add(out, "\",database=\"", 12);
-	put_escaped(out, db->name, false);
+	stats_put_escaped(out, db->name, false);
 	evbuffer_add(out, "\"", 1);
 }
 

@@ -361,6 +361,10 @@ bool stats_check_health(Ticker *t);
 bool stats_healthy(const Ticker *t);
 void stats_render_metrics(Ticker *t, struct evbuffer *out);
 void stats_render_health(Ticker *t, struct evbuffer *out);
+/* Text as a Prometheus label value (json false) or inside a JSON string (json
+   true), without the quotes: escaped, and a byte that is not UTF-8 written as
+   the text \xNN, so the document stays valid whatever the name holds. */
+void stats_put_escaped(struct evbuffer *out, const char *v, bool json);
 /* Short text for systemd STATUS= */
 void stats_status_text(const Ticker *t, char *buf, size_t len);
 

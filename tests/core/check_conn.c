@@ -551,6 +551,33 @@ START_TEST(test_cancel_and_timeout)
 }
 END_TEST
 
+/* The liveness checks of one backend, as the server sees them. */
+typedef struct LiveSeen {
+	PGconn *c;
+	int pid;
+	char last[64];
+	int changes; /* state_change moved this often since the first look */
+	int64_t next_ms;
+} LiveSeen;
+
+static bool two_liveness_checks(void *arg)
+{
+	LiveSeen *l = arg;
+	char sql[128];
+	if (pgt_now_ms() < l->next_ms)
+		return false;
+	l->next_ms = pgt_now_ms() + 20; /* the loop runs between two looks */
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(state_change::text, '') from pg_stat_activity where pid = %d",
+		 l->pid);
+	char *v = pgt_value(l->c, sql);
+	if (l->last[0] && strcmp(v, l->last) != 0)
+		l->changes++;
+	snprintf(l->last, sizeof(l->last), "%s", v);
+	free(v);
+	return l->changes >= 2;
+}
+
 START_TEST(test_liveness_detects_stopped_backend)
 {
 	const char *db = pgt_db_new();
@@ -564,9 +591,14 @@ START_TEST(test_liveness_detects_stopped_backend)
 	ct_conn_new(&rec, &cfg);
 	ck_assert_int_eq(pqev_conn_listen(rec.conn, "alive"), 0);
 	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
-	ct_run_for(500); /* a couple of liveness checks pass quietly */
-	ck_assert_int_eq(rec.lost, 0);
 	int pid1 = pqev_conn_backend_pid(rec.conn);
+	/* a couple of liveness checks pass quietly: the server saw two of them
+	   (each moves the backend's state_change) */
+	LiveSeen live = {.c = pgt_connect(db), .pid = pid1};
+	ck_assert(ct_run_until(two_liveness_checks, &live, 10000));
+	PQfinish(live.c);
+	ck_assert_int_eq(rec.lost, 0);
+	ck_assert_int_eq(pqev_conn_backend_pid(rec.conn), pid1);
 	/* a backend that keeps its socket but never answers: only the check can tell */
 	ck_assert_int_eq(kill(pid1, SIGSTOP), 0);
 	bool ok = ct_run_until(reconnected, &rec, 10000);
@@ -668,7 +700,7 @@ START_TEST(test_callbacks_free_their_connection)
 	ck_assert_ptr_null(b.conn);
 	ck_assert_int_eq(onb.done, 1);
 	ck_assert_int_eq(onb.status, PQEV_CLOSED);
-	ct_run_for(50);
+	ct_run_passes(3); /* nothing more comes */
 	ck_assert_int_eq(first.done + second.done + onb.done, 3);
 	ct_teardown(); /* -EBUSY here would mean a connection was not really freed */
 }
@@ -733,7 +765,7 @@ START_TEST(test_shutdown_fails_pending_once)
 		ck_assert_int_eq(e[i].done, 1);
 		ck_assert_int_eq(e[i].status, PQEV_CLOSED);
 	}
-	ct_run_for(100);
+	ct_run_passes(3); /* nothing more comes */
 	for (int i = 0; i < N; i++)
 		ck_assert_int_eq(q[i].done, 1);
 	ct_teardown();

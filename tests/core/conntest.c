@@ -143,6 +143,30 @@ void ct_run_for(int ms)
 	ct_run_until(NULL, NULL, ms);
 }
 
+static void pass_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(*(int *)arg)++;
+}
+
+void ct_run_passes(int n)
+{
+	/* a zero timer re-armed after each firing: it fires once per loop pass, after
+	   the events already active (deferred callbacks, zero timers) of that pass */
+	int fired = 0;
+	struct event *ev = evtimer_new(g_base, pass_cb, &fired);
+	struct timeval zero = {0, 0};
+	ck_assert_ptr_nonnull(ev);
+	while (fired < n) {
+		int before = fired;
+		evtimer_add(ev, &zero);
+		while (fired == before)
+			event_base_loop(g_base, EVLOOP_ONCE);
+	}
+	event_free(ev);
+}
+
 bool ct_is_connected(void *rec)
 {
 	return ((CtConn *)rec)->connected >= 1;

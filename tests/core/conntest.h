@@ -73,6 +73,9 @@ PqevConn *ct_conn_new(CtConn *rec, const PqevConnConfig *cfg);
 bool ct_run_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 /* Run the loop for ms milliseconds. */
 void ct_run_for(int ms);
+/* Run n loop passes (no waiting on the clock): what is already due, deferred
+   callbacks included, has run after it. */
+void ct_run_passes(int n);
 
 bool ct_is_connected(void *rec); /* CtConn: connected >= 1 */
 
