@@ -103,16 +103,26 @@ static bool copy_chunk(PgqevCascade *w, const PGresult *res)
 	   sequence and copies only data events */
 	bool merge = w->type != NT_BRANCH;
 	int first = merge ? 1 : 0, copied = 0;
+	/* a sync_watermark branch passes its own global watermark downstream in
+	   place of the upstream one (spec 5.6) */
+	char own_gwm[32];
+	int own_gwm_len = 0;
+	if (!merge && w->sync && w->global_wm > 0)
+		own_gwm_len = snprintf(own_gwm, sizeof(own_gwm), "%" PRId64, w->global_wm);
 	Buf b = {0};
 	buf_need(&b, (size_t)n * 64);
 	for (int i = 0; i < n && !b.oom; i++) {
 		const char *type = val(res, i, C_TYPE);
 		if (merge && type && strncmp(type, "pgq.", 4) == 0)
 			continue;
+		bool swap = own_gwm_len > 0 && type && strcmp(type, "pgq.global-watermark") == 0;
 		for (int k = first; k < 8; k++) {
 			int c = copy_cols[k];
-			buf_copy_field(&b, val(res, i, c), PQgetlength(res, i, c),
-				       k < 7 ? '\t' : '\n');
+			if (swap && c == C_DATA)
+				buf_copy_field(&b, own_gwm, own_gwm_len, '\t');
+			else
+				buf_copy_field(&b, val(res, i, c), PQgetlength(res, i, c),
+					       k < 7 ? '\t' : '\n');
 		}
 		copied++;
 	}
@@ -198,6 +208,14 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 	if (strcmp(type, "pgq.global-watermark") == 0) {
 		if (w->type != NT_BRANCH)
 			return true;
+		if (w->sync) {
+			/* remembered; applied after the batch commits, through the
+			   sync round (spec 5.6) */
+			int64_t v = data ? strtoll(data, NULL, 10) : 0;
+			if (v > 0)
+				w->batch_gwm = v;
+			return true;
+		}
 		const char *p[2] = {q, data};
 		return handler_sql(w, "select * from pgq_node.set_global_watermark($1, $2::int8)",
 				   2, p);
@@ -396,28 +414,35 @@ void cas_go_finish(PgqevCascade *w)
 	(void)cas_send_or_fail(w, true, RK_SRC_COMMIT, "commit", 0, NULL, 0);
 }
 
-/* Report this node's watermark to the provider when due (autocommit). */
-static void maybe_publish_local_wm(PgqevCascade *w, int64_t cur_tick)
+/* Report this node's watermark to the provider when due (autocommit); true
+   when it was due and sent. A sync_watermark branch reports its own position
+   only (the batch's previous tick): the nodes below it are covered by its own
+   global watermark instead. */
+static bool maybe_publish_local_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
 {
 	usec_t now = pqev_clock_monotonic();
 	if (w->last_wm && now - w->last_wm < w->cfg.wm_period)
-		return;
+		return false;
 	int64_t wm = w->local_wm > 0 ? w->local_wm : cur_tick;
 	if (wm > cur_tick)
 		wm = cur_tick;
+	if (w->sync)
+		wm = prev_tick;
 	char s[32];
 	snprintf(s, sizeof(s), "%" PRId64, wm);
 	const char *p[3] = {w->cfg.queue, w->node_name, s};
 	if (cas_send_on(
 		    w, true, RK_WM,
 		    "select ret_code, ret_note from pgq_node.set_subscriber_watermark($1, $2, $3)",
-		    3, p, 0) == 0)
-		w->last_wm = now;
+		    3, p, 0) != 0)
+		return false;
+	w->last_wm = now;
+	return true;
 }
 
 void cas_batch_done(PgqevCascade *w)
 {
-	int64_t cur = w->cur_tick;
+	int64_t cur = w->cur_tick, prev = w->prev_tick;
 	w->st.batches++;
 	w->st.events += w->b_events;
 	w->st.copied += w->b_copied;
@@ -427,7 +452,12 @@ void cas_batch_done(PgqevCascade *w)
 	pqev_backoff_reset(&w->fail_bo);
 	cas_progress(w);
 	cas_clear_batch(w);
-	maybe_publish_local_wm(w, cur);
+	/* the sync round follows a report, as in PgQ's worker, once an upstream
+	   global watermark was seen */
+	if (maybe_publish_local_wm(w, prev, cur) && w->sync && w->real_gwm > 0) {
+		cas_sync_start(w);
+		return;
+	}
 	cas_go_state(w);
 }
 
