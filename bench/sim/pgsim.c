@@ -921,7 +921,7 @@ static void server_restart(double secs)
 static void ctl_dump(struct evbuffer *out)
 {
 	double t = now_s(), first_all = 0, rec_max = 0;
-	int ticked = 0, fresh = 0, recovered = 0;
+	int ticked = 0, fresh = 0, recovered = 0, rec_last = -1;
 	for (int d = 0; d < S.ndb; d++) {
 		DbStat *s = &S.dbs[d];
 		if (s->first_tick > 0) {
@@ -933,8 +933,10 @@ static void ctl_dump(struct evbuffer *out)
 			fresh++;
 		if (s->first_after > 0) {
 			recovered++;
-			if (s->first_after - S.restart_end > rec_max)
+			if (s->first_after - S.restart_end > rec_max) {
 				rec_max = s->first_after - S.restart_end;
+				rec_last = d;
+			}
 		}
 	}
 	evbuffer_add_printf(out,
@@ -944,6 +946,8 @@ static void ctl_dump(struct evbuffer *out)
 			    S.idx, S.port, S.ndb, S.nconns, S.ticks, S.queries, S.connects, ticked,
 			    fresh, first_all, S.late_max, S.restart_end > 0, recovered, rec_max,
 			    t - S.t0);
+	if (rec_last >= 0)
+		evbuffer_add_printf(out, "last_recovered db%d\n", S.first + rec_last);
 	for (int i = 0; i < HIST_N; i++)
 		if (S.hist[i])
 			evbuffer_add_printf(out, "h %d %" PRIu32 "\n", i, S.hist[i]);
