@@ -459,8 +459,10 @@ void stats_render_metrics(Ticker *t, struct evbuffer *out)
 		"# TYPE pgqd_ev_databases_no_descriptor gauge\n"
 		"pgqd_ev_databases_no_descriptor %zu\n"
 		"# HELP process_cpu_seconds_total CPU time of the daemon (user and system).\n"
-		"# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.3f\n",
-		t->fd_limit, t->fd_over, pqev_usec_to_sec(process_cpu()));
+		"# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ",
+		t->fd_limit, t->fd_over);
+	put_num(out, pqev_usec_to_sec(process_cpu()));
+	evbuffer_add_printf(out, "\n");
 	evbuffer_add_printf(out, "# HELP pgqd_ev_databases Databases by state.\n"
 				 "# TYPE pgqd_ev_databases gauge\n");
 	for (int i = 0; i < DB_NSTATES; i++)
