@@ -63,13 +63,13 @@
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 
-#define PROTO_V3 196608
-#define SSL_REQUEST 80877103
-#define GSS_REQUEST 80877104
+#define PROTO_V3       196608
+#define SSL_REQUEST    80877103
+#define GSS_REQUEST    80877104
 #define CANCEL_REQUEST 80877102
-#define MAX_MSG (1 << 20)
-#define HIST_RES_US 100			       /* lateness histogram: 0.1 ms buckets */
-#define HIST_N (10 * 1000000 / HIST_RES_US + 1) /* up to 10 s, the last one is "more" */
+#define MAX_MSG        (1 << 20)
+#define HIST_RES_US    100                              /* lateness histogram: 0.1 ms buckets */
+#define HIST_N         (10 * 1000000 / HIST_RES_US + 1) /* up to 10 s, the last one is "more" */
 
 /* ---- the table of recorded replies ---- */
 
@@ -80,14 +80,14 @@ typedef struct Reply {
 	char **colname;
 	uint32_t *coltype;
 	int nrows;
-	char ***rows;	   /* rows[r][c], NULL = SQL NULL */
-	char **each_db;	   /* a row template repeated for every database of the server */
-	char *tag;	   /* CommandComplete; NULL: "SELECT n" */
-	char *err_code;	   /* an ErrorResponse instead of rows */
+	char ***rows;   /* rows[r][c], NULL = SQL NULL */
+	char **each_db; /* a row template repeated for every database of the server */
+	char *tag;      /* CommandComplete; NULL: "SELECT n" */
+	char *err_code; /* an ErrorResponse instead of rows */
 	char *err_msg;
-	bool tick;	   /* a tick call: timestamped */
-	int scope;	   /* 0: every database, 1: only db<i>, 2: only postgres/template1 */
-	double delay_ms;   /* < 0: the global delay */
+	bool tick;       /* a tick call: timestamped */
+	int scope;       /* 0: every database, 1: only db<i>, 2: only postgres/template1 */
+	double delay_ms; /* < 0: the global delay */
 	bool warned;
 } Reply;
 
@@ -111,14 +111,14 @@ struct Conn {
 	struct evbuffer *pending; /* replies waiting for their delay */
 	struct event timer;
 	int fd;
-	int db;		/* index into the server's databases, -1: postgres/template1 */
+	int db; /* index into the server's databases, -1: postgres/template1 */
 	uint32_t key;
 	uint8_t state;
-	bool waiting;	/* a delayed reply is pending: input is not read meanwhile */
-	bool closing;	/* close once the output is written */
-	bool ext_error; /* extended protocol: skip to Sync after an error */
-	const Reply *stmt;	   /* the unnamed statement's reply (Parse) */
-	bool stmt_unmatched;
+	bool waiting;      /* a delayed reply is pending: input is not read meanwhile */
+	bool closing;      /* close once the output is written */
+	bool ext_error;    /* extended protocol: skip to Sync after an error */
+	const Reply *stmt; /* the unnamed statement's reply (Parse) */
+	bool stmt_empty;   /* the unnamed statement is blank */
 	char *stmt_sql;
 };
 
@@ -184,8 +184,8 @@ static uint32_t type_oid(const char *t, const char *file, int line)
 	static const struct {
 		const char *name;
 		uint32_t oid;
-	} types[] = {{"bool", 16}, {"int8", 20}, {"int4", 23}, {"text", 25}, {"name", 19},
-		     {"void", 2278}, {"timestamptz", 1184}};
+	} types[] = {{"bool", 16}, {"int8", 20},   {"int4", 23},         {"text", 25},
+		     {"name", 19}, {"void", 2278}, {"timestamptz", 1184}};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		if (strcmp(types[i].name, t) == 0)
 			return types[i].oid;
@@ -250,11 +250,13 @@ static void load_replies(const char *file)
 			for (char *tok = strtok(arg, " "); tok; tok = strtok(NULL, " ")) {
 				char *colon = strchr(tok, ':');
 				if (!colon)
-					die("%s:%d: column \"%s\" needs NAME:TYPE", file, line, tok);
+					die("%s:%d: column \"%s\" needs NAME:TYPE", file, line,
+					    tok);
 				*colon = '\0';
-				r->colname = realloc(r->colname, sizeof(char *) * (size_t)(r->ncols + 1));
-				r->coltype =
-					realloc(r->coltype, sizeof(uint32_t) * (size_t)(r->ncols + 1));
+				r->colname = realloc(r->colname,
+						     sizeof(char *) * (size_t)(r->ncols + 1));
+				r->coltype = realloc(r->coltype,
+						     sizeof(uint32_t) * (size_t)(r->ncols + 1));
 				if (!r->colname || !r->coltype)
 					die("out of memory");
 				r->colname[r->ncols] = xstrdup(tok);
@@ -698,7 +700,8 @@ static bool handle_msg(Conn *c, char type, const char *body, uint32_t blen)
 			return false;
 		free(c->stmt_sql);
 		c->stmt_sql = xstrdup(sql);
-		c->stmt = find_reply(sql, c->db);
+		c->stmt_empty = sql[strspn(sql, " \t\n;")] == '\0';
+		c->stmt = c->stmt_empty ? NULL : find_reply(sql, c->db);
 		msg_simple(b, '1');
 		return true;
 	}
@@ -714,11 +717,13 @@ static bool handle_msg(Conn *c, char type, const char *body, uint32_t blen)
 		if (c->stmt && !c->stmt->err_code)
 			msg_rowdesc(b, c->stmt);
 		else if (!c->stmt)
-			msg_simple(b, 'n');
+			msg_simple(b, 'n'); /* NoData, also for an empty statement */
 		return true;
 	case 'E':
 		S.queries++;
-		if (!c->stmt) {
+		if (c->stmt_empty) {
+			msg_simple(b, 'I'); /* EmptyQueryResponse: libpq's liveness check */
+		} else if (!c->stmt) {
 			unmatched(c->stmt_sql ? c->stmt_sql : "", b);
 			c->ext_error = true;
 		} else if (c->stmt->err_code) {
@@ -861,7 +866,8 @@ static void server_listen(void)
 {
 	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
 	if (opt_tcp) {
-		struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)S.port)};
+		struct sockaddr_in sin = {.sin_family = AF_INET,
+					  .sin_port = htons((uint16_t)S.port)};
 		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		S.lis = evconnlistener_new_bind(S.base, on_accept, NULL, flags, 4096,
 						(struct sockaddr *)&sin, sizeof(sin));
@@ -1132,7 +1138,8 @@ static int run_ctl(const char *dir, int argc, char **argv)
 			total += hist[i];
 		for (int i = 0, k = 0; i < HIST_N && k < 3; i++) {
 			acc += hist[i];
-			while (k < 3 && total && acc >= (unsigned long long)ceil(q[k] * (double)total))
+			while (k < 3 && total &&
+			       acc >= (unsigned long long)ceil(q[k] * (double)total))
 				v[k++] = i * HIST_RES_US / 1000.0;
 		}
 		printf("servers=%zu dbs=%ld conns=%ld ticks=%llu queries=%llu connects=%llu "

@@ -238,8 +238,8 @@ typedef struct TickerStats {
 	uint64_t lateness_hist[LATENESS_BUCKETS + 1];
 	double lateness_sum;
 	uint64_t lateness_count;
-	usec_t lateness_max; /* since the last stats line */
-	uint64_t skipped;    /* since the last stats line */
+	usec_t lateness_max;    /* since the last stats line */
+	uint64_t skipped;       /* since the last stats line */
 	usec_t cpu_at, line_at; /* process CPU and clock at the last stats line */
 	unsigned by_state[DB_NSTATES];
 	unsigned unreachable;
@@ -271,7 +271,7 @@ struct Ticker {
 	 */
 	size_t fd_limit; /* RLIMIT_NOFILE's soft limit, raised to the hard one at start */
 	size_t fd_conns; /* databases holding a tick session object */
-	size_t fd_over;	 /* databases waiting for a descriptor */
+	size_t fd_over;  /* databases waiting for a descriptor */
 	size_t fd_over_logged;
 	usec_t fd_logged_at;
 	usec_t start_mono;

@@ -395,8 +395,10 @@ START_TEST(test_descriptor_limit_reported)
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
-	ck_assert(dmn_wait_log(d, "5 databases are not ticked", 20000));
-	ck_assert(dmn_log_contains(d, "descriptor limit (RLIMIT_NOFILE) is 53"));
+	ck_assert(dmn_wait_log(d,
+			       "5 databases are not ticked: each needs a connection, and the "
+			       "descriptor limit (RLIMIT_NOFILE) is 53",
+			       20000));
 	ck_assert(wait_http(port, "/metrics", 200, "pgqd_ev_databases{state=\"running\"} 3", buf,
 			    1 << 16, 20000));
 	ck_assert_double_eq(metric(buf, "pgqd_ev_databases_no_descriptor"), NDB - CONNECTED);
