@@ -88,6 +88,9 @@ PqevFailClass pqev_classify_connect_error(const char *msg, bool needs_password)
 {
 	if (needs_password)
 		return PQEV_FAIL_DB; /* the server asked for a password we do not have */
+	/* out of descriptors here ("could not create socket: ..."): not the server's fault */
+	if (msg && (strstr(msg, strerror(EMFILE)) || strstr(msg, strerror(ENFILE))))
+		return PQEV_FAIL_DB;
 	/* libpq formats a server error as "SEVERITY:  XXXXX: text" in verbose mode
 	   (the severity may be translated, the layout is not) */
 	for (const char *p = msg ? strstr(msg, ":  ") : NULL; p; p = strstr(p + 1, ":  ")) {

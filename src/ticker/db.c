@@ -216,6 +216,19 @@ static void db_connect(Db *db)
 	int rc;
 
 	db->next_check = USEC_INFINITY;
+	if (!db->conn && db->t->fd_conns >= ticker_fd_budget(db->t)) {
+		/* reported by stats_check_health; retried every check_period */
+		if (!db->fd_waiting) {
+			db->fd_waiting = true;
+			db->t->fd_over++;
+		}
+		db_set_state(db, DB_FAILED);
+		goto retry_later;
+	}
+	if (db->fd_waiting) {
+		db->fd_waiting = false;
+		db->t->fd_over--;
+	}
 	if (!db->conn) {
 		PqevConnCallbacks cb = {
 			.on_event = on_conn_event,
@@ -233,6 +246,8 @@ static void db_connect(Db *db)
 			pqev_log_error(db->log, "out of memory");
 			goto retry_later;
 		}
+		db->holds_conn = true;
+		db->t->fd_conns++;
 		if (db->t->cfg->main.low_latency && pqev_conn_listen(db->conn, WAKE_CHANNEL) < 0)
 			pqev_log_warning(db->log, "cannot listen on %s", WAKE_CHANNEL);
 	}
@@ -766,6 +781,7 @@ static bool grid_passed(Db *db, usec_t now)
 	if (db->tick_due && !db->tick_is_wake) {
 		/* the previous tick has not even been sent: skip, do not pile up */
 		db->t->stats.t_skipped++;
+		db->t->stats.skipped++;
 	} else {
 		db->tick_due = true;
 		db->tick_is_wake = false;
@@ -1348,6 +1364,10 @@ void db_free(Db *db)
 	db_close(db);
 	db->conn = pqev_conn_free(db->conn);
 	db->maint_conn = pqev_conn_free(db->maint_conn);
+	if (db->holds_conn)
+		db->t->fd_conns--;
+	if (db->fd_waiting)
+		db->t->fd_over--;
 	maint_reset(db);
 	if (db->timer)
 		event_free(db->timer);

@@ -438,6 +438,7 @@ static int run(Ticker *t)
 		goto out;
 	}
 	pqev_log_info(NULL, "Starting pgqd-ev %s", PGQEV_VERSION);
+	ticker_fd_init(t);
 	if (http_configure(t, m->metrics_listen) < 0) {
 		t->exit_code = 1;
 		goto out;

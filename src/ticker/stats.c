@@ -15,6 +15,7 @@
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -79,6 +80,72 @@ ErrKind stats_conn_error_kind(const PqevConnEvent *ev)
 	return ERR_CONNECT;
 }
 
+static usec_t process_cpu(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (usec_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+	       (usec_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* descriptors kept for the log, HTTP clients, discovery, maintenance, nodes */
+size_t ticker_fd_budget(const Ticker *t)
+{
+	size_t reserve = 48, n = 0; /* 16 of them for [node] workers */
+
+	for (const Cluster *cl = t->clusters; cl; cl = cl->next)
+		n++;
+	reserve += n * (1 + (size_t)t->cfg->main.max_maint_connections);
+	return t->fd_limit > reserve ? t->fd_limit - reserve : 0;
+}
+
+void ticker_fd_init(Ticker *t)
+{
+	struct rlimit rl;
+
+	t->fd_limit = SIZE_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit up = {rl.rlim_max, rl.rlim_max};
+
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur != RLIM_INFINITY)
+		t->fd_limit = (size_t)rl.rlim_cur;
+	pqev_log_debug(NULL, "descriptor limit %zu", t->fd_limit);
+}
+
+/*
+ * Say when the daemon cannot keep up, and what limits it: ticks skipped
+ * because the previous one of the same database was still not sent (the loop
+ * or the server is too slow), with the process's CPU share over the period,
+ * which tells the two apart.
+ */
+static void log_falling_behind(Ticker *t, usec_t now)
+{
+	TickerStats *s = &t->stats;
+	usec_t cpu = process_cpu();
+
+	if (s->skipped && s->line_at && now > s->line_at)
+		pqev_log_warning(NULL,
+				 "falling behind: %" PRIu64 " ticks skipped in %.1f s (latest tick "
+				 "%.1f ms after its time); the daemon used %.0f%% of a CPU, so the "
+				 "limit is %s",
+				 s->skipped, pqev_usec_to_sec(now - s->line_at),
+				 (double)s->lateness_max / 1000.0,
+				 100.0 * (double)(cpu - s->cpu_at) / (double)(now - s->line_at),
+				 (double)(cpu - s->cpu_at) >= 0.8 * (double)(now - s->line_at)
+					 ? "the daemon's CPU"
+					 : "the servers' replies or this machine's load");
+	s->skipped = 0;
+	s->cpu_at = cpu;
+	s->line_at = now;
+}
+
 void stats_log_line(Ticker *t)
 {
 	TickerStats *s = &t->stats;
@@ -93,6 +160,7 @@ void stats_log_line(Ticker *t)
 		      (double)s->lateness_max / 1000.0, s->by_state[DB_RUNNING],
 		      s->by_state[DB_CONNECTING], s->by_state[DB_CHECKING], s->by_state[DB_NOPGQ],
 		      s->by_state[DB_FAILED], s->unreachable);
+	log_falling_behind(t, pqev_clock_now());
 	s->ticks = s->maint = s->retry = s->created = s->wakes = s->errors = 0;
 	s->lateness_max = 0;
 }
@@ -110,6 +178,8 @@ static const char *db_problem(const Ticker *t, const Db *db, usec_t now, char *b
 
 	if (db->unreachable)
 		return "unreachable";
+	if (db->fd_waiting)
+		return "not connected: descriptor limit (RLIMIT_NOFILE) reached";
 	if (db->state == DB_NOPGQ)
 		return NULL;
 	if (db->last_tick_ok) {
@@ -164,7 +234,7 @@ bool stats_check_health(Ticker *t)
 					exit_now = true;
 			}
 			/* say once when a database turns unhealthy for a reason /health gives */
-			if (!db->unreachable) {
+			if (!db->unreachable && !db->fd_waiting) {
 				const char *why = db_problem(t, db, now, buf, sizeof(buf));
 
 				if (why && !db->unhealthy_logged)
@@ -174,6 +244,22 @@ bool stats_check_health(Ticker *t)
 				db->unhealthy_logged = why != NULL;
 			}
 		}
+	}
+	/* one line for all the databases without a descriptor, at most once a minute */
+	if (t->fd_over != t->fd_over_logged &&
+	    (t->fd_over == 0 || t->fd_over_logged == 0 || now - t->fd_logged_at >= 60000000)) {
+		if (t->fd_over)
+			pqev_log_warning(
+				NULL,
+				"%zu databases are not ticked: each needs a connection, and the "
+				"descriptor limit (RLIMIT_NOFILE) is %zu, of which %zu are kept for "
+				"the log, HTTP, discovery and maintenance; raise it (LimitNOFILE= "
+				"in the unit, ulimit -n)",
+				t->fd_over, t->fd_limit, t->fd_limit - ticker_fd_budget(t));
+		else
+			pqev_log_info(NULL, "every database has a connection again");
+		t->fd_over_logged = t->fd_over;
+		t->fd_logged_at = now;
 	}
 	return exit_now;
 }
@@ -365,6 +451,18 @@ void stats_render_metrics(Ticker *t, struct evbuffer *out)
 	for (int k = 0; k < ERR_NKINDS; k++)
 		evbuffer_add_printf(out, "pgqd_ev_errors_total{kind=\"%s\"} %" PRIu64 "\n",
 				    err_kind_name((ErrKind)k), s->t_err[k]);
+	evbuffer_add_printf(
+		out,
+		"# HELP pgqd_ev_descriptor_limit RLIMIT_NOFILE (each database needs one).\n"
+		"# TYPE pgqd_ev_descriptor_limit gauge\npgqd_ev_descriptor_limit %zu\n"
+		"# HELP pgqd_ev_databases_no_descriptor Databases not connected: descriptor limit.\n"
+		"# TYPE pgqd_ev_databases_no_descriptor gauge\n"
+		"pgqd_ev_databases_no_descriptor %zu\n"
+		"# HELP process_cpu_seconds_total CPU time of the daemon (user and system).\n"
+		"# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ",
+		t->fd_limit, t->fd_over);
+	put_num(out, pqev_usec_to_sec(process_cpu()));
+	evbuffer_add_printf(out, "\n");
 	evbuffer_add_printf(out, "# HELP pgqd_ev_databases Databases by state.\n"
 				 "# TYPE pgqd_ev_databases gauge\n");
 	for (int i = 0; i < DB_NSTATES; i++)

@@ -185,6 +185,8 @@ struct Db {
 	unsigned fails;        /* consecutive failures (connect, check, tick) */
 	usec_t failing_since;  /* monotonic; 0 when healthy */
 	bool unreachable;      /* failing longer than unreachable_timeout */
+	bool holds_conn;       /* counted in Ticker.fd_conns */
+	bool fd_waiting;       /* counted in Ticker.fd_over: no descriptor left for it */
 	unsigned err_streak;   /* SQL errors in a row, for log rate limiting */
 	usec_t seen_at;        /* when it was registered: its start-up grace starts here */
 	bool unhealthy_logged; /* the stale/never-ticked warning was logged */
@@ -236,7 +238,9 @@ typedef struct TickerStats {
 	uint64_t lateness_hist[LATENESS_BUCKETS + 1];
 	double lateness_sum;
 	uint64_t lateness_count;
-	usec_t lateness_max; /* since the last stats line */
+	usec_t lateness_max;    /* since the last stats line */
+	uint64_t skipped;       /* since the last stats line */
+	usec_t cpu_at, line_at; /* process CPU and clock at the last stats line */
 	unsigned by_state[DB_NSTATES];
 	unsigned unreachable;
 } TickerStats;
@@ -259,6 +263,17 @@ struct Ticker {
 	NodeWorker *nodes;        /* [node NAME] workers (node.c) */
 	unsigned nodes_unhealthy; /* as of the last node_check_health() */
 	TickerStats stats;
+	/*
+	 * Each database holds one session, so one descriptor: the databases
+	 * beyond RLIMIT_NOFILE less a reserve (log, HTTP, discovery, maintenance)
+	 * are not connected, and said so, instead of failing with EMFILE and
+	 * starving the HTTP endpoint of descriptors.
+	 */
+	size_t fd_limit; /* RLIMIT_NOFILE's soft limit, raised to the hard one at start */
+	size_t fd_conns; /* databases holding a tick session object */
+	size_t fd_over;  /* databases waiting for a descriptor */
+	size_t fd_over_logged;
+	usec_t fd_logged_at;
 	usec_t start_mono;
 	bool stopping;
 	int exit_code;
@@ -289,6 +304,10 @@ void db_start(Db *db);
 void db_unregister(Db *db);
 void db_free(Db *db);
 void db_set_state(Db *db, DbState st);
+/* Descriptors the databases may use: fd_limit less the reserve. */
+size_t ticker_fd_budget(const Ticker *t);
+/* Raise RLIMIT_NOFILE's soft limit to the hard one and note it in t->fd_limit. */
+void ticker_fd_init(Ticker *t);
 /* Run the next due job if nothing is in flight. */
 void db_kick(Db *db);
 /* Re-arm db->timer for the earliest deadline. */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -361,6 +362,59 @@ START_TEST(test_metrics_valid_and_stable)
 }
 END_TEST
 
+/*
+ * More databases than descriptors (issue 20: at 50,000 databases the limit is
+ * RLIMIT_NOFILE): the ones beyond the budget wait without a connection and the
+ * daemon says so in one log line and in /metrics, which still answers; the
+ * others tick. Before, every connect past the limit failed with EMFILE, the
+ * server was logged as down, and /metrics could not accept its clients.
+ */
+START_TEST(test_descriptor_limit_reported)
+{
+	enum { NDB = 8, CONNECTED = 3 };
+	/* the daemon keeps 48 + (1 + max_maint_connections) per cluster */
+	const rlim_t limit = 48 + 1 + 1 + CONNECTED;
+	char ini[4096], list[2048] = "", *buf = malloc(1 << 16);
+	int port = next_port();
+	struct rlimit rl = {limit, limit};
+	Daemon *d;
+
+	ck_assert_ptr_nonnull(buf);
+	for (int i = 0; i < NDB; i++) {
+		const char *db = pgt_db_new();
+
+		pgt_exec_db(db, "select pgq.create_queue('q')");
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+			 db);
+	}
+	snprintf(ini, sizeof(ini),
+		 "%sdatabase_list = %s\nmax_maint_connections = 1\nticker_period = 0.2\n"
+		 "stats_period = 0.5\nmetrics_listen = 127.0.0.1:%d\n",
+		 dmn_base_ini(), list, port);
+	/* inherited by the daemon; this test runs in its own forked process */
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(dmn_wait_log(d,
+			       "5 databases are not ticked: each needs a connection, and the "
+			       "descriptor limit (RLIMIT_NOFILE) is 53",
+			       20000));
+	ck_assert(wait_http(port, "/metrics", 200, "pgqd_ev_databases{state=\"running\"} 3", buf,
+			    1 << 16, 20000));
+	ck_assert_double_eq(metric(buf, "pgqd_ev_databases_no_descriptor"), NDB - CONNECTED);
+	ck_assert_double_eq(metric(buf, "pgqd_ev_descriptor_limit"), (double)limit);
+	ck_assert_int_eq(promtool(buf), 0);
+	ck_assert(wait_http(port, "/health", 503, "descriptor limit", buf, 1 << 16, 10000));
+	/* not taken for a server outage */
+	ck_assert(!dmn_log_contains(d, "is down"));
+	ck_assert(!dmn_log_contains(d, "Too many open files"));
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(buf);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon-health");
@@ -371,6 +425,7 @@ int main(void)
 	tcase_add_test(tc, test_auth_failure_counted);
 	tcase_add_test(tc, test_stale_ticks_unhealthy);
 	tcase_add_test(tc, test_metrics_valid_and_stable);
+	tcase_add_test(tc, test_descriptor_limit_reported);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
 }
