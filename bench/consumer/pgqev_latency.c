@@ -8,7 +8,8 @@
  *
  *   pgqev_latency CONNSTR QUEUE CONSUMER RATE SECONDS [--tick-on-wake]
  *
- * Output: received=N sent=M p50_ms=.. p99_ms=.. max_ms=..
+ * Output: received=N sent=M p50_ms=.. p99_ms=.. max_ms=..; with LATENCY_SAMPLES=FILE
+ * set, every sample (ms, sorted) is also written to FILE, one a line.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -177,6 +178,14 @@ int main(int argc, char **argv)
 	double mx = l.n ? (double)l.v[l.n - 1] / 1000.0 : -1;
 	printf("received=%zu sent=%d p50_ms=%.2f p99_ms=%.2f max_ms=%.2f\n", l.n, rate * seconds,
 	       p50, p99, mx);
+	/* every sample in ms, sorted, one a line: for bench/run's distribution plot */
+	const char *dump = getenv("LATENCY_SAMPLES");
+	FILE *f = dump && *dump ? fopen(dump, "w") : NULL;
+	if (f) {
+		for (size_t i = 0; i < l.n; i++)
+			fprintf(f, "%.3f\n", (double)l.v[i] / 1000.0);
+		fclose(f);
+	}
 	pgqev_consumer_free(c);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_free(base);
