@@ -132,10 +132,50 @@ declare
     v_queue record;
     v_tick bigint;
     v_seq bigint;
+    v_pfx text;
+    v_readers text[];
+    v_left int4[];
+    v_deadline timestamptz;
 begin
     if i_step is null or i_step not between 1 and 3 then
         raise exception 'demote_root: incorrect step number: % (steps are 1, 2, 3)',
             coalesce(i_step::text, '<NULL>');
+    end if;
+    if i_step = 2 then
+        -- A producer whose statement read the queue row before step 1 committed
+        -- saw inserts allowed; had it not locked the event table yet when the lock
+        -- below was taken, it inserted after the final tick, and its event existed
+        -- only on this node. Such a statement's transaction holds a lock on
+        -- pgq.queue from that read: wait until every transaction holding one now
+        -- has ended, except those holding a lock on the event tables, which the
+        -- lock below waits for (without a deadline, as before). Done before any
+        -- row lock of ours, which a job updating pgq.queue could be waiting for.
+        select q.queue_data_pfx into v_pfx from pgq.queue q where q.queue_name = i_queue_name;
+        select array_agg(distinct l.virtualtransaction) into v_readers
+          from pg_locks l
+         where l.locktype = 'relation' and l.granted and l.pid <> pg_backend_pid()
+           and l.database = (select d.oid from pg_database d where d.datname = current_database())
+           and l.relation = 'pgq.queue'::regclass
+           and v_pfx is not null
+           and not exists (
+               select 1 from pg_locks e
+                where e.virtualtransaction = l.virtualtransaction and e.locktype = 'relation'
+                  and e.database = l.database
+                  and (e.relation = pgq.quote_fqname(v_pfx)::regclass
+                       or e.relation in (select i.inhrelid from pg_inherits i
+                                          where i.inhparent = pgq.quote_fqname(v_pfx)::regclass)));
+        v_deadline := clock_timestamp() + interval '30 seconds';
+        while v_readers is not null loop
+            select array_agg(distinct v.pid order by v.pid) into v_left
+              from pg_locks v
+             where v.locktype = 'virtualxid' and v.granted and v.virtualxid = any (v_readers);
+            exit when v_left is null;
+            if clock_timestamp() > v_deadline then
+                raise exception 'demote_root: queue %: transactions that may still insert without seeing step 1 are open after 30 s (pids %); end them, then run step 2 again',
+                    i_queue_name, array_to_string(v_left, ', ');
+            end if;
+            perform pg_sleep(0.005);
+        end loop;
     end if;
     select n.node_type, n.node_name, n.worker_name into v_node from pgq_node.node_info n
      where n.queue_name = i_queue_name for update;

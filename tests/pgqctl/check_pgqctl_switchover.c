@@ -59,6 +59,8 @@ typedef struct Cas {
 	bool measuring;
 } Cas;
 
+static Cas *diag_cas; /* the running cascade, for diagnose() */
+
 /* ---- setup ---- */
 
 /* Ticks every 0.2 s under load (as pgqd's defaults, scaled down), 1 s idle. */
@@ -262,6 +264,7 @@ static void cas_start(Cas *c)
 	ck_assert_int_eq(pthread_create(&c->cth, NULL, consumer_loop, c), 0);
 	c->cur = N_ROOT;
 	c->last_ok_ms = pgt_now_ms();
+	diag_cas = c;
 	ck_assert_int_eq(pthread_create(&c->pth, NULL, producer_loop, c), 0);
 }
 
@@ -275,6 +278,7 @@ static void producer_stop(Cas *c)
 
 static void cas_stop(Cas *c, bool dump)
 {
+	diag_cas = NULL;
 	producer_stop(c);
 	c->cstop = true;
 	pthread_join(c->cth, NULL);
@@ -424,14 +428,144 @@ static bool count_reached(void *arg)
 	return n >= k->want;
 }
 
+/* ---- diagnostics for a consumer that did not get everything ---- */
+
+/* Append one query's rows (cells joined by " ") to the report. */
+static void diag_rows(FILE *f, const char *db, const char *label, const char *sql, int nparams,
+		      const char *const *params)
+{
+	PGconn *k = PQconnectdb(pgt_connstr(db, false));
+	if (PQstatus(k) != CONNECTION_OK) {
+		fprintf(f, "#   %s: no connection: %s", label, PQerrorMessage(k));
+		PQfinish(k);
+		return;
+	}
+	PGresult *r = PQexecParams(k, sql, nparams, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(f, "#   %s: %s", label, PQerrorMessage(k));
+	} else {
+		for (int i = 0; i < PQntuples(r); i++) {
+			fprintf(f, "#   %s:", label);
+			for (int j = 0; j < PQnfields(r); j++)
+				fprintf(f, " %s=%s", PQfname(r, j),
+					PQgetisnull(r, i, j) ? "null" : PQgetvalue(r, i, j));
+			fputc('\n', f);
+		}
+		if (PQntuples(r) == 0)
+			fprintf(f, "#   %s: no rows\n", label);
+	}
+	PQclear(r);
+	PQfinish(k);
+}
+
+static const char *const state_names[] = {"stopped", "connecting", "listening",
+					  "idle",    "processing", "backoff"};
+
+/* Everything that tells a stall from a loss, as TAP comments: each node's
+   pgq_node state and last tick, its consumer "app", where the first missing
+   events are (on which node, with which txid, visible in which tick), the leaf
+   worker's state and the daemon's log tail. */
+static void diagnose(const char *what, const int64_t *want, size_t nwant, const int64_t *have,
+		     size_t nhave)
+{
+	Cas *c = diag_cas;
+	FILE *f = stderr;
+	char missing[2048] = "";
+	size_t nmiss = 0, len = 0;
+
+	for (size_t i = 0; i < nwant; i++)
+		if (!contains(have, nhave, want[i])) {
+			if (nmiss < 20)
+				len += (size_t)snprintf(missing + len, sizeof(missing) - len,
+							"%s%" PRId64, nmiss ? "," : "", want[i]);
+			nmiss++;
+		}
+	size_t nextra = 0;
+	for (size_t i = 0; i < nhave; i++)
+		if (!contains(want, nwant, have[i]) && nextra++ < 5)
+			fprintf(f, "# DIAG %s: event %" PRId64 " was not acknowledged\n", what,
+				have[i]);
+	fprintf(f, "# DIAG %s: has %zu, expected %zu; %zu missing: %s; %zu unexpected\n", what,
+		nhave, nwant, nmiss, missing, nextra);
+	if (!c)
+		return;
+	for (int i = 0; i < NNODES; i++) {
+		const char *db = c->db[i];
+		fprintf(f, "# DIAG node %s (%s)\n", node_names[i], db);
+		diag_rows(f, db, "node",
+			  "select n.node_type, n.node_name, n.worker_name, s.provider_node,"
+			  " s.last_tick_id, s.paused, s.uptodate, s.cur_error"
+			  " from pgq_node.node_info n join pgq_node.local_state s"
+			  " on s.queue_name = n.queue_name",
+			  0, NULL);
+		diag_rows(f, db, "subscribers", "select * from pgq_node.subscriber_info", 0, NULL);
+		if (i == N_LF)
+			continue;
+		diag_rows(
+			f, db, "queue",
+			"select queue_disable_insert, queue_external_ticker, queue_ticker_paused,"
+			" (select max(tick_id) from pgq.tick where tick_queue = queue_id) as last_tick,"
+			" (select tick_snapshot from pgq.tick where tick_queue = queue_id"
+			"  order by tick_id desc limit 1) as last_snap,"
+			" pgq.seq_getval(queue_tick_seq) as tick_seq,"
+			" pgq.seq_getval(queue_event_seq) as event_seq"
+			" from pgq.queue where queue_name = '" CT_QUEUE "'",
+			0, NULL);
+		diag_rows(f, db, "consumers",
+			  "select consumer_name, last_tick, current_batch, next_tick, lag,"
+			  " pending_events from pgq.get_consumer_info('" CT_QUEUE "')",
+			  0, NULL);
+		/* the first missing events, as this node's queue holds them */
+		char list[2048] = "";
+		size_t ll = 0, k = 0;
+		for (size_t j = 0; j < nwant && k < 5; j++)
+			if (!contains(have, nhave, want[j])) {
+				ll += (size_t)snprintf(list + ll, sizeof(list) - ll,
+						       "%s'%" PRId64 "'", k ? "," : "", want[j]);
+				k++;
+			}
+		if (k == 0)
+			continue;
+		char sql[3000];
+		snprintf(sql, sizeof(sql),
+			 "select e.ev_id, e.ev_data, e.ev_txid, e.ev_time,"
+			 " (select min(t.tick_id) from pgq.tick t join pgq.queue q"
+			 "  on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
+			 "  and txid_visible_in_snapshot(e.ev_txid, t.tick_snapshot)) as first_tick"
+			 " from pgq.event_1 e where e.ev_type = 'data' and e.ev_data in (%s)",
+			 list);
+		diag_rows(f, db, "missing events here", sql, 0, NULL);
+	}
+	if (c->lw.w)
+		fprintf(f, "# DIAG leaf worker: state %s, %d errors, last: %s\n",
+			state_names[pgqev_cascade_state(c->lw.w)], c->lw.errors, c->lw.last_error);
+	size_t nl = dmn_log_nlines(c->d);
+	fprintf(f, "# DIAG daemon log, last %d of %zu lines:\n", nl < 60 ? (int)nl : 60, nl);
+	for (size_t i = nl > 60 ? nl - 60 : 0; i < nl; i++)
+		fprintf(f, "#   %s\n", dmn_log_line(c->d, i));
+}
+
 /* The consumer on db holds exactly `want` (sorted, no duplicates): nothing lost,
    nothing twice. */
 static void expect_exactly(const char *what, const char *db, const char *sql, const int64_t *want,
 			   size_t nwant)
 {
 	Count k = {db, sql, nwant};
-	ck_assert_msg(pgt_wait_until(count_reached, &k, 30000, 100),
-		      "%s: the consumer did not get %zu events", what, nwant);
+	if (!pgt_wait_until(count_reached, &k, 30000, 100)) {
+		size_t n;
+		int64_t *v = fetch(db, sql, &n);
+		diagnose(what, want, nwant, v, n);
+		free(v);
+		/* a stall or a loss: do they arrive later? */
+		bool later = pgt_wait_until(count_reached, &k, 60000, 200);
+		v = fetch(db, sql, &n);
+		fprintf(stderr, "# DIAG %s: after 60 s more: %zu events (%s)\n", what, n,
+			later ? "arrived late: a stall" : "still missing");
+		if (later)
+			diagnose(what, want, nwant, v, n);
+		free(v);
+		ck_abort_msg("%s: the consumer did not get %zu events within 30 s", what, nwant);
+	}
 	size_t n;
 	int64_t *v = fetch(db, sql, &n);
 	for (size_t i = 1; i < n; i++)

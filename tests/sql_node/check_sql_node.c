@@ -285,6 +285,82 @@ START_TEST(test_demote_waits_for_producer)
 }
 END_TEST
 
+/* Backend `pid` (of the connection g_waiter is not) is waiting: on a lock, or
+   in a sleep (a polling wait). */
+typedef struct PidWait {
+	PGconn *watch;
+	int pid;
+} PidWait;
+
+static bool pid_waits(void *arg)
+{
+	PidWait *w = arg;
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pg_stat_activity where pid = %d"
+		 " and wait_event_type in ('Lock', 'Timeout')",
+		 w->pid);
+	return pgt_int(w->watch, sql) > 0;
+}
+
+/* A producer that read the queue row (inserts allowed) before step 1 committed
+ * but had not locked the event table yet when step 2 locked it. Step 2 must
+ * wait for it too: before, its event was committed after the final tick, so it
+ * existed only on the old root (the switchover test's intermittent loss). The
+ * producer is held between the two by a lock on the event sequence (ALTER
+ * SEQUENCE), which its nextval waits for. */
+START_TEST(test_demote_waits_for_producer_in_flight)
+{
+	PGconn *c = root_db();
+	PGconn *blk = pgt_connect(PQdb(c));
+	PGconn *p = pgt_connect(PQdb(c));
+	PGconn *d = pgt_connect(PQdb(c));
+	PGresult *r;
+	char *seq = pgt_value(c, "select queue_event_seq from pgq.queue where queue_name = 'q'");
+	char sql[300];
+
+	snprintf(sql, sizeof(sql), "begin; alter sequence %s cache 1", seq);
+	pgt_exec(blk, sql);
+	/* the producer has read the queue row and waits in nextval */
+	ck_assert_int_eq(PQsendQuery(p, "select pgq.insert_event('q', 'late', 'x')"), 1);
+	PidWait w = {c, PQbackendPID(p)};
+	ck_assert(pgt_wait_until(pid_waits, &w, 30000, 10));
+	pgt_exec(c, "select pgq_node.demote_root('q', 1, 'n2')");
+	ck_assert_int_eq(PQsendQuery(d, "select last_tick from pgq_node.demote_root('q', 2, 'n2')"),
+			 1);
+	w.pid = PQbackendPID(d);
+	ck_assert(pgt_wait_until(pid_waits, &w, 30000, 10));
+	pgt_exec(blk, "commit");
+	/* the producer ends: its insert is either refused or below the final tick */
+	r = PQgetResult(p);
+	bool inserted = PQresultStatus(r) == PGRES_TUPLES_OK;
+	if (!inserted)
+		ck_assert_msg(strstr(PQresultErrorMessage(r), "Insert into queue disallowed"), "%s",
+			      PQresultErrorMessage(r));
+	PQclear(r);
+	while ((r = PQgetResult(p)))
+		PQclear(r);
+	r = PQgetResult(d);
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+	ck_assert_str_eq(PQgetvalue(r, 0, 0), "4");
+	PQclear(r);
+	while ((r = PQgetResult(d)))
+		PQclear(r);
+	pgt_exec(c, "select pgq.register_consumer_at('q', 'reader', 3)");
+	sqlt_eq(c,
+		"select count(*) from pgq.get_batch_events(pgq.next_batch('q', 'reader'))"
+		" where ev_type = 'late'",
+		inserted ? "1" : "0");
+	sqlt_eq(c, "select count(*) from pgq.event_template where ev_type = 'late'",
+		inserted ? "1" : "0");
+	free(seq);
+	PQfinish(d);
+	PQfinish(p);
+	PQfinish(blk);
+	PQfinish(c);
+}
+END_TEST
+
 START_TEST(test_grants_as_roles)
 {
 	PGconn *su = root_db();
@@ -456,6 +532,7 @@ int main(void)
 	tcase_add_test(tc, test_kept_quirks);
 	tcase_add_test(tc, test_maint_watermark);
 	tcase_add_test(tc, test_demote_waits_for_producer);
+	tcase_add_test(tc, test_demote_waits_for_producer_in_flight);
 	tcase_add_test(tc, test_grants_as_roles);
 	tcase_add_test(tc, test_rerun_and_upgrade);
 	tcase_add_test(tc, test_extension_as_non_superuser);

@@ -277,6 +277,43 @@ static void wait_postmaster_pid_gone(const Srv *v)
 		sleep_ms(10);
 }
 
+/* SIGKILL the postmaster and every process it started (backends, background
+   workers): nothing shuts down, as when the machine dies. Stopped first, so it
+   forks no new child while they are killed. */
+static void pg_kill_all(pid_t pg)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (pg <= 0)
+		return;
+	kill(pg, SIGSTOP);
+	if ((d = opendir("/proc"))) {
+		while ((e = readdir(d))) {
+			char path[300], buf[512];
+			pid_t pid = (pid_t)atoi(e->d_name);
+			if (pid <= 0)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+			fclose(f);
+			buf[n] = '\0';
+			/* pid (comm) state ppid ...: comm may hold spaces, so from the last ')' */
+			char *rp = strrchr(buf, ')');
+			int ppid = 0;
+			char st;
+			if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && ppid == (int)pg)
+				kill(pid, SIGKILL);
+		}
+		closedir(d);
+	}
+	kill(pg, SIGKILL);
+	waitpid(pg, NULL, 0);
+}
+
 static void supervisor_main(const Srv *v, int fd, pid_t parent)
 {
 	pid_t pg;
@@ -303,6 +340,10 @@ static void supervisor_main(const Srv *v, int fd, pid_t parent)
 			pg_stop(pg, SIGQUIT);
 			pg = 0;
 			wait_postmaster_pid_gone(v);
+			break;
+		case 'K':
+			pg_kill_all(pg);
+			pg = 0;
 			break;
 		case 'G':
 			if (pg > 0)
@@ -384,6 +425,10 @@ void pgt_server_start_on(int server)
 void pgt_server_crash_on(int server)
 {
 	supervisor_cmd(server, 'C');
+}
+void pgt_server_kill_on(int server)
+{
+	supervisor_cmd(server, 'K');
 }
 
 /* ---- setup and teardown --------------------------------------------------------- */

@@ -89,6 +89,9 @@ void pgt_server_crash(void);   /* SIGQUIT the postmaster: immediate shutdown */
 void pgt_server_stop_on(int server);
 void pgt_server_start_on(int server);
 void pgt_server_crash_on(int server);
+/* SIGKILL the postmaster of private server `server` and all its backends (no
+   shutdown at all); pgt_server_start_on() starts it again (crash recovery). */
+void pgt_server_kill_on(int server);
 
 /*
  * Factor for time bounds that an issue promises (recovery latency): 1 normally,

@@ -1,0 +1,324 @@
+/*
+ * pgqctl node failover after the root's whole server dies: root on private
+ * server A, branch b1 and its leaf lf on server B. A producer thread writes to
+ * the root (and ticks it) until the postmaster of A and every backend of it are
+ * SIGKILLed; then `failover --dead root b1`. Checked:
+ *   - every event the producer saw committed is on b1 or on A (nothing
+ *     vanished), and the ones only on A are exactly what the commands report
+ *     once A runs again: failover's "events only on root" and resurrect's
+ *     "LOST EVENTS";
+ *   - the consumers on the survivors (PgQ consumer "app" on b1, recording in its
+ *     batch's transaction, and the leaf's worker applying in its batch's
+ *     transaction) hold every other event, and those written to b1 after the
+ *     failover, exactly once.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "castest.h"
+#include "ctlrun.h"
+
+#define POLL (50 * USEC_PER_MSEC)
+
+typedef struct Prod {
+	char *conninfo;
+	pthread_t th;
+	volatile bool stop;
+	pthread_mutex_t mu;
+	int64_t next;
+	int64_t *acked;
+	size_t nacked, cap;
+	int unsure; /* transactions whose commit answer was lost */
+} Prod;
+
+static void *produce(void *arg)
+{
+	Prod *p = arg;
+	PGconn *c = PQconnectdb(p->conninfo);
+	while (!p->stop && PQstatus(c) == CONNECTION_OK) {
+		char a[32], b[32];
+		const char *prm[2] = {a, b};
+		snprintf(a, sizeof(a), "%" PRId64, p->next);
+		snprintf(b, sizeof(b), "%" PRId64, p->next + 9);
+		PGresult *r = PQexecParams(c,
+					   "select count(pgq.insert_event('" CT_QUEUE
+					   "', 'data', s::text))"
+					   " from generate_series($1::bigint, $2::bigint) s",
+					   2, NULL, prm, NULL, NULL, 0);
+		bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+		PQclear(r);
+		pthread_mutex_lock(&p->mu);
+		if (ok) {
+			if (p->nacked + 10 > p->cap) {
+				p->cap = (p->cap + 10) * 2;
+				p->acked = realloc(p->acked, p->cap * sizeof(int64_t));
+				ck_assert_ptr_nonnull(p->acked);
+			}
+			for (int k = 0; k < 10; k++)
+				p->acked[p->nacked++] = p->next + k;
+		} else {
+			p->unsure++;
+		}
+		p->next += 10;
+		pthread_mutex_unlock(&p->mu);
+		if (!ok)
+			break;
+		PQclear(PQexec(c, "select pgq.ticker('" CT_QUEUE "')"));
+		usleep(10000);
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+/* The workers of b1 and lf, on a loop of their own: pgqctl waits for them. */
+typedef struct Loop {
+	struct event_base *base;
+	pthread_t th;
+	volatile bool stop;
+} Loop;
+
+static void *loop_run(void *arg)
+{
+	Loop *l = arg;
+	while (!l->stop)
+		event_base_loop(l->base, EVLOOP_ONCE);
+	return NULL;
+}
+
+/* PgQ consumer "app" on b1: every batch recorded in table seen in the batch's
+   own transaction (exactly-once). */
+static void consume(PGconn *c)
+{
+	for (;;) {
+		char *bid = pgt_value(c, "select pgq.next_batch('" CT_QUEUE "', 'app')");
+		if (!bid)
+			return;
+		char sql[300];
+		snprintf(sql, sizeof(sql),
+			 "begin; insert into seen select ev_data::bigint"
+			 " from pgq.get_batch_events(%s) where ev_type = 'data';"
+			 " select pgq.finish_batch(%s); commit",
+			 bid, bid);
+		pgt_exec(c, sql);
+		free(bid);
+	}
+}
+
+static int cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int64_t *fetch(const char *db, const char *sql, size_t *n)
+{
+	PGconn *k = pgt_connect(db);
+	PGresult *r = PQexec(k, sql);
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(k));
+	*n = (size_t)PQntuples(r);
+	int64_t *v = malloc((*n + 1) * sizeof(int64_t));
+	ck_assert_ptr_nonnull(v);
+	for (size_t i = 0; i < *n; i++)
+		v[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+	PQclear(r);
+	PQfinish(k);
+	qsort(v, *n, sizeof(int64_t), cmp64);
+	return v;
+}
+
+static bool contains(const int64_t *v, size_t n, int64_t x)
+{
+	return bsearch(&x, v, n, sizeof(int64_t), cmp64) != NULL;
+}
+
+typedef struct Reach {
+	const char *db, *sql;
+	PGconn *consumer;
+	size_t want;
+} Reach;
+
+static bool reached(void *arg)
+{
+	Reach *k = arg;
+	if (k->consumer)
+		consume(k->consumer);
+	return pgt_int_db(k->db, k->sql) >= (int64_t)k->want;
+}
+
+/* db's rows of sql are exactly want (sorted): none lost, none twice. */
+static void expect_exactly(const char *what, const char *db, const char *sql, PGconn *consumer,
+			   const int64_t *want, size_t nwant)
+{
+	char count[300];
+	snprintf(count, sizeof(count), "select count(*) from (%s) x", sql);
+	Reach k = {db, count, consumer, nwant};
+	ck_assert_msg(pgt_wait_until(reached, &k, 60000, 100),
+		      "%s: the consumer did not get %zu events", what, nwant);
+	size_t n;
+	int64_t *v = fetch(db, sql, &n);
+	for (size_t i = 1; i < n; i++)
+		ck_assert_msg(v[i] != v[i - 1], "%s: event %" PRId64 " twice", what, v[i]);
+	ck_assert_msg(n == nwant, "%s: %zu events, expected %zu", what, n, nwant);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(v[i] == want[i], "%s: event %" PRId64 " lost", what, want[i]);
+	free(v);
+}
+
+static CtlRun node_cmd(const char *dsn, const char *const *args)
+{
+	const char *argv[32] = {"-d", dsn, "node"};
+	int n = 3;
+	for (int i = 0; args[i]; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	return ctr_runv(NULL, argv);
+}
+
+static void dump_out(const CtlRun *r)
+{
+	const char *p = r->out;
+	while (p && *p) {
+		const char *e = strchr(p, '\n');
+		int len = e ? (int)(e - p) : (int)strlen(p);
+		fprintf(stderr, "# %.*s\n", len, p);
+		p = e ? e + 1 : NULL;
+	}
+}
+
+static long long number_after(const char *out, const char *key)
+{
+	const char *p = strstr(out, key);
+	ck_assert_msg(p, "no \"%s\" in:\n%s", key, out);
+	return strtoll(p + strlen(key), NULL, 10);
+}
+
+#define DATA_SQL "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"
+
+START_TEST(test_failover_after_sigkill_of_root_server)
+{
+	char *root = ct_node_db_on(0), *b1 = ct_node_db_on(1), *lf = ct_node_db_on(1);
+	char *droot = strdup(ctr_dsn(root, NULL)), *db1 = strdup(ctr_dsn(b1, NULL));
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("leaf", lf, "lf", b1, "b1", root);
+	pgt_exec_db(b1, "create table seen (data bigint)");
+	pgt_exec_db(b1, "select pgq.register_consumer('" CT_QUEUE "', 'app'),"
+			" pgq.set_queue_config('" CT_QUEUE "', 'ticker_max_lag', '0'),"
+			" pgq.set_queue_config('" CT_QUEUE "', 'ticker_idle_period', '0')");
+	ct_make_applied(lf);
+
+	Loop l = {event_base_new()};
+	CtWorker wb = {.quiet = true}, wl = {.quiet = true, .apply = true};
+	ct_start_on(&wb, l.base, b1, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	ck_assert_int_eq(pthread_create(&l.th, NULL, loop_run, &l), 0);
+	PGconn *app = pgt_connect(b1);
+
+	Prod p = {.conninfo = strdup(pgt_connstr(root, false))};
+	pthread_mutex_init(&p.mu, NULL);
+	ck_assert_int_eq(pthread_create(&p.th, NULL, produce, &p), 0);
+	Reach k = {lf, "select count(*) from applied where ev_type = 'data'", app, 300};
+	ck_assert_msg(pgt_wait_until(reached, &k, 60000, 50), "the leaf applied nothing");
+
+	/* server A dies under load: postmaster and backends SIGKILLed */
+	pgt_server_kill_on(0);
+	p.stop = true;
+	pthread_join(p.th, NULL);
+	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
+		p.nacked, p.unsure);
+
+	int64_t t0 = pgt_now_ms();
+	CtlRun r = node_cmd(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+						  CT_QUEUE, NULL});
+	int64_t took = pgt_now_ms() - t0;
+	dump_out(&r);
+	ctr_expect(&r, 0, "events only on root: not known, it does not answer", NULL);
+	long long resumed = number_after(r.out, "it resumed from tick ");
+	ctr_free(&r);
+	fprintf(stderr, "# failover after SIGKILL of the root's server: %" PRId64 " ms\n", took);
+	ck_assert_int_eq(ct_completed(b1, "b1"), resumed);
+
+	/* the new root takes writes; its consumers get them */
+	pgt_exec_db(b1, "select pgq.insert_event('" CT_QUEUE "', 'data', s::text)"
+			" from generate_series(5000000, 5000099) s");
+	pgt_exec_db(b1, "select pgq.ticker('" CT_QUEUE "')");
+	size_t nb1;
+	int64_t *on_b1 = fetch(b1, DATA_SQL, &nb1);
+	expect_exactly("b1 consumer", b1, "select data from seen", app, on_b1, nb1);
+	expect_exactly("lf", lf, "select ev_data::bigint from applied where ev_type = 'data'", app,
+		       on_b1, nb1);
+
+	/* A starts again (crash recovery): what committed there and never reached B */
+	pgt_server_start_on(0);
+	size_t na;
+	int64_t *on_a = fetch(root, DATA_SQL, &na);
+	size_t lost = 0;
+	for (size_t i = 0; i < na; i++)
+		if (!contains(on_b1, nb1, on_a[i]))
+			lost++;
+	qsort(p.acked, p.nacked, sizeof(int64_t), cmp64);
+	size_t acked_lost = 0;
+	for (size_t i = 0; i < p.nacked; i++) {
+		bool b = contains(on_b1, nb1, p.acked[i]), a = contains(on_a, na, p.acked[i]);
+		ck_assert_msg(a || b, "event %" PRId64 " committed, then on neither server",
+			      p.acked[i]);
+		acked_lost += !b;
+	}
+	fprintf(stderr,
+		"# %zu data events only on A (%zu of them acknowledged to the producer), %zu on B\n",
+		lost, acked_lost, nb1);
+
+	/* the same failover again, now that A answers: it fences A and counts */
+	r = node_cmd(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	dump_out(&r);
+	ctr_expect(&r, 0, "root answers: its writes are off now", NULL);
+	long long data_reported = 0, all_reported = 0;
+	if (!strstr(r.out, "events only on root: none")) {
+		all_reported = number_after(r.out, "events only on root: ");
+		data_reported = number_after(strstr(r.out, "events only on root: "), "(");
+	}
+	ctr_free(&r);
+	ck_assert_int_eq(data_reported, (long long)lost);
+
+	/* resurrect reports the same events, and the file holds them */
+	char file[600];
+	snprintf(file, sizeof(file), "%s/lost.json", pgt_tmp_dir());
+	r = node_cmd(droot, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, NULL});
+	dump_out(&r);
+	ctr_expect(&r, 0, "LOST EVENTS: ", NULL);
+	ck_assert_int_eq(number_after(r.out, "LOST EVENTS: "), all_reported);
+	ctr_free(&r);
+
+	l.stop = true;
+	event_base_loopbreak(l.base);
+	pthread_join(l.th, NULL);
+	pgqev_cascade_free(wb.w);
+	pgqev_cascade_free(wl.w);
+	event_base_free(l.base);
+	PQfinish(app);
+	free(on_a);
+	free(on_b1);
+	free(p.acked);
+	free(p.conninfo);
+	free(droot);
+	free(db1);
+	free(root);
+	free(b1);
+	free(lf);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("pgqctl-failover");
+	TCase *tc = pgt_tcase("failover_kill", 300);
+	tcase_add_test(tc, test_failover_after_sigkill_of_root_server);
+	suite_add_tcase(s, tc);
+	PgtOptions o = {.need_server = true, .servers = 2};
+	return pgt_main(s, &o);
+}
