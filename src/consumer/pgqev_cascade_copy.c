@@ -96,8 +96,7 @@ static const char *val(const PGresult *r, int row, int col)
 
 /* own_gwm, when not NULL, replaces the data of pgq.global-watermark events (a
    sync_watermark branch passes its own global watermark downstream, spec 5.6). */
-char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len,
-		    int *copied)
+char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len, int *copied)
 {
 	int n = PQntuples(res);
 	int first = merge ? 1 : 0;

@@ -176,8 +176,7 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res);
 /* The COPY text (ev_id when !merge, ev_time, ev_type, ev_data, ev_extra1..4) of
    the cursor rows in res; a merge leaves out pgq.* events. malloc'd (NULL: out
    of memory); *len bytes, *copied rows. */
-char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len,
-		    int *copied);
+char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len, int *copied);
 void cas_open_cursor(PgqevCascade *w);
 void cas_go_open(PgqevCascade *w);
 void cas_go_tick(PgqevCascade *w);
