@@ -575,7 +575,10 @@ static void write_section(const PqevConfSection *sec, const void *data, const ch
 		} else if (k->type == PQEV_CT_SECONDS &&
 			   *(const usec_t *)f == PQEV_CONF_UNSET_USEC) {
 			fprintf(out, "; %s is unset\n", k->key);
-		} else if (k->flags & PQEV_CF_SECRET) {
+		} else if ((k->flags & PQEV_CF_SECRET) &&
+			   !((k->type == PQEV_CT_STRING || k->type == PQEV_CT_PATH) &&
+			     !**(char *const *)f)) {
+			/* an empty secret hides nothing: it prints as empty below */
 			fprintf(out, "%s = (hidden)\n", k->key);
 		} else if (k->type == PQEV_CT_STRING || k->type == PQEV_CT_PATH) {
 			char *clean = pqev_log_scrub_dup(*(char *const *)f);

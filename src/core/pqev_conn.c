@@ -13,6 +13,9 @@
  * for inside is carried out by the outermost leave.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,12 +287,39 @@ void pqev_conn_defer_finish(void)
 	deferred.on = true;
 }
 
+/*
+ * Free a session's libpq memory but leave its socket to the process exit.
+ * PQfinish writes a Terminate message and closes the socket, and each of these
+ * wakes the backend; on a shared CPU each woken backend runs before we do
+ * again, so 1,000 of them took seconds. Instead the socket is kept under a new
+ * descriptor, libpq's descriptor is pointed at /dev/null (the Terminate then
+ * fails with ENOTSOCK, which PQfinish ignores, and the close closes /dev/null),
+ * and the exit closes every socket in the kernel in one pass. An idle backend
+ * treats the end of its input like a Terminate message (PostgreSQL logs it at
+ * DEBUG1 only). On any failure the session is ended the ordinary way.
+ */
+static void finish_leaving_socket(PGconn *pg, int devnull)
+{
+	int sock = PQsocket(pg);
+
+	if (devnull >= 0 && sock >= 0) {
+		int kept = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+
+		if (kept >= 0 && dup2(devnull, sock) < 0)
+			close(kept); /* sock is unchanged: PQfinish ends it */
+	}
+	PQfinish(pg);
+}
+
 unsigned pqev_conn_finish_deferred(void)
 {
 	size_t n = deferred.n;
+	int devnull = n ? open("/dev/null", O_WRONLY | O_CLOEXEC) : -1;
 
 	for (size_t i = 0; i < n; i++)
-		PQfinish(deferred.pg[i]);
+		finish_leaving_socket(deferred.pg[i], devnull);
+	if (devnull >= 0)
+		close(devnull);
 	free(deferred.pg);
 	memset(&deferred, 0, sizeof(deferred));
 	return (unsigned)n;

@@ -215,13 +215,25 @@ static bool all_idle(Ticker *t)
 	return true;
 }
 
-static usec_t stop_deadline;
+static usec_t stop_deadline, stop_at;
+
+static unsigned count_busy(Ticker *t)
+{
+	unsigned n = 0;
+
+	for (Cluster *cl = t->clusters; cl; cl = cl->next)
+		for (Db *db = cl->dbs; db; db = db->next)
+			n += !db_idle(db);
+	return n;
+}
 
 static void on_stop_check(evutil_socket_t fd, short what, void *arg)
 {
 	Ticker *t = arg;
 
 	if (all_idle(t) && node_all_stopped(t)) {
+		pqev_log_debug(NULL, "stop: work in flight done after %.3f s",
+			       pqev_usec_to_sec(pqev_clock_refresh() - stop_at));
 		event_base_loopexit(t->base, NULL);
 		return;
 	}
@@ -246,6 +258,8 @@ static void on_graceful_stop(int signo, void *arg)
 			db_stop(db);
 	evtimer_del(t->stats_timer);
 	evtimer_del(t->health_timer);
+	stop_at = pqev_clock_refresh();
+	pqev_log_debug(NULL, "stop: %u databases busy", count_busy(t));
 	stop_deadline = pqev_clock_now() + t->cfg->main.stop_timeout;
 	arm(t->stop_timer, 0);
 }
@@ -458,9 +472,10 @@ static int run(Ticker *t)
 	ran = true;
 out:
 	t->stopping = true;
-	/* "stopped" means every session is gone: log it only after closing them.
-	   Each closed session wakes its backend, which on a shared CPU runs before
-	   we do again: free everything first, then end the sessions in one pass */
+	/* Each ended session wakes its backend, which on a shared CPU runs before
+	   we do again: free everything first, then let the exit close every socket
+	   in one pass. "stopped" is logged once no session is left but in the
+	   sockets the exit closes */
 	closing_at = pqev_clock_refresh();
 	pqev_conn_defer_finish();
 	http_free(t);

@@ -93,7 +93,15 @@ START_TEST(test_check_prints_effective_config_and_checks_logfile)
 			      strstr(out, "tick_stale_timeout = 60\n"),
 		      "%s", out);
 	ck_assert_ptr_null(strstr(out, "sekrit"));
+	ck_assert_msg(strstr(out, "base_connstr = (hidden)\n") != NULL, "%s", out);
 	ck_assert_ptr_nonnull(strstr(out, "configuration OK"));
+	free(out);
+	/* an empty base_connstr (libpq's defaults) has nothing to hide */
+	snprintf(text, sizeof(text), "[pgqd]\nbase_connstr =\nlogfile = %s/c.log\n", dir);
+	write_file(ini, text);
+	ck_assert_int_eq(dmn_run_sync(&out, "--check", ini, NULL), 0);
+	ck_assert_msg(strstr(out, "\nbase_connstr = \n") != NULL && !strstr(out, "(hidden)"), "%s",
+		      out);
 	free(out);
 	/* --check creates nothing */
 	snprintf(text, sizeof(text), "%s/c.log", dir);

@@ -4,7 +4,7 @@
  * one. Each call is logged by a wrapper around pgq.ticker(), so the check is made
  * in the databases, not from the daemon's own numbers. Then SIGTERM: the daemon
  * is gone within 1 s (scaled by PGQD_TEST_TIME_FACTOR), and logs "stopped"
- * only after closing its sessions.
+ * only after freeing its sessions (their sockets are closed by its exit).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -72,7 +72,7 @@ START_TEST(test_300_databases_on_time)
 	ck_assert_int_eq(dmn_wait_exit(d, 20000), 0);
 	exit_ms = pgt_now_ms() - t0;
 	fprintf(stderr, "# exit %lld ms after SIGTERM at %d databases\n", (long long)exit_ms, NDB);
-	/* the sessions were closed before "stopped" was logged */
+	/* the sessions were freed before "stopped" was logged */
 	ck_assert_int_gt(dmn_log_line_no(d, "LOG stopped"),
 			 dmn_log_line_no(d, "connections closed in"));
 	for (int i = 1; i <= NDB; i++) {
