@@ -209,8 +209,13 @@ void cas_conn_lost(PgqevCascade *w, bool src)
 {
 	if (w->phase == WP_STOPPED)
 		return;
+	/* each failed reconnect to a dead provider lands here: re-arming the state
+	   timer every time would postpone the state read for as long as the
+	   provider stays dead, and a pause (failover) would never be acknowledged */
+	bool keep_timer = src && w->phase == WP_WAIT_SRC && evtimer_pending(w->timer, NULL);
 	w->gen++;
-	evtimer_del(w->timer);
+	if (!keep_timer)
+		evtimer_del(w->timer);
 	if (src) {
 		w->src_in_tx = false;
 		w->src_setup = false;
@@ -225,15 +230,18 @@ void cas_conn_lost(PgqevCascade *w, bool src)
 	}
 	if (!src)
 		cas_set_phase(w, WP_WAIT_DST);
+	else if (keep_timer)
+		return;
 	else if (w->phase != WP_WAIT_DST)
 		cas_go_wait_src(w);
 }
 
-/* Wait for the provider; re-read the node's state now and then, so a provider
-   changed meanwhile (change_consumer_provider) is followed. */
+/* Wait for the provider; re-read the node's state every second meanwhile, so
+   a pause or a new provider (failover, change_consumer_provider) is followed
+   without the provider (the tick notifications' poll interval is for ticks). */
 void cas_go_wait_src(PgqevCascade *w)
 {
-	cas_arm_timer(w, w->poll_interval > USEC_PER_SEC ? w->poll_interval : USEC_PER_SEC);
+	cas_arm_timer(w, USEC_PER_SEC);
 	cas_set_phase(w, WP_WAIT_SRC);
 }
 
