@@ -39,6 +39,9 @@ static void *produce(void *arg)
 {
 	Prod *p = arg;
 	PGconn *c = PQconnectdb(p->conninfo);
+	/* the test template runs with synchronous_commit off, which lets a killed
+	   server forget commits it acknowledged */
+	PQclear(PQexec(c, "set synchronous_commit = on"));
 	while (!p->stop && PQstatus(c) == CONNECTION_OK) {
 		char a[32], b[32];
 		const char *prm[2] = {a, b};
@@ -231,6 +234,8 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
 		p.nacked, p.unsure);
 
+	/* nothing more reaches b1 now: the tick it holds is where it must resume */
+	int64_t b1_had = ct_last_tick(b1);
 	int64_t t0 = pgt_now_ms();
 	CtlRun r = node_cmd(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
 						  CT_QUEUE, NULL});
@@ -240,7 +245,7 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	long long resumed = number_after(r.out, "it resumed from tick ");
 	ctr_free(&r);
 	fprintf(stderr, "# failover after SIGKILL of the root's server: %" PRId64 " ms\n", took);
-	ck_assert_int_eq(ct_completed(b1, "b1"), resumed);
+	ck_assert_int_eq(b1_had, resumed);
 
 	/* the new root takes writes; its consumers get them */
 	pgt_exec_db(b1, "select pgq.insert_event('" CT_QUEUE "', 'data', s::text)"
