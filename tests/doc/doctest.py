@@ -32,12 +32,14 @@ SKIP = {
         "builds and installs into the system; this runner checks the installed paths the README lists against meson install --destdir",
     ("README.md", "scripts/package                          # packages in build-package/; lintian must be clean"):
         "installs into the system with apt and systemd; tests/package builds the same packages and runs them from a throwaway root",
-    ("README.md", "psql -d app -c 'create extension pgq_ev'                       # or: pgqctl -d dbname=app install"):
+    ("README.md", "createdb app"):
         "starts the system's service with systemctl; tests/package checks the unit with systemd-analyze verify and runs the packaged daemon",
     ("docs/consumer.md", "cc app.c $(pkg-config --cflags --libs libpgqev)"):
         "compiles the reader's own app.c; tests/package builds a consumer with the same pkg-config command against the packaged library",
     ("docs/cascade.md", 'pgqctl -d "host=db1 dbname=orders user=pgq" node create-root n1 --queue orders'):
         "needs three database hosts; tests/pgqctl/check_pgqctl_node.c runs the same node commands on one server",
+    ("docs/cascade.md", 'pgqctl -d "host=db9 dbname=all user=pgq" node create-root all --queue orders_all'):
+        "needs three database hosts; tests/pgqctl/check_pgqctl_node.c builds a merge leaf with create-leaf --merge on one server",
 }
 LANGS = {"sh", "bash", "shell", "console"}
 FENCE = re.compile(r"^```(\S*)(.*)$")
