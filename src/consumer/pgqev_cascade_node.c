@@ -115,8 +115,8 @@ void cas_go_state(PgqevCascade *w)
 	cas_set_phase(w, WP_STATE);
 	(void)cas_send_or_fail(w, false, RK_NODE,
 			       "select ret_code, ret_note, node_type, node_name, local_watermark,"
-			       " worker_name, combined_queue, combined_type"
-			       " from pgq_node.get_node_info($1)",
+			       " worker_name, combined_queue, combined_type, global_watermark,"
+			       " node_attrs from pgq_node.get_node_info($1)",
 			       1, p, 0);
 }
 
@@ -315,6 +315,13 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 		w->node_name = strdup(PQgetvalue(res, 0, 3));
 	}
 	w->local_wm = PQgetisnull(res, 0, 4) ? 0 : strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+	w->global_wm = PQgetisnull(res, 0, 8) ? 0 : strtoll(PQgetvalue(res, 0, 8), NULL, 10);
+	if (!cas_read_attrs(w, PQgetisnull(res, 0, 9) ? NULL : PQgetvalue(res, 0, 9))) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot read the node", "out of memory");
+		return;
+	}
+	if (w->type != NT_BRANCH)
+		w->sync = false; /* a branch attribute only (spec 5.2) */
 	if (!w->worker) {
 		if (PQgetisnull(res, 0, 5)) {
 			cas_fail(w, PGQEV_ERR_SQL, "node has no worker name", w->cfg.queue);
@@ -538,6 +545,8 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 			return;
 		w->dst_in_tx = false;
 		w->completed = w->cur_tick;
+		if (w->batch_gwm)
+			w->real_gwm = w->batch_gwm;
 		if (w->type == NT_BRANCH)
 			cas_go_tick(w);
 		else
@@ -572,6 +581,11 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		else if (reply_code(r) >= 300)
 			cas_report(w, PGQEV_ERR_SQL, 0, 1, "pgq_node.set_subscriber_watermark: %s",
 				   PQgetvalue(r->result, 0, 1));
+		return;
+	case RK_SYNC_LOC:
+	case RK_SYNC_NODE:
+	case RK_SYNC_SET:
+		cas_sync_reply(w, x->kind, r);
 		return;
 	case RK_CHANNEL:
 		return; /* handled in req_done_channel */
