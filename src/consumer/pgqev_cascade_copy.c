@@ -437,16 +437,20 @@ void cas_go_finish(PgqevCascade *w)
    when it was due and sent. A sync_watermark branch reports its own position
    only (the batch's previous tick): the nodes below it are covered by its own
    global watermark instead. */
-static bool maybe_publish_local_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
+int64_t cas_wm_to_report(const PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
+{
+	int64_t wm = w->local_wm > 0 ? w->local_wm : cur_tick;
+	if (wm > cur_tick)
+		wm = cur_tick;
+	return w->sync ? prev_tick : wm;
+}
+
+bool cas_maybe_publish_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
 {
 	usec_t now = pqev_clock_monotonic();
 	if (w->last_wm && now - w->last_wm < w->cfg.wm_period)
 		return false;
-	int64_t wm = w->local_wm > 0 ? w->local_wm : cur_tick;
-	if (wm > cur_tick)
-		wm = cur_tick;
-	if (w->sync)
-		wm = prev_tick;
+	int64_t wm = cas_wm_to_report(w, prev_tick, cur_tick);
 	char s[32];
 	snprintf(s, sizeof(s), "%" PRId64, wm);
 	const char *p[3] = {w->cfg.queue, w->node_name, s};
@@ -456,6 +460,7 @@ static bool maybe_publish_local_wm(PgqevCascade *w, int64_t prev_tick, int64_t c
 		    3, p, 0) != 0)
 		return false;
 	w->last_wm = now;
+	w->wm_sent = wm;
 	return true;
 }
 
@@ -473,7 +478,7 @@ void cas_batch_done(PgqevCascade *w)
 	cas_clear_batch(w);
 	/* the sync round follows a report, as in PgQ's worker, once an upstream
 	   global watermark was seen */
-	if (maybe_publish_local_wm(w, prev, cur) && w->sync && w->real_gwm > 0) {
+	if (cas_maybe_publish_wm(w, prev, cur) && w->sync && w->real_gwm > 0) {
 		cas_sync_start(w);
 		return;
 	}

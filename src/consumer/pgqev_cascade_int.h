@@ -120,6 +120,7 @@ struct PgqevCascade {
 	int64_t max_ev_id; /* highest ev_id copied since start */
 
 	usec_t last_wm, last_gwm;
+	int64_t wm_sent; /* the last local watermark reported upward */
 	struct event *timer;
 	PqevBackoff fail_bo;
 	unsigned fail_streak;
@@ -176,6 +177,10 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res);
 /* The COPY text (ev_id when !merge, ev_time, ev_type, ev_data, ev_extra1..4) of
    the cursor rows in res; a merge leaves out pgq.* events. malloc'd (NULL: out
    of memory); *len bytes, *copied rows. */
+/* the local watermark to report upward after batch prev..cur (spec 5.6) */
+int64_t cas_wm_to_report(const PgqevCascade *w, int64_t prev_tick, int64_t cur_tick);
+/* send it to the provider when wm_period has passed since the last report */
+bool cas_maybe_publish_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick);
 char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len, int *copied);
 void cas_open_cursor(PgqevCascade *w);
 void cas_go_open(PgqevCascade *w);
@@ -190,5 +195,10 @@ bool cas_read_attrs(PgqevCascade *w, const char *attrs);
 void cas_sync_start(PgqevCascade *w);
 void cas_sync_reply(PgqevCascade *w, int kind, const PqevReply *r);
 void cas_sync_clear(PgqevCascade *w);
+/* No batch to read: the watermark report (and a sync round) when due, so the
+   position of the last batch reaches the provider while nothing comes; true
+   when a sync round was started (it goes on to STATE by itself). *delay is
+   shortened to when a pending report falls due. */
+bool cas_idle_report(PgqevCascade *w, usec_t *delay);
 
 #endif

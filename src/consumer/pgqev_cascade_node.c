@@ -353,10 +353,13 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 		w->st.provider_tick = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
 	if (PQgetisnull(res, 0, 0)) {
 		w->st.lag_seconds = 0;
+		usec_t delay = w->poll_interval;
+		if (cas_idle_report(w, &delay))
+			return;
 		if (w->wake_pending)
 			cas_go_state(w);
 		else
-			go_idle(w, w->poll_interval);
+			go_idle(w, delay);
 		return;
 	}
 	/* the lag is shown in /health and metrics: a text that reads as nan or inf
@@ -377,8 +380,10 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 		   this partition's pgq.tick-id events; a batch beyond it stays open */
 		if (w->cur_tick > w->completed) {
 			cas_clear_batch(w);
-			go_idle(w,
-				w->poll_interval < USEC_PER_SEC ? w->poll_interval : USEC_PER_SEC);
+			usec_t delay =
+				w->poll_interval < USEC_PER_SEC ? w->poll_interval : USEC_PER_SEC;
+			if (!cas_idle_report(w, &delay))
+				go_idle(w, delay);
 			return;
 		}
 		w->behind_only = true;

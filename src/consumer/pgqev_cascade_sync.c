@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pgqd-ev/pqev_clock.h>
+
 #include "pgqev_config.h"
 #include "pgqev_cascade_int.h"
 
@@ -277,4 +279,31 @@ void cas_sync_reply(PgqevCascade *w, int kind, const PqevReply *r)
 	default:
 		return;
 	}
+}
+
+/* PgQ's worker reports only after a batch; with pgqd's idle ticks every batch
+   is followed by another one soon enough. Here a report that was not due after
+   the last batch (wm_period) would wait for the next tick, which may never
+   come on a quiet queue: the provider would then keep holding back rotation
+   for a position this node has long passed, and a sync_watermark branch would
+   never take its round. Between batches the position is the completed tick
+   (the next batch's previous tick). */
+bool cas_idle_report(PgqevCascade *w, usec_t *delay)
+{
+	if (w->type == NT_ROOT || w->completed <= 0)
+		return false;
+	if (cas_maybe_publish_wm(w, w->completed, w->completed)) {
+		if (w->sync && w->real_gwm > 0) {
+			cas_sync_start(w);
+			return true;
+		}
+		return false;
+	}
+	if (cas_wm_to_report(w, w->completed, w->completed) != w->wm_sent) {
+		usec_t due = w->last_wm + w->cfg.wm_period, now = pqev_clock_monotonic();
+		usec_t left = due > now ? due - now : 0;
+		if (left < *delay)
+			*delay = left;
+	}
+	return false;
 }

@@ -58,8 +58,8 @@ static char *drain_batches(const char *db, const char *consumer)
 	return out;
 }
 
-/* The leaf reports its position to its provider after a batch, at most every
-   wm_period: after the last batch it may not have been due yet. */
+/* The leaf reports its position to its provider at most every wm_period:
+   after its last batch the report comes while it idles. */
 static bool leaf_wm_reported(void *arg)
 {
 	return pgt_int_db((const char *)arg,
@@ -294,6 +294,22 @@ static int64_t nums_from(const char *db, int from)
 	return n;
 }
 
+/* the local watermark of node db has reached the position of node of */
+typedef struct WmReached {
+	const char *db, *of;
+	int64_t next_ms;
+} WmReached;
+
+static bool wm_reached(void *arg)
+{
+	WmReached *k = arg;
+	if (pgt_now_ms() < k->next_ms)
+		return false;
+	k->next_ms = pgt_now_ms() + 50;
+	int64_t want = local_wm_of(k->of);
+	return want > 1 && local_wm_of(k->db) == want;
+}
+
 /* the global watermark of a node equals (eq) or exceeds (!eq) v */
 typedef struct GwmIs {
 	PGconn *c;
@@ -344,7 +360,12 @@ START_TEST(test_sync_watermark)
 	const char *dbs[3] = {b1, b2, l2};
 	const char *names[3] = {"b1", "b2", "l2"};
 	ck_assert(ct_wait_synced(root, dbs, names, 3, 20000));
-	cs_run_for(600); /* l2's watermark report is due every 200 ms */
+	/* no batch follows l2's last one: its report of that position comes
+	   while it idles, once wm_period has passed */
+	WmReached wr2 = {.db = b2, .of = l2};
+	ck_assert_msg(cs_run_until(wm_reached, &wr2, 20000),
+		      "b2's local watermark %lld, l2 is at %lld", (long long)local_wm_of(b2),
+		      (long long)local_wm_of(l2));
 	ct_stop(&wl);
 	int64_t g2 = local_wm_of(b2);
 	ck_assert_int_gt(g2, 1);

@@ -411,7 +411,12 @@ START_TEST(test_merge_and_sync_watermark)
 	CtWorker wm = {0};
 	ct_start(&wm, comb, POLL);
 	ct_produce(part, 0, 20);
-	cs_tick(part);
+	/* a forced tick: pgq.ticker() ticks 20 events only once ticker_max_lag
+	   (3 s by default) has passed since create-root's tick, which a quick run
+	   never waits for */
+	PGconn *pc = pgt_connect(part);
+	ctr_tick(pc, CT_QUEUE);
+	PQfinish(pc);
 	CombinedCond k = {.c = pgt_connect(comb)};
 	ck_assert_msg(cs_run_until(combined_filled, &k, 20000), "nothing reached cq_all");
 	PQfinish(k.c);
