@@ -153,6 +153,7 @@ void cas_clear_batch(PgqevCascade *w)
 	w->in_batch = false;
 	w->behind_only = false;
 	w->b_events = w->b_copied = 0;
+	w->batch_gwm = 0;
 }
 
 /* Roll back whatever is open on the connections that can take it. */
@@ -170,6 +171,7 @@ static void abandon(PgqevCascade *w, const char *why)
 		cas_send_ignored(w, true, "rollback", 0, NULL);
 	w->dst_in_tx = w->src_in_tx = false;
 	cas_clear_batch(w);
+	cas_sync_clear(w);
 }
 
 void cas_fail(PgqevCascade *w, PgqevErrorKind kind, const char *what, const char *detail)
@@ -480,6 +482,7 @@ static void destroy(PgqevCascade *w)
 		event_free(w->timer);
 	w->timer = NULL;
 	cas_clear_batch(w);
+	cas_sync_clear(w);
 	w->src = pqev_conn_free(w->src);
 	w->dst = pqev_conn_free(w->dst);
 	if (w->own_lim)
@@ -494,6 +497,7 @@ static void destroy(PgqevCascade *w)
 	free(w->node_name);
 	free(w->provider);
 	free(w->combined_queue);
+	free(w->sync_nodes);
 	free(w->channel);
 	free(w);
 }

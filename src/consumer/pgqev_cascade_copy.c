@@ -94,10 +94,13 @@ static const char *val(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-char *cas_copy_text(const PGresult *res, bool merge, size_t *len, int *copied)
+/* own_gwm, when not NULL, replaces the data of pgq.global-watermark events (a
+   sync_watermark branch passes its own global watermark downstream, spec 5.6). */
+char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len, int *copied)
 {
 	int n = PQntuples(res);
 	int first = merge ? 1 : 0;
+	int own_gwm_len = own_gwm ? (int)strlen(own_gwm) : 0;
 	Buf b = {0};
 	*copied = 0;
 	*len = 0;
@@ -106,10 +109,14 @@ char *cas_copy_text(const PGresult *res, bool merge, size_t *len, int *copied)
 		const char *type = val(res, i, C_TYPE);
 		if (merge && type && strncmp(type, "pgq.", 4) == 0)
 			continue;
+		bool swap = own_gwm_len > 0 && type && strcmp(type, "pgq.global-watermark") == 0;
 		for (int k = first; k < 8; k++) {
 			int c = copy_cols[k];
-			buf_copy_field(&b, val(res, i, c), PQgetlength(res, i, c),
-				       k < 7 ? '\t' : '\n');
+			if (swap && c == C_DATA)
+				buf_copy_field(&b, own_gwm, own_gwm_len, '\t');
+			else
+				buf_copy_field(&b, val(res, i, c), PQgetlength(res, i, c),
+					       k < 7 ? '\t' : '\n');
 		}
 		(*copied)++;
 	}
@@ -133,7 +140,11 @@ static bool copy_chunk(PgqevCascade *w, const PGresult *res)
 	bool merge = w->type != NT_BRANCH;
 	int copied = 0;
 	size_t len = 0;
-	char *text = cas_copy_text(res, merge, &len, &copied);
+	char own_gwm[32];
+	bool swap = !merge && w->sync && w->global_wm > 0;
+	if (swap)
+		snprintf(own_gwm, sizeof(own_gwm), "%" PRId64, w->global_wm);
+	char *text = cas_copy_text(res, merge, swap ? own_gwm : NULL, &len, &copied);
 	if (text && copied == 0) {
 		free(text);
 		return true;
@@ -216,6 +227,14 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 	if (strcmp(type, "pgq.global-watermark") == 0) {
 		if (w->type != NT_BRANCH)
 			return true;
+		if (w->sync) {
+			/* remembered; applied after the batch commits, through the
+			   sync round (spec 5.6) */
+			int64_t v = data ? strtoll(data, NULL, 10) : 0;
+			if (v > 0)
+				w->batch_gwm = v;
+			return true;
+		}
 		const char *p[2] = {q, data};
 		return handler_sql(w, "select * from pgq_node.set_global_watermark($1, $2::int8)",
 				   2, p);
@@ -414,28 +433,40 @@ void cas_go_finish(PgqevCascade *w)
 	(void)cas_send_or_fail(w, true, RK_SRC_COMMIT, "commit", 0, NULL, 0);
 }
 
-/* Report this node's watermark to the provider when due (autocommit). */
-static void maybe_publish_local_wm(PgqevCascade *w, int64_t cur_tick)
+/* Report this node's watermark to the provider when due (autocommit); true
+   when it was due and sent. A sync_watermark branch reports its own position
+   only (the batch's previous tick): the nodes below it are covered by its own
+   global watermark instead. */
+int64_t cas_wm_to_report(const PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
 {
-	usec_t now = pqev_clock_monotonic();
-	if (w->last_wm && now - w->last_wm < w->cfg.wm_period)
-		return;
 	int64_t wm = w->local_wm > 0 ? w->local_wm : cur_tick;
 	if (wm > cur_tick)
 		wm = cur_tick;
+	return w->sync ? prev_tick : wm;
+}
+
+bool cas_maybe_publish_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
+{
+	usec_t now = pqev_clock_monotonic();
+	if (w->last_wm && now - w->last_wm < w->cfg.wm_period)
+		return false;
+	int64_t wm = cas_wm_to_report(w, prev_tick, cur_tick);
 	char s[32];
 	snprintf(s, sizeof(s), "%" PRId64, wm);
 	const char *p[3] = {w->cfg.queue, w->node_name, s};
 	if (cas_send_on(
 		    w, true, RK_WM,
 		    "select ret_code, ret_note from pgq_node.set_subscriber_watermark($1, $2, $3)",
-		    3, p, 0) == 0)
-		w->last_wm = now;
+		    3, p, 0) != 0)
+		return false;
+	w->last_wm = now;
+	w->wm_sent = wm;
+	return true;
 }
 
 void cas_batch_done(PgqevCascade *w)
 {
-	int64_t cur = w->cur_tick;
+	int64_t cur = w->cur_tick, prev = w->prev_tick;
 	w->st.batches++;
 	w->st.events += w->b_events;
 	w->st.copied += w->b_copied;
@@ -445,7 +476,12 @@ void cas_batch_done(PgqevCascade *w)
 	pqev_backoff_reset(&w->fail_bo);
 	cas_progress(w);
 	cas_clear_batch(w);
-	maybe_publish_local_wm(w, cur);
+	/* the sync round follows a report, as in PgQ's worker, once an upstream
+	   global watermark was seen */
+	if (cas_maybe_publish_wm(w, prev, cur) && w->sync && w->real_gwm > 0) {
+		cas_sync_start(w);
+		return;
+	}
 	cas_go_state(w);
 }
 

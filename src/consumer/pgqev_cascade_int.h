@@ -5,6 +5,8 @@
  *   pgqev_cascade_node.c   the iteration: lock, node state, next batch, replies
  *   pgqev_cascade_copy.c   one batch: read the provider, write the local node,
  *                          cascade events, commit, tick, finish, watermark
+ *   pgqev_cascade_sync.c   sync_watermark: the branch's global watermark from
+ *                          the nodes named in its node_attrs
  */
 #ifndef PGQEV_PGQEV_CASCADE_INT_H
 #define PGQEV_PGQEV_CASCADE_INT_H
@@ -29,6 +31,7 @@ typedef enum WPhase {
 	WP_COMMIT,
 	WP_TICK,
 	WP_FINISH,
+	WP_SYNC, /* sync_watermark round after a batch: locations, nodes, set */
 	WP_BACKOFF,
 } WPhase;
 
@@ -53,6 +56,9 @@ typedef enum ReqKind {
 	RK_FINISH_ONLY, /* autocommit: the batch was applied before */
 	RK_SRC_COMMIT,
 	RK_WM,
+	RK_SYNC_LOC,  /* dst: the member map */
+	RK_SYNC_NODE, /* a named node: its local watermark */
+	RK_SYNC_SET,  /* dst: set_global_watermark */
 } ReqKind;
 
 typedef enum NodeType { NT_UNKNOWN = 0, NT_ROOT, NT_BRANCH, NT_LEAF } NodeType;
@@ -83,7 +89,19 @@ struct PgqevCascade {
 	char *combined_queue;
 	NodeType combined_type;
 	int64_t completed, local_wm;
+	int64_t global_wm; /* node_info's global watermark at this iteration */
 	bool paused;
+
+	/* sync_watermark (branch attribute, spec 5.6): the global watermark comes
+	   from the upstream one and the named nodes' local watermarks */
+	bool sync;
+	char *sync_nodes;  /* the decoded comma list; NULL: none */
+	int64_t real_gwm;  /* the last upstream pgq.global-watermark applied; 0: none */
+	int64_t batch_gwm; /* the open batch's pgq.global-watermark; 0: none */
+	PqevConn *wm_conn; /* a named node, during a sync round */
+	char **wm_locs, **wm_names;
+	int wm_n, wm_i;
+	int64_t wm_value;
 
 	/* provider connection */
 	bool src_setup, channel_reported, wake_pending;
@@ -102,6 +120,7 @@ struct PgqevCascade {
 	int64_t max_ev_id; /* highest ev_id copied since start */
 
 	usec_t last_wm, last_gwm;
+	int64_t wm_sent; /* the last local watermark reported upward */
 	struct event *timer;
 	PqevBackoff fail_bo;
 	unsigned fail_streak;
@@ -158,11 +177,28 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res);
 /* The COPY text (ev_id when !merge, ev_time, ev_type, ev_data, ev_extra1..4) of
    the cursor rows in res; a merge leaves out pgq.* events. malloc'd (NULL: out
    of memory); *len bytes, *copied rows. */
-char *cas_copy_text(const PGresult *res, bool merge, size_t *len, int *copied);
+/* the local watermark to report upward after batch prev..cur (spec 5.6) */
+int64_t cas_wm_to_report(const PgqevCascade *w, int64_t prev_tick, int64_t cur_tick);
+/* send it to the provider when wm_period has passed since the last report */
+bool cas_maybe_publish_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick);
+char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len, int *copied);
 void cas_open_cursor(PgqevCascade *w);
 void cas_go_open(PgqevCascade *w);
 void cas_go_tick(PgqevCascade *w);
 void cas_go_finish(PgqevCascade *w);
 void cas_batch_done(PgqevCascade *w);
+
+/* ---- pgqev_cascade_sync.c ---- */
+/* node_attrs (urlencoded k=v&...): sets w->sync and w->sync_nodes; false on
+   out of memory */
+bool cas_read_attrs(PgqevCascade *w, const char *attrs);
+void cas_sync_start(PgqevCascade *w);
+void cas_sync_reply(PgqevCascade *w, int kind, const PqevReply *r);
+void cas_sync_clear(PgqevCascade *w);
+/* No batch to read: the watermark report (and a sync round) when due, so the
+   position of the last batch reaches the provider while nothing comes; true
+   when a sync round was started (it goes on to STATE by itself). *delay is
+   shortened to when a pending report falls due. */
+bool cas_idle_report(PgqevCascade *w, usec_t *delay);
 
 #endif

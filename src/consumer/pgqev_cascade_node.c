@@ -115,8 +115,8 @@ void cas_go_state(PgqevCascade *w)
 	cas_set_phase(w, WP_STATE);
 	(void)cas_send_or_fail(w, false, RK_NODE,
 			       "select ret_code, ret_note, node_type, node_name, local_watermark,"
-			       " worker_name, combined_queue, combined_type"
-			       " from pgq_node.get_node_info($1)",
+			       " worker_name, combined_queue, combined_type, global_watermark,"
+			       " node_attrs from pgq_node.get_node_info($1)",
 			       1, p, 0);
 }
 
@@ -315,6 +315,13 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 		w->node_name = strdup(PQgetvalue(res, 0, 3));
 	}
 	w->local_wm = PQgetisnull(res, 0, 4) ? 0 : strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+	w->global_wm = PQgetisnull(res, 0, 8) ? 0 : strtoll(PQgetvalue(res, 0, 8), NULL, 10);
+	if (!cas_read_attrs(w, PQgetisnull(res, 0, 9) ? NULL : PQgetvalue(res, 0, 9))) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot read the node", "out of memory");
+		return;
+	}
+	if (w->type != NT_BRANCH)
+		w->sync = false; /* a branch attribute only (spec 5.2) */
 	if (!w->worker) {
 		if (PQgetisnull(res, 0, 5)) {
 			cas_fail(w, PGQEV_ERR_SQL, "node has no worker name", w->cfg.queue);
@@ -346,10 +353,13 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 		w->st.provider_tick = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
 	if (PQgetisnull(res, 0, 0)) {
 		w->st.lag_seconds = 0;
+		usec_t delay = w->poll_interval;
+		if (cas_idle_report(w, &delay))
+			return;
 		if (w->wake_pending)
 			cas_go_state(w);
 		else
-			go_idle(w, w->poll_interval);
+			go_idle(w, delay);
 		return;
 	}
 	/* the lag is shown in /health and metrics: a text that reads as nan or inf
@@ -370,8 +380,10 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 		   this partition's pgq.tick-id events; a batch beyond it stays open */
 		if (w->cur_tick > w->completed) {
 			cas_clear_batch(w);
-			go_idle(w,
-				w->poll_interval < USEC_PER_SEC ? w->poll_interval : USEC_PER_SEC);
+			usec_t delay =
+				w->poll_interval < USEC_PER_SEC ? w->poll_interval : USEC_PER_SEC;
+			if (!cas_idle_report(w, &delay))
+				go_idle(w, delay);
 			return;
 		}
 		w->behind_only = true;
@@ -538,6 +550,8 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 			return;
 		w->dst_in_tx = false;
 		w->completed = w->cur_tick;
+		if (w->batch_gwm)
+			w->real_gwm = w->batch_gwm;
 		if (w->type == NT_BRANCH)
 			cas_go_tick(w);
 		else
@@ -572,6 +586,11 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		else if (reply_code(r) >= 300)
 			cas_report(w, PGQEV_ERR_SQL, 0, 1, "pgq_node.set_subscriber_watermark: %s",
 				   PQgetvalue(r->result, 0, 1));
+		return;
+	case RK_SYNC_LOC:
+	case RK_SYNC_NODE:
+	case RK_SYNC_SET:
+		cas_sync_reply(w, x->kind, r);
 		return;
 	case RK_CHANNEL:
 		return; /* handled in req_done_channel */

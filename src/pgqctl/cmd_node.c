@@ -8,7 +8,9 @@
  * provider registers the new node as subscriber at its global watermark, and
  * the new node gets every member's location and then its node row. Each step
  * looks first whether it is already done, so a re-run (after a failure half
- * way) finishes the job and says what it found.
+ * way) finishes the job and says what it found. A merge leaf (--merge CQ)
+ * passes its combined queue to create_node; a branch with --sync-watermark
+ * gets the node attribute in the same transaction as its node row.
  */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -20,6 +22,9 @@
 
 typedef struct NodeArgs {
 	const char *queue, *cascade, *provider, *worker;
+	const char *merge; /* leaf: the combined queue */
+	const char *sync;  /* branch: sync_watermark node list */
+	char *attrs;       /* "sync_watermark=<urlencoded list>" */
 	bool store_password;
 	const char *type; /* root, branch, leaf */
 	const char *name;
@@ -287,20 +292,30 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 	}
 	{
 		const char *p[3] = {a->queue, a->name, a->location};
-		const char *c[6] = {a->queue, a->type, a->name, a->worker, pname, gw};
+		const char *c[7] = {a->queue, a->type, a->name, a->worker, pname, gw, a->merge};
+		const char *s[2] = {a->queue, a->attrs};
 		if (!ctl_node_call(db, a->what,
 				   "select * from pgq_node.register_location($1, $2, $3, false)", 3,
 				   p, NULL) ||
 		    !ctl_node_call(db, a->what,
 				   "select * from pgq_node.create_node($1, $2, $3, $4, $5,"
-				   " $6::bigint, null)",
-				   6, c, NULL) ||
+				   " $6::bigint, $7)",
+				   7, c, NULL) ||
+		    (a->attrs &&
+		     !ctl_node_call(db, a->what, "select * from pgq_node.set_node_attrs($1, $2)", 2,
+				    s, NULL)) ||
 		    !ctl_node_exec_ok(db, a->what, "commit"))
 			goto out;
 	}
-	if (!ctx->quiet)
+	if (!ctx->quiet) {
 		printf("%s: %s node \"%s\" created, provider \"%s\", starting at tick %s\n",
 		       ctl_db_label(db), a->type, a->name, pname, gw);
+		if (a->merge)
+			printf("%s: it feeds the combined queue \"%s\"\n", ctl_db_label(db),
+			       a->merge);
+		if (a->sync)
+			printf("%s: sync_watermark with %s\n", ctl_db_label(db), a->sync);
+	}
 	rc = CTL_EXIT_OK;
 out:
 	PQclear(r);
@@ -312,6 +327,72 @@ out:
 	return rc;
 }
 
+/* "sync_watermark=" and the list urlencoded as SkyTools' db_urlencode does
+   (',' as %2c); every name checked. NULL after an error (printed). */
+static char *sync_attrs(const char *list)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = strlen(list);
+	char *names, *save = NULL, *out, *o;
+	bool ok = true;
+
+	if (n == 0 || list[0] == ',' || list[n - 1] == ',' || strstr(list, ",,")) {
+		ctl_err("--sync-watermark \"%s\": needs node names separated by commas, none "
+			"empty",
+			list);
+		return NULL;
+	}
+	names = strdup(list);
+	ok = names != NULL;
+	for (char *t = names ? strtok_r(names, ",", &save) : NULL; t && ok;
+	     t = strtok_r(NULL, ",", &save))
+		ok = ctl_check_name("--sync-watermark node", t);
+	free(names);
+	out = ok ? malloc(sizeof("sync_watermark=") + 3 * n) : NULL;
+	if (!out)
+		return NULL;
+	o = out + sprintf(out, "sync_watermark=");
+	for (const char *p = list; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-') {
+			*o++ = (char)ch;
+		} else {
+			*o++ = '%';
+			*o++ = hex[ch >> 4];
+			*o++ = hex[ch & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+/* The combined queue of a merge leaf is a queue of another cascade with a root
+   or branch node in this database (what the merge leaf's worker writes into). */
+static bool check_combined(CtlDb *db, const NodeArgs *a)
+{
+	PGresult *r = ctl_node_info(db, a->merge, a->what);
+	const char *type;
+	bool ok;
+
+	if (!r)
+		return false;
+	type = ctl_val(r, 0, 2);
+	ok = type && (strcmp(type, "root") == 0 || strcmp(type, "branch") == 0);
+	if (!ok)
+		ctl_err("%s: %s: the combined queue \"%s\" has %s%s in this database; create "
+			"its root or branch node here first",
+			ctl_db_label(db), a->what, a->merge, type ? "a node of type " : "no node",
+			type ? type : "");
+	if (ok && strcmp(a->merge, a->queue) == 0) {
+		ctl_err("%s: %s: the combined queue is the leaf's own queue", ctl_db_label(db),
+			a->what);
+		ok = false;
+	}
+	PQclear(r);
+	return ok;
+}
+
 static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 {
 	NodeArgs a = {.type = type};
@@ -321,6 +402,8 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 		{"provider", true, &a.provider},
 		{"worker", true, &a.worker},
 		{"store-password", false, &a.store_password},
+		{"merge", true, &a.merge},
+		{"sync-watermark", true, &a.sync},
 		{NULL},
 	};
 	char *pos[CTL_MAX_ARGS];
@@ -342,6 +425,12 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 		return ctl_usage(argv[0], "a root has no provider");
 	if (!root && !a.provider)
 		return ctl_usage(argv[0], "needs --provider CONNSTR");
+	if (a.merge && strcmp(type, "leaf") != 0)
+		return ctl_usage(argv[0], "--merge is for a leaf (create-leaf)");
+	if (a.sync && strcmp(type, "branch") != 0)
+		return ctl_usage(argv[0], "--sync-watermark is for a branch (create-branch)");
+	if (a.merge && !ctl_check_name("combined queue", a.merge))
+		return CTL_EXIT_ERROR;
 	a.name = pos[0];
 	a.location = npos > 1 ? pos[1] : ctx->connstr;
 	if (!a.worker)
@@ -375,20 +464,27 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 		ctl_err("%s: the --provider connect string does not parse", a.what);
 		return CTL_EXIT_USAGE;
 	}
-	if ((rc = ctl_open_single(ctx, &db)))
+	if (a.sync && !(a.attrs = sync_attrs(a.sync)))
+		return CTL_EXIT_USAGE;
+	if ((rc = ctl_open_single(ctx, &db))) {
+		free(a.attrs);
 		return rc;
+	}
 	rc = check_local(db, &a);
 	if (rc == 1) {
 		ctl_node_say(ctx, db, "already done: this database is node \"%s\"", a.name);
 		ctl_db_close(db);
+		free(a.attrs);
 		return CTL_EXIT_OK;
 	}
-	if (rc < 0 || !check_public(ctx, db, &a)) {
+	if (rc < 0 || !check_public(ctx, db, &a) || (a.merge && !check_combined(db, &a))) {
 		ctl_db_close(db);
+		free(a.attrs);
 		return CTL_EXIT_ERROR;
 	}
 	rc = root ? create_root(ctx, db, &a) : create_sub(ctx, db, &a);
 	ctl_db_close(db);
+	free(a.attrs);
 	return rc;
 }
 

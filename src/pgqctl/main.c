@@ -34,10 +34,12 @@ static const CtlCommand node_commands[] = {
 	 "NODE [PUBLIC_CONNSTR] --queue QUEUE [--worker W] [--store-password]",
 	 "make this database (-d) the root node of a cascade"},
 	{"create-branch", cmd_node_create_branch, NULL,
-	 "NODE [PUBLIC_CONNSTR] --provider CONNSTR --queue QUEUE [--worker W] [--store-password]",
+	 "NODE [PUBLIC_CONNSTR] --provider CONNSTR --queue QUEUE [--worker W] [--sync-watermark "
+	 "A,B] [--store-password]",
 	 "make this database a branch node (full copy of the queue) under a provider"},
 	{"create-leaf", cmd_node_create_leaf, NULL,
-	 "NODE [PUBLIC_CONNSTR] --provider CONNSTR --queue QUEUE [--worker W] [--store-password]",
+	 "NODE [PUBLIC_CONNSTR] --provider CONNSTR --queue QUEUE [--worker W] [--merge "
+	 "COMBINED_QUEUE] [--store-password]",
 	 "make this database a leaf node (no local queue) under a provider"},
 	{"members", cmd_node_members, NULL, "QUEUE",
 	 "the cascade's members as this node knows them"},

@@ -58,8 +58,8 @@ static char *drain_batches(const char *db, const char *consumer)
 	return out;
 }
 
-/* The leaf reports its position to its provider after a batch, at most every
-   wm_period: after the last batch it may not have been due yet. */
+/* The leaf reports its position to its provider at most every wm_period:
+   after its last batch the report comes while it idles. */
 static bool leaf_wm_reported(void *arg)
 {
 	return pgt_int_db((const char *)arg,
@@ -266,6 +266,167 @@ START_TEST(test_watermark_holds_rotation)
 	free(root);
 	free(b1);
 	free(b2);
+}
+END_TEST
+
+static int64_t gwm_of(PGconn *c)
+{
+	return pgt_int(c, "select last_tick from pgq.get_consumer_info('" CT_QUEUE
+			  "') where consumer_name = '.global_watermark'");
+}
+
+static int64_t local_wm_of(const char *db)
+{
+	return pgt_int_db(db, "select local_watermark from pgq_node.get_node_info('" CT_QUEUE "')");
+}
+
+static int64_t nums_from(const char *db, int from)
+{
+	PGconn *c = pgt_connect(db);
+	char *tbl = pgt_value(
+		c, "select queue_data_pfx from pgq.queue where queue_name = '" CT_QUEUE "'");
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from %s where ev_type = 'num' and ev_data::int >= %d", tbl, from);
+	int64_t n = pgt_int(c, sql);
+	free(tbl);
+	PQfinish(c);
+	return n;
+}
+
+/* the local watermark of node db has reached the position of node of */
+typedef struct WmReached {
+	const char *db, *of;
+	int64_t next_ms;
+} WmReached;
+
+static bool wm_reached(void *arg)
+{
+	WmReached *k = arg;
+	if (pgt_now_ms() < k->next_ms)
+		return false;
+	k->next_ms = pgt_now_ms() + 50;
+	int64_t want = local_wm_of(k->of);
+	return want > 1 && local_wm_of(k->db) == want;
+}
+
+/* the global watermark of a node equals (eq) or exceeds (!eq) v */
+typedef struct GwmIs {
+	PGconn *c;
+	int64_t v;
+	bool eq;
+	int64_t next_ms;
+} GwmIs;
+
+static bool gwm_is(void *arg)
+{
+	GwmIs *g = arg;
+	if (pgt_now_ms() < g->next_ms)
+		return false;
+	g->next_ms = pgt_now_ms() + 50;
+	int64_t cur = gwm_of(g->c);
+	return g->eq ? cur == g->v : cur > g->v;
+}
+
+/* root -> b1, root -> b2 -> l2, b1 and b2 with sync_watermark, l2 stopped
+   after it got somewhere. b2 reports only its own position upward, so nothing
+   on the root waits for l2; b1 names b2, so its global watermark stops at b2's local
+   watermark (l2's position), its rotation keeps what l2 has not read, and the
+   pgq.global-watermark events it passes on carry its own value. Once b2 is no
+   longer named, b1 follows the root again. */
+START_TEST(test_sync_watermark)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *l2 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b2, "b2", root, "root", root);
+	ct_make_sub("leaf", l2, "l2", b2, "b2", root);
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	pgt_exec_db(b1, "select * from pgq_node.set_node_attrs('" CT_QUEUE
+			"', 'sync_watermark=b1%2cb2')");
+	pgt_exec_db(b2,
+		    "select * from pgq_node.set_node_attrs('" CT_QUEUE "', 'sync_watermark=b2')");
+	pgt_exec_db(root, "select pgq.set_queue_config('" CT_QUEUE "', 'rotation_period', '0')");
+	pgt_exec_db(b1, "select pgq.set_queue_config('" CT_QUEUE "', 'rotation_period', '0')");
+	CtWorker wr = {0}, w1 = {0}, w2 = {0}, wl = {0};
+	ct_start(&wr, root, POLL);
+	ct_start(&w1, b1, POLL);
+	ct_start(&w2, b2, POLL);
+	ct_start(&wl, l2, POLL);
+	/* l2 gets somewhere, then stops */
+	for (int i = 0; i < 2; i++) {
+		ct_produce(root, i * 100, i * 100 + 100);
+		cs_tick(root);
+	}
+	const char *dbs[3] = {b1, b2, l2};
+	const char *names[3] = {"b1", "b2", "l2"};
+	ck_assert(ct_wait_synced(root, dbs, names, 3, 20000));
+	/* no batch follows l2's last one: its report of that position comes
+	   while it idles, once wm_period has passed */
+	WmReached wr2 = {.db = b2, .of = l2};
+	ck_assert_msg(cs_run_until(wm_reached, &wr2, 20000),
+		      "b2's local watermark %lld, l2 is at %lld", (long long)local_wm_of(b2),
+		      (long long)local_wm_of(l2));
+	ct_stop(&wl);
+	int64_t g2 = local_wm_of(b2);
+	ck_assert_int_gt(g2, 1);
+	/* more events, and rotation rounds on the root and on b1 */
+	for (int i = 2; i < 6; i++) {
+		ct_produce(root, i * 100, i * 100 + 100);
+		cs_tick(root);
+	}
+	ck_assert(ct_wait_synced(root, dbs, names, 2, 20000));
+	cs_ticker(root, 50);
+	GwmIs g = {.c = pgt_connect(b1), .v = g2, .eq = true};
+	ck_assert_msg(cs_run_until(gwm_is, &g, 20000), "b1's global watermark %lld, not %lld",
+		      (long long)gwm_of(g.c), (long long)g2);
+	for (int i = 0; i < 8; i++) {
+		rotate(b1, 1);
+		cs_run_for(800);
+	}
+	ck_assert_int_eq(local_wm_of(b2), g2);
+	ck_assert_int_eq(gwm_of(g.c), g2);
+	PGconn *rc = pgt_connect(root);
+	/* the root is not held by l2: every position and watermark there, which
+	   is what its rotation waits for, is past l2's */
+	ck_assert_int_gt(gwm_of(rc), g2);
+	ck_assert_int_gt(
+		pgt_int(rc, "select min(last_tick) from pgq.get_consumer_info('" CT_QUEUE "')"),
+		g2);
+	ck_assert_int_eq(nums_from(b1, 200), 100);
+	/* what b1 passed on: its own watermark, never the root's */
+	char *tbl = pgt_value(
+		g.c, "select queue_data_pfx from pgq.queue where queue_name = '" CT_QUEUE "'");
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) filter (where ev_data::int8 > %lld) || '/' || count(*) from %s"
+		 " where ev_type = 'pgq.global-watermark'",
+		 (long long)g2, tbl);
+	char *passed = pgt_value(g.c, sql);
+	ck_assert_msg(strncmp(passed, "0/", 2) == 0 && strcmp(passed, "0/0") != 0, "%s", passed);
+	free(passed);
+	free(tbl);
+	/* b2 no longer named: b1 follows the root and rotates */
+	pgt_exec_db(b1,
+		    "select * from pgq_node.set_node_attrs('" CT_QUEUE "', 'sync_watermark=b1')");
+	g.eq = false;
+	ck_assert_msg(cs_run_until(gwm_is, &g, 20000), "b1's global watermark stays at %lld",
+		      (long long)gwm_of(g.c));
+	/* nothing on b1 waits for l2 any more: what its rotation waits for is
+	   past l2's position */
+	ck_assert_int_gt(
+		pgt_int(g.c, "select min(last_tick) from pgq.get_consumer_info('" CT_QUEUE "')"),
+		g2);
+	ck_assert_int_eq(w1.errors, 0);
+	cs_ticker(NULL, 0);
+	PQfinish(rc);
+	PQfinish(g.c);
+	ct_stop(&wr);
+	ct_stop(&w1);
+	ct_stop(&w2);
+	free(root);
+	free(b1);
+	free(b2);
+	free(l2);
 }
 END_TEST
 
@@ -484,6 +645,10 @@ int main(void)
 	tcase_add_checked_fixture(tw, cs_setup, cs_teardown);
 	tcase_add_test(tw, test_watermark_holds_rotation);
 	suite_add_tcase(s, tw);
+	TCase *ts = pgt_tcase("sync_watermark", 120);
+	tcase_add_checked_fixture(ts, cs_setup, cs_teardown);
+	tcase_add_test(ts, test_sync_watermark);
+	suite_add_tcase(s, ts);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
 }

@@ -199,6 +199,177 @@ START_TEST(test_merge_leaves_root_and_branch)
 }
 END_TEST
 
+/* A consumer of the combined queue, reading it with PgQ's batch calls: every
+   event once per (partition, number), counted in seen. */
+typedef struct Reader {
+	PGconn *c, *p1, *p2;
+	int want;     /* data events in all */
+	int got, dup; /* distinct data events seen, repeats */
+	unsigned char seen[2][4000];
+	int64_t next_ms;
+} Reader;
+
+static void read_one_batch(Reader *r)
+{
+	char *id = pgt_value(r->c, "select pgq.next_batch('" CT_QUEUE "', 'reader')");
+	if (!id || !*id) {
+		free(id);
+		return;
+	}
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select ev_data, ev_extra1 from pgq.get_batch_events(%s) where ev_type = 'num'",
+		 id);
+	PGresult *res = PQexec(r->c, sql);
+	ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+	for (int i = 0; i < PQntuples(res); i++) {
+		int part = strcmp(PQgetvalue(res, i, 1), "x\tpq1") == 0   ? 0
+			   : strcmp(PQgetvalue(res, i, 1), "x\tpq2") == 0 ? 1
+									  : -1;
+		int n = atoi(PQgetvalue(res, i, 0)) - (part == 1 ? 10000 : 0);
+		ck_assert_msg(part >= 0 && n >= 0 && n < 4000, "stray event %s/%s",
+			      PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+		if (r->seen[part][n]++)
+			r->dup++;
+		else
+			r->got++;
+	}
+	PQclear(res);
+	snprintf(sql, sizeof(sql), "select pgq.finish_batch(%s)", id);
+	pgt_exec(r->c, sql);
+	free(id);
+}
+
+/* everything produced reached the consumer of the combined queue, and both
+   partitions' last ticks are recorded there */
+static bool all_read(void *arg)
+{
+	Reader *r = arg;
+	if (pgt_now_ms() < r->next_ms)
+		return false;
+	r->next_ms = pgt_now_ms() + 20;
+	read_one_batch(r);
+	return r->got >= r->want && tick_id_event(r->c, "pq1") == last_tick(r->p1, "pq1") &&
+	       tick_id_event(r->c, "pq2") == last_tick(r->p2, "pq2");
+}
+
+static void terminate_in(const char *db)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+		 " where datname = '%s' and application_name = 'pgqev-cascade'",
+		 db);
+	ck_assert_int_gt(pgt_int_db("postgres", sql), 0);
+}
+
+typedef struct WritingCond {
+	PGconn *c;
+	char sql[400];
+	int64_t next_ms;
+} WritingCond;
+
+/* a merge leaf's worker holds a transaction on the combined root's database
+   that has written (events copied into the combined queue, not committed) */
+static bool writing(void *arg)
+{
+	WritingCond *t = arg;
+	if (pgt_now_ms() < t->next_ms)
+		return false;
+	t->next_ms = pgt_now_ms() + 5;
+	return pgt_int(t->c, t->sql) > 0;
+}
+
+/* Two partitions merged into the combined root's queue, which its own ticker
+   ticks: a plain consumer of it sees every data event exactly once, also when
+   the merge leaves' backends are terminated mid-batch on the combined side and
+   on a partition's side; the combined queue holds each event once with the
+   partition's time and payload. */
+START_TEST(test_merge_consumer_exactly_once)
+{
+	char *p1 = ct_node_db(), *p2 = ct_node_db(), *c = ct_node_db();
+	ct_make_root_q("pq1", p1, "p1");
+	ct_make_root_q("pq2", p2, "p2");
+	ct_make_root_q(CT_QUEUE, c, "c");
+	ct_make_sub_q("pq1", "leaf", c, "mc1", p1, "p1", p1, CT_QUEUE);
+	ct_make_sub_q("pq2", "leaf", c, "mc2", p2, "p2", p2, CT_QUEUE);
+	pgt_exec_db(c, "select pgq.register_consumer('" CT_QUEUE "', 'reader')");
+	CtWorker w1 = {.quiet = true, .sleep_ms_per_chunk = 3};
+	CtWorker w2 = {.quiet = true, .sleep_ms_per_chunk = 3};
+	struct event_base *base = cs_base();
+	ct_start_q(&w1, base, "pq1", c, POLL);
+	ct_start_q(&w2, base, "pq2", c, POLL);
+	cs_ticker(c, 100);
+	Reader *r = calloc(1, sizeof(*r));
+	ck_assert_ptr_nonnull(r);
+	r->c = pgt_connect(c);
+	r->p1 = pgt_connect(p1);
+	r->p2 = pgt_connect(p2);
+
+	/* 1: no fault */
+	produce(p1, "pq1", 0, 300);
+	cs_tick(p1);
+	produce(p2, "pq2", 10000, 10200);
+	cs_tick(p2);
+	r->want = 500;
+	ck_assert_msg(cs_run_until(all_read, r, 30000), "round 1: %d of %d read", r->got, r->want);
+
+	/* 2: the combined side's backends go while a copy is open there */
+	WritingCond t = {.c = pgt_connect("postgres")};
+	snprintf(t.sql, sizeof(t.sql),
+		 "select count(*) from pg_stat_activity where datname = '%s'"
+		 " and application_name = 'pgqev-cascade' and backend_xid is not null",
+		 c);
+	produce(p1, "pq1", 300, 2300);
+	cs_tick(p1);
+	ck_assert_msg(cs_run_until(writing, &t, 20000), "the merge leaf never wrote");
+	terminate_in(c);
+	produce(p2, "pq2", 10200, 10400);
+	cs_tick(p2);
+	r->want = 2700;
+	ck_assert_msg(cs_run_until(all_read, r, 60000), "round 2: %d of %d read", r->got, r->want);
+
+	/* 3: the partition side's backends go while its batch is being read */
+	produce(p2, "pq2", 10400, 11900);
+	cs_tick(p2);
+	ck_assert_msg(cs_run_until(writing, &t, 20000), "the merge leaf never wrote");
+	terminate_in(p2);
+	produce(p1, "pq1", 2300, 2400);
+	cs_tick(p1);
+	r->want = 4300;
+	ck_assert_msg(cs_run_until(all_read, r, 60000), "round 3: %d of %d read", r->got, r->want);
+	cs_ticker(NULL, 0);
+
+	ck_assert_int_eq(r->dup, 0);
+	ck_assert_int_eq(r->got, 4300);
+	/* the combined queue: each event once, time and payload as on the partition */
+	char *a = canon(r->p1, "pq1", NULL), *b = canon(r->c, CT_QUEUE, "pq1");
+	ck_assert_str_eq(a, b);
+	ck_assert(strncmp(a, "2400:", 5) == 0);
+	free(a);
+	free(b);
+	a = canon(r->p2, "pq2", NULL);
+	b = canon(r->c, CT_QUEUE, "pq2");
+	ck_assert_str_eq(a, b);
+	ck_assert(strncmp(a, "1900:", 5) == 0);
+	free(a);
+	free(b);
+	/* the faults happened and were recovered from */
+	ck_assert_int_gt(w1.errors + w2.errors, 0);
+
+	ct_stop(&w1);
+	ct_stop(&w2);
+	PQfinish(t.c);
+	PQfinish(r->c);
+	PQfinish(r->p1);
+	PQfinish(r->p2);
+	free(r);
+	free(p1);
+	free(p2);
+	free(c);
+}
+END_TEST
+
 /* A merge leaf whose combined queue has no root or branch node: a clear error,
    nothing read from the partition. */
 START_TEST(test_merge_leaf_without_combined_node)
@@ -233,6 +404,10 @@ int main(void)
 	tcase_add_test(tc, test_merge_leaves_root_and_branch);
 	tcase_add_test(tc, test_merge_leaf_without_combined_node);
 	suite_add_tcase(s, tc);
+	TCase *tf = pgt_tcase("merge_consumer", 180);
+	tcase_add_checked_fixture(tf, cs_setup, cs_teardown);
+	tcase_add_test(tf, test_merge_consumer_exactly_once);
+	suite_add_tcase(s, tf);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
 }

@@ -38,6 +38,8 @@ SKIP = {
         "compiles the reader's own app.c; tests/package builds a consumer with the same pkg-config command against the packaged library",
     ("docs/cascade.md", 'pgqctl -d "host=db1 dbname=orders user=pgq" node create-root n1 --queue orders'):
         "needs three database hosts; tests/pgqctl/check_pgqctl_node.c runs the same node commands on one server",
+    ("docs/cascade.md", 'pgqctl -d "host=db9 dbname=all user=pgq" node create-root all --queue orders_all'):
+        "needs three database hosts; tests/pgqctl/check_pgqctl_node.c builds a merge leaf with create-leaf --merge on one server",
 }
 LANGS = {"sh", "bash", "shell", "console"}
 FENCE = re.compile(r"^```(\S*)(.*)$")

@@ -153,7 +153,7 @@ static void check_copy(const PGresult *r, bool merge)
 	static const int cols[8] = {0, 1, 4, 5, 6, 7, 8, 9};
 	size_t len;
 	int copied;
-	char *text = cas_copy_text(r, merge, &len, &copied);
+	char *text = cas_copy_text(r, merge, NULL, &len, &copied);
 	if (!text)
 		abort();
 	char *buf = malloc(len + 1);

@@ -3,7 +3,8 @@
  * the private server, the pgq_node tables each one holds afterwards, cascade
  * workers (libpgqev) copying events root -> branch -> leaf over the nodes
  * pgqctl made, re-runs that report what was already done, members / info, and
- * bad input (no pgq_node, unreachable provider, another node type, passwords).
+ * bad input (no pgq_node, unreachable provider, another node type, passwords),
+ * merge leaves (--merge) and sync_watermark branches (--sync-watermark).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,6 +323,118 @@ START_TEST(test_bad_input)
 }
 END_TEST
 
+static char *queue_events(const char *db, const char *q)
+{
+	char sql[400];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pgq.event_template e"
+		 " join pgq.queue q on q.queue_name = '%s'"
+		 " where e.tableoid::regclass::text like q.queue_data_pfx || '%%'"
+		 " and coalesce(ev_type, '') not like 'pgq.%%'",
+		 q);
+	return row(db, sql);
+}
+
+typedef struct CombinedCond {
+	PGconn *c;
+	int64_t next_ms;
+} CombinedCond;
+
+static bool combined_filled(void *arg)
+{
+	CombinedCond *k = arg;
+	if (pgt_now_ms() < k->next_ms)
+		return false;
+	k->next_ms = pgt_now_ms() + 50;
+	return pgt_int(k->c, "select count(*) from pgq.event_template e join pgq.queue q"
+			     " on q.queue_name = 'cq_all' where ev_type = 'pgq.tick-id' and"
+			     " e.tableoid::regclass::text like q.queue_data_pfx || '%'") > 0;
+}
+
+/* create-leaf --merge: a merge leaf whose worker feeds the combined queue;
+   create-branch --sync-watermark: the node attribute; both checked first. */
+START_TEST(test_merge_and_sync_watermark)
+{
+	char *part = ct_node_db(), *comb = ct_node_db(), *br = ct_node_db();
+	char *dpart = dsn(part), *dcomb = dsn(comb), *dbr = dsn(br);
+	CtlRun r;
+
+	r = node(dpart, (const char *[]){"create-root", "p1", "--queue", CT_QUEUE, NULL});
+	ctr_expect(&r, 0, "created", NULL);
+	ctr_free(&r);
+	/* options for the other node types, and no combined node yet */
+	r = node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
+				       CT_QUEUE, "--merge", "cq_all", NULL});
+	ctr_expect(&r, 2, NULL, "--merge is for a leaf");
+	ctr_free(&r);
+	r = node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
+					 CT_QUEUE, "--sync-watermark", "a", NULL});
+	ctr_expect(&r, 2, NULL, "--sync-watermark is for a branch");
+	ctr_free(&r);
+	r = node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
+					 CT_QUEUE, "--merge", "cq_all", NULL});
+	ctr_expect(&r, 1, NULL, "the combined queue \"cq_all\" has no node in this database");
+	ctr_free(&r);
+	ck_assert_int_eq(pgt_int_db(part, "select count(*) from pgq_node.node_location"), 1);
+	ck_assert_int_eq(pgt_int_db(comb, "select count(*) from pgq_node.node_location"), 0);
+	r = node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
+				       CT_QUEUE, "--sync-watermark", "b,,c", NULL});
+	ctr_expect(&r, 2, NULL, "none empty");
+	ctr_free(&r);
+
+	/* the combined cascade's root, then the merge leaf beside it */
+	r = node(dcomb, (const char *[]){"create-root", "all", "--queue", "cq_all", NULL});
+	ctr_expect(&r, 0, "created", NULL);
+	ctr_free(&r);
+	r = node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
+					 CT_QUEUE, "--merge", "cq_all", NULL});
+	ctr_expect(&r, 0, "leaf node \"m1\" created", NULL);
+	ck_assert_ptr_nonnull(strstr(r.out, "feeds the combined queue \"cq_all\""));
+	ctr_free(&r);
+	expect_row(comb,
+		   "select node_type || '|' || combined_queue || '|' || combined_type"
+		   " from pgq_node.get_node_info('" CT_QUEUE "')",
+		   "leaf|cq_all|root");
+	expect_row(comb,
+		   "select array_to_string(target_for, ',') from pgq_node.get_node_info('cq_all')",
+		   CT_QUEUE); /* the partition queues that feed it */
+
+	/* a branch that syncs its watermark with two nodes */
+	r = node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
+				       CT_QUEUE, "--sync-watermark", "b,m1", NULL});
+	ctr_expect(&r, 0, "sync_watermark with b,m1", NULL);
+	ctr_free(&r);
+	expect_row(br, "select node_attrs from pgq_node.get_node_info('" CT_QUEUE "')",
+		   "sync_watermark=b%2cm1");
+
+	/* the merge leaf's worker copies the partition's events into cq_all */
+	CtWorker wm = {0};
+	ct_start(&wm, comb, POLL);
+	ct_produce(part, 0, 20);
+	/* a forced tick: pgq.ticker() ticks 20 events only once ticker_max_lag
+	   (3 s by default) has passed since create-root's tick, which a quick run
+	   never waits for */
+	PGconn *pc = pgt_connect(part);
+	ctr_tick(pc, CT_QUEUE);
+	PQfinish(pc);
+	CombinedCond k = {.c = pgt_connect(comb)};
+	ck_assert_msg(cs_run_until(combined_filled, &k, 20000), "nothing reached cq_all");
+	PQfinish(k.c);
+	ct_stop(&wm);
+	{
+		char *v = queue_events(comb, "cq_all");
+		ck_assert_str_eq(v, "20"); /* data events, new ids */
+		free(v);
+	}
+	free(part);
+	free(comb);
+	free(br);
+	free(dpart);
+	free(dcomb);
+	free(dbr);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-node");
@@ -329,6 +442,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
 	tcase_add_test(tc, test_create_chain_and_copy);
 	tcase_add_test(tc, test_bad_input);
+	tcase_add_test(tc, test_merge_and_sync_watermark);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
