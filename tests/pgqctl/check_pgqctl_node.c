@@ -322,6 +322,120 @@ START_TEST(test_bad_input)
 }
 END_TEST
 
+/* Names: create-* take what pgq_node stores safely (quotes, spaces, UTF-8, as
+   the operating commands do) and refuse the rest with the thing and the cause;
+   the text tables quote odd names and escape control characters, so a member
+   named by another tool cannot break or forge a row. */
+#define ODD_Q    "q 'x\xc3\xa9"
+#define ODD_ROOT "ro'ot \xc3\xa9"
+#define ODD_BR   "b \"1\""
+
+static int lines(const char *s)
+{
+	int n = 0;
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+START_TEST(test_odd_names)
+{
+	char *root = ct_node_db(), *br = ct_node_db();
+	char *droot = dsn(root), *dbr = dsn(br);
+	CtlRun r;
+	static const struct {
+		const char *opt, *name, *err;
+	} bad[] = {
+		{NULL, "a\nb", "node name \"a\\x0ab\" holds a control character"},
+		{NULL, "tab\there", "holds a control character (byte 0x09)"},
+		{NULL, "x\xff", "is not valid UTF-8 (byte 0xff at offset 1)"},
+		{NULL, " lead", "starts or ends with a space"},
+		{NULL, "", "node name is empty"},
+		{"--worker", ".w", "worker name .w starts with \".\""},
+		{"--worker", "w.gravestone", "ends in \".gravestone\" or \".dumper\""},
+		{"--queue", "q\r", "cascade name \"q\\x0d\" holds a control character"},
+	};
+
+	/* refused, with nothing stored */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *args[8] = {"create-root", bad[i].opt ? "x" : bad[i].name};
+		int n = 2;
+		if (bad[i].opt) {
+			args[n++] = bad[i].opt;
+			args[n++] = bad[i].name;
+		}
+		if (!bad[i].opt || strcmp(bad[i].opt, "--queue") != 0) {
+			args[n++] = "--queue";
+			args[n++] = ODD_Q;
+		}
+		args[n] = NULL;
+		r = node(droot, args);
+		ctr_expect(&r, 1, NULL, bad[i].err);
+		ctr_free(&r);
+	}
+	ck_assert_int_eq(pgt_int_db(root, "select count(*) from pgq_node.node_location"), 0);
+
+	/* accepted: a quote, a space, UTF-8, double quotes */
+	r = node(droot, (const char *[]){"create-root", ODD_ROOT, "--queue", ODD_Q, "--worker",
+					 "w ro'ot", NULL});
+	ctr_expect(&r, 0, "root node \"ro'ot \xc3\xa9\" created", NULL);
+	ctr_free(&r);
+	r = node(dbr, (const char *[]){"create-branch", ODD_BR, "--provider", droot, "--queue",
+				       ODD_Q, NULL});
+	ctr_expect(&r, 0, "branch node \"b \\\"1\\\"\" created, provider \"ro'ot \xc3\xa9\"", NULL);
+	ctr_free(&r);
+	{
+		PGconn *c = pgt_connect(br);
+		const char *p[1] = {ODD_Q};
+		PGresult *res = PQexecParams(c,
+					     "select node_name || '|' || provider_node || '|' ||"
+					     " worker_name from pgq_node.get_node_info($1)",
+					     1, NULL, p, NULL, NULL, 0);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		ck_assert_str_eq(PQgetvalue(res, 0, 0), ODD_BR "|" ODD_ROOT "|" ODD_BR);
+		PQclear(res);
+		/* a member another tool named with a newline and a forged row */
+		const char *q[2] = {ODD_Q, "evil\n`- fake branch ro'ot 0 0.0s 1 no yes ok"};
+		res = PQexecParams(c,
+				   "select pgq_node.register_location($1, $2,"
+				   " 'host=127.0.0.1 port=1 dbname=gone', false)",
+				   2, NULL, q, NULL, NULL, 0);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		PQclear(res);
+		PQfinish(c);
+	}
+	/* status: one row per member, odd names quoted, the newline escaped */
+	r = node(dbr, (const char *[]){"status", ODD_Q, NULL});
+	ctr_expect(&r, 3, NULL, NULL);
+	{
+		char *g = ctr_golden(r.out);
+		ck_assert_msg(
+			strstr(g, "cascade \"q 'x\xc3\xa9\": 3 members, root \"ro'ot \xc3\xa9\""),
+			"%s", g);
+		ck_assert_msg(strstr(g, "\n\"ro'ot \xc3\xa9\" root - 0 "), "%s", g);
+		ck_assert_msg(strstr(g, "\n`- \"b \\\"1\\\"\" branch \"ro'ot \xc3\xa9\" 0 "), "%s",
+			      g);
+		ck_assert_msg(
+			strstr(r.out, "\n\"evil\\x0a`- fake branch ro'ot 0 0.0s 1 no yes ok\" "),
+			"%s", r.out);
+		ck_assert_ptr_null(strstr(r.out, "\n`- fake"));
+		/* title, header, three rows, verdict */
+		ck_assert_int_eq(lines(r.out), 6);
+		free(g);
+	}
+	ctr_free(&r);
+	/* members: the same quoting */
+	r = node(dbr, (const char *[]){"members", ODD_Q, NULL});
+	ctr_expect(&r, 0, "\"evil\\x0a`- fake branch", NULL);
+	ck_assert_int_eq(lines(r.out), 4);
+	ctr_free(&r);
+	free(root);
+	free(br);
+	free(droot);
+	free(dbr);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-node");
@@ -329,6 +443,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
 	tcase_add_test(tc, test_create_chain_and_copy);
 	tcase_add_test(tc, test_bad_input);
+	tcase_add_test(tc, test_odd_names);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
