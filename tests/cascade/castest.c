@@ -387,6 +387,11 @@ static int64_t completed_on(PGconn *c, const char *node)
 	"select max(t.tick_id) from pgq.tick t join pgq.queue q" \
 	" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
 
+/* -1 on a leaf (no queue) */
+#define LOCAL_TICK_SQL                                                                  \
+	"select coalesce(max(t.tick_id), -1) from pgq.tick t join pgq.queue q"        \
+	" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
+
 static bool synced(void *arg)
 {
 	SyncCond *s = arg;
@@ -396,9 +401,16 @@ static bool synced(void *arg)
 		return false;
 	s->next_ms = pgt_now_ms() + 50;
 	int64_t last = pgt_int(s->root, LAST_TICK_SQL);
-	for (int i = 0; i < s->n; i++)
+	for (int i = 0; i < s->n; i++) {
 		if (completed_on(s->conns[i], s->names[i]) != last)
 			return false;
+		/* a branch worker commits its position first and makes the tick in
+		   the next transaction: a test that stops it in between would see a
+		   branch one tick short (the resurrect case's gravestone was) */
+		int64_t local = pgt_int(s->conns[i], LOCAL_TICK_SQL);
+		if (local >= 0 && local != last)
+			return false;
+	}
 	return true;
 }
 
