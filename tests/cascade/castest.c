@@ -388,8 +388,8 @@ static int64_t completed_on(PGconn *c, const char *node)
 	" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
 
 /* -1 on a leaf (no queue) */
-#define LOCAL_TICK_SQL                                                                  \
-	"select coalesce(max(t.tick_id), -1) from pgq.tick t join pgq.queue q"        \
+#define LOCAL_TICK_SQL                                                         \
+	"select coalesce(max(t.tick_id), -1) from pgq.tick t join pgq.queue q" \
 	" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
 
 static bool synced(void *arg)
@@ -434,4 +434,85 @@ bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *con
 	for (int i = 0; i < n; i++)
 		PQfinish(s.conns[i]);
 	return ok;
+}
+
+/* ---- exactly-once checks ---- */
+
+int ct_cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int64_t *ct_fetch_sorted(const char *db, const char *sql, size_t *n)
+{
+	PGconn *k = pgt_connect(db);
+	PGresult *r = PQexec(k, sql);
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(k));
+	*n = (size_t)PQntuples(r);
+	int64_t *v = malloc((*n + 1) * sizeof(int64_t));
+	ck_assert_ptr_nonnull(v);
+	for (size_t i = 0; i < *n; i++)
+		v[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+	PQclear(r);
+	PQfinish(k);
+	qsort(v, *n, sizeof(int64_t), ct_cmp64);
+	return v;
+}
+
+bool ct_contains(const int64_t *v, size_t n, int64_t x)
+{
+	return bsearch(&x, v, n, sizeof(int64_t), ct_cmp64) != NULL;
+}
+
+typedef struct ExactCond {
+	const char *db, *sql;
+	size_t want;
+	const CtExactly *how;
+} ExactCond;
+
+static bool count_reached(void *arg)
+{
+	ExactCond *k = arg;
+	char sql[1200];
+
+	if (k->how && k->how->pump)
+		k->how->pump(k->how->arg);
+	snprintf(sql, sizeof(sql), "select count(*) from (%s) x", k->sql);
+	return pgt_int_db(k->db, sql) >= (int64_t)k->want;
+}
+
+void ct_expect_exactly(const char *what, const char *db, const char *sql, const int64_t *want,
+		       size_t nwant, const CtExactly *how)
+{
+	ExactCond k = {db, sql, nwant, how};
+	int timeout = how && how->timeout_ms ? how->timeout_ms : 30000;
+	size_t n;
+	int64_t *v;
+
+	if (!pgt_wait_until(count_reached, &k, timeout, 100)) {
+		if (how && how->diag) {
+			v = ct_fetch_sorted(db, sql, &n);
+			how->diag(what, want, nwant, v, n);
+			free(v);
+			/* a stall or a loss: do they arrive later? */
+			bool later = pgt_wait_until(count_reached, &k, 60000, 200);
+			v = ct_fetch_sorted(db, sql, &n);
+			fprintf(stderr, "# DIAG %s: after 60 s more: %zu events (%s)\n", what, n,
+				later ? "arrived late: a stall" : "still missing");
+			if (later)
+				how->diag(what, want, nwant, v, n);
+			free(v);
+		}
+		ck_abort_msg("%s: the consumer did not get %zu events within %d s", what, nwant,
+			     timeout / 1000);
+	}
+	v = ct_fetch_sorted(db, sql, &n);
+	for (size_t i = 1; i < n; i++)
+		ck_assert_msg(v[i] != v[i - 1], "%s: event %" PRId64 " twice", what, v[i]);
+	ck_assert_msg(n == nwant, "%s: %zu events, expected %zu", what, n, nwant);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(v[i] == want[i], "%s: event %" PRId64 " lost (have %" PRId64 ")",
+			      what, want[i], v[i]);
+	free(v);
 }

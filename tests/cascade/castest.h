@@ -83,4 +83,29 @@ void ct_produce(const char *db, int from, int to);
 bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *const *names, int n,
 		    int timeout_ms);
 
+/* ---- exactly-once checks on numbered events ---- */
+
+int ct_cmp64(const void *a, const void *b);
+/* The int8 values of a query's first column, sorted; malloc'd, *n of them. */
+int64_t *ct_fetch_sorted(const char *db, const char *sql, size_t *n);
+/* x in v (sorted)? */
+bool ct_contains(const int64_t *v, size_t n, int64_t x);
+
+/* How ct_expect_exactly waits: pump (may be NULL) runs at every look, e.g. a
+   PgQ consumer fed by the test; diag (may be NULL) reports a consumer short of
+   events, then the test waits 60 s more to tell a stall from a loss. */
+typedef struct CtExactly {
+	void (*pump)(void *arg);
+	void (*diag)(const char *what, const int64_t *want, size_t nwant, const int64_t *have,
+		     size_t nhave);
+	void *arg;
+	int timeout_ms; /* 0: 30 s */
+} CtExactly;
+
+/* The rows of sql on db (int8, first column) become exactly want (sorted, no
+   duplicates): waits until there are nwant, then fails on a duplicate or a
+   missing one, naming `what` and the event. how may be NULL. */
+void ct_expect_exactly(const char *what, const char *db, const char *sql, const int64_t *want,
+		       size_t nwant, const CtExactly *how);
+
 #endif

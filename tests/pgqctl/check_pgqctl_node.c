@@ -21,17 +21,6 @@ static char *dsn(const char *db)
 	return s;
 }
 
-static CtlRun node(const char *db, const char *const *args)
-{
-	const char *argv[24] = {"-d", db, "node"};
-	int n = 3;
-
-	for (int i = 0; args[i]; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	return ctr_runv(NULL, argv);
-}
-
 /* One row's columns of a query, '|'-joined. */
 static char *row(const char *db, const char *sql)
 {
@@ -68,8 +57,8 @@ START_TEST(test_create_chain_and_copy)
 	CtlRun r;
 
 	/* root */
-	r = node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, "--worker",
-					 "w_root", NULL});
+	r = ctr_node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, "--worker",
+					     "w_root", NULL});
 	ctr_expect(&r, 0, "root node \"root\" created", NULL);
 	ctr_free(&r);
 	expect_row(root, NODE_ROW, "root|root|w_root|root|1");
@@ -77,8 +66,8 @@ START_TEST(test_create_chain_and_copy)
 					  "') where consumer_name = '.global_watermark'"),
 			 1);
 	/* a second run changes nothing and says so */
-	r = node(droot, (const char *[]){"create-root", "root", "--cascade", CT_QUEUE, "--worker",
-					 "w_root", NULL});
+	r = ctr_node(droot, (const char *[]){"create-root", "root", "--cascade", CT_QUEUE,
+					     "--worker", "w_root", NULL});
 	ctr_expect(&r, 0, "already done", NULL);
 	ctr_free(&r);
 
@@ -94,8 +83,8 @@ START_TEST(test_create_chain_and_copy)
 	ck_assert_int_gt(gw, 1);
 
 	/* branch under the root; PUBLIC_CONNSTR given explicitly */
-	r = node(dbr, (const char *[]){"create-branch", "br", dbr, "--provider", droot, "--queue",
-				       CT_QUEUE, "--worker", "w_br", NULL});
+	r = ctr_node(dbr, (const char *[]){"create-branch", "br", dbr, "--provider", droot,
+					   "--queue", CT_QUEUE, "--worker", "w_br", NULL});
 	ctr_expect(&r, 0, "branch node \"br\" created, provider \"root\"", NULL);
 	ctr_free(&r);
 	{
@@ -109,8 +98,8 @@ START_TEST(test_create_chain_and_copy)
 			 1);
 	expect_row(root, SUBS, "br:w_br");
 	/* leaf under the branch */
-	r = node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue", CT_QUEUE,
-				       "--worker", "w_lf", NULL});
+	r = ctr_node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue",
+					   CT_QUEUE, "--worker", "w_lf", NULL});
 	ctr_expect(&r, 0, "leaf node \"lf\" created, provider \"br\"", NULL);
 	ctr_free(&r);
 	expect_row(br, SUBS, "lf:w_lf");
@@ -142,17 +131,17 @@ START_TEST(test_create_chain_and_copy)
 	}
 
 	/* a second create-branch / create-leaf says what was already done */
-	r = node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue", CT_QUEUE,
-				       "--worker", "w_lf", NULL});
+	r = ctr_node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue",
+					   CT_QUEUE, "--worker", "w_lf", NULL});
 	ctr_expect(&r, 0, "already done: this database is node \"lf\"", NULL);
 	ctr_free(&r);
 
 	/* members / info */
-	r = node(dlf, (const char *[]){"members", CT_QUEUE, NULL});
+	r = ctr_node(dlf, (const char *[]){"members", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "root", NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, "br"));
 	ctr_free(&r);
-	r = node(dbr, (const char *[]){"info", CT_QUEUE, "--json", NULL});
+	r = ctr_node(dbr, (const char *[]){"info", CT_QUEUE, "--json", NULL});
 	ctr_expect(&r, 0, NULL, NULL);
 	{
 		PGconn *c = pgt_connect(br);
@@ -212,50 +201,50 @@ START_TEST(test_bad_input)
 	char *droot = dsn(root), *dother = dsn(other), *dnonode = dsn(nonode);
 	CtlRun r;
 
-	r = node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "created", NULL);
 	ctr_free(&r);
 	/* no queue option, no provider, root with a provider */
-	r = node(dother, (const char *[]){"create-branch", "b", "--provider", droot, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "b", "--provider", droot, NULL});
 	ctr_expect(&r, 2, NULL, "needs --queue QUEUE");
 	ctr_free(&r);
-	r = node(dother, (const char *[]){"create-leaf", "b", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-leaf", "b", "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 2, NULL, "needs --provider CONNSTR");
 	ctr_free(&r);
 	/* the root again, as a branch: another type */
-	r = node(droot, (const char *[]){"create-branch", "root", "--provider", dother, "--queue",
-					 CT_QUEUE, NULL});
+	r = ctr_node(droot, (const char *[]){"create-branch", "root", "--provider", dother,
+					     "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "already node \"root\" of type root");
 	ctr_free(&r);
 	/* a database without pgq_node */
-	r = node(dnonode, (const char *[]){"create-root", "x", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(dnonode, (const char *[]){"create-root", "x", "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "no pgq_node schema in this database");
 	ck_assert_ptr_nonnull(strstr(r.err, "create root node \"x\""));
 	ctr_free(&r);
 	/* provider unreachable: nothing changes on the new node */
-	r = node(dother,
-		 (const char *[]){"create-branch", "b", "--provider",
-				  "host=127.0.0.1 port=1 dbname=gone", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "b", "--provider",
+					      "host=127.0.0.1 port=1 dbname=gone", "--queue",
+					      CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "provider gone: create branch node \"b\"");
 	ck_assert_ptr_nonnull(strstr(r.err, "provider unreachable"));
 	ctr_free(&r);
 	ck_assert_int_eq(pgt_int_db(other, "select count(*) from pgq_node.node_location"), 0);
 	/* a provider database without the cascade */
-	r = node(dother, (const char *[]){"create-branch", "b", "--provider", dnonode, "--queue",
-					  CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "b", "--provider", dnonode,
+					      "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "no pgq_node schema");
 	ctr_free(&r);
 	/* the provider is the node being made */
-	r = node(dother, (const char *[]){"create-branch", "root", "--provider", droot, "--queue",
-					  CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "root", "--provider", droot,
+					      "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "the provider is node \"root\" itself");
 	ctr_free(&r);
 	/* a password in the public connect string: refused, never echoed */
 	{
 		char pub[1200];
 		snprintf(pub, sizeof(pub), "%s password=s3cr3t-pw", dother);
-		r = node(dother, (const char *[]){"create-branch", "b", pub, "--provider", droot,
-						  "--queue", CT_QUEUE, NULL});
+		r = ctr_node(dother, (const char *[]){"create-branch", "b", pub, "--provider",
+						      droot, "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 2, NULL, "holds a password");
 		ck_assert_ptr_null(strstr(r.err, "s3cr3t-pw"));
 		ck_assert_ptr_null(strstr(r.out, "s3cr3t-pw"));
@@ -263,17 +252,18 @@ START_TEST(test_bad_input)
 		ck_assert_int_eq(pgt_int_db(root, "select count(*) from pgq_node.node_location"),
 				 1);
 		/* a public connect string that reaches another database */
-		r = node(dother, (const char *[]){"create-branch", "b", droot, "--provider", droot,
-						  "--queue", CT_QUEUE, NULL});
+		r = ctr_node(dother, (const char *[]){"create-branch", "b", droot, "--provider",
+						      droot, "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 1, NULL, "reaches database");
 		ctr_free(&r);
 		/* with --store-password: stored, with a warning; members hides it */
-		r = node(dother, (const char *[]){"create-branch", "b", pub, "--provider", droot,
-						  "--queue", CT_QUEUE, "--store-password", NULL});
+		r = ctr_node(dother,
+			     (const char *[]){"create-branch", "b", pub, "--provider", droot,
+					      "--queue", CT_QUEUE, "--store-password", NULL});
 		ctr_expect(&r, 0, "created", "warning: storing a password");
 		ck_assert_ptr_null(strstr(r.err, "s3cr3t-pw"));
 		ctr_free(&r);
-		r = node(droot, (const char *[]){"members", CT_QUEUE, NULL});
+		r = ctr_node(droot, (const char *[]){"members", CT_QUEUE, NULL});
 		ctr_expect(&r, 0, "hidden: holds a password", NULL);
 		ck_assert_ptr_null(strstr(r.out, "s3cr3t-pw"));
 		ctr_free(&r);
@@ -291,8 +281,8 @@ START_TEST(test_bad_input)
 		PQfreemem(lit);
 		pgt_exec(c, sql);
 		PQfinish(c);
-		r = node(dpart, (const char *[]){"create-leaf", "p", "--provider", droot, "--queue",
-						 CT_QUEUE, NULL});
+		r = ctr_node(dpart, (const char *[]){"create-leaf", "p", "--provider", droot,
+						     "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 0, "location of \"p\" already registered", NULL);
 		ck_assert_ptr_nonnull(strstr(r.out, "\"p\" already subscribed"));
 		ck_assert_ptr_nonnull(strstr(r.out, "leaf node \"p\" created"));
@@ -304,8 +294,8 @@ START_TEST(test_bad_input)
 	/* another database cannot take the name "p" */
 	{
 		char *third = ct_node_db(), *dthird = dsn(third);
-		r = node(dthird, (const char *[]){"create-leaf", "p", "--provider", droot,
-						  "--queue", CT_QUEUE, NULL});
+		r = ctr_node(dthird, (const char *[]){"create-leaf", "p", "--provider", droot,
+						      "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 1, NULL, "node \"p\" is already a member of the cascade");
 		ctr_free(&r);
 		ck_assert_int_eq(pgt_int_db(third, "select count(*) from pgq_node.node_location"),
@@ -369,19 +359,19 @@ START_TEST(test_odd_names)
 			args[n++] = ODD_Q;
 		}
 		args[n] = NULL;
-		r = node(droot, args);
+		r = ctr_node(droot, args);
 		ctr_expect(&r, 1, NULL, bad[i].err);
 		ctr_free(&r);
 	}
 	ck_assert_int_eq(pgt_int_db(root, "select count(*) from pgq_node.node_location"), 0);
 
 	/* accepted: a quote, a space, UTF-8, double quotes */
-	r = node(droot, (const char *[]){"create-root", ODD_ROOT, "--queue", ODD_Q, "--worker",
-					 "w ro'ot", NULL});
+	r = ctr_node(droot, (const char *[]){"create-root", ODD_ROOT, "--queue", ODD_Q, "--worker",
+					     "w ro'ot", NULL});
 	ctr_expect(&r, 0, "root node \"ro'ot \xc3\xa9\" created", NULL);
 	ctr_free(&r);
-	r = node(dbr, (const char *[]){"create-branch", ODD_BR, "--provider", droot, "--queue",
-				       ODD_Q, NULL});
+	r = ctr_node(dbr, (const char *[]){"create-branch", ODD_BR, "--provider", droot, "--queue",
+					   ODD_Q, NULL});
 	ctr_expect(&r, 0, "branch node \"b \\\"1\\\"\" created, provider \"ro'ot \xc3\xa9\"", NULL);
 	ctr_free(&r);
 	{
@@ -405,7 +395,7 @@ START_TEST(test_odd_names)
 		PQfinish(c);
 	}
 	/* status: one row per member, odd names quoted, the newline escaped */
-	r = node(dbr, (const char *[]){"status", ODD_Q, NULL});
+	r = ctr_node(dbr, (const char *[]){"status", ODD_Q, NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	{
 		char *g = ctr_golden(r.out);
@@ -425,7 +415,7 @@ START_TEST(test_odd_names)
 	}
 	ctr_free(&r);
 	/* members: the same quoting */
-	r = node(dbr, (const char *[]){"members", ODD_Q, NULL});
+	r = ctr_node(dbr, (const char *[]){"members", ODD_Q, NULL});
 	ctr_expect(&r, 0, "\"evil\\x0a`- fake branch", NULL);
 	ck_assert_int_eq(lines(r.out), 4);
 	ctr_free(&r);

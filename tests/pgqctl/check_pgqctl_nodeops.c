@@ -34,18 +34,6 @@ static char *dsn(const char *db)
 	return s;
 }
 
-static CtlRun node(const char *db, const char *const *args)
-{
-	/* a loaded test machine may take seconds to accept a connection */
-	const char *argv[32] = {"--connect-timeout", "60", "-d", db, "node"};
-	int n = 5;
-
-	for (int i = 0; args[i]; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	return ctr_runv(NULL, argv);
-}
-
 static int count_of(const char *s, const char *needle);
 
 /* Run a multi-step command killed after each step that changed something, until
@@ -58,7 +46,7 @@ static int run_interrupted(const char *db, const char *const *args, char **all)
 	*all = strdup("");
 	setenv("PGQCTL_STOP_AFTER_STEP", "1", 1);
 	for (;;) {
-		CtlRun r = node(db, args);
+		CtlRun r = ctr_node(db, args);
 		runs++;
 		*all = realloc(*all, len + strlen(r.out) + 2);
 		strcpy(*all + len, r.out);
@@ -203,7 +191,7 @@ START_TEST(test_status_and_admin)
 	int64_t t1 = ct_last_tick(root);
 
 	/* healthy: the tree from the leaf, exact */
-	r = node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, NULL, NULL);
 	{
 		char *g = ctr_golden(r.out);
@@ -223,7 +211,7 @@ START_TEST(test_status_and_admin)
 	}
 	ctr_free(&r);
 	/* the same from the root with --cascade, as JSON */
-	r = node(droot, (const char *[]){"status", "--cascade", CT_QUEUE, "--json", NULL});
+	r = ctr_node(droot, (const char *[]){"status", "--cascade", CT_QUEUE, "--json", NULL});
 	ctr_expect(&r, 0, NULL, NULL);
 	{
 		PGconn *c = pgt_connect(root);
@@ -259,11 +247,11 @@ START_TEST(test_status_and_admin)
 	ctr_free(&r);
 
 	/* pause b2: the worker acknowledges and stops copying */
-	r = node(db2, (const char *[]){"pause", CT_QUEUE, NULL});
+	r = ctr_node(db2, (const char *[]){"pause", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "w_b2 paused", NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, "w_b2 has seen it"));
 	ctr_free(&r);
-	r = node(db2, (const char *[]){"pause", CT_QUEUE, NULL});
+	r = ctr_node(db2, (const char *[]){"pause", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "w_b2 already paused", NULL);
 	ctr_free(&r);
 	ct_produce(root, 20, 30);
@@ -273,12 +261,12 @@ START_TEST(test_status_and_admin)
 	int64_t t2 = ct_last_tick(root);
 	ck_assert_int_gt(t2, t1);
 	/* wait-provider on the paused node times out with exit 4 */
-	r = node(db2, (const char *[]){"wait-provider", CT_QUEUE, "--timeout", "1", NULL});
+	r = ctr_node(db2, (const char *[]){"wait-provider", CT_QUEUE, "--timeout", "1", NULL});
 	ctr_expect(&r, 4, NULL, "its worker is paused");
 	ctr_free(&r);
 	ck_assert_int_eq(ct_completed(b2, "b2"), t1);
 	ck_assert_int_eq(ct_completed(lf, "lf"), t1);
-	r = node(dlf, (const char *[]){"status", CT_QUEUE, "--json", NULL});
+	r = ctr_node(dlf, (const char *[]){"status", CT_QUEUE, "--json", NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	{
 		PGconn *c = pgt_connect(root);
@@ -292,37 +280,37 @@ START_TEST(test_status_and_admin)
 		PQfinish(c);
 	}
 	ctr_free(&r);
-	r = node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 3, "PROBLEMS found", NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, " paused\n"));
 	ctr_free(&r);
 	/* the leaf's lag in seconds is over a zero --max-lag */
-	r = node(dlf, (const char *[]){"status", CT_QUEUE, "--json", "--max-lag", "0", NULL});
+	r = ctr_node(dlf, (const char *[]){"status", CT_QUEUE, "--json", "--max-lag", "0", NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, "over --max-lag 0.0s"));
 	ctr_free(&r);
 
 	/* resume: the worker copies again; wait-provider / wait-root return */
-	r = node(db2, (const char *[]){"resume", "--cascade", CT_QUEUE, NULL});
+	r = ctr_node(db2, (const char *[]){"resume", "--cascade", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "w_b2 resumed", NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, "w_b2 has seen it"));
 	ctr_free(&r);
-	r = node(db2, (const char *[]){"wait-provider", CT_QUEUE, "--timeout", "20", NULL});
+	r = ctr_node(db2, (const char *[]){"wait-provider", CT_QUEUE, "--timeout", "20", NULL});
 	ctr_expect(&r, 0, "caught up", NULL);
 	ctr_free(&r);
-	r = node(dlf, (const char *[]){"wait-root", CT_QUEUE, "--timeout", "20", NULL});
+	r = ctr_node(dlf, (const char *[]){"wait-root", CT_QUEUE, "--timeout", "20", NULL});
 	ctr_expect(&r, 0, "caught up", NULL);
 	ctr_free(&r);
 	ck_assert_int_eq(ct_completed(lf, "lf"), t2);
-	r = node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "healthy", NULL);
 	ctr_free(&r);
 	/* pause another node's worker with --node, from the root */
-	r = node(droot, (const char *[]){"pause", CT_QUEUE, "--node", "lf", NULL});
+	r = ctr_node(droot, (const char *[]){"pause", CT_QUEUE, "--node", "lf", NULL});
 	ctr_expect(&r, 0, "node lf: w_lf paused", NULL);
 	ctr_free(&r);
 	expect_value(lf, "select paused::text from pgq_node.local_state", "true");
-	r = node(droot, (const char *[]){"resume", CT_QUEUE, "--consumer", "w_lf", NULL});
+	r = ctr_node(droot, (const char *[]){"resume", CT_QUEUE, "--consumer", "w_lf", NULL});
 	ctr_expect(&r, 0, "w_lf resumed", NULL);
 	ctr_free(&r);
 
@@ -330,7 +318,7 @@ START_TEST(test_status_and_admin)
 	for (int i = 0; i < 4; i++)
 		pgt_exec_db(all[i], "update pgq_node.node_location set node_location ="
 				    " 'host=127.0.0.1 port=1 dbname=gone' where node_name = 'lf'");
-	r = node(droot, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(droot, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	{
 		char *g = ctr_golden(r.out);
@@ -338,7 +326,7 @@ START_TEST(test_status_and_admin)
 		free(g);
 	}
 	ctr_free(&r);
-	r = node(droot, (const char *[]){"status", CT_QUEUE, "--json", NULL});
+	r = ctr_node(droot, (const char *[]){"status", CT_QUEUE, "--json", NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	{
 		PGconn *c = pgt_connect(root);
@@ -363,10 +351,10 @@ START_TEST(test_status_and_admin)
 
 	/* --dry-run changes nothing */
 	char *before = snapshot(all, 4);
-	r = node(droot, (const char *[]){"tag-dead", CT_QUEUE, "lf", "--dry-run", NULL});
+	r = ctr_node(droot, (const char *[]){"tag-dead", CT_QUEUE, "lf", "--dry-run", NULL});
 	ctr_expect(&r, 0, "would be done", NULL);
 	ctr_free(&r);
-	r = node(droot, (const char *[]){"drop-node", CT_QUEUE, "lf", "--dry-run", NULL});
+	r = ctr_node(droot, (const char *[]){"drop-node", CT_QUEUE, "lf", "--dry-run", NULL});
 	ctr_expect(&r, 0, "would be done", NULL);
 	ctr_free(&r);
 	{
@@ -388,10 +376,10 @@ START_TEST(test_status_and_admin)
 	}
 	for (int i = 0; i < 3; i++)
 		expect_value(all[i], DEAD_OF("lf"), "true");
-	r = node(droot, (const char *[]){"tag-dead", CT_QUEUE, "lf", NULL});
+	r = ctr_node(droot, (const char *[]){"tag-dead", CT_QUEUE, "lf", NULL});
 	ctr_expect(&r, 0, "nothing to do", NULL);
 	ctr_free(&r);
-	r = node(db1, (const char *[]){"status", CT_QUEUE, "--json", NULL});
+	r = ctr_node(db1, (const char *[]){"status", CT_QUEUE, "--json", NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	{
 		PGconn *c = pgt_connect(root);
@@ -411,13 +399,13 @@ START_TEST(test_status_and_admin)
 	}
 	for (int i = 0; i < 4; i++)
 		expect_value(all[i], DEAD_OF("lf"), "false");
-	r = node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "healthy", NULL);
 	ctr_free(&r);
 	/* a consumer's recorded error (first line shown) is a problem */
 	pgt_exec_db(lf, "select pgq_node.set_consumer_error('" CT_QUEUE "', 'w_lf',"
 			" E'apply failed: boom\\nsecond line')");
-	r = node(db1, (const char *[]){"status", CT_QUEUE, "--json", NULL});
+	r = ctr_node(db1, (const char *[]){"status", CT_QUEUE, "--json", NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	{
 		PGconn *c = pgt_connect(root);
@@ -430,7 +418,7 @@ START_TEST(test_status_and_admin)
 
 	/* drop-node: refused while someone reads from it; a spare leaf is dropped with
 	   a kill after each step, and a re-run finds everything done */
-	r = node(droot, (const char *[]){"drop-node", CT_QUEUE, "b2", NULL});
+	r = ctr_node(droot, (const char *[]){"drop-node", CT_QUEUE, "b2", NULL});
 	ctr_expect(&r, 1, NULL, "node \"lf\" still reads from \"b2\"");
 	ctr_free(&r);
 	char *sp = ct_node_db();
@@ -455,7 +443,7 @@ START_TEST(test_status_and_admin)
 			strstr(out, "b1: forget \"sp\" (subscription, location): done"));
 		free(out);
 	}
-	r = node(db2, (const char *[]){"drop-node", CT_QUEUE, "sp", NULL});
+	r = ctr_node(db2, (const char *[]){"drop-node", CT_QUEUE, "sp", NULL});
 	ctr_expect(&r, 0, "nothing to do", NULL);
 	ctr_free(&r);
 	for (int i = 0; i < 4; i++)
@@ -475,18 +463,18 @@ START_TEST(test_status_and_admin)
 	ck_assert(pgt_wait_until(synced, &sy, 20000, 20));
 
 	/* rename-node is refused with the reason */
-	r = node(droot, (const char *[]){"rename-node", CT_QUEUE, "lf", "lf9", NULL});
+	r = ctr_node(droot, (const char *[]){"rename-node", CT_QUEUE, "lf", "lf9", NULL});
 	ctr_expect(&r, 1, NULL, "refused");
 	ck_assert_ptr_nonnull(strstr(r.err, "drop-node lf"));
 	ctr_free(&r);
 	/* bad input */
-	r = node(droot, (const char *[]){"status", NULL});
+	r = ctr_node(droot, (const char *[]){"status", NULL});
 	ctr_expect(&r, 2, NULL, "needs the cascade");
 	ctr_free(&r);
-	r = node(droot, (const char *[]){"tag-dead", CT_QUEUE, "nosuch", NULL});
+	r = ctr_node(droot, (const char *[]){"tag-dead", CT_QUEUE, "nosuch", NULL});
 	ctr_expect(&r, 1, NULL, "\"nosuch\" is not a member");
 	ctr_free(&r);
-	r = node(droot, (const char *[]){"status", "nocascade", NULL});
+	r = ctr_node(droot, (const char *[]){"status", "nocascade", NULL});
 	ctr_expect(&r, 1, NULL, "no node of this cascade here");
 	ctr_free(&r);
 
@@ -555,8 +543,8 @@ START_TEST(test_resurrect)
 	snprintf(file, sizeof(file), "%s/lost.json", pgt_tmp_dir());
 	/* --dry-run changes nothing */
 	char *before = snapshot(all, 2);
-	r = node(dro,
-		 (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, "--dry-run", NULL});
+	r = ctr_node(dro, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file,
+					   "--dry-run", NULL});
 	ctr_expect(&r, 0, "gravestone of ro found on nb", NULL);
 	ck_assert_msg(
 		strstr(r.out, ": report and remove the events after tick") &&
@@ -624,11 +612,11 @@ START_TEST(test_resurrect)
 		     "0");
 	for (int i = 0; i < 3; i++)
 		expect_value(all[i], DEAD_OF("ro"), "false");
-	r = node(dro, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, NULL});
+	r = ctr_node(dro, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, NULL});
 	ctr_expect(&r, 0, "nothing to do", NULL);
 	ctr_free(&r);
 	/* resumed, it follows the new root */
-	r = node(dro, (const char *[]){"resume", CT_QUEUE, "--no-wait", NULL});
+	r = ctr_node(dro, (const char *[]){"resume", CT_QUEUE, "--no-wait", NULL});
 	ctr_expect(&r, 0, "w_ro resumed", NULL);
 	ctr_free(&r);
 	tick(nb); /* carries the location-info events of tag-alive */
@@ -641,7 +629,7 @@ START_TEST(test_resurrect)
 	ct_stop(&wl);
 	ck_assert_int_eq(wr.errors, 0);
 	ck_assert_str_eq(ct_events(ro, false), ct_events(nb, false));
-	r = node(dnb, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(dnb, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "healthy", NULL);
 	ctr_free(&r);
 	free(ro);
@@ -745,7 +733,7 @@ START_TEST(test_interop_cascadeadmin)
 				  NULL),
 			 0);
 	/* pgqctl reads the cascade CascadeAdmin made */
-	r = node(dbr, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(dbr, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, NULL, NULL);
 	{
 		char *g = ctr_golden(r.out);
@@ -761,7 +749,7 @@ START_TEST(test_interop_cascadeadmin)
 	}
 	ctr_free(&r);
 	/* a node paused by pgqctl is paused for CascadeAdmin */
-	r = node(dbr, (const char *[]){"pause", CT_QUEUE, "--no-wait", NULL});
+	r = ctr_node(dbr, (const char *[]){"pause", CT_QUEUE, "--no-wait", NULL});
 	ctr_expect(&r, 0, "branchnode_worker paused", NULL);
 	ctr_free(&r);
 	char *out;
@@ -770,14 +758,14 @@ START_TEST(test_interop_cascadeadmin)
 	ck_assert_msg(strstr(out, "PAUSED") != NULL, "%s", out);
 	free(out);
 	/* and pgqctl's tag-dead shows as dead there */
-	r = node(droot, (const char *[]){"tag-dead", CT_QUEUE, "branchnode", NULL});
+	r = ctr_node(droot, (const char *[]){"tag-dead", CT_QUEUE, "branchnode", NULL});
 	ctr_expect(&r, 0, "finished", NULL);
 	ctr_free(&r);
 	ck_assert_int_eq(py_admin(dir, "rootnode", root, (const char *[]){"members", NULL}, &out),
 			 0);
 	ck_assert_msg(strstr(out, "branchnode") && strstr(out, "True"), "%s", out);
 	free(out);
-	r = node(droot, (const char *[]){"status", CT_QUEUE, NULL});
+	r = ctr_node(droot, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 3, NULL, NULL);
 	{
 		char *g = ctr_golden(r.out);
@@ -926,7 +914,7 @@ static bool odd_synced(void *arg)
 static CtlRun odd_run(const char *db, const char *const *args)
 {
 	char *d = dsn(db);
-	CtlRun r = node(d, args);
+	CtlRun r = ctr_node(d, args);
 	free(d);
 	return r;
 }

@@ -52,4 +52,12 @@ char *ctr_golden(const char *s);
 /* A tick of `queue` now, whatever its thresholds say. */
 void ctr_tick(PGconn *c, const char *queue);
 
+/* `pgqctl --connect-timeout 60 -d dsn node ARGS...` (args NULL-terminated; a
+   loaded test machine may take seconds to accept a connection). */
+CtlRun ctr_node(const char *dsn, const char *const *args);
+/* A command's stdout as TAP comments on stderr. */
+void ctr_dump(const CtlRun *r);
+/* The number right after `key` in out; fails the test when key is missing. */
+double ctr_number_after(const char *out, const char *key);
+
 #endif
