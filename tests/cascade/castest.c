@@ -238,6 +238,7 @@ void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char 
 	cfg.on_batch = on_batch;
 	cfg.on_error = on_error;
 	cfg.arg = x;
+	cfg.worker = x->worker;
 	x->db = db;
 	char eb[256];
 	x->w = pgqev_cascade_new(base, &cfg, eb, sizeof(eb));

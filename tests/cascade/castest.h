@@ -41,7 +41,8 @@ typedef struct CtWorker {
 	int errors;
 	char last_error[512];
 	bool quiet;
-	bool apply; /* leaf: insert every event into table "applied" on the node */
+	const char *worker; /* a consumer name other than the node's worker; NULL: the worker */
+	bool apply;         /* leaf: insert every event into table "applied" on the node */
 	int sleep_ms_per_chunk;
 	uint64_t chunks;
 } CtWorker;

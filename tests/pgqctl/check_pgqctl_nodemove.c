@@ -1,0 +1,401 @@
+/*
+ * pgqctl node commands that move readers, run for real on a cascade of the
+ * private server whose workers (libpgqev) run on a loop thread of their own:
+ *   - change-provider --consumer: the leaf's worker named by --consumer, and a
+ *     plain cascaded consumer on another leaf, each moved from b1 to b2 while a
+ *     producer writes; every data event reaches both exactly once, and the
+ *     registrations follow (subscriber rows for the worker, a PgQ consumer
+ *     only for the plain one);
+ *   - failover --dead root b1 while b2 holds ticks b1 never got: b1 first takes
+ *     them from b2 (the step says so), resumes from b2's tick, and the events
+ *     reported as only on the root are exactly those after that tick;
+ *   - drop-node, resurrect, wait-root and wait-provider on Debian's pgq_node.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "castest.h"
+#include "ctlrun.h"
+
+#define POLL (50 * USEC_PER_MSEC)
+
+#define APPLIED_SQL "select ev_data::bigint from applied where ev_type = 'data'"
+#define DATA_SQL    "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"
+
+/* The workers' loop, on a thread: pgqctl waits for their acknowledgements. */
+typedef struct Loop {
+	struct event_base *base;
+	pthread_t th;
+	volatile bool stop;
+} Loop;
+
+static void *loop_run(void *arg)
+{
+	Loop *l = arg;
+	while (!l->stop)
+		event_base_loop(l->base, EVLOOP_ONCE);
+	return NULL;
+}
+
+static void loop_go(Loop *l)
+{
+	l->stop = false;
+	ck_assert_int_eq(pthread_create(&l->th, NULL, loop_run, l), 0);
+}
+
+/* Workers are started and freed only while the loop is held. */
+static void loop_hold(Loop *l)
+{
+	l->stop = true;
+	pthread_join(l->th, NULL);
+}
+
+/* A producer thread: 10 numbered data events a transaction on the root, then
+   a tick, until stopped. */
+typedef struct Prod {
+	char *conninfo;
+	pthread_t th;
+	volatile bool stop;
+	int64_t next;
+} Prod;
+
+static void *produce(void *arg)
+{
+	Prod *p = arg;
+	PGconn *c = PQconnectdb(p->conninfo);
+	while (!p->stop && PQstatus(c) == CONNECTION_OK) {
+		char a[32];
+		const char *prm[1] = {a};
+		snprintf(a, sizeof(a), "%" PRId64, p->next);
+		PGresult *r = PQexecParams(c,
+					   "select count(pgq.insert_event('" CT_QUEUE
+					   "', 'data', s::text))"
+					   " from generate_series($1::bigint, $1::bigint + 9) s",
+					   1, NULL, prm, NULL, NULL, 0);
+		ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+		PQclear(r);
+		p->next += 10;
+		PQclear(PQexec(c, "select pgq.force_tick('" CT_QUEUE "'), pgq.ticker('" CT_QUEUE
+				  "')"));
+		usleep(20000);
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+static void tick(const char *db)
+{
+	PGconn *c = pgt_connect(db);
+	ctr_tick(c, CT_QUEUE);
+	PQfinish(c);
+}
+
+static void produce_n(const char *db, int64_t from, int64_t count)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(pgq.insert_event('" CT_QUEUE "', 'data', s::text))"
+		 " from generate_series(%" PRId64 ", %" PRId64 ") s",
+		 from, from + count - 1);
+	pgt_exec_db(db, sql);
+	tick(db);
+}
+
+typedef struct Count {
+	const char *db, *sql;
+	int64_t want;
+} Count;
+
+static bool count_reached(void *arg)
+{
+	Count *k = arg;
+	return pgt_int_db(k->db, k->sql) >= k->want;
+}
+
+/* Every listed node's consumer `consumer` (NULL: w_NAME) holds the root's last
+   tick, and a branch has made it. */
+typedef struct Sync {
+	const char *root;
+	const char *db[4], *name[4];
+	int n;
+} Sync;
+
+static bool synced(void *arg)
+{
+	Sync *s = arg;
+	int64_t t = ct_last_tick(s->root);
+	for (int i = 0; i < s->n; i++) {
+		if (ct_completed(s->db[i], s->name[i]) != t)
+			return false;
+		int64_t local = pgt_int_db(s->db[i], "select coalesce(max(t.tick_id), -1)"
+						     " from pgq.tick t join pgq.queue q"
+						     " on q.queue_id = t.tick_queue"
+						     " where q.queue_name = '" CT_QUEUE "'");
+		if (local >= 0 && local != t)
+			return false;
+	}
+	return true;
+}
+
+static char *value(const char *db, const char *sql)
+{
+	PGconn *c = pgt_connect(db);
+	char *v = pgt_value(c, sql);
+	PQfinish(c);
+	return v ? v : strdup("(null)");
+}
+
+static void expect_value(const char *db, const char *sql, const char *want)
+{
+	char *v = value(db, sql);
+	ck_assert_msg(strcmp(v, want) == 0, "%s: got \"%s\", want \"%s\"", sql, v, want);
+	free(v);
+}
+
+static char *dsn(const char *db)
+{
+	char *s = strdup(ctr_dsn(db, NULL));
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+#define CONSUMERS_OF(db)                                                                       \
+	"select coalesce(string_agg(consumer_name, ',' order by consumer_name collate \"C\")," \
+	" '')"                                                                                 \
+	" from pgq.get_consumer_info('" CT_QUEUE "')"
+#define SUBSCRIBERS                                                       \
+	"select coalesce(string_agg(node_name || ':' || worker_name, ','" \
+	" order by node_name collate \"C\"),"                             \
+	" '') from pgq_node.get_subscriber_info('" CT_QUEUE "')"
+
+START_TEST(test_change_provider_consumer)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *lf = ct_node_db(),
+	     *lc = ct_node_db();
+	char *dlf = dsn(lf), *dlc = dsn(lc);
+	CtlRun r;
+
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("branch", b2, "b2", root, "root", root);
+	ct_make_sub("leaf", lf, "lf", b1, "b1", root);
+	ct_make_sub("leaf", lc, "lc", b1, "b1", root);
+	ct_make_applied(lf);
+	ct_make_applied(lc);
+	/* lc's own worker does not run: the plain cascaded consumer c1 reads for
+	   it, from b1's tick 1, before any data event */
+	pgt_exec_db(lc, "select * from pgq_node.register_consumer('" CT_QUEUE "', 'c1', 'b1', 1)");
+	pgt_exec_db(b1, "select pgq.register_consumer_at('" CT_QUEUE "', 'c1', 1)");
+
+	Loop l = {event_base_new()};
+	CtWorker w1 = {.quiet = true}, w2 = {.quiet = true}, wl = {.quiet = true, .apply = true},
+		 wc = {.quiet = true, .apply = true, .worker = "c1"};
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&w2, l.base, b2, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	ct_start_on(&wc, l.base, lc, POLL);
+	loop_go(&l);
+
+	Prod p = {.conninfo = strdup(pgt_connstr(root, false))};
+	ck_assert_int_eq(pthread_create(&p.th, NULL, produce, &p), 0);
+	Count k = {lf, "select count(*) from applied where ev_type = 'data'", 100};
+	ck_assert_msg(pgt_wait_until(count_reached, &k, 30000, 50), "the leaf applied nothing");
+
+	/* the leaf's own worker, named by --consumer: the node moves */
+	r = ctr_node(dlf, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
+					   "w_lf", "--provider", "b2", NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "change provider of worker w_lf on node lf to b2", NULL);
+	ck_assert_msg(strstr(r.out, "drop its registration on the former provider: done"), "%s",
+		      r.out);
+	ctr_free(&r);
+	/* a plain cascaded consumer: only its PgQ registration moves */
+	r = ctr_node(dlc, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
+					   "c1", "--provider", "b2", NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "change provider of consumer c1 on node lc to b2", NULL);
+	ctr_free(&r);
+	/* both keep reading under load from their new provider */
+	int64_t more = pgt_int_db(root, "select count(*) from (" DATA_SQL ") x") + 100;
+	Count k2 = {lc, "select count(*) from applied where ev_type = 'data'", more};
+	ck_assert_msg(pgt_wait_until(count_reached, &k2, 30000, 50), "c1 stopped reading");
+	p.stop = true;
+	pthread_join(p.th, NULL);
+	tick(root);
+
+	size_t n;
+	int64_t *all = ct_fetch_sorted(root, DATA_SQL, &n);
+	ck_assert_int_gt((int64_t)n, 200);
+	ct_expect_exactly("lf (w_lf moved)", lf, APPLIED_SQL, all, n, NULL);
+	ct_expect_exactly("lc (c1 moved)", lc, APPLIED_SQL, all, n, NULL);
+	/* the worker moved as a node: subscriber rows and .lf.watermark follow it */
+	expect_value(b2, SUBSCRIBERS, "lf:w_lf");
+	expect_value(b1, SUBSCRIBERS, "lc:w_lc");
+	expect_value(b1, CONSUMERS_OF(b1), ".global_watermark,.lc.watermark,w_lc");
+	expect_value(b2, CONSUMERS_OF(b2), ".global_watermark,.lf.watermark,c1,w_lf");
+	expect_value(lf, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')", "b2");
+	expect_value(lc,
+		     "select provider_node from pgq_node.local_state"
+		     " where queue_name = '" CT_QUEUE "' and consumer_name = 'c1'",
+		     "b2");
+	/* again: nothing to do */
+	r = ctr_node(dlc, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
+					   "c1", "--provider", "b2", NULL});
+	ctr_expect(&r, 0, "already done", NULL);
+	ctr_free(&r);
+
+	loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&w2);
+	ct_stop(&wl);
+	ct_stop(&wc);
+	event_base_free(l.base);
+	free(all);
+	free(p.conninfo);
+	free(dlf);
+	free(dlc);
+	free(root);
+	free(b1);
+	free(b2);
+	free(lf);
+	free(lc);
+}
+END_TEST
+
+/* Point every listed node's location of `name` to `loc`. */
+static void set_location(const char *const *dbs, int n, const char *name, const char *loc)
+{
+	for (int i = 0; i < n; i++) {
+		PGconn *c = pgt_connect(dbs[i]);
+		const char *p[2] = {loc, name};
+		PGresult *res = PQexecParams(c,
+					     "update pgq_node.node_location set node_location = $1"
+					     " where node_name = $2",
+					     2, NULL, p, NULL, NULL, 0);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+		PQclear(res);
+		PQfinish(c);
+	}
+}
+
+START_TEST(test_failover_branch_ahead)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *lf = ct_node_db();
+	char *db1 = dsn(b1), *root_loc = strdup(pgt_connstr(root, false));
+	const char *surv[3] = {b1, b2, lf};
+	CtlRun r;
+
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("branch", b2, "b2", root, "root", root);
+	ct_make_sub("leaf", lf, "lf", root, "root", root);
+	ct_make_applied(lf);
+
+	Loop l = {event_base_new()};
+	CtWorker w1 = {.quiet = true}, w2 = {.quiet = true}, wl = {.quiet = true, .apply = true};
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&w2, l.base, b2, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	loop_go(&l);
+	produce_n(root, 0, 100);
+	Sync all3 = {root, {b1, b2, lf}, {"b1", "b2", "lf"}, 3};
+	ck_assert_msg(pgt_wait_until(synced, &all3, 30000, 50), "the cascade did not catch up");
+	int64_t t1 = ct_last_tick(root);
+
+	/* b1 stops; b2 and the leaf get 100 events more */
+	loop_hold(&l);
+	ct_stop(&w1);
+	loop_go(&l);
+	produce_n(root, 100, 100);
+	Sync ahead = {root, {b2, lf}, {"b2", "lf"}, 2};
+	ck_assert_msg(pgt_wait_until(synced, &ahead, 30000, 50), "b2 did not catch up");
+	int64_t t2 = ct_last_tick(root);
+	ck_assert_int_gt(t2, t1);
+	/* the root's host is gone: 50 events more that nobody copied, then no
+	   survivor reaches it (its location leads to a closed port) */
+	loop_hold(&l);
+	ct_stop(&w2);
+	ct_stop(&wl);
+	produce_n(root, 200, 50);
+	set_location(surv, 3, "root", "host=127.0.0.1 port=1 dbname=gone");
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&w2, l.base, b2, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	loop_go(&l);
+	ck_assert_int_eq(ct_last_tick(b1), t1);
+
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, NULL, NULL);
+	{
+		char want[200];
+		snprintf(want, sizeof(want), "b1 got ticks %lld..%lld from b2", (long long)t1,
+			 (long long)t2);
+		ck_assert_msg(strstr(r.out, want), "no \"%s\" in:\n%s", want, r.out);
+	}
+	ck_assert_int_eq((long long)ctr_number_after(r.out, "it resumed from tick "), t2);
+	ck_assert_ptr_nonnull(strstr(r.out, "events only on root: not known, it does not answer"));
+	ctr_free(&r);
+	/* b2 and the leaf read from the new root now */
+	expect_value(b2, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')", "b1");
+	expect_value(lf, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')", "b1");
+	expect_value(b1, "select node_type from pgq_node.get_node_info('" CT_QUEUE "')", "root");
+	/* the new root's writes reach everyone; the leaf has each event once */
+	produce_n(b1, 1000, 50);
+	Sync after = {b1, {b2, lf}, {"b2", "lf"}, 2};
+	ck_assert_msg(pgt_wait_until(synced, &after, 30000, 50), "b2 / lf did not follow b1");
+	size_t n;
+	int64_t *on_b1 = ct_fetch_sorted(b1, DATA_SQL, &n);
+	ck_assert_int_eq((int64_t)n, 250);
+	ct_expect_exactly("lf", lf, APPLIED_SQL, on_b1, n, NULL);
+	/* b1 took the 100 events only b2 had: b2's queue holds the same data events
+	   (the new root's own pgq.global-watermark events may not be ticked yet) */
+	ct_expect_exactly("b2 queue", b2, DATA_SQL, on_b1, n, NULL);
+
+	/* the root answers again: the same command fences it and counts its 50 */
+	set_location(surv, 3, "root", root_loc);
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "root answers: its writes are off now", NULL);
+	ck_assert_int_eq((long long)ctr_number_after(strstr(r.out, "events only on root: "),
+						     "events only on root: "),
+			 50);
+	ctr_free(&r);
+
+	loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&w2);
+	ct_stop(&wl);
+	event_base_free(l.base);
+	free(on_b1);
+	free(root_loc);
+	free(db1);
+	free(root);
+	free(b1);
+	free(b2);
+	free(lf);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("pgqctl-nodemove");
+	const char *names[2] = {"consumer", "ahead"};
+	const TTest *tests[2] = {test_change_provider_consumer, test_failover_branch_ahead};
+	for (int i = 0; i < 2; i++) {
+		TCase *tc = pgt_tcase(names[i], 180);
+		tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
+		tcase_add_test(tc, tests[i]);
+		suite_add_tcase(s, tc);
+	}
+	PgtOptions o = {.need_server = true};
+	return pgt_main(s, &o);
+}
