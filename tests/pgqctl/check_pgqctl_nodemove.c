@@ -385,12 +385,165 @@ START_TEST(test_failover_branch_ahead)
 }
 END_TEST
 
+/* ---- Debian's pgq_node (postgresql-15-pgq-node) ---- */
+
+static char *debian_db(const char *name)
+{
+	char sql[200];
+	snprintf(sql, sizeof(sql), "create database %s template template0", name);
+	pgt_exec_db("postgres", sql);
+	pgt_exec_db(name, "create extension pgq");
+	pgt_exec_db(name, "create extension pgq_node");
+	return strdup(name);
+}
+
+START_TEST(test_debian_drop_resurrect_wait)
+{
+	PGconn *pc = pgt_connect("postgres");
+	bool have = pgt_int(pc, "select count(*) from pg_available_extensions"
+				" where name in ('pgq', 'pgq_node')") == 2;
+	PQfinish(pc);
+	if (pgt_missing(!have, "Debian's postgresql-15-pgq3 and postgresql-15-pgq-node"))
+		return;
+	char *root = debian_db("nm_deb_root"), *b1 = debian_db("nm_deb_b1"),
+	     *lf = debian_db("nm_deb_lf"), *sp = debian_db("nm_deb_sp");
+	char *droot = dsn(root), *db1 = dsn(b1), *dlf = dsn(lf);
+	char *root_loc = strdup(pgt_connstr(root, false)), file[600];
+	const char *surv[2] = {b1, lf};
+	CtlRun r;
+
+	/* Debian's extension, not ours */
+	expect_value(root, "select extversion from pg_extension where extname = 'pgq_node'", "3.5");
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("leaf", lf, "lf", b1, "b1", root);
+	ct_make_sub("leaf", sp, "sp", b1, "b1", root);
+	Loop l = {event_base_new()};
+	CtWorker w1 = {.quiet = true}, wl = {.quiet = true};
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	loop_go(&l);
+	produce_n(root, 0, 20);
+
+	/* wait-provider / wait-root return once the leaf has the ticks */
+	r = ctr_node(dlf, (const char *[]){"wait-root", CT_QUEUE, "--timeout", "30", NULL});
+	ctr_expect(&r, 0, "caught up", NULL);
+	ctr_free(&r);
+	ck_assert_int_eq(ct_completed(lf, "lf"), ct_last_tick(root));
+	r = ctr_node(dlf, (const char *[]){"wait-provider", CT_QUEUE, "--timeout", "30", NULL});
+	ctr_expect(&r, 0, "caught up", NULL);
+	ctr_free(&r);
+	/* with b1 paused, the leaf cannot reach the root's next tick: exit 4 */
+	r = ctr_node(db1, (const char *[]){"pause", CT_QUEUE, NULL});
+	ctr_expect(&r, 0, "w_b1 paused", NULL);
+	ctr_free(&r);
+	produce_n(root, 20, 10);
+	r = ctr_node(dlf, (const char *[]){"wait-root", CT_QUEUE, "--timeout", "1", NULL});
+	ctr_expect(&r, 4, NULL, "after 1 s");
+	ctr_free(&r);
+	ck_assert_int_lt(ct_completed(lf, "lf"), ct_last_tick(root));
+	r = ctr_node(db1, (const char *[]){"resume", CT_QUEUE, NULL});
+	ctr_expect(&r, 0, "w_b1 resumed", NULL);
+	ctr_free(&r);
+	r = ctr_node(dlf, (const char *[]){"wait-root", CT_QUEUE, "--timeout", "30", NULL});
+	ctr_expect(&r, 0, "caught up", NULL);
+	ctr_free(&r);
+
+	/* drop-node: the spare leaf (its worker never ran) goes from every member */
+	r = ctr_node(droot, (const char *[]){"drop-node", CT_QUEUE, "sp", NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "finished", NULL);
+	ctr_free(&r);
+	expect_value(sp, "select count(*) from pgq_node.node_info", "0");
+	expect_value(b1, SUBSCRIBERS, "lf:w_lf");
+	expect_value(b1, CONSUMERS_OF(b1), ".global_watermark,.lf.watermark,w_lf");
+	expect_value(root, "select count(*) from pgq_node.node_location where node_name = 'sp'",
+		     "0");
+	r = ctr_node(droot, (const char *[]){"drop-node", CT_QUEUE, "sp", NULL});
+	ctr_expect(&r, 0, "nothing to do", NULL);
+	ctr_free(&r);
+
+	/* drop-node announced sp's removal with an event on the root: the survivors
+	   get it, so that exactly the 7 events below are the root's own */
+	tick(root);
+	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
+	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
+
+	/* the root's host goes away with 7 events nobody copied; b1 takes over */
+	loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&wl);
+	produce_n(root, 100, 3);
+	produce_n(root, 103, 4);
+	set_location(surv, 2, "root", "host=127.0.0.1 port=1 dbname=gone");
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	loop_go(&l);
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "events only on root: not known", NULL);
+	int64_t g = (int64_t)ctr_number_after(r.out, "it resumed from tick ");
+	ctr_free(&r);
+	set_location(surv, 2, "root", root_loc);
+	produce_n(b1, 1000, 5);
+
+	/* resurrect: the old root reports its 7 and becomes a paused branch of b1 */
+	snprintf(file, sizeof(file), "%s/deb-lost.json", pgt_tmp_dir());
+	r = ctr_node(droot, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "LOST EVENTS: 7\n", NULL);
+	ctr_free(&r);
+	expect_value(root,
+		     "select node_type || '/' || provider_node || '/' || worker_paused::text"
+		     " from pgq_node.get_node_info('" CT_QUEUE "')",
+		     "branch/b1/true");
+	{
+		char sql[200];
+		snprintf(sql, sizeof(sql), "select count(*) from pgq.tick where tick_id > %lld",
+			 (long long)g);
+		expect_value(root, sql, "0");
+	}
+	/* resumed, it follows b1: the same data events as b1, each once */
+	r = ctr_node(droot, (const char *[]){"resume", CT_QUEUE, "--no-wait", NULL});
+	ctr_expect(&r, 0, "w_root resumed", NULL);
+	ctr_free(&r);
+	CtWorker wr = {.quiet = true};
+	loop_hold(&l);
+	ct_start_on(&wr, l.base, root, POLL);
+	loop_go(&l);
+	tick(b1);
+	Sync back = {b1, {root, lf}, {"root", "lf"}, 2};
+	ck_assert_msg(pgt_wait_until(synced, &back, 30000, 50), "the old root did not follow b1");
+	size_t n;
+	int64_t *on_b1 = ct_fetch_sorted(b1, DATA_SQL, &n);
+	ck_assert_int_eq((int64_t)n, 35);
+	ct_expect_exactly("old root", root, DATA_SQL, on_b1, n, NULL);
+
+	loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&wl);
+	ct_stop(&wr);
+	event_base_free(l.base);
+	free(on_b1);
+	free(root_loc);
+	free(droot);
+	free(db1);
+	free(dlf);
+	free(root);
+	free(b1);
+	free(lf);
+	free(sp);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-nodemove");
-	const char *names[2] = {"consumer", "ahead"};
-	const TTest *tests[2] = {test_change_provider_consumer, test_failover_branch_ahead};
-	for (int i = 0; i < 2; i++) {
+	const char *names[3] = {"consumer", "ahead", "debian"};
+	const TTest *tests[3] = {test_change_provider_consumer, test_failover_branch_ahead,
+				 test_debian_drop_resurrect_wait};
+	for (int i = 0; i < 3; i++) {
 		TCase *tc = pgt_tcase(names[i], 180);
 		tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
 		tcase_add_test(tc, tests[i]);
