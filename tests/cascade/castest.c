@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "castest.h"
 
 /*
@@ -516,4 +518,51 @@ void ct_expect_exactly(const char *what, const char *db, const char *sql, const 
 		ck_assert_msg(v[i] == want[i], "%s: event %" PRId64 " lost (have %" PRId64 ")",
 			      what, want[i], v[i]);
 	free(v);
+}
+
+/* ---- a loop thread, values, Debian databases ---- */
+
+static void *loop_run(void *arg)
+{
+	CtLoop *l = arg;
+	while (!l->stop)
+		event_base_loop(l->base, EVLOOP_ONCE);
+	return NULL;
+}
+
+void ct_loop_go(CtLoop *l)
+{
+	l->stop = false;
+	ck_assert_int_eq(pthread_create(&l->th, NULL, loop_run, l), 0);
+}
+
+void ct_loop_hold(CtLoop *l)
+{
+	l->stop = true;
+	pthread_join(l->th, NULL);
+}
+
+char *ct_value(const char *db, const char *sql)
+{
+	PGconn *c = pgt_connect(db);
+	char *v = pgt_value(c, sql);
+	PQfinish(c);
+	return v ? v : strdup("(null)");
+}
+
+void ct_expect_value(const char *db, const char *sql, const char *want)
+{
+	char *v = ct_value(db, sql);
+	ck_assert_msg(strcmp(v, want) == 0, "%s: %s: got \"%s\", want \"%s\"", db, sql, v, want);
+	free(v);
+}
+
+char *ct_debian_db(const char *name)
+{
+	char sql[200];
+	snprintf(sql, sizeof(sql), "create database %s template template0", name);
+	pgt_exec_db("postgres", sql);
+	pgt_exec_db(name, "create extension pgq");
+	pgt_exec_db(name, "create extension pgq_node");
+	return strdup(name);
 }

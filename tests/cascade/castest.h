@@ -7,6 +7,8 @@
 #ifndef PGQEV_TESTS_CASTEST_H
 #define PGQEV_TESTS_CASTEST_H
 
+#include <pthread.h>
+
 #include <pgqd-ev/pgqev_cascade.h>
 
 #include "constest.h"
@@ -83,6 +85,26 @@ void ct_produce(const char *db, int from, int to);
    and, on a branch, made that tick locally (a worker stopped then leaves no gap). */
 bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *const *names, int n,
 		    int timeout_ms);
+
+/* ---- workers on a thread of their own (pgqctl, run by the test, waits for
+   their acknowledgements) ---- */
+typedef struct CtLoop {
+	struct event_base *base;
+	pthread_t th;
+	volatile bool stop;
+} CtLoop;
+/* Run base's loop on a new thread. */
+void ct_loop_go(CtLoop *l);
+/* Stop that thread: workers are started and freed only while it is held. */
+void ct_loop_hold(CtLoop *l);
+
+/* One value of a query on db (malloc'd; "(null)" for none). */
+char *ct_value(const char *db, const char *sql);
+/* ... which must be want. */
+void ct_expect_value(const char *db, const char *sql, const char *want);
+/* A database `name` from template0 with Debian's PgQ 3.5 extensions pgq and
+   pgq_node (postgresql-15-pgq3, postgresql-15-pgq-node); malloc'd name. */
+char *ct_debian_db(const char *name);
 
 /* ---- exactly-once checks on numbered events ---- */
 

@@ -77,21 +77,6 @@ static void *produce(void *arg)
 	return NULL;
 }
 
-/* The workers of b1 and lf, on a loop of their own: pgqctl waits for them. */
-typedef struct Loop {
-	struct event_base *base;
-	pthread_t th;
-	volatile bool stop;
-} Loop;
-
-static void *loop_run(void *arg)
-{
-	Loop *l = arg;
-	while (!l->stop)
-		event_base_loop(l->base, EVLOOP_ONCE);
-	return NULL;
-}
-
 /* PgQ consumer "app" on b1: every batch recorded in table seen in the batch's
    own transaction (exactly-once). */
 static void consume(PGconn *c)
@@ -144,11 +129,11 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 			" pgq.set_queue_config('" CT_QUEUE "', 'ticker_idle_period', '0')");
 	ct_make_applied(lf);
 
-	Loop l = {event_base_new()};
+	CtLoop l = {event_base_new()};
 	CtWorker wb = {.quiet = true}, wl = {.quiet = true, .apply = true};
 	ct_start_on(&wb, l.base, b1, POLL);
 	ct_start_on(&wl, l.base, lf, POLL);
-	ck_assert_int_eq(pthread_create(&l.th, NULL, loop_run, &l), 0);
+	ct_loop_go(&l);
 	PGconn *app = pgt_connect(b1);
 
 	Prod p = {.conninfo = strdup(pgt_connstr(root, false))};
@@ -231,9 +216,7 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	ck_assert_int_eq((long long)ctr_number_after(r.out, "LOST EVENTS: "), all_reported);
 	ctr_free(&r);
 
-	l.stop = true;
-	event_base_loopbreak(l.base);
-	pthread_join(l.th, NULL);
+	ct_loop_hold(&l);
 	pgqev_cascade_free(wb.w);
 	pgqev_cascade_free(wl.w);
 	event_base_free(l.base);

@@ -14,13 +14,6 @@
 
 #define POLL (50 * USEC_PER_MSEC)
 
-static char *dsn(const char *db)
-{
-	char *s = strdup(ctr_dsn(db, NULL));
-	ck_assert_ptr_nonnull(s);
-	return s;
-}
-
 /* One row's columns of a query, '|'-joined. */
 static char *row(const char *db, const char *sql)
 {
@@ -53,7 +46,7 @@ static void expect_row(const char *db, const char *sql, const char *want)
 START_TEST(test_create_chain_and_copy)
 {
 	char *root = ct_node_db(), *br = ct_node_db(), *lf = ct_node_db();
-	char *droot = dsn(root), *dbr = dsn(br), *dlf = dsn(lf);
+	char *droot = ctr_dsn_dup(root), *dbr = ctr_dsn_dup(br), *dlf = ctr_dsn_dup(lf);
 	CtlRun r;
 
 	/* root */
@@ -198,7 +191,8 @@ END_TEST
 START_TEST(test_bad_input)
 {
 	char *root = ct_node_db(), *other = ct_node_db(), *nonode = strdup(pgt_db_new_empty());
-	char *droot = dsn(root), *dother = dsn(other), *dnonode = dsn(nonode);
+	char *droot = ctr_dsn_dup(root), *dother = ctr_dsn_dup(other),
+	     *dnonode = ctr_dsn_dup(nonode);
 	CtlRun r;
 
 	r = ctr_node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, NULL});
@@ -271,7 +265,7 @@ START_TEST(test_bad_input)
 	/* a run that stopped half way (location and subscription made on the root,
 	   nothing on the node): the re-run says what it found and finishes */
 	{
-		char *part = ct_node_db(), *dpart = dsn(part), sql[1400];
+		char *part = ct_node_db(), *dpart = ctr_dsn_dup(part), sql[1400];
 		PGconn *c = pgt_connect(root);
 		char *lit = PQescapeLiteral(c, dpart, strlen(dpart));
 		snprintf(sql, sizeof(sql),
@@ -293,7 +287,7 @@ START_TEST(test_bad_input)
 	}
 	/* another database cannot take the name "p" */
 	{
-		char *third = ct_node_db(), *dthird = dsn(third);
+		char *third = ct_node_db(), *dthird = ctr_dsn_dup(third);
 		r = ctr_node(dthird, (const char *[]){"create-leaf", "p", "--provider", droot,
 						      "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 1, NULL, "node \"p\" is already a member of the cascade");
@@ -331,7 +325,7 @@ static int lines(const char *s)
 START_TEST(test_odd_names)
 {
 	char *root = ct_node_db(), *br = ct_node_db();
-	char *droot = dsn(root), *dbr = dsn(br);
+	char *droot = ctr_dsn_dup(root), *dbr = ctr_dsn_dup(br);
 	CtlRun r;
 	static const struct {
 		const char *opt, *name, *err;

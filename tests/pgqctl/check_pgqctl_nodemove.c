@@ -28,34 +28,6 @@
 #define APPLIED_SQL "select ev_data::bigint from applied where ev_type = 'data'"
 #define DATA_SQL    "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"
 
-/* The workers' loop, on a thread: pgqctl waits for their acknowledgements. */
-typedef struct Loop {
-	struct event_base *base;
-	pthread_t th;
-	volatile bool stop;
-} Loop;
-
-static void *loop_run(void *arg)
-{
-	Loop *l = arg;
-	while (!l->stop)
-		event_base_loop(l->base, EVLOOP_ONCE);
-	return NULL;
-}
-
-static void loop_go(Loop *l)
-{
-	l->stop = false;
-	ck_assert_int_eq(pthread_create(&l->th, NULL, loop_run, l), 0);
-}
-
-/* Workers are started and freed only while the loop is held. */
-static void loop_hold(Loop *l)
-{
-	l->stop = true;
-	pthread_join(l->th, NULL);
-}
-
 /* A producer thread: 10 numbered data events a transaction on the root, then
    a tick, until stopped. */
 typedef struct Prod {
@@ -143,28 +115,6 @@ static bool synced(void *arg)
 	return true;
 }
 
-static char *value(const char *db, const char *sql)
-{
-	PGconn *c = pgt_connect(db);
-	char *v = pgt_value(c, sql);
-	PQfinish(c);
-	return v ? v : strdup("(null)");
-}
-
-static void expect_value(const char *db, const char *sql, const char *want)
-{
-	char *v = value(db, sql);
-	ck_assert_msg(strcmp(v, want) == 0, "%s: got \"%s\", want \"%s\"", sql, v, want);
-	free(v);
-}
-
-static char *dsn(const char *db)
-{
-	char *s = strdup(ctr_dsn(db, NULL));
-	ck_assert_ptr_nonnull(s);
-	return s;
-}
-
 #define CONSUMERS_OF(db)                                                                       \
 	"select coalesce(string_agg(consumer_name, ',' order by consumer_name collate \"C\")," \
 	" '')"                                                                                 \
@@ -178,7 +128,7 @@ START_TEST(test_change_provider_consumer)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *lf = ct_node_db(),
 	     *lc = ct_node_db();
-	char *dlf = dsn(lf), *dlc = dsn(lc);
+	char *dlf = ctr_dsn_dup(lf), *dlc = ctr_dsn_dup(lc);
 	CtlRun r;
 
 	ct_make_root(root, "root");
@@ -193,14 +143,14 @@ START_TEST(test_change_provider_consumer)
 	pgt_exec_db(lc, "select * from pgq_node.register_consumer('" CT_QUEUE "', 'c1', 'b1', 1)");
 	pgt_exec_db(b1, "select pgq.register_consumer_at('" CT_QUEUE "', 'c1', 1)");
 
-	Loop l = {event_base_new()};
+	CtLoop l = {event_base_new()};
 	CtWorker w1 = {.quiet = true}, w2 = {.quiet = true}, wl = {.quiet = true, .apply = true},
 		 wc = {.quiet = true, .apply = true, .worker = "c1"};
 	ct_start_on(&w1, l.base, b1, POLL);
 	ct_start_on(&w2, l.base, b2, POLL);
 	ct_start_on(&wl, l.base, lf, POLL);
 	ct_start_on(&wc, l.base, lc, POLL);
-	loop_go(&l);
+	ct_loop_go(&l);
 
 	Prod p = {.conninfo = strdup(pgt_connstr(root, false))};
 	ck_assert_int_eq(pthread_create(&p.th, NULL, produce, &p), 0);
@@ -235,22 +185,23 @@ START_TEST(test_change_provider_consumer)
 	ct_expect_exactly("lf (w_lf moved)", lf, APPLIED_SQL, all, n, NULL);
 	ct_expect_exactly("lc (c1 moved)", lc, APPLIED_SQL, all, n, NULL);
 	/* the worker moved as a node: subscriber rows and .lf.watermark follow it */
-	expect_value(b2, SUBSCRIBERS, "lf:w_lf");
-	expect_value(b1, SUBSCRIBERS, "lc:w_lc");
-	expect_value(b1, CONSUMERS_OF(b1), ".global_watermark,.lc.watermark,w_lc");
-	expect_value(b2, CONSUMERS_OF(b2), ".global_watermark,.lf.watermark,c1,w_lf");
-	expect_value(lf, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')", "b2");
-	expect_value(lc,
-		     "select provider_node from pgq_node.local_state"
-		     " where queue_name = '" CT_QUEUE "' and consumer_name = 'c1'",
-		     "b2");
+	ct_expect_value(b2, SUBSCRIBERS, "lf:w_lf");
+	ct_expect_value(b1, SUBSCRIBERS, "lc:w_lc");
+	ct_expect_value(b1, CONSUMERS_OF(b1), ".global_watermark,.lc.watermark,w_lc");
+	ct_expect_value(b2, CONSUMERS_OF(b2), ".global_watermark,.lf.watermark,c1,w_lf");
+	ct_expect_value(lf, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')",
+			"b2");
+	ct_expect_value(lc,
+			"select provider_node from pgq_node.local_state"
+			" where queue_name = '" CT_QUEUE "' and consumer_name = 'c1'",
+			"b2");
 	/* again: nothing to do */
 	r = ctr_node(dlc, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
 					   "c1", "--provider", "b2", NULL});
 	ctr_expect(&r, 0, "already done", NULL);
 	ctr_free(&r);
 
-	loop_hold(&l);
+	ct_loop_hold(&l);
 	ct_stop(&w1);
 	ct_stop(&w2);
 	ct_stop(&wl);
@@ -287,7 +238,7 @@ static void set_location(const char *const *dbs, int n, const char *name, const 
 START_TEST(test_failover_branch_ahead)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *lf = ct_node_db();
-	char *db1 = dsn(b1), *root_loc = strdup(pgt_connstr(root, false));
+	char *db1 = ctr_dsn_dup(b1), *root_loc = strdup(pgt_connstr(root, false));
 	const char *surv[3] = {b1, b2, lf};
 	CtlRun r;
 
@@ -297,21 +248,21 @@ START_TEST(test_failover_branch_ahead)
 	ct_make_sub("leaf", lf, "lf", root, "root", root);
 	ct_make_applied(lf);
 
-	Loop l = {event_base_new()};
+	CtLoop l = {event_base_new()};
 	CtWorker w1 = {.quiet = true}, w2 = {.quiet = true}, wl = {.quiet = true, .apply = true};
 	ct_start_on(&w1, l.base, b1, POLL);
 	ct_start_on(&w2, l.base, b2, POLL);
 	ct_start_on(&wl, l.base, lf, POLL);
-	loop_go(&l);
+	ct_loop_go(&l);
 	produce_n(root, 0, 100);
 	Sync all3 = {root, {b1, b2, lf}, {"b1", "b2", "lf"}, 3};
 	ck_assert_msg(pgt_wait_until(synced, &all3, 30000, 50), "the cascade did not catch up");
 	int64_t t1 = ct_last_tick(root);
 
 	/* b1 stops; b2 and the leaf get 100 events more */
-	loop_hold(&l);
+	ct_loop_hold(&l);
 	ct_stop(&w1);
-	loop_go(&l);
+	ct_loop_go(&l);
 	produce_n(root, 100, 100);
 	Sync ahead = {root, {b2, lf}, {"b2", "lf"}, 2};
 	ck_assert_msg(pgt_wait_until(synced, &ahead, 30000, 50), "b2 did not catch up");
@@ -319,7 +270,7 @@ START_TEST(test_failover_branch_ahead)
 	ck_assert_int_gt(t2, t1);
 	/* the root's host is gone: 50 events more that nobody copied, then no
 	   survivor reaches it (its location leads to a closed port) */
-	loop_hold(&l);
+	ct_loop_hold(&l);
 	ct_stop(&w2);
 	ct_stop(&wl);
 	produce_n(root, 200, 50);
@@ -327,7 +278,7 @@ START_TEST(test_failover_branch_ahead)
 	ct_start_on(&w1, l.base, b1, POLL);
 	ct_start_on(&w2, l.base, b2, POLL);
 	ct_start_on(&wl, l.base, lf, POLL);
-	loop_go(&l);
+	ct_loop_go(&l);
 	ck_assert_int_eq(ct_last_tick(b1), t1);
 
 	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
@@ -344,9 +295,11 @@ START_TEST(test_failover_branch_ahead)
 	ck_assert_ptr_nonnull(strstr(r.out, "events only on root: not known, it does not answer"));
 	ctr_free(&r);
 	/* b2 and the leaf read from the new root now */
-	expect_value(b2, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')", "b1");
-	expect_value(lf, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')", "b1");
-	expect_value(b1, "select node_type from pgq_node.get_node_info('" CT_QUEUE "')", "root");
+	ct_expect_value(b2, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')",
+			"b1");
+	ct_expect_value(lf, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')",
+			"b1");
+	ct_expect_value(b1, "select node_type from pgq_node.get_node_info('" CT_QUEUE "')", "root");
 	/* the new root's writes reach everyone; the leaf has each event once */
 	produce_n(b1, 1000, 50);
 	Sync after = {b1, {b2, lf}, {"b2", "lf"}, 2};
@@ -370,7 +323,7 @@ START_TEST(test_failover_branch_ahead)
 			 50);
 	ctr_free(&r);
 
-	loop_hold(&l);
+	ct_loop_hold(&l);
 	ct_stop(&w1);
 	ct_stop(&w2);
 	ct_stop(&wl);
@@ -385,17 +338,109 @@ START_TEST(test_failover_branch_ahead)
 }
 END_TEST
 
-/* ---- Debian's pgq_node (postgresql-15-pgq-node) ---- */
-
-static char *debian_db(const char *name)
+/* A leaf that applied ticks no branch has: failover refuses before changing
+   anything (under NEW it would skip NEW's first ticks); with the leaf's position
+   moved back as the message says, it goes through, and the leaf holds its own
+   extra events and all of NEW's, each once. */
+START_TEST(test_failover_leaf_ahead)
 {
-	char sql[200];
-	snprintf(sql, sizeof(sql), "create database %s template template0", name);
-	pgt_exec_db("postgres", sql);
-	pgt_exec_db(name, "create extension pgq");
-	pgt_exec_db(name, "create extension pgq_node");
-	return strdup(name);
+	char *root = ct_node_db(), *b1 = ct_node_db(), *lf = ct_node_db();
+	char *db1 = ctr_dsn_dup(b1), *dlf = ctr_dsn_dup(lf);
+	const char *surv[2] = {b1, lf};
+	CtlRun r;
+
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("leaf", lf, "lf", root, "root", root);
+	ct_make_applied(lf);
+	CtLoop l = {event_base_new()};
+	CtWorker w1 = {.quiet = true}, wl = {.quiet = true, .apply = true};
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	ct_loop_go(&l);
+	produce_n(root, 0, 20);
+	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
+	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
+	int64_t t1 = ct_last_tick(root);
+	ct_loop_hold(&l);
+	ct_stop(&w1);
+	ct_loop_go(&l);
+	produce_n(root, 20, 10);
+	Sync leaf = {root, {lf}, {"lf"}, 1};
+	ck_assert_msg(pgt_wait_until(synced, &leaf, 30000, 50), "the leaf did not catch up");
+	int64_t t2 = ct_last_tick(root);
+	ct_loop_hold(&l);
+	ct_stop(&wl);
+	set_location(surv, 2, "root", "host=127.0.0.1 port=1 dbname=gone");
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	ct_loop_go(&l);
+
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	{
+		char want[200];
+		snprintf(want, sizeof(want),
+			 "node lf has applied ticks up to %lld from root, past tick %lld",
+			 (long long)t2, (long long)t1);
+		ctr_expect(&r, 1, NULL, want);
+		ck_assert_ptr_nonnull(strstr(r.err, "Nothing was changed"));
+		snprintf(want, sizeof(want),
+			 "select pgq_node.set_consumer_completed('" CT_QUEUE "', 'w_lf', %lld)",
+			 (long long)t1);
+		ck_assert_msg(strstr(r.err, want), "%s", r.err);
+	}
+	ctr_free(&r);
+	ct_expect_value(b1, "select node_type from pgq_node.get_node_info('" CT_QUEUE "')",
+			"branch");
+	ct_expect_value(b1, "select count(*) from pgq_node.node_location where dead", "0");
+
+	/* as the message says: the leaf paused, its position back at t1 */
+	r = ctr_node(dlf, (const char *[]){"pause", CT_QUEUE, NULL});
+	ctr_expect(&r, 0, "w_lf paused", NULL);
+	ctr_free(&r);
+	{
+		char sql[200];
+		snprintf(sql, sizeof(sql),
+			 "select * from pgq_node.set_consumer_completed('" CT_QUEUE
+			 "', 'w_lf', %lld)",
+			 (long long)t1);
+		pgt_exec_db(lf, sql);
+	}
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "move lf under b1: done", NULL);
+	ck_assert_int_eq((long long)ctr_number_after(r.out, "it resumed from tick "), t1);
+	ctr_free(&r);
+	r = ctr_node(dlf, (const char *[]){"resume", CT_QUEUE, NULL});
+	ctr_expect(&r, 0, "w_lf resumed", NULL);
+	ctr_free(&r);
+	produce_n(b1, 100, 10);
+	Sync after = {b1, {lf}, {"lf"}, 1};
+	ck_assert_msg(pgt_wait_until(synced, &after, 30000, 50), "the leaf did not follow b1");
+	/* b1's events (0..19, 100..109) and the root's 20..29 the leaf had applied */
+	int64_t want[40];
+	size_t n = 0;
+	for (int64_t i = 0; i < 30; i++)
+		want[n++] = i;
+	for (int64_t i = 100; i < 110; i++)
+		want[n++] = i;
+	ct_expect_exactly("lf", lf, APPLIED_SQL, want, n, NULL);
+
+	ct_loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&wl);
+	event_base_free(l.base);
+	free(db1);
+	free(dlf);
+	free(root);
+	free(b1);
+	free(lf);
 }
+END_TEST
+
+/* ---- Debian's pgq_node (postgresql-15-pgq-node) ---- */
 
 START_TEST(test_debian_drop_resurrect_wait)
 {
@@ -405,24 +450,25 @@ START_TEST(test_debian_drop_resurrect_wait)
 	PQfinish(pc);
 	if (pgt_missing(!have, "Debian's postgresql-15-pgq3 and postgresql-15-pgq-node"))
 		return;
-	char *root = debian_db("nm_deb_root"), *b1 = debian_db("nm_deb_b1"),
-	     *lf = debian_db("nm_deb_lf"), *sp = debian_db("nm_deb_sp");
-	char *droot = dsn(root), *db1 = dsn(b1), *dlf = dsn(lf);
+	char *root = ct_debian_db("nm_deb_root"), *b1 = ct_debian_db("nm_deb_b1"),
+	     *lf = ct_debian_db("nm_deb_lf"), *sp = ct_debian_db("nm_deb_sp");
+	char *droot = ctr_dsn_dup(root), *db1 = ctr_dsn_dup(b1), *dlf = ctr_dsn_dup(lf);
 	char *root_loc = strdup(pgt_connstr(root, false)), file[600];
 	const char *surv[2] = {b1, lf};
 	CtlRun r;
 
 	/* Debian's extension, not ours */
-	expect_value(root, "select extversion from pg_extension where extname = 'pgq_node'", "3.5");
+	ct_expect_value(root, "select extversion from pg_extension where extname = 'pgq_node'",
+			"3.5");
 	ct_make_root(root, "root");
 	ct_make_sub("branch", b1, "b1", root, "root", root);
 	ct_make_sub("leaf", lf, "lf", b1, "b1", root);
 	ct_make_sub("leaf", sp, "sp", b1, "b1", root);
-	Loop l = {event_base_new()};
+	CtLoop l = {event_base_new()};
 	CtWorker w1 = {.quiet = true}, wl = {.quiet = true};
 	ct_start_on(&w1, l.base, b1, POLL);
 	ct_start_on(&wl, l.base, lf, POLL);
-	loop_go(&l);
+	ct_loop_go(&l);
 	produce_n(root, 0, 20);
 
 	/* wait-provider / wait-root return once the leaf has the ticks */
@@ -454,11 +500,11 @@ START_TEST(test_debian_drop_resurrect_wait)
 	ctr_dump(&r);
 	ctr_expect(&r, 0, "finished", NULL);
 	ctr_free(&r);
-	expect_value(sp, "select count(*) from pgq_node.node_info", "0");
-	expect_value(b1, SUBSCRIBERS, "lf:w_lf");
-	expect_value(b1, CONSUMERS_OF(b1), ".global_watermark,.lf.watermark,w_lf");
-	expect_value(root, "select count(*) from pgq_node.node_location where node_name = 'sp'",
-		     "0");
+	ct_expect_value(sp, "select count(*) from pgq_node.node_info", "0");
+	ct_expect_value(b1, SUBSCRIBERS, "lf:w_lf");
+	ct_expect_value(b1, CONSUMERS_OF(b1), ".global_watermark,.lf.watermark,w_lf");
+	ct_expect_value(root, "select count(*) from pgq_node.node_location where node_name = 'sp'",
+			"0");
 	r = ctr_node(droot, (const char *[]){"drop-node", CT_QUEUE, "sp", NULL});
 	ctr_expect(&r, 0, "nothing to do", NULL);
 	ctr_free(&r);
@@ -470,7 +516,7 @@ START_TEST(test_debian_drop_resurrect_wait)
 	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
 
 	/* the root's host goes away with 7 events nobody copied; b1 takes over */
-	loop_hold(&l);
+	ct_loop_hold(&l);
 	ct_stop(&w1);
 	ct_stop(&wl);
 	produce_n(root, 100, 3);
@@ -478,7 +524,7 @@ START_TEST(test_debian_drop_resurrect_wait)
 	set_location(surv, 2, "root", "host=127.0.0.1 port=1 dbname=gone");
 	ct_start_on(&w1, l.base, b1, POLL);
 	ct_start_on(&wl, l.base, lf, POLL);
-	loop_go(&l);
+	ct_loop_go(&l);
 	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
 					   CT_QUEUE, NULL});
 	ctr_dump(&r);
@@ -494,24 +540,24 @@ START_TEST(test_debian_drop_resurrect_wait)
 	ctr_dump(&r);
 	ctr_expect(&r, 0, "LOST EVENTS: 7\n", NULL);
 	ctr_free(&r);
-	expect_value(root,
-		     "select node_type || '/' || provider_node || '/' || worker_paused::text"
-		     " from pgq_node.get_node_info('" CT_QUEUE "')",
-		     "branch/b1/true");
+	ct_expect_value(root,
+			"select node_type || '/' || provider_node || '/' || worker_paused::text"
+			" from pgq_node.get_node_info('" CT_QUEUE "')",
+			"branch/b1/true");
 	{
 		char sql[200];
 		snprintf(sql, sizeof(sql), "select count(*) from pgq.tick where tick_id > %lld",
 			 (long long)g);
-		expect_value(root, sql, "0");
+		ct_expect_value(root, sql, "0");
 	}
 	/* resumed, it follows b1: the same data events as b1, each once */
 	r = ctr_node(droot, (const char *[]){"resume", CT_QUEUE, "--no-wait", NULL});
 	ctr_expect(&r, 0, "w_root resumed", NULL);
 	ctr_free(&r);
 	CtWorker wr = {.quiet = true};
-	loop_hold(&l);
+	ct_loop_hold(&l);
 	ct_start_on(&wr, l.base, root, POLL);
-	loop_go(&l);
+	ct_loop_go(&l);
 	tick(b1);
 	Sync back = {b1, {root, lf}, {"root", "lf"}, 2};
 	ck_assert_msg(pgt_wait_until(synced, &back, 30000, 50), "the old root did not follow b1");
@@ -520,7 +566,7 @@ START_TEST(test_debian_drop_resurrect_wait)
 	ck_assert_int_eq((int64_t)n, 35);
 	ct_expect_exactly("old root", root, DATA_SQL, on_b1, n, NULL);
 
-	loop_hold(&l);
+	ct_loop_hold(&l);
 	ct_stop(&w1);
 	ct_stop(&wl);
 	ct_stop(&wr);
@@ -540,10 +586,10 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-nodemove");
-	const char *names[3] = {"consumer", "ahead", "debian"};
-	const TTest *tests[3] = {test_change_provider_consumer, test_failover_branch_ahead,
-				 test_debian_drop_resurrect_wait};
-	for (int i = 0; i < 3; i++) {
+	const char *names[4] = {"consumer", "ahead", "leaf_ahead", "debian"};
+	const TTest *tests[4] = {test_change_provider_consumer, test_failover_branch_ahead,
+				 test_failover_leaf_ahead, test_debian_drop_resurrect_wait};
+	for (int i = 0; i < 4; i++) {
 		TCase *tc = pgt_tcase(names[i], 180);
 		tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
 		tcase_add_test(tc, tests[i]);

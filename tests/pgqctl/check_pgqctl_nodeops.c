@@ -27,13 +27,6 @@
 
 #define POLL (50 * USEC_PER_MSEC)
 
-static char *dsn(const char *db)
-{
-	char *s = strdup(ctr_dsn(db, NULL));
-	ck_assert_ptr_nonnull(s);
-	return s;
-}
-
 static int count_of(const char *s, const char *needle);
 
 /* Run a multi-step command killed after each step that changed something, until
@@ -126,21 +119,6 @@ static void tick(const char *db)
 	PQfinish(c);
 }
 
-static char *value(const char *db, const char *sql)
-{
-	PGconn *c = pgt_connect(db);
-	char *v = pgt_value(c, sql);
-	PQfinish(c);
-	return v ? v : strdup("(null)");
-}
-
-static void expect_value(const char *db, const char *sql, const char *want)
-{
-	char *v = value(db, sql);
-	ck_assert_msg(strcmp(v, want) == 0, "%s: %s: got \"%s\", want \"%s\"", db, sql, v, want);
-	free(v);
-}
-
 static void node_section(char *buf, size_t len, const char *name, const char *db)
 {
 	snprintf(buf, len,
@@ -164,7 +142,8 @@ static void quiet_ticker(const char *root)
 START_TEST(test_status_and_admin)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db(), *b2 = ct_node_db(), *lf = ct_node_db();
-	char *droot = dsn(root), *db1 = dsn(b1), *db2 = dsn(b2), *dlf = dsn(lf);
+	char *droot = ctr_dsn_dup(root), *db1 = ctr_dsn_dup(b1), *db2 = ctr_dsn_dup(b2),
+	     *dlf = ctr_dsn_dup(lf);
 	const char *all[4] = {root, b1, b2, lf};
 	CtlRun r;
 	char ini[8192], s1[1024], s2[1024], s3[1024], s4[1024], want[2048];
@@ -309,7 +288,7 @@ START_TEST(test_status_and_admin)
 	r = ctr_node(droot, (const char *[]){"pause", CT_QUEUE, "--node", "lf", NULL});
 	ctr_expect(&r, 0, "node lf: w_lf paused", NULL);
 	ctr_free(&r);
-	expect_value(lf, "select paused::text from pgq_node.local_state", "true");
+	ct_expect_value(lf, "select paused::text from pgq_node.local_state", "true");
 	r = ctr_node(droot, (const char *[]){"resume", CT_QUEUE, "--consumer", "w_lf", NULL});
 	ctr_expect(&r, 0, "w_lf resumed", NULL);
 	ctr_free(&r);
@@ -375,7 +354,7 @@ START_TEST(test_status_and_admin)
 		free(out);
 	}
 	for (int i = 0; i < 3; i++)
-		expect_value(all[i], DEAD_OF("lf"), "true");
+		ct_expect_value(all[i], DEAD_OF("lf"), "true");
 	r = ctr_node(droot, (const char *[]){"tag-dead", CT_QUEUE, "lf", NULL});
 	ctr_expect(&r, 0, "nothing to do", NULL);
 	ctr_free(&r);
@@ -398,7 +377,7 @@ START_TEST(test_status_and_admin)
 		free(out);
 	}
 	for (int i = 0; i < 4; i++)
-		expect_value(all[i], DEAD_OF("lf"), "false");
+		ct_expect_value(all[i], DEAD_OF("lf"), "false");
 	r = ctr_node(dlf, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "healthy", NULL);
 	ctr_free(&r);
@@ -423,10 +402,10 @@ START_TEST(test_status_and_admin)
 	ctr_free(&r);
 	char *sp = ct_node_db();
 	ct_make_sub("leaf", sp, "sp", b1, "b1", root);
-	expect_value(b1,
-		     "select count(*) from pgq.get_consumer_info('" CT_QUEUE "')"
-		     " where consumer_name in ('.sp.watermark', 'w_sp')",
-		     "2");
+	ct_expect_value(b1,
+			"select count(*) from pgq.get_consumer_info('" CT_QUEUE "')"
+			" where consumer_name in ('.sp.watermark', 'w_sp')",
+			"2");
 	{
 		char *out;
 		int runs = run_interrupted(db2, (const char *[]){"drop-node", CT_QUEUE, "sp", NULL},
@@ -447,15 +426,15 @@ START_TEST(test_status_and_admin)
 	ctr_expect(&r, 0, "nothing to do", NULL);
 	ctr_free(&r);
 	for (int i = 0; i < 4; i++)
-		expect_value(all[i], DEAD_OF("sp"), "none");
-	expect_value(sp, "select count(*) from pgq_node.node_info", "0");
-	expect_value(b1,
-		     "select count(*) from pgq_node.subscriber_info where subscriber_node = 'sp'",
-		     "0");
-	expect_value(b1,
-		     "select count(*) from pgq.get_consumer_info('" CT_QUEUE "')"
-		     " where consumer_name in ('.sp.watermark', 'w_sp')",
-		     "0");
+		ct_expect_value(all[i], DEAD_OF("sp"), "none");
+	ct_expect_value(sp, "select count(*) from pgq_node.node_info", "0");
+	ct_expect_value(
+		b1, "select count(*) from pgq_node.subscriber_info where subscriber_node = 'sp'",
+		"0");
+	ct_expect_value(b1,
+			"select count(*) from pgq.get_consumer_info('" CT_QUEUE "')"
+			" where consumer_name in ('.sp.watermark', 'w_sp')",
+			"0");
 	free(sp);
 	/* the cascade still works */
 	ct_produce(root, 30, 35);
@@ -496,7 +475,7 @@ END_TEST
 START_TEST(test_resurrect)
 {
 	char *ro = ct_node_db(), *nb = ct_node_db(), *lf = ct_node_db();
-	char *dro = dsn(ro), *dnb = dsn(nb);
+	char *dro = ctr_dsn_dup(ro), *dnb = ctr_dsn_dup(nb);
 	const char *all[3] = {ro, nb, lf};
 	char file[600], sql[600];
 	CtlRun r;
@@ -595,23 +574,23 @@ START_TEST(test_resurrect)
 		free(json);
 	}
 	/* the end state */
-	expect_value(ro,
-		     "select node_type || '/' || provider_node || '/' || worker_paused::text"
-		     " from pgq_node.get_node_info('" CT_QUEUE "')",
-		     "branch/nb/true");
+	ct_expect_value(ro,
+			"select node_type || '/' || provider_node || '/' || worker_paused::text"
+			" from pgq_node.get_node_info('" CT_QUEUE "')",
+			"branch/nb/true");
 	snprintf(sql, sizeof(sql), "select count(*) from pgq.tick where tick_id > %lld",
 		 (long long)g);
-	expect_value(ro, sql, "0");
-	expect_value(nb,
-		     "select string_agg(node_name || ':' || worker_name, ',' order by 1)"
-		     " from pgq_node.get_subscriber_info('" CT_QUEUE "')",
-		     "lf:w_lf,ro:w_ro");
-	expect_value(nb,
-		     "select count(*) from pgq.get_consumer_info('" CT_QUEUE "')"
-		     " where consumer_name = 'ro.gravestone'",
-		     "0");
+	ct_expect_value(ro, sql, "0");
+	ct_expect_value(nb,
+			"select string_agg(node_name || ':' || worker_name, ',' order by 1)"
+			" from pgq_node.get_subscriber_info('" CT_QUEUE "')",
+			"lf:w_lf,ro:w_ro");
+	ct_expect_value(nb,
+			"select count(*) from pgq.get_consumer_info('" CT_QUEUE "')"
+			" where consumer_name = 'ro.gravestone'",
+			"0");
 	for (int i = 0; i < 3; i++)
-		expect_value(all[i], DEAD_OF("ro"), "false");
+		ct_expect_value(all[i], DEAD_OF("ro"), "false");
 	r = ctr_node(dro, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, NULL});
 	ctr_expect(&r, 0, "nothing to do", NULL);
 	ctr_free(&r);
@@ -697,16 +676,6 @@ static int py_admin(const char *dir, const char *name, const char *db, const cha
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-static char *debian_db(const char *name)
-{
-	char sql[200];
-	snprintf(sql, sizeof(sql), "create database %s template template0", name);
-	pgt_exec_db("postgres", sql);
-	pgt_exec_db(name, "create extension pgq");
-	pgt_exec_db(name, "create extension pgq_node");
-	return strdup(name);
-}
-
 START_TEST(test_interop_cascadeadmin)
 {
 	char dir[600];
@@ -717,10 +686,11 @@ START_TEST(test_interop_cascadeadmin)
 		return;
 	snprintf(dir, sizeof(dir), "%s/casadm", pgt_tmp_dir());
 	mkdir(dir, 0777);
-	char *root = debian_db("nodeops_deb_root"), *br = debian_db("nodeops_deb_br");
+	char *root = ct_debian_db("nodeops_deb_root"), *br = ct_debian_db("nodeops_deb_br");
 	/* Debian's pgq_node, not ours */
-	expect_value(root, "select extversion from pg_extension where extname = 'pgq_node'", "3.5");
-	char *droot = dsn(root), *dbr = dsn(br), prov[700];
+	ct_expect_value(root, "select extversion from pg_extension where extname = 'pgq_node'",
+			"3.5");
+	char *droot = ctr_dsn_dup(root), *dbr = ctr_dsn_dup(br), prov[700];
 	snprintf(prov, sizeof(prov), "--provider=%s", pgt_connstr(root, false));
 	ck_assert_int_eq(py_admin(dir, "rootnode", root,
 				  (const char *[]){"create-root", "rootnode",
@@ -863,19 +833,9 @@ static char *odd_node_value(const char *db, const char *col)
 
 typedef struct OddCas {
 	char *db[3];
-	struct event_base *base;
+	CtLoop l;
 	CtWorker w[3];
-	pthread_t th;
-	volatile bool stop;
 } OddCas;
-
-static void *odd_loop(void *arg)
-{
-	OddCas *c = arg;
-	while (!c->stop)
-		event_base_loop(c->base, EVLOOP_ONCE);
-	return NULL;
-}
 
 /* Every worker but the root's has the root's latest tick. */
 static bool odd_synced(void *arg)
@@ -913,7 +873,7 @@ static bool odd_synced(void *arg)
    by the server's parser in the callers. */
 static CtlRun odd_run(const char *db, const char *const *args)
 {
-	char *d = dsn(db);
+	char *d = ctr_dsn_dup(db);
 	CtlRun r = ctr_node(d, args);
 	free(d);
 	return r;
@@ -930,10 +890,10 @@ START_TEST(test_odd_names_json)
 	odd_make(c.db, O_ROOT, "root", O_ROOT);
 	odd_make(c.db, O_BR, "branch", O_ROOT);
 	odd_make(c.db, O_LF, "leaf", O_BR);
-	c.base = event_base_new();
+	c.l.base = event_base_new();
 	for (int i = 0; i < 3; i++)
-		ct_start_q(&c.w[i], c.base, ODD_Q, c.db[i], POLL);
-	ck_assert_int_eq(pthread_create(&c.th, NULL, odd_loop, &c), 0);
+		ct_start_q(&c.w[i], c.l.base, ODD_Q, c.db[i], POLL);
+	ct_loop_go(&c.l);
 	{
 		const char *p[1] = {ODD_Q};
 		free(odd_value(c.db[O_ROOT], "select pgq.insert_event($1, 'data', 'x')", 1, p));
@@ -1054,13 +1014,12 @@ START_TEST(test_odd_names_json)
 	ctr_free(&r);
 
 	PQfinish(pc);
-	c.stop = true;
-	pthread_join(c.th, NULL);
+	ct_loop_hold(&c.l);
 	for (int i = 0; i < 3; i++) {
 		ct_stop(&c.w[i]);
 		free(c.db[i]);
 	}
-	event_base_free(c.base);
+	event_base_free(c.l.base);
 }
 END_TEST
 

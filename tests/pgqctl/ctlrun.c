@@ -394,3 +394,11 @@ double ctr_number_after(const char *out, const char *key)
 	ck_assert_msg(p, "no \"%s\" in:\n%s", key, out);
 	return strtod(p + strlen(key), NULL);
 }
+
+char *ctr_dsn_dup(const char *db)
+{
+	char *s = strdup(ctr_dsn(db, NULL));
+
+	ck_assert_ptr_nonnull(s);
+	return s;
+}

@@ -43,6 +43,8 @@ char *ctr_mask(const char *s);
 
 /* -d value for a database (as postgres, or `user`); static buffer. */
 const char *ctr_dsn(const char *db, const char *user);
+/* The same, malloc'd. */
+char *ctr_dsn_dup(const char *db);
 /* Exit code and substrings of stdout / stderr (NULL: not checked). */
 void ctr_expect(CtlRun *r, int rc, const char *out_has, const char *err_has);
 /* A JSON field equals `want` (NULL: JSON null or missing). */
