@@ -61,6 +61,14 @@ static void *produce(void *arg)
 	return NULL;
 }
 
+/* Stop one worker while the others run on. */
+static void worker_stop(CtLoop *l, CtWorker *w)
+{
+	ct_loop_hold(l);
+	ct_stop(w);
+	ct_loop_go(l);
+}
+
 static void tick(const char *db)
 {
 	PGconn *c = pgt_connect(db);
@@ -260,9 +268,7 @@ START_TEST(test_failover_branch_ahead)
 	int64_t t1 = ct_last_tick(root);
 
 	/* b1 stops; b2 and the leaf get 100 events more */
-	ct_loop_hold(&l);
-	ct_stop(&w1);
-	ct_loop_go(&l);
+	worker_stop(&l, &w1);
 	produce_n(root, 100, 100);
 	Sync ahead = {root, {b2, lf}, {"b2", "lf"}, 2};
 	ck_assert_msg(pgt_wait_until(synced, &ahead, 30000, 50), "b2 did not catch up");
@@ -362,9 +368,7 @@ START_TEST(test_failover_leaf_ahead)
 	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
 	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
 	int64_t t1 = ct_last_tick(root);
-	ct_loop_hold(&l);
-	ct_stop(&w1);
-	ct_loop_go(&l);
+	worker_stop(&l, &w1);
 	produce_n(root, 20, 10);
 	Sync leaf = {root, {lf}, {"lf"}, 1};
 	ck_assert_msg(pgt_wait_until(synced, &leaf, 30000, 50), "the leaf did not catch up");
