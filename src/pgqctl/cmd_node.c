@@ -47,9 +47,9 @@ static int check_local(CtlDb *db, const NodeArgs *a)
 		if (strcmp(type, a->type) == 0 && strcmp(name, a->name) == 0) {
 			rc = 1;
 		} else {
-			ctl_err("%s: %s: this database is already node \"%s\" of type %s for the "
+			ctl_err("%s: %s: this database is already node %s of type %s for the "
 				"queue",
-				ctl_db_label(db), a->what, name, type);
+				ctl_db_label(db), a->what, ctl_qq(name), type);
 			rc = -1;
 		}
 	}
@@ -107,7 +107,7 @@ static int create_root(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 		    c, NULL) ||
 	    !ctl_node_exec_ok(db, a->what, "commit"))
 		return CTL_EXIT_ERROR;
-	ctl_node_say(ctx, db, "root node \"%s\" created", a->name);
+	ctl_node_say(ctx, db, "root node %s created", ctl_qq(a->name));
 	return CTL_EXIT_OK;
 }
 
@@ -178,14 +178,14 @@ static bool ensure_location(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 	have = atoi(PQgetvalue(r, 0, 0)) > 0;
 	PQclear(r);
 	if (have) {
-		ctl_node_say(ctx, db, "location of \"%s\" already registered", a->name);
+		ctl_node_say(ctx, db, "location of %s already registered", ctl_qq(a->name));
 		return true;
 	}
 	if (!ctl_node_call(db, a->what,
 			   "select * from pgq_node.register_location($1, $2, $3, false)", 3, p,
 			   NULL))
 		return false;
-	ctl_node_say(ctx, db, "location of \"%s\" registered", a->name);
+	ctl_node_say(ctx, db, "location of %s registered", ctl_qq(a->name));
 	return true;
 }
 
@@ -210,8 +210,8 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 		goto out;
 	pname = ctl_val(pinfo, 0, 3);
 	if (strcmp(pname, a->name) == 0) {
-		ctl_err("%s: %s: the provider is node \"%s\" itself", ctl_db_label(prov), a->what,
-			pname);
+		ctl_err("%s: %s: the provider is node %s itself", ctl_db_label(prov), a->what,
+			ctl_qq(pname));
 		goto out;
 	}
 	{
@@ -229,9 +229,9 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 	for (int i = 0; i < PQntuples(members); i++)
 		if (strcmp(PQgetvalue(members, i, 0), a->name) == 0 &&
 		    strcmp(PQgetvalue(members, i, 1), a->location) != 0) {
-			ctl_err("%s: %s: node \"%s\" is already a member of the cascade, at "
+			ctl_err("%s: %s: node %s is already a member of the cascade, at "
 				"another location",
-				ctl_db_label(root), a->what, a->name);
+				ctl_db_label(root), a->what, ctl_qq(a->name));
 			goto out;
 		}
 	/* 1. the root and the provider learn the member */
@@ -255,12 +255,13 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 		}
 		if (PQntuples(r) > 0) {
 			if (strcmp(PQgetvalue(r, 0, 0), a->worker) != 0) {
-				ctl_err("%s: %s: \"%s\" is already subscribed with worker \"%s\"",
-					ctl_db_label(prov), a->what, a->name, PQgetvalue(r, 0, 0));
+				ctl_err("%s: %s: %s is already subscribed with worker %s",
+					ctl_db_label(prov), a->what, ctl_qq(a->name),
+					ctl_qq(PQgetvalue(r, 0, 0)));
 				goto out;
 			}
 			snprintf(gw, sizeof(gw), "%s", PQgetvalue(r, 0, 1));
-			ctl_node_say(ctx, prov, "\"%s\" already subscribed", a->name);
+			ctl_node_say(ctx, prov, "%s already subscribed", ctl_qq(a->name));
 		}
 		PQclear(r);
 		r = NULL;
@@ -273,7 +274,7 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 			snprintf(gw, sizeof(gw), "%s", PQgetvalue(r, 0, 2));
 			PQclear(r);
 			r = NULL;
-			ctl_node_say(ctx, prov, "\"%s\" subscribed", a->name);
+			ctl_node_say(ctx, prov, "%s subscribed", ctl_qq(a->name));
 		}
 	}
 	/* 3. the new node: every member's location, its own, then the node row */
@@ -308,11 +309,11 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 			goto out;
 	}
 	if (!ctx->quiet) {
-		printf("%s: %s node \"%s\" created, provider \"%s\", starting at tick %s\n",
-		       ctl_db_label(db), a->type, a->name, pname, gw);
+		printf("%s: %s node %s created, provider %s, starting at tick %s\n",
+		       ctl_db_label(db), a->type, ctl_qq(a->name), ctl_qq(pname), gw);
 		if (a->merge)
-			printf("%s: it feeds the combined queue \"%s\"\n", ctl_db_label(db),
-			       a->merge);
+			printf("%s: it feeds the combined queue %s\n", ctl_db_label(db),
+			       ctl_qq(a->merge));
 		if (a->sync)
 			printf("%s: sync_watermark with %s\n", ctl_db_label(db), a->sync);
 	}
@@ -435,11 +436,11 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 	a.location = npos > 1 ? pos[1] : ctx->connstr;
 	if (!a.worker)
 		a.worker = a.name;
-	if (!ctl_check_name("queue", a.queue) || !ctl_check_name("node", a.name) ||
-	    !ctl_check_name("worker", a.worker))
+	if (!ctl_check_node_name("cascade", a.queue) || !ctl_check_node_name("node", a.name) ||
+	    !ctl_check_node_name("worker", a.worker))
 		return CTL_EXIT_ERROR;
-	snprintf(a.what, sizeof(a.what), "create %s node \"%s\" on queue \"%s\"", type, a.name,
-		 a.queue);
+	snprintf(a.what, sizeof(a.what), "create %s node %s on queue %s", type, ctl_qq(a.name),
+		 ctl_qq(a.queue));
 	if (ctx->ini)
 		return ctl_usage(argv[0], "give the node's database with -d (it is also the "
 					  "default public connect string)");
@@ -472,7 +473,7 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 	}
 	rc = check_local(db, &a);
 	if (rc == 1) {
-		ctl_node_say(ctx, db, "already done: this database is node \"%s\"", a.name);
+		ctl_node_say(ctx, db, "already done: this database is node %s", ctl_qq(a.name));
 		ctl_db_close(db);
 		free(a.attrs);
 		return CTL_EXIT_OK;
@@ -519,7 +520,7 @@ static int view_args(CtlCtx *ctx, int argc, char **argv, const char **queue)
 	*queue = npos ? pos[0] : q ? q : c;
 	if (!*queue)
 		return ctl_usage(argv[0], "needs QUEUE (or --queue QUEUE)");
-	if (!ctl_check_name("queue", *queue))
+	if (!ctl_check_new_name("cascade", *queue))
 		return CTL_EXIT_ERROR;
 	return 0;
 }
@@ -535,7 +536,7 @@ int cmd_node_members(CtlCtx *ctx, int argc, char **argv)
 
 	if ((rc = view_args(ctx, argc, argv, &queue)))
 		return rc;
-	snprintf(what, sizeof(what), "members of queue \"%s\"", queue);
+	snprintf(what, sizeof(what), "members of queue %s", ctl_qq(queue));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	p[0] = queue;
@@ -571,10 +572,16 @@ int cmd_node_members(CtlCtx *ctx, int argc, char **argv)
 	} else {
 		CtlTable *t = ctl_table_new(3, hdr);
 		for (int i = 0; i < PQntuples(r); i++) {
-			const char *cells[3] = {PQgetvalue(r, i, 0),
-						PQgetvalue(r, i, 1)[0] == 't' ? "yes" : "no",
-						ctl_node_shown_location(PQgetvalue(r, i, 2))};
+			/* a name or location can hold anything: quoted, escaped, so that
+			   it cannot break or forge a row */
+			char *loc =
+				strdup(ctl_cell_text(ctl_node_shown_location(PQgetvalue(r, i, 2))));
+			const char *cells[3] = {ctl_q(PQgetvalue(r, i, 0)),
+						PQgetvalue(r, i, 1)[0] == 't' ? "yes" : "no", loc};
+			if (!loc)
+				abort();
 			ctl_table_add(t, cells);
+			free(loc);
 		}
 		ctl_table_print(t, stdout, ctx->color);
 		ctl_table_free(t);
@@ -594,7 +601,7 @@ int cmd_node_info(CtlCtx *ctx, int argc, char **argv)
 
 	if ((rc = view_args(ctx, argc, argv, &queue)))
 		return rc;
-	snprintf(what, sizeof(what), "node info of queue \"%s\"", queue);
+	snprintf(what, sizeof(what), "node info of queue %s", ctl_qq(queue));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	r = ctl_node_info(db, queue, what);
@@ -624,12 +631,12 @@ int cmd_node_info(CtlCtx *ctx, int argc, char **argv)
 		ctl_json_obj_end(&j);
 		ctl_json_end(&j);
 	} else {
-		printf("%-18s %s\n", "queue", queue);
+		printf("%-18s %s\n", "queue", ctl_q(queue));
 		for (int c = 2; c < PQnfields(r); c++) {
 			const char *v = ctl_val(r, 0, c);
 			if (c == 7)
 				v = ctl_node_shown_location(v);
-			printf("%-18s %s\n", PQfname(r, c), v ? v : "");
+			printf("%-18s %s\n", PQfname(r, c), v ? ctl_cell_text(v) : "");
 		}
 	}
 	PQclear(r);

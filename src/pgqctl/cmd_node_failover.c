@@ -475,6 +475,66 @@ static void fo_json(CtlJson *j, void *arg)
 	ctl_json_num(j, "seconds", ctl_now_sec() - op->t_start);
 }
 
+/* A dead-root failover resumes from L, the most any queue-holding survivor has.
+   A subscriber of OLD past L (a leaf that applied ticks no branch copied) would,
+   moved under NEW at its own tick, skip NEW's first ticks after the takeover,
+   whose ids repeat OLD's with other events. Refused before anything changes. */
+/* s as an SQL string literal, for a hint the operator pastes */
+static const char *sql_lit(char *buf, size_t len, const char *s)
+{
+	size_t k = 0;
+
+	buf[k++] = '\'';
+	for (; *s && k + 3 < len; s++) {
+		if (*s == '\'')
+			buf[k++] = '\'';
+		buf[k++] = *s;
+	}
+	buf[k++] = '\'';
+	buf[k] = '\0';
+	return buf;
+}
+
+static int fo_check_ahead(NcOp *op)
+{
+	char ql[2 * NC_NAME_LEN + 4], wl[2 * NC_NAME_LEN + 4];
+	NcMember *best;
+	long long bt, nt, g = fo_gravestone(op), resume;
+
+	if (g < 0)
+		return -1;
+	if (g > 0) {
+		resume = g;
+	} else {
+		if (fo_best(op, &best, &bt, &nt) < 0)
+			return -1;
+		resume = best ? bt : nt;
+	}
+	for (int i = 0; i < op->nsubs; i++) {
+		NcState st;
+
+		if (!nc_need_state(op, op->subs[i], &st))
+			return -1;
+		if (st.completed <= resume)
+			continue;
+		ctl_err("%s: node %s has applied ticks up to %lld from %s, past tick %lld, the "
+			"most any surviving branch holds (%s resumes from there). Moved under %s, "
+			"it would skip %s's own ticks %lld..%lld after the takeover; its events "
+			"after tick %lld exist only on %s and what %s applied. Nothing was "
+			"changed. If those may stay applied, move its position back first: on %s, "
+			"with its worker paused, select pgq_node.set_consumer_completed(%s, %s, "
+			"%lld); then run this again",
+			op->what, ctl_q(op->subs[i]->name), st.completed, ctl_q(op->old->name),
+			resume, ctl_q(op->nw->name), ctl_q(op->nw->name), ctl_q(op->nw->name),
+			resume + 1, st.completed, resume, ctl_q(op->old->name),
+			ctl_q(op->subs[i]->name), ctl_q(op->subs[i]->name),
+			sql_lit(ql, sizeof(ql), op->queue), sql_lit(wl, sizeof(wl), st.worker),
+			resume);
+		return 1;
+	}
+	return 0;
+}
+
 int cmd_node_failover(CtlCtx *ctx, int argc, char **argv)
 {
 	NcArgs a = {0};
@@ -562,6 +622,8 @@ int cmd_node_failover(CtlCtx *ctx, int argc, char **argv)
 			op.what, ctl_q(op.nw->name), ctl_q(op.old->name), ctl_q(op.nw->name));
 		goto out;
 	}
+	if (op.dead_root && fo_check_ahead(&op) != 0)
+		goto out;
 	if (text)
 		printf("failover of cascade %s: dead %s %s, %s%s%s\n", ctl_q(op.queue),
 		       op.dead_root ? "root" : "branch", ctl_q(op.old->name),

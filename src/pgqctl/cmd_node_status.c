@@ -372,7 +372,9 @@ static void emit(Printer *pr, int i, const char *prefix, bool last, bool top)
 		ctl_json_obj_end(j);
 	} else {
 		const char *cells[9];
-		snprintf(name, sizeof(name), "%s%s%s", prefix, top ? "" : "`- ", x->m->name);
+		/* names quoted when odd and the status cell escaped: no member can
+		   break or forge a row of the table */
+		snprintf(name, sizeof(name), "%s%s%s", prefix, top ? "" : "`- ", ctl_q(x->m->name));
 		fmt_ll(lt, sizeof(lt), x->has_node ? x->lag_ticks : -1);
 		if (x->has_node && !isnan(x->lag_sec))
 			ctl_fmt_age(lag, sizeof(lag), x->lag_sec);
@@ -381,14 +383,15 @@ static void emit(Printer *pr, int i, const char *prefix, bool last, bool top)
 		fmt_ll(tick, sizeof(tick), x->has_node ? x->last_tick : -1);
 		cells[0] = name;
 		cells[1] = type;
-		cells[2] = x->has_node && x->provider && strcmp(x->type, "root") != 0 ? x->provider
-										      : "-";
+		cells[2] = x->has_node && x->provider && strcmp(x->type, "root") != 0
+				   ? ctl_q(x->provider)
+				   : "-";
 		cells[3] = lt;
 		cells[4] = lag;
 		cells[5] = tick;
 		cells[6] = x->has_node ? yes_no(x->paused) : "-";
 		cells[7] = x->has_node ? yes_no(x->uptodate) : "-";
-		cells[8] = x->problems[0] ? x->problems : "ok";
+		cells[8] = x->problems[0] ? ctl_cell_text(x->problems) : "ok";
 		ctl_table_add(pr->t, cells);
 		if (x->problems[0])
 			ctl_table_mark_bad(pr->t, 8);
@@ -439,10 +442,12 @@ static void print_status(CtlCtx *ctx, SNode *v, size_t n, int root, const Status
 		pr.t = ctl_table_new(9, hdr);
 		if (!ctx->quiet) {
 			if (root >= 0)
-				printf("cascade %s: %zu members, root %s at tick %lld\n", a->queue,
-				       n, v[root].m->name, v[root].last_tick);
+				printf("cascade %s: %zu members, root %s at tick %lld\n",
+				       ctl_q(a->queue), n, ctl_q(v[root].m->name),
+				       v[root].last_tick);
 			else
-				printf("cascade %s: %zu members, no root reachable\n", a->queue, n);
+				printf("cascade %s: %zu members, no root reachable\n",
+				       ctl_q(a->queue), n);
 		}
 	}
 	for (int k = 0; k < no; k++)
@@ -490,7 +495,7 @@ int cmd_node_status(CtlCtx *ctx, int argc, char **argv)
 		}
 		a.max_lag = (double)us / USEC_PER_SEC;
 	}
-	snprintf(what, sizeof(what), "status of cascade \"%s\"", a.queue);
+	snprintf(what, sizeof(what), "status of cascade %s", ctl_qq(a.queue));
 	if (!ctx->connect_timeout_set)
 		ctx->connect_timeout = STATUS_CONNECT_TIMEOUT;
 	if ((rc = ctl_single_target(ctx, &self)))
@@ -635,7 +640,7 @@ static int node_wait(CtlCtx *ctx, int argc, char **argv, bool to_root)
 		ctl_err("--timeout: \"%s\" is not a number of seconds", timeout);
 		return CTL_EXIT_USAGE;
 	}
-	snprintf(what, sizeof(what), "%s of cascade \"%s\"", argv[0], queue);
+	snprintf(what, sizeof(what), "%s of cascade %s", argv[0], ctl_qq(queue));
 	if ((rc = ctl_open_single(ctx, &db)))
 		return rc;
 	r = ctl_node_info(db, queue, what);
@@ -656,7 +661,7 @@ static int node_wait(CtlCtx *ctx, int argc, char **argv, bool to_root)
 	rc = CTL_EXIT_ERROR;
 	if (strcmp(type, "root") == 0) {
 		if (!ctx->quiet)
-			printf("%s: node %s is the root: nothing to wait for\n", what, name);
+			printf("%s: node %s is the root: nothing to wait for\n", what, ctl_q(name));
 		rc = CTL_EXIT_OK;
 		goto out;
 	}
@@ -693,13 +698,13 @@ static int node_wait(CtlCtx *ctx, int argc, char **argv, bool to_root)
 				ctl_db_close(other);
 			}
 			if (!up)
-				ctl_err("%s: %s: cannot find the root from provider \"%s\"",
-					ctl_db_label(db), what, provider ? provider : "");
+				ctl_err("%s: %s: cannot find the root from provider %s",
+					ctl_db_label(db), what, ctl_qq(provider ? provider : ""));
 		} else {
 			up = provider ? ctl_node_member(m, nm, provider) : NULL;
 			if (!up) {
-				ctl_err("%s: %s: provider \"%s\" is not in the member map",
-					ctl_db_label(db), what, provider ? provider : "");
+				ctl_err("%s: %s: provider %s is not in the member map",
+					ctl_db_label(db), what, ctl_qq(provider ? provider : ""));
 			} else {
 				other = ctl_node_open_member(ctx, up);
 				r = ctl_node_info(other, queue, what);
@@ -716,8 +721,8 @@ static int node_wait(CtlCtx *ctx, int argc, char **argv, bool to_root)
 			goto out;
 	}
 	if (!ctx->quiet)
-		printf("%s: waiting for node %s to reach tick %lld of %s\n", what, name, target,
-		       to_root ? "the root" : "its provider");
+		printf("%s: waiting for node %s to reach tick %lld of %s\n", what, ctl_q(name),
+		       target, to_root ? "the root" : "its provider");
 	fflush(stdout);
 	start = pqev_clock_monotonic();
 	for (;;) {
@@ -731,14 +736,15 @@ static int node_wait(CtlCtx *ctx, int argc, char **argv, bool to_root)
 		PQclear(r);
 		if (have >= target) {
 			if (!ctx->quiet)
-				printf("%s: node %s is at tick %lld: caught up\n", what, name,
-				       have);
+				printf("%s: node %s is at tick %lld: caught up\n", what,
+				       ctl_q(name), have);
 			rc = CTL_EXIT_OK;
 			goto out;
 		}
 		if (limit && pqev_clock_monotonic() - start >= limit) {
-			ctl_err("%s: node %s is at tick %lld, not %lld, after %s s%s", what, name,
-				have, target, timeout, paused ? " (its worker is paused)" : "");
+			ctl_err("%s: node %s is at tick %lld, not %lld, after %s s%s", what,
+				ctl_q(name), have, target, timeout,
+				paused ? " (its worker is paused)" : "");
 			rc = CTL_EXIT_TIMEOUT;
 			goto out;
 		}

@@ -289,7 +289,10 @@ int cmd_node_change_provider(CtlCtx *ctx, int argc, char **argv)
 			ctl_q(op.prov->name), op.what);
 		goto out;
 	}
-	op.plain = consumer != NULL;
+	/* --consumer naming the node's own worker moves the node (subscriber rows and
+	   .NODE.watermark follow it), as --node does; any other name is a plain
+	   cascaded consumer, registered on the providers' queues only */
+	op.plain = consumer != NULL && strcmp(consumer, st.worker) != 0;
 	snprintf(op.worker, sizeof(op.worker), "%s", st.worker);
 	op.consumer = consumer ? consumer : op.worker;
 	if (!op.plain && strcmp(st.type, "root") == 0) {

@@ -248,3 +248,104 @@ bool ctl_node_sleep(CtlCtx *ctx, usec_t us)
 	event_free(ev);
 	return ok;
 }
+
+/* Length of the valid UTF-8 sequence at s, 0 when invalid. */
+static size_t utf8_len(const unsigned char *s)
+{
+	size_t n;
+	unsigned min;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xE0) == 0xC0)
+		n = 2, min = 0x80, cp = s[0] & 0x1F;
+	else if ((s[0] & 0xF0) == 0xE0)
+		n = 3, min = 0x800, cp = s[0] & 0x0F;
+	else if ((s[0] & 0xF8) == 0xF0)
+		n = 4, min = 0x10000, cp = s[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3F);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+bool ctl_check_node_name(const char *what, const char *name)
+{
+	/* ".NODE.watermark" and "NODE.gravestone" are the longest derived names */
+	static const size_t derived = sizeof(".gravestone") - 1;
+	size_t n = strlen(name);
+
+	if (!ctl_check_new_name(what, name))
+		return false;
+	for (const unsigned char *p = (const unsigned char *)name; *p;) {
+		size_t k = utf8_len(p);
+		if (!k) {
+			ctl_err("%s name %s is not valid UTF-8 (byte 0x%02x at offset %zu): "
+				"every member stores it, in databases that may reject it",
+				what, ctl_q(name), *p, (size_t)(p - (const unsigned char *)name));
+			return false;
+		}
+		p += k;
+	}
+	if (name[0] == ' ' || name[n - 1] == ' ') {
+		ctl_err("%s name %s starts or ends with a space: a [node NAME] section of "
+			"pgqd-ev's ini file cannot hold it",
+			what, ctl_qq(name));
+		return false;
+	}
+	if (strcmp(what, "worker") == 0) {
+		if (name[0] == '.') {
+			ctl_err("worker name %s starts with \".\": such consumer names are the "
+				"cascade's own (.global_watermark, .NODE.watermark), which resurrect "
+				"keeps and status does not list",
+				ctl_q(name));
+			return false;
+		}
+		if (has_suffix(name, ".gravestone") || has_suffix(name, ".dumper")) {
+			ctl_err("worker name %s ends in \".gravestone\" or \".dumper\": failover "
+				"and resurrect name their consumers so",
+				ctl_q(name));
+			return false;
+		}
+	} else if (strcmp(what, "node") == 0 && n + derived > CTL_NAME_MAX) {
+		ctl_err("node name %s is %zu bytes long: at most %zu leave room for the "
+			"consumer names pgq_node derives from it (.NODE.watermark, "
+			"NODE.gravestone)",
+			ctl_q(name), n, CTL_NAME_MAX - derived);
+		return false;
+	}
+	return true;
+}
+
+const char *ctl_cell_text(const char *s)
+{
+	static char *buf;
+	size_t len = 0;
+
+	free(buf);
+	buf = malloc(strlen(s) * 4 + 1);
+	if (!buf)
+		abort();
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < ' ' || *p == 0x7f)
+			len += (size_t)sprintf(buf + len, "\\x%02x", *p);
+		else
+			buf[len++] = (char)*p;
+	}
+	buf[len] = '\0';
+	return buf;
+}

@@ -279,6 +279,17 @@ void ctl_node_say(CtlCtx *ctx, CtlDb *db, const char *fmt, ...) PQEV_PRINTF(3, 4
 /* A stored connect string for printing: one holding a password is not shown. */
 const char *ctl_node_shown_location(const char *loc);
 
+/* A cascade, node or worker name that node create-root/-branch/-leaf is to
+   store: what ctl_check_new_name() takes, valid UTF-8, no space at either end
+   (an ini [node NAME] section cannot hold one), and room for the consumer
+   names pgq_node derives from it; a worker name must not start with "." nor
+   end in ".gravestone" or ".dumper" (the cascade's own consumers). Prints why
+   (naming the thing and the cause) and returns false otherwise. */
+bool ctl_check_node_name(const char *what, const char *name);
+/* For a text table cell: control characters as \xNN (static buffer, one at a
+   time). Names in cells go through ctl_q(). */
+const char *ctl_cell_text(const char *s);
+
 /* The cascade of a node command: --cascade Q, --queue Q, or the first of
    nwant + 1 positional words; pos then holds the nwant others. */
 int ctl_node_args(CtlCtx *ctx, int argc, char **argv, const CtlOpt *extra, int nwant,

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "castest.h"
 
 /*
@@ -238,6 +240,7 @@ void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char 
 	cfg.on_batch = on_batch;
 	cfg.on_error = on_error;
 	cfg.arg = x;
+	cfg.worker = x->worker;
 	x->db = db;
 	char eb[256];
 	x->w = pgqev_cascade_new(base, &cfg, eb, sizeof(eb));
@@ -387,6 +390,11 @@ static int64_t completed_on(PGconn *c, const char *node)
 	"select max(t.tick_id) from pgq.tick t join pgq.queue q" \
 	" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
 
+/* -1 on a leaf (no queue) */
+#define LOCAL_TICK_SQL                                                         \
+	"select coalesce(max(t.tick_id), -1) from pgq.tick t join pgq.queue q" \
+	" on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE "'"
+
 static bool synced(void *arg)
 {
 	SyncCond *s = arg;
@@ -396,9 +404,16 @@ static bool synced(void *arg)
 		return false;
 	s->next_ms = pgt_now_ms() + 50;
 	int64_t last = pgt_int(s->root, LAST_TICK_SQL);
-	for (int i = 0; i < s->n; i++)
+	for (int i = 0; i < s->n; i++) {
 		if (completed_on(s->conns[i], s->names[i]) != last)
 			return false;
+		/* a branch worker commits its position first and makes the tick in
+		   the next transaction: a test that stops it in between would see a
+		   branch one tick short (the resurrect case's gravestone was) */
+		int64_t local = pgt_int(s->conns[i], LOCAL_TICK_SQL);
+		if (local >= 0 && local != last)
+			return false;
+	}
 	return true;
 }
 
@@ -422,4 +437,132 @@ bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *con
 	for (int i = 0; i < n; i++)
 		PQfinish(s.conns[i]);
 	return ok;
+}
+
+/* ---- exactly-once checks ---- */
+
+int ct_cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int64_t *ct_fetch_sorted(const char *db, const char *sql, size_t *n)
+{
+	PGconn *k = pgt_connect(db);
+	PGresult *r = PQexec(k, sql);
+	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(k));
+	*n = (size_t)PQntuples(r);
+	int64_t *v = malloc((*n + 1) * sizeof(int64_t));
+	ck_assert_ptr_nonnull(v);
+	for (size_t i = 0; i < *n; i++)
+		v[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+	PQclear(r);
+	PQfinish(k);
+	qsort(v, *n, sizeof(int64_t), ct_cmp64);
+	return v;
+}
+
+bool ct_contains(const int64_t *v, size_t n, int64_t x)
+{
+	return bsearch(&x, v, n, sizeof(int64_t), ct_cmp64) != NULL;
+}
+
+typedef struct ExactCond {
+	const char *db, *sql;
+	size_t want;
+	const CtExactly *how;
+} ExactCond;
+
+static bool count_reached(void *arg)
+{
+	ExactCond *k = arg;
+	char sql[1200];
+
+	if (k->how && k->how->pump)
+		k->how->pump(k->how->arg);
+	snprintf(sql, sizeof(sql), "select count(*) from (%s) x", k->sql);
+	return pgt_int_db(k->db, sql) >= (int64_t)k->want;
+}
+
+void ct_expect_exactly(const char *what, const char *db, const char *sql, const int64_t *want,
+		       size_t nwant, const CtExactly *how)
+{
+	ExactCond k = {db, sql, nwant, how};
+	int timeout = how && how->timeout_ms ? how->timeout_ms : 30000;
+	size_t n;
+	int64_t *v;
+
+	if (!pgt_wait_until(count_reached, &k, timeout, 100)) {
+		if (how && how->diag) {
+			v = ct_fetch_sorted(db, sql, &n);
+			how->diag(what, want, nwant, v, n);
+			free(v);
+			/* a stall or a loss: do they arrive later? */
+			bool later = pgt_wait_until(count_reached, &k, 60000, 200);
+			v = ct_fetch_sorted(db, sql, &n);
+			fprintf(stderr, "# DIAG %s: after 60 s more: %zu events (%s)\n", what, n,
+				later ? "arrived late: a stall" : "still missing");
+			if (later)
+				how->diag(what, want, nwant, v, n);
+			free(v);
+		}
+		ck_abort_msg("%s: the consumer did not get %zu events within %d s", what, nwant,
+			     timeout / 1000);
+	}
+	v = ct_fetch_sorted(db, sql, &n);
+	for (size_t i = 1; i < n; i++)
+		ck_assert_msg(v[i] != v[i - 1], "%s: event %" PRId64 " twice", what, v[i]);
+	ck_assert_msg(n == nwant, "%s: %zu events, expected %zu", what, n, nwant);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(v[i] == want[i], "%s: event %" PRId64 " lost (have %" PRId64 ")",
+			      what, want[i], v[i]);
+	free(v);
+}
+
+/* ---- a loop thread, values, Debian databases ---- */
+
+static void *loop_run(void *arg)
+{
+	CtLoop *l = arg;
+	while (!l->stop)
+		event_base_loop(l->base, EVLOOP_ONCE);
+	return NULL;
+}
+
+void ct_loop_go(CtLoop *l)
+{
+	l->stop = false;
+	ck_assert_int_eq(pthread_create(&l->th, NULL, loop_run, l), 0);
+}
+
+void ct_loop_hold(CtLoop *l)
+{
+	l->stop = true;
+	pthread_join(l->th, NULL);
+}
+
+char *ct_value(const char *db, const char *sql)
+{
+	PGconn *c = pgt_connect(db);
+	char *v = pgt_value(c, sql);
+	PQfinish(c);
+	return v ? v : strdup("(null)");
+}
+
+void ct_expect_value(const char *db, const char *sql, const char *want)
+{
+	char *v = ct_value(db, sql);
+	ck_assert_msg(strcmp(v, want) == 0, "%s: %s: got \"%s\", want \"%s\"", db, sql, v, want);
+	free(v);
+}
+
+char *ct_debian_db(const char *name)
+{
+	char sql[200];
+	snprintf(sql, sizeof(sql), "create database %s template template0", name);
+	pgt_exec_db("postgres", sql);
+	pgt_exec_db(name, "create extension pgq");
+	pgt_exec_db(name, "create extension pgq_node");
+	return strdup(name);
 }

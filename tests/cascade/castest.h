@@ -7,6 +7,8 @@
 #ifndef PGQEV_TESTS_CASTEST_H
 #define PGQEV_TESTS_CASTEST_H
 
+#include <pthread.h>
+
 #include <pgqd-ev/pgqev_cascade.h>
 
 #include "constest.h"
@@ -41,7 +43,8 @@ typedef struct CtWorker {
 	int errors;
 	char last_error[512];
 	bool quiet;
-	bool apply; /* leaf: insert every event into table "applied" on the node */
+	const char *worker; /* a consumer name other than the node's worker; NULL: the worker */
+	bool apply;         /* leaf: insert every event into table "applied" on the node */
 	int sleep_ms_per_chunk;
 	uint64_t chunks;
 } CtWorker;
@@ -78,8 +81,54 @@ int64_t ct_completed(const char *db, const char *node);
    extras, NULLs and quoting. */
 void ct_produce(const char *db, int from, int to);
 
-/* Wait (running the loop) until every db's worker completed the root's last tick. */
+/* Wait (running the loop) until every db's worker completed the root's last tick
+   and, on a branch, made that tick locally (a worker stopped then leaves no gap). */
 bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *const *names, int n,
 		    int timeout_ms);
+
+/* ---- workers on a thread of their own (pgqctl, run by the test, waits for
+   their acknowledgements) ---- */
+typedef struct CtLoop {
+	struct event_base *base;
+	pthread_t th;
+	volatile bool stop;
+} CtLoop;
+/* Run base's loop on a new thread. */
+void ct_loop_go(CtLoop *l);
+/* Stop that thread: workers are started and freed only while it is held. */
+void ct_loop_hold(CtLoop *l);
+
+/* One value of a query on db (malloc'd; "(null)" for none). */
+char *ct_value(const char *db, const char *sql);
+/* ... which must be want. */
+void ct_expect_value(const char *db, const char *sql, const char *want);
+/* A database `name` from template0 with Debian's PgQ 3.5 extensions pgq and
+   pgq_node (postgresql-15-pgq3, postgresql-15-pgq-node); malloc'd name. */
+char *ct_debian_db(const char *name);
+
+/* ---- exactly-once checks on numbered events ---- */
+
+int ct_cmp64(const void *a, const void *b);
+/* The int8 values of a query's first column, sorted; malloc'd, *n of them. */
+int64_t *ct_fetch_sorted(const char *db, const char *sql, size_t *n);
+/* x in v (sorted)? */
+bool ct_contains(const int64_t *v, size_t n, int64_t x);
+
+/* How ct_expect_exactly waits: pump (may be NULL) runs at every look, e.g. a
+   PgQ consumer fed by the test; diag (may be NULL) reports a consumer short of
+   events, then the test waits 60 s more to tell a stall from a loss. */
+typedef struct CtExactly {
+	void (*pump)(void *arg);
+	void (*diag)(const char *what, const int64_t *want, size_t nwant, const int64_t *have,
+		     size_t nhave);
+	void *arg;
+	int timeout_ms; /* 0: 30 s */
+} CtExactly;
+
+/* The rows of sql on db (int8, first column) become exactly want (sorted, no
+   duplicates): waits until there are nwant, then fails on a duplicate or a
+   missing one, naming `what` and the event. how may be NULL. */
+void ct_expect_exactly(const char *what, const char *db, const char *sql, const int64_t *want,
+		       size_t nwant, const CtExactly *how);
 
 #endif

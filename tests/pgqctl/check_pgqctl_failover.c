@@ -77,21 +77,6 @@ static void *produce(void *arg)
 	return NULL;
 }
 
-/* The workers of b1 and lf, on a loop of their own: pgqctl waits for them. */
-typedef struct Loop {
-	struct event_base *base;
-	pthread_t th;
-	volatile bool stop;
-} Loop;
-
-static void *loop_run(void *arg)
-{
-	Loop *l = arg;
-	while (!l->stop)
-		event_base_loop(l->base, EVLOOP_ONCE);
-	return NULL;
-}
-
 /* PgQ consumer "app" on b1: every batch recorded in table seen in the batch's
    own transaction (exactly-once). */
 static void consume(PGconn *c)
@@ -111,31 +96,9 @@ static void consume(PGconn *c)
 	}
 }
 
-static int cmp64(const void *a, const void *b)
+static void pump(void *arg)
 {
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-static int64_t *fetch(const char *db, const char *sql, size_t *n)
-{
-	PGconn *k = pgt_connect(db);
-	PGresult *r = PQexec(k, sql);
-	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(k));
-	*n = (size_t)PQntuples(r);
-	int64_t *v = malloc((*n + 1) * sizeof(int64_t));
-	ck_assert_ptr_nonnull(v);
-	for (size_t i = 0; i < *n; i++)
-		v[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
-	PQclear(r);
-	PQfinish(k);
-	qsort(v, *n, sizeof(int64_t), cmp64);
-	return v;
-}
-
-static bool contains(const int64_t *v, size_t n, int64_t x)
-{
-	return bsearch(&x, v, n, sizeof(int64_t), cmp64) != NULL;
+	consume(arg);
 }
 
 typedef struct Reach {
@@ -147,56 +110,8 @@ typedef struct Reach {
 static bool reached(void *arg)
 {
 	Reach *k = arg;
-	if (k->consumer)
-		consume(k->consumer);
+	consume(k->consumer);
 	return pgt_int_db(k->db, k->sql) >= (int64_t)k->want;
-}
-
-/* db's rows of sql are exactly want (sorted): none lost, none twice. */
-static void expect_exactly(const char *what, const char *db, const char *sql, PGconn *consumer,
-			   const int64_t *want, size_t nwant)
-{
-	char count[300];
-	snprintf(count, sizeof(count), "select count(*) from (%s) x", sql);
-	Reach k = {db, count, consumer, nwant};
-	ck_assert_msg(pgt_wait_until(reached, &k, 60000, 100),
-		      "%s: the consumer did not get %zu events", what, nwant);
-	size_t n;
-	int64_t *v = fetch(db, sql, &n);
-	for (size_t i = 1; i < n; i++)
-		ck_assert_msg(v[i] != v[i - 1], "%s: event %" PRId64 " twice", what, v[i]);
-	ck_assert_msg(n == nwant, "%s: %zu events, expected %zu", what, n, nwant);
-	for (size_t i = 0; i < n; i++)
-		ck_assert_msg(v[i] == want[i], "%s: event %" PRId64 " lost", what, want[i]);
-	free(v);
-}
-
-static CtlRun node_cmd(const char *dsn, const char *const *args)
-{
-	const char *argv[32] = {"-d", dsn, "node"};
-	int n = 3;
-	for (int i = 0; args[i]; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	return ctr_runv(NULL, argv);
-}
-
-static void dump_out(const CtlRun *r)
-{
-	const char *p = r->out;
-	while (p && *p) {
-		const char *e = strchr(p, '\n');
-		int len = e ? (int)(e - p) : (int)strlen(p);
-		fprintf(stderr, "# %.*s\n", len, p);
-		p = e ? e + 1 : NULL;
-	}
-}
-
-static long long number_after(const char *out, const char *key)
-{
-	const char *p = strstr(out, key);
-	ck_assert_msg(p, "no \"%s\" in:\n%s", key, out);
-	return strtoll(p + strlen(key), NULL, 10);
 }
 
 #define DATA_SQL "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"
@@ -214,11 +129,11 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 			" pgq.set_queue_config('" CT_QUEUE "', 'ticker_idle_period', '0')");
 	ct_make_applied(lf);
 
-	Loop l = {event_base_new()};
+	CtLoop l = {event_base_new()};
 	CtWorker wb = {.quiet = true}, wl = {.quiet = true, .apply = true};
 	ct_start_on(&wb, l.base, b1, POLL);
 	ct_start_on(&wl, l.base, lf, POLL);
-	ck_assert_int_eq(pthread_create(&l.th, NULL, loop_run, &l), 0);
+	ct_loop_go(&l);
 	PGconn *app = pgt_connect(b1);
 
 	Prod p = {.conninfo = strdup(pgt_connstr(root, false))};
@@ -237,12 +152,12 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	/* nothing more reaches b1 now: the tick it holds is where it must resume */
 	int64_t b1_had = ct_last_tick(b1);
 	int64_t t0 = pgt_now_ms();
-	CtlRun r = node_cmd(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+	CtlRun r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
 						  CT_QUEUE, NULL});
 	int64_t took = pgt_now_ms() - t0;
-	dump_out(&r);
+	ctr_dump(&r);
 	ctr_expect(&r, 0, "events only on root: not known, it does not answer", NULL);
-	long long resumed = number_after(r.out, "it resumed from tick ");
+	long long resumed = (long long)ctr_number_after(r.out, "it resumed from tick ");
 	ctr_free(&r);
 	fprintf(stderr, "# failover after SIGKILL of the root's server: %" PRId64 " ms\n", took);
 	ck_assert_int_eq(b1_had, resumed);
@@ -252,23 +167,24 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 			" from generate_series(5000000, 5000099) s");
 	pgt_exec_db(b1, "select pgq.ticker('" CT_QUEUE "')");
 	size_t nb1;
-	int64_t *on_b1 = fetch(b1, DATA_SQL, &nb1);
-	expect_exactly("b1 consumer", b1, "select data from seen", app, on_b1, nb1);
-	expect_exactly("lf", lf, "select ev_data::bigint from applied where ev_type = 'data'", app,
-		       on_b1, nb1);
+	int64_t *on_b1 = ct_fetch_sorted(b1, DATA_SQL, &nb1);
+	CtExactly how = {.pump = pump, .arg = app, .timeout_ms = 60000};
+	ct_expect_exactly("b1 consumer", b1, "select data from seen", on_b1, nb1, &how);
+	ct_expect_exactly("lf", lf, "select ev_data::bigint from applied where ev_type = 'data'",
+			  on_b1, nb1, &how);
 
 	/* A starts again (crash recovery): what committed there and never reached B */
 	pgt_server_start_on(0);
 	size_t na;
-	int64_t *on_a = fetch(root, DATA_SQL, &na);
+	int64_t *on_a = ct_fetch_sorted(root, DATA_SQL, &na);
 	size_t lost = 0;
 	for (size_t i = 0; i < na; i++)
-		if (!contains(on_b1, nb1, on_a[i]))
+		if (!ct_contains(on_b1, nb1, on_a[i]))
 			lost++;
-	qsort(p.acked, p.nacked, sizeof(int64_t), cmp64);
+	qsort(p.acked, p.nacked, sizeof(int64_t), ct_cmp64);
 	size_t acked_lost = 0;
 	for (size_t i = 0; i < p.nacked; i++) {
-		bool b = contains(on_b1, nb1, p.acked[i]), a = contains(on_a, na, p.acked[i]);
+		bool b = ct_contains(on_b1, nb1, p.acked[i]), a = ct_contains(on_a, na, p.acked[i]);
 		ck_assert_msg(a || b, "event %" PRId64 " committed, then on neither server",
 			      p.acked[i]);
 		acked_lost += !b;
@@ -278,14 +194,15 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 		lost, acked_lost, nb1);
 
 	/* the same failover again, now that A answers: it fences A and counts */
-	r = node_cmd(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
 					   CT_QUEUE, NULL});
-	dump_out(&r);
+	ctr_dump(&r);
 	ctr_expect(&r, 0, "root answers: its writes are off now", NULL);
 	long long data_reported = 0, all_reported = 0;
 	if (!strstr(r.out, "events only on root: none")) {
-		all_reported = number_after(r.out, "events only on root: ");
-		data_reported = number_after(strstr(r.out, "events only on root: "), "(");
+		all_reported = (long long)ctr_number_after(r.out, "events only on root: ");
+		data_reported =
+			(long long)ctr_number_after(strstr(r.out, "events only on root: "), "(");
 	}
 	ctr_free(&r);
 	ck_assert_int_eq(data_reported, (long long)lost);
@@ -293,15 +210,13 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	/* resurrect reports the same events, and the file holds them */
 	char file[600];
 	snprintf(file, sizeof(file), "%s/lost.json", pgt_tmp_dir());
-	r = node_cmd(droot, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, NULL});
-	dump_out(&r);
+	r = ctr_node(droot, (const char *[]){"resurrect", CT_QUEUE, "--lost-events", file, NULL});
+	ctr_dump(&r);
 	ctr_expect(&r, 0, "LOST EVENTS: ", NULL);
-	ck_assert_int_eq(number_after(r.out, "LOST EVENTS: "), all_reported);
+	ck_assert_int_eq((long long)ctr_number_after(r.out, "LOST EVENTS: "), all_reported);
 	ctr_free(&r);
 
-	l.stop = true;
-	event_base_loopbreak(l.base);
-	pthread_join(l.th, NULL);
+	ct_loop_hold(&l);
 	pgqev_cascade_free(wb.w);
 	pgqev_cascade_free(wl.w);
 	event_base_free(l.base);

@@ -15,24 +15,6 @@
 
 #define POLL (50 * USEC_PER_MSEC)
 
-static char *dsn(const char *db)
-{
-	char *s = strdup(ctr_dsn(db, NULL));
-	ck_assert_ptr_nonnull(s);
-	return s;
-}
-
-static CtlRun node(const char *db, const char *const *args)
-{
-	const char *argv[24] = {"-d", db, "node"};
-	int n = 3;
-
-	for (int i = 0; args[i]; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	return ctr_runv(NULL, argv);
-}
-
 /* One row's columns of a query, '|'-joined. */
 static char *row(const char *db, const char *sql)
 {
@@ -65,12 +47,12 @@ static void expect_row(const char *db, const char *sql, const char *want)
 START_TEST(test_create_chain_and_copy)
 {
 	char *root = ct_node_db(), *br = ct_node_db(), *lf = ct_node_db();
-	char *droot = dsn(root), *dbr = dsn(br), *dlf = dsn(lf);
+	char *droot = ctr_dsn_dup(root), *dbr = ctr_dsn_dup(br), *dlf = ctr_dsn_dup(lf);
 	CtlRun r;
 
 	/* root */
-	r = node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, "--worker",
-					 "w_root", NULL});
+	r = ctr_node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, "--worker",
+					     "w_root", NULL});
 	ctr_expect(&r, 0, "root node \"root\" created", NULL);
 	ctr_free(&r);
 	expect_row(root, NODE_ROW, "root|root|w_root|root|1");
@@ -78,8 +60,8 @@ START_TEST(test_create_chain_and_copy)
 					  "') where consumer_name = '.global_watermark'"),
 			 1);
 	/* a second run changes nothing and says so */
-	r = node(droot, (const char *[]){"create-root", "root", "--cascade", CT_QUEUE, "--worker",
-					 "w_root", NULL});
+	r = ctr_node(droot, (const char *[]){"create-root", "root", "--cascade", CT_QUEUE,
+					     "--worker", "w_root", NULL});
 	ctr_expect(&r, 0, "already done", NULL);
 	ctr_free(&r);
 
@@ -95,8 +77,8 @@ START_TEST(test_create_chain_and_copy)
 	ck_assert_int_gt(gw, 1);
 
 	/* branch under the root; PUBLIC_CONNSTR given explicitly */
-	r = node(dbr, (const char *[]){"create-branch", "br", dbr, "--provider", droot, "--queue",
-				       CT_QUEUE, "--worker", "w_br", NULL});
+	r = ctr_node(dbr, (const char *[]){"create-branch", "br", dbr, "--provider", droot,
+					   "--queue", CT_QUEUE, "--worker", "w_br", NULL});
 	ctr_expect(&r, 0, "branch node \"br\" created, provider \"root\"", NULL);
 	ctr_free(&r);
 	{
@@ -110,8 +92,8 @@ START_TEST(test_create_chain_and_copy)
 			 1);
 	expect_row(root, SUBS, "br:w_br");
 	/* leaf under the branch */
-	r = node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue", CT_QUEUE,
-				       "--worker", "w_lf", NULL});
+	r = ctr_node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue",
+					   CT_QUEUE, "--worker", "w_lf", NULL});
 	ctr_expect(&r, 0, "leaf node \"lf\" created, provider \"br\"", NULL);
 	ctr_free(&r);
 	expect_row(br, SUBS, "lf:w_lf");
@@ -143,17 +125,17 @@ START_TEST(test_create_chain_and_copy)
 	}
 
 	/* a second create-branch / create-leaf says what was already done */
-	r = node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue", CT_QUEUE,
-				       "--worker", "w_lf", NULL});
+	r = ctr_node(dlf, (const char *[]){"create-leaf", "lf", "--provider", dbr, "--queue",
+					   CT_QUEUE, "--worker", "w_lf", NULL});
 	ctr_expect(&r, 0, "already done: this database is node \"lf\"", NULL);
 	ctr_free(&r);
 
 	/* members / info */
-	r = node(dlf, (const char *[]){"members", CT_QUEUE, NULL});
+	r = ctr_node(dlf, (const char *[]){"members", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "root", NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, "br"));
 	ctr_free(&r);
-	r = node(dbr, (const char *[]){"info", CT_QUEUE, "--json", NULL});
+	r = ctr_node(dbr, (const char *[]){"info", CT_QUEUE, "--json", NULL});
 	ctr_expect(&r, 0, NULL, NULL);
 	{
 		PGconn *c = pgt_connect(br);
@@ -210,53 +192,54 @@ END_TEST
 START_TEST(test_bad_input)
 {
 	char *root = ct_node_db(), *other = ct_node_db(), *nonode = strdup(pgt_db_new_empty());
-	char *droot = dsn(root), *dother = dsn(other), *dnonode = dsn(nonode);
+	char *droot = ctr_dsn_dup(root), *dother = ctr_dsn_dup(other),
+	     *dnonode = ctr_dsn_dup(nonode);
 	CtlRun r;
 
-	r = node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(droot, (const char *[]){"create-root", "root", "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "created", NULL);
 	ctr_free(&r);
 	/* no queue option, no provider, root with a provider */
-	r = node(dother, (const char *[]){"create-branch", "b", "--provider", droot, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "b", "--provider", droot, NULL});
 	ctr_expect(&r, 2, NULL, "needs --queue QUEUE");
 	ctr_free(&r);
-	r = node(dother, (const char *[]){"create-leaf", "b", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-leaf", "b", "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 2, NULL, "needs --provider CONNSTR");
 	ctr_free(&r);
 	/* the root again, as a branch: another type */
-	r = node(droot, (const char *[]){"create-branch", "root", "--provider", dother, "--queue",
-					 CT_QUEUE, NULL});
+	r = ctr_node(droot, (const char *[]){"create-branch", "root", "--provider", dother,
+					     "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "already node \"root\" of type root");
 	ctr_free(&r);
 	/* a database without pgq_node */
-	r = node(dnonode, (const char *[]){"create-root", "x", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(dnonode, (const char *[]){"create-root", "x", "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "no pgq_node schema in this database");
 	ck_assert_ptr_nonnull(strstr(r.err, "create root node \"x\""));
 	ctr_free(&r);
 	/* provider unreachable: nothing changes on the new node */
-	r = node(dother,
-		 (const char *[]){"create-branch", "b", "--provider",
-				  "host=127.0.0.1 port=1 dbname=gone", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "b", "--provider",
+					      "host=127.0.0.1 port=1 dbname=gone", "--queue",
+					      CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "provider gone: create branch node \"b\"");
 	ck_assert_ptr_nonnull(strstr(r.err, "provider unreachable"));
 	ctr_free(&r);
 	ck_assert_int_eq(pgt_int_db(other, "select count(*) from pgq_node.node_location"), 0);
 	/* a provider database without the cascade */
-	r = node(dother, (const char *[]){"create-branch", "b", "--provider", dnonode, "--queue",
-					  CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "b", "--provider", dnonode,
+					      "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "no pgq_node schema");
 	ctr_free(&r);
 	/* the provider is the node being made */
-	r = node(dother, (const char *[]){"create-branch", "root", "--provider", droot, "--queue",
-					  CT_QUEUE, NULL});
+	r = ctr_node(dother, (const char *[]){"create-branch", "root", "--provider", droot,
+					      "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "the provider is node \"root\" itself");
 	ctr_free(&r);
 	/* a password in the public connect string: refused, never echoed */
 	{
 		char pub[1200];
 		snprintf(pub, sizeof(pub), "%s password=s3cr3t-pw", dother);
-		r = node(dother, (const char *[]){"create-branch", "b", pub, "--provider", droot,
-						  "--queue", CT_QUEUE, NULL});
+		r = ctr_node(dother, (const char *[]){"create-branch", "b", pub, "--provider",
+						      droot, "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 2, NULL, "holds a password");
 		ck_assert_ptr_null(strstr(r.err, "s3cr3t-pw"));
 		ck_assert_ptr_null(strstr(r.out, "s3cr3t-pw"));
@@ -264,17 +247,18 @@ START_TEST(test_bad_input)
 		ck_assert_int_eq(pgt_int_db(root, "select count(*) from pgq_node.node_location"),
 				 1);
 		/* a public connect string that reaches another database */
-		r = node(dother, (const char *[]){"create-branch", "b", droot, "--provider", droot,
-						  "--queue", CT_QUEUE, NULL});
+		r = ctr_node(dother, (const char *[]){"create-branch", "b", droot, "--provider",
+						      droot, "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 1, NULL, "reaches database");
 		ctr_free(&r);
 		/* with --store-password: stored, with a warning; members hides it */
-		r = node(dother, (const char *[]){"create-branch", "b", pub, "--provider", droot,
-						  "--queue", CT_QUEUE, "--store-password", NULL});
+		r = ctr_node(dother,
+			     (const char *[]){"create-branch", "b", pub, "--provider", droot,
+					      "--queue", CT_QUEUE, "--store-password", NULL});
 		ctr_expect(&r, 0, "created", "warning: storing a password");
 		ck_assert_ptr_null(strstr(r.err, "s3cr3t-pw"));
 		ctr_free(&r);
-		r = node(droot, (const char *[]){"members", CT_QUEUE, NULL});
+		r = ctr_node(droot, (const char *[]){"members", CT_QUEUE, NULL});
 		ctr_expect(&r, 0, "hidden: holds a password", NULL);
 		ck_assert_ptr_null(strstr(r.out, "s3cr3t-pw"));
 		ctr_free(&r);
@@ -282,7 +266,7 @@ START_TEST(test_bad_input)
 	/* a run that stopped half way (location and subscription made on the root,
 	   nothing on the node): the re-run says what it found and finishes */
 	{
-		char *part = ct_node_db(), *dpart = dsn(part), sql[1400];
+		char *part = ct_node_db(), *dpart = ctr_dsn_dup(part), sql[1400];
 		PGconn *c = pgt_connect(root);
 		char *lit = PQescapeLiteral(c, dpart, strlen(dpart));
 		snprintf(sql, sizeof(sql),
@@ -292,8 +276,8 @@ START_TEST(test_bad_input)
 		PQfreemem(lit);
 		pgt_exec(c, sql);
 		PQfinish(c);
-		r = node(dpart, (const char *[]){"create-leaf", "p", "--provider", droot, "--queue",
-						 CT_QUEUE, NULL});
+		r = ctr_node(dpart, (const char *[]){"create-leaf", "p", "--provider", droot,
+						     "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 0, "location of \"p\" already registered", NULL);
 		ck_assert_ptr_nonnull(strstr(r.out, "\"p\" already subscribed"));
 		ck_assert_ptr_nonnull(strstr(r.out, "leaf node \"p\" created"));
@@ -304,9 +288,9 @@ START_TEST(test_bad_input)
 	}
 	/* another database cannot take the name "p" */
 	{
-		char *third = ct_node_db(), *dthird = dsn(third);
-		r = node(dthird, (const char *[]){"create-leaf", "p", "--provider", droot,
-						  "--queue", CT_QUEUE, NULL});
+		char *third = ct_node_db(), *dthird = ctr_dsn_dup(third);
+		r = ctr_node(dthird, (const char *[]){"create-leaf", "p", "--provider", droot,
+						      "--queue", CT_QUEUE, NULL});
 		ctr_expect(&r, 1, NULL, "node \"p\" is already a member of the cascade");
 		ctr_free(&r);
 		ck_assert_int_eq(pgt_int_db(third, "select count(*) from pgq_node.node_location"),
@@ -356,38 +340,38 @@ static bool combined_filled(void *arg)
 START_TEST(test_merge_and_sync_watermark)
 {
 	char *part = ct_node_db(), *comb = ct_node_db(), *br = ct_node_db();
-	char *dpart = dsn(part), *dcomb = dsn(comb), *dbr = dsn(br);
+	char *dpart = ctr_dsn_dup(part), *dcomb = ctr_dsn_dup(comb), *dbr = ctr_dsn_dup(br);
 	CtlRun r;
 
-	r = node(dpart, (const char *[]){"create-root", "p1", "--queue", CT_QUEUE, NULL});
+	r = ctr_node(dpart, (const char *[]){"create-root", "p1", "--queue", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "created", NULL);
 	ctr_free(&r);
 	/* options for the other node types, and no combined node yet */
-	r = node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
-				       CT_QUEUE, "--merge", "cq_all", NULL});
+	r = ctr_node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
+					   CT_QUEUE, "--merge", "cq_all", NULL});
 	ctr_expect(&r, 2, NULL, "--merge is for a leaf");
 	ctr_free(&r);
-	r = node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
-					 CT_QUEUE, "--sync-watermark", "a", NULL});
+	r = ctr_node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
+					     CT_QUEUE, "--sync-watermark", "a", NULL});
 	ctr_expect(&r, 2, NULL, "--sync-watermark is for a branch");
 	ctr_free(&r);
-	r = node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
-					 CT_QUEUE, "--merge", "cq_all", NULL});
+	r = ctr_node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
+					     CT_QUEUE, "--merge", "cq_all", NULL});
 	ctr_expect(&r, 1, NULL, "the combined queue \"cq_all\" has no node in this database");
 	ctr_free(&r);
 	ck_assert_int_eq(pgt_int_db(part, "select count(*) from pgq_node.node_location"), 1);
 	ck_assert_int_eq(pgt_int_db(comb, "select count(*) from pgq_node.node_location"), 0);
-	r = node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
-				       CT_QUEUE, "--sync-watermark", "b,,c", NULL});
+	r = ctr_node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
+					   CT_QUEUE, "--sync-watermark", "b,,c", NULL});
 	ctr_expect(&r, 2, NULL, "none empty");
 	ctr_free(&r);
 
 	/* the combined cascade's root, then the merge leaf beside it */
-	r = node(dcomb, (const char *[]){"create-root", "all", "--queue", "cq_all", NULL});
+	r = ctr_node(dcomb, (const char *[]){"create-root", "all", "--queue", "cq_all", NULL});
 	ctr_expect(&r, 0, "created", NULL);
 	ctr_free(&r);
-	r = node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
-					 CT_QUEUE, "--merge", "cq_all", NULL});
+	r = ctr_node(dcomb, (const char *[]){"create-leaf", "m1", "--provider", dpart, "--queue",
+					     CT_QUEUE, "--merge", "cq_all", NULL});
 	ctr_expect(&r, 0, "leaf node \"m1\" created", NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, "feeds the combined queue \"cq_all\""));
 	ctr_free(&r);
@@ -400,8 +384,8 @@ START_TEST(test_merge_and_sync_watermark)
 		   CT_QUEUE); /* the partition queues that feed it */
 
 	/* a branch that syncs its watermark with two nodes */
-	r = node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
-				       CT_QUEUE, "--sync-watermark", "b,m1", NULL});
+	r = ctr_node(dbr, (const char *[]){"create-branch", "b", "--provider", dpart, "--queue",
+					   CT_QUEUE, "--sync-watermark", "b,m1", NULL});
 	ctr_expect(&r, 0, "sync_watermark with b,m1", NULL);
 	ctr_free(&r);
 	expect_row(br, "select node_attrs from pgq_node.get_node_info('" CT_QUEUE "')",
@@ -435,6 +419,120 @@ START_TEST(test_merge_and_sync_watermark)
 }
 END_TEST
 
+/* Names: create-* take what pgq_node stores safely (quotes, spaces, UTF-8, as
+   the operating commands do) and refuse the rest with the thing and the cause;
+   the text tables quote odd names and escape control characters, so a member
+   named by another tool cannot break or forge a row. */
+#define ODD_Q    "q 'x\xc3\xa9"
+#define ODD_ROOT "ro'ot \xc3\xa9"
+#define ODD_BR   "b \"1\""
+
+static int lines(const char *s)
+{
+	int n = 0;
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+START_TEST(test_odd_names)
+{
+	char *root = ct_node_db(), *br = ct_node_db();
+	char *droot = ctr_dsn_dup(root), *dbr = ctr_dsn_dup(br);
+	CtlRun r;
+	static const struct {
+		const char *opt, *name, *err;
+	} bad[] = {
+		{NULL, "a\nb", "node name \"a\\x0ab\" holds a control character"},
+		{NULL, "tab\there", "holds a control character (byte 0x09)"},
+		{NULL, "x\xff", "is not valid UTF-8 (byte 0xff at offset 1)"},
+		{NULL, " lead", "starts or ends with a space"},
+		{NULL, "", "node name is empty"},
+		{"--worker", ".w", "worker name .w starts with \".\""},
+		{"--worker", "w.gravestone", "ends in \".gravestone\" or \".dumper\""},
+		{"--queue", "q\r", "cascade name \"q\\x0d\" holds a control character"},
+	};
+
+	/* refused, with nothing stored */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *args[8] = {"create-root", bad[i].opt ? "x" : bad[i].name};
+		int n = 2;
+		if (bad[i].opt) {
+			args[n++] = bad[i].opt;
+			args[n++] = bad[i].name;
+		}
+		if (!bad[i].opt || strcmp(bad[i].opt, "--queue") != 0) {
+			args[n++] = "--queue";
+			args[n++] = ODD_Q;
+		}
+		args[n] = NULL;
+		r = ctr_node(droot, args);
+		ctr_expect(&r, 1, NULL, bad[i].err);
+		ctr_free(&r);
+	}
+	ck_assert_int_eq(pgt_int_db(root, "select count(*) from pgq_node.node_location"), 0);
+
+	/* accepted: a quote, a space, UTF-8, double quotes */
+	r = ctr_node(droot, (const char *[]){"create-root", ODD_ROOT, "--queue", ODD_Q, "--worker",
+					     "w ro'ot", NULL});
+	ctr_expect(&r, 0, "root node \"ro'ot \xc3\xa9\" created", NULL);
+	ctr_free(&r);
+	r = ctr_node(dbr, (const char *[]){"create-branch", ODD_BR, "--provider", droot, "--queue",
+					   ODD_Q, NULL});
+	ctr_expect(&r, 0, "branch node \"b \\\"1\\\"\" created, provider \"ro'ot \xc3\xa9\"", NULL);
+	ctr_free(&r);
+	{
+		PGconn *c = pgt_connect(br);
+		const char *p[1] = {ODD_Q};
+		PGresult *res = PQexecParams(c,
+					     "select node_name || '|' || provider_node || '|' ||"
+					     " worker_name from pgq_node.get_node_info($1)",
+					     1, NULL, p, NULL, NULL, 0);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		ck_assert_str_eq(PQgetvalue(res, 0, 0), ODD_BR "|" ODD_ROOT "|" ODD_BR);
+		PQclear(res);
+		/* a member another tool named with a newline and a forged row */
+		const char *q[2] = {ODD_Q, "evil\n`- fake branch ro'ot 0 0.0s 1 no yes ok"};
+		res = PQexecParams(c,
+				   "select pgq_node.register_location($1, $2,"
+				   " 'host=127.0.0.1 port=1 dbname=gone', false)",
+				   2, NULL, q, NULL, NULL, 0);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		PQclear(res);
+		PQfinish(c);
+	}
+	/* status: one row per member, odd names quoted, the newline escaped */
+	r = ctr_node(dbr, (const char *[]){"status", ODD_Q, NULL});
+	ctr_expect(&r, 3, NULL, NULL);
+	{
+		char *g = ctr_golden(r.out);
+		ck_assert_msg(
+			strstr(g, "cascade \"q 'x\xc3\xa9\": 3 members, root \"ro'ot \xc3\xa9\""),
+			"%s", g);
+		ck_assert_msg(strstr(g, "\n\"ro'ot \xc3\xa9\" root - 0 "), "%s", g);
+		ck_assert_msg(strstr(g, "\n`- \"b \\\"1\\\"\" branch \"ro'ot \xc3\xa9\" 0 "), "%s",
+			      g);
+		ck_assert_msg(
+			strstr(r.out, "\n\"evil\\x0a`- fake branch ro'ot 0 0.0s 1 no yes ok\" "),
+			"%s", r.out);
+		ck_assert_ptr_null(strstr(r.out, "\n`- fake"));
+		/* title, header, three rows, verdict */
+		ck_assert_int_eq(lines(r.out), 6);
+		free(g);
+	}
+	ctr_free(&r);
+	/* members: the same quoting */
+	r = ctr_node(dbr, (const char *[]){"members", ODD_Q, NULL});
+	ctr_expect(&r, 0, "\"evil\\x0a`- fake branch", NULL);
+	ck_assert_int_eq(lines(r.out), 4);
+	ctr_free(&r);
+	free(root);
+	free(br);
+	free(droot);
+	free(dbr);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-node");
@@ -443,6 +541,7 @@ int main(void)
 	tcase_add_test(tc, test_create_chain_and_copy);
 	tcase_add_test(tc, test_bad_input);
 	tcase_add_test(tc, test_merge_and_sync_watermark);
+	tcase_add_test(tc, test_odd_names);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);

@@ -300,16 +300,6 @@ static void cas_stop(Cas *c, bool dump)
 
 /* ---- checks ---- */
 
-static CtlRun node_cmd(const char *dsn, const char *const *args)
-{
-	const char *argv[32] = {"-d", dsn, "node"};
-	int n = 3;
-	for (int i = 0; args[i]; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	return ctr_runv(NULL, argv);
-}
-
 /* Run the command with PGQCTL_STOP_AFTER_STEP = 1, 2, ... until it completes:
    each run must stop right after its step, the last one finish. In the slow
    suite (PGQD_TEST_EVERY_STEP=1) every step is interrupted; in the default
@@ -326,7 +316,7 @@ static CtlRun run_interrupted(const char *dsn, const char *const *args, int *nst
 		snprintf(v, sizeof(v), "%d", n);
 		setenv("PGQCTL_STOP_AFTER_STEP", v, 1);
 		int64_t t0 = pgt_now_ms();
-		CtlRun r = node_cmd(dsn, args);
+		CtlRun r = ctr_node(dsn, args);
 		unsetenv("PGQCTL_STOP_AFTER_STEP");
 		fprintf(stderr, "# %s stopped after step %d: exit %d in %" PRId64 " ms\n", args[0],
 			n, r.rc, pgt_now_ms() - t0);
@@ -383,34 +373,6 @@ static char *snapshot(Cas *c)
 	return all;
 }
 
-static int cmp64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Sorted numbers of a query's first column. */
-static int64_t *fetch(const char *db, const char *sql, size_t *n)
-{
-	PGconn *k = pgt_connect(db);
-	PGresult *r = PQexec(k, sql);
-	ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(k));
-	*n = (size_t)PQntuples(r);
-	int64_t *v = malloc((*n + 1) * sizeof(int64_t));
-	ck_assert_ptr_nonnull(v);
-	for (size_t i = 0; i < *n; i++)
-		v[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
-	PQclear(r);
-	PQfinish(k);
-	qsort(v, *n, sizeof(int64_t), cmp64);
-	return v;
-}
-
-static bool contains(const int64_t *v, size_t n, int64_t x)
-{
-	return bsearch(&x, v, n, sizeof(int64_t), cmp64) != NULL;
-}
-
 #define SEEN_SQL    "select data from seen"
 #define APPLIED_SQL "select ev_data::bigint from applied where ev_type = 'data'"
 
@@ -423,7 +385,7 @@ static bool count_reached(void *arg)
 {
 	Count *k = arg;
 	size_t n;
-	int64_t *v = fetch(k->db, k->sql, &n);
+	int64_t *v = ct_fetch_sorted(k->db, k->sql, &n);
 	free(v);
 	return n >= k->want;
 }
@@ -474,7 +436,7 @@ static void diagnose(const char *what, const int64_t *want, size_t nwant, const 
 	size_t nmiss = 0, len = 0;
 
 	for (size_t i = 0; i < nwant; i++)
-		if (!contains(have, nhave, want[i])) {
+		if (!ct_contains(have, nhave, want[i])) {
 			if (nmiss < 20)
 				len += (size_t)snprintf(missing + len, sizeof(missing) - len,
 							"%s%" PRId64, nmiss ? "," : "", want[i]);
@@ -482,7 +444,7 @@ static void diagnose(const char *what, const int64_t *want, size_t nwant, const 
 		}
 	size_t nextra = 0;
 	for (size_t i = 0; i < nhave; i++)
-		if (!contains(want, nwant, have[i]) && nextra++ < 5)
+		if (!ct_contains(want, nwant, have[i]) && nextra++ < 5)
 			fprintf(f, "# DIAG %s: event %" PRId64 " was not acknowledged\n", what,
 				have[i]);
 	fprintf(f, "# DIAG %s: has %zu, expected %zu; %zu missing: %s; %zu unexpected\n", what,
@@ -519,7 +481,7 @@ static void diagnose(const char *what, const int64_t *want, size_t nwant, const 
 		char list[2048] = "";
 		size_t ll = 0, k = 0;
 		for (size_t j = 0; j < nwant && k < 5; j++)
-			if (!contains(have, nhave, want[j])) {
+			if (!ct_contains(have, nhave, want[j])) {
 				ll += (size_t)snprintf(list + ll, sizeof(list) - ll,
 						       "%s'%" PRId64 "'", k ? "," : "", want[j]);
 				k++;
@@ -545,36 +507,13 @@ static void diagnose(const char *what, const int64_t *want, size_t nwant, const 
 		fprintf(f, "#   %s\n", dmn_log_line(c->d, i));
 }
 
-/* The consumer on db holds exactly `want` (sorted, no duplicates): nothing lost,
-   nothing twice. */
+/* The consumer on db holds exactly `want` (sorted, no duplicates); a report
+   (diagnose) when it is short. */
 static void expect_exactly(const char *what, const char *db, const char *sql, const int64_t *want,
 			   size_t nwant)
 {
-	Count k = {db, sql, nwant};
-	if (!pgt_wait_until(count_reached, &k, 30000, 100)) {
-		size_t n;
-		int64_t *v = fetch(db, sql, &n);
-		diagnose(what, want, nwant, v, n);
-		free(v);
-		/* a stall or a loss: do they arrive later? */
-		bool later = pgt_wait_until(count_reached, &k, 60000, 200);
-		v = fetch(db, sql, &n);
-		fprintf(stderr, "# DIAG %s: after 60 s more: %zu events (%s)\n", what, n,
-			later ? "arrived late: a stall" : "still missing");
-		if (later)
-			diagnose(what, want, nwant, v, n);
-		free(v);
-		ck_abort_msg("%s: the consumer did not get %zu events within 30 s", what, nwant);
-	}
-	size_t n;
-	int64_t *v = fetch(db, sql, &n);
-	for (size_t i = 1; i < n; i++)
-		ck_assert_msg(v[i] != v[i - 1], "%s: event %" PRId64 " twice", what, v[i]);
-	ck_assert_msg(n == nwant, "%s: %zu events, expected %zu", what, n, nwant);
-	for (size_t i = 0; i < n; i++)
-		ck_assert_msg(v[i] == want[i], "%s: event %" PRId64 " lost (have %" PRId64 ")",
-			      what, want[i], v[i]);
-	free(v);
+	CtExactly how = {.diag = diagnose};
+	ct_expect_exactly(what, db, sql, want, nwant, &how);
 }
 
 static void wait_applied(Cas *c, size_t n)
@@ -582,13 +521,6 @@ static void wait_applied(Cas *c, size_t n)
 	Count k = {c->db[N_LF], APPLIED_SQL, n};
 	ck_assert_msg(pgt_wait_until(count_reached, &k, 20000, 50),
 		      "the leaf did not apply %zu events", n);
-}
-
-static double field(const char *out, const char *key)
-{
-	const char *p = strstr(out, key);
-	ck_assert_msg(p, "no \"%s\" in:\n%s", key, out);
-	return strtod(p + strlen(key), NULL);
 }
 
 static int64_t *acked_sorted(Cas *c, size_t *n)
@@ -599,7 +531,7 @@ static int64_t *acked_sorted(Cas *c, size_t *n)
 	ck_assert_ptr_nonnull(v);
 	memcpy(v, c->acked, *n * sizeof(int64_t));
 	pthread_mutex_unlock(&c->mu);
-	qsort(v, *n, sizeof(int64_t), cmp64);
+	qsort(v, *n, sizeof(int64_t), ct_cmp64);
 	return v;
 }
 
@@ -646,18 +578,6 @@ static void expect_role(const char *db, const char *want)
 	free(v);
 }
 
-/* The command's report, as TAP comments. */
-static void dump_out(const CtlRun *r)
-{
-	const char *p = r->out;
-	while (p && *p) {
-		const char *e = strchr(p, '\n');
-		int len = e ? (int)(e - p) : (int)strlen(p);
-		fprintf(stderr, "# %.*s\n", len, p);
-		p = e ? e + 1 : NULL;
-	}
-}
-
 /* ---- tests ---- */
 
 START_TEST(test_switchover_under_load)
@@ -668,7 +588,7 @@ START_TEST(test_switchover_under_load)
 
 	/* --dry-run prints the plan and changes nothing */
 	char *before = snapshot(&c);
-	CtlRun r = node_cmd(c.dsn[N_B2], (const char *[]){"switchover", "b2", "--cascade", CT_QUEUE,
+	CtlRun r = ctr_node(c.dsn[N_B2], (const char *[]){"switchover", "b2", "--cascade", CT_QUEUE,
 							  "--dry-run", NULL});
 	ctr_expect(&r, 0, "step 12/12: resume the worker of root: to do", NULL);
 	ck_assert_ptr_nonnull(strstr(r.out, "dry run: nothing was changed"));
@@ -684,12 +604,12 @@ START_TEST(test_switchover_under_load)
 	c.max_gap_ms = 0;
 	pthread_mutex_unlock(&c.mu);
 	int64_t t0 = pgt_now_ms();
-	r = node_cmd(c.dsn[N_B2],
+	r = ctr_node(c.dsn[N_B2],
 		     (const char *[]){"switchover", "b2", "--cascade", CT_QUEUE, NULL});
 	int64_t took = pgt_now_ms() - t0;
-	dump_out(&r);
+	ctr_dump(&r);
 	ctr_expect(&r, 0, "switchover done in", NULL);
-	double pause = field(r.out, "write pause: ");
+	double pause = ctr_number_after(r.out, "write pause: ");
 	ck_assert_ptr_nonnull(strstr(r.out, "producers: write to b2 now"));
 	ctr_free(&r);
 	expect_role(c.db[N_B2], "root:b2");
@@ -784,7 +704,7 @@ START_TEST(test_failover_dead_root_and_branch)
 	/* --dry-run changes nothing */
 	char *before = snapshot(&c);
 	CtlRun r =
-		node_cmd(c.dsn[N_B1], (const char *[]){"failover", "--dead", "root", "b1",
+		ctr_node(c.dsn[N_B1], (const char *[]){"failover", "--dead", "root", "b1",
 						       "--cascade", CT_QUEUE, "--dry-run", NULL});
 	ctr_expect(&r, 0, "dry run: nothing was changed", NULL);
 	ctr_free(&r);
@@ -804,7 +724,7 @@ START_TEST(test_failover_dead_root_and_branch)
 	int64_t took = pgt_now_ms() - t0;
 	ck_assert_int_eq(nsteps, 8);
 	ck_assert_ptr_nonnull(strstr(r.out, "events only on root: not known, it does not answer"));
-	long long resumed = (long long)field(r.out, "it resumed from tick ");
+	long long resumed = (long long)ctr_number_after(r.out, "it resumed from tick ");
 	ctr_free(&r);
 	expect_role(c.db[N_B1], "root:b1");
 	expect_role(c.db[N_B2], "branch:b1");
@@ -818,12 +738,12 @@ START_TEST(test_failover_dead_root_and_branch)
 	   counts the events that existed only there */
 	producer_stop(&c);
 	revive_db(&c, N_ROOT);
-	r = node_cmd(c.dsn[N_B1], (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+	r = ctr_node(c.dsn[N_B1], (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
 						   CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "root answers: its writes are off now", NULL);
 	long long lost_reported = 0;
 	if (!strstr(r.out, "events only on root: none"))
-		lost_reported = (long long)field(r.out, "events only on root: ");
+		lost_reported = (long long)ctr_number_after(r.out, "events only on root: ");
 	const char *dp = strstr(r.out, "events only on root: ");
 	ck_assert_ptr_nonnull(dp);
 	long long data_reported = lost_reported ? strtoll(strstr(dp, "(") + 1, NULL, 10) : 0;
@@ -832,16 +752,16 @@ START_TEST(test_failover_dead_root_and_branch)
 	ck_assert_ptr_nonnull(strstr(r.out, tickbuf));
 	ctr_free(&r);
 	size_t nroot, nb1;
-	int64_t *on_root =
-		fetch(c.db[N_ROOT],
-		      "select ev_data::bigint from pgq.event_1 where ev_type = 'data'", &nroot);
-	int64_t *on_b1 = fetch(c.db[N_B1],
-			       "select ev_data::bigint from pgq.event_1"
-			       " where ev_type = 'data'",
-			       &nb1);
+	int64_t *on_root = ct_fetch_sorted(
+		c.db[N_ROOT], "select ev_data::bigint from pgq.event_1 where ev_type = 'data'",
+		&nroot);
+	int64_t *on_b1 = ct_fetch_sorted(c.db[N_B1],
+					 "select ev_data::bigint from pgq.event_1"
+					 " where ev_type = 'data'",
+					 &nb1);
 	size_t lost = 0;
 	for (size_t i = 0; i < nroot; i++)
-		if (!contains(on_b1, nb1, on_root[i]))
+		if (!ct_contains(on_b1, nb1, on_root[i]))
 			lost++;
 	fprintf(stderr, "# events only on the dead root: %zu data events (reported %lld of %lld)\n",
 		lost, data_reported, lost_reported);
@@ -850,7 +770,8 @@ START_TEST(test_failover_dead_root_and_branch)
 	size_t na;
 	int64_t *acked = acked_sorted(&c, &na);
 	for (size_t i = 0; i < na; i++)
-		ck_assert_msg(contains(on_b1, nb1, acked[i]) || contains(on_root, nroot, acked[i]),
+		ck_assert_msg(ct_contains(on_b1, nb1, acked[i]) ||
+				      ct_contains(on_root, nroot, acked[i]),
 			      "event %" PRId64 " is nowhere", acked[i]);
 	/* the consumers below the new root: exactly what it holds */
 	expect_exactly("b1", c.db[N_B1], SEEN_SQL, on_b1, nb1);
@@ -873,10 +794,10 @@ START_TEST(test_failover_dead_root_and_branch)
 	expect_role(c.db[N_LF], "leaf:b1");
 	pgt_exec_db(c.db[N_B1], "select pgq.insert_event('" CT_QUEUE "', 'data', s::text)"
 				" from generate_series(2000000, 2000099) s");
-	int64_t *all = fetch(c.db[N_B1],
-			     "select ev_data::bigint from pgq.event_1"
-			     " where ev_type = 'data'",
-			     &nb1);
+	int64_t *all = ct_fetch_sorted(c.db[N_B1],
+				       "select ev_data::bigint from pgq.event_1"
+				       " where ev_type = 'data'",
+				       &nb1);
 	expect_exactly("lf after the branch died", c.db[N_LF], APPLIED_SQL, all, nb1);
 	free(all);
 	revive_db(&c, N_B2);
@@ -889,27 +810,27 @@ START_TEST(test_bad_input)
 	Cas c;
 	cas_start(&c);
 	producer_stop(&c);
-	CtlRun r = node_cmd(c.dsn[N_B1],
+	CtlRun r = ctr_node(c.dsn[N_B1],
 			    (const char *[]){"switchover", "lf", "--cascade", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "a leaf has no queue, so it cannot be the root");
 	ctr_free(&r);
-	r = node_cmd(c.dsn[N_B1],
+	r = ctr_node(c.dsn[N_B1],
 		     (const char *[]){"switchover", "nosuch", "--cascade", CT_QUEUE, NULL});
 	ctr_expect(&r, 1, NULL, "no member \"nosuch\"");
 	ctr_free(&r);
-	r = node_cmd(c.dsn[N_B1], (const char *[]){"change-provider", "--cascade", CT_QUEUE,
+	r = ctr_node(c.dsn[N_B1], (const char *[]){"change-provider", "--cascade", CT_QUEUE,
 						   "--provider", "b2", NULL});
 	ctr_expect(&r, 1, NULL, "would make a loop");
 	ctr_free(&r);
-	r = node_cmd(c.dsn[N_B1], (const char *[]){"change-provider", "--cascade", CT_QUEUE,
+	r = ctr_node(c.dsn[N_B1], (const char *[]){"change-provider", "--cascade", CT_QUEUE,
 						   "--provider", "lf", NULL});
 	ctr_expect(&r, 1, NULL, "cannot be a provider");
 	ctr_free(&r);
-	r = node_cmd(c.dsn[N_B1],
+	r = ctr_node(c.dsn[N_B1],
 		     (const char *[]){"switchover", "root", "--cascade", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "already done: root is the root", NULL);
 	ctr_free(&r);
-	r = node_cmd(c.dsn[N_B1], (const char *[]){"failover", "--dead", "b1", "b1", "--cascade",
+	r = ctr_node(c.dsn[N_B1], (const char *[]){"failover", "--dead", "b1", "b1", "--cascade",
 						   CT_QUEUE, NULL});
 	ctr_expect(&r, 2, NULL, "the same");
 	ctr_free(&r);

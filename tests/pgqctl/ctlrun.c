@@ -361,3 +361,44 @@ char *ctr_golden(const char *s)
 	*o = '\0';
 	return m;
 }
+
+CtlRun ctr_node(const char *dsn, const char *const *args)
+{
+	const char *argv[48] = {"--connect-timeout", "60", "-d", dsn, "node"};
+	int n = 5;
+
+	for (int i = 0; args[i]; i++) {
+		ck_assert_int_lt(n, 47);
+		argv[n++] = args[i];
+	}
+	argv[n] = NULL;
+	return ctr_runv(NULL, argv);
+}
+
+void ctr_dump(const CtlRun *r)
+{
+	const char *p = r->out;
+
+	while (p && *p) {
+		const char *e = strchr(p, '\n');
+		int len = e ? (int)(e - p) : (int)strlen(p);
+		fprintf(stderr, "# %.*s\n", len, p);
+		p = e ? e + 1 : NULL;
+	}
+}
+
+double ctr_number_after(const char *out, const char *key)
+{
+	const char *p = strstr(out, key);
+
+	ck_assert_msg(p, "no \"%s\" in:\n%s", key, out);
+	return strtod(p + strlen(key), NULL);
+}
+
+char *ctr_dsn_dup(const char *db)
+{
+	char *s = strdup(ctr_dsn(db, NULL));
+
+	ck_assert_ptr_nonnull(s);
+	return s;
+}

@@ -43,6 +43,8 @@ char *ctr_mask(const char *s);
 
 /* -d value for a database (as postgres, or `user`); static buffer. */
 const char *ctr_dsn(const char *db, const char *user);
+/* The same, malloc'd. */
+char *ctr_dsn_dup(const char *db);
 /* Exit code and substrings of stdout / stderr (NULL: not checked). */
 void ctr_expect(CtlRun *r, int rc, const char *out_has, const char *err_has);
 /* A JSON field equals `want` (NULL: JSON null or missing). */
@@ -51,5 +53,13 @@ void ctr_json_eq(PGconn *c, const char *json, const char *path, const char *want
 char *ctr_golden(const char *s);
 /* A tick of `queue` now, whatever its thresholds say. */
 void ctr_tick(PGconn *c, const char *queue);
+
+/* `pgqctl --connect-timeout 60 -d dsn node ARGS...` (args NULL-terminated; a
+   loaded test machine may take seconds to accept a connection). */
+CtlRun ctr_node(const char *dsn, const char *const *args);
+/* A command's stdout as TAP comments on stderr. */
+void ctr_dump(const CtlRun *r);
+/* The number right after `key` in out; fails the test when key is missing. */
+double ctr_number_after(const char *out, const char *key);
 
 #endif
