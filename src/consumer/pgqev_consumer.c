@@ -297,7 +297,7 @@ static void start_finish(PgqevConsumer *c)
 	b->finishing = true;
 	c->phase = PH_FINISH;
 	if (b->tgt_open) {
-		const char *tp[3] = {c->cfg.consumer, c->sub_for_ext, id};
+		const char *tp[3] = {c->cfg.consumer, c->ext_key, id};
 		if (!send_or_fail(c, true, RK_TGT_DONE, "select pgq_ext.set_batch_done($1, $2, $3)",
 				  3, tp, 0))
 			return;
@@ -503,6 +503,36 @@ static void open_cursor(PgqevConsumer *c)
 	free(sql);
 }
 
+/*
+ * The target look-up. Until this consumer has recorded a batch under its
+ * (queue, consumer) key, the pre-queue key is asked as well: a batch applied
+ * by an older libpgqev or by python3-pgq's RemoteConsumer (both keyed by
+ * consumer and subconsumer only) just before an upgrade is recognised. After
+ * that only the new key counts, so another queue's consumer of the same name
+ * writing the old key cannot make a batch look done.
+ */
+static char *eo_check_sql(PgqevConsumer *c, int64_t id)
+{
+	char *cons = pgqev_quote_literal(c->cfg.consumer);
+	char *key = pgqev_quote_literal(c->ext_key);
+	char *old = pgqev_quote_literal(c->ext_old_key);
+	char *sql = NULL;
+	if (cons && key && old) {
+		if (c->ext_key_written)
+			sql = pgqev_sprintf("begin; select pgq_ext.is_batch_done(%s, %s, %" PRId64
+					    ")",
+					    cons, key, id);
+		else
+			sql = pgqev_sprintf("begin; select pgq_ext.is_batch_done(%s, %s, %" PRId64
+					    ") or pgq_ext.is_batch_done(%s, %s, %" PRId64 ")",
+					    cons, key, id, cons, old, id);
+	}
+	free(cons);
+	free(key);
+	free(old);
+	return sql;
+}
+
 static void start_batch(PgqevConsumer *c, const PGresult *res)
 {
 	int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -521,14 +551,7 @@ static void start_batch(PgqevConsumer *c, const PGresult *res)
 		b->tick_time = strdup(PQgetvalue(res, 0, 4));
 	c->batch = b;
 	if (c->tgt) {
-		char *cons = pgqev_quote_literal(c->cfg.consumer);
-		char *sub = pgqev_quote_literal(c->sub_for_ext);
-		char *sql = (cons && sub) ? pgqev_sprintf("begin; select pgq_ext.is_batch_done(%s, "
-							  "%s, %" PRId64 ")",
-							  cons, sub, id)
-					  : NULL;
-		free(cons);
-		free(sub);
+		char *sql = eo_check_sql(c, id);
 		if (!sql) {
 			fail(c, PGQEV_ERR_TARGET, "cannot check the target", "out of memory");
 			return;
@@ -898,6 +921,7 @@ static void on_done_kind(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r
 	case RK_TGT_COMMIT:
 		if (ok_reply(c, x, r, "commit on the target failed")) {
 			c->batch->tgt_open = false;
+			c->ext_key_written = true;
 			start_finish(c);
 		}
 		return;
@@ -1080,6 +1104,34 @@ static char *make_label(const PgqevConsumerConfig *cfg)
 	return l;
 }
 
+/*
+ * The pgq_ext subconsumer key: the queue in double quotes (inner quotes
+ * doubled), then ".subconsumer" for a coop member. Always quoted, so it is
+ * never empty (python3-pgq's key) and the queue part ends unambiguously.
+ */
+static char *make_ext_key(const PgqevConsumerConfig *cfg)
+{
+	size_t qlen = strlen(cfg->queue), slen = cfg->subconsumer ? strlen(cfg->subconsumer) : 0;
+	char *k = malloc(2 * qlen + slen + 4);
+	if (!k)
+		return NULL;
+	char *o = k;
+	*o++ = '"';
+	for (const char *p = cfg->queue; *p; p++) {
+		if (*p == '"')
+			*o++ = '"';
+		*o++ = *p;
+	}
+	*o++ = '"';
+	if (cfg->subconsumer) {
+		*o++ = '.';
+		memcpy(o, cfg->subconsumer, slen);
+		o += slen;
+	}
+	*o = '\0';
+	return k;
+}
+
 static PqevConn *new_conn(PgqevConsumer *c, const char *conninfo, const char *name, bool target)
 {
 	PqevConnCallbacks cb = {
@@ -1116,7 +1168,10 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 	c->cfg.subconsumer = c->s_sub = pgqev_strdup_opt(cfg->subconsumer, &oom);
 	c->cfg.target_conninfo = c->s_target = pgqev_strdup_opt(cfg->target_conninfo, &oom);
 	c->cfg.label = NULL;
-	c->sub_for_ext = pgqev_strdup_opt(cfg->subconsumer ? cfg->subconsumer : "", &oom);
+	c->ext_old_key = pgqev_strdup_opt(cfg->subconsumer ? cfg->subconsumer : "", &oom);
+	c->ext_key = make_ext_key(cfg);
+	if (!c->ext_key)
+		oom = true;
 	c->label = make_label(cfg);
 	if (!c->label)
 		oom = true;
@@ -1221,7 +1276,8 @@ static void destroy(PgqevConsumer *c)
 	free(c->s_consumer);
 	free(c->s_sub);
 	free(c->s_target);
-	free(c->sub_for_ext);
+	free(c->ext_key);
+	free(c->ext_old_key);
 	free(c->label);
 	free(c->channel);
 	free(c);

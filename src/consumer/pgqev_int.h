@@ -73,7 +73,12 @@ struct PgqevConsumer {
 	bool own_lim;
 	PgqevConsumerConfig cfg; /* strings point into the copies below */
 	char *s_conninfo, *s_queue, *s_consumer, *s_sub, *s_label, *s_target;
-	char *sub_for_ext; /* subconsumer or "" for pgq_ext */
+	/* pgq_ext keys (consumer_id is the consumer): ext_key is the queue quoted,
+	   plus ".subconsumer" for coop; ext_old_key is the pre-queue key (the
+	   subconsumer or ""), also python3-pgq's, read until ext_key was written */
+	char *ext_key;
+	char *ext_old_key;
+	bool ext_key_written;
 	char *label;
 
 	PqevConn *src;

@@ -265,6 +265,11 @@ void pqev_notice_receiver(void *arg, const PGresult *res);
 /* Queue the liveness check request. */
 PQEV_MUSTCHECK int pqev_req_queue_liveness(PqevConn *c);
 void pqev_req_free(PqevReq *r);
+/* The longest channel name (NAMEDATALEN - 1). */
+#define PQEV_CHANNEL_MAX 63
+/* "VERB <chan as a quoted identifier>" into buf (len >= 2 * PQEV_CHANNEL_MAX + 16
+   for a channel of at most PQEV_CHANNEL_MAX bytes); exposed for the fuzz target. */
+void pqev_listen_sql(char *buf, size_t len, const char *verb, const char *chan);
 /* Internal to the libraries (not exported): a COPY ... FROM STDIN request whose
    data (len bytes, owned from then on, also on failure) is sent when the server
    asks for it; otherwise as pqev_conn_send. */

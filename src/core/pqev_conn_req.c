@@ -17,7 +17,7 @@
 
 #include "pqev_conn_int.h"
 
-#define CHANNEL_MAX 63 /* NAMEDATALEN - 1 */
+#define CHANNEL_MAX PQEV_CHANNEL_MAX
 
 static const char *const status_names[] = {
 	[PQEV_OK] = "ok",
@@ -320,7 +320,7 @@ int pqev_req_queue_liveness(PqevConn *c)
 }
 
 /* "LISTEN <quoted>" into buf; the quoting is libpq-free so it works offline. */
-static void listen_sql(char *buf, size_t len, const char *verb, const char *chan)
+void pqev_listen_sql(char *buf, size_t len, const char *verb, const char *chan)
 {
 	size_t n = (size_t)snprintf(buf, len, "%s \"", verb);
 	for (const char *p = chan; *p && n + 3 < len; p++) {
@@ -337,7 +337,7 @@ int pqev_req_queue_listens(PqevConn *c)
 	/* front of the queue, in order: insert backwards */
 	for (size_t i = c->nchannels; i-- > 0;) {
 		char sql[2 * CHANNEL_MAX + 16];
-		listen_sql(sql, sizeof(sql), "LISTEN", c->channels[i]);
+		pqev_listen_sql(sql, sizeof(sql), "LISTEN", c->channels[i]);
 		if (queue_internal(c, sql, REQ_LISTEN, 0, true) < 0)
 			return -ENOMEM;
 	}
@@ -379,7 +379,7 @@ int pqev_conn_listen(PqevConn *c, const char *channel)
 	if (!dup)
 		return -ENOMEM;
 	if (c->state == PQEV_CONN_READY) {
-		listen_sql(sql, sizeof(sql), "LISTEN", channel);
+		pqev_listen_sql(sql, sizeof(sql), "LISTEN", channel);
 		if (queue_internal(c, sql, REQ_LISTEN, 0, false) < 0) {
 			free(dup);
 			return -ENOMEM;
@@ -397,7 +397,7 @@ int pqev_conn_unlisten(PqevConn *c, const char *channel)
 	if (i < 0)
 		return -ENOENT;
 	if (c->state == PQEV_CONN_READY) {
-		listen_sql(sql, sizeof(sql), "UNLISTEN", channel);
+		pqev_listen_sql(sql, sizeof(sql), "UNLISTEN", channel);
 		if (queue_internal(c, sql, REQ_LISTEN, 0, false) < 0)
 			return -ENOMEM;
 	}

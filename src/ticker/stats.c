@@ -292,8 +292,10 @@ void stats_status_text(const Ticker *t, char *buf, size_t len)
 
 /*
  * Escape for a Prometheus label value (json false) or a JSON string (json true):
- * backslash, quote and newline (JSON: every control character) escaped; a byte
- * that does not start well-formed UTF-8 becomes the text \xNN.
+ * quote and newline (JSON: every control character) escaped; a byte that does
+ * not start well-formed UTF-8 becomes the text \xNN, and so a backslash
+ * becomes the text \\: the value read back is one-to-one with the name (a
+ * literal "\xff" and the byte 0xff no longer look alike).
  */
 void stats_put_escaped(struct evbuffer *out, const char *v, bool json)
 {
@@ -304,8 +306,11 @@ void stats_put_escaped(struct evbuffer *out, const char *v, bool json)
 		if (n == 0) {
 			evbuffer_add_printf(out, "\\\\x%02x", c);
 			v++;
-		} else if (c == '\\' || c == '"') {
-			evbuffer_add_printf(out, "\\%c", c);
+		} else if (c == '\\') {
+			evbuffer_add(out, "\\\\\\\\", 4);
+			v++;
+		} else if (c == '"') {
+			evbuffer_add(out, "\\\"", 2);
 			v++;
 		} else if (c == '\n') {
 			evbuffer_add(out, "\\n", 2);

@@ -212,6 +212,22 @@ static bool gwm_above(void *arg)
 			     "') where consumer_name = '.global_watermark'") > g->above;
 }
 
+typedef struct RotCond {
+	const char *db;
+	int64_t next_ms;
+} RotCond;
+
+/* A rotation round every 400 ms; true once the 100 held events are gone. */
+static bool rotated_away(void *arg)
+{
+	RotCond *r = arg;
+	if (pgt_now_ms() < r->next_ms)
+		return false;
+	r->next_ms = pgt_now_ms() + 400;
+	rotate(r->db, 1);
+	return root_events(r->db) < 100;
+}
+
 /* root -> b1 -> b2 with b2's worker not running: the root keeps b2's events
    through rotation although b1 copied them long ago; once b2 caught up and the
    watermarks went round, rotation drops them (the control). */
@@ -253,12 +269,11 @@ START_TEST(test_watermark_holds_rotation)
 	ck_assert_msg(cs_run_until(gwm_above, &g, 20000), "the global watermark never moved");
 	PQfinish(g.c);
 	/* every rotation waits for all positions and watermarks to pass the last
-	   switch: give them time to go round between rounds */
-	for (int i = 0; i < 8 && root_events(root) == 100; i++) {
-		rotate(root, 1);
-		cs_run_for(800);
-	}
-	ck_assert_int_lt(root_events(root), 100);
+	   switch: rotate every 400 ms (they go round between rounds) until the
+	   events are gone */
+	RotCond rc = {.db = root};
+	ck_assert_msg(cs_run_until(rotated_away, &rc, (int)(20000 * pgt_time_factor())),
+		      "rotation never dropped b2's events once it caught up");
 	cs_ticker(NULL, 0);
 	ct_stop(&wr);
 	ct_stop(&w2);

@@ -274,7 +274,7 @@ START_TEST(test_on_notice_frees_mid_pipeline)
 	for (int i = 0; i < 3; i++)
 		ct_send(c, &nf.req[i], sql[i], 0, NULL, 0, 0, NULL);
 	ck_assert(ct_run_until(nf_all_done, &nf, 10000));
-	ct_run_for(50);
+	ct_run_passes(3); /* nothing more comes */
 	ck_assert_int_eq(nf.notices, 1);
 	for (int i = 0; i < 3; i++)
 		ck_assert_int_eq(nf.req[i].done, 1);

@@ -5,6 +5,7 @@
  * connections waiting on a server that is down.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,7 +275,12 @@ START_TEST(test_server_down_without_waiters_is_probed_again)
 		run_ms(10);
 	ck_assert_int_ge(w.server_down, 1);
 	pqev_conn_close(c);
-	run_ms(200); /* the probe timer fires with nobody waiting */
+	/* the probe timer fires with nobody waiting: run until the loop has
+	   nothing left to run */
+	for (int step = 0;
+	     step < 500 && event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED) > 0; step++)
+		run_ms(10);
+	ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), 0);
 	snprintf(path, sizeof(path), "%s/.s.PGSQL.5998", dir);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -282,7 +288,12 @@ START_TEST(test_server_down_without_waiters_is_probed_again)
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(listen(fd, 4), 0);
 	ck_assert_int_eq(pqev_conn_start(c), 0);
-	run_ms(50);
+	/* the attempt is made for real: it reaches the socket (and, never
+	   answered, stays connecting) */
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	for (int step = 0; step < 500 && poll(&pfd, 1, 0) == 0; step++)
+		run_ms(10);
+	ck_assert_int_eq(poll(&pfd, 1, 0), 1);
 	ck_assert_str_eq(pqev_conn_state_name(pqev_conn_state(c)), "connecting");
 	pqev_conn_free(c);
 	close(fd);

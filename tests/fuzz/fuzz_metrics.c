@@ -7,7 +7,8 @@
  * hand-built clusters and databases, then checked by fuzz_check.h's own strict
  * parsers: the Prometheus text must parse line by line with every series unique,
  * /health must be one JSON document, and every name must read back as written
- * (valid UTF-8 as is, any other byte as the text \xNN).
+ * (valid UTF-8 as is, any other byte as the text \xNN, a backslash as \\), a
+ * form that is checked to decode back to the name: two names never show alike.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -52,7 +53,8 @@ static char *in_field(In *in)
 	return s;
 }
 
-/* How a name must read back: valid UTF-8 as is, another byte as the text \xNN. */
+/* How a name must read back: valid UTF-8 as is, another byte as the text \xNN,
+   a backslash as the text \\. */
 static char *shown(const char *s)
 {
 	size_t n = strlen(s), o = 0;
@@ -64,6 +66,10 @@ static char *shown(const char *s)
 		if (k == 0) {
 			o += (size_t)sprintf(out + o, "\\x%02x", (unsigned char)s[i]);
 			i++;
+		} else if (s[i] == '\\') {
+			out[o++] = '\\';
+			out[o++] = '\\';
+			i++;
 		} else {
 			memcpy(out + o, s + i, k);
 			o += k;
@@ -72,6 +78,39 @@ static char *shown(const char *s)
 	}
 	out[o] = '\0';
 	return out;
+}
+
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The shown form decodes back to the name (so it is one-to-one): \\ is a
+   backslash, \xNN the byte NN, anything else as it is; a lone backslash fails. */
+static void check_shown_decodes(const char *name, const char *sh)
+{
+	size_t n = strlen(sh), o = 0;
+	char *back = malloc(n + 1);
+	if (!back)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		if (sh[i] != '\\') {
+			back[o++] = sh[i];
+		} else if (i + 1 < n && sh[i + 1] == '\\') {
+			back[o++] = '\\';
+			i++;
+		} else if (i + 3 < n && sh[i + 1] == 'x' && hex_digit(sh[i + 2]) >= 0 &&
+			   hex_digit(sh[i + 3]) >= 0) {
+			back[o++] = (char)(hex_digit(sh[i + 2]) * 16 + hex_digit(sh[i + 3]));
+			i += 3;
+		} else {
+			FZ_FAIL("shown form '%s' has a lone backslash", sh);
+		}
+	}
+	back[o] = '\0';
+	if (strcmp(back, name) != 0)
+		FZ_FAIL("shown form '%s' does not decode back to its name", sh);
+	free(back);
 }
 
 /* Every value of label `label` in the Prometheus text, decoded, must be one of
@@ -179,12 +218,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		Cluster *cl = &cls[c];
 		char *name = in_field(&in);
 		char *sh = shown(name);
-		/* cluster names are unique, also as shown (two byte strings that show
-		   alike, a literal "\xff" and the byte 0xff, cannot be told apart) */
+		bool cl_dup = false;
+		check_shown_decodes(name, sh);
+		/* cluster names are unique (as bytes: two that only show alike,
+		   a literal "\xff" and the byte 0xff, are both kept) */
 		for (size_t k = 0; k < c; k++)
-			if (!strcmp(clshown[k], sh))
-				sh[0] = '\0';
-		if (c > 0 && !sh[0]) {
+			cl_dup |= !strcmp(clnames[k], name);
+		if (c > 0 && cl_dup) {
 			free(name);
 			free(sh);
 			ncl = c;
@@ -205,11 +245,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			Db *db = &dbs[ndb];
 			char *dn = in_field(&in), *ds = shown(dn);
 			bool dup = false;
-			for (Db *o = cl->dbs; o; o = o->next) {
-				char *os = shown(o->name);
-				dup |= !strcmp(os, ds);
-				free(os);
-			}
+			check_shown_decodes(dn, ds);
+			for (Db *o = cl->dbs; o; o = o->next)
+				dup |= !strcmp(o->name, dn);
 			if (dup) {
 				free(dn);
 				free(ds);
@@ -268,7 +306,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < nnodes; i++) {
 		/* node_apply keeps the last section of a repeated name */
 		nodeshown[nnodeshown++] = shown(nodes[i].name);
+		check_shown_decodes(nodes[i].name, nodeshown[nnodeshown - 1]);
 		nodeshown[nnodeshown++] = shown(nodes[i].queue);
+		check_shown_decodes(nodes[i].queue, nodeshown[nnodeshown - 1]);
 	}
 
 	struct evbuffer *m = evbuffer_new(), *h = evbuffer_new();

@@ -311,13 +311,11 @@ static int consume(const char *kname, const char *connstr)
 		pgqev_config_init(&cfg);
 		cfg.conninfo = connstr;
 		cfg.queue = queues[i];
-		/* pgq_ext keeps one last batch per consumer name: an exactly-once
-		   consumer of two queues sharing a target needs a name per queue
-		   (docs/consumer.md) */
-		char exact_name[32];
-		snprintf(exact_name, sizeof(exact_name), "c_exact_%s", queues[i]);
+		/* one exactly-once name on both queues into one target: the
+		   library keys pgq_ext by queue and consumer (this found the
+		   duplicates when it keyed by consumer alone) */
 		cfg.consumer = kind == K_REGULAR ? "c_regular"
-			       : kind == K_EXACT ? exact_name
+			       : kind == K_EXACT ? "c_exact"
 						 : "c_coop";
 		if (kind == K_COOP_A || kind == K_COOP_B) {
 			cfg.subconsumer = kind == K_COOP_A ? "a" : "b";

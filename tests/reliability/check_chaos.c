@@ -206,7 +206,7 @@ static void setup_db(int d)
 			 "select pgq.set_queue_config('%1$s', 'ticker_max_count', '300');"
 			 "select pgq.set_queue_config('%1$s', 'rotation_period', '15 seconds');"
 			 "select pgq.register_consumer('%1$s', 'c_regular');"
-			 "select pgq.register_consumer('%1$s', 'c_exact_%1$s');"
+			 "select pgq.register_consumer('%1$s', 'c_exact');"
 			 "select pgq.register_consumer('%1$s', 'c_py');"
 			 "select pgq_coop.register_subconsumer('%1$s', 'c_coop', 'a');"
 			 "select pgq_coop.register_subconsumer('%1$s', 'c_coop', 'b');",

@@ -323,6 +323,7 @@ START_TEST(test_metrics_valid_and_stable)
 	esc = PQescapeIdentifier(c, odd, strlen(odd));
 	ck_assert_ptr_nonnull(esc);
 	q = malloc(strlen(esc) + 64);
+	ck_assert_ptr_nonnull(q);
 	sprintf(q, "drop database if exists %s", esc);
 	pgt_exec(c, q);
 	sprintf(q, "create database %s", esc);
@@ -346,8 +347,8 @@ START_TEST(test_metrics_valid_and_stable)
 				    "pgqd_ev_db_errors_total{cluster=\"caf\xc3\xa9\",database="
 				    "\"caf\\\\xe9 \\\"x\\\"\",kind=\"connect\"}",
 				    0, buf));
-	ck_assert(wait_http(port, "/metrics", 200, "database=\"we\\\"ird\\\\na\\nme\xc3\xa9\"", buf,
-			    1 << 16, 10000));
+	ck_assert(wait_http(port, "/metrics", 200, "database=\"we\\\"ird\\\\\\\\na\\nme\xc3\xa9\"",
+			    buf, 1 << 16, 10000));
 	ck_assert_int_eq(promtool(buf), 0);
 	ck_assert(numbers_short(buf));
 	ck_assert(counters_without_state(buf));
