@@ -4,6 +4,7 @@
  * connect limiter, connections, and the size-tagged public structs.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,3 +170,11 @@ char *pgqev_default_label(const char *label, const char *conninfo, const char *w
 	free(db);
 	return l;
 }
+
+#ifdef PGQEV_CASSERT
+void pgqev_assert_failed(const char *cond, const char *file, int line)
+{
+	fprintf(stderr, "libpgqev: assertion failed: %s (%s:%d)\n", cond, file, line);
+	abort();
+}
+#endif

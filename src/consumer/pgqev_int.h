@@ -23,10 +23,12 @@
 /* Longest message handed to on_error (longer ones are cut). */
 #define PGQEV_MSG_MAX 1024
 
-/* Where the consumer's state machine is; mapped to PgqevState for users. */
+/* Where the consumer's state machine is. Changed only through set_phase() in
+   pgqev_consumer.c, which also sets the public PgqevState it maps to. */
 typedef enum Phase {
 	PH_STOPPED = 0,
-	PH_WAIT_CONN, /* waiting for the source connection (first or again) */
+	PH_CONNECT,   /* started: waiting for the source connection's first connect */
+	PH_RECONNECT, /* the source connection failed or broke: waiting for it again */
 	PH_SETUP,     /* registering / learning the tick channel */
 	PH_NEXT,      /* next_batch in flight */
 	PH_IDLE,      /* no batch: waiting for a notification or the poll timer */
@@ -35,6 +37,14 @@ typedef enum Phase {
 	PH_FINISH,    /* target/source finish and commit in flight */
 	PH_BACKOFF,   /* waiting after a failure */
 } Phase;
+
+/* Internal assertions, compiled in with -Dcassert=true. */
+#ifdef PGQEV_CASSERT
+#define PGQEV_ASSERT(cond) ((cond) ? (void)0 : pgqev_assert_failed(#cond, __FILE__, __LINE__))
+_Noreturn void pgqev_assert_failed(const char *cond, const char *file, int line);
+#else
+#define PGQEV_ASSERT(cond) ((void)0)
+#endif
 
 struct PgqevEvent {
 	PgqevBatch *batch;
