@@ -51,18 +51,6 @@ int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, ch
 	return req_send(conn, req, &q, true, data, len);
 }
 
-/* Strip the core's "<name>: " prefix from a message, to add our own context. */
-const char *pgqev_bare(PqevConn *conn, const char *msg)
-{
-	if (!msg)
-		return "unknown error";
-	const char *name = conn ? pqev_conn_name(conn) : NULL;
-	size_t n = name ? strlen(name) : 0;
-	if (n && strncmp(msg, name, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
-		return msg + n + 2;
-	return msg;
-}
-
 void pgqev_error_fill(PgqevError *err, char msg[PGQEV_MSG_MAX], const char *label,
 		      PgqevErrorKind kind, int64_t batch_id, usec_t retry_in, unsigned streak,
 		      const char *detail)

@@ -200,7 +200,7 @@ static bool send_or_fail(PgqevConsumer *c, bool target, ReqKind kind, const char
 		return true;
 	PqevConn *conn = target ? c->tgt : c->src;
 	fail(c, target ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, "cannot send a request",
-	     rc == -ENOMEM ? "out of memory" : pgqev_bare(conn, pqev_conn_error(conn)));
+	     rc == -ENOMEM ? "out of memory" : pqev_conn_error_detail(conn));
 	return false;
 }
 
@@ -770,20 +770,18 @@ static bool ok_reply(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r, co
 {
 	if (r->status == PQEV_OK)
 		return true;
-	PqevConn *conn = x->alt ? c->tgt : c->src;
 	const char *state = r->status == PQEV_SQL_ERROR && r->result
 				    ? PQresultErrorField(r->result, PG_DIAG_SQLSTATE)
 				    : NULL;
 	if (r->status == PQEV_SQL_ERROR && !pqev_sqlstate_is_server_down(state)) {
-		fail(c, x->alt ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what,
-		     pgqev_bare(conn, r->error));
+		fail(c, x->alt ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what, r->detail);
 	} else if (x->alt) {
 		c->fail_conn = true;
-		fail(c, PGQEV_ERR_TARGET, what, pgqev_bare(conn, r->error));
+		fail(c, PGQEV_ERR_TARGET, what, r->detail);
 	} else if (r->status == PQEV_SQL_ERROR) {
 		/* the backend is going away (shutdown, terminated): the session ends
 		   with it; reconnect at once instead of backing off */
-		report(c, PGQEV_ERR_CONNECTION, 0, 1, "%s: %s", what, pgqev_bare(conn, r->error));
+		report(c, PGQEV_ERR_CONNECTION, 0, 1, "%s: %s", what, r->detail);
 		conn_broken(c);
 		pqev_conn_reconnect(c->src);
 	} else {
@@ -818,7 +816,7 @@ static void on_channel(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 		c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval : USEC_PER_SEC;
 		report(c, PGQEV_ERR_SQL, 0, 1,
 		       "no tick notifications (%s): polling every %" PRIu64 " ms",
-		       r->status == PQEV_SQL_ERROR ? pgqev_bare(c->src, r->error)
+		       r->status == PQEV_SQL_ERROR ? r->detail
 						   : "cannot LISTEN on the tick channel",
 		       c->poll_interval / USEC_PER_MSEC);
 	}
@@ -999,7 +997,7 @@ static void on_src_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 			set_phase(c, PH_RECONNECT);
 			if (c->phase == PH_RECONNECT)
 				report(c, PGQEV_ERR_CONNECTION, ev->retry_in, ev->streak, "%s",
-				       pgqev_bare(conn, ev->message));
+				       ev->detail);
 		}
 		break;
 	case PQEV_EV_RECYCLED:
@@ -1026,11 +1024,9 @@ static void on_tgt_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 	}
 	if (c->batch && (c->phase == PH_EO_CHECK || c->phase == PH_READ || c->phase == PH_FINISH)) {
 		c->fail_conn = true;
-		fail(c, PGQEV_ERR_TARGET, "target connection failed",
-		     pgqev_bare(conn, ev->message));
+		fail(c, PGQEV_ERR_TARGET, "target connection failed", ev->detail);
 	} else if (ev->type != PQEV_EV_RECYCLED)
-		report(c, PGQEV_ERR_TARGET, ev->retry_in, ev->streak, "target: %s",
-		       pgqev_bare(conn, ev->message));
+		report(c, PGQEV_ERR_TARGET, ev->retry_in, ev->streak, "target: %s", ev->detail);
 	leave(c);
 }
 
@@ -1202,8 +1198,7 @@ int pgqev_consumer_start(PgqevConsumer *c)
 	if (rc < 0) {
 		report(c, failed == c->tgt ? PGQEV_ERR_TARGET : PGQEV_ERR_CONNECTION, 0, 1,
 		       "cannot start%s: %s", failed == c->tgt ? " the target" : "",
-		       rc == -ENOMEM ? "out of memory"
-				     : pgqev_bare(failed, pqev_conn_error(failed)));
+		       rc == -ENOMEM ? "out of memory" : pqev_conn_error_detail(failed));
 		pqev_conn_close(c->src);
 		if (c->tgt)
 			pqev_conn_close(c->tgt);

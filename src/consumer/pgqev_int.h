@@ -125,6 +125,7 @@ struct PgqevConsumer {
    connection string holding a password; read a caller's extensible struct;
    COPY FROM STDIN. */
 bool pqev_conninfo_has_password(const char *conninfo);
+const char *pqev_conn_error_detail(const PqevConn *c); /* pqev_conn_error() without the label */
 bool pqev_conninfo_is_expanded(const char *dbname);
 PQEV_MUSTCHECK int pqev_conn_send_copy(PqevConn *c, const PqevQuery *q, char *data, size_t len);
 PQEV_MUSTCHECK int pqev_struct_in(void *dst, size_t dst_size, const void *src, size_t src_size,
@@ -161,7 +162,6 @@ int pgqev_req_send(PqevConn *conn, const PgqevReq *req, const char *sql, int npa
 /* The same for COPY ... FROM STDIN with data (owned from here, also on failure). */
 int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, char *data,
 			size_t len, PqevDoneFn on_done);
-const char *pgqev_bare(PqevConn *conn, const char *msg);
 /* The PgqevError handed to on_error: msg gets "<label>: <detail>", cut to
    PGQEV_MSG_MAX whatever their lengths. */
 void pgqev_error_fill(PgqevError *err, char msg[PGQEV_MSG_MAX], const char *label,
