@@ -82,7 +82,7 @@ struct PgqevConsumer {
 	PqevConnLimit *lim;
 	bool own_lim;
 	PgqevConsumerConfig cfg; /* strings point into the copies below */
-	char *s_conninfo, *s_queue, *s_consumer, *s_sub, *s_label, *s_target;
+	char *s_conninfo, *s_queue, *s_consumer, *s_sub, *s_target;
 	char *sub_for_ext; /* subconsumer or "" for pgq_ext */
 	char *label;
 
