@@ -266,8 +266,7 @@ void cas_on_channel(PgqevCascade *w, const PqevReply *r)
 				w, PGQEV_ERR_SQL, 0, 1,
 				"no tick notifications from the provider (%s): polling every %" PRIu64
 				" ms",
-				r->status == PQEV_SQL_ERROR ? pgqev_bare(w->src, r->error)
-							    : "cannot LISTEN",
+				r->status == PQEV_SQL_ERROR ? r->detail : "cannot LISTEN",
 				(uint64_t)(w->poll_interval / USEC_PER_MSEC));
 		w->channel_reported = true;
 	}
@@ -305,7 +304,7 @@ static void on_conn_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 		cas_conn_lost(w, src);
 		if (w->phase != WP_STOPPED && !w->free_pending)
 			cas_report(w, PGQEV_ERR_CONNECTION, ev->retry_in, ev->streak, "%s%s",
-				   src ? "provider: " : "", pgqev_bare(conn, ev->message));
+				   src ? "provider: " : "", ev->detail);
 		break;
 	case PQEV_EV_RECYCLED:
 		cas_conn_lost(w, src);
@@ -435,7 +434,7 @@ int pgqev_cascade_start(PgqevCascade *w)
 	int rc = pqev_conn_start(w->dst);
 	if (rc < 0) {
 		cas_report(w, PGQEV_ERR_CONNECTION, 0, 1, "cannot start: %s",
-			   pgqev_bare(w->dst, pqev_conn_error(w->dst)));
+			   pqev_conn_error_detail(w->dst));
 		pqev_conn_close(w->dst);
 		return rc;
 	}

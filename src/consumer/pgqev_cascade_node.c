@@ -37,7 +37,7 @@ bool cas_send_or_fail(PgqevCascade *w, bool src, ReqKind kind, const char *sql, 
 	PqevConn *conn = src ? w->src : w->dst;
 	cas_fail(w, src ? PGQEV_ERR_SQL : PGQEV_ERR_TARGET, "cannot send a request",
 		 rc == -ENOMEM ? "out of memory"
-		 : conn        ? pgqev_bare(conn, pqev_conn_error(conn))
+		 : conn        ? pqev_conn_error_detail(conn)
 			       : "no connection");
 	return false;
 }
@@ -50,7 +50,7 @@ bool cas_send_copy_or_fail(PgqevCascade *w, const char *sql, char *data, size_t 
 		return true;
 	cas_fail(w, PGQEV_ERR_TARGET, "cannot send a request",
 		 rc == -ENOMEM ? "out of memory"
-		 : w->dst      ? pgqev_bare(w->dst, pqev_conn_error(w->dst))
+		 : w->dst      ? pqev_conn_error_detail(w->dst)
 			       : "no connection");
 	return false;
 }
@@ -141,8 +141,7 @@ static bool need_src(PgqevCascade *w, const char *location)
 	if (rc < 0) {
 		char d[512];
 		snprintf(d, sizeof(d), "%s (provider %s)",
-			 rc == -ENOMEM ? "out of memory"
-				       : pgqev_bare(w->src, pqev_conn_error(w->src)),
+			 rc == -ENOMEM ? "out of memory" : pqev_conn_error_detail(w->src),
 			 w->provider ? w->provider : "?");
 		w->src = pqev_conn_free(w->src);
 		free(w->src_conninfo);
@@ -442,10 +441,8 @@ static bool ok_reply(PgqevCascade *w, const PgqevReq *x, const PqevReply *r, con
 {
 	if (r->status == PQEV_OK)
 		return true;
-	PqevConn *conn = x->alt ? w->src : w->dst;
 	if (r->status == PQEV_SQL_ERROR || r->status == PQEV_TIMEOUT)
-		cas_fail(w, x->alt ? PGQEV_ERR_SQL : PGQEV_ERR_TARGET, what,
-			 pgqev_bare(conn, r->error));
+		cas_fail(w, x->alt ? PGQEV_ERR_SQL : PGQEV_ERR_TARGET, what, r->detail);
 	else
 		cas_conn_lost(w, x->alt);
 	return false;
@@ -475,7 +472,7 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		if (r->status == PQEV_SQL_ERROR) {
 			char d[600];
 			snprintf(d, sizeof(d), "is pgq_node installed in this database? %s",
-				 pgqev_bare(w->dst, r->error));
+				 r->detail);
 			cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info failed", d);
 			return;
 		}
@@ -582,7 +579,7 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 	case RK_WM:
 		if (r->status != PQEV_OK)
 			cas_report(w, PGQEV_ERR_SQL, 0, 1, "pgq_node.set_subscriber_watermark: %s",
-				   pgqev_bare(w->src, r->error));
+				   r->detail);
 		else if (reply_code(r) >= 300)
 			cas_report(w, PGQEV_ERR_SQL, 0, 1, "pgq_node.set_subscriber_watermark: %s",
 				   PQgetvalue(r->result, 0, 1));

@@ -159,7 +159,7 @@ static void ask_next_node(PgqevCascade *w)
 		char d[PGQEV_MSG_MAX];
 		snprintf(d, sizeof(d), "cannot connect to node %.200s: %.400s", name,
 			 rc == -ENOMEM ? "out of memory"
-			 : w->wm_conn  ? pgqev_bare(w->wm_conn, pqev_conn_error(w->wm_conn))
+			 : w->wm_conn  ? pqev_conn_error_detail(w->wm_conn)
 				       : "no connection");
 		give_up(w, d);
 	}
@@ -230,7 +230,7 @@ static void on_node_wm(PgqevCascade *w, const PqevReply *r)
 		char d[PGQEV_MSG_MAX];
 		snprintf(d, sizeof(d), "cannot read the local watermark of node %.200s: %.400s",
 			 name,
-			 r->error ? pgqev_bare(w->wm_conn, r->error) : pqev_status_name(r->status));
+			 r->error ? r->detail : pqev_status_name(r->status));
 		give_up(w, d);
 		return;
 	}
@@ -255,7 +255,7 @@ void cas_sync_reply(PgqevCascade *w, int kind, const PqevReply *r)
 	case RK_SYNC_LOC:
 		if (r->status != PQEV_OK) {
 			cas_fail(w, PGQEV_ERR_TARGET, "pgq_node.get_queue_locations failed",
-				 r->error ? pgqev_bare(w->dst, r->error) : NULL);
+				 r->error ? r->detail : NULL);
 			return;
 		}
 		on_locations(w, r->result);
@@ -266,7 +266,7 @@ void cas_sync_reply(PgqevCascade *w, int kind, const PqevReply *r)
 	case RK_SYNC_SET:
 		if (r->status != PQEV_OK) {
 			cas_fail(w, PGQEV_ERR_TARGET, "pgq_node.set_global_watermark failed",
-				 r->error ? pgqev_bare(w->dst, r->error) : NULL);
+				 r->error ? r->detail : NULL);
 			return;
 		}
 		if (r->result && PQntuples(r->result) == 1 &&

@@ -4,6 +4,7 @@
  * connect limiter, connections, and the size-tagged public structs.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,18 +49,6 @@ int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, ch
 {
 	PqevQuery q = {.sql = sql, .on_done = on_done};
 	return req_send(conn, req, &q, true, data, len);
-}
-
-/* Strip the core's "<name>: " prefix from a message, to add our own context. */
-const char *pgqev_bare(PqevConn *conn, const char *msg)
-{
-	if (!msg)
-		return "unknown error";
-	const char *name = conn ? pqev_conn_name(conn) : NULL;
-	size_t n = name ? strlen(name) : 0;
-	if (n && strncmp(msg, name, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
-		return msg + n + 2;
-	return msg;
 }
 
 void pgqev_error_fill(PgqevError *err, char msg[PGQEV_MSG_MAX], const char *label,
@@ -169,3 +158,11 @@ char *pgqev_default_label(const char *label, const char *conninfo, const char *w
 	free(db);
 	return l;
 }
+
+#ifdef PGQEV_CASSERT
+void pgqev_assert_failed(const char *cond, const char *file, int line)
+{
+	fprintf(stderr, "libpgqev: assertion failed: %s (%s:%d)\n", cond, file, line);
+	abort();
+}
+#endif

@@ -88,14 +88,67 @@ static void leave(PgqevConsumer *c)
 		destroy(c);
 }
 
-static void set_state(PgqevConsumer *c, PgqevState st)
+/* What the application sees of each phase. */
+static const PgqevState phase_state[] = {
+	[PH_STOPPED] = PGQEV_STATE_STOPPED,     [PH_CONNECT] = PGQEV_STATE_CONNECTING,
+	[PH_RECONNECT] = PGQEV_STATE_BACKOFF,   [PH_SETUP] = PGQEV_STATE_CONNECTING,
+	[PH_NEXT] = PGQEV_STATE_LISTENING,      [PH_IDLE] = PGQEV_STATE_IDLE,
+	[PH_EO_CHECK] = PGQEV_STATE_PROCESSING, [PH_READ] = PGQEV_STATE_PROCESSING,
+	[PH_FINISH] = PGQEV_STATE_PROCESSING,   [PH_BACKOFF] = PGQEV_STATE_BACKOFF,
+};
+
+#ifdef PGQEV_CASSERT
+#define PHB(p) (1u << (p))
+/* The phases each phase may go to, besides itself, STOPPED and RECONNECT
+   (stop and a broken source connection end any phase but STOPPED). */
+static const unsigned phase_next[] = {
+	[PH_STOPPED] = PHB(PH_CONNECT),
+	[PH_CONNECT] = 0,
+	[PH_RECONNECT] = PHB(PH_SETUP),
+	[PH_SETUP] = PHB(PH_SETUP) | PHB(PH_NEXT) | PHB(PH_BACKOFF),
+	[PH_NEXT] = PHB(PH_IDLE) | PHB(PH_EO_CHECK) | PHB(PH_READ) | PHB(PH_BACKOFF),
+	[PH_IDLE] = PHB(PH_NEXT) | PHB(PH_BACKOFF),
+	[PH_EO_CHECK] = PHB(PH_READ) | PHB(PH_FINISH) | PHB(PH_BACKOFF),
+	[PH_READ] = PHB(PH_FINISH) | PHB(PH_BACKOFF),
+	[PH_FINISH] = PHB(PH_NEXT) | PHB(PH_BACKOFF),
+	[PH_BACKOFF] = PHB(PH_SETUP) | PHB(PH_NEXT),
+};
+
+static bool phase_legal(Phase from, Phase to)
 {
+	if (from == to || to == PH_STOPPED)
+		return true;
+	if (to == PH_RECONNECT)
+		return from != PH_STOPPED;
+	if (to == PH_SETUP && from == PH_CONNECT)
+		return true;
+	return (phase_next[from] & PHB(to)) != 0;
+}
+#endif
+
+/*
+ * The one place the phase changes; the public state follows it. on_state runs
+ * last, so a caller that goes on after it checks that the phase is still its
+ * own (the application may have stopped or freed the consumer). A consumer
+ * being freed reports nothing.
+ */
+static void set_phase(PgqevConsumer *c, Phase ph)
+{
+	PGQEV_ASSERT(phase_legal(c->phase, ph));
+	c->phase = ph;
+	PgqevState st = phase_state[ph];
 	if (c->state == st)
 		return;
 	PgqevState old = c->state;
 	c->state = st;
-	if (c->cfg.on_state)
+	if (c->cfg.on_state && !c->free_pending)
 		c->cfg.on_state(c, old, st, c->cfg.arg);
+}
+
+/* Waiting for the source connection (first connect or again). */
+static bool waiting_conn(const PgqevConsumer *c)
+{
+	return c->phase == PH_CONNECT || c->phase == PH_RECONNECT;
 }
 
 /* Hand an error to on_error: the label and the detail stay apart, and the
@@ -147,7 +200,7 @@ static bool send_or_fail(PgqevConsumer *c, bool target, ReqKind kind, const char
 		return true;
 	PqevConn *conn = target ? c->tgt : c->src;
 	fail(c, target ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, "cannot send a request",
-	     rc == -ENOMEM ? "out of memory" : pgqev_bare(conn, pqev_conn_error(conn)));
+	     rc == -ENOMEM ? "out of memory" : pqev_conn_error_detail(conn));
 	return false;
 }
 
@@ -220,7 +273,7 @@ static void unlink_stale(PgqevConsumer *c, PgqevBatch *b)
 
 static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const char *detail)
 {
-	if (c->phase == PH_STOPPED || c->phase == PH_WAIT_CONN)
+	if (c->phase == PH_STOPPED || waiting_conn(c))
 		return;
 	int64_t bid = c->batch ? c->batch->id : 0;
 	/* A connection failure (the target's session broke, or the server said it is
@@ -250,16 +303,15 @@ static void fail(PgqevConsumer *c, PgqevErrorKind kind, const char *what, const 
 		do_stop(c);
 		return;
 	}
-	c->phase = PH_BACKOFF;
 	c->wait_tgt = wait_tgt;
 	arm_timer(c, delay);
-	set_state(c, PGQEV_STATE_BACKOFF);
+	set_phase(c, PH_BACKOFF);
 }
 
 /* The source connection broke: everything in flight is gone; wait for CONNECTED. */
 static void conn_broken(PgqevConsumer *c)
 {
-	if (c->phase == PH_STOPPED || c->phase == PH_WAIT_CONN)
+	if (c->phase == PH_STOPPED || waiting_conn(c))
 		return;
 	c->gen++;
 	c->next_sent = false;
@@ -267,12 +319,11 @@ static void conn_broken(PgqevConsumer *c)
 	evtimer_del(c->timer);
 	abandon_batch(c, false);
 	c->setup_done = false;
-	c->phase = PH_WAIT_CONN;
 	if (c->stop_requested) {
 		do_stop(c);
 		return;
 	}
-	set_state(c, PGQEV_STATE_BACKOFF);
+	set_phase(c, PH_RECONNECT);
 }
 
 static void batch_finished(PgqevConsumer *c)
@@ -295,7 +346,7 @@ static void start_finish(PgqevConsumer *c)
 	snprintf(id, sizeof(id), "%" PRId64, b->id);
 	const char *p[3] = {id};
 	b->finishing = true;
-	c->phase = PH_FINISH;
+	set_phase(c, PH_FINISH);
 	if (b->tgt_open) {
 		const char *tp[3] = {c->cfg.consumer, c->ext_key, id};
 		if (!send_or_fail(c, true, RK_TGT_DONE, "select pgq_ext.set_batch_done($1, $2, $3)",
@@ -485,8 +536,8 @@ static void open_cursor(PgqevConsumer *c)
 	if (c->spec_cursor) {
 		/* already on its way behind the look-up: its rows are this batch's */
 		c->spec_cursor = false;
-		c->phase = PH_READ;
 		b->fetches = 1;
+		set_phase(c, PH_READ);
 		return;
 	}
 	char *sql = pgqev_sprintf("begin; select * from pgq.get_batch_cursor(%" PRId64
@@ -496,11 +547,12 @@ static void open_cursor(PgqevConsumer *c)
 		fail(c, PGQEV_ERR_SQL, "cannot open the batch", "out of memory");
 		return;
 	}
-	c->phase = PH_READ;
 	c->src_in_tx = true;
 	b->fetches = 1;
-	(void)send_or_fail(c, false, RK_CURSOR, sql, 0, NULL, PQEV_Q_SIMPLE);
+	bool ok = send_or_fail(c, false, RK_CURSOR, sql, 0, NULL, PQEV_Q_SIMPLE);
 	free(sql);
+	if (ok)
+		set_phase(c, PH_READ);
 }
 
 /*
@@ -556,26 +608,22 @@ static void start_batch(PgqevConsumer *c, const PGresult *res)
 			fail(c, PGQEV_ERR_TARGET, "cannot check the target", "out of memory");
 			return;
 		}
-		c->phase = PH_EO_CHECK;
 		b->tgt_open = true;
 		bool ok = send_or_fail(c, true, RK_EO_CHECK, sql, 0, NULL, PQEV_Q_SIMPLE);
 		free(sql);
 		if (ok)
-			set_state(c, PGQEV_STATE_PROCESSING);
+			set_phase(c, PH_EO_CHECK);
 		return;
 	}
 	open_cursor(c);
-	if (c->batch == b)
-		set_state(c, PGQEV_STATE_PROCESSING);
 }
 
 /* ---- phases ---- */
 
 static void go_idle(PgqevConsumer *c)
 {
-	c->phase = PH_IDLE;
 	arm_timer(c, c->poll_interval);
-	set_state(c, PGQEV_STATE_IDLE);
+	set_phase(c, PH_IDLE);
 }
 
 /*
@@ -659,15 +707,10 @@ static void go_next(PgqevConsumer *c)
 		return;
 	}
 	evtimer_del(c->timer);
-	c->phase = PH_NEXT;
-	if (c->next_sent) {
-		/* already pipelined behind the finished batch's COMMIT */
-		set_state(c, PGQEV_STATE_LISTENING);
-		return;
-	}
-	if (send_next(c)) {
+	/* next_sent: already pipelined behind the finished batch's COMMIT */
+	if (c->next_sent || send_next(c)) {
 		c->next_sent = true;
-		set_state(c, PGQEV_STATE_LISTENING);
+		set_phase(c, PH_NEXT);
 	}
 }
 
@@ -681,9 +724,11 @@ static void setup_step_done(PgqevConsumer *c)
 
 static void go_setup(PgqevConsumer *c)
 {
-	c->phase = PH_SETUP;
 	c->src_in_tx = false;
 	c->setup_pending = 0;
+	set_phase(c, PH_SETUP);
+	if (c->phase != PH_SETUP)
+		return; /* stopped from on_state */
 	bool sent = false;
 	if (!c->registered && c->cfg.register_on_start) {
 		char tick[32];
@@ -720,7 +765,6 @@ static void go_setup(PgqevConsumer *c)
 	} else {
 		c->channel_tried = true;
 	}
-	set_state(c, PGQEV_STATE_CONNECTING);
 	if (!sent && c->phase == PH_SETUP) {
 		c->setup_done = true;
 		go_next(c);
@@ -738,10 +782,9 @@ static void do_stop(PgqevConsumer *c)
 		pqev_conn_close(c->src);
 	if (c->tgt)
 		pqev_conn_close(c->tgt);
-	c->phase = PH_STOPPED;
 	c->started = false;
 	c->stop_requested = false;
-	set_state(c, PGQEV_STATE_STOPPED);
+	set_phase(c, PH_STOPPED);
 }
 
 /* ---- request completions ---- */
@@ -750,20 +793,18 @@ static bool ok_reply(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r, co
 {
 	if (r->status == PQEV_OK)
 		return true;
-	PqevConn *conn = x->alt ? c->tgt : c->src;
 	const char *state = r->status == PQEV_SQL_ERROR && r->result
 				    ? PQresultErrorField(r->result, PG_DIAG_SQLSTATE)
 				    : NULL;
 	if (r->status == PQEV_SQL_ERROR && !pqev_sqlstate_is_server_down(state)) {
-		fail(c, x->alt ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what,
-		     pgqev_bare(conn, r->error));
+		fail(c, x->alt ? PGQEV_ERR_TARGET : PGQEV_ERR_SQL, what, r->detail);
 	} else if (x->alt) {
 		c->fail_conn = true;
-		fail(c, PGQEV_ERR_TARGET, what, pgqev_bare(conn, r->error));
+		fail(c, PGQEV_ERR_TARGET, what, r->detail);
 	} else if (r->status == PQEV_SQL_ERROR) {
 		/* the backend is going away (shutdown, terminated): the session ends
 		   with it; reconnect at once instead of backing off */
-		report(c, PGQEV_ERR_CONNECTION, 0, 1, "%s: %s", what, pgqev_bare(conn, r->error));
+		report(c, PGQEV_ERR_CONNECTION, 0, 1, "%s: %s", what, r->detail);
 		conn_broken(c);
 		pqev_conn_reconnect(c->src);
 	} else {
@@ -798,7 +839,7 @@ static void on_channel(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 		c->poll_interval = c->cfg.poll_interval ? c->cfg.poll_interval : USEC_PER_SEC;
 		report(c, PGQEV_ERR_SQL, 0, 1,
 		       "no tick notifications (%s): polling every %" PRIu64 " ms",
-		       r->status == PQEV_SQL_ERROR ? pgqev_bare(c->src, r->error)
+		       r->status == PQEV_SQL_ERROR ? r->detail
 						   : "cannot LISTEN on the tick channel",
 		       c->poll_interval / USEC_PER_MSEC);
 	}
@@ -859,7 +900,7 @@ static void on_eo_check(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r)
 	send_ignored(c, true, "rollback");
 	b->tgt_open = false;
 	b->finishing = true;
-	c->phase = PH_FINISH;
+	set_phase(c, PH_FINISH);
 	char id[32];
 	snprintf(id, sizeof(id), "%" PRId64, b->id);
 	const char *p[1] = {id};
@@ -965,9 +1006,9 @@ static void on_src_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 	enter(c);
 	switch (ev->type) {
 	case PQEV_EV_CONNECTED:
-		if (c->phase != PH_WAIT_CONN)
+		if (!waiting_conn(c))
 			conn_broken(c); /* a reconnect we did not see break */
-		if (c->phase != PH_WAIT_CONN)
+		if (!waiting_conn(c))
 			break; /* stopped meanwhile */
 		c->gen++;
 		c->next_sent = false;
@@ -976,11 +1017,11 @@ static void on_src_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 	case PQEV_EV_CONNECT_FAILED:
 	case PQEV_EV_LOST:
 		conn_broken(c);
-		if (c->phase == PH_WAIT_CONN) {
-			set_state(c, PGQEV_STATE_BACKOFF);
-			if (c->phase == PH_WAIT_CONN)
+		if (waiting_conn(c)) {
+			set_phase(c, PH_RECONNECT);
+			if (c->phase == PH_RECONNECT)
 				report(c, PGQEV_ERR_CONNECTION, ev->retry_in, ev->streak, "%s",
-				       pgqev_bare(conn, ev->message));
+				       ev->detail);
 		}
 		break;
 	case PQEV_EV_RECYCLED:
@@ -1007,11 +1048,9 @@ static void on_tgt_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
 	}
 	if (c->batch && (c->phase == PH_EO_CHECK || c->phase == PH_READ || c->phase == PH_FINISH)) {
 		c->fail_conn = true;
-		fail(c, PGQEV_ERR_TARGET, "target connection failed",
-		     pgqev_bare(conn, ev->message));
+		fail(c, PGQEV_ERR_TARGET, "target connection failed", ev->detail);
 	} else if (ev->type != PQEV_EV_RECYCLED)
-		report(c, PGQEV_ERR_TARGET, ev->retry_in, ev->streak, "target: %s",
-		       pgqev_bare(conn, ev->message));
+		report(c, PGQEV_ERR_TARGET, ev->retry_in, ev->streak, "target: %s", ev->detail);
 	leave(c);
 }
 
@@ -1214,8 +1253,7 @@ int pgqev_consumer_start(PgqevConsumer *c)
 	if (rc < 0) {
 		report(c, failed == c->tgt ? PGQEV_ERR_TARGET : PGQEV_ERR_CONNECTION, 0, 1,
 		       "cannot start%s: %s", failed == c->tgt ? " the target" : "",
-		       rc == -ENOMEM ? "out of memory"
-				     : pgqev_bare(failed, pqev_conn_error(failed)));
+		       rc == -ENOMEM ? "out of memory" : pqev_conn_error_detail(failed));
 		pqev_conn_close(c->src);
 		if (c->tgt)
 			pqev_conn_close(c->tgt);
@@ -1225,9 +1263,8 @@ int pgqev_consumer_start(PgqevConsumer *c)
 	c->stop_requested = false;
 	c->registered = false;
 	c->setup_done = false;
-	c->phase = PH_WAIT_CONN;
 	enter(c);
-	set_state(c, PGQEV_STATE_CONNECTING);
+	set_phase(c, PH_CONNECT);
 	leave(c);
 	return 0;
 }
@@ -1301,8 +1338,8 @@ PgqevConsumer *pgqev_consumer_free(PgqevConsumer *c)
 		pqev_conn_close(c->src);
 		if (c->tgt)
 			pqev_conn_close(c->tgt);
-		c->phase = PH_STOPPED;
 		c->free_pending = true;
+		set_phase(c, PH_STOPPED); /* no on_state: being freed */
 		return NULL;
 	}
 	destroy(c);

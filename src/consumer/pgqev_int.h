@@ -23,10 +23,12 @@
 /* Longest message handed to on_error (longer ones are cut). */
 #define PGQEV_MSG_MAX 1024
 
-/* Where the consumer's state machine is; mapped to PgqevState for users. */
+/* Where the consumer's state machine is. Changed only through set_phase() in
+   pgqev_consumer.c, which also sets the public PgqevState it maps to. */
 typedef enum Phase {
 	PH_STOPPED = 0,
-	PH_WAIT_CONN, /* waiting for the source connection (first or again) */
+	PH_CONNECT,   /* started: waiting for the source connection's first connect */
+	PH_RECONNECT, /* the source connection failed or broke: waiting for it again */
 	PH_SETUP,     /* registering / learning the tick channel */
 	PH_NEXT,      /* next_batch in flight */
 	PH_IDLE,      /* no batch: waiting for a notification or the poll timer */
@@ -35,6 +37,14 @@ typedef enum Phase {
 	PH_FINISH,    /* target/source finish and commit in flight */
 	PH_BACKOFF,   /* waiting after a failure */
 } Phase;
+
+/* Internal assertions, compiled in with -Dcassert=true. */
+#ifdef PGQEV_CASSERT
+#define PGQEV_ASSERT(cond) ((cond) ? (void)0 : pgqev_assert_failed(#cond, __FILE__, __LINE__))
+_Noreturn void pgqev_assert_failed(const char *cond, const char *file, int line);
+#else
+#define PGQEV_ASSERT(cond) ((void)0)
+#endif
 
 struct PgqevEvent {
 	PgqevBatch *batch;
@@ -72,7 +82,7 @@ struct PgqevConsumer {
 	PqevConnLimit *lim;
 	bool own_lim;
 	PgqevConsumerConfig cfg; /* strings point into the copies below */
-	char *s_conninfo, *s_queue, *s_consumer, *s_sub, *s_label, *s_target;
+	char *s_conninfo, *s_queue, *s_consumer, *s_sub, *s_target;
 	/* pgq_ext keys (consumer_id is the consumer): ext_key is the queue quoted,
 	   plus ".subconsumer" for coop; ext_old_key is the pre-queue key (the
 	   subconsumer or ""), also python3-pgq's, read until ext_key was written */
@@ -120,6 +130,7 @@ struct PgqevConsumer {
    connection string holding a password; read a caller's extensible struct;
    COPY FROM STDIN. */
 bool pqev_conninfo_has_password(const char *conninfo);
+const char *pqev_conn_error_detail(const PqevConn *c); /* pqev_conn_error() without the label */
 bool pqev_conninfo_is_expanded(const char *dbname);
 PQEV_MUSTCHECK int pqev_conn_send_copy(PqevConn *c, const PqevQuery *q, char *data, size_t len);
 PQEV_MUSTCHECK int pqev_struct_in(void *dst, size_t dst_size, const void *src, size_t src_size,
@@ -156,7 +167,6 @@ int pgqev_req_send(PqevConn *conn, const PgqevReq *req, const char *sql, int npa
 /* The same for COPY ... FROM STDIN with data (owned from here, also on failure). */
 int pgqev_req_send_copy(PqevConn *conn, const PgqevReq *req, const char *sql, char *data,
 			size_t len, PqevDoneFn on_done);
-const char *pgqev_bare(PqevConn *conn, const char *msg);
 /* The PgqevError handed to on_error: msg gets "<label>: <detail>", cut to
    PGQEV_MSG_MAX whatever their lengths. */
 void pgqev_error_fill(PgqevError *err, char msg[PGQEV_MSG_MAX], const char *label,

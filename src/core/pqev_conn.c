@@ -64,13 +64,22 @@ void pqev_conn_debug(PqevConn *c, const char *fmt, ...)
 void pqev_conn_seterr(PqevConn *c, const char *fmt, ...)
 {
 	va_list ap;
-	int n = snprintf(c->err, sizeof(c->err), "%s: ", c->name);
-	if (n < 0 || (size_t)n >= sizeof(c->err))
-		n = 0;
 	va_start(ap, fmt);
-	vsnprintf(c->err + n, sizeof(c->err) - (size_t)n, fmt, ap);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
 	va_end(ap);
 	pqev_flatten_message(c->err);
+	pqev_conn_label(c, c->err_msg, sizeof(c->err_msg), c->err);
+}
+
+void pqev_conn_label(const PqevConn *c, char *out, size_t size, const char *detail)
+{
+	if (snprintf(out, size, "%s: %s", c->name, detail) < 0)
+		out[0] = '\0';
+}
+
+void pqev_conn_clearerr(PqevConn *c)
+{
+	c->err[0] = c->err_msg[0] = '\0';
 }
 
 void pqev_flatten_message(char *msg)
@@ -564,21 +573,22 @@ static void connected(PqevConn *c)
 	   session that dies before doing any work (a pooler that cannot reach its server,
 	   a backend killed at once) must not be retried at the base delay forever */
 	c->connected_at = c->last_activity = pqev_now();
-	c->err[0] = '\0';
+	pqev_conn_clearerr(c);
 	set_state(c, PQEV_CONN_READY);
 	if (PQsetnonblocking(c->pg, 1) != 0 || pqev_req_queue_listens(c) < 0) {
 		pqev_conn_seterr(c, "connection setup failed: %s", PQerrorMessage(c->pg));
 		pqev_conn_failure(c, PQEV_EV_LOST);
 		return;
 	}
-	char msg[PQEV_ERR_MAX];
+	char msg[PQEV_ERR_MAX], detail[PQEV_ERR_MAX];
 	if (ev.recovered)
-		snprintf(msg, sizeof(msg), "%s: connected after %u failure%s (backend %d)", c->name,
+		snprintf(detail, sizeof(detail), "connected after %u failure%s (backend %d)",
 			 ev.streak, ev.streak == 1 ? "" : "s", PQbackendPID(c->pg));
 	else
-		snprintf(msg, sizeof(msg), "%s: connected (backend %d)", c->name,
-			 PQbackendPID(c->pg));
+		snprintf(detail, sizeof(detail), "connected (backend %d)", PQbackendPID(c->pg));
+	pqev_conn_label(c, msg, sizeof(msg), detail);
 	ev.message = msg;
+	ev.detail = detail;
 	gen = c->gen;
 	if (c->cb.on_event)
 		c->cb.on_event(c, &ev, c->cb.arg);
@@ -755,7 +765,7 @@ void pqev_conn_failure(PqevConn *c, PqevConnEventType type)
 {
 	struct ReqList fail;
 	PqevConnEvent ev = {.type = type};
-	char msg[PQEV_ERR_MAX];
+	char msg[PQEV_ERR_MAX], detail[PQEV_ERR_MAX];
 
 	PqevFailClass cls = type == PQEV_EV_CONNECT_FAILED ? c->fail_class : PQEV_FAIL_LOCAL;
 
@@ -771,10 +781,12 @@ void pqev_conn_failure(PqevConn *c, PqevConnEventType type)
 	if (c->err[0] == '\0')
 		pqev_conn_seterr(c, "%s",
 				 type == PQEV_EV_LOST ? "connection lost" : "connect failed");
-	snprintf(msg, sizeof(msg), "%s", c->err);
+	snprintf(msg, sizeof(msg), "%s", c->err_msg);
+	snprintf(detail, sizeof(detail), "%s", c->err);
 	c->streak++;
 	ev.streak = c->streak;
 	ev.message = msg;
+	ev.detail = detail;
 	set_state(c, PQEV_CONN_BACKOFF);
 	if (cls == PQEV_FAIL_SERVER && c->srv) {
 		/* the server's failure, not ours: no own backoff, wait for its probe */
@@ -789,7 +801,7 @@ void pqev_conn_failure(PqevConn *c, PqevConnEventType type)
 	}
 	if (c->cb.on_event)
 		c->cb.on_event(c, &ev, c->cb.arg);
-	pqev_req_fail_list(&fail, PQEV_CONN_LOST, msg);
+	pqev_req_fail_list(&fail, PQEV_CONN_LOST, detail);
 	pqev_conn_leave(c);
 }
 
@@ -797,20 +809,20 @@ void pqev_conn_restart(PqevConn *c, bool recycled)
 {
 	struct ReqList fail;
 	char msg[PQEV_ERR_MAX];
+	const char *detail = recycled ? "connection lifetime reached, reconnecting"
+				      : "connection dropped on request, reconnecting";
 
 	pqev_conn_enter(c);
 	pqev_req_take_all(c, &fail, false);
 	conn_drop(c);
-	snprintf(msg, sizeof(msg), "%s: %s", c->name,
-		 recycled ? "connection lifetime reached, reconnecting"
-			  : "connection dropped on request, reconnecting");
-	pqev_conn_debug(c, "%s", msg + strlen(c->name) + 2);
+	pqev_conn_label(c, msg, sizeof(msg), detail);
+	pqev_conn_debug(c, "%s", detail);
 	begin_attempt(c);
 	if (recycled && c->cb.on_event) {
-		PqevConnEvent ev = {.type = PQEV_EV_RECYCLED, .message = msg};
+		PqevConnEvent ev = {.type = PQEV_EV_RECYCLED, .message = msg, .detail = detail};
 		c->cb.on_event(c, &ev, c->cb.arg);
 	}
-	pqev_req_fail_list(&fail, PQEV_CONN_LOST, msg);
+	pqev_req_fail_list(&fail, PQEV_CONN_LOST, detail);
 	pqev_conn_leave(c);
 }
 
@@ -906,7 +918,7 @@ int pqev_conn_start(PqevConn *c)
 	rc = pqev_conninfo_parse(c);
 	if (rc < 0)
 		return rc;
-	c->err[0] = '\0';
+	pqev_conn_clearerr(c);
 	c->gen++;
 	/* NOTE: the first attempt starts from the loop, so no callback runs in here */
 	set_state(c, PQEV_CONN_BACKOFF);
@@ -920,7 +932,6 @@ int pqev_conn_start(PqevConn *c)
 void pqev_conn_close(PqevConn *c)
 {
 	struct ReqList fail;
-	char msg[PQEV_ERR_MAX];
 
 	if (c->state == PQEV_CONN_CLOSED && c->nqueued + c->ninflight == 0)
 		return;
@@ -928,8 +939,7 @@ void pqev_conn_close(PqevConn *c)
 	pqev_req_take_all(c, &fail, true);
 	conn_drop(c);
 	set_state(c, PQEV_CONN_CLOSED);
-	snprintf(msg, sizeof(msg), "%s: connection closed by the application", c->name);
-	pqev_req_fail_list(&fail, PQEV_CLOSED, msg);
+	pqev_req_fail_list(&fail, PQEV_CLOSED, "connection closed by the application");
 	pqev_conn_leave(c);
 }
 
@@ -995,6 +1005,11 @@ const char *pqev_conn_name(const PqevConn *c)
 }
 
 const char *pqev_conn_error(const PqevConn *c)
+{
+	return c->err_msg;
+}
+
+const char *pqev_conn_error_detail(const PqevConn *c)
 {
 	return c->err;
 }

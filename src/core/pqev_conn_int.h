@@ -150,7 +150,8 @@ struct PqevConn {
 	unsigned depth;
 	bool free_pending;
 	uint64_t gen;
-	char err[PQEV_ERR_MAX];
+	char err[PQEV_ERR_MAX];     /* the last failure, without the label */
+	char err_msg[PQEV_ERR_MAX]; /* "<name>: <err>", what pqev_conn_error() returns */
 };
 
 /* ---- pqev_connlimit.c ---- */
@@ -229,6 +230,10 @@ void pqev_conn_debug(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
 void pqev_flatten_message(char *msg);
 /* Set c->err to "<name>: <formatted text>" with newlines flattened. */
 void pqev_conn_seterr(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
+void pqev_conn_clearerr(PqevConn *c);
+/* "<name>: <detail>" into out (cut to size): the one place a label meets a detail. */
+void pqev_conn_label(const PqevConn *c, char *out, size_t size, const char *detail);
+const char *pqev_conn_error_detail(const PqevConn *c);
 void pqev_conn_enter(PqevConn *c);
 void pqev_conn_leave(PqevConn *c);
 /* Begin a connect attempt now (state BACKOFF): the server's probe or release. */
@@ -245,9 +250,10 @@ void pqev_conn_arm_idle(PqevConn *c);
 
 /* ---- pqev_conn_req.c ---- */
 /* Complete a request (already unlinked) exactly once and free it. */
-void pqev_req_complete(PqevReq *r, PqevStatus st, const char *error);
+/* detail: the failure without the label (NULL: the server's error, or PQEV_OK) */
+void pqev_req_complete(PqevReq *r, PqevStatus st, const char *detail);
 /* Complete every request on `list` with status/error. */
-void pqev_req_fail_list(struct ReqList *list, PqevStatus st, const char *error);
+void pqev_req_fail_list(struct ReqList *list, PqevStatus st, const char *detail);
 /* Move queued (and in-flight) requests of c to `out`, leaving c's lists empty. */
 void pqev_req_take_all(PqevConn *c, struct ReqList *out, bool include_queued);
 /* On READY: queue LISTENs for every channel at the front. */

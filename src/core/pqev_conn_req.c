@@ -72,22 +72,26 @@ static void unlink_req(PqevReq *r)
 	}
 }
 
-void pqev_req_complete(PqevReq *r, PqevStatus st, const char *error)
+void pqev_req_complete(PqevReq *r, PqevStatus st, const char *detail)
 {
 	PqevConn *c = r->conn;
 	PqevReply reply = {.status = st, .result = r->last, .nresults = r->nresults};
-	char buf[PQEV_ERR_MAX];
+	char buf[PQEV_ERR_MAX], msg[PQEV_ERR_MAX];
 
-	if (st == PQEV_SQL_ERROR && !error) {
+	if (st == PQEV_SQL_ERROR && !detail) {
 		const char *m =
 			r->last ? PQresultErrorField(r->last, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 		if (!m && r->last)
 			m = PQresultErrorMessage(r->last);
-		snprintf(buf, sizeof(buf), "%s: %s", c->name, m && *m ? m : "query failed");
+		snprintf(buf, sizeof(buf), "%s", m && *m ? m : "query failed");
 		pqev_flatten_message(buf);
-		error = buf;
+		detail = buf;
 	}
-	reply.error = st == PQEV_OK ? NULL : error;
+	if (st != PQEV_OK) {
+		pqev_conn_label(c, msg, sizeof(msg), detail ? detail : "failed");
+		reply.error = msg;
+		reply.detail = detail ? detail : "failed";
+	}
 	if (r->timeout_ev)
 		evtimer_del(r->timeout_ev);
 	/* the callback may free c: it is held by the caller's enter/leave */
@@ -95,12 +99,12 @@ void pqev_req_complete(PqevReq *r, PqevStatus st, const char *error)
 	pqev_req_free(r);
 }
 
-void pqev_req_fail_list(struct ReqList *list, PqevStatus st, const char *error)
+void pqev_req_fail_list(struct ReqList *list, PqevStatus st, const char *detail)
 {
 	PqevReq *r;
 	while ((r = TAILQ_FIRST(list)) != NULL) {
 		TAILQ_REMOVE(list, r, link);
-		pqev_req_complete(r, st, error);
+		pqev_req_complete(r, st, detail);
 	}
 }
 
@@ -132,7 +136,7 @@ static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	pqev_conn_enter(c);
 	unlink_req(r);
-	snprintf(msg, sizeof(msg), "%s: %s timed out", c->name,
+	snprintf(msg, sizeof(msg), "%s timed out",
 		 kind == REQ_LIVENESS ? "liveness check" : "request");
 	uint64_t gen = c->gen;
 	pqev_req_complete(r, PQEV_TIMEOUT, msg);
@@ -272,14 +276,12 @@ int pqev_conn_query(PqevConn *c, const char *sql, int nparams, const char *const
 void pqev_req_cancel(PqevReq *r)
 {
 	PqevConn *c = r->conn;
-	char msg[PQEV_ERR_MAX];
 	bool was_sent = r->sent;
 
 	pqev_conn_enter(c);
 	unlink_req(r);
-	snprintf(msg, sizeof(msg), "%s: request cancelled", c->name);
 	uint64_t gen = c->gen;
-	pqev_req_complete(r, PQEV_CANCELED, msg);
+	pqev_req_complete(r, PQEV_CANCELED, "request cancelled");
 	if (was_sent && c->gen == gen && c->state == PQEV_CONN_READY)
 		pqev_conn_restart(c, false);
 	pqev_conn_leave(c);
@@ -292,7 +294,7 @@ static void internal_done(PqevConn *c, const PqevReply *reply, void *arg)
 	if (reply->status != PQEV_SQL_ERROR || c->state != PQEV_CONN_READY)
 		return;
 	/* a LISTEN that fails leaves the subscription set wrong: start over */
-	pqev_conn_seterr(c, "%s", reply->error + strlen(c->name) + 2);
+	pqev_conn_seterr(c, "%s", reply->detail);
 	pqev_conn_failure(c, PQEV_EV_LOST);
 }
 

@@ -307,11 +307,6 @@ usec_t pqev_server_wait(PqevConn *c)
 	/* probes cost the server one refused connect each: a few per second at
 	   most, yet the server is found within an eighth of a second */
 	usec_t base = (c->cfg.retry_base ? c->cfg.retry_base : 250 * USEC_PER_MSEC) / 2;
-	const char *e = c->err;
-	size_t n = strlen(c->name);
-
-	if (strncmp(e, c->name, n) == 0 && e[n] == ':' && e[n + 1] == ' ')
-		e += n + 2;
 	if (!s->down) {
 		struct timeval tv = {.tv_sec = PQEV_SERVER_REPORT_DELAY / USEC_PER_SEC,
 				     .tv_usec = PQEV_SERVER_REPORT_DELAY % USEC_PER_SEC};
@@ -323,7 +318,7 @@ usec_t pqev_server_wait(PqevConn *c)
 		/* without the timer the outage is reported once, when it ends */
 		(void)evtimer_add(s->report_ev, &tv);
 	}
-	snprintf(s->err, sizeof(s->err), "%s", e);
+	snprintf(s->err, sizeof(s->err), "%s", c->err);
 	if (base < s->interval)
 		s->interval = base;
 	if (!c->srv_waiting) {
@@ -383,7 +378,6 @@ static void fail_queued(PqevServer *s)
 {
 	PqevConn **v;
 	unsigned n = 0;
-	char msg[PQEV_ERR_MAX];
 	PqevConn *c;
 
 	TAILQ_FOREACH(c, &s->waiters, srv_link)
@@ -405,9 +399,8 @@ static void fail_queued(PqevServer *s)
 		struct ReqList fail;
 		c = v[i];
 		if (c->srv_waiting && c->nqueued > 0) {
-			snprintf(msg, sizeof(msg), "%s: %s", c->name, pqev_server_error(c));
 			pqev_req_take_all(c, &fail, true);
-			pqev_req_fail_list(&fail, PQEV_CONN_LOST, msg);
+			pqev_req_fail_list(&fail, PQEV_CONN_LOST, pqev_server_error(c));
 		}
 		pqev_conn_leave(c);
 	}

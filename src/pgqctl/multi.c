@@ -67,15 +67,6 @@ static void finish(Slot *s)
 		abort();
 }
 
-static const char *strip_label(const char *msg, const char *label)
-{
-	size_t n = strlen(label);
-
-	if (strncmp(msg, label, n) == 0 && strncmp(msg + n, ": ", 2) == 0)
-		return msg + n + 2;
-	return msg;
-}
-
 static void on_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 {
 	Slot *s = arg;
@@ -84,8 +75,7 @@ static void on_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		s->probe->reachable = true;
 	} else if (ev->type == PQEV_EV_CONNECT_FAILED || ev->type == PQEV_EV_LOST) {
 		if (!s->probe->error[0])
-			snprintf(s->probe->error, sizeof(s->probe->error), "%s",
-				 strip_label(ev->message, s->probe->target->label));
+			snprintf(s->probe->error, sizeof(s->probe->error), "%s", ev->detail);
 		s->probe->reachable = false;
 		/* requests still queued fail when the connection closes */
 		pqev_conn_close(c);
@@ -106,7 +96,7 @@ static void on_done(PqevConn *c, const PqevReply *reply, void *arg)
 			snprintf(p->sqlstate[qa->idx], 6, "%s", st ? st : "");
 		}
 		snprintf(p->qerr[qa->idx], sizeof(p->qerr[0]), "%s",
-			 strip_label(reply->error ? reply->error : "failed", p->target->label));
+			 reply->detail ? reply->detail : "failed");
 	}
 	if (--s->pending > 0)
 		return;

@@ -87,16 +87,6 @@ static usec_t pick_phase(usec_t period)
 	return jitter(0, slots - 1) * PHASE_SLOT;
 }
 
-/* The layer's messages start with "<label>: "; log them under our [label] context. */
-static const char *strip_label(const Db *db, const char *msg)
-{
-	size_t n = strlen(db->label);
-
-	if (msg && strncmp(msg, db->label, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
-		return msg + n + 2;
-	return msg ? msg : "";
-}
-
 void db_set_state(Db *db, DbState st)
 {
 	Ticker *t = db->t;
@@ -294,10 +284,10 @@ void db_note_sql_error(Db *db, const char *what, const PqevReply *r)
 	stats_count_error(db->t, db, ERR_QUERY);
 	db->err_streak++;
 	if (db->err_streak == 1)
-		pqev_log_warning(db->log, "%s failed: %s", what, strip_label(db, r->error));
+		pqev_log_warning(db->log, "%s failed: %s", what, r->detail);
 	else
 		pqev_log_debug(db->log, "%s failed again (%u in a row): %s", what, db->err_streak,
-			       strip_label(db, r->error));
+			       r->detail);
 }
 
 /* A job on the tick connection ended without a server result (lost, timeout, closed). */
@@ -938,7 +928,7 @@ static void on_maint_done(Db *db, const JobOutcome *o)
 			pqev_log_warning(db->log, "%s timed out, round abandoned", o->what);
 		else
 			pqev_log_warning(db->log, "%s: %s, round abandoned", o->what,
-					 strip_label(db, o->reply->error));
+					 o->reply->detail);
 		stats_count_error(db->t, db,
 				  st == PQEV_TIMEOUT || o->timed_out ? ERR_TIMEOUT : ERR_LOST);
 		maint_abandon(db, true);
@@ -989,11 +979,9 @@ static void on_maint_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 	case PQEV_EV_CONNECT_FAILED:
 	case PQEV_EV_LOST:
 		if (ev->server_down) /* the server's own line says it */
-			pqev_log_debug(db->log, "maintenance connection: %s",
-				       strip_label(db, ev->message));
+			pqev_log_debug(db->log, "maintenance connection: %s", ev->detail);
 		else
-			pqev_log_warning(db->log, "maintenance connection: %s",
-					 strip_label(db, ev->message));
+			pqev_log_warning(db->log, "maintenance connection: %s", ev->detail);
 		maint_abandon(db, true);
 		break;
 	case PQEV_EV_RECYCLED:
@@ -1167,7 +1155,7 @@ static void flush_lost(Db *db, bool warn)
 
 static void log_conn_failure(Db *db, const PqevConnEvent *ev)
 {
-	const char *msg = strip_label(db, ev->message);
+	const char *msg = ev->detail;
 	char line[1024];
 
 	if (ev->server_down) {
@@ -1209,9 +1197,9 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 			pqev_log_warning(db->log, "%s; reconnected", db->lost_msg);
 			set_msg(&db->lost_msg, NULL);
 		} else if (ev->recovered && !db->in_outage) {
-			pqev_log_info(db->log, "%s", strip_label(db, ev->message));
+			pqev_log_info(db->log, "%s", ev->detail);
 		} else {
-			pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
+			pqev_log_debug(db->log, "%s", ev->detail);
 		}
 		db->in_outage = false;
 		set_msg(&db->fatal_msg, NULL);
@@ -1235,7 +1223,7 @@ static void on_conn_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 		db_rearm(db);
 		break;
 	case PQEV_EV_RECYCLED:
-		pqev_log_debug(db->log, "%s", strip_label(db, ev->message));
+		pqev_log_debug(db->log, "%s", ev->detail);
 		db->watching = false;
 		db_set_state(db, DB_CONNECTING);
 		db_rearm(db);

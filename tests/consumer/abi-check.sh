@@ -43,6 +43,7 @@ ok = [r"(Functions|Variables) changes summary: 0 Removed,",
       r"\d+ Added functions?:", r"\[A\] '", r"\[C\] '.* has some indirect sub-type changes:",
       r"(parameter \d+|return type) of type '.* has sub-type changes:",
       r"in pointed to type '", r"underlying type '.* changed:",
+      r"in unqualified underlying type '",
       r"type size changed from \d+ to \d+ \(in bits\)", r"type size hasn't changed",
       r"\d+ data member insertions?:", r"'[^']*', at offset \d+ \(in bits\)",
       r"\d+ enumerator insertions?:", r"'[^']*' value '"]

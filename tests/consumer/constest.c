@@ -135,6 +135,9 @@ static void rec_on_state(PgqevConsumer *c, PgqevState old, PgqevState st, void *
 {
 	Rec *r = arg;
 	ck_assert_int_ne(old, st);
+	/* every change is reported, once, and the consumer already says so */
+	ck_assert_int_eq(old, r->state);
+	ck_assert_int_eq(pgqev_consumer_state(c), st);
 	r->states[st]++;
 	r->state = st;
 }

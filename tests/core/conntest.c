@@ -40,6 +40,17 @@ void ct_teardown(void)
 	g_base = NULL;
 }
 
+/* The layer hands each message out twice: "<name>: <detail>" and the detail alone. */
+static void ct_assert_label_detail(PqevConn *c, const char *msg, const char *detail)
+{
+	char want[1024];
+	ck_assert_ptr_nonnull(msg);
+	ck_assert_ptr_nonnull(detail);
+	snprintf(want, sizeof(want), "%s: %s", pqev_conn_name(c), detail);
+	ck_assert_msg(strncmp(msg, want, strlen(msg)) == 0, "message \"%s\" is not \"%s\"", msg,
+		      want);
+}
+
 static void on_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 {
 	CtConn *r = arg;
@@ -49,6 +60,7 @@ static void on_event(PqevConn *c, const PqevConnEvent *ev, void *arg)
 	ck_assert_msg(strstr(ev->message, "password") == NULL &&
 			      strstr(ev->message, "s3cret") == NULL,
 		      "message shows a password: %s", ev->message);
+	ct_assert_label_detail(c, ev->message, ev->detail);
 	snprintf(r->last_msg, sizeof(r->last_msg), "%s", ev->message);
 	r->last_streak = ev->streak;
 	r->last_recovered = ev->recovered;
@@ -209,10 +221,12 @@ static void on_done(PqevConn *c, const PqevReply *reply, void *arg)
 	r->seq = ++ct_seq;
 	r->status = reply->status;
 	r->nresults = (int)reply->nresults;
-	if (reply->status == PQEV_OK)
+	if (reply->status == PQEV_OK) {
 		ck_assert_ptr_null(reply->error);
-	else
-		ck_assert_ptr_nonnull(reply->error);
+		ck_assert_ptr_null(reply->detail);
+	} else {
+		ct_assert_label_detail(c, reply->error, reply->detail);
+	}
 	if (reply->error)
 		snprintf(r->error, sizeof(r->error), "%s", reply->error);
 	if (reply->result && PQntuples(reply->result) > 0 && PQnfields(reply->result) > 0)

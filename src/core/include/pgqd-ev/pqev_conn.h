@@ -64,7 +64,8 @@
  * Thread-safety: none. One loop, one thread.
  * Messages: every message the layer reports starts with the database label (the
  * configured name, sanitized) and never contains a password; the conninfo string
- * is never echoed.
+ * is never echoed. Each also comes without the label (`detail`), for a caller that
+ * adds its own context.
  */
 #ifndef PGQEV_PQEV_CONN_H
 #define PGQEV_PQEV_CONN_H
@@ -124,6 +125,7 @@ typedef struct PqevConnEvent {
 				socket, starting up, shutting down, in recovery, connect
 				deadline); the connection waits for the server instead of
 				backing off, see "Server-level failures" */
+	const char *detail;  /* the message without the "<name>: " label, never NULL */
 } PqevConnEvent;
 
 /*
@@ -283,7 +285,8 @@ typedef struct PqevReply {
 	/* NULL on PQEV_OK; otherwise "<name>: <text>" (the server's primary message
 	   for SQL errors), no password. */
 	const char *error;
-	unsigned nresults; /* results received (one per statement) */
+	unsigned nresults;  /* results received (one per statement) */
+	const char *detail; /* NULL on PQEV_OK; otherwise `error` without the label */
 } PqevReply;
 
 /* Completion: exactly once per accepted request. `req` is invalid after return. */
