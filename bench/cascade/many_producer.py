@@ -3,8 +3,11 @@
 RATE events/s in total spread over the roots, 10 events per transaction, until
 killed. Persistent sessions, so the producer opens no connection in steady state.
 
-  many_producer.py CONNSTR_PREFIX QUEUE RATE DB...
+  many_producer.py CONNSTR_PREFIX QUEUE RATE COUNT_FILE DB...
+
+COUNT_FILE gets the number of events committed so far, once a second.
 """
+import os
 import sys
 import time
 
@@ -12,8 +15,8 @@ import psycopg2
 
 
 def main():
-    prefix, queue, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    dbs = sys.argv[4:]
+    prefix, queue, rate, count_file = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    dbs = sys.argv[5:]
     conns = []
     for db in dbs:
         c = psycopg2.connect('%s dbname=%s application_name=bench-producer' % (prefix, db))
@@ -21,7 +24,7 @@ def main():
         conns.append(c)
     per_tx = 10
     period = per_tx / rate  # seconds between two transactions (over all roots)
-    nxt = time.monotonic()
+    nxt = last_report = time.monotonic()
     i = 0
     while True:
         c = conns[i % len(conns)]
@@ -30,6 +33,12 @@ def main():
                     " from generate_series(1, %s) g", (queue, per_tx))
         c.commit()
         i += 1
+        now = time.monotonic()
+        if now - last_report >= 1:
+            with open(count_file + '.tmp', 'w') as f:
+                f.write('%d\n' % (i * per_tx))
+            os.replace(count_file + '.tmp', count_file)
+            last_report = now
         nxt += period
         d = nxt - time.monotonic()
         if d > 0:
