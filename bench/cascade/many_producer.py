@@ -22,6 +22,8 @@ def main():
         c = psycopg2.connect('%s dbname=%s application_name=bench-producer' % (prefix, db))
         c.autocommit = False
         conns.append(c)
+    with open(count_file, 'w') as f:  # every session open: the script may go on
+        f.write('0\n')
     per_tx = 10
     period = per_tx / rate  # seconds between two transactions (over all roots)
     nxt = last_report = time.monotonic()
