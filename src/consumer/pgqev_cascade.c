@@ -154,6 +154,10 @@ void cas_clear_batch(PgqevCascade *w)
 	w->behind_only = false;
 	w->b_events = w->b_copied = 0;
 	w->batch_gwm = 0;
+	free(w->pend);
+	w->pend = NULL;
+	w->pend_len = w->pend_cap = 0;
+	w->pend_rows = 0;
 }
 
 /* Roll back whatever is open on the connections that can take it. */

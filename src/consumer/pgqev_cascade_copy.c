@@ -174,6 +174,166 @@ static bool copy_chunk(PgqevCascade *w, const PGresult *res)
 	return true;
 }
 
+/* ---- branch: binary COPY, rows gathered while the previous COPY runs ----
+ *
+ * A branch FETCHes in binary (PQEV_Q_BINARY) and writes COPY's binary format:
+ * each field goes over as the provider sent it, so neither server formats or
+ * parses ids and times and the client does not escape text. The rows that
+ * arrive while a COPY runs on the local node are appended to one buffer and
+ * sent as the next COPY when it ends, so the slower the local node, the fewer
+ * and larger its COPYs (fewer round trips, fewer wake-ups); the buffer holds at
+ * most PEND_CHUNKS chunks (cas_maybe_fetch stops fetching beyond that). */
+
+#define PEND_CHUNKS 4u
+
+enum { OID_INT8 = 20, OID_TEXT = 25, OID_TIMESTAMPTZ = 1184 };
+
+static const unsigned char copy_bin_header[19] = {
+	'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0377, '\r', '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+static inline void put_be16(char *o, uint16_t v)
+{
+	o[0] = (char)(v >> 8);
+	o[1] = (char)v;
+}
+
+static inline void put_be32(char *o, uint32_t v)
+{
+	o[0] = (char)(v >> 24);
+	o[1] = (char)(v >> 16);
+	o[2] = (char)(v >> 8);
+	o[3] = (char)v;
+}
+
+static int64_t get_be64(const char *p)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | u[i];
+	return (int64_t)v;
+}
+
+/* ev_id of row i, as text, whatever the result's format. */
+static const char *ev_id_text(const PGresult *r, int i, char buf[24])
+{
+	if (PQfformat(r, C_ID) == 0)
+		return PQgetvalue(r, i, C_ID);
+	if (PQgetlength(r, i, C_ID) != 8)
+		return "?";
+	snprintf(buf, 24, "%" PRId64, get_be64(PQgetvalue(r, i, C_ID)));
+	return buf;
+}
+
+/* A binary result whose copied columns have the event table's types. */
+static bool binary_copyable(const PGresult *r)
+{
+	static const unsigned oids[8] = {OID_INT8, OID_TIMESTAMPTZ, OID_TEXT, OID_TEXT,
+					 OID_TEXT, OID_TEXT,        OID_TEXT, OID_TEXT};
+	if (!PQbinaryTuples(r))
+		return false;
+	for (int k = 0; k < 8; k++)
+		if (PQftype(r, copy_cols[k]) != oids[k])
+			return false;
+	return true;
+}
+
+static bool pend_reserve(PgqevCascade *w, size_t more)
+{
+	if (w->pend_len + more <= w->pend_cap)
+		return true;
+	size_t cap = w->pend_cap ? w->pend_cap : 65536;
+	while (cap < w->pend_len + more)
+		cap *= 2;
+	char *p = realloc(w->pend, cap);
+	if (!p)
+		return false;
+	w->pend = p;
+	w->pend_cap = cap;
+	return true;
+}
+
+/* Append a binary chunk's rows to the pending COPY data. */
+static bool pend_append(PgqevCascade *w, const PGresult *res)
+{
+	int n = PQntuples(res);
+	size_t need = w->pend_len ? 0 : sizeof(copy_bin_header);
+	for (int i = 0; i < n; i++) {
+		need += 2;
+		for (int k = 0; k < 8; k++)
+			need += 4 + (size_t)PQgetlength(res, i, copy_cols[k]);
+	}
+	if (!pend_reserve(w, need + 2)) /* + the trailer */
+		return false;
+	char *o = w->pend + w->pend_len;
+	if (!w->pend_len) {
+		memcpy(o, copy_bin_header, sizeof(copy_bin_header));
+		o += sizeof(copy_bin_header);
+	}
+	for (int i = 0; i < n; i++) {
+		put_be16(o, 8);
+		o += 2;
+		for (int k = 0; k < 8; k++) {
+			int c = copy_cols[k];
+			if (PQgetisnull(res, i, c)) {
+				put_be32(o, 0xffffffffu);
+				o += 4;
+				continue;
+			}
+			int len = PQgetlength(res, i, c);
+			put_be32(o, (uint32_t)len);
+			memcpy(o + 4, PQgetvalue(res, i, c), (size_t)len);
+			o += 4 + len;
+		}
+	}
+	w->pend_len = (size_t)(o - w->pend);
+	w->pend_rows += (unsigned)n;
+	if (n > 0) {
+		int64_t last = get_be64(PQgetvalue(res, n - 1, C_ID));
+		if (last > w->max_ev_id)
+			w->max_ev_id = last;
+	}
+	return true;
+}
+
+/* Send the pending rows as one COPY when nothing else is being written. */
+static bool pend_flush(PgqevCascade *w)
+{
+	if (w->pend_rows == 0 || w->writes > 0)
+		return true;
+	char *sql = pgqev_sprintf("copy %s (ev_id, ev_time, ev_type, ev_data, ev_extra1,"
+				  " ev_extra2, ev_extra3, ev_extra4) from stdin (format binary)",
+				  w->ev_table);
+	if (!sql) {
+		cas_fail(w, PGQEV_ERR_TARGET, "cannot copy a chunk", "out of memory");
+		return false;
+	}
+	put_be16(w->pend + w->pend_len, 0xffffu);
+	char *data = w->pend;
+	size_t len = w->pend_len + 2;
+	unsigned rows = w->pend_rows;
+	w->pend = NULL;
+	w->pend_len = w->pend_cap = 0;
+	w->pend_rows = 0;
+	w->writes++;
+	bool ok = cas_send_copy_or_fail(w, sql, data, len);
+	free(sql);
+	if (!ok) {
+		w->writes--;
+		return false;
+	}
+	w->b_copied += rows;
+	return true;
+}
+
+/* The next FETCHes are in binary: a branch that copies, with no handler to
+   read the rows as text, and no sync_watermark (whose copy rewrites the data of
+   pgq.global-watermark events, which copy_chunk does on the text rows). */
+static bool fetch_binary(const PgqevCascade *w)
+{
+	return w->type == NT_BRANCH && !w->cfg.on_batch && !w->behind_only && !w->sync;
+}
+
 static bool handler_sql(PgqevCascade *w, const char *sql, int n, const char *const *p)
 {
 	w->writes++;
@@ -193,10 +353,10 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 	const char *ex3 = val(res, i, C_EX3);
 	const char *q = w->cfg.queue;
 	bool own = ex1 && strcmp(ex1, q) == 0;
-	char detail[256];
+	char detail[256], idb[24];
 	if (strcmp(type, "pgq.tick-id") == 0) {
 		if (own) {
-			snprintf(detail, sizeof(detail), "event %s", PQgetvalue(res, i, C_ID));
+			snprintf(detail, sizeof(detail), "event %s", ev_id_text(res, i, idb));
 			cas_fail(w, PGQEV_ERR_SQL,
 				 "pgq.tick-id event names this cascade's own queue", detail);
 			return false;
@@ -209,7 +369,7 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 	}
 	if (!own) {
 		snprintf(detail, sizeof(detail), "%s event %s is for queue %s", type,
-			 PQgetvalue(res, i, C_ID), ex1 ? ex1 : "(null)");
+			 ev_id_text(res, i, idb), ex1 ? ex1 : "(null)");
 		cas_fail(w, PGQEV_ERR_SQL, "cascade event of another queue", detail);
 		return false;
 	}
@@ -239,7 +399,7 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 		return handler_sql(w, "select * from pgq_node.set_global_watermark($1, $2::int8)",
 				   2, p);
 	}
-	snprintf(detail, sizeof(detail), "%s (event %s)", type, PQgetvalue(res, i, C_ID));
+	snprintf(detail, sizeof(detail), "%s (event %s)", type, ev_id_text(res, i, idb));
 	cas_fail(w, PGQEV_ERR_SQL, "unknown cascade event type", detail);
 	return false;
 }
@@ -247,11 +407,18 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 void cas_maybe_fetch(PgqevCascade *w)
 {
 	uint64_t gen = w->gen;
-	while (w->phase == WP_READ && !w->eof && w->fetches < 2 && w->writes < 2 && gen == w->gen) {
+	if (w->phase == WP_READ && !pend_flush(w))
+		return;
+	/* room for what the FETCHes in flight bring: at most PEND_CHUNKS chunks
+	   gathered, and two COPYs or other writes queued on the local node */
+	while (w->phase == WP_READ && !w->eof && w->fetches < 2 && w->writes < 2 &&
+	       w->pend_rows + w->fetches * w->cfg.fetch_size < PEND_CHUNKS * w->cfg.fetch_size &&
+	       gen == w->gen) {
 		char sql[80];
 		snprintf(sql, sizeof(sql), "fetch %u from " CASCADE_CURSOR, w->cfg.fetch_size);
 		w->fetches++;
-		if (!cas_send_or_fail(w, true, RK_FETCH, sql, 0, NULL, 0))
+		if (!cas_send_or_fail(w, true, RK_FETCH, sql, 0, NULL,
+				      fetch_binary(w) ? PQEV_Q_BINARY : 0))
 			return;
 	}
 }
@@ -286,7 +453,7 @@ static void go_commit(PgqevCascade *w)
 
 void cas_maybe_commit(PgqevCascade *w)
 {
-	if (w->phase == WP_READ && w->eof && w->fetches == 0 && w->writes == 0)
+	if (w->phase == WP_READ && w->eof && w->fetches == 0 && w->writes == 0 && w->pend_rows == 0)
 		go_commit(w);
 }
 
@@ -304,15 +471,29 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res)
 	}
 	for (int i = 0; i < n; i++) {
 		if (!PQgetisnull(res, i, C_RETRY)) {
-			char d[64];
-			snprintf(d, sizeof(d), "event %s", PQgetvalue(res, i, C_ID));
+			char d[64], idb[24];
+			snprintf(d, sizeof(d), "event %s", ev_id_text(res, i, idb));
 			cas_fail(w, PGQEV_ERR_SQL, "retried event in a cascaded queue", d);
 			return;
 		}
 	}
 	w->b_events += (uint64_t)n;
-	if (n > 0 && cas_copies(w) && !copy_chunk(w, res))
-		return;
+	if (n > 0 && cas_copies(w)) {
+		if (w->type == NT_BRANCH && binary_copyable(res)) {
+			if (!pend_append(w, res)) {
+				cas_fail(w, PGQEV_ERR_TARGET, "cannot copy a chunk",
+					 "out of memory");
+				return;
+			}
+		} else if (PQbinaryTuples(res)) {
+			cas_fail(w, PGQEV_ERR_SQL, "unexpected batch cursor",
+				 "its columns are not the event table's types (bigint,"
+				 " timestamptz, text)");
+			return;
+		} else if (!copy_chunk(w, res)) {
+			return;
+		}
+	}
 	for (int i = 0; i < n; i++) {
 		const char *type = val(res, i, C_TYPE);
 		if (type && strncmp(type, "pgq.", 4) == 0 && !cascade_event(w, res, i))

@@ -118,6 +118,11 @@ struct PgqevCascade {
 	PgqevBatch *ub;
 	uint64_t b_events, b_copied;
 	int64_t max_ev_id; /* highest ev_id copied since start */
+	/* branch: binary COPY rows not yet sent, gathered from the FETCHes that
+	   arrive while the previous COPY runs (bounded: see cas_maybe_fetch) */
+	char *pend;
+	size_t pend_len, pend_cap;
+	unsigned pend_rows;
 
 	usec_t last_wm, last_gwm;
 	int64_t wm_sent; /* the last local watermark reported upward */

@@ -513,7 +513,8 @@ static bool send_queued(PqevConn *c)
 				c->in_pipeline = true;
 			}
 			if (!PQsendQueryParams(c->pg, r->sql, r->nparams, NULL,
-					       (const char *const *)r->params, NULL, NULL, 0) ||
+					       (const char *const *)r->params, NULL, NULL,
+					       (r->flags & PQEV_Q_BINARY) ? 1 : 0) ||
 			    !PQpipelineSync(c->pg))
 				return lost(c, "sending a query failed");
 		}

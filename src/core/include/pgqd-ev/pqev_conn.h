@@ -295,6 +295,7 @@ typedef void (*PqevDoneFn)(PqevConn *c, const PqevReply *reply, void *arg);
 typedef void (*PqevRowsFn)(PqevConn *c, const PGresult *res, void *arg);
 
 #define PQEV_Q_SIMPLE 0x1u /* simple protocol: several statements allowed, no params */
+#define PQEV_Q_BINARY 0x2u /* results in binary format (ignored with PQEV_Q_SIMPLE) */
 
 /*
  * A request to send; copied by pqev_conn_send (sql and params included).
