@@ -491,15 +491,15 @@ static void chunk_arrived(PgqevConsumer *c, const PGresult *res)
 static void open_cursor(PgqevConsumer *c)
 {
 	PgqevBatch *b = c->batch;
+	if (b->split_sized && c->spec_cursor) {
+		/* the cursor sent behind the look-up skipped this batch (it is large)
+		   and returns no rows: its reply is stale from here on; the BEGIN
+		   before it stands. Read with one backend, the batch is opened below. */
+		c->spec_cursor = false;
+		c->gen++;
+		b->gen = c->gen;
+	}
 	if (b->want_split) {
-		if (c->spec_cursor) {
-			/* the cursor sent behind the look-up skipped this batch (it is
-			   large) and returns no rows: its reply is stale from here on;
-			   the BEGIN before it stands */
-			c->spec_cursor = false;
-			c->gen++;
-			b->gen = c->gen;
-		}
 		c->phase = PH_READ;
 		pgqev_split_open(c, b);
 		return;
@@ -511,9 +511,9 @@ static void open_cursor(PgqevConsumer *c)
 		b->fetches = 1;
 		return;
 	}
-	char *sql = pgqev_sprintf("begin; select * from pgq.get_batch_cursor(%" PRId64
-				  ", '" PGQEV_CURSOR "', %u)",
-				  b->id, c->cfg.fetch_size);
+	char *sql = pgqev_sprintf("%sselect * from pgq.get_batch_cursor(%" PRId64 ", '" PGQEV_CURSOR
+				  "', %u)",
+				  c->src_in_tx ? "" : "begin; ", b->id, c->cfg.fetch_size);
 	if (!sql) {
 		fail(c, PGQEV_ERR_SQL, "cannot open the batch", "out of memory");
 		return;
@@ -543,8 +543,9 @@ static void start_batch(PgqevConsumer *c, const PGresult *res)
 		b->tick_time = strdup(PQgetvalue(res, 0, 4));
 	/* the look-up's last column (split reader on): the batch is large and the
 	   server has pgq.get_batch_part_cursor */
-	b->want_split = c->cfg.split_min_events && !c->cfg.subconsumer && PQnfields(res) >= 7 &&
-			strcmp(PQgetvalue(res, 0, 6), "t") == 0 && c->split_refused != id;
+	b->split_sized = c->cfg.split_min_events && !c->cfg.subconsumer && PQnfields(res) >= 7 &&
+			 strcmp(PQgetvalue(res, 0, 6), "t") == 0;
+	b->want_split = b->split_sized && c->split_refused != id;
 	c->batch = b;
 	if (c->tgt) {
 		char *cons = pgqev_quote_literal(c->cfg.consumer);
@@ -1040,9 +1041,9 @@ PqevConn *pgqev_consumer_part_conn(PgqevConsumer *c)
 		PqevConnCallbacks cb = {.on_event = on_part_event, .arg = c};
 		char *name = pgqev_sprintf("%s/part", c->label);
 		if (name)
-			c->part = pgqev_conn_open(c->lim, c->cfg.conninfo, name, "pgqev-consumer",
-						  c->cfg.connect_timeout, c->cfg.statement_timeout,
-						  &cb);
+			c->part = pgqev_conn_open(c->lim, c->cfg.conninfo, name,
+						  "pgqev-consumer-part", c->cfg.connect_timeout,
+						  c->cfg.statement_timeout, &cb);
 		free(name);
 	}
 	return c->part;

@@ -66,6 +66,7 @@ struct PgqevBatch {
 	bool abandoned;     /* the consumer gave the batch up (failure, stop, free) */
 	bool finishing;
 	bool tgt_open;            /* exactly-once: target transaction begun */
+	bool split_sized;         /* at least split_min_events (the look-up's test) */
 	bool want_split;          /* read through two backends (pgqev_split.c) */
 	struct PgqevSplit *split; /* the split reader's state, or NULL */
 	PgqevBatch *next_stale;   /* abandoned but still held by the application */
