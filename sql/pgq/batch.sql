@@ -299,7 +299,7 @@ $$;
 -- span of blocks holding the batch (from the rows at its ends in ev_txid order,
 -- by the ev_txid index) is counted, and the block found where half of the sum lies
 -- below. Only a guess at the balance: any number gives correct parts.
-create or replace function pgq.batch_split_block(i_batch_id bigint)
+create or replace function pgq._batch_split_block(i_batch_id bigint)
 returns int8 language plpgsql as $$
 declare
     x_min int8;
@@ -361,7 +361,7 @@ $$;
 -- Opens a NO SCROLL cursor over one part of the batch (i_part 0: the rows below
 -- block i_split_block, 1: the rest), sorted by ev_id, and returns its first
 -- i_quick_limit rows, as get_batch_cursor does for the whole batch.
-create or replace function pgq.get_batch_part_cursor(
+create or replace function pgq._get_batch_part_cursor(
     in i_batch_id bigint, in i_cursor_name text, in i_quick_limit int4,
     in i_split_block int8, in i_part int4,
     out ev_id bigint, out ev_time timestamptz, out ev_txid bigint, out ev_retry int4,
@@ -376,18 +376,18 @@ begin
         return;
     end if;
     if i_cursor_name = '' then
-        raise exception 'get_batch_part_cursor: cursor name must not be empty';
+        raise exception '_get_batch_part_cursor: cursor name must not be empty';
     end if;
     if octet_length(i_cursor_name) > current_setting('max_identifier_length')::int then
-        raise exception 'get_batch_part_cursor: cursor name "%" is longer than % bytes',
+        raise exception '_get_batch_part_cursor: cursor name "%" is longer than % bytes',
             i_cursor_name, current_setting('max_identifier_length');
     end if;
     if i_split_block < 0 or i_split_block > 4294967295 then
-        raise exception 'get_batch_part_cursor: split block % is out of range 0..4294967295',
+        raise exception '_get_batch_part_cursor: split block % is out of range 0..4294967295',
             i_split_block;
     end if;
     if i_part not in (0, 1) then
-        raise exception 'get_batch_part_cursor: part % is not 0 or 1', i_part;
+        raise exception '_get_batch_part_cursor: part % is not 0 or 1', i_part;
     end if;
     bound := quote_literal('(' || i_split_block || ',0)') || '::tid';
     execute 'declare ' || quote_ident(i_cursor_name) || ' no scroll cursor for '

@@ -50,8 +50,8 @@ typedef enum ReqKind {
 } ReqKind;
 
 /* The split reader's function is there (pgqd-ev's SQL, not PgQ 3.5's). */
-#define SPLIT_FN_EXISTS                                                                    \
-	"to_regprocedure('pgq.get_batch_part_cursor(bigint,text,integer,bigint,integer)')" \
+#define SPLIT_FN_EXISTS                                                                     \
+	"to_regprocedure('pgq._get_batch_part_cursor(bigint,text,integer,bigint,integer)')" \
 	" is not null"
 
 static const char *const state_names[] = {
@@ -542,7 +542,7 @@ static void start_batch(PgqevConsumer *c, const PGresult *res)
 	if (!PQgetisnull(res, 0, 4))
 		b->tick_time = strdup(PQgetvalue(res, 0, 4));
 	/* the look-up's last column (split reader on): the batch is large and the
-	   server has pgq.get_batch_part_cursor */
+	   server has pgq._get_batch_part_cursor */
 	b->split_sized = c->cfg.split_min_events && !c->cfg.subconsumer && PQnfields(res) >= 7 &&
 			 strcmp(PQgetvalue(res, 0, 6), "t") == 0;
 	b->want_split = b->split_sized && c->split_refused != id;

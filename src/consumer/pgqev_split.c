@@ -1,11 +1,11 @@
 /*
  * The split reader (cfg.split_min_events): a large batch read through two
  * server backends at once, so that both cores sort. The batch's rows are split
- * by one block number of the event tables (pgq.batch_split_block, asked on the
+ * by one block number of the event tables (pgq._batch_split_block, asked on the
  * source connection inside the batch's transaction); part 0 (the rows below it)
  * is read on the source connection, part 1 (the rest) on a second connection
  * (c->part, opened for the batch and closed when it ends), each through a
- * cursor sorted by ev_id (pgq.get_batch_part_cursor). The client merges the two
+ * cursor sorted by ev_id (pgq._get_batch_part_cursor). The client merges the two
  * sorted streams by ev_id into chunks of at most fetch_size events.
  *
  * Why the parts are exact: every transaction of the batch committed before its
@@ -35,7 +35,7 @@
 
 typedef enum SplitKind {
 	SK_IGNORE,
-	SK_BLOCK, /* pgq.batch_split_block on the source */
+	SK_BLOCK, /* pgq._batch_split_block on the source */
 	SK_ROWS,  /* the part's opening call or a FETCH */
 } SplitKind;
 
@@ -103,7 +103,7 @@ void pgqev_split_open(PgqevConsumer *c, PgqevBatch *b)
 	}
 	if (send_part(c, b, 1, SK_IGNORE, "begin", 0, NULL) < 0)
 		return;
-	(void)send_part(c, b, 0, SK_BLOCK, "select pgq.batch_split_block($1)", 1, p);
+	(void)send_part(c, b, 0, SK_BLOCK, "select pgq._batch_split_block($1)", 1, p);
 }
 
 /* Open both parts' cursors once the split block is known. */
@@ -120,7 +120,7 @@ static void open_parts(PgqevConsumer *c, PgqevBatch *b)
 		sp->opened = true;
 		sp->fetches = 1;
 		(void)send_part(c, b, i, SK_ROWS,
-				"select * from pgq.get_batch_part_cursor($1, '" PGQEV_PART_CURSOR
+				"select * from pgq._get_batch_part_cursor($1, '" PGQEV_PART_CURSOR
 				"', $2::int4, $3::int8, $4::int4)",
 				4, p);
 	}
@@ -288,7 +288,7 @@ static void split_done(PqevConn *conn, const PqevReply *reply, void *arg)
 	case SK_BLOCK:
 		if (!reply->result || PQntuples(reply->result) != 1 ||
 		    PQgetisnull(reply->result, 0, 0)) {
-			pgqev_consumer_fail(c, false, "pgq.batch_split_block failed",
+			pgqev_consumer_fail(c, false, "pgq._batch_split_block failed",
 					    "no block number returned");
 			break;
 		}

@@ -259,7 +259,7 @@ START_TEST(test_split_parts_cover_batch_at_every_block)
 	free(tbl);
 	int64_t blocks = pgt_int(c, q);
 	ck_assert_int_gt(blocks, 3);
-	snprintf(q, sizeof(q), "select pgq.batch_split_block(%lld)", (long long)batch);
+	snprintf(q, sizeof(q), "select pgq._batch_split_block(%lld)", (long long)batch);
 	int64_t mid = pgt_int(c, q);
 	ck_assert_int_gt(mid, 0);
 	ck_assert_int_lt(mid, blocks);
@@ -271,8 +271,8 @@ START_TEST(test_split_parts_cover_batch_at_every_block)
 			" ev_txid, coalesce(ev_retry::text, '\\N'), coalesce(ev_type, '\\N'),"
 			" coalesce(ev_data, '\\N'), coalesce(ev_extra1, '\\N'), coalesce(ev_extra2, '\\N'),"
 			" coalesce(ev_extra3, '\\N'), coalesce(ev_extra4, '\\N')) || E'\\n', '' order by"
-			" ev_id), '') from (select * from pgq.get_batch_part_cursor(%lld, 'p0', 1000000,"
-			" %lld, 0) union all select * from pgq.get_batch_part_cursor(%lld, 'p1', 1000000,"
+			" ev_id), '') from (select * from pgq._get_batch_part_cursor(%lld, 'p0', 1000000,"
+			" %lld, 0) union all select * from pgq._get_batch_part_cursor(%lld, 'p1', 1000000,"
 			" %lld, 1)) u",
 			(long long)batch, (long long)blk, (long long)batch, (long long)blk);
 		pgt_exec(c, "begin");
@@ -286,15 +286,15 @@ START_TEST(test_split_parts_cover_batch_at_every_block)
 	pgt_exec(c, "begin");
 	snprintf(q, sizeof(q),
 		 "select count(*) from (select ev_id, lag(ev_id) over () as prev"
-		 " from pgq.get_batch_part_cursor(%lld, 'p', 1000000, 2, 1)) x where prev > ev_id",
+		 " from pgq._get_batch_part_cursor(%lld, 'p', 1000000, 2, 1)) x where prev > ev_id",
 		 (long long)batch);
 	ck_assert_int_eq(pgt_int(c, q), 0);
 	pgt_exec(c, "rollback");
 	/* bad arguments name the argument */
-	char *e = pgt_error(c, "select * from pgq.get_batch_part_cursor(1, 'x', 1, 0, 2)");
+	char *e = pgt_error(c, "select * from pgq._get_batch_part_cursor(1, 'x', 1, 0, 2)");
 	ck_assert_ptr_nonnull(strstr(e, "part 2 is not 0 or 1"));
 	free(e);
-	e = pgt_error(c, "select * from pgq.get_batch_part_cursor(1, 'x', 1, -1, 0)");
+	e = pgt_error(c, "select * from pgq._get_batch_part_cursor(1, 'x', 1, -1, 0)");
 	ck_assert_ptr_nonnull(strstr(e, "split block -1 is out of range"));
 	free(e);
 	free(want);
@@ -341,7 +341,7 @@ START_TEST(test_split_second_connection_killed_mid_batch)
 }
 END_TEST
 
-/* Debian's PgQ 3.5 SQL has no pgq.get_batch_part_cursor: read with one backend. */
+/* Debian's PgQ 3.5 SQL has no pgq._get_batch_part_cursor: read with one backend. */
 START_TEST(test_split_falls_back_on_pgq35)
 {
 	ck_assert_msg(access("/usr/share/postgresql/15/extension/pgq.control", R_OK) == 0,

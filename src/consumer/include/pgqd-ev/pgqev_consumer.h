@@ -200,7 +200,7 @@ typedef struct PgqevConsumerConfig {
 	/* Split reader: a batch whose tick_event_seq span is at least this many
 	   events is read through a second connection at once, each backend sorting
 	   half of it, and merged here in event id order (docs/consumer.md). Needs
-	   pgqd-ev's SQL (pgq.get_batch_part_cursor); with PgQ 3.5's, or for a coop
+	   pgqd-ev's SQL (pgq._get_batch_part_cursor); with PgQ 3.5's, or for a coop
 	   subconsumer, batches are read as usual. 0 (default): off. */
 	unsigned split_min_events;
 } PgqevConsumerConfig;
