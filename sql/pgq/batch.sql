@@ -370,6 +370,9 @@ create or replace function pgq._get_batch_part_cursor(
 returns setof record language plpgsql as $$
 declare
     bound text;
+    seq text;
+    bmp text;
+    idx text;
 begin
     if i_batch_id is null or i_cursor_name is null or i_quick_limit is null
        or i_split_block is null or i_part is null then
@@ -390,10 +393,21 @@ begin
         raise exception '_get_batch_part_cursor: part % is not 0 or 1', i_part;
     end if;
     bound := quote_literal('(' || i_split_block || ',0)') || '::tid';
+    -- The plan is made here, at DECLARE: a Tid Range Scan, so that each backend
+    -- reads only its own blocks (the planner would rather take the ev_txid index
+    -- or a full scan with the ctid as a filter, and both parts would read every
+    -- block of the batch). The settings are put back at once.
+    seq := current_setting('enable_seqscan');
+    bmp := current_setting('enable_bitmapscan');
+    idx := current_setting('enable_indexscan');
+    perform set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+            set_config('enable_indexscan', 'off', true);
     execute 'declare ' || quote_ident(i_cursor_name) || ' no scroll cursor for '
         || pgq._batch_event_sql(i_batch_id,
                                 'ev.ctid ' || case when i_part = 0 then '<' else '>=' end
                                 || ' ' || bound);
+    perform set_config('enable_seqscan', seq, true), set_config('enable_bitmapscan', bmp, true),
+            set_config('enable_indexscan', idx, true);
     if i_quick_limit <= 0 then
         return;
     end if;
