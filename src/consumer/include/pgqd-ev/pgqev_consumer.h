@@ -196,7 +196,7 @@ typedef struct PgqevConsumerConfig {
 	PgqevStateFn on_state;
 	void *arg;
 
-	/* --- added in 1.1 --- */
+	/* --- added after the first layout (CONFIG_SIZE_1) --- */
 	/* Split reader: a batch whose tick_event_seq span is at least this many
 	   events is read through a second connection at once, each backend sorting
 	   half of it, and merged here in event id order (docs/consumer.md). Needs
