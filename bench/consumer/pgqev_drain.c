@@ -2,7 +2,9 @@
  * Drain benchmark: consume one queue with a no-op handler until EXPECT events
  * were handled and their batches finished; print the rate and the peak RSS.
  *
- *   pgqev_drain CONNSTR QUEUE CONSUMER EXPECT [FETCH_SIZE]
+ *   pgqev_drain CONNSTR QUEUE CONSUMER EXPECT [FETCH_SIZE [SPLIT_MIN_EVENTS]]
+ *
+ * SPLIT_MIN_EVENTS > 0: the split reader for batches at least that large.
  *
  * Output (one line): events=N seconds=S rate=R maxrss_kb=K chunks=C
  */
@@ -54,8 +56,10 @@ static double now_sec(void)
 
 int main(int argc, char **argv)
 {
-	if (argc < 5 || argc > 6) {
-		fprintf(stderr, "usage: %s CONNSTR QUEUE CONSUMER EXPECT [FETCH_SIZE]\n", argv[0]);
+	if (argc < 5 || argc > 7) {
+		fprintf(stderr,
+			"usage: %s CONNSTR QUEUE CONSUMER EXPECT [FETCH_SIZE [SPLIT_MIN_EVENTS]]\n",
+			argv[0]);
 		return 2;
 	}
 	Drain d = {.base = event_base_new(), .expect = strtoull(argv[4], NULL, 10)};
@@ -65,8 +69,10 @@ int main(int argc, char **argv)
 	cfg.queue = argv[2];
 	cfg.consumer = argv[3];
 	cfg.register_on_start = false;
-	if (argc == 6)
+	if (argc >= 6)
 		cfg.fetch_size = (unsigned)atoi(argv[5]);
+	if (argc == 7)
+		cfg.split_min_events = (unsigned)atoi(argv[6]);
 	cfg.on_batch = on_batch;
 	cfg.on_state = on_state;
 	cfg.on_error = on_error;

@@ -157,6 +157,15 @@ $$;
 -- absorbed into the txid range (if close to it) or listed explicitly.
 create or replace function pgq.batch_event_sql(x_batch_id bigint)
 returns text language plpgsql as $$
+begin
+    return pgq._batch_event_sql(x_batch_id, null);
+end;
+$$;
+
+-- The same with i_ev_filter (a condition on ev, or NULL) in every arm of the
+-- union: the split reader's parts add their ctid range here.
+create or replace function pgq._batch_event_sql(x_batch_id bigint, i_ev_filter text)
+returns text language plpgsql as $$
 declare
     b record;
     tx_start int8;
@@ -197,6 +206,9 @@ begin
     end loop;
 
     owner_filter := ' and (ev.ev_owner is null or ev.ev_owner = ' || b.sub_id || ')';
+    if i_ev_filter is not null then
+        owner_filter := owner_filter || ' and (' || i_ev_filter || ')';
+    end if;
     for tbl in select pgq.batch_event_tables(x_batch_id) loop
         if res <> '' then
             res := res || ' union all ';
@@ -274,6 +286,133 @@ create or replace function pgq.get_batch_cursor(
     out ev_extra3 text, out ev_extra4 text)
 returns setof record language sql strict as $$
     select * from pgq.get_batch_cursor(i_batch_id, i_cursor_name, i_quick_limit, null)
+$$;
+
+-- pgqd-ev's own, for libpgqev's split reader (docs/consumer.md, "Reading a large
+-- batch through two backends"): a large batch is read as two parts at once, on
+-- two connections, each part sorted by its backend and the two merged by the
+-- client. A part is the batch's rows below (part 0) or from (part 1) one block
+-- number of every event table; since the batch's rows do not change while it is
+-- open, the two parts hold every row exactly once whatever their snapshots.
+
+-- The block number splitting the batch's rows about in half: each event table's
+-- span of blocks holding the batch (from the rows at its ends in ev_txid order,
+-- by the ev_txid index) is counted, and the block found where half of the sum lies
+-- below. Only a guess at the balance: any number gives correct parts.
+create or replace function pgq._batch_split_block(i_batch_id bigint)
+returns int8 language plpgsql as $$
+declare
+    x_min int8;
+    x_max int8;
+    tbl text;
+    lo int8;
+    hi int8;
+    los int8[] := '{}';
+    his int8[] := '{}';
+    total int8 := 0;
+    lb int8;
+    ub int8;
+    mid int8;
+    below int8;
+begin
+    select txid_snapshot_xmin(t1.tick_snapshot), txid_snapshot_xmax(t2.tick_snapshot)
+      into x_min, x_max
+      from pgq.subscription s
+      join pgq.tick t1 on t1.tick_queue = s.sub_queue and t1.tick_id = s.sub_last_tick
+      join pgq.tick t2 on t2.tick_queue = s.sub_queue and t2.tick_id = s.sub_next_tick
+     where s.sub_batch = i_batch_id;
+    if not found then
+        raise exception 'batch not found';
+    end if;
+    for tbl in select pgq.batch_event_tables(i_batch_id) loop
+        execute 'select (ctid::text::point)[0]::int8 from ' || pgq.quote_fqname(tbl)
+             || ' where ev_txid >= $1 order by ev_txid limit 1' into lo using x_min;
+        execute 'select (ctid::text::point)[0]::int8 from ' || pgq.quote_fqname(tbl)
+             || ' where ev_txid < $1 order by ev_txid desc limit 1' into hi using x_max;
+        if lo is not null and hi is not null then
+            if hi < lo then
+                mid := lo; lo := hi; hi := mid;
+            end if;
+            los := los || lo;
+            his := his || hi;
+            total := total + hi - lo + 1;
+        end if;
+    end loop;
+    if total = 0 then
+        return 0;
+    end if;
+    -- the least block with at least half of the spans' blocks below it
+    lb := (select min(x) from unnest(los) x);
+    ub := (select max(x) from unnest(his) x) + 1;
+    while lb < ub loop
+        mid := (lb + ub) / 2;
+        select coalesce(sum(greatest(0, least(mid - l, h - l + 1))), 0) into below
+          from unnest(los, his) as r(l, h);
+        if below * 2 >= total then
+            ub := mid;
+        else
+            lb := mid + 1;
+        end if;
+    end loop;
+    return lb;
+end;
+$$;
+
+-- Opens a NO SCROLL cursor over one part of the batch (i_part 0: the rows below
+-- block i_split_block, 1: the rest), sorted by ev_id, and returns its first
+-- i_quick_limit rows, as get_batch_cursor does for the whole batch.
+create or replace function pgq._get_batch_part_cursor(
+    in i_batch_id bigint, in i_cursor_name text, in i_quick_limit int4,
+    in i_split_block int8, in i_part int4,
+    out ev_id bigint, out ev_time timestamptz, out ev_txid bigint, out ev_retry int4,
+    out ev_type text, out ev_data text, out ev_extra1 text, out ev_extra2 text,
+    out ev_extra3 text, out ev_extra4 text)
+returns setof record language plpgsql as $$
+declare
+    bound text;
+    seq text;
+    bmp text;
+    idx text;
+begin
+    if i_batch_id is null or i_cursor_name is null or i_quick_limit is null
+       or i_split_block is null or i_part is null then
+        return;
+    end if;
+    if i_cursor_name = '' then
+        raise exception '_get_batch_part_cursor: cursor name must not be empty';
+    end if;
+    if octet_length(i_cursor_name) > current_setting('max_identifier_length')::int then
+        raise exception '_get_batch_part_cursor: cursor name "%" is longer than % bytes',
+            i_cursor_name, current_setting('max_identifier_length');
+    end if;
+    if i_split_block < 0 or i_split_block > 4294967295 then
+        raise exception '_get_batch_part_cursor: split block % is out of range 0..4294967295',
+            i_split_block;
+    end if;
+    if i_part not in (0, 1) then
+        raise exception '_get_batch_part_cursor: part % is not 0 or 1', i_part;
+    end if;
+    bound := quote_literal('(' || i_split_block || ',0)') || '::tid';
+    -- The plan is made here, at DECLARE: a Tid Range Scan, so that each backend
+    -- reads only its own blocks (the planner would rather take the ev_txid index
+    -- or a full scan with the ctid as a filter, and both parts would read every
+    -- block of the batch). The settings are put back at once.
+    seq := current_setting('enable_seqscan');
+    bmp := current_setting('enable_bitmapscan');
+    idx := current_setting('enable_indexscan');
+    perform set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+            set_config('enable_indexscan', 'off', true);
+    execute 'declare ' || quote_ident(i_cursor_name) || ' no scroll cursor for '
+        || pgq._batch_event_sql(i_batch_id,
+                                'ev.ctid ' || case when i_part = 0 then '<' else '>=' end
+                                || ' ' || bound);
+    perform set_config('enable_seqscan', seq, true), set_config('enable_bitmapscan', bmp, true),
+            set_config('enable_indexscan', idx, true);
+    if i_quick_limit <= 0 then
+        return;
+    end if;
+    return query execute 'fetch ' || i_quick_limit || ' from ' || quote_ident(i_cursor_name);
+end;
 $$;
 
 create or replace function pgq.finish_batch(x_batch_id bigint)

@@ -18,6 +18,8 @@ begin
             'pgq.pgqd_ev_version()', 'pgq.queue_notify_channel(text)', 'pgq.ticker_wake_channel()']),
         ('pgq_reader', 'function', array[
             'pgq.batch_event_sql(bigint)', 'pgq.batch_event_tables(bigint)',
+            'pgq._batch_event_sql(bigint,text)', 'pgq._batch_split_block(bigint)',
+            'pgq._get_batch_part_cursor(bigint,text,int4,int8,int4)',
             'pgq.find_tick_helper(int4,int8,timestamptz,int8,int8,interval)',
             'pgq.register_consumer(text,text)', 'pgq.register_consumer_at(text,text,bigint)',
             'pgq.unregister_consumer(text,text)', 'pgq.next_batch_info(text,text)',

@@ -2,7 +2,8 @@
  * Batches and events: the handles on_batch sees. An event is a row of the
  * current chunk's PGresult, read in place (no copy): the result is borrowed from
  * the connection layer while on_batch runs, or owned (a PQcopyResult) when the
- * consumer runs in async mode and a chunk may outlive the callback.
+ * consumer runs in async mode and a chunk may outlive the callback. The split
+ * reader's chunks take their rows from two parts' results (pgqev_split.c).
  *
  * Column order of the cursor (pgq.get_batch_cursor / FETCH): ev_id, ev_time,
  * ev_txid, ev_retry, ev_type, ev_data, ev_extra1..4.
@@ -52,6 +53,8 @@ void pgqev_batch_release(PgqevBatch *b)
 	if (!b)
 		return;
 	pgqev_batch_clear_rows(b);
+	if (b->split)
+		pgqev_split_free(b);
 	PQclear(b->ready);
 	free(b->prev_tick_time);
 	free(b->tick_time);
@@ -71,6 +74,7 @@ void pgqev_batch_set_rows(PgqevBatch *b, const PGresult *res, PGresult *own)
 	b->nrows = (size_t)n;
 	for (int i = 0; i < n; i++) {
 		b->events[i].batch = b;
+		b->events[i].res = b->res;
 		b->events[i].row = i;
 		b->events[i].retry_secs = PGQEV_NO_RETRY;
 	}
@@ -125,7 +129,7 @@ PgqevConsumer *pgqev_batch_consumer(const PgqevBatch *b)
 
 static const char *field(const PgqevEvent *e, int col)
 {
-	const PGresult *res = e->batch->res;
+	const PGresult *res = e->res;
 	if (PQgetisnull(res, e->row, col))
 		return NULL;
 	return PQgetvalue(res, e->row, col);
@@ -169,7 +173,7 @@ const char *pgqev_event_data(const PgqevEvent *e)
 
 size_t pgqev_event_data_len(const PgqevEvent *e)
 {
-	return (size_t)PQgetlength(e->batch->res, e->row, COL_DATA);
+	return (size_t)PQgetlength(e->res, e->row, COL_DATA);
 }
 
 const char *pgqev_event_extra(const PgqevEvent *e, int n)

@@ -229,8 +229,7 @@ static void on_node_wm(PgqevCascade *w, const PqevReply *r)
 	if (r->status != PQEV_OK) {
 		char d[PGQEV_MSG_MAX];
 		snprintf(d, sizeof(d), "cannot read the local watermark of node %.200s: %.400s",
-			 name,
-			 r->error ? r->detail : pqev_status_name(r->status));
+			 name, r->error ? r->detail : pqev_status_name(r->status));
 		give_up(w, d);
 		return;
 	}

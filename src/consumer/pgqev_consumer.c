@@ -49,6 +49,11 @@ typedef enum ReqKind {
 	RK_TGT_WRITE,
 } ReqKind;
 
+/* The split reader's function is there (pgqd-ev's SQL, not PgQ 3.5's). */
+#define SPLIT_FN_EXISTS                                                                     \
+	"to_regprocedure('pgq._get_batch_part_cursor(bigint,text,integer,bigint,integer)')" \
+	" is not null"
+
 static const char *const state_names[] = {
 	[PGQEV_STATE_STOPPED] = "stopped",       [PGQEV_STATE_CONNECTING] = "connecting",
 	[PGQEV_STATE_LISTENING] = "listening",   [PGQEV_STATE_IDLE] = "idle",
@@ -418,7 +423,7 @@ static bool send_retries(PgqevConsumer *c, PgqevBatch *b)
 			continue;
 		const char *sep = (li > 1) ? "," : "";
 		li += (size_t)snprintf(ids + li, cap - li, "%s%s", sep,
-				       PQgetvalue(b->res, e->row, 0));
+				       PQgetvalue(e->res, e->row, 0));
 		ls += (size_t)snprintf(secs + ls, cap - ls, "%s%d", sep, e->retry_secs);
 	}
 	snprintf(ids + li, cap - li, "}");
@@ -453,6 +458,10 @@ static void chunk_done(PgqevConsumer *c, PgqevBatch *b, PgqevVerdict v)
 	if (!send_retries(c, b))
 		return;
 	pgqev_batch_clear_rows(b);
+	if (b->split) {
+		pgqev_split_chunk_done(c, b);
+		return;
+	}
 	if (b->ready) {
 		PGresult *r = b->ready;
 		b->ready = NULL;
@@ -533,6 +542,20 @@ static void chunk_arrived(PgqevConsumer *c, const PGresult *res)
 static void open_cursor(PgqevConsumer *c)
 {
 	PgqevBatch *b = c->batch;
+	if (b->split_sized && c->spec_cursor) {
+		/* the cursor sent behind the look-up skipped this batch (it is large)
+		   and returns no rows: its reply is stale from here on; the BEGIN
+		   before it stands. Read with one backend, the batch is opened below. */
+		c->spec_cursor = false;
+		c->gen++;
+		b->gen = c->gen;
+	}
+	if (b->want_split) {
+		set_phase(c, PH_READ);
+		if (c->phase == PH_READ && !c->free_pending) /* on_state may stop it */
+			pgqev_split_open(c, b);
+		return;
+	}
 	if (c->spec_cursor) {
 		/* already on its way behind the look-up: its rows are this batch's */
 		c->spec_cursor = false;
@@ -540,9 +563,9 @@ static void open_cursor(PgqevConsumer *c)
 		set_phase(c, PH_READ);
 		return;
 	}
-	char *sql = pgqev_sprintf("begin; select * from pgq.get_batch_cursor(%" PRId64
-				  ", '" PGQEV_CURSOR "', %u)",
-				  b->id, c->cfg.fetch_size);
+	char *sql = pgqev_sprintf("%sselect * from pgq.get_batch_cursor(%" PRId64 ", '" PGQEV_CURSOR
+				  "', %u)",
+				  c->src_in_tx ? "" : "begin; ", b->id, c->cfg.fetch_size);
 	if (!sql) {
 		fail(c, PGQEV_ERR_SQL, "cannot open the batch", "out of memory");
 		return;
@@ -601,6 +624,11 @@ static void start_batch(PgqevConsumer *c, const PGresult *res)
 		b->prev_tick_time = strdup(PQgetvalue(res, 0, 3));
 	if (!PQgetisnull(res, 0, 4))
 		b->tick_time = strdup(PQgetvalue(res, 0, 4));
+	/* the look-up's last column (split reader on): the batch is large and the
+	   server has pgq._get_batch_part_cursor */
+	b->split_sized = c->cfg.split_min_events && !c->cfg.subconsumer && PQnfields(res) >= 7 &&
+			 strcmp(PQgetvalue(res, 0, 6), "t") == 0;
+	b->want_split = b->split_sized && c->split_refused != id;
 	c->batch = b;
 	if (c->tgt) {
 		char *sql = eo_check_sql(c, id);
@@ -635,18 +663,37 @@ static void go_idle(PgqevConsumer *c)
  */
 static void send_spec_cursor(PgqevConsumer *c)
 {
-	char fetch[16];
+	char fetch[16], split[16];
 	snprintf(fetch, sizeof(fetch), "%u", c->cfg.fetch_size);
-	const char *p[3] = {c->cfg.queue, c->cfg.consumer, fetch};
+	snprintf(split, sizeof(split), "%u", c->cfg.split_min_events);
+	const char *p[4] = {c->cfg.queue, c->cfg.consumer, fetch, split};
 	if (send_on(c, false, RK_IGNORE, "begin", 0, NULL, 0) < 0)
 		return;
 	c->src_in_tx = true;
-	if (send_on(c, false, RK_CURSOR,
-		    "select * from pgq.get_batch_cursor((select s.sub_batch"
-		    " from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue"
-		    " join pgq.consumer co on co.co_id = s.sub_consumer"
-		    " where q.queue_name = $1 and co.co_name = $2), '" PGQEV_CURSOR "', $3::int4)",
-		    3, p, 0) == 0)
+	/* split reader on: not for a batch the split reader takes (the same test
+	   as the look-up's last column, on the same tick rows) */
+	int rc =
+		c->cfg.split_min_events && !c->cfg.subconsumer
+			? send_on(c, false, RK_CURSOR,
+				  "select * from pgq.get_batch_cursor((select s.sub_batch"
+				  " from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue"
+				  " join pgq.consumer co on co.co_id = s.sub_consumer"
+				  " where q.queue_name = $1 and co.co_name = $2 and not coalesce("
+				  "(select t2.tick_event_seq - t1.tick_event_seq >= $4::int8"
+				  " from pgq.tick t1, pgq.tick t2 where t1.tick_queue = s.sub_queue"
+				  " and t1.tick_id = s.sub_last_tick and t2.tick_queue = s.sub_queue"
+				  " and t2.tick_id = s.sub_next_tick) and " SPLIT_FN_EXISTS
+				  ", false)),"
+				  " '" PGQEV_CURSOR "', $3::int4)",
+				  4, p, 0)
+			: send_on(c, false, RK_CURSOR,
+				  "select * from pgq.get_batch_cursor((select s.sub_batch"
+				  " from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue"
+				  " join pgq.consumer co on co.co_id = s.sub_consumer"
+				  " where q.queue_name = $1 and co.co_name = $2), '" PGQEV_CURSOR
+				  "', $3::int4)",
+				  3, p, 0);
+	if (rc == 0)
 		c->spec_cursor = true;
 }
 
@@ -687,13 +734,27 @@ static bool send_next(PgqevConsumer *c)
 		min_ival = pgqev_interval(c->catchup_us, ival, sizeof(ival));
 		c->next_catchup = true;
 	}
-	const char *p[5] = {c->cfg.queue, c->cfg.consumer, min_lag, min_cnt, min_ival};
-	if (!send_or_fail(
-		    c, false, RK_NEXT,
-		    "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
-		    " cur_tick_time, extract(epoch from now() - cur_tick_time)"
-		    " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)",
-		    5, p, 0))
+	char split[16];
+	snprintf(split, sizeof(split), "%u", c->cfg.split_min_events);
+	const char *p[6] = {c->cfg.queue, c->cfg.consumer, min_lag, min_cnt, min_ival, split};
+	bool sent =
+		c->cfg.split_min_events
+			? send_or_fail(
+				  c, false, RK_NEXT,
+				  "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
+				  " cur_tick_time, extract(epoch from now() - cur_tick_time),"
+				  " coalesce(cur_tick_event_seq - prev_tick_event_seq >= $6::int8"
+				  " and " SPLIT_FN_EXISTS ", false)"
+				  " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4,"
+				  " $5::interval)",
+				  6, p, 0)
+			: send_or_fail(c, false, RK_NEXT,
+				       "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
+				       " cur_tick_time, extract(epoch from now() - cur_tick_time)"
+				       " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4,"
+				       " $5::interval)",
+				       5, p, 0);
+	if (!sent)
 		return false;
 	if (!c->tgt)
 		send_spec_cursor(c);
@@ -994,6 +1055,64 @@ static void req_rows(PqevConn *conn, const PGresult *res, void *arg)
 	enter(c);
 	chunk_arrived(c, res);
 	leave(c);
+}
+
+/* ---- for the split reader (pgqev_split.c) ---- */
+
+void pgqev_consumer_enter(PgqevConsumer *c)
+{
+	enter(c);
+}
+
+void pgqev_consumer_leave(PgqevConsumer *c)
+{
+	leave(c);
+}
+
+bool pgqev_consumer_src_ok(PgqevConsumer *c, const PgqevReq *x, const PqevReply *r,
+			   const char *what)
+{
+	return ok_reply(c, x, r, what);
+}
+
+void pgqev_consumer_fail(PgqevConsumer *c, bool conn, const char *what, const char *detail)
+{
+	c->fail_conn = conn;
+	fail(c, conn ? PGQEV_ERR_CONNECTION : PGQEV_ERR_SQL, what, detail);
+}
+
+void pgqev_consumer_deliver(PgqevConsumer *c, PgqevBatch *b)
+{
+	deliver(c, b);
+}
+
+void pgqev_consumer_maybe_finish(PgqevConsumer *c, PgqevBatch *b)
+{
+	maybe_finish(c, b);
+}
+
+static void on_part_event(PqevConn *conn, const PqevConnEvent *ev, void *arg)
+{
+	PgqevConsumer *c = arg;
+	if (c->free_pending || c->phase == PH_STOPPED || ev->type == PQEV_EV_CONNECTED)
+		return;
+	enter(c);
+	pgqev_split_conn_failed(c, ev->detail);
+	leave(c);
+}
+
+PqevConn *pgqev_consumer_part_conn(PgqevConsumer *c)
+{
+	if (!c->part) {
+		PqevConnCallbacks cb = {.on_event = on_part_event, .arg = c};
+		char *name = pgqev_sprintf("%s/part", c->label);
+		if (name)
+			c->part = pgqev_conn_open(c->lim, c->cfg.conninfo, name,
+						  "pgqev-consumer-part", c->cfg.connect_timeout,
+						  c->cfg.statement_timeout, &cb);
+		free(name);
+	}
+	return c->part;
 }
 
 /* ---- connection events ---- */
@@ -1304,6 +1423,7 @@ static void destroy(PgqevConsumer *c)
 	c->free_pending = true;
 	pqev_conn_free(c->src);
 	pqev_conn_free(c->tgt);
+	pqev_conn_free(c->part);
 	if (c->timer)
 		event_free(c->timer);
 	if (c->own_lim)
@@ -1338,6 +1458,8 @@ PgqevConsumer *pgqev_consumer_free(PgqevConsumer *c)
 		pqev_conn_close(c->src);
 		if (c->tgt)
 			pqev_conn_close(c->tgt);
+		if (c->part)
+			pqev_conn_close(c->part);
 		c->free_pending = true;
 		set_phase(c, PH_STOPPED); /* no on_state: being freed */
 		return NULL;

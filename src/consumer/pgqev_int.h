@@ -48,6 +48,8 @@ _Noreturn void pgqev_assert_failed(const char *cond, const char *file, int line)
 
 struct PgqevEvent {
 	PgqevBatch *batch;
+	const PGresult *res; /* the result holding the row (the split reader's
+				chunks take rows from two) */
 	int row;
 	int retry_secs; /* PGQEV_NO_RETRY, or seconds */
 };
@@ -73,8 +75,11 @@ struct PgqevBatch {
 	bool pending;       /* on_batch returned PGQEV_PENDING */
 	bool abandoned;     /* the consumer gave the batch up (failure, stop, free) */
 	bool finishing;
-	bool tgt_open;          /* exactly-once: target transaction begun */
-	PgqevBatch *next_stale; /* abandoned but still held by the application */
+	bool tgt_open;            /* exactly-once: target transaction begun */
+	bool split_sized;         /* at least split_min_events (the look-up's test) */
+	bool want_split;          /* read through two backends (pgqev_split.c) */
+	struct PgqevSplit *split; /* the split reader's state, or NULL */
+	PgqevBatch *next_stale;   /* abandoned but still held by the application */
 };
 
 struct PgqevConsumer {
@@ -120,6 +125,11 @@ struct PgqevConsumer {
 	bool fail_conn; /* the failure being reported is a connection's, not ours */
 	bool wait_tgt;  /* BACKOFF until the target connection is back (or fail_cap) */
 
+	PqevConn *part;        /* split reader's second connection (open only while
+				 a split batch is read), or NULL */
+	int64_t split_refused; /* batch whose second connection failed: read it
+				  with one backend */
+
 	PgqevBatch *batch; /* the open batch, or NULL */
 	PgqevBatch *stale; /* abandoned batches still held by the application */
 
@@ -142,6 +152,27 @@ PgqevBatch *pgqev_batch_new_slots(unsigned cap, int64_t id);
 void pgqev_batch_release(PgqevBatch *b);
 void pgqev_batch_set_rows(PgqevBatch *b, const PGresult *res, PGresult *own);
 void pgqev_batch_clear_rows(PgqevBatch *b);
+
+struct PgqevReq;
+/* pgqev_consumer.c, for pgqev_split.c: the state machine's entry points */
+void pgqev_consumer_enter(PgqevConsumer *c);
+void pgqev_consumer_leave(PgqevConsumer *c);
+/* Checks a reply of the source connection as the consumer's own (a lost or
+   terminated session is the source's failure); false after failing. */
+bool pgqev_consumer_src_ok(PgqevConsumer *c, const struct PgqevReq *x, const PqevReply *r,
+			   const char *what);
+/* Fails the open batch; conn: a connection's failure (no backoff). */
+void pgqev_consumer_fail(PgqevConsumer *c, bool conn, const char *what, const char *detail);
+void pgqev_consumer_deliver(PgqevConsumer *c, PgqevBatch *b);
+void pgqev_consumer_maybe_finish(PgqevConsumer *c, PgqevBatch *b);
+PqevConn *pgqev_consumer_part_conn(PgqevConsumer *c); /* created on first use */
+
+/* pgqev_split.c: the split reader */
+#define PGQEV_PART_CURSOR "pgqev_part"
+void pgqev_split_open(PgqevConsumer *c, PgqevBatch *b);
+void pgqev_split_chunk_done(PgqevConsumer *c, PgqevBatch *b);
+void pgqev_split_free(PgqevBatch *b);
+void pgqev_split_conn_failed(PgqevConsumer *c, const char *message);
 
 /* pgqev_cascade.c: the local node's transaction for a cascade batch */
 PqevConn *pgqev_cascade_batch_target(PgqevBatch *b);

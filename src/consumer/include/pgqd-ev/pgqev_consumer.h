@@ -195,6 +195,14 @@ typedef struct PgqevConsumerConfig {
 	PgqevErrorFn on_error;
 	PgqevStateFn on_state;
 	void *arg;
+
+	/* --- added after the first layout (CONFIG_SIZE_1) --- */
+	/* Split reader: a batch whose tick_event_seq span is at least this many
+	   events is read through a second connection at once, each backend sorting
+	   half of it, and merged here in event id order (docs/consumer.md). Needs
+	   pgqd-ev's SQL (pgq._get_batch_part_cursor); with PgQ 3.5's, or for a coop
+	   subconsumer, batches are read as usual. 0 (default): off. */
+	unsigned split_min_events;
 } PgqevConsumerConfig;
 
 /* Fill with defaults; `size` is the caller's sizeof(PgqevConsumerConfig). */
