@@ -61,14 +61,38 @@ void pqev_conn_debug(PqevConn *c, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* c->err before the first error (read only: every write goes to a buffer) */
+static char conn_err_none[1];
+
+void pqev_conn_clear_err(PqevConn *c, bool release)
+{
+	if (c->err == conn_err_none)
+		return;
+	if (release) {
+		free(c->err);
+		c->err = conn_err_none;
+	} else {
+		c->err[0] = '\0';
+	}
+}
+
 void pqev_conn_seterr(PqevConn *c, const char *fmt, ...)
 {
 	va_list ap;
-	int n = snprintf(c->err, sizeof(c->err), "%s: ", c->name);
-	if (n < 0 || (size_t)n >= sizeof(c->err))
+	int n;
+
+	if (c->err == conn_err_none) {
+		char *buf = malloc(PQEV_ERR_MAX);
+
+		if (!buf)
+			return; /* out of memory: the message is lost, "" stays */
+		c->err = buf;
+	}
+	n = snprintf(c->err, PQEV_ERR_MAX, "%s: ", c->name);
+	if (n < 0 || n >= PQEV_ERR_MAX)
 		n = 0;
 	va_start(ap, fmt);
-	vsnprintf(c->err + n, sizeof(c->err) - (size_t)n, fmt, ap);
+	vsnprintf(c->err + n, PQEV_ERR_MAX - (size_t)n, fmt, ap);
 	va_end(ap);
 	pqev_flatten_message(c->err);
 }
@@ -356,6 +380,7 @@ static void start_libpq(PqevConn *c)
 		return;
 	}
 	c->pg = PQconnectStartParams((const char *const *)c->keys, (const char *const *)c->vals, 0);
+	pqev_conninfo_release_params(c);
 	if (!c->pg) {
 		pqev_conn_seterr(c, "out of memory starting a connection");
 		attempt_failed(c);
@@ -564,7 +589,7 @@ static void connected(PqevConn *c)
 	   session that dies before doing any work (a pooler that cannot reach its server,
 	   a backend killed at once) must not be retried at the base delay forever */
 	c->connected_at = c->last_activity = pqev_now();
-	c->err[0] = '\0';
+	pqev_conn_clear_err(c, true);
 	set_state(c, PQEV_CONN_READY);
 	if (PQsetnonblocking(c->pg, 1) != 0 || pqev_req_queue_listens(c) < 0) {
 		pqev_conn_seterr(c, "connection setup failed: %s", PQerrorMessage(c->pg));
@@ -876,6 +901,7 @@ PqevConn *pqev_conn_new(PqevConnLimit *lim, const PqevConnConfig *cfg, const Pqe
 	PqevConn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
+	c->err = conn_err_none;
 	c->lim = lim;
 	c->base = pqev_connlimit_base(lim);
 	if (copy_config(c, cfg) < 0) {
@@ -906,7 +932,7 @@ int pqev_conn_start(PqevConn *c)
 	rc = pqev_conninfo_parse(c);
 	if (rc < 0)
 		return rc;
-	c->err[0] = '\0';
+	pqev_conn_clear_err(c, false);
 	c->gen++;
 	/* NOTE: the first attempt starts from the loop, so no callback runs in here */
 	set_state(c, PQEV_CONN_BACKOFF);
@@ -951,6 +977,7 @@ static void conn_destroy(PqevConn *c)
 	free(c->conninfo);
 	free(c->cfg_name);
 	free(c->appname);
+	pqev_conn_clear_err(c, true);
 	pqev_connlimit_detach(c->lim);
 	free(c);
 }

@@ -150,8 +150,15 @@ struct PqevConn {
 	unsigned depth;
 	bool free_pending;
 	uint64_t gen;
-	char err[PQEV_ERR_MAX];
+	/* the last error: conn_err_none ("") until the first one, then a malloc'd
+	   PQEV_ERR_MAX buffer until the session is ready again (most sessions never
+	   fail: 512 bytes each add up at 10,000 databases) */
+	char *err;
 };
+
+/* Forget the last error; release its buffer too when `release` (never while a
+   callback may still hold the message). */
+void pqev_conn_clear_err(PqevConn *c, bool release);
 
 /* ---- pqev_connlimit.c ---- */
 /* Take a slot: true if granted now; false: c is queued (state WAIT_SLOT). */
@@ -200,6 +207,9 @@ void pqev_server_answered(PqevConn *c);
  * need_dns. -EINVAL with text in c->err, -ENOMEM.
  */
 PQEV_MUSTCHECK int pqev_conninfo_parse(PqevConn *c);
+/* Free the keyword/value arrays of the attempt: libpq copies them at
+   PQconnectStartParams, and keeping them cost about 600 bytes per session. */
+void pqev_conninfo_release_params(PqevConn *c);
 /* Build c->keys/c->vals for PQconnectStartParams (uses c->hostaddrs). */
 PQEV_MUSTCHECK int pqev_conninfo_build(PqevConn *c);
 void pqev_conninfo_clear(PqevConn *c);
