@@ -61,25 +61,44 @@ void pqev_conn_debug(PqevConn *c, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* c->err and c->err_msg before the first error (read only: every write goes
+   to the buffer) */
+static char conn_err_none[1];
+
+void pqev_conn_clear_err(PqevConn *c, bool release)
+{
+	if (c->err == conn_err_none)
+		return;
+	if (release) {
+		free(c->err); /* err_msg is the buffer's second half */
+		c->err = c->err_msg = conn_err_none;
+	} else {
+		c->err[0] = c->err_msg[0] = '\0';
+	}
+}
+
 void pqev_conn_seterr(PqevConn *c, const char *fmt, ...)
 {
 	va_list ap;
+	if (c->err == conn_err_none) {
+		char *buf = malloc(2 * PQEV_ERR_MAX);
+
+		if (!buf)
+			return; /* out of memory: the message is lost, "" stays */
+		c->err = buf;
+		c->err_msg = buf + PQEV_ERR_MAX;
+	}
 	va_start(ap, fmt);
-	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	vsnprintf(c->err, PQEV_ERR_MAX, fmt, ap);
 	va_end(ap);
 	pqev_flatten_message(c->err);
-	pqev_conn_label(c, c->err_msg, sizeof(c->err_msg), c->err);
+	pqev_conn_label(c, c->err_msg, PQEV_ERR_MAX, c->err);
 }
 
 void pqev_conn_label(const PqevConn *c, char *out, size_t size, const char *detail)
 {
 	if (snprintf(out, size, "%s: %s", c->name, detail) < 0)
 		out[0] = '\0';
-}
-
-void pqev_conn_clearerr(PqevConn *c)
-{
-	c->err[0] = c->err_msg[0] = '\0';
 }
 
 void pqev_flatten_message(char *msg)
@@ -365,6 +384,7 @@ static void start_libpq(PqevConn *c)
 		return;
 	}
 	c->pg = PQconnectStartParams((const char *const *)c->keys, (const char *const *)c->vals, 0);
+	pqev_conninfo_release_params(c);
 	if (!c->pg) {
 		pqev_conn_seterr(c, "out of memory starting a connection");
 		attempt_failed(c);
@@ -573,7 +593,7 @@ static void connected(PqevConn *c)
 	   session that dies before doing any work (a pooler that cannot reach its server,
 	   a backend killed at once) must not be retried at the base delay forever */
 	c->connected_at = c->last_activity = pqev_now();
-	pqev_conn_clearerr(c);
+	pqev_conn_clear_err(c, true);
 	set_state(c, PQEV_CONN_READY);
 	if (PQsetnonblocking(c->pg, 1) != 0 || pqev_req_queue_listens(c) < 0) {
 		pqev_conn_seterr(c, "connection setup failed: %s", PQerrorMessage(c->pg));
@@ -888,6 +908,7 @@ PqevConn *pqev_conn_new(PqevConnLimit *lim, const PqevConnConfig *cfg, const Pqe
 	PqevConn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
+	c->err = c->err_msg = conn_err_none;
 	c->lim = lim;
 	c->base = pqev_connlimit_base(lim);
 	if (copy_config(c, cfg) < 0) {
@@ -918,7 +939,7 @@ int pqev_conn_start(PqevConn *c)
 	rc = pqev_conninfo_parse(c);
 	if (rc < 0)
 		return rc;
-	pqev_conn_clearerr(c);
+	pqev_conn_clear_err(c, false);
 	c->gen++;
 	/* NOTE: the first attempt starts from the loop, so no callback runs in here */
 	set_state(c, PQEV_CONN_BACKOFF);
@@ -961,6 +982,7 @@ static void conn_destroy(PqevConn *c)
 	free(c->conninfo);
 	free(c->cfg_name);
 	free(c->appname);
+	pqev_conn_clear_err(c, true);
 	pqev_connlimit_detach(c->lim);
 	free(c);
 }

@@ -150,9 +150,17 @@ struct PqevConn {
 	unsigned depth;
 	bool free_pending;
 	uint64_t gen;
-	char err[PQEV_ERR_MAX];     /* the last failure, without the label */
-	char err_msg[PQEV_ERR_MAX]; /* "<name>: <err>", what pqev_conn_error() returns */
+	/* the last failure without the label (err) and as "<name>: <err>"
+	   (err_msg, what pqev_conn_error() returns): conn_err_none ("") until the
+	   first one, then one malloc'd buffer holding both until the session is
+	   ready again (most sessions never fail: 1 KB each adds up at 10,000
+	   databases) */
+	char *err, *err_msg;
 };
+
+/* Forget the last error; release its buffer too when `release` (never while a
+   callback may still hold the message). */
+void pqev_conn_clear_err(PqevConn *c, bool release);
 
 /* ---- pqev_connlimit.c ---- */
 /* Take a slot: true if granted now; false: c is queued (state WAIT_SLOT). */
@@ -201,6 +209,9 @@ void pqev_server_answered(PqevConn *c);
  * need_dns. -EINVAL with text in c->err, -ENOMEM.
  */
 PQEV_MUSTCHECK int pqev_conninfo_parse(PqevConn *c);
+/* Free the keyword/value arrays of the attempt: libpq copies them at
+   PQconnectStartParams, and keeping them cost about 600 bytes per session. */
+void pqev_conninfo_release_params(PqevConn *c);
 /* Build c->keys/c->vals for PQconnectStartParams (uses c->hostaddrs). */
 PQEV_MUSTCHECK int pqev_conninfo_build(PqevConn *c);
 void pqev_conninfo_clear(PqevConn *c);
@@ -228,9 +239,9 @@ void pqev_conn_debug(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
 /* One line from a libpq text: line breaks become one space (". " after a
    sentence without a full stop), trailing whitespace goes. In place. */
 void pqev_flatten_message(char *msg);
-/* Set c->err to "<name>: <formatted text>" with newlines flattened. */
+/* Set c->err to the formatted text with newlines flattened, c->err_msg to
+   "<name>: " and it. */
 void pqev_conn_seterr(PqevConn *c, const char *fmt, ...) PQEV_PRINTF(2, 3);
-void pqev_conn_clearerr(PqevConn *c);
 /* "<name>: <detail>" into out (cut to size): the one place a label meets a detail. */
 void pqev_conn_label(const PqevConn *c, char *out, size_t size, const char *detail);
 const char *pqev_conn_error_detail(const PqevConn *c);

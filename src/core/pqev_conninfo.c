@@ -83,6 +83,11 @@ static void free_keys(PqevConn *c)
 	c->vals = NULL;
 }
 
+void pqev_conninfo_release_params(PqevConn *c)
+{
+	free_keys(c);
+}
+
 void pqev_conninfo_clear(PqevConn *c)
 {
 	free_keys(c);

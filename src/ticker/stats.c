@@ -211,12 +211,64 @@ static bool cluster_problem(const Ticker *t, const Cluster *cl, usec_t now)
 	return !cl->dblist && !cl->disc_ok_once && now - t->start_mono > t->cfg->main.startup_grace;
 }
 
+/*
+ * The databases that turned unhealthy (or healthy again) in one health check,
+ * logged as one line: at 10,000 slow-starting databases one line each drowned
+ * the log. The line names the first few; each one's detail is at debug level.
+ */
+#define HEALTH_TURN_NAMES 5
+typedef struct {
+	size_t count;
+	const Db *first[HEALTH_TURN_NAMES];
+	char why[128]; /* the first database's reason */
+} HealthTurns;
+
+static void health_turn_add(HealthTurns *h, const Db *db, const char *why)
+{
+	if (h->count < HEALTH_TURN_NAMES)
+		h->first[h->count] = db;
+	if (h->count == 0 && why)
+		snprintf(h->why, sizeof(h->why), "%s", why);
+	h->count++;
+}
+
+static void health_turn_log(const HealthTurns *h, bool unhealthy)
+{
+	char names[HEALTH_TURN_NAMES * 72 + 8];
+	size_t len = 0, shown = h->count < HEALTH_TURN_NAMES ? h->count : HEALTH_TURN_NAMES;
+
+	if (h->count == 0)
+		return;
+	if (h->count == 1) {
+		if (unhealthy)
+			pqev_log_warning(h->first[0]->log, "unhealthy: %s", h->why);
+		else
+			pqev_log_info(h->first[0]->log, "healthy again");
+		return;
+	}
+	names[0] = '\0';
+	for (size_t i = 0; i < shown && len < sizeof(names); i++)
+		len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%.64s", i ? ", " : "",
+					h->first[i]->label);
+	if (len >= sizeof(names))
+		len = sizeof(names) - 1;
+	if (unhealthy)
+		pqev_log_warning(NULL,
+				 "%zu databases unhealthy: %s%s; %s: %s (each at debug level)",
+				 h->count, names, h->count > shown ? ", ..." : "",
+				 h->first[0]->label, h->why);
+	else
+		pqev_log_info(NULL, "%zu databases healthy again: %s%s", h->count, names,
+			      h->count > shown ? ", ..." : "");
+}
+
 bool stats_check_health(Ticker *t)
 {
 	const MainCfg *m = &t->cfg->main;
 	usec_t now = pqev_clock_now();
 	bool exit_now = false;
 	char buf[128];
+	HealthTurns turned_bad = {0}, turned_good = {0};
 
 	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
 		for (Db *db = cl->dbs; db; db = db->next) {
@@ -237,14 +289,19 @@ bool stats_check_health(Ticker *t)
 			if (!db->unreachable && !db->fd_waiting) {
 				const char *why = db_problem(t, db, now, buf, sizeof(buf));
 
-				if (why && !db->unhealthy_logged)
-					pqev_log_warning(db->log, "unhealthy: %s", why);
-				else if (!why && db->unhealthy_logged)
-					pqev_log_info(db->log, "healthy again");
+				if (why && !db->unhealthy_logged) {
+					pqev_log_debug(db->log, "unhealthy: %s", why);
+					health_turn_add(&turned_bad, db, why);
+				} else if (!why && db->unhealthy_logged) {
+					pqev_log_debug(db->log, "healthy again");
+					health_turn_add(&turned_good, db, NULL);
+				}
 				db->unhealthy_logged = why != NULL;
 			}
 		}
 	}
+	health_turn_log(&turned_bad, true);
+	health_turn_log(&turned_good, false);
 	/* one line for all the databases without a descriptor, at most once a minute */
 	if (t->fd_over != t->fd_over_logged &&
 	    (t->fd_over == 0 || t->fd_over_logged == 0 || now - t->fd_logged_at >= 60000000)) {
