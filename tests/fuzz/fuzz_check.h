@@ -14,6 +14,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The fuzz input as the targets read it: bytes taken one at a time from the
+   front; past the end every byte reads as 0. */
+typedef struct FzIn {
+	const unsigned char *p;
+	size_t n;
+} FzIn;
+
+static inline unsigned fz_in_byte(FzIn *in)
+{
+	if (!in->n)
+		return 0;
+	in->n--;
+	return *in->p++;
+}
+
 /* Length of the well-formed UTF-8 sequence at s (1..4, within n bytes), else 0. */
 static inline size_t fz_utf8_len(const unsigned char *s, size_t n)
 {
@@ -185,6 +200,23 @@ static bool fz_json_number(FzJson *j)
 
 static bool fz_json_value(FzJson *j);
 
+/* After a member or an element: 1 at ',' (another follows), 0 at `close` (the
+   container ends), -1 on anything else. */
+static int fz_json_next(FzJson *j, char close)
+{
+	fz_json_ws(j);
+	if (j->p < j->end && *j->p == ',') {
+		j->p++;
+		return 1;
+	}
+	if (j->p < j->end && *j->p == close) {
+		j->p++;
+		return 0;
+	}
+	fz_json_fail(j, close == '}' ? "',' or '}' expected" : "',' or ']' expected");
+	return -1;
+}
+
 static bool fz_json_lit(FzJson *j, const char *lit)
 {
 	size_t n = strlen(lit);
@@ -221,16 +253,11 @@ static bool fz_json_value(FzJson *j)
 			j->p++;
 			if (!fz_json_value(j))
 				return false;
-			fz_json_ws(j);
-			if (j->p < j->end && *j->p == ',') {
-				j->p++;
-				continue;
-			}
-			if (j->p < j->end && *j->p == '}') {
-				j->p++;
+			int more = fz_json_next(j, '}');
+			if (more < 0)
+				return false;
+			if (!more)
 				break;
-			}
-			return fz_json_fail(j, "',' or '}' expected");
 		}
 		ok = true;
 		break;
@@ -245,16 +272,11 @@ static bool fz_json_value(FzJson *j)
 		for (;;) {
 			if (!fz_json_value(j))
 				return false;
-			fz_json_ws(j);
-			if (j->p < j->end && *j->p == ',') {
-				j->p++;
-				continue;
-			}
-			if (j->p < j->end && *j->p == ']') {
-				j->p++;
+			int more = fz_json_next(j, ']');
+			if (more < 0)
+				return false;
+			if (!more)
 				break;
-			}
-			return fz_json_fail(j, "',' or ']' expected");
 		}
 		ok = true;
 		break;

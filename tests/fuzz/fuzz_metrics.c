@@ -28,20 +28,7 @@
 #include "fuzz_check.h"
 
 /* The input: a few parameter bytes, then NUL-separated fields. */
-typedef struct In {
-	const uint8_t *p;
-	size_t n;
-} In;
-
-static unsigned in_byte(In *in)
-{
-	if (!in->n)
-		return 0;
-	in->n--;
-	return *in->p++;
-}
-
-static char *in_field(In *in)
+static char *in_field(FzIn *in)
 {
 	const uint8_t *z = memchr(in->p, 0, in->n);
 	size_t len = z ? (size_t)(z - in->p) : in->n;
@@ -179,7 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct event_base *base;
 	static PqevConnLimit *lim;
-	In in = {data, size};
+	FzIn in = {data, size};
 	TickerConfig cfg;
 	Ticker t;
 	Cluster cls[MAX_CL];
@@ -203,17 +190,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	t.base = base;
 	t.limit = lim;
 	t.cfg = &cfg;
-	unsigned flags = in_byte(&in);
+	unsigned flags = fz_in_byte(&in);
 	cfg.main.tick_stale_timeout = (flags & 1) ? 10 * USEC_PER_SEC : 0;
 	cfg.main.startup_grace = (flags & 2) ? 0 : 3600 * USEC_PER_SEC;
 	t.stopping = flags & 4;
-	t.start_mono = pqev_clock_now() - (in_byte(&in) + 1) * USEC_PER_SEC;
-	t.stats.t_ticks = in_byte(&in);
-	t.stats.lateness_sum = in_byte(&in) / 7.0;
+	t.start_mono = pqev_clock_now() - (fz_in_byte(&in) + 1) * USEC_PER_SEC;
+	t.stats.t_ticks = fz_in_byte(&in);
+	t.stats.lateness_sum = fz_in_byte(&in) / 7.0;
 	for (int i = 0; i < LATENESS_BUCKETS + 1; i++)
-		t.stats.lateness_hist[i] = in_byte(&in) & 3;
+		t.stats.lateness_hist[i] = fz_in_byte(&in) & 3;
 
-	ncl = 1 + in_byte(&in) % MAX_CL;
+	ncl = 1 + fz_in_byte(&in) % MAX_CL;
 	for (size_t c = 0; c < ncl; c++) {
 		Cluster *cl = &cls[c];
 		char *name = in_field(&in);
@@ -235,11 +222,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cl->t = &t;
 		cl->name = name;
 		cl->ticker_period = USEC_PER_SEC;
-		cl->disc_ok_once = in_byte(&in) & 1;
+		cl->disc_ok_once = fz_in_byte(&in) & 1;
 		if (c > 0)
 			cls[c - 1].next = cl;
 		t.clusters = &cls[0];
-		size_t want = in_byte(&in) % (MAX_DB + 1);
+		size_t want = fz_in_byte(&in) % (MAX_DB + 1);
 		Db **tail = &cl->dbs;
 		for (size_t d = 0; d < want; d++) {
 			Db *db = &dbs[ndb];
@@ -253,7 +240,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				free(ds);
 				continue;
 			}
-			unsigned b = in_byte(&in);
+			unsigned b = fz_in_byte(&in);
 			db->t = &t;
 			db->cl = cl;
 			db->name = dn;
@@ -288,7 +275,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 
-	nnodes = in_byte(&in) % (MAX_NODES + 1);
+	nnodes = fz_in_byte(&in) % (MAX_NODES + 1);
 	memset(nodes, 0, sizeof(nodes));
 	for (size_t i = 0; i < nnodes; i++) {
 		nodes[i].name = in_field(&in);

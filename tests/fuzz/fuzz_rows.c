@@ -34,21 +34,8 @@
 
 #define SECRET "Zq9SecretPw"
 
-typedef struct In {
-	const uint8_t *p;
-	size_t n;
-} In;
-
-static unsigned in_byte(In *in)
-{
-	if (!in->n)
-		return 0;
-	in->n--;
-	return *in->p++;
-}
-
 /* The next cell: its text and length, or NULL (a lone 0x01). */
-static const char *in_cell(In *in, int *len)
+static const char *in_cell(FzIn *in, int *len)
 {
 	const uint8_t *z = memchr(in->p, 0, in->n);
 	size_t l = z ? (size_t)(z - in->p) : in->n;
@@ -60,7 +47,7 @@ static const char *in_cell(In *in, int *len)
 }
 
 /* A result of ncols text columns and nrows rows of cells from the input. */
-static PGresult *make_result(In *in, int ncols, int nrows)
+static PGresult *make_result(FzIn *in, int ncols, int nrows)
 {
 	PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
 	PGresAttDesc att[16];
@@ -224,7 +211,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct event_base *base;
 	static PqevConnLimit *lim;
-	In in = {data, size};
+	FzIn in = {data, size};
 
 	if (!base) {
 		base = event_base_new();
@@ -235,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 
 	/* a chunk of the batch cursor: 10 columns, or fewer from a strange server */
-	unsigned shape = in_byte(&in);
+	unsigned shape = fz_in_byte(&in);
 	int ncols = (shape & 0x10) ? (int)(shape & 0x0F) % 11 : 10;
 	int nrows = (int)(shape >> 5) + 1;
 	PGresult *r = make_result(&in, ncols, nrows);
@@ -261,7 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const ReqKind kinds[3] = {RK_NODE, RK_STATE, RK_NEXT};
 	static const int widths[3] = {8, 7, 6};
 	for (int k = 0; k < 3 && in.n; k++) {
-		unsigned s = in_byte(&in);
+		unsigned s = fz_in_byte(&in);
 		int nc = (s & 0x10) ? (int)(s & 0x0F) % (widths[k] + 1) : widths[k];
 		int nr = (s & 0x20) ? 0 : 1;
 		PGresult *nr_res = make_result(&in, nc, nr);
