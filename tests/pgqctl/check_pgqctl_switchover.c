@@ -85,6 +85,7 @@ static void *consumer_loop(void *arg)
 {
 	Cas *c = arg;
 	PGconn *conn[NNODES] = {0};
+	bool failing[NNODES] = {0};
 
 	while (!c->cstop) {
 		for (int i = N_ROOT; i <= N_B2; i++) {
@@ -104,9 +105,15 @@ static void *consumer_loop(void *arg)
 			PGresult *r =
 				PQexec(conn[i], "select pgq.next_batch('" CT_QUEUE "', 'app')");
 			if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetisnull(r, 0, 0)) {
+				/* say why once per streak: a silent error hid a wrong database */
+				if (PQresultStatus(r) != PGRES_TUPLES_OK && !failing[i])
+					fprintf(stderr, "# consumer of %s: %s", node_names[i],
+						PQerrorMessage(conn[i]));
+				failing[i] = PQresultStatus(r) != PGRES_TUPLES_OK;
 				PQclear(r);
 				continue;
 			}
+			failing[i] = false;
 			char bid[32];
 			snprintf(bid, sizeof(bid), "%s", PQgetvalue(r, 0, 0));
 			PQclear(r);

@@ -307,7 +307,7 @@ char *ctr_mask(const char *s)
 
 /* ---- shared assertions ---- */
 
-static char dsn_buf[1024];
+static _Thread_local char dsn_buf[1024]; /* see pgt_connstr() */
 
 /* -d value for a database (as postgres, or `user`). */
 const char *ctr_dsn(const char *db, const char *user)

@@ -719,7 +719,7 @@ const char *pgt_extension_dir(void)
 
 const char *pgt_connstr(const char *dbname, bool tcp)
 {
-	static char buf[600];
+	static _Thread_local char buf[600];
 	if (strchr(dbname, '=')) /* already a connection string (pgt_connstr_on) */
 		snprintf(buf, sizeof(buf), "%s", dbname);
 	else
@@ -730,7 +730,7 @@ const char *pgt_connstr(const char *dbname, bool tcp)
 
 const char *pgt_connstr_on(int server, const char *dbname)
 {
-	static char buf[600];
+	static _Thread_local char buf[600];
 	ck_assert_msg(server >= 0 && server < n_servers, "no private server %d", server);
 	snprintf(buf, sizeof(buf), "host=%s port=%d user=postgres dbname=%s", SV[server].sock,
 		 SV[server].port, dbname);

@@ -49,13 +49,15 @@ const char *pgt_extension_dir(void);
 
 /*
  * Connection string for database `dbname` over the unix socket (tcp=false) or
- * 127.0.0.1 (tcp=true). Returns a static buffer overwritten by the next call.
+ * 127.0.0.1 (tcp=true). Returns a buffer of the calling thread, overwritten by
+ * its next call (thread-local: tests call it from producer and consumer threads
+ * at once, and a shared buffer once sent a thread to another test's database).
  */
 const char *pgt_connstr(const char *dbname, bool tcp);
 
 /*
  * Connection string for database `dbname` on private server `server` (0: the
- * first; 1: the second, with PgtOptions.servers = 2); static buffer. The
+ * first; 1: the second, with PgtOptions.servers = 2); a thread-local buffer. The
  * blocking helpers below take such a string in place of a database name.
  */
 const char *pgt_connstr_on(int server, const char *dbname);
