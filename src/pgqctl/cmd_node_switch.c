@@ -222,6 +222,46 @@ static void cp_json(CtlJson *j, void *arg)
 	ctl_json_str(j, "provider", op->prov ? op->prov->name : NULL);
 }
 
+/* --consumer without --node: the -d node when the consumer is there, else the
+   one reachable member that has it in local_state (PgQ's tool looks in the same
+   order). Two members with that consumer need --node to say which. */
+static NcMember *consumer_home(NcOp *op, NcMember *local, const char *consumer)
+{
+	NcMember *home = NULL;
+	NcCons cs;
+	int unreachable = 0;
+
+	if (nc_cons_state(op, local, consumer, &cs) < 0)
+		return NULL;
+	if (cs.found)
+		return local;
+	for (int i = 0; i < op->nm; i++) {
+		NcMember *m = &op->m[i];
+
+		if (m == local || m->dead)
+			continue;
+		if (!nc_reachable(op, m)) {
+			unreachable++;
+			continue;
+		}
+		if (nc_cons_state(op, m, consumer, &cs) < 0)
+			return NULL;
+		if (!cs.found)
+			continue;
+		if (home) {
+			ctl_err("%s: consumer %s is on nodes %s and %s: say which with --node",
+				op->what, ctl_q(consumer), ctl_q(home->name), ctl_q(m->name));
+			return NULL;
+		}
+		home = m;
+	}
+	if (!home)
+		ctl_err("%s: no consumer %s in pgq_node.local_state of any member of cascade %s%s",
+			op->what, ctl_q(consumer), ctl_qq(op->queue),
+			unreachable ? " that answers (some do not)" : "");
+	return home;
+}
+
 int cmd_node_change_provider(CtlCtx *ctx, int argc, char **argv)
 {
 	NcArgs a = {0};
@@ -244,8 +284,6 @@ int cmd_node_change_provider(CtlCtx *ctx, int argc, char **argv)
 		return ctl_usage(argv[0], "unexpected argument \"%s\"", pos[0]);
 	if (!provider)
 		return ctl_usage(argv[0], "needs --provider NODE");
-	if (node && consumer)
-		return ctl_usage(argv[0], "give --node or --consumer, not both");
 	snprintf(op.what, sizeof(op.what), "change provider to %s", ctl_qq(provider));
 	plan = ctl_plan_new(ctx, op.what, CTL_PLAN_SEQUENCE, a.dry_run);
 	if ((rc = nc_setup(ctx, &op, &a, argv[0])))
@@ -267,6 +305,10 @@ int cmd_node_change_provider(CtlCtx *ctx, int argc, char **argv)
 		}
 		op.node = nc_find(&op, ctl_val(r, 0, 0));
 		PQclear(r);
+		if (op.node && consumer)
+			op.node = consumer_home(&op, op.node, consumer);
+		if (!op.node)
+			goto out;
 	} else {
 		op.node = nc_need_member(&op, node, "node");
 	}

@@ -2,8 +2,9 @@
  * pgqctl node commands that move readers, run for real on a cascade of the
  * private server whose workers (libpgqev) run on a loop thread of their own:
  *   - change-provider --consumer: the leaf's worker named by --consumer, and a
- *     plain cascaded consumer on another leaf, each moved from b1 to b2 while a
- *     producer writes; every data event reaches both exactly once, and the
+ *     plain cascaded consumer on another leaf (asked for on the first leaf's
+ *     database, so pgqctl finds it among the members), each moved from b1 to b2
+ *     while a producer writes; every data event reaches both exactly once, and the
  *     registrations follow (subscriber rows for the worker, a PgQ consumer
  *     only for the plain one);
  *   - failover --dead root b1 while b2 holds ticks b1 never got: b1 first takes
@@ -173,8 +174,14 @@ START_TEST(test_change_provider_consumer)
 	ck_assert_msg(strstr(r.out, "drop its registration on the former provider: done"), "%s",
 		      r.out);
 	ctr_free(&r);
-	/* a plain cascaded consumer: only its PgQ registration moves */
-	r = ctr_node(dlc, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
+	/* a consumer on no member: named, nothing changes */
+	r = ctr_node(dlf, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
+					   "nobody", "--provider", "b2", NULL});
+	ctr_expect(&r, 1, NULL, "no consumer nobody in pgq_node.local_state of any member");
+	ctr_free(&r);
+	/* a plain cascaded consumer of lc, asked for on lf's database: found on lc
+	   among the members; only its PgQ registration moves */
+	r = ctr_node(dlf, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
 					   "c1", "--provider", "b2", NULL});
 	ctr_dump(&r);
 	ctr_expect(&r, 0, "change provider of consumer c1 on node lc to b2", NULL);
