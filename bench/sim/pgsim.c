@@ -4,7 +4,8 @@
  * PostgreSQL holds (docs/benchmarks.md, "The ticker by simulation").
  *
  *   pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]
- *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--tcp]
+ *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--cores C]
+ *         [--tcp]
  *   pgsim --ctl DIR stats|reset|restart SECONDS [PORT]
  *
  * Server s (0..M-1) listens on port P+s: a unix socket DIR/.s.PGSQL.<P+s>, or
@@ -20,7 +21,12 @@
  * (Parse/Bind/Describe/Execute/Sync/Flush/Close, pipelined or not) are
  * answered from the table of recorded replies (--replies, default replies.txt
  * beside this file; first block whose prefix matches), each reply after
- * --delay +- --jitter ms, one at a time per session as a backend would. An
+ * --delay +- --jitter ms, one at a time per session as a backend would (timed
+ * with a precise timer: not rounded to epoll_wait's milliseconds). With
+ * --cores C the delay is the statement's CPU time on a server of C cores:
+ * statements that arrive together (a tick slot's) are answered one core-slot
+ * after another, as a real server's backends answer them, instead of all after
+ * the same delay (bench/sim/check-real calibrates both on a real server). An
  * unmatched statement gets SQLSTATE 42883 and is logged once. CancelRequest
  * turns a reply still waiting into SQLSTATE 57014. Terminate closes.
  *
