@@ -4,7 +4,8 @@
  * PostgreSQL holds (docs/benchmarks.md, "The ticker by simulation").
  *
  *   pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]
- *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--tcp]
+ *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--cores C]
+ *         [--tcp]
  *   pgsim --ctl DIR stats|reset|restart SECONDS [PORT]
  *
  * Server s (0..M-1) listens on port P+s: a unix socket DIR/.s.PGSQL.<P+s>, or
@@ -20,7 +21,12 @@
  * (Parse/Bind/Describe/Execute/Sync/Flush/Close, pipelined or not) are
  * answered from the table of recorded replies (--replies, default replies.txt
  * beside this file; first block whose prefix matches), each reply after
- * --delay +- --jitter ms, one at a time per session as a backend would. An
+ * --delay +- --jitter ms, one at a time per session as a backend would (timed
+ * with a precise timer: not rounded to epoll_wait's milliseconds). With
+ * --cores C the delay is the statement's CPU time on a server of C cores:
+ * statements that arrive together (a tick slot's) are answered one core-slot
+ * after another, as a real server's backends answer them, instead of all after
+ * the same delay (bench/sim/check-real calibrates both on a real server). An
  * unmatched statement gets SQLSTATE 42883 and is logged once. CancelRequest
  * turns a reply still waiting into SQLSTATE 57014. Terminate closes.
  *
@@ -100,6 +106,7 @@ static const char *opt_dir;
 static int opt_servers = 1, opt_port = 5500, opt_ndb = 100;
 static double opt_delay = 0.3, opt_jitter = 0.1, opt_connect_delay = 0, opt_period = 1.0;
 static bool opt_tcp;
+static int opt_cores; /* 0: every statement is answered after its own delay */
 
 /* ---- one server (per process) ---- */
 
@@ -138,6 +145,7 @@ static struct {
 	int nconns;
 	DbStat *dbs;
 	uint32_t *hist;
+	double *core_free; /* --cores: when each core is next free (now_s()) */
 	double late_max, t0, restart_end;
 	uint64_t ticks, queries, connects, refused;
 	char sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -556,6 +564,28 @@ static void hold(Conn *c, double ms)
 	evtimer_add(&c->timer, &tv);
 }
 
+/*
+ * A statement's reply: with --cores C, the server is C cores and the delay is
+ * the statement's CPU time, so statements that arrive together are answered
+ * one core-slot after another, as a real server's backends are; without, each
+ * after its own delay.
+ */
+static void hold_stmt(Conn *c, double ms)
+{
+	if (opt_cores <= 0 || ms <= 0) {
+		hold(c, ms);
+		return;
+	}
+	double now = now_s();
+	int best = 0;
+	for (int i = 1; i < opt_cores; i++)
+		if (S.core_free[i] < S.core_free[best])
+			best = i;
+	double start = S.core_free[best] > now ? S.core_free[best] : now;
+	S.core_free[best] = start + ms / 1000;
+	hold(c, (S.core_free[best] - now) * 1000);
+}
+
 static void fatal(Conn *c, const char *code, const char *text)
 {
 	msg_error(c->pending, "FATAL", code, text);
@@ -692,7 +722,7 @@ static bool handle_msg(Conn *c, char type, const char *body, uint32_t blen)
 			reply_rows(c, b, r);
 		}
 		msg_ready(b);
-		hold(c, reply_delay(r));
+		hold_stmt(c, reply_delay(r));
 		return true;
 	case 'P': {
 		const char *sql = body + strnlen(body, blen) + 1;
@@ -736,10 +766,10 @@ static bool handle_msg(Conn *c, char type, const char *body, uint32_t blen)
 	case 'S':
 		c->ext_error = false;
 		msg_ready(b);
-		hold(c, reply_delay(c->stmt));
+		hold_stmt(c, reply_delay(c->stmt));
 		return true;
 	case 'H':
-		hold(c, evbuffer_get_length(b) ? reply_delay(c->stmt) : 0);
+		hold_stmt(c, evbuffer_get_length(b) ? reply_delay(c->stmt) : 0);
 		return true;
 	case 'C':
 		msg_simple(b, '3');
@@ -1040,10 +1070,21 @@ static void run_server(int idx)
 	S.ndb = (int)((long)(idx + 1) * opt_ndb / opt_servers) + 1 - S.first;
 	S.dbs = xmalloc(sizeof(DbStat) * (size_t)(S.ndb ? S.ndb : 1));
 	S.hist = xmalloc(sizeof(uint32_t) * HIST_N);
+	S.core_free = xmalloc(sizeof(double) * (size_t)(opt_cores > 0 ? opt_cores : 1));
+	for (int i = 0; i < opt_cores; i++)
+		S.core_free[i] = 0;
 	S.t0 = now_s();
 	srand48((long)getpid() ^ (long)time(NULL));
 	snprintf(S.sockpath, sizeof(S.sockpath), "%s/.s.PGSQL.%d", opt_dir, S.port);
-	S.base = event_base_new();
+	/* a precise timer (timerfd): epoll_wait's millisecond timeout rounds every
+	   delay up to the next millisecond and answers the replies due within it
+	   together, which a real server's backends do not */
+	struct event_config *cfg = event_config_new();
+	if (!cfg)
+		die("event_config_new failed");
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	S.base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
 	if (!S.base)
 		die("event_base_new failed");
 	evtimer_assign(&S.reopen, S.base, on_reopen, NULL);
@@ -1193,7 +1234,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]\n"
-		"             [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--tcp]\n"
+		"             [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--cores C]\n"
+		"             [--tcp]\n"
 		"       pgsim --ctl DIR stats|reset|restart SECONDS [PORT]\n");
 	exit(2);
 }
@@ -1232,12 +1274,14 @@ int main(int argc, char **argv)
 			opt_connect_delay = atof(v);
 		else if (strcmp(a, "--period") == 0)
 			opt_period = atof(v);
+		else if (strcmp(a, "--cores") == 0)
+			opt_cores = atoi(v);
 		else
 			usage();
 		i++;
 	}
 	if (!opt_dir || opt_servers < 1 || opt_ndb < 0 || opt_port < 1 ||
-	    opt_port + opt_servers > 65536 || opt_period <= 0)
+	    opt_port + opt_servers > 65536 || opt_period <= 0 || opt_cores < 0)
 		usage();
 	if (!replies_file) {
 		/* replies.txt beside the source, where meson's build tree points */
