@@ -74,9 +74,9 @@ typedef struct PgqevCascadeConfig {
 
 	unsigned fetch_size;            /* events per chunk read from the provider; default 1000 */
 	pgqev_usec_t poll_interval;     /* look for a batch at least this often when idle;
-				 default 30 s with tick notifications, 1 s without */
+					   default 30 s with tick notifications, 1 s without */
 	pgqev_usec_t wm_period;         /* watermark publication period; default 300 s (as
-				 python-pgq's *_wm_publish_period) */
+					   python-pgq's *_wm_publish_period) */
 	pgqev_usec_t fail_delay;        /* first delay after a failure, doubling; default 1 s */
 	pgqev_usec_t fail_cap;          /* default 60 s */
 	pgqev_usec_t connect_timeout;   /* default 10 s */
@@ -131,7 +131,7 @@ typedef struct PgqevCascadeStats {
 	int64_t provider_tick;      /* the provider's latest tick at the last look, 0: unknown */
 	double lag_seconds;         /* age of the oldest tick not yet applied, at the last look */
 	pgqev_usec_t last_progress; /* CLOCK_MONOTONIC time of the last batch, look-up or
-				    publication that succeeded; 0: none yet */
+				       publication that succeeded; 0: none yet */
 	bool provider_connected;    /* the provider connection is ready */
 	unsigned provider_failures; /* current failure streak of the provider connection */
 } PgqevCascadeStats;

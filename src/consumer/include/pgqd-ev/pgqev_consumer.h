@@ -207,16 +207,16 @@ typedef struct PgqevConsumerConfig {
 
 	/* --- waking --- */
 	bool listen;                /* LISTEN on the queue's tick channel (default true); set
-				  false behind PgBouncer transaction pooling */
+				       false behind PgBouncer transaction pooling */
 	pgqev_usec_t poll_interval; /* look for a batch at least this often when idle;
-				  default 30 s with listen, 1 s without */
+				       default 30 s with listen, 1 s without */
 
 	/* --- failures --- */
 	PgqevFailPolicy fail_policy;
 	int retry_delay;                /* seconds for pgqev_event_retry() without its own delay
-				  and for PGQEV_FAIL_RETRY_EVENTS; default 60 */
+					   and for PGQEV_FAIL_RETRY_EVENTS; default 60 */
 	pgqev_usec_t fail_delay;        /* first delay after a failure; doubles up to fail_cap;
-				  default 1 s */
+					   default 1 s */
 	pgqev_usec_t fail_cap;          /* default 60 s */
 	pgqev_usec_t statement_timeout; /* per statement on both connections; 0: server's */
 	pgqev_usec_t connect_timeout;   /* per connect attempt; default 10 s */
