@@ -14,9 +14,9 @@
  * transaction that read it, only after every chunk was handled. A connection lost
  * mid-batch, a crashed process or a failing handler leaves the batch open and it
  * is delivered again. With a target database (exactly-once mode) the library
- * keeps one transaction open on the target for the whole batch, gives the handler
- * that connection for its writes, and records the batch with pgq_ext in the same
- * transaction, so a redelivered batch that was already applied is skipped.
+ * keeps one transaction open on the target for the whole batch, lets the handler
+ * write and read in it (PgqevTarget), and records the batch with pgq_ext in the
+ * same transaction, so a redelivered batch that was already applied is skipped.
  *
  * THREADING: none inside. Every function of a consumer, and of the batches and
  * events it hands out, must be called on the thread that runs its event_base,
