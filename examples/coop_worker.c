@@ -43,7 +43,7 @@ int main(int argc, char **argv)
 	cfg.queue = argv[2];
 	cfg.consumer = argv[3];
 	cfg.subconsumer = argv[4];
-	cfg.dead_interval = 60 * USEC_PER_SEC;
+	cfg.dead_interval = 60 * PGQEV_USEC_PER_SEC;
 	cfg.on_batch = on_batch;
 	cfg.arg = argv[4];
 	if (pgqev_run(&cfg) != 0)

@@ -412,7 +412,7 @@ PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfi
 	bool oom = !w->s_conninfo || !w->s_queue || (cfg->worker && !w->s_worker) ||
 		   (cfg->node && !w->s_node) || !w->label;
 	if (!oom) {
-		w->lim = cfg->limiter;
+		w->lim = pgqev_limiter_core(cfg->limiter);
 		if (!w->lim) {
 			w->lim = pqev_connlimit_new(base, 0);
 			w->own_lim = true;

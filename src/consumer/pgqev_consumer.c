@@ -1334,7 +1334,7 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 	if (!c->label)
 		oom = true;
 	if (!oom) {
-		c->lim = cfg->limiter;
+		c->lim = pgqev_limiter_core(cfg->limiter);
 		if (!c->lim) {
 			c->lim = pqev_connlimit_new(base, 0);
 			c->own_lim = true;
@@ -1519,11 +1519,11 @@ int pgqev_batch_complete(PgqevBatch *b, PgqevVerdict verdict)
 	return 0;
 }
 
-PqevConn *pgqev_batch_target(PgqevBatch *b)
+PgqevTarget *pgqev_batch_target(PgqevBatch *b)
 {
 	if (b->w)
-		return pgqev_cascade_batch_target(b);
-	return b->abandoned ? NULL : b->c->tgt;
+		return pgqev_target_of(pgqev_cascade_batch_target(b));
+	return b->abandoned ? NULL : pgqev_target_of(b->c->tgt);
 }
 
 int pgqev_batch_target_exec(PgqevBatch *b, const char *sql, int nparams, const char *const *params)

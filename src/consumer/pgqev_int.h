@@ -16,6 +16,29 @@
 #include <pgqd-ev/pqev_conn.h>
 #include <pgqd-ev/pgqev_consumer.h>
 
+/* The public PgqevTarget and PgqevLimiter are the core's PqevConn and
+   PqevConnLimit under public names: the structs are never defined, the
+   pointers only converted here (and by the daemon, which passes its limiter). */
+static inline PqevConn *pgqev_target_conn(PgqevTarget *t)
+{
+	return (PqevConn *)t;
+}
+
+static inline PgqevTarget *pgqev_target_of(PqevConn *conn)
+{
+	return (PgqevTarget *)conn;
+}
+
+static inline PqevConnLimit *pgqev_limiter_core(PgqevLimiter *lim)
+{
+	return (PqevConnLimit *)lim;
+}
+
+static inline PgqevLimiter *pgqev_limiter_of(PqevConnLimit *lim)
+{
+	return (PgqevLimiter *)lim;
+}
+
 #define PGQEV_CURSOR   "pgqev_cursor"
 #define PGQEV_NO_RETRY INT32_MIN
 #define PGQEV_EV_COLS  10

@@ -109,7 +109,9 @@ static NodeWorker *node_new(Ticker *t, const NodeCfg *c)
 	cc.wm_period = n->cfg.wm_period;
 	cc.connect_timeout = t->cfg->main.connect_timeout;
 	cc.statement_timeout = t->cfg->main.statement_timeout;
-	cc.limiter = t->limit;
+	/* the library's PgqevLimiter is the core's connect limiter under its public
+	   name: the workers share the cluster's (src/consumer/pgqev_int.h) */
+	cc.limiter = (PgqevLimiter *)t->limit;
 	cc.on_error = on_error;
 	cc.on_state = on_state;
 	cc.arg = n;

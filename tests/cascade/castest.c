@@ -85,7 +85,7 @@ static char *loc(const char *db)
 }
 
 /* Run a pgq_node call returning (ret_code, ret_note, ...); assert ret_code < 300. */
-static void node_call(const char *db, const char *fmt, ...) PQEV_PRINTF(2, 3);
+static void node_call(const char *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void node_call(const char *db, const char *fmt, ...)
 {
@@ -216,26 +216,27 @@ static PgqevVerdict on_batch(PgqevCascade *w, PgqevBatch *b, void *arg)
 	return PGQEV_DONE;
 }
 
-void ct_start(CtWorker *x, const char *db, usec_t poll)
+void ct_start(CtWorker *x, const char *db, pgqev_usec_t poll)
 {
 	ct_start_on(x, cs_base(), db, poll);
 }
 
-void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll)
+void ct_start_on(CtWorker *x, struct event_base *base, const char *db, pgqev_usec_t poll)
 {
 	ct_start_q(x, base, CT_QUEUE, db, poll);
 }
 
-void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char *db, usec_t poll)
+void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char *db,
+		pgqev_usec_t poll)
 {
 	PgqevCascadeConfig cfg;
 	pgqev_cascade_config_init(&cfg);
 	cfg.conninfo = pgt_connstr(db, false);
 	cfg.queue = q;
 	cfg.poll_interval = poll;
-	cfg.wm_period = 200 * USEC_PER_MSEC;
-	cfg.fail_delay = 50 * USEC_PER_MSEC;
-	cfg.fail_cap = 500 * USEC_PER_MSEC;
+	cfg.wm_period = 200 * PGQEV_USEC_PER_MSEC;
+	cfg.fail_delay = 50 * PGQEV_USEC_PER_MSEC;
+	cfg.fail_cap = 500 * PGQEV_USEC_PER_MSEC;
 	cfg.fetch_size = 64;
 	cfg.on_batch = on_batch;
 	cfg.on_error = on_error;

@@ -50,9 +50,10 @@ typedef struct CtWorker {
 } CtWorker;
 
 /* Start a worker for the node in db (loop: cs_base()); ck_asserts. */
-void ct_start(CtWorker *x, const char *db, usec_t poll);
-void ct_start_on(CtWorker *x, struct event_base *base, const char *db, usec_t poll);
-void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char *db, usec_t poll);
+void ct_start(CtWorker *x, const char *db, pgqev_usec_t poll);
+void ct_start_on(CtWorker *x, struct event_base *base, const char *db, pgqev_usec_t poll);
+void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char *db,
+		pgqev_usec_t poll);
 void ct_stop(CtWorker *x);
 
 /* For cs_run_until: the worker reported an error containing needle. */

@@ -11,7 +11,7 @@
 
 #include "castest.h"
 
-#define POLL (50 * USEC_PER_MSEC)
+#define POLL (50 * PGQEV_USEC_PER_MSEC)
 
 /* A consumer's batches, drained with the plain PgQ calls: "prev-cur:ids;" each. */
 static char *drain_batches(const char *db, const char *consumer)

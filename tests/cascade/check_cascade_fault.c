@@ -14,7 +14,7 @@
 
 #include "castest.h"
 
-#define POLL (50 * USEC_PER_MSEC)
+#define POLL (50 * PGQEV_USEC_PER_MSEC)
 
 /* The branch worker in a child process, so it can be killed. */
 static pid_t spawn_worker(const char *db)

@@ -13,7 +13,7 @@
 
 #include "castest.h"
 
-#define POLL (100 * USEC_PER_MSEC)
+#define POLL (100 * PGQEV_USEC_PER_MSEC)
 
 static void produce(const char *db, const char *q, int from, int to)
 {

@@ -12,7 +12,7 @@
 
 #include "castest.h"
 
-#define POLL (50 * USEC_PER_MSEC)
+#define POLL (50 * PGQEV_USEC_PER_MSEC)
 
 typedef struct ChunkCond {
 	CtWorker *x;

@@ -16,7 +16,7 @@ mode=$1 src=$2 lib=$3
 baseline=$src/src/consumer/libpgqev.abi
 dump() {
     abidw --no-corpus-path --drop-private-types \
-        --hd "$src/src/core/include/pgqd-ev" --hd "$src/src/consumer/include/pgqd-ev" \
+        --hd "$src/src/consumer/include/pgqd-ev" \
         --out-file "$1" "$lib"
 }
 command -v abidw >/dev/null || { echo "abi-check: abidw not found (apt-get install abigail-tools)"; exit 1; }

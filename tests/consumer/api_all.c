@@ -85,135 +85,30 @@ static void producer(PGconn *pg)
 	sql(pg, "select pgq.ticker()");
 }
 
-/* ---- the connection layer ---- */
-
-typedef struct ConnCtx {
-	int done;
-	int canceled;
-	int notified;
-	int debug_lines;
-	char value[64];
-} ConnCtx;
-
-static void on_debug(const char *name, const char *msg, void *arg)
-{
-	((ConnCtx *)arg)->debug_lines++;
-}
-
-static void on_query(PqevConn *c, const PqevReply *r, void *arg)
-{
-	ConnCtx *x = (ConnCtx *)arg;
-	CHECK(r->status == PQEV_OK);
-	CHECK(r->error == NULL);
-	snprintf(x->value, sizeof(x->value), "%s", PQgetvalue(r->result, 0, 0));
-	x->done++;
-}
-
-static void on_canceled(PqevConn *c, const PqevReply *r, void *arg)
-{
-	ConnCtx *x = (ConnCtx *)arg;
-	CHECK(r->status == PQEV_CANCELED);
-	x->canceled++;
-}
-
-static void on_notify(PqevConn *c, const char *channel, const char *payload, int pid, void *arg)
-{
-	if (strcmp(channel, "api_chan") == 0)
-		((ConnCtx *)arg)->notified++;
-}
-
-static void connection_layer(struct event_base *base, const char *connstr)
-{
-	ConnCtx x;
-	memset(&x, 0, sizeof(x));
-	PqevConnLimit *lim = pqev_connlimit_new(base, 4);
-	CHECK(lim != NULL);
-	CHECK(pqev_connlimit_base(lim) == base);
-	pqev_connlimit_set_max(lim, 2);
-	pqev_connlimit_set_debug(lim, on_debug, &x);
-
-	PqevConnConfig cfg;
-	pqev_conn_config_init(&cfg);
-	CHECK(cfg.size == sizeof(cfg));
-	cfg.conninfo = connstr;
-	cfg.name = "api";
-	PqevConnCallbacks cb;
-	memset(&cb, 0, sizeof(cb));
-	cb.size = sizeof(cb);
-	cb.on_notify = on_notify;
-	cb.arg = &x;
-	PqevConn *c = pqev_conn_new(lim, &cfg, &cb);
-	CHECK(c != NULL);
-	CHECK(pqev_conn_state(c) == PQEV_CONN_CLOSED);
-	CHECK(strcmp(pqev_conn_state_name(PQEV_CONN_READY), "ready") == 0);
-	CHECK(pqev_conn_start(c) == 0);
-	CHECK(pqev_conn_listen(c, "api_chan") == 0);
-	CHECK(pqev_conn_listening(c, "api_chan"));
-
-	PqevQuery q;
-	memset(&q, 0, sizeof(q));
-	q.size = sizeof(q);
-	q.sql = "select 'sent'";
-	q.on_done = on_query;
-	q.arg = &x;
-	PqevReq *req = NULL;
-	CHECK(pqev_conn_send(c, &q, &req) == 0);
-	CHECK(req != NULL);
-	/* a second request, cancelled before it is sent */
-	q.on_done = on_canceled;
-	CHECK(pqev_conn_send(c, &q, &req) == 0);
-	CHECK(pqev_conn_pending(c) == 2);
-	pqev_req_cancel(req);
-	CHECK(x.canceled == 1);
-	run_until(base, &x.done);
-	CHECK(strcmp(x.value, "sent") == 0);
-	CHECK(pqev_conn_is_ready(c));
-	CHECK(pqev_conn_state(c) == PQEV_CONN_READY);
-	CHECK(strcmp(pqev_conn_name(c), "api") == 0);
-	CHECK(strcmp(pqev_conn_error(c), "") == 0);
-	CHECK(pqev_conn_streak(c) == 0);
-	CHECK(pqev_conn_backend_pid(c) > 0);
-	CHECK(PQserverVersion(pqev_conn_pgconn(c)) > 0);
-	CHECK(pqev_connlimit_peak(lim) >= 1);
-	CHECK(pqev_connlimit_active(lim) == 0);
-	CHECK(pqev_connlimit_waiting(lim) == 0);
-
-	/* a notification to ourselves, then a query with parameters */
-	const char *params[1] = {"api_chan"};
-	CHECK(pqev_conn_query(c, "select pg_notify($1, 'hello')", 1, params, on_query, &x) == 0);
-	run_until(base, &x.notified);
-	CHECK(pqev_conn_unlisten(c, "api_chan") == 0);
-	CHECK(!pqev_conn_listening(c, "api_chan"));
-
-	/* new settings, applied by a reconnect */
-	cfg.name = "api2";
-	CHECK(pqev_conn_set_config(c, &cfg) == 0);
-	pqev_conn_reconnect(c);
-	x.done = 0;
-	q.sql = "select 'again'";
-	q.on_done = on_query;
-	CHECK(pqev_conn_send(c, &q, NULL) == 0);
-	run_until(base, &x.done);
-	CHECK(strcmp(pqev_conn_name(c), "api2") == 0);
-	CHECK(strcmp(pqev_status_name(PQEV_TIMEOUT), "timeout") == 0);
-	CHECK(pqev_sqlstate_is_server_down("57P03") && !pqev_sqlstate_is_server_down("28P01"));
-	CHECK(x.debug_lines > 0);
-	pqev_conn_close(c);
-	CHECK(pqev_conn_state(c) == PQEV_CONN_CLOSED);
-	CHECK(pqev_conn_free(c) == NULL);
-	event_base_loop(base, EVLOOP_NONBLOCK);
-	CHECK(pqev_connlimit_free(lim) == 0);
-}
-
 /* ---- the consumer ---- */
 
 typedef struct ConsCtx {
 	int events;
 	int stopped;
 	int errors;
+	int queried;      /* the target query's on_done ran */
+	char count[16];   /* what it read */
 	PgqevBatch *held; /* the chunk left pending (async) */
 	PgqevConsumer *c;
 } ConsCtx;
+
+/* A read in the batch's target transaction: sees the batch's own writes. */
+static void on_target_count(PgqevTarget *t, const PGresult *res, const char *error, void *arg)
+{
+	ConsCtx *x = (ConsCtx *)arg;
+	CHECK(error == NULL);
+	CHECK(res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK);
+	snprintf(x->count, sizeof(x->count), "%s", PQgetvalue(res, 0, 0));
+	CHECK(strcmp(pgqev_target_label(t), "api-consumer/target") == 0);
+	x->queried = 1;
+}
+
+static const char *const p_none[1] = {"none"};
 
 static PgqevVerdict on_batch(PgqevConsumer *c, PgqevBatch *b, void *arg)
 {
@@ -244,7 +139,16 @@ static PgqevVerdict on_batch(PgqevConsumer *c, PgqevBatch *b, void *arg)
 		CHECK(pgqev_batch_target_exec(b, "insert into sink values ($1)", 1, p) == 0);
 		x->events++;
 	}
-	CHECK(pgqev_batch_target(b) != NULL);
+	PgqevTarget *t = pgqev_batch_target(b);
+	CHECK(t != NULL);
+	CHECK(strcmp(pgqev_target_label(t), "api-consumer/target") == 0);
+	char *lit = PQescapeLiteral(pgqev_target_pgconn(t), "it's", 4);
+	CHECK(lit != NULL && strcmp(lit, "'it''s'") == 0);
+	PQfreemem(lit);
+	CHECK(pgqev_target_query(t, NULL, 0, NULL, on_target_count, x) == -EINVAL);
+	CHECK(pgqev_target_query(t, "select count(*) from sink", 0, NULL, NULL, x) == -EINVAL);
+	CHECK(pgqev_target_query(t, "select count(*) from sink where v <> $1", 1, p_none,
+				 on_target_count, x) == 0);
 	x->held = b;
 	return PGQEV_PENDING;
 }
@@ -265,6 +169,10 @@ static void consumer(struct event_base *base, const char *src, const char *tgt, 
 {
 	ConsCtx x;
 	memset(&x, 0, sizeof(x));
+	/* a limiter shared by the loop's consumers (here one) */
+	PgqevLimiter *lim = pgqev_limiter_new(base, 4);
+	CHECK(lim != NULL);
+	pgqev_limiter_set_max(lim, 1);
 	PgqevConsumerConfig cfg;
 	pgqev_config_init(&cfg);
 	CHECK(cfg.size == sizeof(cfg));
@@ -274,6 +182,7 @@ static void consumer(struct event_base *base, const char *src, const char *tgt, 
 	cfg.consumer = "api";
 	cfg.label = "api-consumer";
 	cfg.async = true;
+	cfg.limiter = lim;
 	cfg.on_batch = on_batch;
 	cfg.on_error = on_error;
 	cfg.on_state = on_state;
@@ -290,9 +199,15 @@ static void consumer(struct event_base *base, const char *src, const char *tgt, 
 	CHECK(pgqev_consumer_start(c) == -EALREADY);
 	pgqev_consumer_wake(c);
 	long long deadline = now_ms() + 30000;
-	while (!x.held && now_ms() < deadline)
+	while (!(x.held && x.queried) && now_ms() < deadline)
 		event_base_loop(base, EVLOOP_ONCE);
 	CHECK(x.held != NULL);
+	CHECK(x.queried);
+	CHECK(strcmp(x.count, "3") == 0); /* the chunk's three writes, not committed yet */
+	/* both connections are up: one attempt at a time (the cap), none now */
+	CHECK(pgqev_limiter_peak(lim) == 1);
+	CHECK(pgqev_limiter_active(lim) == 0);
+	CHECK(pgqev_limiter_waiting(lim) == 0);
 	CHECK(pgqev_consumer_state(c) == PGQEV_STATE_PROCESSING);
 	CHECK(strcmp(pgqev_state_name(pgqev_consumer_state(c)), "processing") == 0);
 	CHECK(pgqev_batch_complete(x.held, PGQEV_DONE) == 0);
@@ -306,6 +221,7 @@ static void consumer(struct event_base *base, const char *src, const char *tgt, 
 	run_until(base, &x.stopped);
 	CHECK(pgqev_consumer_free(c) == NULL);
 	event_base_loop(base, EVLOOP_NONBLOCK);
+	CHECK(pgqev_limiter_free(lim) == 0);
 	PGresult *r = PQexec(tpg, "select count(*) from sink");
 	CHECK(PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "3") == 0);
 	PQclear(r);
@@ -388,13 +304,13 @@ int main(int argc, char **argv)
 	}
 	CHECK(strcmp(pgqev_version(), PGQEV_VERSION_STRING) == 0);
 	CHECK(PGQEV_VERSION_AT_LEAST(0, 0, 1));
+	CHECK(PGQEV_USEC_PER_SEC == 1000 * PGQEV_USEC_PER_MSEC);
 	PGconn *pg = PQconnectdb(argv[1]);
 	PGconn *tpg = PQconnectdb(argv[2]);
 	CHECK(PQstatus(pg) == CONNECTION_OK && PQstatus(tpg) == CONNECTION_OK);
 	producer(pg);
 	struct event_base *base = event_base_new();
 	CHECK(base != NULL);
-	connection_layer(base, argv[1]);
 	consumer(base, argv[1], argv[2], tpg);
 	/* the event marked for retry is in the retry queue */
 	PGresult *r = PQexec(pg, "select count(*) from pgq.retry_queue");

@@ -292,7 +292,7 @@ START_TEST(test_notify_wakeup)
 	Rec r = {.name = "notify"};
 	PgqevConsumerConfig cfg;
 	cs_config(&cfg, &r, db, "q", "c1");
-	cfg.poll_interval = 3600 * USEC_PER_SEC; /* only a notification can wake it */
+	cfg.poll_interval = 3600 * PGQEV_USEC_PER_SEC; /* only a notification can wake it */
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
 	Rec *all[1] = {&r};
@@ -321,7 +321,7 @@ START_TEST(test_poll_without_listen)
 	PgqevConsumerConfig cfg;
 	cs_config(&cfg, &r, db, "q", "c1");
 	cfg.listen = false;
-	cfg.poll_interval = 100 * USEC_PER_MSEC;
+	cfg.poll_interval = 100 * PGQEV_USEC_PER_MSEC;
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
 	PGconn *admin = pgt_connect(db);
@@ -346,7 +346,7 @@ START_TEST(test_many_consumers_many_databases)
 	const char *dbs[NDB];
 	char names[NDB][64];
 	Rec r[NDB];
-	PqevConnLimit *lim = pqev_connlimit_new(cs_base(), 2);
+	PgqevLimiter *lim = pgqev_limiter_new(cs_base(), 2);
 	for (int i = 0; i < NDB; i++) {
 		snprintf(names[i], sizeof(names[i]), "%s", cs_db_with_queue("q"));
 		dbs[i] = names[i];
@@ -371,9 +371,11 @@ START_TEST(test_many_consumers_many_databases)
 		cs_assert_exactly_once(&r[i], i * 100, i * 100 + 30);
 		rec_free(&r[i]);
 	}
-	ck_assert_uint_le(pqev_connlimit_peak(lim), 2);
+	ck_assert_uint_le(pgqev_limiter_peak(lim), 2);
+	ck_assert_uint_ge(pgqev_limiter_peak(lim), 1);
+	ck_assert_uint_eq(pgqev_limiter_active(lim) + pgqev_limiter_waiting(lim), 0);
 	event_base_loop(cs_base(), EVLOOP_NONBLOCK);
-	ck_assert_int_eq(pqev_connlimit_free(lim), 0);
+	ck_assert_int_eq(pgqev_limiter_free(lim), 0);
 }
 END_TEST
 
@@ -546,7 +548,7 @@ START_TEST(test_register_at_tick_and_min_count)
 	Rec m = {.name = "min_count"};
 	cs_config(&cfg, &m, db, "q", "batched");
 	cfg.min_count = 10;
-	cfg.poll_interval = 50 * USEC_PER_MSEC;
+	cfg.poll_interval = 50 * PGQEV_USEC_PER_MSEC;
 	cs_start(&m, &cfg);
 	ck_assert(cs_state_is(&m, PGQEV_STATE_IDLE, 20000));
 	for (int i = 0; i < 3; i++) {

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include <pgqd-ev/pgqev_consumer.h>
+#include <pgqd-ev/pqev_conn.h> /* the core, internal: its config checks */
 
 #include "pgtest.h"
 

@@ -3,7 +3,9 @@
  * consumer: one consumer name on two queues writing into one target applies
  * nothing twice, and a batch recorded under the pre-queue key (an older
  * libpgqev, python3-pgq's RemoteConsumer) just before an upgrade is not
- * applied again.
+ * applied again. A handler's statement in the target transaction
+ * (pgqev_target_query) sees the batch's writes, and its failure fails the
+ * batch.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +216,92 @@ START_TEST(test_upgrade_reads_the_old_key_once)
 }
 END_TEST
 
+/* The handler's reads on the target (pgqev_target_query), per delivery. */
+typedef struct TqCtx {
+	int deliveries;
+	int done;          /* on_done calls */
+	int failed;        /* ... with an error */
+	bool res_on_error; /* the failing one carried the server's error result */
+	char seen[32];     /* what the last successful read returned */
+	char error[256];
+} TqCtx;
+
+static void tq_done(PgqevTarget *t, const PGresult *res, const char *error, void *arg)
+{
+	TqCtx *x = arg;
+	x->done++;
+	if (error) {
+		x->failed++;
+		snprintf(x->error, sizeof(x->error), "%s", error);
+		x->res_on_error = res && PQresultStatus(res) == PGRES_FATAL_ERROR;
+	} else {
+		snprintf(x->seen, sizeof(x->seen), "%s", PQgetvalue(res, 0, 0));
+	}
+}
+
+/* Write the chunk, then read in the same transaction: the first delivery's
+   read fails (division by zero), later ones count the batch's own rows. */
+static PgqevVerdict apply_and_read(Rec *r, PgqevBatch *b)
+{
+	TqCtx *x = r->hook_arg;
+	for (size_t i = 0; i < pgqev_batch_count(b); i++) {
+		const char *p[1] = {pgqev_event_data(pgqev_batch_event(b, i))};
+		ck_assert_int_eq(pgqev_batch_target_exec(
+					 b, "insert into sink values ('qa', $1::bigint)", 1, p),
+				 0);
+	}
+	PgqevTarget *t = pgqev_batch_target(b);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_ptr_nonnull(pgqev_target_pgconn(t));
+	ck_assert_msg(strstr(pgqev_target_label(t), "/target") != NULL, "%s",
+		      pgqev_target_label(t));
+	const char *sql = x->deliveries++ == 0 ? "select 1 / (count(*) - count(*)) from sink"
+					       : "select count(*) from sink where q = 'qa'";
+	ck_assert_int_eq(pgqev_target_query(t, sql, 0, NULL, tq_done, x), 0);
+	return PGQEV_DONE;
+}
+
+static bool tq_finished(void *arg)
+{
+	Rec *r = arg;
+	return ((TqCtx *)r->hook_arg)->deliveries >= 2 && pgqev_consumer_batches(r->c) >= 1;
+}
+
+START_TEST(test_target_query_reads_and_fails_the_batch)
+{
+	static char src[64], tgt[64];
+	snprintf(src, sizeof(src), "%s", cs_db_with_queue("qa"));
+	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	tgt_db = tgt;
+	pgt_exec_db(tgt, "create table sink (q text, v bigint)");
+	PGconn *s = pgt_connect(src);
+	pgt_exec(s, "select pgq.register_consumer('qa', 'c')");
+	PQfinish(s);
+	cs_produce(src, "qa", 0, 10);
+	cs_tick(src);
+
+	TqCtx x;
+	memset(&x, 0, sizeof(x));
+	Rec r;
+	start_eo(&r, src, "qa", "c");
+	r.hook = apply_and_read;
+	r.hook_arg = &x;
+	ck_assert(cs_run_until(tq_finished, &r, 30000));
+	/* the first delivery: the read failed, so did the batch (rolled back) */
+	ck_assert_int_eq(x.failed, 1);
+	ck_assert(x.res_on_error);
+	ck_assert_msg(strstr(x.error, "division by zero") != NULL, "%s", x.error);
+	ck_assert_int_ge(r.errors[PGQEV_ERR_TARGET] + r.errors[PGQEV_ERR_SQL], 1);
+	/* the second: the read saw the chunk's own ten rows, not yet committed */
+	ck_assert_int_eq(x.deliveries, 2);
+	ck_assert_int_eq(x.done, 2);
+	ck_assert_str_eq(x.seen, "10");
+	ck_assert_int_eq(sink_count("qa", false), 10);
+	ck_assert_int_eq(sink_count("qa", true), 10);
+	rec_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("consumer-eo");
@@ -221,6 +309,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_one_name_two_queues_one_target);
 	tcase_add_test(tc, test_upgrade_reads_the_old_key_once);
+	tcase_add_test(tc, test_target_query_reads_and_fails_the_batch);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);

@@ -259,8 +259,8 @@ START_TEST(test_coop_dead_subconsumer_taken_over)
 	Rec ra = {.name = "alive"};
 	cs_config(&cfg, &ra, db, "q", "grp");
 	cfg.subconsumer = "alive";
-	cfg.dead_interval = 300 * USEC_PER_MSEC;
-	cfg.poll_interval = 100 * USEC_PER_MSEC;
+	cfg.dead_interval = 300 * PGQEV_USEC_PER_MSEC;
+	cfg.poll_interval = 100 * PGQEV_USEC_PER_MSEC;
 	cs_start(&ra, &cfg);
 	cc.r = &ra;
 	ck_assert(cs_run_until(cs_has_count, &cc, 20000));
@@ -509,7 +509,7 @@ START_TEST(test_statement_timeout_fails_slow_target_write)
 	char tci[512];
 	snprintf(tci, sizeof(tci), "%s", pgt_connstr(tgt, false));
 	cfg.target_conninfo = tci;
-	cfg.statement_timeout = 200 * USEC_PER_MSEC;
+	cfg.statement_timeout = 200 * PGQEV_USEC_PER_MSEC;
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
 	cs_produce(src, "q", 0, 3);
@@ -568,7 +568,7 @@ START_TEST(test_interop_debian_pgq_and_pgqd)
 	Rec r = {.name = "interop", .quiet = true};
 	PgqevConsumerConfig cfg;
 	cs_config(&cfg, &r, db, "dq", "ours");
-	cfg.poll_interval = 100 * USEC_PER_MSEC; /* no tick NOTIFY in PgQ 3.5 */
+	cfg.poll_interval = 100 * PGQEV_USEC_PER_MSEC; /* no tick NOTIFY in PgQ 3.5 */
 	cfg.fetch_size = 16;
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));

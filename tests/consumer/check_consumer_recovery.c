@@ -115,8 +115,8 @@ START_TEST(test_consumer_resumes_after_outages)
 
 	cs_config(&cfg, &r, db, "q", "c1");
 	/* the defaults: before issue 13 the reconnect delay grew toward 60 s */
-	cfg.fail_delay = USEC_PER_SEC;
-	cfg.fail_cap = 60 * USEC_PER_SEC;
+	cfg.fail_delay = PGQEV_USEC_PER_SEC;
+	cfg.fail_cap = 60 * PGQEV_USEC_PER_SEC;
 	cfg.on_state = on_state;
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));

@@ -356,7 +356,7 @@ START_TEST(test_split_falls_back_on_pgq35)
 	cs_config(&cfg, &r, db, "q", "c1");
 	cfg.fetch_size = 7;
 	cfg.split_min_events = 10;
-	cfg.poll_interval = 100 * USEC_PER_MSEC; /* no tick NOTIFY in PgQ 3.5 */
+	cfg.poll_interval = 100 * PGQEV_USEC_PER_MSEC; /* no tick NOTIFY in PgQ 3.5 */
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
 	produce_on(sp.admin, 0, 300);

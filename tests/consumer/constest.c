@@ -157,8 +157,8 @@ void cs_config(PgqevConsumerConfig *cfg, Rec *r, const char *db, const char *q,
 	cfg->on_error = rec_on_error;
 	cfg->on_state = rec_on_state;
 	cfg->arg = r;
-	cfg->fail_delay = 50 * USEC_PER_MSEC;
-	cfg->fail_cap = 500 * USEC_PER_MSEC;
+	cfg->fail_delay = 50 * PGQEV_USEC_PER_MSEC;
+	cfg->fail_cap = 500 * PGQEV_USEC_PER_MSEC;
 }
 
 PgqevConsumer *cs_start(Rec *r, const PgqevConsumerConfig *cfg)

@@ -36,6 +36,10 @@ san=$(meson introspect --buildoptions "$build" |
     python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == "b_sanitize"][0])')
 [ "$san" = none ] && san= || san="-fsanitize=$san"
 
+# one prefix: only the pgqev_ headers are installed (the core stays internal)
+other=$(cd "$incdir" && ls | grep -v '^pgqev_' || true)
+[ -z "$other" ] || { echo "installed.sh: installed headers outside the public API:" $other; exit 1; }
+
 # every installed header alone, twice (include guard), in C and C++
 for h in "$incdir"/*.h; do
     n=$(basename "$h")

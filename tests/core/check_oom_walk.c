@@ -424,7 +424,7 @@ static bool run_consumer(long n)
 	cfg.on_batch = cons_batch;
 	cfg.on_error = cons_error;
 	cfg.on_state = cons_state;
-	cfg.limiter = lim;
+	cfg.limiter = (PgqevLimiter *)lim; /* the core limiter under its public name */
 	cfg.arg = &r;
 	PgqevConsumer *c = pgqev_consumer_new(base, &cfg, eb, sizeof(eb));
 	int rc = c ? pgqev_consumer_start(c) : -ENOMEM;

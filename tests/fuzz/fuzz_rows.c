@@ -239,7 +239,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pgqev_cascade_config_init(&cc);
 	cc.conninfo = "host=/nonexistent dbname=fuzz";
 	cc.queue = "q";
-	cc.limiter = lim;
+	cc.limiter = pgqev_limiter_of(lim);
 	cc.on_error = on_error;
 	PgqevCascade *w = pgqev_cascade_new(base, &cc, eb, sizeof(eb));
 	if (!w || pgqev_cascade_start(w) < 0)

@@ -54,7 +54,7 @@ elif out=$("$src/scripts/package" --out "$t/pkgs" 2>&1); then
 else
     notok "scripts/package" "$out"; echo "Bail out! no packages"; exit 1
 fi
-want="pgqd-ev pgqctl libpgqev1 libpgqev-dev"
+want="pgqd-ev pgqctl libpgqev2 libpgqev-dev"
 for v in $versions; do want="$want postgresql-$v-pgq-ev"; done
 got=$(for d in "$t"/pkgs/*.deb; do dpkg-deb -f "$d" Package; done | grep -v -- -dbgsym | sort | tr '\n' ' ')
 if [ "$got" = "$(echo $want | tr ' ' '\n' | sort | tr '\n' ' ')" ]; then
@@ -111,14 +111,14 @@ else
 fi
 
 # 5: the ABI the packages track is the one the library exports
-lib=$(ls "$root"/usr/lib/*/libpgqev.so.1)
+lib=$(ls "$root"/usr/lib/*/libpgqev.so.2)
 map_syms=$(grep -o '^ *[a-z_0-9]*;' "$src/src/consumer/libpgqev.map" | tr -d ' ;' | sort)
-sym_syms=$(sed -n 's/^ \([a-z_0-9]*\)@PGQEV_1 .*/\1/p' "$src/debian/libpgqev1.symbols" | sort)
+sym_syms=$(sed -n 's/^ \([a-z_0-9]*\)@PGQEV_2 .*/\1/p' "$src/debian/libpgqev2.symbols" | sort)
 dyn_syms=$(nm -D --defined-only "$lib" | awk '$2 == "T" {sub(/@.*/, "", $3); print $3}' | sort)
 if [ -n "$map_syms" ] && [ "$map_syms" = "$sym_syms" ] && [ "$map_syms" = "$dyn_syms" ]; then
-    ok "debian/libpgqev1.symbols = libpgqev.map = the exports of the packaged libpgqev.so.1 ($(echo "$map_syms" | wc -l) functions)"
+    ok "debian/libpgqev2.symbols = libpgqev.map = the exports of the packaged libpgqev.so.2 ($(echo "$map_syms" | wc -l) functions)"
 else
-    notok "symbols (regenerate debian/libpgqev1.symbols as debian/README.source says)" \
+    notok "symbols (regenerate debian/libpgqev2.symbols as debian/README.source says)" \
         "map vs symbols file: $(diff <(echo "$map_syms") <(echo "$sym_syms") | grep '^[<>]' | tr '\n' ' ')
 map vs library: $(diff <(echo "$map_syms") <(echo "$dyn_syms") | grep '^[<>]' | tr '\n' ' ')"
 fi
@@ -131,7 +131,7 @@ sed "s|^prefix=/usr\$|prefix=$root/usr|" "$pc" >"$t/pc/libpgqev.pc"
 flags=$(PKG_CONFIG_PATH=$t/pc pkg-config --cflags --libs libpgqev 2>&1)
 libdir=$(dirname "$lib")
 if out=$(cc -Wall -Werror -o "$t/consumer" "$src/tests/package/consumer.c" $flags -Wl,-rpath,"$libdir" 2>&1) &&
-    ldd "$t/consumer" | grep -q "libpgqev.so.1 => $libdir/libpgqev.so.1" &&
+    ldd "$t/consumer" | grep -q "libpgqev.so.2 => $libdir/libpgqev.so.2" &&
     echo "$flags" | grep -q -- "-I$root/usr/include" && [ -f "$root/usr/include/pgqd-ev/pgqev_consumer.h" ]; then
     ok "consumer built with pkg-config --cflags --libs libpgqev: $flags"
 else

@@ -22,7 +22,7 @@ skip_rest() {
     exit 1
 }
 first=$1
-ours="pgqd-ev pgqctl libpgqev1 libpgqev-dev postgresql-15-pgq-ev"
+ours="pgqd-ev pgqctl libpgqev2 libpgqev-dev postgresql-15-pgq-ev"
 daemon_pid=
 pids_cleanup() {
     [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null
@@ -89,7 +89,7 @@ fi
 # 4: the library is in the linker cache (libc-bin's ldconfig trigger ran) and
 # every installed program finds its libraries
 lib=$(ldconfig -p | grep 'libpgqev\.so\.1 ')
-unresolved=$(for f in /usr/bin/pgqd-ev /usr/bin/pgqctl /usr/lib/*/libpgqev.so.1; do ldd "$f" | grep 'not found' | sed "s|^|$f: |"; done)
+unresolved=$(for f in /usr/bin/pgqd-ev /usr/bin/pgqctl /usr/lib/*/libpgqev.so.2; do ldd "$f" | grep 'not found' | sed "s|^|$f: |"; done)
 if [ -n "$lib" ] && [ -z "$unresolved" ]; then
     ok "ldconfig -p: $(echo $lib); no unresolved library"
 else

@@ -22,7 +22,7 @@
 #include "castest.h"
 #include "ctlrun.h"
 
-#define POLL (50 * USEC_PER_MSEC)
+#define POLL (50 * PGQEV_USEC_PER_MSEC)
 
 typedef struct Prod {
 	char *conninfo;

@@ -13,7 +13,7 @@
 #include "castest.h"
 #include "ctlrun.h"
 
-#define POLL (50 * USEC_PER_MSEC)
+#define POLL (50 * PGQEV_USEC_PER_MSEC)
 
 /* One row's columns of a query, '|'-joined. */
 static char *row(const char *db, const char *sql)

@@ -24,7 +24,7 @@
 #include "castest.h"
 #include "ctlrun.h"
 
-#define POLL (50 * USEC_PER_MSEC)
+#define POLL (50 * PGQEV_USEC_PER_MSEC)
 
 #define APPLIED_SQL "select ev_data::bigint from applied where ev_type = 'data'"
 #define DATA_SQL    "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"

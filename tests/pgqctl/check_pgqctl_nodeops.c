@@ -25,7 +25,7 @@
 #include "ctlrun.h"
 #include "daemon.h"
 
-#define POLL (50 * USEC_PER_MSEC)
+#define POLL (50 * PGQEV_USEC_PER_MSEC)
 
 static int count_of(const char *s, const char *needle);
 

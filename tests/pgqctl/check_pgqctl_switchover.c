@@ -266,7 +266,7 @@ static void cas_start(Cas *c)
 	c->lbase = event_base_new();
 	c->lw.apply = true;
 	c->lw.quiet = true;
-	ct_start_on(&c->lw, c->lbase, c->db[N_LF], 50 * USEC_PER_MSEC);
+	ct_start_on(&c->lw, c->lbase, c->db[N_LF], 50 * PGQEV_USEC_PER_MSEC);
 	ck_assert_int_eq(pthread_create(&c->lth, NULL, leaf_loop, c), 0);
 	ck_assert_int_eq(pthread_create(&c->cth, NULL, consumer_loop, c), 0);
 	c->cur = N_ROOT;

@@ -319,16 +319,16 @@ static int consume(const char *kname, const char *connstr)
 						 : "c_coop";
 		if (kind == K_COOP_A || kind == K_COOP_B) {
 			cfg.subconsumer = kind == K_COOP_A ? "a" : "b";
-			cfg.dead_interval = 3 * USEC_PER_SEC;
+			cfg.dead_interval = 3 * PGQEV_USEC_PER_SEC;
 		}
 		if (kind == K_EXACT)
 			cfg.target_conninfo = connstr;
 		cfg.fetch_size = 100;
-		cfg.fail_delay = 100 * USEC_PER_MSEC;
-		cfg.fail_cap = 2 * USEC_PER_SEC;
+		cfg.fail_delay = 100 * PGQEV_USEC_PER_MSEC;
+		cfg.fail_cap = 2 * PGQEV_USEC_PER_SEC;
 		cfg.retry_delay = 1;
-		cfg.poll_interval = 2 * USEC_PER_SEC;
-		cfg.connect_timeout = 5 * USEC_PER_SEC;
+		cfg.poll_interval = 2 * PGQEV_USEC_PER_SEC;
+		cfg.connect_timeout = 5 * PGQEV_USEC_PER_SEC;
 		cfg.on_batch = on_batch;
 		cfg.on_error = on_error;
 		cfg.on_state = on_state;

@@ -72,16 +72,16 @@ typedef struct PgqevCascadeConfig {
 				 another); NULL: any */
 	const char *label;    /* name in messages; NULL: "<db>/<queue>" */
 
-	unsigned fetch_size;      /* events per chunk read from the provider; default 1000 */
-	usec_t poll_interval;     /* look for a batch at least this often when idle;
-				 default 30 s with tick notifications, 1 s without */
-	usec_t wm_period;         /* watermark publication period; default 300 s (as
-				 python-pgq's *_wm_publish_period) */
-	usec_t fail_delay;        /* first delay after a failure, doubling; default 1 s */
-	usec_t fail_cap;          /* default 60 s */
-	usec_t connect_timeout;   /* default 10 s */
-	usec_t statement_timeout; /* 0: the server's */
-	PqevConnLimit *limiter;   /* shared connect limiter; NULL: own one */
+	unsigned fetch_size;            /* events per chunk read from the provider; default 1000 */
+	pgqev_usec_t poll_interval;     /* look for a batch at least this often when idle;
+					   default 30 s with tick notifications, 1 s without */
+	pgqev_usec_t wm_period;         /* watermark publication period; default 300 s (as
+					   python-pgq's *_wm_publish_period) */
+	pgqev_usec_t fail_delay;        /* first delay after a failure, doubling; default 1 s */
+	pgqev_usec_t fail_cap;          /* default 60 s */
+	pgqev_usec_t connect_timeout;   /* default 10 s */
+	pgqev_usec_t statement_timeout; /* 0: the server's */
+	PgqevLimiter *limiter;          /* shared connect limiter; NULL: own one */
 
 	/* Events of every chunk (pgq.* events included, in ev_id order) while the
 	   local transaction is open; NULL: none. Branch and leaf. */
@@ -105,7 +105,7 @@ static inline void pgqev_cascade_config_init(PgqevCascadeConfig *cfg)
 PgqevCascade *pgqev_cascade_new(struct event_base *base, const PgqevCascadeConfig *cfg,
 				char *errbuf, size_t errsize);
 /* Begin connecting. 0, -EINVAL (bad conninfo), -EALREADY. */
-PQEV_MUSTCHECK int pgqev_cascade_start(PgqevCascade *w);
+PGQEV_MUSTCHECK int pgqev_cascade_start(PgqevCascade *w);
 /* Graceful: a batch in progress is finished first, then STOPPED. Idempotent. */
 void pgqev_cascade_stop(PgqevCascade *w);
 /* Free now (an open batch is rolled back and redone later). NULL-safe; returns NULL. */
@@ -130,8 +130,8 @@ typedef struct PgqevCascadeStats {
 	int64_t completed_tick;     /* local position (local_state.last_tick_id), 0: unknown */
 	int64_t provider_tick;      /* the provider's latest tick at the last look, 0: unknown */
 	double lag_seconds;         /* age of the oldest tick not yet applied, at the last look */
-	usec_t last_progress;       /* CLOCK_MONOTONIC time of the last batch, look-up or
-				    publication that succeeded; 0: none yet */
+	pgqev_usec_t last_progress; /* CLOCK_MONOTONIC time of the last batch, look-up or
+				       publication that succeeded; 0: none yet */
 	bool provider_connected;    /* the provider connection is ready */
 	unsigned provider_failures; /* current failure streak of the provider connection */
 } PgqevCascadeStats;

@@ -14,9 +14,9 @@
  * transaction that read it, only after every chunk was handled. A connection lost
  * mid-batch, a crashed process or a failing handler leaves the batch open and it
  * is delivered again. With a target database (exactly-once mode) the library
- * keeps one transaction open on the target for the whole batch, gives the handler
- * that connection for its writes, and records the batch with pgq_ext in the same
- * transaction, so a redelivered batch that was already applied is skipped.
+ * keeps one transaction open on the target for the whole batch, lets the handler
+ * write and read in it (PgqevTarget), and records the batch with pgq_ext in the
+ * same transaction, so a redelivered batch that was already applied is skipped.
  *
  * THREADING: none inside. Every function of a consumer, and of the batches and
  * events it hands out, must be called on the thread that runs its event_base,
@@ -36,7 +36,7 @@
  * running the callback (the memory is released after the callback returns).
  *
  * Errors: functions that can fail return 0 or a negative errno and are marked
- * PQEV_MUSTCHECK; constructors return NULL (with a reason where one is asked
+ * PGQEV_MUSTCHECK; constructors return NULL (with a reason where one is asked
  * for). Runtime failures (connection, SQL, handler) never stop a consumer: they
  * are reported through on_error and retried with backoff.
  */
@@ -49,9 +49,6 @@
 
 #include <libpq-fe.h>
 
-#include <pgqd-ev/pqev_common.h>
-#include <pgqd-ev/pqev_conn.h>
-#include <pgqd-ev/pqev_connlimit.h>
 #include <pgqd-ev/pgqev_version.h>
 
 #ifdef __cplusplus
@@ -63,6 +60,17 @@ struct event_base;
 typedef struct PgqevConsumer PgqevConsumer;
 typedef struct PgqevBatch PgqevBatch;
 typedef struct PgqevEvent PgqevEvent;
+typedef struct PgqevTarget PgqevTarget;
+typedef struct PgqevLimiter PgqevLimiter;
+
+/* Microseconds: durations, and CLOCK_MONOTONIC times where a field says so. */
+typedef uint64_t pgqev_usec_t;
+
+#define PGQEV_USEC_PER_MSEC ((pgqev_usec_t)1000)
+#define PGQEV_USEC_PER_SEC  ((pgqev_usec_t)1000000)
+
+/* The result of a function so marked must be checked. */
+#define PGQEV_MUSTCHECK __attribute__((warn_unused_result))
 
 /* The library's version string at run time, e.g. "0.1.0"; PGQEV_VERSION_STRING
    (pgqev_version.h) is the one the program was compiled against. */
@@ -112,13 +120,42 @@ typedef enum PgqevErrorKind {
 /* Handed to on_error; borrowed for the call (the library may add fields at the end). */
 typedef struct PgqevError {
 	PgqevErrorKind kind;
-	int64_t batch_id;    /* the open batch, 0 if none */
-	unsigned streak;     /* failures in a row, this one included */
-	usec_t retry_in;     /* delay before the next attempt (0: immediately) */
-	const char *message; /* "<label>: <detail>", one line, never NULL, never a password */
-	const char *label;   /* the consumer's label (pgqev_consumer_label), never NULL */
-	const char *detail;  /* what happened, without the label; never NULL */
+	int64_t batch_id;      /* the open batch, 0 if none */
+	unsigned streak;       /* failures in a row, this one included */
+	pgqev_usec_t retry_in; /* delay before the next attempt (0: immediately) */
+	const char *message;   /* "<label>: <detail>", one line, never NULL, never a password */
+	const char *label;     /* the consumer's label (pgqev_consumer_label), never NULL */
+	const char *detail;    /* what happened, without the label; never NULL */
 } PgqevError;
+
+/* ------------------------------------------------------------------------ */
+/* Connect limiter, shared by the consumers and cascade workers of one loop  */
+
+/*
+ * Caps the connection attempts in flight at once over every consumer and
+ * worker given it (config field `limiter`), so a thousand of them starting
+ * together do not stampede a server; waiters are served first come, first
+ * served. It also holds the loop's asynchronous resolver for host names.
+ * Without one each consumer has its own (no cap). The limiter must outlive
+ * every consumer and worker given it.
+ */
+PgqevLimiter *pgqev_limiter_new(struct event_base *base, unsigned max_connecting);
+
+/*
+ * Free the limiter; -EBUSY (nothing freed) while a connection of a consumer or
+ * worker still uses it: free those first, and call this outside their
+ * callbacks (a consumer freed in its own callback lets go of the limiter when
+ * the loop next runs). Accepts NULL (returns 0).
+ */
+PGQEV_MUSTCHECK int pgqev_limiter_free(PgqevLimiter *lim);
+
+/* Change the cap (0: none). Raising it starts waiting attempts on the next loop pass. */
+void pgqev_limiter_set_max(PgqevLimiter *lim, unsigned max_connecting);
+
+/* Attempts holding a slot now, waiting for one, and the most ever held at once. */
+unsigned pgqev_limiter_active(const PgqevLimiter *lim);
+unsigned pgqev_limiter_waiting(const PgqevLimiter *lim);
+unsigned pgqev_limiter_peak(const PgqevLimiter *lim);
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                            */
@@ -135,7 +172,7 @@ typedef void (*PgqevStateFn)(PgqevConsumer *c, PgqevState old_state, PgqevState 
 
 /*
  * Settings, a value type: fill with pgqev_config_init() and change what you need.
- * Durations are microseconds (usec_t, USEC_PER_SEC from pqev_common.h).
+ * Durations are microseconds (pgqev_usec_t, PGQEV_USEC_PER_SEC).
  * Extensible: `size` is set by the init to the size the program was compiled
  * with, so fields added at the end by later versions keep older programs
  * working; a struct not filled by pgqev_config_init() is refused.
@@ -157,10 +194,10 @@ typedef struct PgqevConsumerConfig {
 				   repositions an existing registration, once per start) */
 
 	/* --- batch thresholds (pgq.next_batch_custom); 0: not used --- */
-	int min_count;        /* wait until the batch has at least this many events... */
-	usec_t min_interval;  /* ...or spans at least this long */
-	usec_t min_lag;       /* only take batches whose end tick is at least this old */
-	usec_t dead_interval; /* coop: take over a subconsumer silent this long; 0: never */
+	int min_count;              /* wait until the batch has at least this many events... */
+	pgqev_usec_t min_interval;  /* ...or spans at least this long */
+	pgqev_usec_t min_lag;       /* only take batches whose end tick is at least this old */
+	pgqev_usec_t dead_interval; /* coop: take over a subconsumer silent this long; 0: never */
 
 	/* --- reading --- */
 	unsigned fetch_size; /* events per chunk (cursor FETCH size); default 1000 */
@@ -169,26 +206,26 @@ typedef struct PgqevConsumerConfig {
 				without it chunks are read in place, with no copy */
 
 	/* --- waking --- */
-	bool listen;          /* LISTEN on the queue's tick channel (default true); set
-				  false behind PgBouncer transaction pooling */
-	usec_t poll_interval; /* look for a batch at least this often when idle;
-				  default 30 s with listen, 1 s without */
+	bool listen;                /* LISTEN on the queue's tick channel (default true); set
+				       false behind PgBouncer transaction pooling */
+	pgqev_usec_t poll_interval; /* look for a batch at least this often when idle;
+				       default 30 s with listen, 1 s without */
 
 	/* --- failures --- */
 	PgqevFailPolicy fail_policy;
-	int retry_delay;          /* seconds for pgqev_event_retry() without its own delay
-				  and for PGQEV_FAIL_RETRY_EVENTS; default 60 */
-	usec_t fail_delay;        /* first delay after a failure; doubles up to fail_cap;
-				  default 1 s */
-	usec_t fail_cap;          /* default 60 s */
-	usec_t statement_timeout; /* per statement on both connections; 0: server's */
-	usec_t connect_timeout;   /* per connect attempt; default 10 s */
+	int retry_delay;                /* seconds for pgqev_event_retry() without its own delay
+					   and for PGQEV_FAIL_RETRY_EVENTS; default 60 */
+	pgqev_usec_t fail_delay;        /* first delay after a failure; doubles up to fail_cap;
+					   default 1 s */
+	pgqev_usec_t fail_cap;          /* default 60 s */
+	pgqev_usec_t statement_timeout; /* per statement on both connections; 0: server's */
+	pgqev_usec_t connect_timeout;   /* per connect attempt; default 10 s */
 
 	/* --- exactly-once into a PostgreSQL target (pgq_ext installed there) --- */
 	const char *target_conninfo; /* NULL: off */
 
 	/* --- shared loop resources --- */
-	PqevConnLimit *limiter; /* shared connect limiter of the loop; NULL: own one */
+	PgqevLimiter *limiter; /* shared connect limiter of the loop; NULL: own one */
 
 	/* --- callbacks (on_batch required) --- */
 	PgqevBatchFn on_batch;
@@ -229,7 +266,7 @@ PgqevConsumer *pgqev_consumer_new(struct event_base *base, const PgqevConsumerCo
 				  char *errbuf, size_t errsize);
 
 /* Begin connecting. 0, or -EINVAL (bad conninfo; see on_error), -EALREADY. */
-PQEV_MUSTCHECK int pgqev_consumer_start(PgqevConsumer *c);
+PGQEV_MUSTCHECK int pgqev_consumer_start(PgqevConsumer *c);
 
 /*
  * Graceful stop: no new batch is taken; a batch in progress is finished first
@@ -281,16 +318,18 @@ PgqevConsumer *pgqev_batch_consumer(const PgqevBatch *b);
  * connection was lost meanwhile, the result is ignored (the batch is delivered
  * again) and -ECONNRESET is returned; -EINVAL if the chunk is not pending.
  */
-PQEV_MUSTCHECK int pgqev_batch_complete(PgqevBatch *b, PgqevVerdict verdict);
+PGQEV_MUSTCHECK int pgqev_batch_complete(PgqevBatch *b, PgqevVerdict verdict);
 
 /*
- * Exactly-once mode: the target connection, inside the transaction that will
- * record this batch with pgq_ext.set_batch_done and commit. Queue writes on it
- * with pqev_conn_send()/pqev_conn_query() (or pgqev_batch_target_exec); they run
- * in order before the library's set_batch_done. Never commit, roll back or close
- * it yourself. NULL when the consumer has no target.
+ * Exactly-once mode: the target of this batch, a handle on the transaction that
+ * will record the batch with pgq_ext.set_batch_done and commit (for a cascade
+ * worker: the local node's transaction). NULL when the consumer has no target
+ * or the batch was abandoned. Borrowed: use it only while the chunk is open
+ * (until on_batch returns, or until pgqev_batch_complete()), the same as the
+ * batch. The library alone begins, commits and rolls back that transaction;
+ * the handle gives no way to do either, nor to close the connection.
  */
-PqevConn *pgqev_batch_target(PgqevBatch *b);
+PgqevTarget *pgqev_batch_target(PgqevBatch *b);
 
 /*
  * Queue one write on the target transaction (exactly-once mode). Parameters are
@@ -298,8 +337,40 @@ PqevConn *pgqev_batch_target(PgqevBatch *b);
  * batch fails (target rolled back, source batch delivered again). 0, -ENOTCONN
  * (no target), -EINVAL, -ENOMEM.
  */
-PQEV_MUSTCHECK int pgqev_batch_target_exec(PgqevBatch *b, const char *sql, int nparams,
-					   const char *const *params);
+PGQEV_MUSTCHECK int pgqev_batch_target_exec(PgqevBatch *b, const char *sql, int nparams,
+					    const char *const *params);
+
+/*
+ * Completion of pgqev_target_query(), exactly once per accepted statement, on
+ * the loop. `res` is the statement's result (rows, or the server's error),
+ * borrowed for the call (never PQclear it), NULL when there was none (the
+ * connection broke, the consumer was freed). `error` is NULL on success, else
+ * "<label>: <what happened>" (never a password).
+ */
+typedef void (*PgqevTargetFn)(PgqevTarget *t, const PGresult *res, const char *error, void *arg);
+
+/*
+ * Queue one statement in the target transaction, and hand its result to
+ * on_done (required): for reads the batch's writes depend on. Parameters are
+ * text (NULL entry: SQL NULL), copied. Statements run in the order queued,
+ * together with pgqev_batch_target_exec()'s, all before the library's
+ * set_batch_done; a failing one aborts the transaction, so the batch fails
+ * (rolled back, delivered again). 0, -EINVAL (sql or on_done NULL, nparams < 0),
+ * -ENOTCONN (the connection is closed), -ENOMEM.
+ */
+PGQEV_MUSTCHECK int pgqev_target_query(PgqevTarget *t, const char *sql, int nparams,
+				       const char *const *params, PgqevTargetFn on_done, void *arg);
+
+/*
+ * The target's libpq connection, for PQescapeLiteral/PQescapeIdentifier,
+ * PQserverVersion, PQparameterStatus and the like. Borrowed; NULL while not
+ * connected. Never send, consume, or finish through it: that would break the
+ * library's pipeline and transaction.
+ */
+PGconn *pgqev_target_pgconn(const PgqevTarget *t);
+
+/* The target connection's label in messages (sanitized, never a password). */
+const char *pgqev_target_label(const PgqevTarget *t);
 
 /* ------------------------------------------------------------------------ */
 /* Events (borrowed; see OWNERSHIP). Strings are NUL-terminated, never copied. */
@@ -332,7 +403,7 @@ void pgqev_event_retry(PgqevEvent *e, int seconds);
  * that repeats the previous one is printed again only at streaks 2, 4, 8, ...
  * For simple programs; the signal handlers are removed again on return.
  */
-PQEV_MUSTCHECK int pgqev_run(const PgqevConsumerConfig *cfg);
+PGQEV_MUSTCHECK int pgqev_run(const PgqevConsumerConfig *cfg);
 
 /* ------------------------------------------------------------------------ */
 /* Producer and admin helpers: blocking, on the caller's PGconn              */
@@ -346,8 +417,8 @@ PQEV_MUSTCHECK int pgqev_run(const PgqevConsumerConfig *cfg);
 
 /* pgq.insert_event(queue, type, data, extra1..4). `extra` may be NULL or point to
    4 strings (NULL entries: SQL NULL). *id_out (if not NULL) gets the event id. */
-PQEV_MUSTCHECK int pgqev_insert_event(PGconn *conn, const char *queue, const char *type,
-				      const char *data, const char *const *extra, int64_t *id_out);
+PGQEV_MUSTCHECK int pgqev_insert_event(PGconn *conn, const char *queue, const char *type,
+				       const char *data, const char *const *extra, int64_t *id_out);
 
 /*
  * Bulk producer: COPY into pgq.current_event_table(queue). Events get their ids
@@ -360,10 +431,10 @@ typedef struct PgqevBulk PgqevBulk;
 /* NULL on failure; *err (if not NULL) gets the negative errno. */
 PgqevBulk *pgqev_bulk_begin(PGconn *conn, const char *queue, int *err);
 /* Add one event (type/data/extras as in pgqev_insert_event). */
-PQEV_MUSTCHECK int pgqev_bulk_add(PgqevBulk *b, const char *type, const char *data,
-				  const char *const *extra);
+PGQEV_MUSTCHECK int pgqev_bulk_add(PgqevBulk *b, const char *type, const char *data,
+				   const char *const *extra);
 /* Finish the COPY (and commit if we began): *count_out = events written. Frees b. */
-PQEV_MUSTCHECK int pgqev_bulk_end(PgqevBulk *b, uint64_t *count_out);
+PGQEV_MUSTCHECK int pgqev_bulk_end(PgqevBulk *b, uint64_t *count_out);
 /* Abort the COPY (and roll back if we began). Frees b. Accepts NULL. */
 void pgqev_bulk_abort(PgqevBulk *b);
 
@@ -375,10 +446,10 @@ void pgqev_bulk_abort(PgqevBulk *b);
  * whose events are then lost to the group, else fail if it has one); without,
  * pgq.unregister_consumer.
  */
-PQEV_MUSTCHECK int pgqev_register(PGconn *conn, const char *queue, const char *consumer,
-				  const char *subconsumer, int64_t tick, bool *new_out);
-PQEV_MUSTCHECK int pgqev_unregister(PGconn *conn, const char *queue, const char *consumer,
-				    const char *subconsumer, bool drop_batch);
+PGQEV_MUSTCHECK int pgqev_register(PGconn *conn, const char *queue, const char *consumer,
+				   const char *subconsumer, int64_t tick, bool *new_out);
+PGQEV_MUSTCHECK int pgqev_unregister(PGconn *conn, const char *queue, const char *consumer,
+				     const char *subconsumer, bool drop_batch);
 
 #ifdef __cplusplus
 }
