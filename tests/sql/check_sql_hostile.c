@@ -190,6 +190,25 @@ START_TEST(test_long_names_stay_apart)
 			 cur);
 		ck_assert_str_eq(v, want);
 		free(v);
+		/* the split reader's part cursors: the same check, naming their function */
+		pgt_exec(c, "begin");
+		v = outcome(c,
+			    "select count(*) from pgq._get_batch_part_cursor("
+			    "pgq.next_batch($1, $1), $2, 10, 0, 0)",
+			    2, cp);
+		snprintf(
+			want, sizeof(want),
+			"P0001: _get_batch_part_cursor: cursor name \"%s\" is longer than 63 bytes",
+			cur);
+		ck_assert_str_eq(v, want);
+		free(v);
+		pgt_exec(c, "begin");
+		v = outcome(c,
+			    "select count(*) from pgq._get_batch_part_cursor("
+			    "pgq.next_batch($1, $1), '', 10, 0, 1)",
+			    1, cp);
+		ck_assert_str_eq(v, "P0001: _get_batch_part_cursor: cursor name must not be empty");
+		free(v);
 		cur[63] = 0;
 		pgt_exec(c, "begin");
 		v = outcome(
