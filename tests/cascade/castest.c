@@ -566,3 +566,41 @@ char *ct_debian_db(const char *name)
 	pgt_exec_db(name, "create extension pgq_node");
 	return strdup(name);
 }
+
+void ct_terminate_workers(const char *db)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+		 " where datname = '%s' and application_name = 'pgqev-cascade'",
+		 db);
+	ck_assert_int_gt(pgt_int_db("postgres", sql), 0);
+}
+
+typedef struct WritingCond {
+	PGconn *c;
+	char sql[400];
+	int64_t next_ms;
+} WritingCond;
+
+static bool writing(void *arg)
+{
+	WritingCond *t = arg;
+	/* the loop runs the workers between looks */
+	if (pgt_now_ms() < t->next_ms)
+		return false;
+	t->next_ms = pgt_now_ms() + 5;
+	return pgt_int(t->c, t->sql) > 0;
+}
+
+bool ct_wait_writing(const char *db, int timeout_ms)
+{
+	WritingCond t = {.c = pgt_connect("postgres")};
+	snprintf(t.sql, sizeof(t.sql),
+		 "select count(*) from pg_stat_activity where datname = '%s'"
+		 " and application_name = 'pgqev-cascade' and backend_xid is not null",
+		 db);
+	bool ok = cs_run_until(writing, &t, timeout_ms);
+	PQfinish(t.c);
+	return ok;
+}
