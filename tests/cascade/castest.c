@@ -424,7 +424,9 @@ bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *con
 	SyncCond s = {.root = pgt_connect(root_db), .names = names, .n = n};
 	for (int i = 0; i < n; i++)
 		s.conns[i] = pgt_connect(dbs[i]);
-	bool ok = cs_run_until(synced, &s, timeout_ms);
+	/* a deadline for catching up, no promise: it scales with the sanitizer and
+	   valgrind runs' factor (a branch started late works through every tick) */
+	bool ok = cs_run_until(synced, &s, (int)(timeout_ms * pgt_time_factor()));
 	if (!ok) {
 		fprintf(stderr, "# not synced: root last tick %" PRId64,
 			pgt_int(s.root, LAST_TICK_SQL));

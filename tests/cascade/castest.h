@@ -82,7 +82,8 @@ int64_t ct_completed(const char *db, const char *node);
 void ct_produce(const char *db, int from, int to);
 
 /* Wait (running the loop) until every db's worker completed the root's last tick
-   and, on a branch, made that tick locally (a worker stopped then leaves no gap). */
+   and, on a branch, made that tick locally (a worker stopped then leaves no gap);
+   timeout_ms is scaled by pgt_time_factor(). */
 bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *const *names, int n,
 		    int timeout_ms);
 
