@@ -243,6 +243,22 @@ begin
 end;
 $$;
 
+-- The cursor name check the two cursor functions share, errors naming i_caller:
+-- a name longer than the identifier limit would be truncated, so two cursors could
+-- silently become one name (PgQ truncates); an empty one cannot be declared.
+create or replace function pgq._check_cursor_name(i_caller text, i_cursor_name text)
+returns void language plpgsql as $$
+begin
+    if i_cursor_name = '' then
+        raise exception '%: cursor name must not be empty', i_caller;
+    end if;
+    if octet_length(i_cursor_name) > current_setting('max_identifier_length')::int then
+        raise exception '%: cursor name "%" is longer than % bytes',
+            i_caller, i_cursor_name, current_setting('max_identifier_length');
+    end if;
+end;
+$$;
+
 -- Opens a NO SCROLL cursor over the batch (inside a transaction) and returns its
 -- first i_quick_limit rows; the caller FETCHes the rest and closes it.
 create or replace function pgq.get_batch_cursor(
@@ -257,15 +273,7 @@ begin
     if i_batch_id is null or i_cursor_name is null or i_quick_limit is null then
         return;
     end if;
-    if i_cursor_name = '' then
-        raise exception 'get_batch_cursor: cursor name must not be empty';
-    end if;
-    -- a longer name would be truncated to the identifier limit, so two cursors could
-    -- silently become one name (PgQ truncates)
-    if octet_length(i_cursor_name) > current_setting('max_identifier_length')::int then
-        raise exception 'get_batch_cursor: cursor name "%" is longer than % bytes',
-            i_cursor_name, current_setting('max_identifier_length');
-    end if;
+    perform pgq._check_cursor_name('get_batch_cursor', i_cursor_name);
     q := pgq.batch_event_sql(i_batch_id);
     if i_extra_where is not null then
         q := 'select * from (' || left(q, -length(' order by 1')) || ') _evs where '
@@ -378,13 +386,7 @@ begin
        or i_split_block is null or i_part is null then
         return;
     end if;
-    if i_cursor_name = '' then
-        raise exception '_get_batch_part_cursor: cursor name must not be empty';
-    end if;
-    if octet_length(i_cursor_name) > current_setting('max_identifier_length')::int then
-        raise exception '_get_batch_part_cursor: cursor name "%" is longer than % bytes',
-            i_cursor_name, current_setting('max_identifier_length');
-    end if;
+    perform pgq._check_cursor_name('_get_batch_part_cursor', i_cursor_name);
     if i_split_block < 0 or i_split_block > 4294967295 then
         raise exception '_get_batch_part_cursor: split block % is out of range 0..4294967295',
             i_split_block;

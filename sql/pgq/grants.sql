@@ -20,6 +20,7 @@ begin
             'pgq.batch_event_sql(bigint)', 'pgq.batch_event_tables(bigint)',
             'pgq._batch_event_sql(bigint,text)', 'pgq._batch_split_block(bigint)',
             'pgq._get_batch_part_cursor(bigint,text,int4,int8,int4)',
+            'pgq._check_cursor_name(text,text)',
             'pgq.find_tick_helper(int4,int8,timestamptz,int8,int8,interval)',
             'pgq.register_consumer(text,text)', 'pgq.register_consumer_at(text,text,bigint)',
             'pgq.unregister_consumer(text,text)', 'pgq.next_batch_info(text,text)',

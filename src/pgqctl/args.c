@@ -111,10 +111,11 @@ bool ctl_check_new_name(const char *what, const char *name)
 
 /* Plain when the name is made of the usual characters, else in double quotes with
    \", \\ and \xNN escapes; names over 80 bytes are shortened (at a UTF-8
-   boundary) with "...". Four results stay valid at once. */
+   boundary) with "...". CTL_Q_HELD results stay valid at once: one message may
+   show that many names (failover's longest shows 8). */
 static const char *quote_name(const char *name, bool always)
 {
-	static char *ring[4];
+	static char *ring[CTL_Q_HELD];
 	static int next;
 	size_t n = strlen(name), cut = n, len = 0;
 	bool plain = n > 0 && !always;
@@ -156,7 +157,7 @@ static const char *quote_name(const char *name, bool always)
 	s[len] = '\0';
 	free(ring[next]);
 	ring[next] = s;
-	next = (next + 1) % 4;
+	next = (next + 1) % CTL_Q_HELD;
 	return s;
 }
 

@@ -85,7 +85,9 @@ bool ctl_check_name(const char *what, const char *name);
    characters or over CTL_NAME_MAX bytes. Otherwise prints why, returns false. */
 #define CTL_NAME_MAX 2000
 bool ctl_check_new_name(const char *what, const char *name);
-/* A name for messages: as is when plain, else quoted and escaped. */
+/* A name for messages: as is when plain, else quoted and escaped. The last
+   CTL_Q_HELD results stay valid (the names of one message). */
+#define CTL_Q_HELD 16
 const char *ctl_q(const char *name);
 const char *ctl_qq(const char *name); /* always in double quotes */
 /* Parse an integer option value; prints and returns false when bad. */

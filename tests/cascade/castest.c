@@ -425,7 +425,9 @@ bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *con
 	SyncCond s = {.root = pgt_connect(root_db), .names = names, .n = n};
 	for (int i = 0; i < n; i++)
 		s.conns[i] = pgt_connect(dbs[i]);
-	bool ok = cs_run_until(synced, &s, timeout_ms);
+	/* a deadline for catching up, no promise: it scales with the sanitizer and
+	   valgrind runs' factor (a branch started late works through every tick) */
+	bool ok = cs_run_until(synced, &s, (int)(timeout_ms * pgt_time_factor()));
 	if (!ok) {
 		fprintf(stderr, "# not synced: root last tick %" PRId64,
 			pgt_int(s.root, LAST_TICK_SQL));
@@ -566,4 +568,42 @@ char *ct_debian_db(const char *name)
 	pgt_exec_db(name, "create extension pgq");
 	pgt_exec_db(name, "create extension pgq_node");
 	return strdup(name);
+}
+
+void ct_terminate_workers(const char *db)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+		 " where datname = '%s' and application_name = 'pgqev-cascade'",
+		 db);
+	ck_assert_int_gt(pgt_int_db("postgres", sql), 0);
+}
+
+typedef struct WritingCond {
+	PGconn *c;
+	char sql[400];
+	int64_t next_ms;
+} WritingCond;
+
+static bool writing(void *arg)
+{
+	WritingCond *t = arg;
+	/* the loop runs the workers between looks */
+	if (pgt_now_ms() < t->next_ms)
+		return false;
+	t->next_ms = pgt_now_ms() + 5;
+	return pgt_int(t->c, t->sql) > 0;
+}
+
+bool ct_wait_writing(const char *db, int timeout_ms)
+{
+	WritingCond t = {.c = pgt_connect("postgres")};
+	snprintf(t.sql, sizeof(t.sql),
+		 "select count(*) from pg_stat_activity where datname = '%s'"
+		 " and application_name = 'pgqev-cascade' and backend_xid is not null",
+		 db);
+	bool ok = cs_run_until(writing, &t, timeout_ms);
+	PQfinish(t.c);
+	return ok;
 }

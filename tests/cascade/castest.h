@@ -83,9 +83,16 @@ int64_t ct_completed(const char *db, const char *node);
 void ct_produce(const char *db, int from, int to);
 
 /* Wait (running the loop) until every db's worker completed the root's last tick
-   and, on a branch, made that tick locally (a worker stopped then leaves no gap). */
+   and, on a branch, made that tick locally (a worker stopped then leaves no gap);
+   timeout_ms is scaled by pgt_time_factor(). */
 bool ct_wait_synced(const char *root_db, const char *const *dbs, const char *const *names, int n,
 		    int timeout_ms);
+
+/* Faults for the cascade workers on db (a name): terminate their backends there
+   (at least one), or wait (running the loop) until one of them holds a transaction
+   there that has written, e.g. a copy not yet committed. */
+void ct_terminate_workers(const char *db);
+bool ct_wait_writing(const char *db, int timeout_ms);
 
 /* ---- workers on a thread of their own (pgqctl, run by the test, waits for
    their acknowledgements) ---- */

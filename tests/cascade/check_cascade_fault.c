@@ -33,32 +33,6 @@ static pid_t spawn_worker(const char *db)
 	_exit(0);
 }
 
-static void terminate_workers(const char *db)
-{
-	char sql[512];
-	snprintf(sql, sizeof(sql),
-		 "select count(pg_terminate_backend(pid)) from pg_stat_activity"
-		 " where datname = '%s' and application_name = 'pgqev-cascade'",
-		 db);
-	ck_assert_int_gt(pgt_int_db("postgres", sql), 0);
-}
-
-typedef struct TxCond {
-	PGconn *c;
-	char sql[512];
-	int64_t next_ms;
-} TxCond;
-
-/* the branch worker holds a local transaction that has written */
-static bool copying(void *arg)
-{
-	TxCond *t = arg;
-	if (pgt_now_ms() < t->next_ms)
-		return false;
-	t->next_ms = pgt_now_ms() + 5;
-	return pgt_int(t->c, t->sql) > 0;
-}
-
 typedef struct ReachCond {
 	PGconn *c;
 	char sql[300];
@@ -114,29 +88,23 @@ START_TEST(test_faults_branch_and_leaf)
 	next += 400;
 	reach(root, b1, "b1");
 	reach(root, lf, "lf");
-	terminate_workers(root);
-	terminate_workers(lf);
+	ct_terminate_workers(root);
+	ct_terminate_workers(lf);
 	/* 2: the branch's local side and the leaf's provider side */
 	ct_produce(root, next, next + 400);
 	next += 400;
 	reach(root, b1, "b1");
-	terminate_workers(b1);
+	ct_terminate_workers(b1);
 	reach(root, b1, "b1"); /* back at work */
 
 	/* 3: SIGKILL the branch worker while its copy transaction is open */
-	TxCond t = {.c = pgt_connect("postgres")};
-	snprintf(t.sql, sizeof(t.sql),
-		 "select count(*) from pg_stat_activity where datname = '%s'"
-		 " and application_name = 'pgqev-cascade' and backend_xid is not null",
-		 b1);
 	ct_produce(root, next, next + 3000);
 	next += 3000;
-	ck_assert_msg(cs_run_until(copying, &t, 20000), "the branch worker never copied");
+	ck_assert_msg(ct_wait_writing(b1, 20000), "the branch worker never copied");
 	ck_assert_int_eq(kill(child, SIGKILL), 0);
 	int status;
 	ck_assert_int_eq(waitpid(child, &status, 0), child);
 	ck_assert(WIFSIGNALED(status));
-	PQfinish(t.c);
 	child = spawn_worker(b1);
 	ct_produce(root, next, next + 400);
 	next += 400;

@@ -253,33 +253,6 @@ static bool all_read(void *arg)
 	       tick_id_event(r->c, "pq2") == last_tick(r->p2, "pq2");
 }
 
-static void terminate_in(const char *db)
-{
-	char sql[300];
-	snprintf(sql, sizeof(sql),
-		 "select count(pg_terminate_backend(pid)) from pg_stat_activity"
-		 " where datname = '%s' and application_name = 'pgqev-cascade'",
-		 db);
-	ck_assert_int_gt(pgt_int_db("postgres", sql), 0);
-}
-
-typedef struct WritingCond {
-	PGconn *c;
-	char sql[400];
-	int64_t next_ms;
-} WritingCond;
-
-/* a merge leaf's worker holds a transaction on the combined root's database
-   that has written (events copied into the combined queue, not committed) */
-static bool writing(void *arg)
-{
-	WritingCond *t = arg;
-	if (pgt_now_ms() < t->next_ms)
-		return false;
-	t->next_ms = pgt_now_ms() + 5;
-	return pgt_int(t->c, t->sql) > 0;
-}
-
 /* Two partitions merged into the combined root's queue, which its own ticker
    ticks: a plain consumer of it sees every data event exactly once, also when
    the merge leaves' backends are terminated mid-batch on the combined side and
@@ -315,15 +288,12 @@ START_TEST(test_merge_consumer_exactly_once)
 	ck_assert_msg(cs_run_until(all_read, r, 30000), "round 1: %d of %d read", r->got, r->want);
 
 	/* 2: the combined side's backends go while a copy is open there */
-	WritingCond t = {.c = pgt_connect("postgres")};
-	snprintf(t.sql, sizeof(t.sql),
-		 "select count(*) from pg_stat_activity where datname = '%s'"
-		 " and application_name = 'pgqev-cascade' and backend_xid is not null",
-		 c);
 	produce(p1, "pq1", 300, 2300);
 	cs_tick(p1);
-	ck_assert_msg(cs_run_until(writing, &t, 20000), "the merge leaf never wrote");
-	terminate_in(c);
+	/* a merge leaf's worker holds a transaction on the combined root's database
+	   that has written (events copied into the combined queue, not committed) */
+	ck_assert_msg(ct_wait_writing(c, 20000), "the merge leaf never wrote");
+	ct_terminate_workers(c);
 	produce(p2, "pq2", 10200, 10400);
 	cs_tick(p2);
 	r->want = 2700;
@@ -332,8 +302,8 @@ START_TEST(test_merge_consumer_exactly_once)
 	/* 3: the partition side's backends go while its batch is being read */
 	produce(p2, "pq2", 10400, 11900);
 	cs_tick(p2);
-	ck_assert_msg(cs_run_until(writing, &t, 20000), "the merge leaf never wrote");
-	terminate_in(p2);
+	ck_assert_msg(ct_wait_writing(c, 20000), "the merge leaf never wrote");
+	ct_terminate_workers(p2);
 	produce(p1, "pq1", 2300, 2400);
 	cs_tick(p1);
 	r->want = 4300;
@@ -359,7 +329,6 @@ START_TEST(test_merge_consumer_exactly_once)
 
 	ct_stop(&w1);
 	ct_stop(&w2);
-	PQfinish(t.c);
 	PQfinish(r->c);
 	PQfinish(r->p1);
 	PQfinish(r->p2);

@@ -47,8 +47,7 @@ static void start_eo(Rec *r, const char *src, const char *q, const char *consume
 	r->quiet = true;
 	PgqevConsumerConfig cfg;
 	cs_config(&cfg, r, src, q, consumer);
-	snprintf(tci, sizeof(tci), "%s", pgt_connstr(tgt_db, false));
-	cfg.target_conninfo = tci;
+	cs_config_target(&cfg, tci, sizeof(tci), tgt_db);
 	cfg.fail_delay = 50000; /* 50 ms */
 	cs_start(r, &cfg);
 }
@@ -76,28 +75,18 @@ static int64_t sink_count(const char *q, bool distinct)
  */
 START_TEST(test_one_name_two_queues_one_target)
 {
-	static char src[64], tgt[64];
-	snprintf(src, sizeof(src), "%s", cs_db_with_queue("qa"));
-	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	static char src[CS_DB_LEN], tgt[CS_DB_LEN];
+	cs_eo_dbs(src, tgt, "qa", "q text, v bigint");
 	tgt_db = tgt;
-	pgt_exec_db(tgt, "create table sink (q text, v bigint)");
 	PGconn *s = pgt_connect(src);
 	pgt_exec(s,
 		 "select pgq.create_queue('qb'), pgq.set_queue_config('qb', 'ticker_max_lag', '0'),"
 		 " pgq.set_queue_config('qb', 'ticker_idle_period', '0')");
 	pgt_exec(s, "create table boom_armed (on_queue text)");
-	pgt_exec(s, "create function boom() returns trigger language plpgsql as $$"
-		    " begin"
-		    "  if old.sub_batch is not null and new.sub_batch is null"
-		    "     and exists (select 1 from public.boom_armed a join pgq.queue q"
-		    "                  on q.queue_name = a.on_queue"
-		    "                  where q.queue_id = new.sub_queue) then"
-		    "    raise exception 'injected failure at finish';"
-		    "  end if;"
-		    "  return new;"
-		    " end $$");
-	pgt_exec(s, "create trigger boom before update on pgq.subscription"
-		    " for each row execute function boom()");
+	cs_on_finish(src, "boom",
+		     "exists (select 1 from public.boom_armed a join pgq.queue q"
+		     " on q.queue_name = a.on_queue where q.queue_id = new.sub_queue)",
+		     "raise exception 'injected failure at finish'");
 	pgt_exec(s, "select pgq.register_consumer('qa', 'c'), pgq.register_consumer('qb', 'c')");
 	pgt_exec(s, "insert into boom_armed values ('qa')");
 
@@ -156,11 +145,9 @@ END_TEST
  */
 START_TEST(test_upgrade_reads_the_old_key_once)
 {
-	static char src[64], tgt[64];
-	snprintf(src, sizeof(src), "%s", cs_db_with_queue("qa"));
-	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	static char src[CS_DB_LEN], tgt[CS_DB_LEN];
+	cs_eo_dbs(src, tgt, "qa", "q text, v bigint");
 	tgt_db = tgt;
-	pgt_exec_db(tgt, "create table sink (q text, v bigint)");
 	PGconn *s = pgt_connect(src);
 	pgt_exec(s, "select pgq.register_consumer('qa', 'c')");
 	cs_produce(src, "qa", 0, 10);

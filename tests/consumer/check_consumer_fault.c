@@ -329,28 +329,16 @@ static bool eo_sink_has(void *arg)
 
 START_TEST(test_exactly_once_into_target_survives_kills)
 {
-	static char src[64], tgt[64];
-	snprintf(src, sizeof(src), "%s", cs_db_with_queue("q"));
-	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	static char src[CS_DB_LEN], tgt[CS_DB_LEN];
+	cs_eo_dbs(src, tgt, "q", "v bigint");
 	eo_tgt_db = tgt;
-	PGconn *t = pgt_connect(tgt);
-	pgt_exec(t, "create table sink (v bigint)");
-	PQfinish(t);
 	/* inject one failure of the source finish after the target committed */
 	PGconn *s = pgt_connect(src);
 	pgt_exec(s, "create sequence boom_seq");
 	pgt_exec(s, "create table boom_armed (on_batch bigint)");
-	pgt_exec(s, "create function boom() returns trigger language plpgsql as $$"
-		    " begin"
-		    "  if old.sub_batch is not null and new.sub_batch is null"
-		    "     and exists (select 1 from public.boom_armed)"
-		    "     and nextval('public.boom_seq') = 1 then"
-		    "    raise exception 'injected failure at finish';"
-		    "  end if;"
-		    "  return new;"
-		    " end $$");
-	pgt_exec(s, "create trigger boom before update on pgq.subscription"
-		    " for each row execute function boom()");
+	cs_on_finish(src, "boom",
+		     "exists (select 1 from public.boom_armed) and nextval('public.boom_seq') = 1",
+		     "raise exception 'injected failure at finish'");
 	pgt_exec(s, "select pgq.register_consumer('q', 'eo')");
 
 	EoCtx x = {.src_db = src};
@@ -358,8 +346,7 @@ START_TEST(test_exactly_once_into_target_survives_kills)
 	PgqevConsumerConfig cfg;
 	cs_config(&cfg, &r, src, "q", "eo");
 	char tci[512];
-	snprintf(tci, sizeof(tci), "%s", pgt_connstr(tgt, false));
-	cfg.target_conninfo = tci;
+	cs_config_target(&cfg, tci, sizeof(tci), tgt);
 	cfg.fetch_size = 10;
 	cs_start(&r, &cfg);
 
@@ -393,7 +380,7 @@ START_TEST(test_exactly_once_into_target_survives_kills)
 	ck_assert_int_ge(r.errors[PGQEV_ERR_SQL], 1);
 	ck_assert_int_eq(x.calls - calls, 2); /* handler not called for the redelivery */
 
-	t = pgt_connect(tgt);
+	PGconn *t = pgt_connect(tgt);
 	ck_assert_int_eq(pgt_int(t, "select count(*) from sink"), 75);
 	ck_assert_int_eq(pgt_int(t, "select count(distinct v) from sink"), 75);
 	ck_assert_int_eq(pgt_int(t, "select min(v) + max(v) from sink"), 74);
@@ -428,29 +415,17 @@ static bool sink_count_is(void *arg)
 
 START_TEST(test_exactly_once_survives_killed_process)
 {
-	static char src[64], tgt[64];
-	snprintf(src, sizeof(src), "%s", cs_db_with_queue("q"));
-	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	static char src[CS_DB_LEN], tgt[CS_DB_LEN];
+	cs_eo_dbs(src, tgt, "q", "v bigint");
 	eo_tgt_db = tgt;
-	pgt_exec_db(tgt, "create table sink (v bigint)");
 	/* the first source finish stalls, so the kill lands after the target commit */
 	PGconn *s = pgt_connect(src);
 	pgt_exec(s, "create sequence stall_seq");
-	pgt_exec(s, "create function stall() returns trigger language plpgsql as $$"
-		    " begin"
-		    "  if old.sub_batch is not null and new.sub_batch is null"
-		    "     and nextval('public.stall_seq') = 1 then"
-		    "    perform pg_sleep(2);"
-		    "  end if;"
-		    "  return new;"
-		    " end $$");
-	pgt_exec(s, "create trigger stall before update on pgq.subscription"
-		    " for each row execute function stall()");
+	cs_on_finish(src, "stall", "nextval('public.stall_seq') = 1", "perform pg_sleep(2)");
 	pgt_exec(s, "select pgq.register_consumer('q', 'eo')");
 	cs_produce(src, "q", 0, 20);
 	pgt_exec(s, "select pgq.ticker()");
 	char tci[512];
-	snprintf(tci, sizeof(tci), "%s", pgt_connstr(tgt, false));
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -459,7 +434,7 @@ START_TEST(test_exactly_once_survives_killed_process)
 		Rec cr = {.name = "eo-child", .hook = eo_copy, .quiet = true};
 		PgqevConsumerConfig cfg;
 		cs_config(&cfg, &cr, src, "q", "eo");
-		cfg.target_conninfo = tci;
+		cs_config_target(&cfg, tci, sizeof(tci), tgt);
 		cs_start(&cr, &cfg);
 		cs_run_for(60000);
 		_exit(4);
@@ -473,7 +448,7 @@ START_TEST(test_exactly_once_survives_killed_process)
 	Rec r = {.name = "eo-successor", .hook = eo_copy, .quiet = true};
 	PgqevConsumerConfig cfg;
 	cs_config(&cfg, &r, src, "q", "eo");
-	cfg.target_conninfo = tci;
+	cs_config_target(&cfg, tci, sizeof(tci), tgt);
 	cs_start(&r, &cfg);
 	cs_produce(src, "q", 20, 40);
 	pgt_exec(s, "select pgq.ticker()");
@@ -500,15 +475,13 @@ static PgqevVerdict slow_first_write(Rec *r, PgqevBatch *b)
 
 START_TEST(test_statement_timeout_fails_slow_target_write)
 {
-	static char src[64], tgt[64];
-	snprintf(src, sizeof(src), "%s", cs_db_with_queue("q"));
-	snprintf(tgt, sizeof(tgt), "%s", pgt_db_new());
+	static char src[CS_DB_LEN], tgt[CS_DB_LEN];
+	cs_eo_dbs(src, tgt, "q", "v bigint");
 	Rec r = {.name = "timeout", .hook = slow_first_write, .quiet = true};
 	PgqevConsumerConfig cfg;
 	cs_config(&cfg, &r, src, "q", "to");
 	char tci[512];
-	snprintf(tci, sizeof(tci), "%s", pgt_connstr(tgt, false));
-	cfg.target_conninfo = tci;
+	cs_config_target(&cfg, tci, sizeof(tci), tgt);
 	cfg.statement_timeout = 200 * PGQEV_USEC_PER_MSEC;
 	cs_start(&r, &cfg);
 	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));

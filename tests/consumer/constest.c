@@ -46,6 +46,42 @@ const char *cs_db_with_queue(const char *q)
 	return db;
 }
 
+void cs_eo_dbs(char *src, char *tgt, const char *q, const char *sink_columns)
+{
+	char sql[256];
+	snprintf(src, CS_DB_LEN, "%s", cs_db_with_queue(q));
+	snprintf(tgt, CS_DB_LEN, "%s", pgt_db_new());
+	snprintf(sql, sizeof(sql), "create table sink (%s)", sink_columns);
+	pgt_exec_db(tgt, sql);
+}
+
+void cs_on_finish(const char *db, const char *name, const char *when, const char *action)
+{
+	char sql[1024];
+	int n = snprintf(sql, sizeof(sql),
+			 "create function %s() returns trigger language plpgsql as $$"
+			 " begin"
+			 "  if old.sub_batch is not null and new.sub_batch is null and (%s) then"
+			 "    %s;"
+			 "  end if;"
+			 "  return new;"
+			 " end $$",
+			 name, when, action);
+	ck_assert(n > 0 && (size_t)n < sizeof(sql));
+	pgt_exec_db(db, sql);
+	snprintf(sql, sizeof(sql),
+		 "create trigger %s before update on pgq.subscription"
+		 " for each row execute function %s()",
+		 name, name);
+	pgt_exec_db(db, sql);
+}
+
+void cs_config_target(PgqevConsumerConfig *cfg, char *buf, size_t len, const char *db)
+{
+	snprintf(buf, len, "%s", pgt_connstr(db, false));
+	cfg->target_conninfo = buf;
+}
+
 void cs_tick(const char *db)
 {
 	PGconn *c = pgt_connect(db);

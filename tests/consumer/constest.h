@@ -63,6 +63,20 @@ void cs_config(PgqevConsumerConfig *cfg, Rec *r, const char *db, const char *q,
 PgqevConsumer *cs_start(Rec *r, const PgqevConsumerConfig *cfg);
 void rec_free(Rec *r);
 
+/*
+ * Exactly-once fixtures. cs_eo_dbs: a source database with queue q (as
+ * cs_db_with_queue) and a target database holding table sink (sink_columns),
+ * their names copied into src and tgt. cs_on_finish: a trigger `name` on
+ * pgq.subscription in db that runs action (PL/pgSQL) when a batch is finished
+ * and when (an SQL condition) holds, to fail or stall the source's finish after
+ * the target committed. cs_config_target: the consumer writes into db; buf keeps
+ * the connection string and must outlive the consumer.
+ */
+#define CS_DB_LEN 64
+void cs_eo_dbs(char *src, char *tgt, const char *q, const char *sink_columns);
+void cs_on_finish(const char *db, const char *name, const char *when, const char *action);
+void cs_config_target(PgqevConsumerConfig *cfg, char *buf, size_t len, const char *db);
+
 /* Insert values [from, to) as events (data = the number), one transaction. */
 void cs_produce(const char *db, const char *q, int64_t from, int64_t to);
 

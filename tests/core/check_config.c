@@ -540,6 +540,18 @@ START_TEST(test_file_loading)
 	c = out;
 	ck_assert_int_eq(c->max_connects, 10);
 	pqev_conf_free(&schema, c);
+
+	/* a NUL byte in a value: refused, naming file and line, never cut short there */
+	static const char nul[] = "[pgqd]\nmax_connects = 1\0002\n";
+	fd = open(path, O_WRONLY | O_TRUNC);
+	ck_assert_int_eq(write(fd, nul, sizeof(nul) - 1), (ssize_t)sizeof(nul) - 1);
+	close(fd);
+	reset();
+	out = NULL;
+	ck_assert_int_eq(pqev_conf_load_file(&schema, path, NULL, &out, collect, NULL), -EINVAL);
+	ck_assert_ptr_null(out);
+	ck_assert_msg(has_diag(path, ":2: line contains a NUL byte"), "diagnostics: %s",
+		      ndiags ? diags[0] : "none");
 	unlink(path);
 
 	reset();

@@ -9,11 +9,13 @@
  *     rows' values (NULL as NULL), without pgq.* events for a merge;
  *   - the cascade worker's replies to get_node_info, get_consumer_state and
  *     next_batch_info (node type, names, tick ids, lag, provider location as a
- *     connection string), fed to its real reply handler: no crash, a finite lag,
- *     and no password of the provider location in an error message.
+ *     connection string, node_attrs), fed to its real reply handler: no crash, a
+ *     finite lag, no password of the provider location in an error message, and
+ *     node_attrs' sync_watermark read as an independent decoder reads it.
  * Input: a shape byte per result, then NUL-separated cell texts; a cell whose
  * text is a single 0x01 byte is NULL.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -178,6 +180,63 @@ static void check_copy(const PGresult *r, bool merge)
 	free(text);
 }
 
+/* %XX and '+' decoded, written apart from the library's decoder: a '%' without
+   two hex digits after it stays as it is */
+static char *attr_decode(const char *s, size_t n)
+{
+	char *o = malloc(n + 1), *q = o;
+	if (!o)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '+') {
+			*q++ = ' ';
+		} else if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+			   isxdigit((unsigned char)s[i + 2])) {
+			char hex[3] = {s[i + 1], s[i + 2], 0};
+			*q++ = (char)strtol(hex, NULL, 16);
+			i += 2;
+		} else {
+			*q++ = s[i];
+		}
+	}
+	*q = 0;
+	return o;
+}
+
+/* node_attrs (k=v&k=v, urlencoded) through the worker's reader: sync is set
+   exactly when a key reads as sync_watermark, and its nodes are the last such
+   key's value, decoded (none when empty) */
+static void check_attrs(PgqevCascade *w, const char *attrs)
+{
+	bool sync = false;
+	char *nodes = NULL;
+	size_t len = strlen(attrs);
+	for (size_t a = 0; a <= len;) {
+		size_t b = a;
+		while (b < len && attrs[b] != '&')
+			b++;
+		size_t eq = a;
+		while (eq < b && attrs[eq] != '=')
+			eq++;
+		char *k = attr_decode(attrs + a, eq - a);
+		if (b > a && strcmp(k, "sync_watermark") == 0) {
+			sync = true;
+			free(nodes);
+			nodes = eq + 1 < b ? attr_decode(attrs + eq + 1, b - eq - 1) : NULL;
+		}
+		free(k);
+		a = b + 1;
+	}
+	if (!cas_read_attrs(w, attrs))
+		abort();
+	if (w->sync != sync)
+		FZ_FAIL("node_attrs: sync_watermark read wrong");
+	if ((w->sync_nodes == NULL) != (nodes == NULL) ||
+	    (nodes && strcmp(w->sync_nodes, nodes) != 0))
+		FZ_FAIL("node_attrs: sync_watermark's nodes read wrong");
+	free(nodes);
+}
+
 static bool saw_secret;
 static bool saw_nan;
 
@@ -246,7 +305,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	saw_secret = saw_nan = false;
 	static const ReqKind kinds[3] = {RK_NODE, RK_STATE, RK_NEXT};
-	static const int widths[3] = {8, 7, 6};
+	static const int widths[3] = {10, 7, 6}; /* the columns each query selects */
 	for (int k = 0; k < 3 && in.n; k++) {
 		unsigned s = fz_in_byte(&in);
 		int nc = (s & 0x10) ? (int)(s & 0x0F) % (widths[k] + 1) : widths[k];
@@ -259,6 +318,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			free(loc);
 		}
+		if (kinds[k] == RK_NODE && nc == 10 && nr == 1 && !PQgetisnull(nr_res, 0, 9))
+			check_attrs(w, PQgetvalue(nr_res, 0, 9));
 		reply(w, kinds[k], nr_res);
 		PQclear(nr_res);
 	}

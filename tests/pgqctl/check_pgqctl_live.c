@@ -167,6 +167,8 @@ START_TEST(test_bad_input)
 	ctr_expect(&r, 2, NULL, "need -c INI");
 	ctr_free(&r);
 	PQfinish(c);
+	free(db);
+	free(empty);
 }
 END_TEST
 
@@ -406,6 +408,9 @@ START_TEST(test_status_all_with_unreachable)
 	ctr_expect(&r, 1, NULL, "no cluster \"nosuch\"");
 	ctr_free(&r);
 	PQfinish(c);
+	free(db1);
+	free(db2);
+	free(db3);
 }
 END_TEST
 

@@ -607,7 +607,7 @@ START_TEST(test_resurrect)
 	ct_stop(&wr);
 	ct_stop(&wl);
 	ck_assert_int_eq(wr.errors, 0);
-	ck_assert_str_eq(ct_events(ro, false), ct_events(nb, false));
+	ct_assert_same("resurrected root events", ct_events(ro, false), ct_events(nb, false));
 	r = ctr_node(dnb, (const char *[]){"status", CT_QUEUE, NULL});
 	ctr_expect(&r, 0, "healthy", NULL);
 	ctr_free(&r);

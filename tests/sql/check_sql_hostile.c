@@ -180,16 +180,33 @@ START_TEST(test_long_names_stay_apart)
 		char *v, want[256];
 		memset(cur, 'c', 64);
 		cur[64] = 0;
-		pgt_exec(c, "begin");
-		v = outcome(
-			c,
-			"select count(*) from pgq.get_batch_cursor(pgq.next_batch($1, $1), $2, 10)",
-			2, cp);
-		snprintf(want, sizeof(want),
-			 "P0001: get_batch_cursor: cursor name \"%s\" is longer than 63 bytes",
-			 cur);
-		ck_assert_str_eq(v, want);
-		free(v);
+		/* get_batch_cursor and the split reader's part cursors: one check, the
+		   error naming the function called */
+		static const char *const fn[2][2] = {
+			{"get_batch_cursor",
+			 "pgq.get_batch_cursor(pgq.next_batch($1, $1), $2, 10)"},
+			{"_get_batch_part_cursor",
+			 "pgq._get_batch_part_cursor(pgq.next_batch($1, $1), $2, 10, 0, 1)"}};
+		for (int k = 0; k < 2; k++) {
+			char sql[200];
+			for (int empty = 0; empty < 2; empty++) {
+				const char *cp2[2] = {a, empty ? "" : cur};
+				snprintf(sql, sizeof(sql), "select count(*) from %s", fn[k][1]);
+				pgt_exec(c, "begin");
+				v = outcome(c, sql, 2, cp2);
+				if (empty)
+					snprintf(want, sizeof(want),
+						 "P0001: %s: cursor name must not be empty",
+						 fn[k][0]);
+				else
+					snprintf(
+						want, sizeof(want),
+						"P0001: %s: cursor name \"%s\" is longer than 63 bytes",
+						fn[k][0], cur);
+				ck_assert_str_eq(v, want);
+				free(v);
+			}
+		}
 		cur[63] = 0;
 		pgt_exec(c, "begin");
 		v = outcome(

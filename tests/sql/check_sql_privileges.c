@@ -57,6 +57,7 @@ static const struct {
 	{"pgq._batch_event_sql(bigint,text)", READER},
 	{"pgq._batch_split_block(bigint)", READER},
 	{"pgq._get_batch_part_cursor(bigint,text,integer,bigint,integer)", READER},
+	{"pgq._check_cursor_name(text,text)", READER},
 	{"pgq.batch_event_tables(bigint)", READER},
 	{"pgq.event_retry(bigint,bigint,integer)", READER},
 	{"pgq.event_retry(bigint,bigint,timestamp with time zone)", READER},

@@ -138,7 +138,7 @@ START_TEST(test_admin_and_worker)
 	char *a, *b;
 	PGconn *rc, *bc;
 	pid_t wroot, wbranch;
-	const char *root_ini, *branch_ini;
+	char *root_ini, *branch_ini;
 	char out[2048];
 
 	if (pgt_missing(system(PYTHON " -c 'import pgq.cascade.worker' >/dev/null 2>&1") != 0,
@@ -300,6 +300,8 @@ START_TEST(test_admin_and_worker)
 	ck_assert_int_eq(system(out), 0);
 	PQfinish(rc);
 	PQfinish(bc);
+	free(root_ini);
+	free(branch_ini);
 }
 END_TEST
 

@@ -626,7 +626,8 @@ static void server_teardown(bool keep)
 TCase *pgt_tcase(const char *name, double timeout_sec)
 {
 	TCase *tc = tcase_create(name);
-	tcase_set_timeout(tc, timeout_sec);
+	/* a guard against a hang, no promise: slower under the sanitizers */
+	tcase_set_timeout(tc, timeout_sec * pgt_time_factor());
 	return tc;
 }
 

@@ -34,7 +34,8 @@ typedef struct PgtOptions {
 /* Run `suite` (ownership passes to the runner) and return the process exit code. */
 int pgt_main(Suite *suite, const PgtOptions *opts);
 
-/* A TCase with a timeout in seconds (Check's default of 4 s is too short for us). */
+/* A TCase with a timeout in seconds (Check's default of 4 s is too short for us),
+   scaled by pgt_time_factor() for the sanitizer and valgrind runs. */
 TCase *pgt_tcase(const char *name, double timeout_sec);
 
 /* Server coordinates. Valid after pgt_main() started the server. */

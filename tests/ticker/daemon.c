@@ -106,9 +106,10 @@ static void at_exit_dump(void)
 	}
 }
 
-Daemon *dmn_start(const char *ini, const char *extra_arg)
+static Daemon *start(const char *ini, const char *extra_arg, unsigned long nofile)
 {
 	static bool hooked;
+	char lim[64];
 
 	Daemon *d = calloc(1, sizeof(*d));
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -137,7 +138,13 @@ Daemon *dmn_start(const char *ini, const char *extra_arg)
 		dup2(pipefd[1], STDERR_FILENO);
 		setenv("NOTIFY_SOCKET", d->sockpath, 1);
 		unsetenv("JOURNAL_STREAM");
-		if (extra_arg)
+		/* prlimit sets the limit and execs the daemon (same pid): a setrlimit
+		   here would run under valgrind in a valgrind run, which refuses it */
+		snprintf(lim, sizeof(lim), "--nofile=%lu:%lu", nofile, nofile);
+		if (nofile)
+			execlp("prlimit", "prlimit", lim, "--", dmn_binary(), "-v", d->ini,
+			       (char *)NULL);
+		else if (extra_arg)
 			execl(dmn_binary(), "pgqd-ev", "-v", extra_arg, d->ini, (char *)NULL);
 		else
 			execl(dmn_binary(), "pgqd-ev", "-v", d->ini, (char *)NULL);
@@ -157,6 +164,16 @@ Daemon *dmn_start(const char *ini, const char *extra_arg)
 		}
 	}
 	return d;
+}
+
+Daemon *dmn_start(const char *ini, const char *extra_arg)
+{
+	return start(ini, extra_arg, 0);
+}
+
+Daemon *dmn_start_nofile(const char *ini, unsigned long nofile)
+{
+	return start(ini, NULL, nofile);
 }
 
 /* Read what is available from stderr into lines; true if something was read. */

@@ -21,6 +21,8 @@ const char *dmn_base_ini(void);
 
 /* Write `ini` to a fresh directory and start `pgqd-ev -v [extra] INI`. */
 Daemon *dmn_start(const char *ini, const char *extra_arg);
+/* The same with RLIMIT_NOFILE set to nofile for the daemon alone. */
+Daemon *dmn_start_nofile(const char *ini, unsigned long nofile);
 
 /* Replace the ini file's content (for SIGHUP tests). */
 void dmn_write_ini(Daemon *d, const char *ini);
