@@ -219,6 +219,7 @@ void cas_fail(PgqevCascade *w, PgqevErrorKind kind, const char *what, const char
 	}
 	cas_arm_timer(w, delay);
 	cas_set_phase(w, WP_BACKOFF);
+	cas_tick_in_background(w);
 }
 
 /* A connection broke or reconnected: in-flight work is gone. */
@@ -260,6 +261,7 @@ void cas_go_wait_src(PgqevCascade *w)
 {
 	cas_arm_timer(w, USEC_PER_SEC);
 	cas_set_phase(w, WP_WAIT_SRC);
+	cas_tick_in_background(w); /* the provider is away: the tick needs only dst */
 }
 
 void cas_on_channel(PgqevCascade *w, const PqevReply *r)
@@ -515,6 +517,7 @@ static void destroy(PgqevCascade *w)
 	free(w->combined_queue);
 	free(w->sync_nodes);
 	free(w->channel);
+	free(w->owed_time);
 	free(w);
 }
 

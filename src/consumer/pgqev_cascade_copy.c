@@ -614,22 +614,34 @@ void cas_go_open(PgqevCascade *w)
    is already tick or later; answers (last local tick before, the tick made or
    NULL). seq is the highest event id copied, never below the last tick's, so
    the local event sequence moves forward. */
+static const char *tick_sql(void)
+{
+	return "select l.tick_id, case when coalesce(l.tick_id, 0) < $2::int8 then"
+	       " pgq.ticker($1, $2::int8, $3::timestamptz,"
+	       " greatest($4::int8, coalesce(l.tick_event_seq, 0))) end"
+	       " from (select 1) o left join lateral (select t.tick_id, t.tick_event_seq"
+	       " from pgq.tick t, pgq.queue q where t.tick_queue = q.queue_id"
+	       " and q.queue_name = $1 order by t.tick_queue desc, t.tick_id desc limit 1) l"
+	       " on true";
+}
+
 static bool send_tick(PgqevCascade *w, ReqKind kind, int64_t tick, const char *tick_time)
 {
 	char t[32], seq[32];
 	snprintf(t, sizeof(t), "%" PRId64, tick);
 	snprintf(seq, sizeof(seq), "%" PRId64, w->max_ev_id);
 	const char *p[4] = {w->cfg.queue, t, tick_time, seq};
-	return cas_send_or_fail(
-		w, false, kind,
-		"select l.tick_id, case when coalesce(l.tick_id, 0) < $2::int8 then"
-		" pgq.ticker($1, $2::int8, $3::timestamptz,"
-		" greatest($4::int8, coalesce(l.tick_event_seq, 0))) end"
-		" from (select 1) o left join lateral (select t.tick_id, t.tick_event_seq"
-		" from pgq.tick t, pgq.queue q where t.tick_queue = q.queue_id"
-		" and q.queue_name = $1 order by t.tick_queue desc, t.tick_id desc limit 1) l"
-		" on true",
-		4, p, 0);
+	if (kind == RK_OWED_TICK_BG)
+		return cas_send_on(w, false, kind, tick_sql(), 4, p, 0) == 0;
+	return cas_send_or_fail(w, false, kind, tick_sql(), 4, p, 0);
+}
+
+void cas_tick_in_background(PgqevCascade *w)
+{
+	if (w->type != NT_BRANCH || w->tick_done || w->dst_in_tx || !w->owed_time ||
+	    w->owed_tick != w->completed || !w->dst || !pqev_conn_is_ready(w->dst))
+		return;
+	(void)send_tick(w, RK_OWED_TICK_BG, w->owed_tick, w->owed_time);
 }
 
 bool cas_owed_tick_reply(PgqevCascade *w, const PGresult *res, int64_t tick)

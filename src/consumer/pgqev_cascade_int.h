@@ -46,7 +46,8 @@ typedef enum ReqKind {
 	RK_LAST_TICK,
 	RK_OPEN_STEP, /* dst: begin / set local inside the open; checked only */
 	RK_OPEN,
-	RK_OWED_TICK, /* dst: the previous batch's tick, made when not made yet */
+	RK_OWED_TICK,    /* dst: the previous batch's tick, made when not made yet */
+	RK_OWED_TICK_BG, /* the same while the worker waits (provider away, paused) */
 	RK_CURSOR,
 	RK_FETCH,
 	RK_WRITE,
@@ -117,6 +118,8 @@ struct PgqevCascade {
 	   transaction (or in one of its own when no batch follows): see
 	   cas_go_open and cas_idle_tick. */
 	bool tick_done;
+	int64_t owed_tick; /* the last batch committed here, its tick time: */
+	char *owed_time;   /* what that tick needs without the provider */
 	/* provider: finish_batch + COMMIT of the last batch still in flight while
 	   the next iteration reads the node's state */
 	bool finishing;
@@ -212,6 +215,10 @@ void cas_go_tick(PgqevCascade *w);
    be made (time: the provider's tick); true when it was sent (the reply goes
    on to the idle handling). */
 bool cas_idle_tick(PgqevCascade *w, const char *tick_time);
+/* The worker waits (provider unreachable, a failure's backoff, paused): make
+   the last batch's tick now if it is owed, so the branch's consumers (and a
+   failover that promotes this branch) see the batch; the reply only notes it. */
+void cas_tick_in_background(PgqevCascade *w);
 /* the owed-tick reply: last local tick before, and whether the tick was made */
 bool cas_owed_tick_reply(PgqevCascade *w, const PGresult *res, int64_t tick);
 void cas_go_finish(PgqevCascade *w);

@@ -72,6 +72,7 @@ static void go_idle(PgqevCascade *w, usec_t delay)
 	}
 	cas_arm_timer(w, delay);
 	cas_set_phase(w, WP_IDLE);
+	cas_tick_in_background(w); /* paused: the last batch's tick all the same */
 }
 
 static void go_next(PgqevCascade *w)
@@ -557,6 +558,15 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 			cas_go_state(w);
 		}
 		return;
+	case RK_OWED_TICK_BG:
+		if (r->status == PQEV_OK && r->result && PQntuples(r->result) == 1 &&
+		    (PQgetisnull(r->result, 0, 0) ||
+		     strtoll(PQgetvalue(r->result, 0, 0), NULL, 10) <= w->owed_tick))
+			w->tick_done = w->owed_tick == w->completed;
+		else if (r->status == PQEV_SQL_ERROR)
+			cas_report(w, PGQEV_ERR_TARGET, 0, 1, "pgq.ticker on the local node: %s",
+				   r->detail);
+		return;
 	case RK_OPEN:
 		if (!ok_reply(w, x, r, "cannot begin the local transaction"))
 			return;
@@ -614,6 +624,11 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		/* a branch's tick of this batch is made at the start of the next
 		   batch's transaction, or on its own when none follows: cas_go_open */
 		w->tick_done = false;
+		if (w->type == NT_BRANCH) {
+			free(w->owed_time);
+			w->owed_tick = w->cur_tick;
+			w->owed_time = w->cur_tick_time ? strdup(w->cur_tick_time) : NULL;
+		}
 		cas_go_finish(w);
 		return;
 	case RK_TICK:
