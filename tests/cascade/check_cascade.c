@@ -691,6 +691,13 @@ START_TEST(test_tick_owed_after_crash)
 	ct_stop(&w1);
 	int64_t t1 = ct_last_tick(root);
 	ck_assert_int_eq(ct_completed(b1, "b1"), t1);
+	/* the provider finished the batch: no batch is handed out again */
+	char want[64];
+	snprintf(want, sizeof(want), "%" PRId64 " -", t1);
+	ct_expect_value(root,
+			"select last_tick || ' ' || coalesce(current_batch::text, '-')"
+			" from pgq.get_consumer_info('" CT_QUEUE "', 'w_b1')",
+			want);
 
 	/* nothing follows on the root: the worker makes the tick on its own,
 	   with the root's tick time */
