@@ -7,19 +7,24 @@
  *        root: publish the global watermark when due -> IDLE -> STATE
  *        paused: IDLE -> STATE
  *   -> [WAIT_SRC: (re)connect to provider_location, learn the tick channel]
+ *   -> STATE (get_node_info + get_consumer_state on dst, one round trip once
+ *      the worker's name is known)
  *   -> NEXT (pgq.next_batch_info on src, autocommit)
- *        no batch -> IDLE (tick notification or poll timer) -> STATE
+ *        no batch -> [TICK: branch, the last batch's tick when not known to be
+ *        made] -> IDLE (tick notification or poll timer) -> STATE
  *        batch already applied (cur = completed) -> [CHECK: branch, latest local
  *        tick; TICK if it is prev] -> FINISH
- *   -> OPEN (dst BEGIN [+ replica role + current_event_table])
- *   -> READ (src BEGIN + get_batch_cursor; each chunk: one bulk INSERT on dst,
+ *   -> OPEN (dst BEGIN [+ branch: the previous batch's tick, pgq.ticker(q,
+ *      prev, prev_time, seq), first in the transaction so that its snapshot
+ *      sees the previous batch's rows and not this one's] [+ replica role +
+ *      current_event_table], pipelined; a binary-copying branch and a leaf
+ *      open the cursor at the same time)
+ *   -> READ (src BEGIN + get_batch_cursor; each chunk: one COPY on dst,
  *      cascade-event handlers, on_batch; the next FETCH is in flight while dst
- *      writes, at most two of each, so memory stays at about two chunks)
+ *      writes, at most two of each, so memory stays bounded)
  *   -> COMMIT (dst set_consumer_completed + COMMIT)
- *   -> [TICK: branch, pgq.ticker(q, cur, cur_time, seq) after the commit, so
- *      the tick's snapshot sees the copied rows as committed]
- *   -> FINISH (src finish_batch + COMMIT; local watermark upward when due)
- *   -> STATE.
+ *   -> FINISH (src finish_batch + COMMIT; local watermark upward when due),
+ *      while the next iteration's STATE read runs (a stop waits for them).
  *   Any failure -> BACKOFF (roll back both sides, record the error on dst with
  *   set_consumer_error) -> STATE. A lost connection -> WAIT_DST / WAIT_SRC.
  *
@@ -145,6 +150,9 @@ void cas_clear_batch(PgqevCascade *w)
 	}
 	free(w->cur_tick_time);
 	w->cur_tick_time = NULL;
+	free(w->prev_tick_time);
+	w->prev_tick_time = NULL;
+	w->dst_open = false;
 	free(w->ev_table);
 	w->ev_table = NULL;
 	w->batch_id = 0;
@@ -174,6 +182,11 @@ static void abandon(PgqevCascade *w, const char *why)
 	if (w->src_in_tx)
 		cas_send_ignored(w, true, "rollback", 0, NULL);
 	w->dst_in_tx = w->src_in_tx = false;
+	w->finishing = false;
+	/* a failed or lost commit leaves the position to the next state read,
+	   and the branch's tick of it unknown: the next batch or idle pass
+	   makes it when missing */
+	w->tick_done = false;
 	cas_clear_batch(w);
 	cas_sync_clear(w);
 }
@@ -206,6 +219,7 @@ void cas_fail(PgqevCascade *w, PgqevErrorKind kind, const char *what, const char
 	}
 	cas_arm_timer(w, delay);
 	cas_set_phase(w, WP_BACKOFF);
+	cas_tick_in_background(w);
 }
 
 /* A connection broke or reconnected: in-flight work is gone. */
@@ -247,6 +261,7 @@ void cas_go_wait_src(PgqevCascade *w)
 {
 	cas_arm_timer(w, USEC_PER_SEC);
 	cas_set_phase(w, WP_WAIT_SRC);
+	cas_tick_in_background(w); /* the provider is away: the tick needs only dst */
 }
 
 void cas_on_channel(PgqevCascade *w, const PqevReply *r)
@@ -474,7 +489,7 @@ void pgqev_cascade_stop(PgqevCascade *w)
 		return;
 	cas_enter(w);
 	w->stop_requested = true;
-	if (!w->in_batch)
+	if (!w->in_batch && !w->finishing)
 		cas_do_stop(w);
 	cas_leave(w);
 }
@@ -502,6 +517,7 @@ static void destroy(PgqevCascade *w)
 	free(w->combined_queue);
 	free(w->sync_nodes);
 	free(w->channel);
+	free(w->owed_time);
 	free(w);
 }
 

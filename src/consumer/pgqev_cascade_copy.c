@@ -299,7 +299,9 @@ static bool pend_append(PgqevCascade *w, const PGresult *res)
 /* Send the pending rows as one COPY when nothing else is being written. */
 static bool pend_flush(PgqevCascade *w)
 {
-	if (w->pend_rows == 0 || w->writes > 0)
+	/* the table comes with the local transaction's opening, which may still be
+	   on its way (the cursor was opened at the same time) */
+	if (w->pend_rows == 0 || w->writes > 0 || !w->ev_table)
 		return true;
 	char *sql = pgqev_sprintf("copy %s (ev_id, ev_time, ev_type, ev_data, ev_extra1,"
 				  " ev_extra2, ev_extra3, ev_extra4) from stdin (format binary)",
@@ -404,6 +406,17 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 	return false;
 }
 
+static bool send_tick(PgqevCascade *w, ReqKind kind, int64_t tick, const char *tick_time);
+
+void cas_open_done(PgqevCascade *w)
+{
+	/* the cursor was opened at the same time: the rows gathered meanwhile go
+	   out now (more FETCHes only once the cursor's own rows are in) */
+	uint64_t gen = w->gen;
+	if (pend_flush(w) && gen == w->gen)
+		cas_maybe_commit(w);
+}
+
 void cas_maybe_fetch(PgqevCascade *w)
 {
 	uint64_t gen = w->gen;
@@ -453,7 +466,10 @@ static void go_commit(PgqevCascade *w)
 
 void cas_maybe_commit(PgqevCascade *w)
 {
-	if (w->phase == WP_READ && w->eof && w->fetches == 0 && w->writes == 0 && w->pend_rows == 0)
+	/* dst_open: the opening's answers (the tick's check among them) are in
+	   before anything that commits is sent */
+	if (w->phase == WP_READ && w->eof && w->fetches == 0 && w->writes == 0 &&
+	    w->pend_rows == 0 && w->dst_open)
 		go_commit(w);
 }
 
@@ -533,20 +549,27 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res)
 
 void cas_open_cursor(PgqevCascade *w)
 {
-	char *sql = pgqev_sprintf("begin; select * from pgq.get_batch_cursor(%" PRId64
-				  ", '" CASCADE_CURSOR "', %u)",
-				  w->batch_id, w->cfg.fetch_size);
-	if (!sql) {
-		cas_fail(w, PGQEV_ERR_SQL, "cannot open the batch", "out of memory");
-		return;
-	}
+	char id[32], n[32];
+	snprintf(id, sizeof(id), "%" PRId64, w->batch_id);
+	snprintf(n, sizeof(n), "%u", w->cfg.fetch_size);
+	const char *p[3] = {id, CASCADE_CURSOR, n};
 	cas_set_phase(w, WP_READ);
 	w->src_in_tx = true;
 	w->fetches = 1;
-	(void)cas_send_or_fail(w, true, RK_CURSOR, sql, 0, NULL, PQEV_Q_SIMPLE);
-	free(sql);
+	/* pipelined: one round trip; the first chunk in binary too when the
+	   branch copies in binary */
+	if (!cas_send_or_fail(w, true, RK_OPEN_STEP, "begin", 0, NULL, 0))
+		return;
+	(void)cas_send_or_fail(w, true, RK_CURSOR,
+			       "select * from pgq.get_batch_cursor($1::int8, $2, $3::int4)", 3, p,
+			       fetch_binary(w) ? PQEV_Q_BINARY : 0);
 }
 
+/* The local transaction opens, pipelined (one round trip): BEGIN; on a branch
+   the previous batch's tick when it may be missing; replica role and the event
+   table when the batch is copied. A branch that copies in binary and a leaf
+   (nothing to copy) open the provider's cursor at the same time: their rows
+   wait for the event table (pend_flush), a leaf's writes queue behind BEGIN. */
 void cas_go_open(PgqevCascade *w)
 {
 	cas_set_phase(w, WP_OPEN);
@@ -560,44 +583,101 @@ void cas_go_open(PgqevCascade *w)
 	w->ub->tick = w->cur_tick;
 	w->ub->tick_time = w->cur_tick_time ? strdup(w->cur_tick_time) : NULL;
 	w->dst_in_tx = true;
-	if (!cas_copies(w)) {
-		(void)cas_send_or_fail(w, false, RK_OPEN, "begin", 0, NULL, 0);
+	w->dst_open = false;
+	bool copies = cas_copies(w);
+	if (!cas_send_or_fail(w, false, copies ? RK_OPEN_STEP : RK_OPEN, "begin", 0, NULL, 0))
 		return;
-	}
-	/* a branch's queue refuses inserts outside replica role; a combined
-	   root's queue takes them as any */
 	bool branch = w->type == NT_BRANCH;
-	char *q = pgqev_quote_literal(branch ? w->cfg.queue : w->combined_queue);
-	char *sql = q ? pgqev_sprintf(
-				"begin;%s select pgq.current_event_table(%s)",
-				branch ? " set local session_replication_role = 'replica';" : "", q)
-		      : NULL;
-	free(q);
-	if (!sql) {
-		cas_fail(w, PGQEV_ERR_TARGET, "cannot start a batch", "out of memory");
+	/* The previous batch's tick, first in the transaction: its snapshot is
+	   taken before the transaction has an xid, so it sees that batch's rows
+	   (committed before) and not this batch's (inserted later under an xid at
+	   or above the snapshot's xmax). Its time is the provider's. */
+	if (branch && !w->tick_done && !send_tick(w, RK_OWED_TICK, w->prev_tick, w->prev_tick_time))
 		return;
+	if (copies) {
+		if (branch &&
+		    !cas_send_or_fail(w, false, RK_OPEN_STEP,
+				      "set local session_replication_role = 'replica'", 0, NULL, 0))
+			return;
+		/* a branch's queue refuses inserts outside replica role; a combined
+		   root's queue takes them as any */
+		const char *p[1] = {branch ? w->cfg.queue : w->combined_queue};
+		if (!cas_send_or_fail(w, false, RK_OPEN, "select pgq.current_event_table($1)", 1, p,
+				      0))
+			return;
 	}
-	(void)cas_send_or_fail(w, false, RK_OPEN, sql, 0, NULL, PQEV_Q_SIMPLE);
-	free(sql);
+	if (fetch_binary(w) || !copies)
+		cas_open_cursor(w);
 }
 
+/* pgq.ticker(q, tick, time, seq) on the local node unless the last local tick
+   is already tick or later; answers (last local tick before, the tick made or
+   NULL). seq is the highest event id copied, never below the last tick's, so
+   the local event sequence moves forward. */
+static const char *tick_sql(void)
+{
+	return "select l.tick_id, case when coalesce(l.tick_id, 0) < $2::int8 then"
+	       " pgq.ticker($1, $2::int8, $3::timestamptz,"
+	       " greatest($4::int8, coalesce(l.tick_event_seq, 0))) end"
+	       " from (select 1) o left join lateral (select t.tick_id, t.tick_event_seq"
+	       " from pgq.tick t, pgq.queue q where t.tick_queue = q.queue_id"
+	       " and q.queue_name = $1 order by t.tick_queue desc, t.tick_id desc limit 1) l"
+	       " on true";
+}
+
+static bool send_tick(PgqevCascade *w, ReqKind kind, int64_t tick, const char *tick_time)
+{
+	char t[32], seq[32];
+	snprintf(t, sizeof(t), "%" PRId64, tick);
+	snprintf(seq, sizeof(seq), "%" PRId64, w->max_ev_id);
+	const char *p[4] = {w->cfg.queue, t, tick_time, seq};
+	if (kind == RK_OWED_TICK_BG)
+		return cas_send_on(w, false, kind, tick_sql(), 4, p, 0) == 0;
+	return cas_send_or_fail(w, false, kind, tick_sql(), 4, p, 0);
+}
+
+void cas_tick_in_background(PgqevCascade *w)
+{
+	if (w->type != NT_BRANCH || w->tick_done || w->dst_in_tx || !w->owed_time ||
+	    w->owed_tick != w->completed || !w->dst || !pqev_conn_is_ready(w->dst))
+		return;
+	(void)send_tick(w, RK_OWED_TICK_BG, w->owed_tick, w->owed_time);
+}
+
+bool cas_owed_tick_reply(PgqevCascade *w, const PGresult *res, int64_t tick)
+{
+	if (!res || PQntuples(res) != 1 || PQnfields(res) < 2) {
+		cas_fail(w, PGQEV_ERR_TARGET, "pgq.ticker on the local node", "no answer row");
+		return false;
+	}
+	int64_t last = PQgetisnull(res, 0, 0) ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	if (last > tick) {
+		char d[200];
+		snprintf(d, sizeof(d), "last local tick %" PRId64 " is past %" PRId64, last, tick);
+		cas_fail(w, PGQEV_ERR_SQL, "branch ticks out of step", d);
+		return false;
+	}
+	return true;
+}
+
+bool cas_idle_tick(PgqevCascade *w, const char *tick_time)
+{
+	cas_set_phase(w, WP_TICK);
+	return send_tick(w, RK_OWED_TICK, w->completed, tick_time);
+}
+
+/* After a crash between the commit and the tick: the tick, then the finish. */
 void cas_go_tick(PgqevCascade *w)
 {
-	char tick[32], seq[32];
-	snprintf(tick, sizeof(tick), "%" PRId64, w->cur_tick);
-	snprintf(seq, sizeof(seq), "%" PRId64, w->max_ev_id);
-	const char *p[4] = {w->cfg.queue, tick, w->cur_tick_time, seq};
 	cas_set_phase(w, WP_TICK);
-	/* the event sequence only moves forward: never below the last tick's */
-	(void)cas_send_or_fail(w, false, RK_TICK,
-			       "select pgq.ticker($1, $2::int8, $3::timestamptz,"
-			       " greatest($4::int8, coalesce((select t.tick_event_seq"
-			       " from pgq.tick t, pgq.queue q where t.tick_queue = q.queue_id"
-			       " and q.queue_name = $1 order by t.tick_queue desc, t.tick_id desc"
-			       " limit 1), 0)))",
-			       4, p, 0);
+	(void)send_tick(w, RK_TICK, w->cur_tick, w->cur_tick_time);
 }
 
+/* finish_batch + COMMIT on the provider. The batch is committed locally, so
+   the next iteration (the node's state, on the local node) starts at once
+   while they travel; a failure of theirs fails that iteration, and the batch
+   handed out again is recognised by the position (completed = cur). A stop
+   waits for them. */
 void cas_go_finish(PgqevCascade *w)
 {
 	char id[32];
@@ -611,7 +691,12 @@ void cas_go_finish(PgqevCascade *w)
 	}
 	if (!cas_send_or_fail(w, true, RK_FINISH, "select pgq.finish_batch($1)", 1, p, 0))
 		return;
-	(void)cas_send_or_fail(w, true, RK_SRC_COMMIT, "commit", 0, NULL, 0);
+	if (!cas_send_or_fail(w, true, RK_SRC_COMMIT, "commit", 0, NULL, 0))
+		return;
+	if (w->stop_requested)
+		return; /* RK_SRC_COMMIT ends the batch */
+	w->finishing = true;
+	cas_batch_done(w);
 }
 
 /* Report this node's watermark to the provider when due (autocommit); true

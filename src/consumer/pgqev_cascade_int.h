@@ -44,7 +44,10 @@ typedef enum ReqKind {
 	RK_CHANNEL,
 	RK_NEXT,
 	RK_LAST_TICK,
+	RK_OPEN_STEP, /* dst: begin / set local inside the open; checked only */
 	RK_OPEN,
+	RK_OWED_TICK,    /* dst: the previous batch's tick, made when not made yet */
+	RK_OWED_TICK_BG, /* the same while the worker waits (provider away, paused) */
 	RK_CURSOR,
 	RK_FETCH,
 	RK_WRITE,
@@ -108,9 +111,23 @@ struct PgqevCascade {
 	char *channel;
 	usec_t poll_interval;
 
+	/* the consumer state request went out with get_node_info (pipelined) */
+	bool state_sent;
+	/* branch: the local tick of `completed` is known to exist. A batch's tick
+	   is not made after its commit but at the start of the next batch's
+	   transaction (or in one of its own when no batch follows): see
+	   cas_go_open and cas_idle_tick. */
+	bool tick_done;
+	int64_t owed_tick; /* the last batch committed here, its tick time: */
+	char *owed_time;   /* what that tick needs without the provider */
+	/* provider: finish_batch + COMMIT of the last batch still in flight while
+	   the next iteration reads the node's state */
+	bool finishing;
+
 	/* the open batch */
 	int64_t batch_id, prev_tick, cur_tick;
-	char *cur_tick_time;
+	char *cur_tick_time, *prev_tick_time;
+	bool dst_open; /* the local transaction's opening statements answered */
 	char *ev_table;
 	unsigned fetches, writes;
 	bool eof, src_in_tx, dst_in_tx, in_batch;
@@ -174,10 +191,14 @@ void cas_send_ignored(PgqevCascade *w, bool src, const char *sql, int nparams,
 void cas_go_hello(PgqevCascade *w);
 void cas_go_state(PgqevCascade *w);
 void cas_req_done(PqevConn *conn, const PqevReply *reply, void *arg);
+/* the provider has no batch: the idle report when due, then wait */
+void cas_next_none(PgqevCascade *w);
 
 /* ---- pgqev_cascade_copy.c ---- */
 void cas_maybe_fetch(PgqevCascade *w);
 void cas_maybe_commit(PgqevCascade *w);
+/* the local transaction's opening answered while the batch is being read */
+void cas_open_done(PgqevCascade *w);
 void cas_chunk_arrived(PgqevCascade *w, const PGresult *res);
 /* The COPY text (ev_id when !merge, ev_time, ev_type, ev_data, ev_extra1..4) of
    the cursor rows in res; a merge leaves out pgq.* events. malloc'd (NULL: out
@@ -190,6 +211,16 @@ char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t
 void cas_open_cursor(PgqevCascade *w);
 void cas_go_open(PgqevCascade *w);
 void cas_go_tick(PgqevCascade *w);
+/* branch, no batch to read: make the tick of the last batch when not known to
+   be made (time: the provider's tick); true when it was sent (the reply goes
+   on to the idle handling). */
+bool cas_idle_tick(PgqevCascade *w, const char *tick_time);
+/* The worker waits (provider unreachable, a failure's backoff, paused): make
+   the last batch's tick now if it is owed, so the branch's consumers (and a
+   failover that promotes this branch) see the batch; the reply only notes it. */
+void cas_tick_in_background(PgqevCascade *w);
+/* the owed-tick reply: last local tick before, and whether the tick was made */
+bool cas_owed_tick_reply(PgqevCascade *w, const PGresult *res, int64_t tick);
 void cas_go_finish(PgqevCascade *w);
 void cas_batch_done(PgqevCascade *w);
 

@@ -17,6 +17,7 @@
 #include "pgqev_cascade_int.h"
 
 static void go_next(PgqevCascade *w);
+static bool send_state(PgqevCascade *w);
 static void req_rows(PqevConn *conn, const PGresult *res, void *arg);
 
 int cas_send_on(PgqevCascade *w, bool src, ReqKind kind, const char *sql, int nparams,
@@ -71,20 +72,52 @@ static void go_idle(PgqevCascade *w, usec_t delay)
 	}
 	cas_arm_timer(w, delay);
 	cas_set_phase(w, WP_IDLE);
+	cas_tick_in_background(w); /* paused: the last batch's tick all the same */
 }
 
 static void go_next(PgqevCascade *w)
 {
-	const char *p[2] = {w->cfg.queue, w->worker};
+	if (w->stop_requested) {
+		/* the last batch's finish is still on its way: stop once it is
+		   answered (RK_SRC_COMMIT), not in the middle of it */
+		if (w->finishing)
+			cas_set_phase(w, WP_FINISH);
+		else
+			cas_do_stop(w);
+		return;
+	}
+	/* $3: a branch that does not know whether the last batch's tick was made
+	   asks for that tick's time on the provider, to make it when no batch
+	   follows (cas_idle_tick) */
+	char done[32];
+	snprintf(done, sizeof(done), "%" PRId64, w->completed);
+	const char *p[3] = {w->cfg.queue, w->worker,
+			    w->type == NT_BRANCH && !w->tick_done ? done : NULL};
 	w->wake_pending = false;
 	cas_set_phase(w, WP_NEXT);
 	(void)cas_send_or_fail(w, true, RK_NEXT,
 			       "select b.batch_id, b.prev_tick_id, b.cur_tick_id, b.cur_tick_time,"
 			       " (select max(t.tick_id) from pgq.tick t, pgq.queue q"
 			       " where t.tick_queue = q.queue_id and q.queue_name = $1),"
-			       " extract(epoch from now() - b.prev_tick_time)"
+			       " extract(epoch from now() - b.prev_tick_time), b.prev_tick_time,"
+			       " (select t.tick_time from pgq.tick t, pgq.queue q"
+			       " where t.tick_queue = q.queue_id and q.queue_name = $1"
+			       " and t.tick_id = $3::int8)"
 			       " from pgq.next_batch_info($1, $2) b",
-			       2, p, 0);
+			       3, p, 0);
+}
+
+/* No batch to read: the idle report when due, then wait for a tick. */
+void cas_next_none(PgqevCascade *w)
+{
+	w->st.lag_seconds = 0;
+	usec_t delay = w->poll_interval;
+	if (cas_idle_report(w, &delay))
+		return;
+	if (w->wake_pending)
+		cas_go_state(w);
+	else
+		go_idle(w, delay);
 }
 
 void cas_go_hello(PgqevCascade *w)
@@ -113,11 +146,25 @@ void cas_go_state(PgqevCascade *w)
 	}
 	const char *p[1] = {w->cfg.queue};
 	cas_set_phase(w, WP_STATE);
-	(void)cas_send_or_fail(w, false, RK_NODE,
-			       "select ret_code, ret_note, node_type, node_name, local_watermark,"
-			       " worker_name, combined_queue, combined_type, global_watermark,"
-			       " node_attrs from pgq_node.get_node_info($1)",
-			       1, p, 0);
+	if (!cas_send_or_fail(w, false, RK_NODE,
+			      "select ret_code, ret_note, node_type, node_name, local_watermark,"
+			      " worker_name, combined_queue, combined_type, global_watermark,"
+			      " node_attrs from pgq_node.get_node_info($1)",
+			      1, p, 0))
+		return;
+	/* once the worker's name is known, its state goes out in the same
+	   round trip (a failed node check makes the answer stale: gen) */
+	w->state_sent = w->worker != NULL && send_state(w);
+}
+
+static bool send_state(PgqevCascade *w)
+{
+	const char *p[2] = {w->cfg.queue, w->worker};
+	return cas_send_or_fail(w, false, RK_STATE,
+				"select ret_code, ret_note, completed_tick, provider_node,"
+				" provider_location, paused, uptodate"
+				" from pgq_node.get_consumer_state($1, $2)",
+				2, p, 0);
 }
 
 static bool need_src(PgqevCascade *w, const char *location)
@@ -332,18 +379,14 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 		cas_fail(w, PGQEV_ERR_SQL, "cannot read the node", "out of memory");
 		return;
 	}
-	const char *p[2] = {w->cfg.queue, w->worker};
-	(void)cas_send_or_fail(w, false, RK_STATE,
-			       "select ret_code, ret_note, completed_tick, provider_node,"
-			       " provider_location, paused, uptodate"
-			       " from pgq_node.get_consumer_state($1, $2)",
-			       2, p, 0);
+	if (!w->state_sent)
+		(void)send_state(w);
 }
 
 static void on_next_reply(PgqevCascade *w, const PGresult *res)
 {
-	if (!one_row(res, 6)) {
-		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row of 6 columns",
+	if (!one_row(res, 8)) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row of 8 columns",
 			 NULL);
 		return;
 	}
@@ -351,14 +394,11 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 	if (!PQgetisnull(res, 0, 4))
 		w->st.provider_tick = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
 	if (PQgetisnull(res, 0, 0)) {
-		w->st.lag_seconds = 0;
-		usec_t delay = w->poll_interval;
-		if (cas_idle_report(w, &delay))
+		/* a branch whose last batch's tick may be missing makes it now */
+		if (w->type == NT_BRANCH && !w->tick_done && !PQgetisnull(res, 0, 7) &&
+		    cas_idle_tick(w, PQgetvalue(res, 0, 7)))
 			return;
-		if (w->wake_pending)
-			cas_go_state(w);
-		else
-			go_idle(w, delay);
+		cas_next_none(w);
 		return;
 	}
 	/* the lag is shown in /health and metrics: a text that reads as nan or inf
@@ -370,7 +410,8 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 	w->prev_tick = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
 	w->cur_tick = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
 	w->cur_tick_time = strdup(PQgetvalue(res, 0, 3));
-	if (!w->cur_tick_time) {
+	w->prev_tick_time = PQgetisnull(res, 0, 6) ? NULL : strdup(PQgetvalue(res, 0, 6));
+	if (!w->cur_tick_time || (!w->prev_tick_time && !PQgetisnull(res, 0, 6))) {
 		cas_fail(w, PGQEV_ERR_SQL, "cannot start a batch", "out of memory");
 		return;
 	}
@@ -500,6 +541,32 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		if (ok_reply(w, x, r, "reading the last local tick failed"))
 			on_last_tick(w, r->result);
 		return;
+	case RK_OPEN_STEP:
+		(void)ok_reply(w, x, r,
+			       x->alt ? "cannot begin the transaction on the provider"
+				      : "cannot begin the local transaction");
+		return;
+	case RK_OWED_TICK:
+		if (!ok_reply(w, x, r, "pgq.ticker failed on the local node") ||
+		    !cas_owed_tick_reply(w, r->result, w->completed))
+			return;
+		if (!w->in_batch) {
+			/* made on its own (autocommit): nothing followed the batch.
+			   Once more round: the local watermark reported upward (the
+			   last tick, on a branch without consumers) is read again */
+			w->tick_done = true;
+			cas_go_state(w);
+		}
+		return;
+	case RK_OWED_TICK_BG:
+		if (r->status == PQEV_OK && r->result && PQntuples(r->result) == 1 &&
+		    (PQgetisnull(r->result, 0, 0) ||
+		     strtoll(PQgetvalue(r->result, 0, 0), NULL, 10) <= w->owed_tick))
+			w->tick_done = w->owed_tick == w->completed;
+		else if (r->status == PQEV_SQL_ERROR)
+			cas_report(w, PGQEV_ERR_TARGET, 0, 1, "pgq.ticker on the local node: %s",
+				   r->detail);
+		return;
 	case RK_OPEN:
 		if (!ok_reply(w, x, r, "cannot begin the local transaction"))
 			return;
@@ -516,13 +583,18 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 				return;
 			}
 		}
-		cas_open_cursor(w);
+		w->dst_open = true;
+		if (w->phase == WP_OPEN) {
+			cas_open_cursor(w);
+		} else if (w->phase == WP_READ) {
+			cas_open_done(w);
+		}
 		return;
 	case RK_CURSOR:
 	case RK_FETCH:
 		if (!ok_reply(w, x, r, "reading the batch from the provider failed"))
 			return;
-		if (r->nresults == 0 || (x->kind == RK_CURSOR && r->nresults < 2))
+		if (r->nresults == 0)
 			cas_fail(w, PGQEV_ERR_SQL, "reading the batch", "no rows result");
 		return;
 	case RK_WRITE:
@@ -549,10 +621,15 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		w->completed = w->cur_tick;
 		if (w->batch_gwm)
 			w->real_gwm = w->batch_gwm;
-		if (w->type == NT_BRANCH)
-			cas_go_tick(w);
-		else
-			cas_go_finish(w);
+		/* a branch's tick of this batch is made at the start of the next
+		   batch's transaction, or on its own when none follows: cas_go_open */
+		w->tick_done = false;
+		if (w->type == NT_BRANCH) {
+			free(w->owed_time);
+			w->owed_tick = w->cur_tick;
+			w->owed_time = w->cur_tick_time ? strdup(w->cur_tick_time) : NULL;
+		}
+		cas_go_finish(w);
 		return;
 	case RK_TICK:
 		if (ok_reply(w, x, r, "pgq.ticker failed on the local node"))
@@ -574,7 +651,11 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		if (!ok_reply(w, x, r, "commit on the provider failed"))
 			return;
 		w->src_in_tx = false;
-		cas_batch_done(w);
+		w->finishing = false;
+		if (w->in_batch)
+			cas_batch_done(w); /* a stop waited for it */
+		else if (w->stop_requested && w->phase == WP_FINISH)
+			cas_do_stop(w);
 		return;
 	case RK_WM:
 		if (r->status != PQEV_OK)

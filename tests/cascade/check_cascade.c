@@ -643,6 +643,93 @@ START_TEST(test_config_size_checked)
 }
 END_TEST
 
+/* Remove the branch's tick `tick`: the state a crash leaves between a batch's
+   commit (finished on the provider at once) and its tick, which is made with
+   the next batch's transaction or on its own when none follows. */
+static void drop_tick(const char *db, int64_t tick)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "delete from pgq.tick t using pgq.queue q where t.tick_queue = q.queue_id"
+		 " and q.queue_name = '" CT_QUEUE "' and t.tick_id = %" PRId64,
+		 tick);
+	pgt_exec_db(db, sql);
+	ck_assert_int_lt(ct_last_tick(db), tick);
+}
+
+typedef struct OwedTickCond {
+	const char *db;
+	int64_t tick;
+	int64_t next_ms;
+} OwedTickCond;
+
+static bool has_owed_tick(void *arg)
+{
+	OwedTickCond *t = arg;
+	if (pgt_now_ms() < t->next_ms)
+		return false;
+	t->next_ms = pgt_now_ms() + 20;
+	return ct_last_tick(t->db) >= t->tick;
+}
+
+START_TEST(test_tick_owed_after_crash)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	pgt_exec_db(root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	pgt_exec_db(b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	CtWorker w1 = {0};
+	ct_start(&w1, b1, POLL);
+	ct_produce(root, 0, 50);
+	cs_tick(root);
+	ct_produce(root, 50, 100);
+	cs_tick(root);
+	const char *dbs[1] = {b1};
+	const char *names[1] = {"b1"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	ct_stop(&w1);
+	int64_t t1 = ct_last_tick(root);
+	ck_assert_int_eq(ct_completed(b1, "b1"), t1);
+	/* the provider finished the batch: no batch is handed out again */
+	char want[64];
+	snprintf(want, sizeof(want), "%" PRId64 " -", t1);
+	ct_expect_value(root,
+			"select last_tick || ' ' || coalesce(current_batch::text, '-')"
+			" from pgq.get_consumer_info('" CT_QUEUE "', 'w_b1')",
+			want);
+
+	/* nothing follows on the root: the worker makes the tick on its own,
+	   with the root's tick time */
+	drop_tick(b1, t1);
+	ct_start(&w1, b1, POLL);
+	OwedTickCond tc = {.db = b1, .tick = t1};
+	ck_assert_msg(cs_run_until(has_owed_tick, &tc, 20000),
+		      "the missing tick %" PRId64 " was not made", t1);
+	ct_assert_same("ticks after an idle repair", ct_ticks(root, 1, t1), ct_ticks(b1, 1, t1));
+	ct_stop(&w1);
+
+	/* the next batch is there: its transaction makes the missing tick first,
+	   and the batches on the branch stay the root's */
+	drop_tick(b1, t1);
+	ct_produce(root, 100, 150);
+	cs_tick(root);
+	ct_start(&w1, b1, POLL);
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	int64_t t2 = ct_last_tick(root);
+	ck_assert_int_gt(t2, t1);
+	ct_assert_same("ticks after a repair in the next batch", ct_ticks(root, 1, t2),
+		       ct_ticks(b1, 1, t2));
+	ct_assert_same("events", ct_events(root, false), ct_events(b1, false));
+	ct_assert_same("batches of a consumer", drain_batches(root, "obs"),
+		       drain_batches(b1, "obs"));
+	ck_assert_int_eq(w1.errors, 0);
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cascade");
@@ -656,6 +743,10 @@ int main(void)
 	tcase_add_test(tc, test_bad_provider_and_lost_position);
 	tcase_add_test(tc, test_chain_root_branch_branch_leaf);
 	suite_add_tcase(s, tc);
+	TCase *to = pgt_tcase("owed_tick", 120);
+	tcase_add_checked_fixture(to, cs_setup, cs_teardown);
+	tcase_add_test(to, test_tick_owed_after_crash);
+	suite_add_tcase(s, to);
 	TCase *tw = pgt_tcase("watermark", 120);
 	tcase_add_checked_fixture(tw, cs_setup, cs_teardown);
 	tcase_add_test(tw, test_watermark_holds_rotation);
