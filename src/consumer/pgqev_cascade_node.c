@@ -327,9 +327,10 @@ static bool read_combined(PgqevCascade *w, const PGresult *res)
 static void on_node_reply(PgqevCascade *w, const PGresult *res)
 {
 	/* ret_code, ret_note, node_type, node_name, local_watermark, worker_name,
-	   combined_queue */
-	if (!one_row(res, 8)) {
-		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info returned no row of 8 columns",
+	   combined_queue, combined_type, global_watermark, node_attrs: the query's
+	   ten columns, all read below */
+	if (!one_row(res, 10)) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_node_info returned no row of 10 columns",
 			 NULL);
 		return;
 	}
