@@ -51,8 +51,12 @@ int pqev_sd_notify(const char *state)
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	/* never wait: a listener whose queue is full (e.g. 10 unread datagrams at
+	   net.unix.max_dgram_qlen's default) would otherwise stop the caller's whole
+	   event loop, ticks and the stop included; the message is lost instead */
 	do
-		n = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+		n = sendto(fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT,
+			   (struct sockaddr *)&sa, salen);
 	while (n < 0 && errno == EINTR);
 	err = n < 0 ? -errno : 1;
 	close(fd);

@@ -79,10 +79,15 @@ static int load_config(const char *path, const TickerConfig *old, TickerConfig *
 	return rc;
 }
 
+/* A failure is logged when it starts, not for each message it drops (a full
+   listener queue drops every watchdog ping until it is read). */
 static void send_notify(int rc, const char *what)
 {
-	if (rc < 0)
+	static int last_rc;
+
+	if (rc < 0 && rc != last_rc)
 		pqev_log_debug(NULL, "sd_notify %s: %s", what, strerror(-rc));
+	last_rc = rc < 0 ? rc : 0;
 }
 
 static int configure_logging(Ticker *t, const TickerCli *cli)
@@ -120,14 +125,18 @@ static void update_status(Ticker *t)
 {
 	static char last[256];
 	char buf[256];
+	int rc;
 
 	if (!pqev_sd_enabled())
 		return;
 	stats_status_text(t, buf, sizeof(buf));
 	if (strcmp(buf, last) == 0)
 		return;
-	snprintf(last, sizeof(last), "%s", buf);
-	send_notify(pqev_sd_status(buf), "STATUS");
+	rc = pqev_sd_status(buf);
+	/* a status the listener had no room for is sent again next time */
+	if (rc > 0)
+		snprintf(last, sizeof(last), "%s", buf);
+	send_notify(rc, "STATUS");
 }
 
 static void on_stats(evutil_socket_t fd, short what, void *arg)

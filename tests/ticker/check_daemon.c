@@ -617,6 +617,42 @@ START_TEST(test_watchdog_and_status)
 }
 END_TEST
 
+/* A notify socket nobody reads (its queue full after a few datagrams: 10 at
+   Linux's default net.unix.max_dgram_qlen) must not stop the daemon: with a
+   WATCHDOG=1 every 10 ms it still ticks, and it still stops on SIGTERM. */
+START_TEST(test_unread_notify_socket_does_not_block)
+{
+	char *a = queue_db();
+	char *ini = ini_for("ticker_period = 0.2\n", a);
+	Daemon *d;
+	PGconn *c;
+	ConnWait w;
+
+	setenv("WATCHDOG_USEC", "20000", 1);
+	unsetenv("WATCHDOG_PID");
+	d = dmn_start(ini, NULL);
+	unsetenv("WATCHDOG_USEC");
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(dmn_wait_log(d, "pgq version ok", 5000));
+	/* from here the socket is not read: its queue fills within milliseconds */
+	ck_assert(dmn_wait_log(d, "sd_notify WATCHDOG: ", 5000));
+	c = pgt_connect(a);
+	for (int i = 0; i < 3; i++) {
+		add_event(a);
+		w.conn = c;
+		w.above = pgt_int(c, "select count(*) from pgq.tick");
+		ck_assert_msg(pgt_wait_until(conn_ticked, &w, 3000, 10),
+			      "no tick %d with the notify socket full", i + 1);
+	}
+	PQfinish(c);
+	dmn_signal(d, SIGTERM);
+	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
+	dmn_free(d, false);
+	free(ini);
+	free(a);
+}
+END_TEST
+
 static bool app_is(void *arg)
 {
 	const char **v = arg; /* db, application_name */
@@ -777,6 +813,7 @@ int main(void)
 	tcase_add_test(tc, test_http_metrics_and_health);
 	tcase_add_test(tc, test_reload_reconnects_only_changed_cluster);
 	tcase_add_test(tc, test_watchdog_and_status);
+	tcase_add_test(tc, test_unread_notify_socket_does_not_block);
 	tcase_add_test(tc, test_discovery_new_and_dropped);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);

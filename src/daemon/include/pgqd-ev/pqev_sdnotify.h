@@ -2,6 +2,8 @@
  * The systemd notification protocol, written in-tree (no libsystemd): one
  * datagram per message to the AF_UNIX socket named by $NOTIFY_SOCKET (a path,
  * or "@name" for an abstract socket). Stateless; a socket is opened per message.
+ * A send never blocks: when the listener's queue is full the message is dropped
+ * and -EAGAIN returned, so an event loop is never stopped by a slow listener.
  *
  * Return convention (as sd_notify): > 0 sent, 0 when NOTIFY_SOCKET is unset (not
  * under systemd: nothing to do), negative errno on failure.
