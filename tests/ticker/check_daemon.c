@@ -594,6 +594,20 @@ START_TEST(test_low_latency_wakeup)
 }
 END_TEST
 
+/* The daemon started as systemd starts a unit with WatchdogSec (WATCHDOG_USEC
+   set for it alone), once it said READY=1. */
+static Daemon *start_watched(const char *ini, const char *watchdog_usec)
+{
+	Daemon *d;
+
+	setenv("WATCHDOG_USEC", watchdog_usec, 1);
+	unsetenv("WATCHDOG_PID");
+	d = dmn_start(ini, NULL);
+	unsetenv("WATCHDOG_USEC");
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	return d;
+}
+
 /* systemd's watchdog and status: WATCHDOG=1 at half of WATCHDOG_USEC, STATUS= lines. */
 START_TEST(test_watchdog_and_status)
 {
@@ -601,11 +615,7 @@ START_TEST(test_watchdog_and_status)
 	char *ini = ini_for("ticker_period = 0.2\n", a);
 	Daemon *d;
 
-	setenv("WATCHDOG_USEC", "200000", 1);
-	unsetenv("WATCHDOG_PID");
-	d = dmn_start(ini, NULL);
-	unsetenv("WATCHDOG_USEC");
-	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	d = start_watched(ini, "200000");
 	ck_assert(dmn_wait_notify(d, "WATCHDOG=1", 2000));
 	ck_assert(dmn_wait_notify(d, "WATCHDOG=1", 2000));
 	ck_assert(dmn_wait_notify(d, "STATUS=1 running", 3000));
@@ -628,11 +638,7 @@ START_TEST(test_unread_notify_socket_does_not_block)
 	PGconn *c;
 	ConnWait w;
 
-	setenv("WATCHDOG_USEC", "20000", 1);
-	unsetenv("WATCHDOG_PID");
-	d = dmn_start(ini, NULL);
-	unsetenv("WATCHDOG_USEC");
-	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	d = start_watched(ini, "20000");
 	ck_assert(dmn_wait_log(d, "pgq version ok", 5000));
 	/* from here the socket is not read: its queue fills within milliseconds */
 	ck_assert(dmn_wait_log(d, "sd_notify WATCHDOG: ", 5000));
