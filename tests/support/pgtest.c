@@ -132,7 +132,8 @@ static void rm_rf(const char *path)
 	run_wait(argv);
 }
 
-/* Remove /tmp/pgqd-test.<pid>.* directories whose test binary is gone. */
+/* Remove /tmp/pgqd-test.<pid>.* directories whose test binary is gone, except
+   those a failed (or PGQD_TEST_KEEP) run kept on purpose for its post-mortem. */
 static void remove_stale_dirs(const char *base)
 {
 	DIR *d = opendir(base);
@@ -146,6 +147,9 @@ static void remove_stale_dirs(const char *base)
 			continue;
 		pid = strtol(e->d_name + 10, NULL, 10);
 		if (pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/KEPT", base, e->d_name);
+		if (access(path, F_OK) == 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
 		rm_rf(path);
@@ -619,8 +623,14 @@ static void server_teardown(bool keep)
 	}
 	if (S.tmp[0] && !keep)
 		rm_rf(S.tmp);
-	else if (S.tmp[0])
-		fprintf(stderr, "pgtest: kept %s\n", S.tmp);
+	else if (S.tmp[0]) {
+		char marker[sizeof(S.tmp) + 8];
+		snprintf(marker, sizeof(marker), "%s/KEPT", S.tmp);
+		FILE *f = fopen(marker, "w");
+		if (f)
+			fclose(f);
+		fprintf(stderr, "pgtest: kept %s (remove it by hand when done)\n", S.tmp);
+	}
 }
 
 TCase *pgt_tcase(const char *name, double timeout_sec)
