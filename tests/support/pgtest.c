@@ -179,6 +179,23 @@ static void print_log_tail(const Srv *v, FILE *out, int lines)
 		fprintf(out, "# (could not read %s)\n", v->log);
 }
 
+/* The logs of daemons a failed test left behind (tests/ticker/daemon.c writes
+   them into PGT_DAEMON_LOG files; a passing test removes its own). */
+static void print_daemon_logs(FILE *out)
+{
+	char cmd[800];
+	if (!S.tmp[0])
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "find '%s' -maxdepth 3 -name '" PGT_DAEMON_LOG
+		 "' 2>/dev/null | sort | while read -r f;"
+		 " do echo \"# last lines of $f:\"; tail -n 60 \"$f\" | sed 's/^/# /'; done",
+		 S.tmp);
+	fflush(out);
+	if (system(cmd) < 0)
+		fprintf(out, "# (could not list the daemon logs under %s)\n", S.tmp);
+}
+
 /* ---- the supervisor process ---------------------------------------------------- */
 
 static pid_t pg_spawn(const Srv *v, pid_t supervisor)
@@ -684,6 +701,8 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 		fprintf(stderr, "pgtest: last lines of %s:\n", SV[k].log);
 		print_log_tail(&SV[k], stderr, 40);
 	}
+	if (failed)
+		print_daemon_logs(stderr);
 	server_teardown(keep || failed);
 	return failed ? 1 : 0;
 }

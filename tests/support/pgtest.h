@@ -43,6 +43,10 @@ const char *pgt_socket_dir(void);
 int pgt_port(void);
 const char *pgt_data_dir(void);
 const char *pgt_tmp_dir(void);
+
+/* A daemon's log file under pgt_tmp_dir(); a failed test binary prints the
+   last lines of every one left there. */
+#define PGT_DAEMON_LOG "daemon.log"
 /* The server's private install tree (tests/mk-template.sh): its bin directory, and
  * the extension directory that holds our built extensions beside the system's. */
 const char *pgt_bindir(void);

@@ -106,8 +106,8 @@ static double first_tick_after(const char *db, int64_t above)
 
 /*
  * The outage itself is the fault being injected: its length is the scenario.
- * The daemon's stderr is drained meanwhile: its debug lines would fill the pipe
- * and block it (a 30 s outage logs more than 64 KiB).
+ * The daemon's log is read meanwhile, so its lines keep their order with the
+ * test's steps (a 30 s outage logs more than 64 KiB).
  */
 static void hold_outage(Daemon *d, int ms)
 {

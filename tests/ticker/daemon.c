@@ -23,7 +23,7 @@
 struct Daemon {
 	pid_t pid;
 	int status; /* -1 while running */
-	int err_fd;
+	int log_fd;
 	int sock;
 	char dir[256];
 	char ini[300];
@@ -84,36 +84,15 @@ pid_t dmn_pid(const Daemon *d)
 	return d->pid;
 }
 
-/* The daemons still running: a failed assertion exits the test process, so
- * they are killed and their log printed from atexit. */
-static Daemon *live[16];
-
 static bool pump_log(Daemon *d);
-
-static void at_exit_dump(void)
-{
-	for (int i = 0; i < 16; i++) {
-		Daemon *d = live[i];
-
-		if (!d)
-			continue;
-		kill(d->pid, SIGKILL);
-		pump_log(d);
-		fprintf(stderr, "daemon log at exit:\n");
-		for (size_t j = 0; j < d->nlines; j++)
-			fprintf(stderr, "daemon: %s\n", d->lines[j]);
-		live[i] = NULL;
-	}
-}
 
 static Daemon *start(const char *ini, const char *extra_arg, unsigned long nofile)
 {
-	static bool hooked;
-	char lim[64];
+	char lim[64], logpath[320];
 
 	Daemon *d = calloc(1, sizeof(*d));
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int pipefd[2];
+	int logfd;
 
 	ck_assert_ptr_nonnull(d);
 	d->status = -1;
@@ -130,12 +109,17 @@ static Daemon *start(const char *ini, const char *extra_arg, unsigned long nofil
 	ck_assert_uint_lt(strlen(d->sockpath), sizeof(sa.sun_path));
 	memcpy(sa.sun_path, d->sockpath, strlen(d->sockpath) + 1);
 	ck_assert_int_eq(bind(d->sock, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+	/* The daemon writes its log into a file the test reads as it grows: a failed
+	   assertion ends the test process with _exit (Check's fork mode), and the
+	   file is still there for pgt_main to print (pgt_print_daemon_logs). */
+	snprintf(logpath, sizeof(logpath), "%s/" PGT_DAEMON_LOG, d->dir);
+	logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	ck_assert_int_ge(logfd, 0);
 	d->pid = fork();
 	ck_assert_int_ge(d->pid, 0);
 	if (d->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(pipefd[1], STDERR_FILENO);
+		dup2(logfd, STDERR_FILENO);
 		setenv("NOTIFY_SOCKET", d->sockpath, 1);
 		unsetenv("JOURNAL_STREAM");
 		/* prlimit sets the limit and execs the daemon (same pid): a setrlimit
@@ -150,19 +134,9 @@ static Daemon *start(const char *ini, const char *extra_arg, unsigned long nofil
 			execl(dmn_binary(), "pgqd-ev", "-v", d->ini, (char *)NULL);
 		_exit(127);
 	}
-	close(pipefd[1]);
-	d->err_fd = pipefd[0];
-	fcntl(d->err_fd, F_SETFL, O_NONBLOCK);
-	if (!hooked) {
-		atexit(at_exit_dump);
-		hooked = true;
-	}
-	for (int i = 0; i < 16; i++) {
-		if (!live[i]) {
-			live[i] = d;
-			break;
-		}
-	}
+	close(logfd);
+	d->log_fd = open(logpath, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(d->log_fd, 0);
 	return d;
 }
 
@@ -176,7 +150,7 @@ Daemon *dmn_start_nofile(const char *ini, unsigned long nofile)
 	return start(ini, NULL, nofile);
 }
 
-/* Read what is available from stderr into lines; true if something was read. */
+/* Read what the log file gained into lines; true if something was read. */
 static bool pump_log(Daemon *d)
 {
 	bool got = false;
@@ -187,7 +161,7 @@ static bool pump_log(Daemon *d)
 
 		if (d->blen >= sizeof(d->buf) - 1)
 			d->blen = 0; /* an absurd line: drop it */
-		n = read(d->err_fd, d->buf + d->blen, sizeof(d->buf) - 1 - d->blen);
+		n = read(d->log_fd, d->buf + d->blen, sizeof(d->buf) - 1 - d->blen);
 		if (n <= 0)
 			break;
 		got = true;
@@ -229,12 +203,12 @@ static bool find_line(Daemon *d, const char *needle, bool consume)
 	return false;
 }
 
+/* A regular file is always "readable": wait on the notify socket, at most ms. */
 static void wait_io(Daemon *d, int ms)
 {
-	struct pollfd p[2] = {{.fd = d->err_fd, .events = POLLIN},
-			      {.fd = d->sock, .events = POLLIN}};
+	struct pollfd p = {.fd = d->sock, .events = POLLIN};
 
-	poll(p, 2, ms);
+	poll(&p, 1, ms);
 }
 
 bool dmn_wait_log(Daemon *d, const char *needle, int timeout_ms)
@@ -349,9 +323,6 @@ void dmn_free(Daemon *d, bool dump)
 
 	if (!d)
 		return;
-	for (int i = 0; i < 16; i++)
-		if (live[i] == d)
-			live[i] = NULL;
 	if (d->status == -1) {
 		kill(d->pid, SIGKILL);
 		dmn_wait_exit(d, 5000);
@@ -365,7 +336,7 @@ void dmn_free(Daemon *d, bool dump)
 		free(d->lines[i]);
 	for (size_t i = 0; i < d->nnotes; i++)
 		free(d->notes[i]);
-	close(d->err_fd);
+	close(d->log_fd);
 	close(d->sock);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
 	if (system(cmd) != 0)
