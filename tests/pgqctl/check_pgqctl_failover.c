@@ -125,6 +125,19 @@ static bool reached_plain(void *arg)
 
 #define DATA_SQL "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"
 
+/* A branch's worker makes the tick of its last batch after the batch (or
+   while it waits): the node has settled once its last tick is the one its
+   worker completed. */
+typedef struct Settled {
+	const char *db, *node;
+} Settled;
+
+static bool settled(void *arg)
+{
+	Settled *t = arg;
+	return ct_completed(t->db, t->node) == ct_last_tick(t->db);
+}
+
 START_TEST(test_failover_after_sigkill_of_root_server)
 {
 	char *root = ct_node_db_on(0), *b1 = ct_node_db_on(1), *lf = ct_node_db_on(1);
@@ -158,7 +171,10 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
 		p.nacked, p.unsure);
 
-	/* nothing more reaches b1 now: the tick it holds is where it must resume */
+	/* nothing more reaches b1 now: the tick it holds is where it must resume
+	   (once its worker made the tick of the batch it applied last) */
+	Settled s1 = {b1, "b1"};
+	ck_assert_msg(pgt_wait_until(settled, &s1, 30000, 50), "b1 did not make its last tick");
 	int64_t b1_had = ct_last_tick(b1);
 	int64_t t0 = pgt_now_ms();
 	CtlRun r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
@@ -241,19 +257,6 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	free(lf);
 }
 END_TEST
-
-/* A branch's worker makes the tick of its last batch after the batch (or
-   while it waits): the node has settled once its last tick is the one its
-   worker completed. */
-typedef struct Settled {
-	const char *db, *node;
-} Settled;
-
-static bool settled(void *arg)
-{
-	Settled *t = arg;
-	return ct_completed(t->db, t->node) == ct_last_tick(t->db);
-}
 
 static void restart_worker(CtLoop *l, CtWorker *w, const char *db)
 {
