@@ -189,6 +189,20 @@ static bool ensure_location(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 	return true;
 }
 
+/* The --sync-watermark list, each name shown as status shows it. */
+static void print_sync_list(CtlDb *db, const char *list)
+{
+	char *names = strdup(list), *save = NULL;
+
+	if (!names)
+		abort();
+	printf("%s: sync_watermark with ", ctl_db_label(db));
+	for (char *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		printf("%s%s", t == names ? "" : ",", ctl_q(t));
+	putchar('\n');
+	free(names);
+}
+
 static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 {
 	CtlDb *prov = ctl_node_open(ctx, "provider", a->provider), *root = NULL;
@@ -315,7 +329,7 @@ static int create_sub(CtlCtx *ctx, CtlDb *db, const NodeArgs *a)
 			printf("%s: it feeds the combined queue %s\n", ctl_db_label(db),
 			       ctl_qq(a->merge));
 		if (a->sync)
-			printf("%s: sync_watermark with %s\n", ctl_db_label(db), a->sync);
+			print_sync_list(db, a->sync);
 	}
 	rc = CTL_EXIT_OK;
 out:
@@ -338,16 +352,15 @@ static char *sync_attrs(const char *list)
 	bool ok = true;
 
 	if (n == 0 || list[0] == ',' || list[n - 1] == ',' || strstr(list, ",,")) {
-		ctl_err("--sync-watermark \"%s\": needs node names separated by commas, none "
-			"empty",
-			list);
+		ctl_err("--sync-watermark %s: needs node names separated by commas, none empty",
+			ctl_qq(list));
 		return NULL;
 	}
 	names = strdup(list);
 	ok = names != NULL;
 	for (char *t = names ? strtok_r(names, ",", &save) : NULL; t && ok;
 	     t = strtok_r(NULL, ",", &save))
-		ok = ctl_check_name("--sync-watermark node", t);
+		ok = ctl_check_node_name("--sync-watermark node", t);
 	free(names);
 	out = ok ? malloc(sizeof("sync_watermark=") + 3 * n) : NULL;
 	if (!out)
@@ -381,10 +394,10 @@ static bool check_combined(CtlDb *db, const NodeArgs *a)
 	type = ctl_val(r, 0, 2);
 	ok = type && (strcmp(type, "root") == 0 || strcmp(type, "branch") == 0);
 	if (!ok)
-		ctl_err("%s: %s: the combined queue \"%s\" has %s%s in this database; create "
+		ctl_err("%s: %s: the combined queue %s has %s%s in this database; create "
 			"its root or branch node here first",
-			ctl_db_label(db), a->what, a->merge, type ? "a node of type " : "no node",
-			type ? type : "");
+			ctl_db_label(db), a->what, ctl_qq(a->merge),
+			type ? "a node of type " : "no node", type ? type : "");
 	if (ok && strcmp(a->merge, a->queue) == 0) {
 		ctl_err("%s: %s: the combined queue is the leaf's own queue", ctl_db_label(db),
 			a->what);
@@ -430,7 +443,7 @@ static int node_create(CtlCtx *ctx, int argc, char **argv, const char *type)
 		return ctl_usage(argv[0], "--merge is for a leaf (create-leaf)");
 	if (a.sync && strcmp(type, "branch") != 0)
 		return ctl_usage(argv[0], "--sync-watermark is for a branch (create-branch)");
-	if (a.merge && !ctl_check_name("combined queue", a.merge))
+	if (a.merge && !ctl_check_node_name("combined queue", a.merge))
 		return CTL_EXIT_ERROR;
 	a.name = pos[0];
 	a.location = npos > 1 ? pos[1] : ctx->connstr;

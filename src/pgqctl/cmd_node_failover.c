@@ -140,32 +140,106 @@ static int fo_best(NcOp *op, NcMember **best, long long *best_top, long long *ne
 	return 0;
 }
 
+/* A branch's worker makes the tick of a batch after the batch's commit (with
+   the provider's tick time). Restarted between the two while its provider is
+   dead, it cannot: NEW then holds the batch's events and its position but not
+   the tick. Without a survivor to read it from, pgqctl makes it (the same
+   guarded call as the worker's, stamped now), so the cascade resumes from the
+   tick NEW applied and those events do not count as lost. 1 owed, 0 not, -1
+   error. */
+static int fo_owes_tick(NcOp *op, NcState *ns)
+{
+	if (!nc_need_state(op, op->nw, ns))
+		return -1;
+	return strcmp(ns->type, "branch") == 0 && ns->completed > ns->top;
+}
+
+static int fo_make_owed_tick(CtlPlan *p, NcOp *op, const NcState *owed)
+{
+	char tbl[300], sql[1200], tick[32];
+	const char *q[2] = {op->queue, tick};
+	CtlDb *db = nc_db(op, op->nw);
+	PGresult *r;
+	NcState st;
+
+	/* a running worker makes it while it waits for its provider: give it 2 s */
+	for (int i = 0; i < 100; i++) {
+		if (!nc_need_state(op, op->nw, &st))
+			return -1;
+		if (st.top >= owed->completed) {
+			ctl_plan_note(p, "%s's worker made tick %lld", ctl_q(op->nw->name),
+				      owed->completed);
+			return 0;
+		}
+		nc_nap(op->ctx, 20);
+	}
+	if (!nc_queue_table(op, op->nw, tbl, sizeof(tbl)))
+		return -1;
+	snprintf(tick, sizeof(tick), "%lld", owed->completed);
+	snprintf(sql, sizeof(sql),
+		 "with l as (select t.tick_id, t.tick_event_seq, t.tick_snapshot from pgq.tick t"
+		 " join pgq.queue q on q.queue_id = t.tick_queue where q.queue_name = $1"
+		 " order by t.tick_queue desc, t.tick_id desc limit 1)"
+		 " select case when coalesce((select tick_id from l), 0) < $2::int8 then"
+		 " pgq.ticker($1, $2::int8, now(), greatest("
+		 "(select max(e.ev_id) from %s e, l"
+		 " where e.ev_txid >= txid_snapshot_xmin(l.tick_snapshot)),"
+		 " (select tick_event_seq from l), 0)) end",
+		 tbl);
+	/* autocommit, guarded as the worker's: if the worker makes the same tick
+	   at the same moment, one of the two fails on the duplicate, and the
+	   tick is there either way */
+	r = ctl_db_exec(db, sql, 2, q);
+	if (!r) {
+		if (!nc_need_state(op, op->nw, &st))
+			return -1;
+		if (st.top >= owed->completed) {
+			ctl_plan_note(p, "%s's worker made tick %lld", ctl_q(op->nw->name),
+				      owed->completed);
+			return 0;
+		}
+		ctl_db_fail(db, op->what);
+		return -1;
+	}
+	PQclear(r);
+	ctl_plan_note(p,
+		      "%s made tick %lld: its worker had applied that batch, and its provider "
+		      "died before the tick",
+		      ctl_q(op->nw->name), owed->completed);
+	return 0;
+}
+
 static int fo_chk_catch_up(CtlPlan *p, void *arg, int n)
 {
 	NcOp *op = arg;
 	NcMember *best;
+	NcState ns;
 	long long bt, nt, g = fo_gravestone(op);
+	int owes;
 
 	if (g != 0)
 		return g < 0 ? -1 : 1;
-	if (fo_best(op, &best, &bt, &nt) < 0)
+	if (fo_best(op, &best, &bt, &nt) < 0 || (owes = fo_owes_tick(op, &ns)) < 0)
 		return -1;
-	if (!best)
+	if (!best && !owes)
 		ctl_plan_note(p, "no survivor is ahead of %s (tick %lld)", ctl_q(op->nw->name), nt);
-	return best == NULL;
+	return best == NULL && !owes;
 }
 
 static int fo_act_catch_up(CtlPlan *p, void *arg, int n)
 {
 	NcOp *op = arg;
 	NcMember *best;
+	NcState ns;
 	long long bt, nt;
-	int above;
+	int above, owes;
 
 	if (fo_best(op, &best, &bt, &nt) < 0)
 		return -1;
-	if (!best)
-		return 0;
+	if (!best) {
+		owes = fo_owes_tick(op, &ns);
+		return owes <= 0 ? owes : fo_make_owed_tick(p, op, &ns);
+	}
 	above = nc_is_above(op, op->nw, best);
 	if (above < 0)
 		return -1;
@@ -506,9 +580,12 @@ static int fo_check_ahead(NcOp *op)
 	if (g > 0) {
 		resume = g;
 	} else {
-		if (fo_best(op, &best, &bt, &nt) < 0)
+		NcState ns;
+		int owes;
+
+		if (fo_best(op, &best, &bt, &nt) < 0 || (owes = fo_owes_tick(op, &ns)) < 0)
 			return -1;
-		resume = best ? bt : nt;
+		resume = best ? bt : owes ? ns.completed : nt;
 	}
 	for (int i = 0; i < op->nsubs; i++) {
 		NcState st;

@@ -11,6 +11,9 @@
  *     batch's transaction, and the leaf's worker applying in its batch's
  *     transaction) hold every other event, and those written to b1 after the
  *     failover, exactly once.
+ * A second case: two branches on B, b2 ahead of b1 (b1's worker stopped
+ * first) when A dies; b1 takes b2's ticks before it takes over, and loses only
+ * what was on A alone.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -114,7 +117,26 @@ static bool reached(void *arg)
 	return pgt_int_db(k->db, k->sql) >= (int64_t)k->want;
 }
 
+static bool reached_plain(void *arg)
+{
+	Reach *k = arg;
+	return pgt_int_db(k->db, k->sql) >= (int64_t)k->want;
+}
+
 #define DATA_SQL "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"
+
+/* A branch's worker makes the tick of its last batch after the batch (or
+   while it waits): the node has settled once its last tick is the one its
+   worker completed. */
+typedef struct Settled {
+	const char *db, *node;
+} Settled;
+
+static bool settled(void *arg)
+{
+	Settled *t = arg;
+	return ct_completed(t->db, t->node) == ct_last_tick(t->db);
+}
 
 START_TEST(test_failover_after_sigkill_of_root_server)
 {
@@ -149,7 +171,10 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
 		p.nacked, p.unsure);
 
-	/* nothing more reaches b1 now: the tick it holds is where it must resume */
+	/* nothing more reaches b1 now: the tick it holds is where it must resume
+	   (once its worker made the tick of the batch it applied last) */
+	Settled s1 = {b1, "b1"};
+	ck_assert_msg(pgt_wait_until(settled, &s1, 30000, 50), "b1 did not make its last tick");
 	int64_t b1_had = ct_last_tick(b1);
 	int64_t t0 = pgt_now_ms();
 	CtlRun r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
@@ -233,11 +258,152 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 }
 END_TEST
 
+static void restart_worker(CtLoop *l, CtWorker *w, const char *db)
+{
+	ct_loop_hold(l);
+	ct_start_on(w, l->base, db, POLL);
+	ct_loop_go(l);
+}
+
+/* b1 and b2 both read from the root (server A); b1's worker stops, so b2
+   copies ticks b1 never got; then A is SIGKILLed under load. failover --dead
+   root b1 must first take those ticks from b2 (PgQ's takeover does the same:
+   the most advanced former subscriber of the root becomes NEW's provider
+   until NEW has its tick), resume from b2's tick and lose only what no
+   survivor had: the events reported as only on root, counted once A runs
+   again, are exactly those on A and not on b1. */
+START_TEST(test_failover_kill_branch_ahead)
+{
+	char *root = ct_node_db_on(0), *b1 = ct_node_db_on(1), *b2 = ct_node_db_on(1);
+	char *db1 = strdup(ctr_dsn(b1, NULL));
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("branch", b2, "b2", root, "root", root);
+
+	CtLoop l = {event_base_new()};
+	CtWorker w1 = {.quiet = true}, w2 = {.quiet = true};
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&w2, l.base, b2, POLL);
+	ct_loop_go(&l);
+
+	Prod p = {.conninfo = strdup(pgt_connstr(root, false))};
+	pthread_mutex_init(&p.mu, NULL);
+	ck_assert_int_eq(pthread_create(&p.th, NULL, produce, &p), 0);
+	Reach k1 = {.db = b1,
+		    .sql = "select count(*) from pgq.event_1 where ev_type = 'data'",
+		    .want = 100};
+	ck_assert_msg(pgt_wait_until(reached_plain, &k1, 60000, 50), "b1 copied nothing");
+
+	/* b1 stops copying; b2 goes on for 100 events more */
+	ct_loop_hold(&l);
+	ct_stop(&w1);
+	ct_loop_go(&l);
+	int64_t b1_stopped =
+		pgt_int_db(b1, "select count(*) from pgq.event_1 where ev_type = 'data'");
+	Reach k2 = {.db = b2,
+		    .sql = "select count(*) from pgq.event_1 where ev_type = 'data'",
+		    .want = (size_t)b1_stopped + 100};
+	ck_assert_msg(pgt_wait_until(reached_plain, &k2, 60000, 50), "b2 did not get ahead");
+
+	pgt_server_kill_on(0);
+	p.stop = true;
+	pthread_join(p.th, NULL);
+	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
+		p.nacked, p.unsure);
+
+	/* b1's worker runs again (a failover waits for its acknowledgements);
+	   nothing more reaches either branch. b2's worker makes the tick of its
+	   last batch while it waits; b1's may owe one (stopped between its batch's
+	   commit and the tick, it has no provider to ask the tick's time) */
+	restart_worker(&l, &w1, b1);
+	Settled s2 = {b2, "b2"};
+	ck_assert_msg(pgt_wait_until(settled, &s2, 30000, 50), "b2 did not make its last tick");
+	int64_t t1 = ct_last_tick(b1), t2 = ct_last_tick(b2);
+	fprintf(stderr, "# b1 at tick %" PRId64 " (completed %" PRId64 "), b2 at %" PRId64 "\n", t1,
+		ct_completed(b1, "b1"), t2);
+	ck_assert_int_gt(t2, t1);
+	size_t nb2;
+	int64_t *on_b2 = ct_fetch_sorted(b2, DATA_SQL, &nb2);
+
+	int64_t t0 = pgt_now_ms();
+	CtlRun r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+						  CT_QUEUE, NULL});
+	int64_t took = pgt_now_ms() - t0;
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "events only on root: not known, it does not answer", NULL);
+	{
+		char want[200];
+		snprintf(want, sizeof(want), "b1 got ticks %lld..%lld from b2", (long long)t1,
+			 (long long)t2);
+		ck_assert_msg(strstr(r.out, want), "no \"%s\" in:\n%s", want, r.out);
+	}
+	ck_assert_int_eq((long long)ctr_number_after(r.out, "it resumed from tick "), t2);
+	ctr_free(&r);
+	fprintf(stderr, "# failover with b2 %" PRId64 " ticks ahead of b1: %" PRId64 " ms\n",
+		t2 - t1, took);
+	ct_expect_value(b1, "select node_type from pgq_node.get_node_info('" CT_QUEUE "')", "root");
+	ct_expect_value(b2, "select provider_node from pgq_node.get_node_info('" CT_QUEUE "')",
+			"b1");
+	/* b1 holds exactly what b2 had: the ticks b1 missed came from b2 */
+	ct_expect_exactly("b1 after catching up", b1, DATA_SQL, on_b2, nb2, NULL);
+
+	/* the new root's writes reach b2, each once */
+	pgt_exec_db(b1, "select pgq.insert_event('" CT_QUEUE "', 'data', s::text)"
+			" from generate_series(5000000, 5000099) s");
+	pgt_exec_db(b1, "select pgq.ticker('" CT_QUEUE "')");
+	size_t nb1;
+	int64_t *on_b1 = ct_fetch_sorted(b1, DATA_SQL, &nb1);
+	ck_assert_int_eq((int64_t)nb1, (int64_t)nb2 + 100);
+	ct_expect_exactly("b2 under b1", b2, DATA_SQL, on_b1, nb1, NULL);
+
+	/* A runs again: what it holds that b1 does not is what the failover
+	   reports as lost, and nothing acknowledged vanished */
+	pgt_server_start_on(0);
+	size_t na, lost = 0;
+	int64_t *on_a = ct_fetch_sorted(root, DATA_SQL, &na);
+	for (size_t i = 0; i < na; i++)
+		lost += !ct_contains(on_b1, nb1, on_a[i]);
+	for (size_t i = 0; i < p.nacked; i++)
+		ck_assert_msg(ct_contains(on_a, na, p.acked[i]) ||
+				      ct_contains(on_b1, nb1, p.acked[i]),
+			      "event %" PRId64 " committed, then on neither server", p.acked[i]);
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "root answers: its writes are off now", NULL);
+	long long data_reported = 0;
+	if (!strstr(r.out, "events only on root: none"))
+		data_reported =
+			(long long)ctr_number_after(strstr(r.out, "events only on root: "), "(");
+	ctr_free(&r);
+	fprintf(stderr, "# %zu data events only on A, %zu on b1 before its own writes\n", lost,
+		nb2);
+	ck_assert_int_eq(data_reported, (long long)lost);
+
+	ct_loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&w2);
+	event_base_free(l.base);
+	free(on_a);
+	free(on_b1);
+	free(on_b2);
+	free(p.acked);
+	free(p.conninfo);
+	free(db1);
+	free(root);
+	free(b1);
+	free(b2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-failover");
 	TCase *tc = pgt_tcase("failover_kill", 300);
 	tcase_add_test(tc, test_failover_after_sigkill_of_root_server);
+	suite_add_tcase(s, tc);
+	tc = pgt_tcase("failover_kill_ahead", 300);
+	tcase_add_test(tc, test_failover_kill_branch_ahead);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true, .servers = 2};
 	return pgt_main(s, &o);

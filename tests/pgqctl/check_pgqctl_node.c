@@ -526,6 +526,54 @@ START_TEST(test_odd_names)
 	ctr_expect(&r, 0, "\"evil\\x0a`- fake branch", NULL);
 	ck_assert_int_eq(lines(r.out), 4);
 	ctr_free(&r);
+
+	/* --sync-watermark and --merge take the same names: a sync branch listing
+	   both odd nodes (urlencoded as PgQ's tool writes it), and a merge leaf
+	   feeding a combined queue with a quote and a space */
+	char *sb = ct_node_db(), *ml = ct_node_db();
+	char *dsb = ctr_dsn_dup(sb), *dml = ctr_dsn_dup(ml);
+	r = ctr_node(dsb, (const char *[]){"create-branch", "sb", "--provider", droot, "--queue",
+					   ODD_Q, "--sync-watermark", ODD_ROOT "," ODD_BR, NULL});
+	ctr_expect(&r, 0, "sync_watermark with \"ro'ot \xc3\xa9\",\"b \\\"1\\\"\"\n", NULL);
+	ctr_free(&r);
+	{
+		PGconn *c = pgt_connect(sb);
+		const char *p[1] = {ODD_Q};
+		PGresult *res = PQexecParams(c, "select node_attrs from pgq_node.get_node_info($1)",
+					     1, NULL, p, NULL, NULL, 0);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		ck_assert_str_eq(PQgetvalue(res, 0, 0),
+				 "sync_watermark=ro%27ot%20%c3%a9%2cb%20%221%22");
+		PQclear(res);
+		PQfinish(c);
+	}
+	r = ctr_node(dsb, (const char *[]){"create-branch", "sb", "--provider", droot, "--queue",
+					   ODD_Q, "--sync-watermark", "a, b", NULL});
+	ctr_expect(&r, 2, NULL, "--sync-watermark node name \" b\" starts or ends with a space");
+	ctr_free(&r);
+	r = ctr_node(dml, (const char *[]){"create-root", "all", "--queue", "c 'all", NULL});
+	ctr_expect(&r, 0, "created", NULL);
+	ctr_free(&r);
+	r = ctr_node(dml, (const char *[]){"create-leaf", "m 1", "--provider", droot, "--queue",
+					   ODD_Q, "--merge", "c 'all", NULL});
+	ctr_expect(&r, 0, "it feeds the combined queue \"c 'all\"", NULL);
+	ctr_free(&r);
+	{
+		PGconn *c = pgt_connect(ml);
+		const char *p[1] = {ODD_Q};
+		PGresult *res = PQexecParams(c,
+					     "select node_type || '|' || combined_queue"
+					     " from pgq_node.get_node_info($1)",
+					     1, NULL, p, NULL, NULL, 0);
+		ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+		ck_assert_str_eq(PQgetvalue(res, 0, 0), "leaf|c 'all");
+		PQclear(res);
+		PQfinish(c);
+	}
+	free(sb);
+	free(ml);
+	free(dsb);
+	free(dml);
 	free(root);
 	free(br);
 	free(droot);

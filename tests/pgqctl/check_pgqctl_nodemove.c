@@ -10,6 +10,8 @@
  *   - failover --dead root b1 while b2 holds ticks b1 never got: b1 first takes
  *     them from b2 (the step says so), resumes from b2's tick, and the events
  *     reported as only on the root are exactly those after that tick;
+ *   - failover --dead root b1 when b1 applied the root's last batch but its
+ *     tick is missing (no survivor ahead): b1 makes the tick and resumes there;
  *   - drop-node, resurrect, wait-root and wait-provider on Debian's pgq_node.
  */
 #include <inttypes.h>
@@ -451,6 +453,98 @@ START_TEST(test_failover_leaf_ahead)
 }
 END_TEST
 
+/* b1's worker applied the root's last batch but the tick is missing (its worker
+   restarted between the commit and the tick, with the root gone, so it has no
+   tick time to make it with); no survivor is ahead. The failover makes that
+   tick on b1 and resumes from it: the leaf, which has the same batch, is not
+   refused, nothing is read twice, and only the root's later events count as
+   lost. */
+START_TEST(test_failover_owed_tick)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db(), *lf = ct_node_db();
+	char *db1 = ctr_dsn_dup(b1), *root_loc = strdup(pgt_connstr(root, false));
+	const char *surv[2] = {b1, lf};
+	CtlRun r;
+
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("leaf", lf, "lf", root, "root", root);
+	ct_make_applied(lf);
+	CtLoop l = {event_base_new()};
+	CtWorker w1 = {.quiet = true}, wl = {.quiet = true, .apply = true};
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	ct_loop_go(&l);
+	produce_n(root, 0, 20);
+	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
+	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
+	int64_t c = ct_last_tick(root);
+
+	/* the state of a worker stopped between its batch's commit and the tick */
+	ct_loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&wl);
+	{
+		char sql[200];
+		snprintf(sql, sizeof(sql), "delete from pgq.tick where tick_id = %lld",
+			 (long long)c);
+		pgt_exec_db(b1, sql);
+	}
+	ck_assert_int_eq(ct_last_tick(b1), c - 1);
+	ck_assert_int_eq(ct_completed(b1, "b1"), c);
+	produce_n(root, 100, 10);
+	set_location(surv, 2, "root", "host=127.0.0.1 port=1 dbname=gone");
+	ct_start_on(&w1, l.base, b1, POLL);
+	ct_start_on(&wl, l.base, lf, POLL);
+	ct_loop_go(&l);
+
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "move lf under b1: done", NULL);
+	{
+		char want[200];
+		snprintf(want, sizeof(want), "b1 made tick %lld: its worker had applied that batch",
+			 (long long)c);
+		ck_assert_msg(strstr(r.out, want), "no \"%s\" in:\n%s", want, r.out);
+	}
+	ck_assert_int_eq((long long)ctr_number_after(r.out, "it resumed from tick "), c);
+	ctr_free(&r);
+
+	/* the new root's events reach the leaf; the 20 it had are not read again */
+	produce_n(b1, 1000, 5);
+	Sync after = {b1, {lf}, {"lf"}, 1};
+	ck_assert_msg(pgt_wait_until(synced, &after, 30000, 50), "the leaf did not follow b1");
+	int64_t want[25];
+	size_t n = 0;
+	for (int64_t i = 0; i < 20; i++)
+		want[n++] = i;
+	for (int64_t i = 1000; i < 1005; i++)
+		want[n++] = i;
+	ct_expect_exactly("lf", lf, APPLIED_SQL, want, n, NULL);
+
+	/* the root answers: its 10 later events, and only those, were lost */
+	set_location(surv, 2, "root", root_loc);
+	r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+					   CT_QUEUE, NULL});
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "root answers: its writes are off now", NULL);
+	ck_assert_int_eq((long long)ctr_number_after(strstr(r.out, "events only on root: "), "("),
+			 10);
+	ctr_free(&r);
+
+	ct_loop_hold(&l);
+	ct_stop(&w1);
+	ct_stop(&wl);
+	event_base_free(l.base);
+	free(root_loc);
+	free(db1);
+	free(root);
+	free(b1);
+	free(lf);
+}
+END_TEST
+
 /* ---- Debian's pgq_node (postgresql-15-pgq-node) ---- */
 
 START_TEST(test_debian_drop_resurrect_wait)
@@ -597,10 +691,11 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("pgqctl-nodemove");
-	const char *names[4] = {"consumer", "ahead", "leaf_ahead", "debian"};
-	const TTest *tests[4] = {test_change_provider_consumer, test_failover_branch_ahead,
-				 test_failover_leaf_ahead, test_debian_drop_resurrect_wait};
-	for (int i = 0; i < 4; i++) {
+	const char *names[5] = {"consumer", "ahead", "leaf_ahead", "owed_tick", "debian"};
+	const TTest *tests[5] = {test_change_provider_consumer, test_failover_branch_ahead,
+				 test_failover_leaf_ahead, test_failover_owed_tick,
+				 test_debian_drop_resurrect_wait};
+	for (int i = 0; i < 5; i++) {
 		TCase *tc = pgt_tcase(names[i], 180);
 		tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
 		tcase_add_test(tc, tests[i]);
