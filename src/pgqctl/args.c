@@ -42,43 +42,6 @@ int ctl_usage(const char *cmd, const char *fmt, ...)
 	return CTL_EXIT_USAGE;
 }
 
-bool ctl_check_name(const char *what, const char *name)
-{
-	size_t n = strlen(name);
-
-	if (n == 0) {
-		ctl_err("%s name is empty", what);
-		return false;
-	}
-	if (n > 200) {
-		ctl_err("%s name \"%.20s...\" is longer than 200 bytes", what, name);
-		return false;
-	}
-	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-		const char *why = NULL;
-
-		if (*p >= 0x80)
-			why = "non-ASCII characters";
-		else if (*p <= ' ' || *p == 0x7f)
-			why = "whitespace or control characters";
-		else if (*p == '\'' || *p == '"' || *p == '`')
-			why = "quotes";
-		else if (*p == ';')
-			why = "a semicolon";
-		else if (*p == '\\')
-			why = "a backslash";
-		if (why) {
-			/* show the name only when it is printable */
-			if (*p >= 0x80 || *p < ' ' || *p == 0x7f)
-				ctl_err("bad %s name: %s are not allowed", what, why);
-			else
-				ctl_err("bad %s name \"%s\": %s are not allowed", what, name, why);
-			return false;
-		}
-	}
-	return true;
-}
-
 /* Names pgqctl creates (queues, consumers). PgQ itself takes any text: names only
    ever reach the server as parameters and the event tables are named by queue id,
    so quotes, semicolons, spaces and UTF-8 are fine. Refused is what cannot work or

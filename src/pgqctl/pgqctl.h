@@ -78,9 +78,6 @@ void ctl_err(const char *fmt, ...) PQEV_PRINTF(1, 2);
 /* The text of the last ctl_err() (for --json reports); "" until the first. */
 extern char ctl_last_err[1024];
 int ctl_usage(const char *cmd, const char *fmt, ...) PQEV_PRINTF(2, 3); /* returns 2 */
-/* A queue/consumer name we accept: printable ASCII, no quotes, ';', '\\' or
-   whitespace, 1..200 bytes. Otherwise prints why and returns false. */
-bool ctl_check_name(const char *what, const char *name);
 /* A queue/consumer name pgqctl is asked to create: any text but empty, control
    characters or over CTL_NAME_MAX bytes. Otherwise prints why, returns false. */
 #define CTL_NAME_MAX 2000
