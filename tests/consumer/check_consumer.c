@@ -3,7 +3,8 @@
  * rotations, retries, failing handlers, asynchronous completion, NOTIFY wake-up
  * and poll fallback, many consumers on one loop, producer encodings, streaming
  * a large batch in bounded chunks, config validation, stop and free from
- * callbacks.
+ * callbacks, a batch's events in ev_id order where the tables' order differs
+ * (our SQL and PgQ 3.5).
  */
 #include <malloc.h>
 #include <stdio.h>
