@@ -705,7 +705,9 @@ END_TEST
  * event tables' physical order differs. Each round produces events into the
  * current table, moves the previous round's retried events back into it (with
  * their old, lower ids, physically after the new ones), rotates to the next
- * table and produces there, so one batch spans two tables and holds retried
+ * table and produces there, and a bulk producer that took the older table's
+ * name before the rotation writes one more event into it (an id above the newer
+ * table's), so one batch spans two tables out of id order and holds retried
  * events. A reader returning rows in scan or table order fails here.
  */
 typedef struct Order {
@@ -714,7 +716,7 @@ typedef struct Order {
 	size_t broken;   /* events delivered after a higher id of the same batch */
 	char first_break[160];
 	int retried; /* this attempt: retried events delivered */
-	int tables;  /* this attempt: bit 0 rows of the round's first table, bit 1 next */
+	int tables;  /* this attempt: bit 0 rows of the round's older table, bit 1 newer */
 	int mixed;   /* batches with retried events and rows of both tables */
 } Order;
 
@@ -750,7 +752,7 @@ static PgqevVerdict order_hook(Rec *r, PgqevBatch *b)
 		if (pgqev_event_retry_count(e) > 0)
 			o->retried++;
 		else
-			o->tables |= (v % 100 < 50) ? 1 : 2;
+			o->tables |= (v % 100 < 50 || v % 100 >= 90) ? 1 : 2;
 		if (pgqev_event_retry_count(e) == 0 && v % 10 == 0)
 			pgqev_event_retry(e, 0);
 	}
@@ -771,7 +773,8 @@ static void order_tick_pgq35(PGconn *admin)
 /*
  * Three rounds on queue q of db (rotation_period 0): values k*100+0..29 into the
  * current table, the earlier round's retried events back into it, a rotation,
- * values k*100+50..79 into the new table, one tick. Then the last retried
+ * values k*100+50..79 into the new table, then k*100+95 into the older table
+ * by a producer that took its name before the rotation, one tick. Then the last retried
  * events. Every value arrives once as itself and, if a multiple of 10, once more
  * retried; every batch in ev_id order.
  */
@@ -799,13 +802,25 @@ static void order_scenario(const char *db, Rec *r, void (*tick)(PGconn *))
 		pgt_exec(p[1], "commit");
 		while (pgt_int(admin, "select pgq.maint_retry_events()") > 0)
 			;
+		/* a bulk producer holds the table it was given across the rotation */
+		pgt_exec(p[0], "begin");
+		pgt_exec(p[0], "select txid_current()");
+		char *old_table = pgt_value(p[0], "select pgq.current_event_table('q')");
 		int64_t before = pgt_int(admin, "select queue_cur_table from pgq.queue");
 		pgt_exec(admin, "select pgq.maint_rotate_tables_step1('q')");
 		pgt_exec(admin, "select pgq.maint_rotate_tables_step2()");
 		ck_assert_int_ne(pgt_int(admin, "select queue_cur_table from pgq.queue"), before);
 		cs_produce(db, "q", k * 100 + 50, k * 100 + 80);
+		/* its event, in the older table, gets an id above the newer table's */
+		char sql[200];
+		snprintf(sql, sizeof(sql),
+			 "insert into %s (ev_time, ev_type, ev_data) values (now(), 'num', '%d')",
+			 old_table, k * 100 + 95);
+		pgt_exec(p[0], sql);
+		pgt_exec(p[0], "commit");
+		free(old_table);
 		tick(admin);
-		want += 60 + (k ? 6 : 0);
+		want += 61 + (k ? 6 : 0);
 		CountCond cc = {r, want};
 		ck_assert_msg(cs_run_until(cs_has_count, &cc, 30000), "round %d: got %zu of %zu", k,
 			      r->n, want);
@@ -831,7 +846,7 @@ static void order_scenario(const char *db, Rec *r, void (*tick)(PGconn *))
 		seen[r->vals[i]][r->retries[i] > 0]++;
 	}
 	for (int v = 0; v < 300; v++) {
-		bool produced = v % 100 < 30 || (v % 100 >= 50 && v % 100 < 80);
+		bool produced = v % 100 < 30 || (v % 100 >= 50 && v % 100 < 80) || v % 100 == 95;
 		ck_assert_int_eq(seen[v][0], produced);
 		ck_assert_int_eq(seen[v][1], produced && v % 10 == 0);
 	}
