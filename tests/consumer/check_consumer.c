@@ -3,12 +3,14 @@
  * rotations, retries, failing handlers, asynchronous completion, NOTIFY wake-up
  * and poll fallback, many consumers on one loop, producer encodings, streaming
  * a large batch in bounded chunks, config validation, stop and free from
- * callbacks.
+ * callbacks, a batch's events in ev_id order where the tables' order differs
+ * (our SQL and PgQ 3.5).
  */
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "constest.h"
 
@@ -697,6 +699,201 @@ START_TEST(test_stop_and_free_from_callbacks)
 }
 END_TEST
 
+/*
+ * Ordering within a batch: the reader must deliver a batch's events in ev_id
+ * order (PgQ's get_batch_events / get_batch_cursor promise) even where the
+ * event tables' physical order differs. Each round produces events into the
+ * current table, moves the previous round's retried events back into it (with
+ * their old, lower ids, physically after the new ones), rotates to the next
+ * table and produces there, and a bulk producer that took the older table's
+ * name before the rotation writes one more event into it (an id above the newer
+ * table's), so one batch spans two tables out of id order and holds retried
+ * events. A reader returning rows in scan or table order fails here.
+ */
+typedef struct Order {
+	int64_t batch;   /* batch being delivered (an attempt restarts at chunk 0) */
+	int64_t last_id; /* last ev_id delivered in that attempt */
+	size_t broken;   /* events delivered after a higher id of the same batch */
+	char first_break[160];
+	int retried; /* this attempt: retried events delivered */
+	int tables;  /* this attempt: bit 0 rows of the round's older table, bit 1 newer */
+	int mixed;   /* batches with retried events and rows of both tables */
+} Order;
+
+static void order_end_batch(Order *o)
+{
+	if (o->batch && o->retried && o->tables == 3)
+		o->mixed++;
+	o->retried = 0;
+	o->tables = 0;
+}
+
+static PgqevVerdict order_hook(Rec *r, PgqevBatch *b)
+{
+	Order *o = r->hook_arg;
+	if (pgqev_batch_chunk(b) == 0) {
+		if (pgqev_batch_id(b) == o->batch) /* redelivered: only the last attempt counts */
+			o->retried = o->tables = 0;
+		else
+			order_end_batch(o);
+		o->batch = pgqev_batch_id(b);
+		o->last_id = INT64_MIN;
+	}
+	for (size_t i = 0; i < pgqev_batch_count(b); i++) {
+		PgqevEvent *e = pgqev_batch_event(b, i);
+		int64_t id = pgqev_event_id(e);
+		int64_t v = strtoll(pgqev_event_data(e), NULL, 10);
+		if (id <= o->last_id && o->broken++ == 0)
+			snprintf(o->first_break, sizeof(o->first_break),
+				 "batch %lld: ev_id %lld (value %lld) after ev_id %lld",
+				 (long long)o->batch, (long long)id, (long long)v,
+				 (long long)o->last_id);
+		o->last_id = id;
+		if (pgqev_event_retry_count(e) > 0)
+			o->retried++;
+		else
+			o->tables |= (v % 100 < 50 || v % 100 >= 90) ? 1 : 2;
+		if (pgqev_event_retry_count(e) == 0 && v % 10 == 0)
+			pgqev_event_retry(e, 0);
+	}
+	return PGQEV_DONE;
+}
+
+static void order_tick_ours(PGconn *admin)
+{
+	pgt_exec(admin, "select pgq.ticker()");
+}
+
+static void order_tick_pgq35(PGconn *admin)
+{
+	pgt_exec(admin, "select pgq.force_tick('q')"); /* ticks even with no new events */
+	pgt_exec(admin, "select pgq.ticker('q')");
+}
+
+/*
+ * Three rounds on queue q of db (rotation_period 0): values k*100+0..29 into the
+ * current table, the earlier round's retried events back into it, a rotation,
+ * values k*100+50..79 into the new table, then k*100+95 into the older table
+ * by a producer that took its name before the rotation, one tick. Then the last retried
+ * events. Every value arrives once as itself and, if a multiple of 10, once more
+ * retried; every batch in ev_id order.
+ */
+static void order_scenario(const char *db, Rec *r, void (*tick)(PGconn *))
+{
+	Order *o = r->hook_arg;
+	PGconn *admin = pgt_connect(db);
+	PGconn *p[2] = {pgt_connect(db), pgt_connect(db)};
+	size_t want = 0;
+	/* rotation waits until every consumer has read past the queue's creation */
+	tick(admin);
+	Rec *all[1] = {r};
+	ck_assert(cs_run_until_drained(db, "q", all, 1, 30000));
+	for (int k = 0; k < 3; k++) {
+		/* two producers with transactions open at once, ids interleaved */
+		pgt_exec(p[0], "begin");
+		pgt_exec(p[1], "begin");
+		for (int i = 0; i < 30; i++) {
+			char sql[160];
+			snprintf(sql, sizeof(sql), "select pgq.insert_event('q', 'num', '%d')",
+				 k * 100 + i);
+			pgt_exec(p[i % 2], sql);
+		}
+		pgt_exec(p[0], "commit");
+		pgt_exec(p[1], "commit");
+		while (pgt_int(admin, "select pgq.maint_retry_events()") > 0)
+			;
+		/* a bulk producer holds the table it was given across the rotation */
+		pgt_exec(p[0], "begin");
+		pgt_exec(p[0], "select txid_current()");
+		char *old_table = pgt_value(p[0], "select pgq.current_event_table('q')");
+		int64_t before = pgt_int(admin, "select queue_cur_table from pgq.queue");
+		pgt_exec(admin, "select pgq.maint_rotate_tables_step1('q')");
+		pgt_exec(admin, "select pgq.maint_rotate_tables_step2()");
+		ck_assert_int_ne(pgt_int(admin, "select queue_cur_table from pgq.queue"), before);
+		cs_produce(db, "q", k * 100 + 50, k * 100 + 80);
+		/* its event, in the older table, gets an id above the newer table's */
+		char sql[200];
+		snprintf(sql, sizeof(sql),
+			 "insert into %s (ev_time, ev_type, ev_data) values (now(), 'num', '%d')",
+			 old_table, k * 100 + 95);
+		pgt_exec(p[0], sql);
+		pgt_exec(p[0], "commit");
+		free(old_table);
+		tick(admin);
+		want += 61 + (k ? 6 : 0);
+		CountCond cc = {r, want};
+		ck_assert_msg(cs_run_until(cs_has_count, &cc, 30000), "round %d: got %zu of %zu", k,
+			      r->n, want);
+		ck_assert(cs_state_is(r, PGQEV_STATE_IDLE, 20000));
+	}
+	while (pgt_int(admin, "select pgq.maint_retry_events()") > 0)
+		;
+	tick(admin);
+	want += 6;
+	CountCond cc = {r, want};
+	ck_assert_msg(cs_run_until(cs_has_count, &cc, 30000), "last retries: got %zu of %zu", r->n,
+		      want);
+	ck_assert(cs_state_is(r, PGQEV_STATE_IDLE, 20000));
+	order_end_batch(o);
+	ck_assert_msg(o->broken == 0, "%zu events out of ev_id order; first: %s", o->broken,
+		      o->first_break);
+	/* the scenario did what it is for: retried events among two tables' rows */
+	ck_assert_int_ge(o->mixed, 2);
+	ck_assert_uint_eq(r->n, want);
+	int seen[300][2] = {{0}};
+	for (size_t i = 0; i < r->n; i++) {
+		ck_assert(r->vals[i] >= 0 && r->vals[i] < 300);
+		seen[r->vals[i]][r->retries[i] > 0]++;
+	}
+	for (int v = 0; v < 300; v++) {
+		bool produced = v % 100 < 30 || (v % 100 >= 50 && v % 100 < 80) || v % 100 == 95;
+		ck_assert_int_eq(seen[v][0], produced);
+		ck_assert_int_eq(seen[v][1], produced && v % 10 == 0);
+	}
+	PQfinish(p[0]);
+	PQfinish(p[1]);
+	PQfinish(admin);
+}
+
+START_TEST(test_batch_in_ev_id_order_across_tables_and_retries)
+{
+	const char *db = cs_db_with_queue("q");
+	pgt_exec_db(db, "select pgq.set_queue_config('q', 'rotation_period', '0')");
+	Order o = {0};
+	Rec r = {.name = "order", .hook = order_hook, .hook_arg = &o};
+	PgqevConsumerConfig cfg;
+	cs_config(&cfg, &r, db, "q", "c1");
+	cfg.fetch_size = 7; /* several chunks per batch */
+	cs_start(&r, &cfg);
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	order_scenario(db, &r, order_tick_ours);
+	rec_free(&r);
+}
+END_TEST
+
+/* The same on Debian's PgQ 3.5 C extension (its own batch query and rotation). */
+START_TEST(test_batch_in_ev_id_order_on_pgq35)
+{
+	ck_assert_msg(access("/usr/share/postgresql/15/extension/pgq.control", R_OK) == 0,
+		      "Debian's postgresql-15-pgq3 is not installed");
+	const char *db = pgt_db_new_empty();
+	pgt_exec_db(db, "create extension pgq");
+	pgt_exec_db(db, "select pgq.create_queue('q'),"
+			" pgq.set_queue_config('q', 'ticker_max_count', '1'),"
+			" pgq.set_queue_config('q', 'rotation_period', '0')");
+	Order o = {0};
+	Rec r = {.name = "order-35", .quiet = true, .hook = order_hook, .hook_arg = &o};
+	PgqevConsumerConfig cfg;
+	cs_config(&cfg, &r, db, "q", "c1");
+	cfg.fetch_size = 7;
+	cfg.poll_interval = 100 * PGQEV_USEC_PER_MSEC; /* no tick NOTIFY in PgQ 3.5 */
+	cs_start(&r, &cfg);
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000));
+	order_scenario(db, &r, order_tick_pgq35);
+	rec_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("consumer");
@@ -723,6 +920,8 @@ int main(void)
 	tcase_add_test(tc, test_producer_encodings);
 	tcase_add_test(tc, test_large_batch_streams_in_bounded_chunks);
 	tcase_add_test(tc, test_stop_and_free_from_callbacks);
+	tcase_add_test(tc, test_batch_in_ev_id_order_across_tables_and_retries);
+	tcase_add_test(tc, test_batch_in_ev_id_order_on_pgq35);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
