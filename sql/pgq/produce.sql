@@ -1,5 +1,15 @@
 -- Producing events: insert_event (3 and 7 arguments), insert_event_raw, current_event_table.
 
+-- Writers and rotation. A batch whose first tick's xmin is above the rotation's step2
+-- reads only the current table (batch_event_tables): that is right only if every
+-- transaction with an id above step2 chose the table after the rotation committed.
+-- A transaction gets its id at its first write, which may come after it read
+-- queue_cur_table (a bulk COPY one round trip later, or a statement preempted
+-- between its snapshot and its insert); its event then lands in the old table with
+-- an id above step2 and no batch reads it. So every producing entry point takes
+-- the transaction's id (txid_current()) before it reads queue_cur_table: its id is
+-- then below step2 of any rotation it did not see. (PgQ 3.5 reads the table first.)
+
 -- Waking the ticker for a low_latency queue (docs/sql-api.md, "low_latency").
 -- A NOTIFY takes PostgreSQL's global notification lock through the commit's WAL
 -- flush, so one per producing transaction serialises all producers. Instead:
@@ -160,6 +170,7 @@ declare
     id bigint;
     wake boolean;
 begin
+    perform pg_catalog.txid_current();  -- before the table is chosen: see "Writers and rotation"
     select pgq._insert_static(x.queue_id, x.queue_cur_table, insert_event_raw.ev_id, coalesce(insert_event_raw.ev_time, now()),
                insert_event_raw.ev_owner, insert_event_raw.ev_retry, insert_event_raw.ev_type,
                insert_event_raw.ev_data, insert_event_raw.ev_extra1, insert_event_raw.ev_extra2,
@@ -197,6 +208,7 @@ declare
     id bigint;
     wake boolean;
 begin
+    perform pg_catalog.txid_current();  -- before the table is chosen: see "Writers and rotation"
     select pgq._insert_static(x.queue_id, x.queue_cur_table, null, now(), null, null, insert_event.ev_type, insert_event.ev_data,
                insert_event.ev_extra1, insert_event.ev_extra2, insert_event.ev_extra3, insert_event.ev_extra4),
            x.queue_low_latency
@@ -227,6 +239,7 @@ declare
     id bigint;
     wake boolean;
 begin
+    perform pg_catalog.txid_current();  -- before the table is chosen: see "Writers and rotation"
     select pgq._insert_static(x.queue_id, x.queue_cur_table, null, now(), null, null, insert_event.ev_type, insert_event.ev_data,
                null, null, null, null),
            x.queue_low_latency
@@ -251,11 +264,13 @@ end;
 $$;
 
 -- The active event table, for bulk COPY; valid only until the transaction ends.
+-- The transaction takes its id first (see "Writers and rotation" above).
 create or replace function pgq.current_event_table(x_queue_name text)
 returns text language plpgsql as $$
 declare
     q record;
 begin
+    perform pg_catalog.txid_current();
     select queue_data_pfx, queue_cur_table, queue_disable_insert, queue_low_latency into q
       from pgq.queue where queue_name = x_queue_name;
     if not found then

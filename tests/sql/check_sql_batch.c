@@ -255,6 +255,63 @@ START_TEST(test_rotation_waits_for_slow_consumer)
 }
 END_TEST
 
+/* All batches of `consumer` until none is left, their ev_data joined with ','. */
+static char *drain_batches(PGconn *c, const char *q, const char *consumer)
+{
+	char *all = strdup(""), *b;
+	while ((b = take_batch(c, q, consumer)) != NULL) {
+		char *n = malloc(strlen(all) + strlen(b) + 2);
+		sprintf(n, "%s%s%s", all, *all && *b ? "," : "", b);
+		free(all);
+		free(b);
+		all = n;
+	}
+	return all;
+}
+
+/*
+ * A bulk writer takes the table's name (pgq.current_event_table) and writes one
+ * round trip later; a rotation commits in between and the tick after it sees no
+ * open transaction below it. Had the writer got its transaction id only at its
+ * first row, the id would be above the rotation's step2, the row in the old table,
+ * and every later batch would read only the new one: the event lost.
+ */
+START_TEST(test_bulk_table_taken_before_rotation)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *p = conn(db);
+	char *tbl, sql[256], *got;
+
+	setup_queue(c, "q");
+	pgt_exec(c, "update pgq.queue set queue_rotation_period = '0'");
+	pgt_exec(c, "select pgq.register_consumer('q', 'r')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'a')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "r", "a");
+
+	pgt_exec(p, "begin");
+	tbl = pgt_value(p, "select pgq.current_event_table('q')");
+	ck_assert_str_eq(tbl, "pgq.event_1_0");
+	pgt_exec(c, "select pgq.maint_rotate_tables_step1('q')");
+	sqlt_eq(c, "select queue_cur_table from pgq.queue", "1");
+	pgt_exec(c, "select pgq.maint_rotate_tables_step2()");
+	pgt_exec(c, "select pgq.ticker('q')");
+	snprintf(sql, sizeof(sql),
+		 "insert into %s (ev_time, ev_type, ev_data) values (now(), 't', 'late')", tbl);
+	pgt_exec(p, sql);
+	pgt_exec(p, "commit");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'b')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	got = drain_batches(c, "q", "r");
+	ck_assert_msg(strcmp(got, "late,b") == 0,
+		      "batches after the rotation: got \"%s\", want \"late,b\"", got);
+	free(got);
+	free(tbl);
+	PQfinish(p);
+	PQfinish(c);
+}
+END_TEST
+
 /* Two sessions tick at the same moment, many times, while a third inserts. */
 START_TEST(test_concurrent_tickers)
 {
@@ -579,6 +636,7 @@ int main(void)
 	tcase_add_test(tc, test_long_tx_far_below);
 	tcase_add_test(tc, test_rotation_under_load);
 	tcase_add_test(tc, test_rotation_waits_for_slow_consumer);
+	tcase_add_test(tc, test_bulk_table_taken_before_rotation);
 	tcase_add_test(tc, test_concurrent_tickers);
 	tcase_add_test(tc, test_ticker_refuses_stale_snapshot);
 	tcase_add_test(tc, test_notify_per_tick);
