@@ -136,14 +136,21 @@ PgqevBulk *pgqev_bulk_begin(PGconn *conn, const char *queue, int *err)
 	if (b->own_tx)
 		rc = exec_params(conn, "begin", 0, NULL, NULL);
 	const char *p[1] = {queue};
+	/* The transaction's id before the table's name (our current_event_table takes
+	   it itself; PgQ 3.5's does not): a rotation that commits between the two would
+	   otherwise leave the rows in a table no later batch reads (sql/pgq/produce.sql,
+	   "Writers and rotation"). The function's own query sees a newer snapshot. */
 	if (rc == 0)
-		rc = exec_params(conn, "select pgq.current_event_table($1), now()", 1, p, &res);
+		rc = exec_params(
+			conn,
+			"select pg_catalog.txid_current(), pgq.current_event_table($1), now()", 1,
+			p, &res);
 	if (rc == 0) {
 		/* the name is pgq-generated (schema.table), already a valid identifier */
 		sql = pgqev_sprintf("copy %s (ev_time, ev_type, ev_data, ev_extra1, ev_extra2,"
 				    " ev_extra3, ev_extra4) from stdin",
-				    PQgetvalue(res, 0, 0));
-		snprintf(b->now, sizeof(b->now), "%s", PQgetvalue(res, 0, 1));
+				    PQgetvalue(res, 0, 1));
+		snprintf(b->now, sizeof(b->now), "%s", PQgetvalue(res, 0, 2));
 		PQclear(res);
 		if (!sql)
 			rc = -ENOMEM;
