@@ -166,6 +166,9 @@ void cas_clear_batch(PgqevCascade *w)
 	w->pend = NULL;
 	w->pend_len = w->pend_cap = 0;
 	w->pend_rows = 0;
+	w->est_events = 0;
+	w->unsorted = w->cursor_wait = false;
+	cas_defer_clear(w);
 }
 
 /* Roll back whatever is open on the connections that can take it. */

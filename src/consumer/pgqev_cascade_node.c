@@ -102,7 +102,8 @@ static void go_next(PgqevCascade *w)
 			       " extract(epoch from now() - b.prev_tick_time), b.prev_tick_time,"
 			       " (select t.tick_time from pgq.tick t, pgq.queue q"
 			       " where t.tick_queue = q.queue_id and q.queue_name = $1"
-			       " and t.tick_id = $3::int8)"
+			       " and t.tick_id = $3::int8),"
+			       " b.cur_tick_event_seq - b.prev_tick_event_seq"
 			       " from pgq.next_batch_info($1, $2) b",
 			       3, p, 0);
 }
@@ -386,8 +387,8 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 
 static void on_next_reply(PgqevCascade *w, const PGresult *res)
 {
-	if (!one_row(res, 8)) {
-		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row of 8 columns",
+	if (!one_row(res, 9)) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row of 9 columns",
 			 NULL);
 		return;
 	}
@@ -412,6 +413,9 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 	w->cur_tick = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
 	w->cur_tick_time = strdup(PQgetvalue(res, 0, 3));
 	w->prev_tick_time = PQgetisnull(res, 0, 6) ? NULL : strdup(PQgetvalue(res, 0, 6));
+	/* how many events the batch holds at most: ids the provider's sequence
+	   gave out between the two ticks (decides the unsorted read) */
+	w->est_events = PQgetisnull(res, 0, 8) ? 0 : strtoll(PQgetvalue(res, 0, 8), NULL, 10);
 	if (!w->cur_tick_time || (!w->prev_tick_time && !PQgetisnull(res, 0, 6))) {
 		cas_fail(w, PGQEV_ERR_SQL, "cannot start a batch", "out of memory");
 		return;
@@ -590,6 +594,10 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		} else if (w->phase == WP_READ) {
 			cas_open_done(w);
 		}
+		return;
+	case RK_BATCH_SQL:
+		if (ok_reply(w, x, r, "pgq.batch_event_sql failed on the provider"))
+			cas_declare_unsorted(w, r->result);
 		return;
 	case RK_CURSOR:
 	case RK_FETCH:

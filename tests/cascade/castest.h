@@ -46,6 +46,7 @@ typedef struct CtWorker {
 	const char *worker; /* a consumer name other than the node's worker; NULL: the worker */
 	bool apply;         /* leaf: insert every event into table "applied" on the node */
 	int sleep_ms_per_chunk;
+	bool no_handler; /* no on_batch: a branch copies as pgqd-ev's workers do */
 	uint64_t chunks;
 } CtWorker;
 
