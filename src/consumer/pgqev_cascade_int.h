@@ -114,6 +114,12 @@ struct PgqevCascade {
 
 	/* the consumer state request went out with get_node_info (pipelined) */
 	bool state_sent;
+	/* get_node_info is not read at every iteration: its answer is kept for
+	   up to NODE_INFO_MAX_AGE, and read again at once when an admin change is
+	   announced (uptodate false), after a failure, when a watermark report is
+	   due, and on every iteration of a sync_watermark branch (cas_go_state) */
+	usec_t node_read_at; /* 0: not read, or to be read again */
+	bool node_cached;    /* this iteration reads only the consumer state */
 	/* branch: the local tick of `completed` is known to exist. A batch's tick
 	   is not made after its commit but at the start of the next batch's
 	   transaction (or in one of its own when no batch follows): see

@@ -134,6 +134,31 @@ void cas_go_hello(PgqevCascade *w)
 			       p, 0);
 }
 
+/* get_node_info is a PL/pgSQL function of five queries, about a fifth of a
+   busy branch's local server time when read for every batch. What it says
+   changes through admin calls, which announce themselves by setting the
+   worker's uptodate to false (demote_root, promote_branch, pause, provider
+   changes: seen in the consumer state, read every time), except node_attrs
+   (set_node_attrs), seen within this age. */
+#define NODE_INFO_MAX_AGE USEC_PER_SEC
+
+static bool node_info_fresh(const PgqevCascade *w)
+{
+	usec_t now = pqev_clock_monotonic();
+	if (!w->worker || w->type == NT_UNKNOWN || !w->node_read_at ||
+	    now - w->node_read_at >= NODE_INFO_MAX_AGE)
+		return false;
+	/* a sync_watermark branch passes its own global watermark on: read it
+	   every time, as before */
+	if (w->sync)
+		return false;
+	/* the report upward carries node_info's local watermark: as fresh as
+	   when it was read at every iteration */
+	if (w->type != NT_ROOT && (!w->last_wm || now - w->last_wm >= w->cfg.wm_period))
+		return false;
+	return true;
+}
+
 void cas_go_state(PgqevCascade *w)
 {
 	if (w->stop_requested) {
@@ -145,8 +170,14 @@ void cas_go_state(PgqevCascade *w)
 		cas_go_hello(w);
 		return;
 	}
-	const char *p[1] = {w->cfg.queue};
 	cas_set_phase(w, WP_STATE);
+	w->node_cached = node_info_fresh(w);
+	if (w->node_cached) {
+		w->state_sent = true;
+		(void)send_state(w);
+		return;
+	}
+	const char *p[1] = {w->cfg.queue};
 	if (!cas_send_or_fail(w, false, RK_NODE,
 			      "select ret_code, ret_note, node_type, node_name, local_watermark,"
 			      " worker_name, combined_queue, combined_type, global_watermark,"
@@ -227,6 +258,13 @@ static void on_state_reply(PgqevCascade *w, const PGresult *res)
 	free(w->provider);
 	w->provider = PQgetisnull(res, 0, 3) ? NULL : strdup(PQgetvalue(res, 0, 3));
 	w->paused = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
+	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0 && w->node_cached) {
+		/* an admin change: the node's own row may have changed too; read it
+		   before acting on (and acknowledging) anything */
+		w->node_read_at = 0;
+		cas_go_state(w);
+		return;
+	}
 	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
 		const char *p[2] = {w->cfg.queue, w->worker};
 		cas_send_ignored(w, false, "select pgq_node.set_consumer_uptodate($1, $2, true)", 2,
@@ -381,6 +419,9 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 		cas_fail(w, PGQEV_ERR_SQL, "cannot read the node", "out of memory");
 		return;
 	}
+	w->node_read_at = pqev_clock_monotonic();
+	if (!w->node_read_at)
+		w->node_read_at = 1;
 	if (!w->state_sent)
 		(void)send_state(w);
 }
@@ -560,6 +601,7 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 			   Once more round: the local watermark reported upward (the
 			   last tick, on a branch without consumers) is read again */
 			w->tick_done = true;
+			w->node_read_at = 0;
 			cas_go_state(w);
 		}
 		return;

@@ -234,7 +234,7 @@ void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char 
 	cfg.conninfo = pgt_connstr(db, false);
 	cfg.queue = q;
 	cfg.poll_interval = poll;
-	cfg.wm_period = 200 * PGQEV_USEC_PER_MSEC;
+	cfg.wm_period = x->wm_period ? x->wm_period : 200 * PGQEV_USEC_PER_MSEC;
 	cfg.fail_delay = 50 * PGQEV_USEC_PER_MSEC;
 	cfg.fail_cap = 500 * PGQEV_USEC_PER_MSEC;
 	cfg.fetch_size = 64;

@@ -806,6 +806,117 @@ START_TEST(test_unsorted_large_batch)
 }
 END_TEST
 
+typedef struct CallsCond {
+	const char *db;
+	int64_t at_least;
+} CallsCond;
+
+static int64_t calls_of(const char *db, const char *fn)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(sum(calls), 0) from pg_stat_user_functions"
+		 " where schemaname = 'pgq_node' and funcname = '%s'",
+		 fn);
+	return pgt_int_db(db, sql);
+}
+
+static bool state_calls_in(void *arg)
+{
+	CallsCond *c = arg;
+	return calls_of(c->db, "get_consumer_state") >= c->at_least;
+}
+
+typedef struct BatchesCond {
+	CtWorker *x;
+	uint64_t n;
+} BatchesCond;
+
+static bool worker_batches(void *arg)
+{
+	BatchesCond *b = arg;
+	PgqevCascadeStats st;
+	pgqev_cascade_stats(b->x->w, &st);
+	return st.batches >= b->n;
+}
+
+typedef struct UptodateCond {
+	const char *db;
+	int64_t next_ms;
+} UptodateCond;
+
+static bool consumer_uptodate(void *arg)
+{
+	UptodateCond *u = arg;
+	if (pgt_now_ms() < u->next_ms)
+		return false;
+	u->next_ms = pgt_now_ms() + 50;
+	return pgt_int_db(u->db, "select count(*) from pgq_node.local_state"
+				 " where consumer_name = 'w_b1' and uptodate") == 1;
+}
+
+/* A busy branch reads pgq_node.get_node_info about once a second, not for
+   every batch (the consumer state still every time); an admin change (pause)
+   is still seen and acknowledged. */
+START_TEST(test_node_info_not_every_batch)
+{
+	enum { BATCHES = 100 };
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	char sql[300];
+	snprintf(sql, sizeof(sql), "alter database \"%s\" set track_functions = 'pl'", b1);
+	pgt_exec_db("postgres", sql);
+	/* the batches wait on the root: the worker goes through them back to back */
+	PGconn *c = pgt_connect(root);
+	for (int i = 0; i < BATCHES; i++) {
+		pgt_exec(c, "select pgq.insert_event('" CT_QUEUE "', 'num', 'x')");
+		pgt_exec(c, "select pgq.ticker()");
+	}
+	PQfinish(c);
+	CtWorker w1 = {.no_handler = true, .wm_period = 3600 * PGQEV_USEC_PER_SEC};
+	int64_t t0 = pgt_now_ms();
+	ct_start(&w1, b1, POLL);
+	BatchesCond bc = {&w1, BATCHES};
+	ck_assert_msg(cs_run_until(worker_batches, &bc, (int)(60000 * pgt_time_factor())),
+		      "the branch did not copy %d batches", BATCHES);
+	int64_t secs = (pgt_now_ms() - t0) / 1000 + 1;
+	PgqevCascadeStats st;
+	pgqev_cascade_stats(w1.w, &st);
+	ct_stop(&w1);
+	/* the statistics come when the worker's session ends */
+	CallsCond cc = {b1, (int64_t)st.batches};
+	ck_assert(pgt_wait_until(state_calls_in, &cc, 20000, 50));
+	int64_t node = calls_of(b1, "get_node_info");
+	ck_assert_msg(node < BATCHES / 2 && node <= secs + 3,
+		      "get_node_info read %" PRId64 " times for %" PRIu64 " batches in %" PRId64
+		      " s",
+		      node, st.batches, secs);
+	ct_assert_same("events", ct_events(root, false), ct_events(b1, false));
+
+	/* pause: announced through uptodate, seen at once despite the kept
+	   node info, and acknowledged; so is the resume */
+	ct_start(&w1, b1, POLL);
+	const char *dbs[1] = {b1};
+	const char *names[1] = {"b1"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	pgt_exec_db(b1, "select * from pgq_node.set_consumer_paused('" CT_QUEUE "', 'w_b1', true)");
+	UptodateCond uc = {.db = b1};
+	ck_assert_msg(cs_run_until(consumer_uptodate, &uc, 20000), "pause not acknowledged");
+	ct_produce(root, 1000, 1010);
+	cs_tick(root);
+	pgt_exec_db(b1,
+		    "select * from pgq_node.set_consumer_paused('" CT_QUEUE "', 'w_b1', false)");
+	uc.next_ms = 0;
+	ck_assert_msg(cs_run_until(consumer_uptodate, &uc, 20000), "resume not acknowledged");
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	ct_assert_same("events after the pause", ct_events(root, false), ct_events(b1, false));
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cascade");
@@ -822,8 +933,15 @@ int main(void)
 	TCase *to = pgt_tcase("owed_tick", 120);
 	tcase_add_checked_fixture(to, cs_setup, cs_teardown);
 	tcase_add_test(to, test_tick_owed_after_crash);
-	tcase_add_test(to, test_unsorted_large_batch);
 	suite_add_tcase(s, to);
+	TCase *tu = pgt_tcase("unsorted", 120);
+	tcase_add_checked_fixture(tu, cs_setup, cs_teardown);
+	tcase_add_test(tu, test_unsorted_large_batch);
+	suite_add_tcase(s, tu);
+	TCase *tn = pgt_tcase("node_info", 120);
+	tcase_add_checked_fixture(tn, cs_setup, cs_teardown);
+	tcase_add_test(tn, test_node_info_not_every_batch);
+	suite_add_tcase(s, tn);
 	TCase *tw = pgt_tcase("watermark", 120);
 	tcase_add_checked_fixture(tw, cs_setup, cs_teardown);
 	tcase_add_test(tw, test_watermark_holds_rotation);
