@@ -883,6 +883,11 @@ bool cas_maybe_publish_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
 	usec_t now = pqev_clock_monotonic();
 	if (w->last_wm && now - w->last_wm < w->cfg.wm_period)
 		return false;
+	/* due, but this iteration kept an older get_node_info: the next one reads
+	   it (a report is due) and reports, so the watermark sent upward is never
+	   older than the iteration that sends it */
+	if (w->node_cached)
+		return false;
 	int64_t wm = cas_wm_to_report(w, prev_tick, cur_tick);
 	char s[32];
 	snprintf(s, sizeof(s), "%" PRId64, wm);
