@@ -152,6 +152,11 @@ static bool node_info_fresh(const PgqevCascade *w)
 	   every time, as before */
 	if (w->sync)
 		return false;
+	/* a merge leaf: the combined node's type changes with the combined
+	   cascade's switchover, which announces itself to that cascade's worker,
+	   not to this one */
+	if (w->combined_queue)
+		return false;
 	/* the report upward carries node_info's local watermark: as fresh as
 	   when it was read at every iteration */
 	if (w->type != NT_ROOT && (!w->last_wm || now - w->last_wm >= w->cfg.wm_period))
