@@ -166,6 +166,9 @@ void cas_clear_batch(PgqevCascade *w)
 	w->pend = NULL;
 	w->pend_len = w->pend_cap = 0;
 	w->pend_rows = 0;
+	w->est_events = 0;
+	w->unsorted = w->cursor_wait = false;
+	cas_defer_clear(w);
 }
 
 /* Roll back whatever is open on the connections that can take it. */
@@ -199,6 +202,7 @@ void cas_fail(PgqevCascade *w, PgqevErrorKind kind, const char *what, const char
 	snprintf(msg, sizeof(msg), "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
 	int64_t bid = w->batch_id;
 	w->gen++;
+	w->node_read_at = 0; /* whatever failed, the next iteration reads the node */
 	abandon(w, msg);
 	w->fail_streak++;
 	usec_t delay = pqev_backoff_next(&w->fail_bo);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <pgqd-ev/pqev_clock.h>
 
@@ -288,10 +289,12 @@ static bool pend_append(PgqevCascade *w, const PGresult *res)
 	}
 	w->pend_len = (size_t)(o - w->pend);
 	w->pend_rows += (unsigned)n;
-	if (n > 0) {
-		int64_t last = get_be64(PQgetvalue(res, n - 1, C_ID));
-		if (last > w->max_ev_id)
-			w->max_ev_id = last;
+	/* the highest id, not the last row's: an unsorted cursor's rows come in
+	   any order */
+	for (int i = 0; i < n; i++) {
+		int64_t id = get_be64(PQgetvalue(res, i, C_ID));
+		if (id > w->max_ev_id)
+			w->max_ev_id = id;
 	}
 	return true;
 }
@@ -345,20 +348,39 @@ static bool handler_sql(PgqevCascade *w, const char *sql, int n, const char *con
 	return false;
 }
 
-/* The cascade's own events, applied on the local node (spec §5.6). */
-static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
+/* A cascade event's fields (borrowed): from a cursor row, or gathered from an
+   unsorted cursor until the batch's end. */
+typedef struct CasEvent {
+	int64_t id;
+	const char *type, *data, *ex1, *ex2, *ex3;
+} CasEvent;
+
+struct CasDeferred {
+	int64_t id;
+	char *type, *data, *ex1, *ex2, *ex3;
+};
+
+static int64_t ev_id_of(const PGresult *r, int i)
 {
-	const char *type = val(res, i, C_TYPE);
-	const char *data = val(res, i, C_DATA);
-	const char *ex1 = val(res, i, C_EX1);
-	const char *ex2 = val(res, i, C_EX2);
-	const char *ex3 = val(res, i, C_EX3);
+	if (PQfformat(r, C_ID) == 0)
+		return strtoll(PQgetvalue(r, i, C_ID), NULL, 10);
+	return PQgetlength(r, i, C_ID) == 8 ? get_be64(PQgetvalue(r, i, C_ID)) : 0;
+}
+
+/* The cascade's own events, applied on the local node (spec §5.6). */
+static bool cascade_event(PgqevCascade *w, const CasEvent *e)
+{
+	const char *type = e->type;
+	const char *data = e->data;
+	const char *ex1 = e->ex1;
+	const char *ex2 = e->ex2;
+	const char *ex3 = e->ex3;
 	const char *q = w->cfg.queue;
 	bool own = ex1 && strcmp(ex1, q) == 0;
-	char detail[256], idb[24];
+	char detail[256];
 	if (strcmp(type, "pgq.tick-id") == 0) {
 		if (own) {
-			snprintf(detail, sizeof(detail), "event %s", ev_id_text(res, i, idb));
+			snprintf(detail, sizeof(detail), "event %" PRId64, e->id);
 			cas_fail(w, PGQEV_ERR_SQL,
 				 "pgq.tick-id event names this cascade's own queue", detail);
 			return false;
@@ -370,8 +392,8 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 				   3, p);
 	}
 	if (!own) {
-		snprintf(detail, sizeof(detail), "%s event %s is for queue %s", type,
-			 ev_id_text(res, i, idb), ex1 ? ex1 : "(null)");
+		snprintf(detail, sizeof(detail), "%s event %" PRId64 " is for queue %s", type,
+			 e->id, ex1 ? ex1 : "(null)");
 		cas_fail(w, PGQEV_ERR_SQL, "cascade event of another queue", detail);
 		return false;
 	}
@@ -401,9 +423,72 @@ static bool cascade_event(PgqevCascade *w, const PGresult *res, int i)
 		return handler_sql(w, "select * from pgq_node.set_global_watermark($1, $2::int8)",
 				   2, p);
 	}
-	snprintf(detail, sizeof(detail), "%s (event %s)", type, ev_id_text(res, i, idb));
+	snprintf(detail, sizeof(detail), "%s (event %" PRId64 ")", type, e->id);
 	cas_fail(w, PGQEV_ERR_SQL, "unknown cascade event type", detail);
 	return false;
+}
+
+/* An unsorted cursor: the batch's cascade events are kept (copied: the
+   result goes away) and applied in ev_id order once every row is in, so a
+   location registered and then unregistered in one batch ends unregistered. */
+static bool defer_push(PgqevCascade *w, const PGresult *res, int i)
+{
+	if (w->n_defer == w->cap_defer) {
+		size_t cap = w->cap_defer ? w->cap_defer * 2 : 8;
+		struct CasDeferred *d = realloc(w->defer, cap * sizeof(*d));
+		if (!d)
+			return false;
+		w->defer = d;
+		w->cap_defer = cap;
+	}
+	struct CasDeferred *d = &w->defer[w->n_defer];
+	const int cols[5] = {C_TYPE, C_DATA, C_EX1, C_EX2, C_EX3};
+	char **dst[5] = {&d->type, &d->data, &d->ex1, &d->ex2, &d->ex3};
+	d->id = ev_id_of(res, i);
+	bool ok = true;
+	for (int k = 0; k < 5; k++) {
+		const char *v = val(res, i, cols[k]);
+		*dst[k] = v ? strdup(v) : NULL;
+		ok = ok && (!v || *dst[k]);
+	}
+	w->n_defer++; /* freed by cas_defer_clear even when a copy failed */
+	return ok;
+}
+
+void cas_defer_clear(PgqevCascade *w)
+{
+	for (size_t i = 0; i < w->n_defer; i++) {
+		struct CasDeferred *d = &w->defer[i];
+		free(d->type);
+		free(d->data);
+		free(d->ex1);
+		free(d->ex2);
+		free(d->ex3);
+	}
+	free(w->defer);
+	w->defer = NULL;
+	w->n_defer = w->cap_defer = 0;
+}
+
+static int defer_cmp(const void *a, const void *b)
+{
+	int64_t x = ((const struct CasDeferred *)a)->id, y = ((const struct CasDeferred *)b)->id;
+	return (x > y) - (x < y);
+}
+
+/* Apply the gathered cascade events; false when the batch failed. */
+static bool defer_apply(PgqevCascade *w)
+{
+	uint64_t gen = w->gen;
+	qsort(w->defer, w->n_defer, sizeof(*w->defer), defer_cmp);
+	for (size_t i = 0; i < w->n_defer; i++) {
+		const struct CasDeferred *d = &w->defer[i];
+		CasEvent e = {d->id, d->type, d->data, d->ex1, d->ex2, d->ex3};
+		if (!cascade_event(w, &e) || gen != w->gen)
+			return false;
+	}
+	cas_defer_clear(w);
+	return true;
 }
 
 static bool send_tick(PgqevCascade *w, ReqKind kind, int64_t tick, const char *tick_time);
@@ -424,7 +509,8 @@ void cas_maybe_fetch(PgqevCascade *w)
 		return;
 	/* room for what the FETCHes in flight bring: at most PEND_CHUNKS chunks
 	   gathered, and two COPYs or other writes queued on the local node */
-	while (w->phase == WP_READ && !w->eof && w->fetches < 2 && w->writes < 2 &&
+	while (w->phase == WP_READ && !w->eof && !w->cursor_wait && w->fetches < 2 &&
+	       w->writes < 2 &&
 	       w->pend_rows + w->fetches * w->cfg.fetch_size < PEND_CHUNKS * w->cfg.fetch_size &&
 	       gen == w->gen) {
 		char sql[80];
@@ -468,9 +554,16 @@ void cas_maybe_commit(PgqevCascade *w)
 {
 	/* dst_open: the opening's answers (the tick's check among them) are in
 	   before anything that commits is sent */
-	if (w->phase == WP_READ && w->eof && w->fetches == 0 && w->writes == 0 &&
-	    w->pend_rows == 0 && w->dst_open)
-		go_commit(w);
+	if (w->phase != WP_READ || !w->eof || w->fetches != 0 || w->writes != 0 ||
+	    w->pend_rows != 0 || !w->dst_open)
+		return;
+	if (w->n_defer > 0) {
+		/* the writes they send come back here */
+		if (defer_apply(w) && w->writes == 0)
+			go_commit(w);
+		return;
+	}
+	go_commit(w);
 }
 
 /* A chunk of the provider's batch (borrowed result). */
@@ -512,7 +605,20 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res)
 	}
 	for (int i = 0; i < n; i++) {
 		const char *type = val(res, i, C_TYPE);
-		if (type && strncmp(type, "pgq.", 4) == 0 && !cascade_event(w, res, i))
+		if (!type || strncmp(type, "pgq.", 4) != 0)
+			continue;
+		if (w->unsorted) {
+			if (!defer_push(w, res, i)) {
+				cas_fail(w, PGQEV_ERR_TARGET, "cannot keep a cascade event",
+					 "out of memory");
+				return;
+			}
+			continue;
+		}
+		CasEvent e = {ev_id_of(res, i),    type,
+			      val(res, i, C_DATA), val(res, i, C_EX1),
+			      val(res, i, C_EX2),  val(res, i, C_EX3)};
+		if (!cascade_event(w, &e))
 			return;
 	}
 	if (n > 0 && w->cfg.on_batch && !w->behind_only) {
@@ -547,6 +653,58 @@ void cas_chunk_arrived(PgqevCascade *w, const PGresult *res)
 		cas_maybe_commit(w);
 }
 
+/* A batch of at least this many FETCHes is read without the provider's sort
+   (pgq.batch_event_sql ends in "order by 1"): the sort costs the provider a
+   pass over the whole batch before the first row, while a branch needs no
+   order (its consumers sort when they read); what it costs is one round trip
+   more, to get the batch's SQL first. */
+#define UNSORTED_MIN_CHUNKS 4
+
+/* The text without its trailing "order by 1" (in place); false when the text
+   does not end so (then it is read as it is, sorted). */
+static bool strip_order_by(char *q)
+{
+	static const char tail[] = "order by 1";
+	size_t n = strlen(q), t = sizeof(tail) - 1;
+	while (n > 0 && (q[n - 1] == ' ' || q[n - 1] == '\n' || q[n - 1] == '\t'))
+		n--;
+	if (n <= t || strncasecmp(q + n - t, tail, t) != 0)
+		return false;
+	n -= t;
+	if (q[n - 1] != ' ' && q[n - 1] != '\n' && q[n - 1] != '\t' && q[n - 1] != ')')
+		return false;
+	q[n] = '\0';
+	return true;
+}
+
+void cas_declare_unsorted(PgqevCascade *w, const PGresult *res)
+{
+	if (!res || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq.batch_event_sql", "returned no text");
+		return;
+	}
+	char *q = strdup(PQgetvalue(res, 0, 0));
+	if (!q) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot read the batch", "out of memory");
+		return;
+	}
+	w->unsorted = strip_order_by(q);
+	char *decl = pgqev_sprintf("declare " CASCADE_CURSOR " no scroll cursor for %s", q);
+	free(q);
+	if (!decl) {
+		cas_fail(w, PGQEV_ERR_SQL, "cannot read the batch", "out of memory");
+		return;
+	}
+	char fetch[80];
+	snprintf(fetch, sizeof(fetch), "fetch %u from " CASCADE_CURSOR, w->cfg.fetch_size);
+	bool ok = cas_send_or_fail(w, true, RK_OPEN_STEP, decl, 0, NULL, 0);
+	free(decl);
+	if (!ok)
+		return;
+	w->cursor_wait = false;
+	(void)cas_send_or_fail(w, true, RK_FETCH, fetch, 0, NULL, PQEV_Q_BINARY);
+}
+
 void cas_open_cursor(PgqevCascade *w)
 {
 	char id[32], n[32];
@@ -560,6 +718,15 @@ void cas_open_cursor(PgqevCascade *w)
 	   branch copies in binary */
 	if (!cas_send_or_fail(w, true, RK_OPEN_STEP, "begin", 0, NULL, 0))
 		return;
+	if (fetch_binary(w) &&
+	    w->est_events >= (int64_t)UNSORTED_MIN_CHUNKS * (int64_t)w->cfg.fetch_size) {
+		/* the cursor is declared over the SQL once it is here; no FETCH
+		   before that */
+		w->cursor_wait = true;
+		(void)cas_send_or_fail(w, true, RK_BATCH_SQL,
+				       "select pgq.batch_event_sql($1::int8)", 1, p, 0);
+		return;
+	}
 	(void)cas_send_or_fail(w, true, RK_CURSOR,
 			       "select * from pgq.get_batch_cursor($1::int8, $2, $3::int4)", 3, p,
 			       fetch_binary(w) ? PQEV_Q_BINARY : 0);
@@ -715,6 +882,11 @@ bool cas_maybe_publish_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick)
 {
 	usec_t now = pqev_clock_monotonic();
 	if (w->last_wm && now - w->last_wm < w->cfg.wm_period)
+		return false;
+	/* due, but this iteration kept an older get_node_info: the next one reads
+	   it (a report is due) and reports, so the watermark sent upward is never
+	   older than the iteration that sends it */
+	if (w->node_cached)
 		return false;
 	int64_t wm = cas_wm_to_report(w, prev_tick, cur_tick);
 	char s[32];

@@ -49,6 +49,7 @@ typedef enum ReqKind {
 	RK_OWED_TICK,    /* dst: the previous batch's tick, made when not made yet */
 	RK_OWED_TICK_BG, /* the same while the worker waits (provider away, paused) */
 	RK_CURSOR,
+	RK_BATCH_SQL, /* src: pgq.batch_event_sql, for an unsorted cursor */
 	RK_FETCH,
 	RK_WRITE,
 	RK_TICK_ID, /* merge leaf: pgq.tick-id into the combined queue */
@@ -113,6 +114,12 @@ struct PgqevCascade {
 
 	/* the consumer state request went out with get_node_info (pipelined) */
 	bool state_sent;
+	/* get_node_info is not read at every iteration: its answer is kept for
+	   up to NODE_INFO_MAX_AGE, and read again at once when an admin change is
+	   announced (uptodate false), after a failure, when a watermark report is
+	   due, and on every iteration of a sync_watermark branch (cas_go_state) */
+	usec_t node_read_at; /* 0: not read, or to be read again */
+	bool node_cached;    /* this iteration reads only the consumer state */
 	/* branch: the local tick of `completed` is known to exist. A batch's tick
 	   is not made after its commit but at the start of the next batch's
 	   transaction (or in one of its own when no batch follows): see
@@ -133,6 +140,13 @@ struct PgqevCascade {
 	bool eof, src_in_tx, dst_in_tx, in_batch;
 	bool behind_only; /* merge leaf under a combined branch: finish, apply nothing */
 	PgqevBatch *ub;
+	/* a large batch on a binary branch is read without the provider's sort
+	   (its cascade events are then gathered and applied in ev_id order before
+	   the commit); est_events: the provider's event sequence over the batch */
+	int64_t est_events;
+	bool unsorted, cursor_wait;
+	struct CasDeferred *defer;
+	size_t n_defer, cap_defer;
 	uint64_t b_events, b_copied;
 	int64_t max_ev_id; /* highest ev_id copied since start */
 	/* branch: binary COPY rows not yet sent, gathered from the FETCHes that
@@ -209,6 +223,9 @@ int64_t cas_wm_to_report(const PgqevCascade *w, int64_t prev_tick, int64_t cur_t
 bool cas_maybe_publish_wm(PgqevCascade *w, int64_t prev_tick, int64_t cur_tick);
 char *cas_copy_text(const PGresult *res, bool merge, const char *own_gwm, size_t *len, int *copied);
 void cas_open_cursor(PgqevCascade *w);
+/* the batch's SQL came back: declare the unsorted cursor over it */
+void cas_declare_unsorted(PgqevCascade *w, const PGresult *res);
+void cas_defer_clear(PgqevCascade *w);
 void cas_go_open(PgqevCascade *w);
 void cas_go_tick(PgqevCascade *w);
 /* branch, no batch to read: make the tick of the last batch when not known to

@@ -102,7 +102,8 @@ static void go_next(PgqevCascade *w)
 			       " extract(epoch from now() - b.prev_tick_time), b.prev_tick_time,"
 			       " (select t.tick_time from pgq.tick t, pgq.queue q"
 			       " where t.tick_queue = q.queue_id and q.queue_name = $1"
-			       " and t.tick_id = $3::int8)"
+			       " and t.tick_id = $3::int8),"
+			       " b.cur_tick_event_seq - b.prev_tick_event_seq"
 			       " from pgq.next_batch_info($1, $2) b",
 			       3, p, 0);
 }
@@ -133,6 +134,36 @@ void cas_go_hello(PgqevCascade *w)
 			       p, 0);
 }
 
+/* get_node_info is a PL/pgSQL function of five queries, about a fifth of a
+   busy branch's local server time when read for every batch. What it says
+   changes through admin calls, which announce themselves by setting the
+   worker's uptodate to false (demote_root, promote_branch, pause, provider
+   changes: seen in the consumer state, read every time), except node_attrs
+   (set_node_attrs), seen within this age. */
+#define NODE_INFO_MAX_AGE USEC_PER_SEC
+
+static bool node_info_fresh(const PgqevCascade *w)
+{
+	usec_t now = pqev_clock_monotonic();
+	if (!w->worker || w->type == NT_UNKNOWN || !w->node_read_at ||
+	    now - w->node_read_at >= NODE_INFO_MAX_AGE)
+		return false;
+	/* a sync_watermark branch passes its own global watermark on: read it
+	   every time, as before */
+	if (w->sync)
+		return false;
+	/* a merge leaf: the combined node's type changes with the combined
+	   cascade's switchover, which announces itself to that cascade's worker,
+	   not to this one */
+	if (w->combined_queue)
+		return false;
+	/* the report upward carries node_info's local watermark: as fresh as
+	   when it was read at every iteration */
+	if (w->type != NT_ROOT && (!w->last_wm || now - w->last_wm >= w->cfg.wm_period))
+		return false;
+	return true;
+}
+
 void cas_go_state(PgqevCascade *w)
 {
 	if (w->stop_requested) {
@@ -144,8 +175,14 @@ void cas_go_state(PgqevCascade *w)
 		cas_go_hello(w);
 		return;
 	}
-	const char *p[1] = {w->cfg.queue};
 	cas_set_phase(w, WP_STATE);
+	w->node_cached = node_info_fresh(w);
+	if (w->node_cached) {
+		w->state_sent = true;
+		(void)send_state(w);
+		return;
+	}
+	const char *p[1] = {w->cfg.queue};
 	if (!cas_send_or_fail(w, false, RK_NODE,
 			      "select ret_code, ret_note, node_type, node_name, local_watermark,"
 			      " worker_name, combined_queue, combined_type, global_watermark,"
@@ -226,6 +263,13 @@ static void on_state_reply(PgqevCascade *w, const PGresult *res)
 	free(w->provider);
 	w->provider = PQgetisnull(res, 0, 3) ? NULL : strdup(PQgetvalue(res, 0, 3));
 	w->paused = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
+	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0 && w->node_cached) {
+		/* an admin change: the node's own row may have changed too; read it
+		   before acting on (and acknowledging) anything */
+		w->node_read_at = 0;
+		cas_go_state(w);
+		return;
+	}
 	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
 		const char *p[2] = {w->cfg.queue, w->worker};
 		cas_send_ignored(w, false, "select pgq_node.set_consumer_uptodate($1, $2, true)", 2,
@@ -380,14 +424,17 @@ static void on_node_reply(PgqevCascade *w, const PGresult *res)
 		cas_fail(w, PGQEV_ERR_SQL, "cannot read the node", "out of memory");
 		return;
 	}
+	w->node_read_at = pqev_clock_monotonic();
+	if (!w->node_read_at)
+		w->node_read_at = 1;
 	if (!w->state_sent)
 		(void)send_state(w);
 }
 
 static void on_next_reply(PgqevCascade *w, const PGresult *res)
 {
-	if (!one_row(res, 8)) {
-		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row of 8 columns",
+	if (!one_row(res, 9)) {
+		cas_fail(w, PGQEV_ERR_SQL, "pgq.next_batch_info returned no row of 9 columns",
 			 NULL);
 		return;
 	}
@@ -412,6 +459,9 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 	w->cur_tick = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
 	w->cur_tick_time = strdup(PQgetvalue(res, 0, 3));
 	w->prev_tick_time = PQgetisnull(res, 0, 6) ? NULL : strdup(PQgetvalue(res, 0, 6));
+	/* how many events the batch holds at most: ids the provider's sequence
+	   gave out between the two ticks (decides the unsorted read) */
+	w->est_events = PQgetisnull(res, 0, 8) ? 0 : strtoll(PQgetvalue(res, 0, 8), NULL, 10);
 	if (!w->cur_tick_time || (!w->prev_tick_time && !PQgetisnull(res, 0, 6))) {
 		cas_fail(w, PGQEV_ERR_SQL, "cannot start a batch", "out of memory");
 		return;
@@ -556,6 +606,7 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 			   Once more round: the local watermark reported upward (the
 			   last tick, on a branch without consumers) is read again */
 			w->tick_done = true;
+			w->node_read_at = 0;
 			cas_go_state(w);
 		}
 		return;
@@ -590,6 +641,10 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		} else if (w->phase == WP_READ) {
 			cas_open_done(w);
 		}
+		return;
+	case RK_BATCH_SQL:
+		if (ok_reply(w, x, r, "pgq.batch_event_sql failed on the provider"))
+			cas_declare_unsorted(w, r->result);
 		return;
 	case RK_CURSOR:
 	case RK_FETCH:

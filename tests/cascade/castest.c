@@ -234,11 +234,11 @@ void ct_start_q(CtWorker *x, struct event_base *base, const char *q, const char 
 	cfg.conninfo = pgt_connstr(db, false);
 	cfg.queue = q;
 	cfg.poll_interval = poll;
-	cfg.wm_period = 200 * PGQEV_USEC_PER_MSEC;
+	cfg.wm_period = x->wm_period ? x->wm_period : 200 * PGQEV_USEC_PER_MSEC;
 	cfg.fail_delay = 50 * PGQEV_USEC_PER_MSEC;
 	cfg.fail_cap = 500 * PGQEV_USEC_PER_MSEC;
 	cfg.fetch_size = 64;
-	cfg.on_batch = on_batch;
+	cfg.on_batch = x->no_handler ? NULL : on_batch;
 	cfg.on_error = on_error;
 	cfg.arg = x;
 	cfg.worker = x->worker;

@@ -46,6 +46,8 @@ typedef struct CtWorker {
 	const char *worker; /* a consumer name other than the node's worker; NULL: the worker */
 	bool apply;         /* leaf: insert every event into table "applied" on the node */
 	int sleep_ms_per_chunk;
+	bool no_handler;        /* no on_batch: a branch copies as pgqd-ev's workers do */
+	pgqev_usec_t wm_period; /* 0: 200 ms */
 	uint64_t chunks;
 } CtWorker;
 

@@ -730,6 +730,193 @@ START_TEST(test_tick_owed_after_crash)
 }
 END_TEST
 
+static bool read_unsorted(void *arg)
+{
+	/* the worker's provider session reports its function calls when it ends */
+	/* get_batch_cursor calls batch_event_sql too: one call more is one batch
+	   read through the SQL alone (the test itself calls neither on the root
+	   before this) */
+	return pgt_int_db(
+		       (const char *)arg,
+		       "select coalesce(sum(calls) filter (where funcname = 'batch_event_sql'), 0)"
+		       " - coalesce(sum(calls) filter (where funcname = 'get_batch_cursor'), 0)"
+		       " from pg_stat_user_functions where schemaname = 'pgq'") > 0;
+}
+
+/* A large batch on a branch without a handler (pgqd-ev's worker) is read
+   without the provider's sort: the cascade events in it still take effect in
+   ev_id order, a terminated local backend in the middle of it loses and
+   doubles nothing, and the branch's events, ticks and batches are the root's. */
+START_TEST(test_unsorted_large_batch)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	pgt_exec_db(root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	pgt_exec_db(b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	char sql[400];
+	snprintf(sql, sizeof(sql), "alter database \"%s\" set track_functions = 'pl'", root);
+	pgt_exec_db("postgres", sql);
+	pgt_exec_db(root, "select * from pgq_node.register_location('" CT_QUEUE
+			  "', 'x', 'dbname=x', false)");
+	cs_tick(root);
+	/* One transaction: 3,000 events, then x unregistered (event B), then x's
+	   registration inserted with an id taken before B's (event A < B), so it
+	   lies after B in the table: read unsorted, B comes first, and applying
+	   the events as they come would leave x registered on the branch. */
+	pgt_exec_db(root, "do $$ declare a int8; t text; begin"
+			  " select nextval(queue_event_seq) into a from pgq.queue"
+			  " where queue_name = '" CT_QUEUE "';"
+			  " perform pgq_node.unregister_location('" CT_QUEUE "', 'x');"
+			  " t := pgq.current_event_table('" CT_QUEUE "');"
+			  " execute format('insert into %s (ev_id, ev_time, ev_type, ev_data,"
+			  " ev_extra1, ev_extra2, ev_extra3) values ($1, now(),"
+			  " ''pgq.location-info'', ''x'', ''" CT_QUEUE "'', ''dbname=x'',"
+			  " ''false'')', t) using a;"
+			  " end $$");
+	ct_produce(root, 0, 3000);
+	cs_tick(root);
+	ct_expect_value(root, "select count(*) from pgq_node.node_location where node_name = 'x'",
+			"0");
+
+	CtWorker w1 = {.no_handler = true, .quiet = true};
+	ct_start(&w1, b1, POLL);
+	/* the local side goes away while the batch is being written (when the
+	   machine is fast, after: the check below holds either way) */
+	if (ct_wait_writing(b1, (int)(20000 * pgt_time_factor())))
+		ct_terminate_workers(b1);
+	const char *dbs[1] = {b1};
+	const char *names[1] = {"b1"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 60000));
+	ct_stop(&w1);
+	int64_t t = ct_last_tick(root);
+	ct_assert_same("events", ct_events(root, false), ct_events(b1, false));
+	ct_assert_same("ticks", ct_ticks(root, 1, t), ct_ticks(b1, 1, t));
+	ct_expect_value(b1, "select count(*) from pgq_node.node_location where node_name = 'x'",
+			"0");
+	/* the large batch was read through pgq.batch_event_sql's text, not
+	   get_batch_cursor (the counts reach the statistics once the worker's
+	   sessions have ended) */
+	ck_assert_msg(pgt_wait_until(read_unsorted, root, 20000, 50),
+		      "no batch was read without get_batch_cursor");
+	ct_assert_same("batches of a consumer", drain_batches(root, "obs"),
+		       drain_batches(b1, "obs"));
+	free(root);
+	free(b1);
+}
+END_TEST
+
+typedef struct CallsCond {
+	const char *db;
+	int64_t at_least;
+} CallsCond;
+
+static int64_t calls_of(const char *db, const char *fn)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(sum(calls), 0) from pg_stat_user_functions"
+		 " where schemaname = 'pgq_node' and funcname = '%s'",
+		 fn);
+	return pgt_int_db(db, sql);
+}
+
+static bool state_calls_in(void *arg)
+{
+	CallsCond *c = arg;
+	return calls_of(c->db, "get_consumer_state") >= c->at_least;
+}
+
+typedef struct BatchesCond {
+	CtWorker *x;
+	uint64_t n;
+} BatchesCond;
+
+static bool worker_batches(void *arg)
+{
+	BatchesCond *b = arg;
+	PgqevCascadeStats st;
+	pgqev_cascade_stats(b->x->w, &st);
+	return st.batches >= b->n;
+}
+
+typedef struct UptodateCond {
+	const char *db;
+	int64_t next_ms;
+} UptodateCond;
+
+static bool consumer_uptodate(void *arg)
+{
+	UptodateCond *u = arg;
+	if (pgt_now_ms() < u->next_ms)
+		return false;
+	u->next_ms = pgt_now_ms() + 50;
+	return pgt_int_db(u->db, "select count(*) from pgq_node.local_state"
+				 " where consumer_name = 'w_b1' and uptodate") == 1;
+}
+
+/* A busy branch reads pgq_node.get_node_info about once a second, not for
+   every batch (the consumer state still every time); an admin change (pause)
+   is still seen and acknowledged. */
+START_TEST(test_node_info_not_every_batch)
+{
+	enum { BATCHES = 100 };
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	char sql[300];
+	snprintf(sql, sizeof(sql), "alter database \"%s\" set track_functions = 'pl'", b1);
+	pgt_exec_db("postgres", sql);
+	/* the batches wait on the root: the worker goes through them back to back */
+	PGconn *c = pgt_connect(root);
+	for (int i = 0; i < BATCHES; i++) {
+		pgt_exec(c, "select pgq.insert_event('" CT_QUEUE "', 'num', 'x')");
+		pgt_exec(c, "select pgq.ticker()");
+	}
+	PQfinish(c);
+	CtWorker w1 = {.no_handler = true, .wm_period = 3600 * PGQEV_USEC_PER_SEC};
+	int64_t t0 = pgt_now_ms();
+	ct_start(&w1, b1, POLL);
+	BatchesCond bc = {&w1, BATCHES};
+	ck_assert_msg(cs_run_until(worker_batches, &bc, (int)(60000 * pgt_time_factor())),
+		      "the branch did not copy %d batches", BATCHES);
+	int64_t secs = (pgt_now_ms() - t0) / 1000 + 1;
+	PgqevCascadeStats st;
+	pgqev_cascade_stats(w1.w, &st);
+	ct_stop(&w1);
+	/* the statistics come when the worker's session ends */
+	CallsCond cc = {b1, (int64_t)st.batches};
+	ck_assert(pgt_wait_until(state_calls_in, &cc, 20000, 50));
+	int64_t node = calls_of(b1, "get_node_info");
+	ck_assert_msg(node < BATCHES / 2 && node <= secs + 3,
+		      "get_node_info read %" PRId64 " times for %" PRIu64 " batches in %" PRId64
+		      " s",
+		      node, st.batches, secs);
+	ct_assert_same("events", ct_events(root, false), ct_events(b1, false));
+
+	/* pause: announced through uptodate, seen at once despite the kept
+	   node info, and acknowledged; so is the resume */
+	ct_start(&w1, b1, POLL);
+	const char *dbs[1] = {b1};
+	const char *names[1] = {"b1"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	pgt_exec_db(b1, "select * from pgq_node.set_consumer_paused('" CT_QUEUE "', 'w_b1', true)");
+	UptodateCond uc = {.db = b1};
+	ck_assert_msg(cs_run_until(consumer_uptodate, &uc, 20000), "pause not acknowledged");
+	ct_produce(root, 1000, 1010);
+	cs_tick(root);
+	pgt_exec_db(b1,
+		    "select * from pgq_node.set_consumer_paused('" CT_QUEUE "', 'w_b1', false)");
+	uc.next_ms = 0;
+	ck_assert_msg(cs_run_until(consumer_uptodate, &uc, 20000), "resume not acknowledged");
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	ct_assert_same("events after the pause", ct_events(root, false), ct_events(b1, false));
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cascade");
@@ -747,6 +934,14 @@ int main(void)
 	tcase_add_checked_fixture(to, cs_setup, cs_teardown);
 	tcase_add_test(to, test_tick_owed_after_crash);
 	suite_add_tcase(s, to);
+	TCase *tu = pgt_tcase("unsorted", 120);
+	tcase_add_checked_fixture(tu, cs_setup, cs_teardown);
+	tcase_add_test(tu, test_unsorted_large_batch);
+	suite_add_tcase(s, tu);
+	TCase *tn = pgt_tcase("node_info", 120);
+	tcase_add_checked_fixture(tn, cs_setup, cs_teardown);
+	tcase_add_test(tn, test_node_info_not_every_batch);
+	suite_add_tcase(s, tn);
 	TCase *tw = pgt_tcase("watermark", 120);
 	tcase_add_checked_fixture(tw, cs_setup, cs_teardown);
 	tcase_add_test(tw, test_watermark_holds_rotation);
