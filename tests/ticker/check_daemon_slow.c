@@ -15,7 +15,8 @@
  *  - gaps: a plain libpq client (a child process, nonblocking sessions opened
  *    before the daemon starts) ticks NPROBE databases of its own on the same
  *    grid through the connect storm and the window; the daemon's lateness (worst
- *    gap - period) may be at most GAP_FACTOR times the floor's;
+ *    gap - period) may be at most GAP_FACTOR times the floor's, over the whole
+ *    run and inside the window each (the storm's floor alone hid a stall);
  *  - exit: a plain client process holding one session per database (each having
  *    run one pgq.ticker()) is killed with SIGTERM, so the kernel closes its
  *    sockets as it closes the daemon's; the daemon's exit may take at most
@@ -350,6 +351,14 @@ static void scan(Gaps *g, char prefix, int n, const char *w0, const char *w1)
 	}
 }
 
+/* max(period + slack, period + GAP_FACTOR x the floor's lateness) */
+static double gap_bound_of(double floor_worst)
+{
+	double b = PERIOD_MS + GAP_FACTOR * (floor_worst - PERIOD_MS);
+
+	return b < PERIOD_MS + SLACK_MS ? PERIOD_MS + SLACK_MS : b;
+}
+
 static double late_ratio(double ours, double floor)
 {
 	return floor > PERIOD_MS ? (ours - PERIOD_MS) / (floor - PERIOD_MS) : 0;
@@ -363,7 +372,7 @@ START_TEST(test_300_databases_on_time)
 	Gaps ours, fl;
 	Child ticker = {0}, holder = {0};
 	int64_t t0, ramp_ms, exit_ms, floor_exit_ms;
-	double gap_bound, exit_bound;
+	double gap_bound, gap_bound_in, exit_bound;
 	bool bad;
 	PGconn *pg;
 
@@ -430,9 +439,11 @@ START_TEST(test_300_databases_on_time)
 	ck_assert_msg(WIFSIGNALED(holder.status) && WTERMSIG(holder.status) == SIGTERM,
 		      "the floor client failed (status %d)", holder.status);
 
-	gap_bound = PERIOD_MS + GAP_FACTOR * (fl.worst - PERIOD_MS);
-	if (gap_bound < PERIOD_MS + SLACK_MS)
-		gap_bound = PERIOD_MS + SLACK_MS;
+	gap_bound = gap_bound_of(fl.worst);
+	/* the window on its own: against the whole run's floor, which the connect
+	   storm sets, an 800 ms stall of the daemon every 4 s passed (2,505 ms
+	   against a bound of 3,540); inside the window it is 1,907 against 1,334 */
+	gap_bound_in = gap_bound_of(fl.worst_in);
 	exit_bound = EXIT_FACTOR * (double)floor_exit_ms;
 	if (exit_bound < 1000 * pgt_time_factor())
 		exit_bound = 1000 * pgt_time_factor();
@@ -442,19 +453,20 @@ START_TEST(test_300_databases_on_time)
 		" window %.0f ms\n"
 		"# floor client's worst gap: %.0f ms (p%03d, ending %.0f ms), inside the window"
 		" %.0f ms\n"
-		"# lateness over the floor's: %.2f (inside the window %.2f); bound %.0f ms ="
-		" max(%d, %d + %.1f x (floor - %d))\n"
+		"# lateness over the floor's: %.2f (inside the window %.2f); bounds %.0f ms"
+		" (inside the window %.0f ms) = max(%d, %d + %.1f x (floor - %d))\n"
 		"# exit %lld ms after SIGTERM at %d databases; floor client %lld ms; ratio %.2f;"
 		" bound %.0f ms = max(%.0f, %.1f x floor)\n",
 		RUN_SEC, (long long)ours.least, ours.least_db, (long long)fl.least, fl.least_db,
 		ours.worst, ours.worst_db, ours.worst_at, ours.worst_in, fl.worst, fl.worst_db,
 		fl.worst_at, fl.worst_in, late_ratio(ours.worst, fl.worst),
-		late_ratio(ours.worst_in, fl.worst_in), gap_bound, PERIOD_MS + SLACK_MS, PERIOD_MS,
-		GAP_FACTOR, PERIOD_MS, (long long)exit_ms, NDB, (long long)floor_exit_ms,
+		late_ratio(ours.worst_in, fl.worst_in), gap_bound, gap_bound_in,
+		PERIOD_MS + SLACK_MS, PERIOD_MS, GAP_FACTOR, PERIOD_MS, (long long)exit_ms, NDB,
+		(long long)floor_exit_ms,
 		floor_exit_ms > 0 ? (double)exit_ms / (double)floor_exit_ms : 0, exit_bound,
 		1000 * pgt_time_factor(), EXIT_FACTOR);
 	bad = ours.least < RUN_SEC * 1000 / PERIOD_MS - 1 || ours.worst > gap_bound ||
-	      (double)exit_ms > exit_bound;
+	      ours.worst_in > gap_bound_in || (double)exit_ms > exit_bound;
 	/* the daemon's log (stats line, lateness) with any failure below */
 	dmn_free(d, bad);
 	ck_assert_msg(ours.least >= RUN_SEC * 1000 / PERIOD_MS - 1,
@@ -467,6 +479,9 @@ START_TEST(test_300_databases_on_time)
 	ck_assert_msg(ours.worst <= gap_bound,
 		      "s%03d: a call %.0f ms after the previous (bound %.0f)", ours.worst_db,
 		      ours.worst, gap_bound);
+	ck_assert_msg(ours.worst_in <= gap_bound_in,
+		      "a call %.0f ms after the previous inside the window (bound %.0f)",
+		      ours.worst_in, gap_bound_in);
 	/* 1 s at 1,000 databases is the promise; bench/ticker/stop measures that */
 	ck_assert_msg((double)exit_ms <= exit_bound, "exit took %lld ms (bound %.0f)",
 		      (long long)exit_ms, exit_bound);
