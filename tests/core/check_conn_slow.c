@@ -91,6 +91,6 @@ int main(void)
 	TCase *tc = pgt_tcase("conn-slow", 600);
 	tcase_add_test(tc, test_500_databases);
 	suite_add_tcase(s, tc);
-	PgtOptions o = {.need_server = true, .max_connections = 540};
+	PgtOptions o = {.need_server = true, .max_connections = 540, .ram_dir_mb = 6000};
 	return pgt_main(s, &o);
 }

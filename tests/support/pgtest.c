@@ -27,6 +27,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -58,6 +59,8 @@ static struct {
 	char bindir[256];
 	int max_connections;
 	const char *extra_conf;
+	int ram_dir_mb;
+	bool in_ram; /* in /dev/shm: not kept after a failure (PGQD_TEST_KEEP keeps it) */
 	uid_t uid;
 	gid_t gid;
 	bool drop_privs;
@@ -564,6 +567,16 @@ static int server_setup(char *why, size_t whylen)
 	char tpldata[400], pgexe[400];
 	if (!tmpbase || !*tmpbase)
 		tmpbase = "/tmp";
+	if (S.ram_dir_mb > 0) {
+		struct statvfs vfs;
+
+		if (statvfs("/dev/shm", &vfs) == 0 &&
+		    (double)vfs.f_bavail * (double)vfs.f_frsize >= S.ram_dir_mb * 1048576.0)
+			tmpbase = "/dev/shm", S.in_ram = true;
+		else
+			fprintf(stderr, "# /dev/shm has less than %d MB free: the server in %s\n",
+				S.ram_dir_mb, tmpbase);
+	}
 	snprintf(S.bindir, sizeof(S.bindir), "%s",
 		 getenv("PGQD_TEST_PG_BINDIR") ? getenv("PGQD_TEST_PG_BINDIR") : "");
 	snprintf(pgexe, sizeof(pgexe), "%s/postgres", S.bindir);
@@ -678,6 +691,7 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 		int rc;
 		S.max_connections = opts->max_connections > 0 ? opts->max_connections : 120;
 		S.extra_conf = opts->extra_conf;
+		S.ram_dir_mb = opts->ram_dir_mb;
 		n_servers = opts->servers > 1 ? PGT_MAX_SERVERS : 1;
 		rc = server_setup(why, sizeof(why));
 		if (rc == 1 && !require) {
@@ -703,7 +717,7 @@ int pgt_main(Suite *suite, const PgtOptions *opts)
 	}
 	if (failed)
 		print_daemon_logs(stderr);
-	server_teardown(keep || failed);
+	server_teardown(keep || (failed && !S.in_ram));
 	return failed ? 1 : 0;
 }
 
