@@ -767,10 +767,14 @@ void cas_go_open(PgqevCascade *w)
 				      "set local session_replication_role = 'replica'", 0, NULL, 0))
 			return;
 		/* a branch's queue refuses inserts outside replica role; a combined
-		   root's queue takes them as any */
+		   root's queue takes them as any. The transaction's id before the
+		   table's name: a local rotation between them would strand the copy
+		   (sql/pgq/produce.sql, "Writers and rotation"; PgQ 3.5 does not). */
 		const char *p[1] = {branch ? w->cfg.queue : w->combined_queue};
-		if (!cas_send_or_fail(w, false, RK_OPEN, "select pgq.current_event_table($1)", 1, p,
-				      0))
+		if (!cas_send_or_fail(
+			    w, false, RK_OPEN,
+			    "select pg_catalog.txid_current(), pgq.current_event_table($1)", 1, p,
+			    0))
 			return;
 	}
 	if (fetch_binary(w) || !copies)

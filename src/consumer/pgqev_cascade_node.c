@@ -623,12 +623,12 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		if (!ok_reply(w, x, r, "cannot begin the local transaction"))
 			return;
 		if (cas_copies(w)) {
-			if (!r->result || PQntuples(r->result) != 1) {
+			if (!r->result || PQntuples(r->result) != 1 || PQnfields(r->result) != 2) {
 				cas_fail(w, PGQEV_ERR_TARGET,
 					 "pgq.current_event_table returned nothing", NULL);
 				return;
 			}
-			w->ev_table = strdup(PQgetvalue(r->result, 0, 0));
+			w->ev_table = strdup(PQgetvalue(r->result, 0, 1));
 			if (!w->ev_table) {
 				cas_fail(w, PGQEV_ERR_TARGET, "cannot start a batch",
 					 "out of memory");
