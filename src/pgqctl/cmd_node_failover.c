@@ -198,12 +198,6 @@ static int fo_act_grave(CtlPlan *p, void *arg, int n)
 
 	if (!nc_need_state(op, op->nw, &ns))
 		return -1;
-	/* NEW's worker makes the tick of its last batch after the batch committed (on
-	   its own while the provider is away): the events are here already, so the
-	   cascade resumes from that tick, not from the one before */
-	if (ns.completed > ns.top &&
-	    (nc_wait_for_tick(op, op->nw, ns.completed) != 0 || !nc_need_state(op, op->nw, &ns)))
-		return -1;
 	snprintf(tick, sizeof(tick), "%lld", ns.top);
 	snprintf(grave, sizeof(grave), "%s.gravestone", op->old->name);
 	/* a subscription of OLD left from before (NEW was its provider) goes first */
