@@ -27,6 +27,9 @@
 #include "ctlrun.h"
 
 #define POLL (50 * PGQEV_USEC_PER_MSEC)
+/* how long the cascade may take to catch up: a deadline against a hang, not a
+   promise; the workers run in this process, which valgrind slows several times */
+#define CATCH_UP_MS ((int)(30000 * pgt_time_factor()))
 
 #define APPLIED_SQL "select ev_data::bigint from applied where ev_type = 'data'"
 #define DATA_SQL    "select ev_data::bigint from pgq.event_1 where ev_type = 'data'"
@@ -166,7 +169,8 @@ START_TEST(test_change_provider_consumer)
 	Prod p = {.conninfo = strdup(pgt_connstr(root, false))};
 	ck_assert_int_eq(pthread_create(&p.th, NULL, produce, &p), 0);
 	Count k = {lf, "select count(*) from applied where ev_type = 'data'", 100};
-	ck_assert_msg(pgt_wait_until(count_reached, &k, 30000, 50), "the leaf applied nothing");
+	ck_assert_msg(pgt_wait_until(count_reached, &k, CATCH_UP_MS, 50),
+		      "the leaf applied nothing");
 
 	/* the leaf's own worker, named by --consumer: the node moves */
 	r = ctr_node(dlf, (const char *[]){"change-provider", "--cascade", CT_QUEUE, "--consumer",
@@ -191,7 +195,7 @@ START_TEST(test_change_provider_consumer)
 	/* both keep reading under load from their new provider */
 	int64_t more = pgt_int_db(root, "select count(*) from (" DATA_SQL ") x") + 100;
 	Count k2 = {lc, "select count(*) from applied where ev_type = 'data'", more};
-	ck_assert_msg(pgt_wait_until(count_reached, &k2, 30000, 50), "c1 stopped reading");
+	ck_assert_msg(pgt_wait_until(count_reached, &k2, CATCH_UP_MS, 50), "c1 stopped reading");
 	p.stop = true;
 	pthread_join(p.th, NULL);
 	tick(root);
@@ -273,14 +277,15 @@ START_TEST(test_failover_branch_ahead)
 	ct_loop_go(&l);
 	produce_n(root, 0, 100);
 	Sync all3 = {root, {b1, b2, lf}, {"b1", "b2", "lf"}, 3};
-	ck_assert_msg(pgt_wait_until(synced, &all3, 30000, 50), "the cascade did not catch up");
+	ck_assert_msg(pgt_wait_until(synced, &all3, CATCH_UP_MS, 50),
+		      "the cascade did not catch up");
 	int64_t t1 = ct_last_tick(root);
 
 	/* b1 stops; b2 and the leaf get 100 events more */
 	worker_stop(&l, &w1);
 	produce_n(root, 100, 100);
 	Sync ahead = {root, {b2, lf}, {"b2", "lf"}, 2};
-	ck_assert_msg(pgt_wait_until(synced, &ahead, 30000, 50), "b2 did not catch up");
+	ck_assert_msg(pgt_wait_until(synced, &ahead, CATCH_UP_MS, 50), "b2 did not catch up");
 	int64_t t2 = ct_last_tick(root);
 	ck_assert_int_gt(t2, t1);
 	/* the root's host is gone: 50 events more that nobody copied, then no
@@ -318,7 +323,7 @@ START_TEST(test_failover_branch_ahead)
 	/* the new root's writes reach everyone; the leaf has each event once */
 	produce_n(b1, 1000, 50);
 	Sync after = {b1, {b2, lf}, {"b2", "lf"}, 2};
-	ck_assert_msg(pgt_wait_until(synced, &after, 30000, 50), "b2 / lf did not follow b1");
+	ck_assert_msg(pgt_wait_until(synced, &after, CATCH_UP_MS, 50), "b2 / lf did not follow b1");
 	size_t n;
 	int64_t *on_b1 = ct_fetch_sorted(b1, DATA_SQL, &n);
 	ck_assert_int_eq((int64_t)n, 250);
@@ -375,12 +380,13 @@ START_TEST(test_failover_leaf_ahead)
 	ct_loop_go(&l);
 	produce_n(root, 0, 20);
 	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
-	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
+	ck_assert_msg(pgt_wait_until(synced, &both, CATCH_UP_MS, 50),
+		      "the cascade did not catch up");
 	int64_t t1 = ct_last_tick(root);
 	worker_stop(&l, &w1);
 	produce_n(root, 20, 10);
 	Sync leaf = {root, {lf}, {"lf"}, 1};
-	ck_assert_msg(pgt_wait_until(synced, &leaf, 30000, 50), "the leaf did not catch up");
+	ck_assert_msg(pgt_wait_until(synced, &leaf, CATCH_UP_MS, 50), "the leaf did not catch up");
 	int64_t t2 = ct_last_tick(root);
 	ct_loop_hold(&l);
 	ct_stop(&wl);
@@ -431,7 +437,8 @@ START_TEST(test_failover_leaf_ahead)
 	ctr_free(&r);
 	produce_n(b1, 100, 10);
 	Sync after = {b1, {lf}, {"lf"}, 1};
-	ck_assert_msg(pgt_wait_until(synced, &after, 30000, 50), "the leaf did not follow b1");
+	ck_assert_msg(pgt_wait_until(synced, &after, CATCH_UP_MS, 50),
+		      "the leaf did not follow b1");
 	/* b1's events (0..19, 100..109) and the root's 20..29 the leaf had applied */
 	int64_t want[40];
 	size_t n = 0;
@@ -618,7 +625,8 @@ START_TEST(test_debian_drop_resurrect_wait)
 	   get it, so that exactly the 7 events below are the root's own */
 	tick(root);
 	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
-	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
+	ck_assert_msg(pgt_wait_until(synced, &both, CATCH_UP_MS, 50),
+		      "the cascade did not catch up");
 
 	/* the root's host goes away with 7 events nobody copied; b1 takes over */
 	ct_loop_hold(&l);
@@ -665,7 +673,8 @@ START_TEST(test_debian_drop_resurrect_wait)
 	ct_loop_go(&l);
 	tick(b1);
 	Sync back = {b1, {root, lf}, {"root", "lf"}, 2};
-	ck_assert_msg(pgt_wait_until(synced, &back, 30000, 50), "the old root did not follow b1");
+	ck_assert_msg(pgt_wait_until(synced, &back, CATCH_UP_MS, 50),
+		      "the old root did not follow b1");
 	size_t n;
 	int64_t *on_b1 = ct_fetch_sorted(b1, DATA_SQL, &n);
 	ck_assert_int_eq((int64_t)n, 35);

@@ -16,6 +16,12 @@
 #include "ctlrun.h"
 #include "pgtest.h"
 
+/* Exit status valgrind gives pgqctl when memcheck found an error (tests/valgrind-wrap.sh
+   uses the same for the test programs). */
+#define CTR_VALGRIND_ERROR 99
+#define CTR_STR(x)         CTR_STR_(x)
+#define CTR_STR_(x)        #x
+
 static const char *binary(void)
 {
 	static char path[1024];
@@ -76,15 +82,40 @@ struct CtlProc {
 	bool exited;
 };
 
+/* PGQD_TEST_VALGRIND_PGQCTL=1 (with the valgrind setup) runs pgqctl under memcheck too,
+   with the test programs' settings; -q keeps its stderr as pgqctl wrote it unless
+   memcheck has something to report. Not by default: each run costs seconds. */
+static bool under_valgrind(void)
+{
+	const char *v = getenv("PGQD_TEST_VALGRIND_PGQCTL");
+
+	return v && strcmp(v, "1") == 0;
+}
+
 static CtlProc *spawn(const char *const *argv, int in_fd)
 {
+	static char supp[1100];
 	CtlProc *p = calloc(1, sizeof(*p));
 	int po[2], pe[2];
-	const char *args[64];
+	const char *args[80];
 	int n = 0;
 
-	args[n++] = "pgqctl";
-	for (int i = 0; argv[i] && n < 63; i++)
+	if (under_valgrind()) {
+		const char *src = getenv("PGQD_TEST_SRCDIR");
+
+		snprintf(supp, sizeof(supp), "--suppressions=%s/tests/valgrind.supp",
+			 src ? src : ".");
+		args[n++] = "valgrind";
+		args[n++] = "-q";
+		args[n++] = "--error-exitcode=" CTR_STR(CTR_VALGRIND_ERROR);
+		args[n++] = "--leak-check=full";
+		args[n++] = "--errors-for-leak-kinds=definite";
+		args[n++] = supp;
+		args[n++] = binary();
+	} else {
+		args[n++] = "pgqctl";
+	}
+	for (int i = 0; argv[i] && n < 79; i++)
 		args[n++] = argv[i];
 	args[n] = NULL;
 	ck_assert_int_eq(pipe2(po, O_CLOEXEC), 0);
@@ -96,7 +127,10 @@ static CtlProc *spawn(const char *const *argv, int in_fd)
 		dup2(po[1], STDOUT_FILENO);
 		dup2(pe[1], STDERR_FILENO);
 		child_env();
-		execv(binary(), (char *const *)args);
+		if (under_valgrind())
+			execvp(args[0], (char *const *)args);
+		else
+			execv(binary(), (char *const *)args);
 		_exit(127);
 	}
 	close(po[1]);
@@ -128,7 +162,7 @@ static void pump(CtlProc *p, int ms)
 
 int ctr_wait_exit(CtlProc *p, int timeout_ms)
 {
-	int64_t end = pgt_now_ms() + timeout_ms;
+	int64_t end = pgt_now_ms() + (int64_t)(timeout_ms * pgt_time_factor());
 
 	while (!p->exited) {
 		int st;
@@ -149,6 +183,9 @@ int ctr_wait_exit(CtlProc *p, int timeout_ms)
 			break;
 		pump(p, 50);
 	}
+	/* whatever exit status the test expects, a memory error in pgqctl fails it */
+	ck_assert_msg(!under_valgrind() || p->status != CTR_VALGRIND_ERROR,
+		      "memcheck found an error in pgqctl:\n%s", p->err.s);
 	return p->status;
 }
 
@@ -168,7 +205,7 @@ CtlRun ctr_runv(const char *in, const char *const *argv)
 	p = spawn(argv, fd);
 	close(fd);
 	r.rc = ctr_wait_exit(p, 60000);
-	ck_assert_msg(r.rc >= 0, "pgqctl did not exit within 60 s");
+	ck_assert_msg(r.rc >= 0, "pgqctl did not exit within %.0f s", 60 * pgt_time_factor());
 	r.out = strdup(p->out.s);
 	r.err = strdup(p->err.s);
 	ctr_free_proc(p);
@@ -207,7 +244,7 @@ CtlProc *ctr_spawn(const char *const *argv)
 
 bool ctr_wait_out(CtlProc *p, const char *needle, int timeout_ms)
 {
-	int64_t end = pgt_now_ms() + timeout_ms;
+	int64_t end = pgt_now_ms() + (int64_t)(timeout_ms * pgt_time_factor());
 
 	while (!strstr(p->out.s, needle)) {
 		if (pgt_now_ms() > end || (p->out_eof && p->err_eof))

@@ -26,10 +26,12 @@ void ctr_free(CtlRun *r);
 /* Background process. */
 typedef struct CtlProc CtlProc;
 CtlProc *ctr_spawn(const char *const *argv);
-/* Wait until stdout holds `needle` (true) or timeout. */
+/* Wait until stdout holds `needle` (true) or timeout (scaled by pgt_time_factor()). */
 bool ctr_wait_out(CtlProc *p, const char *needle, int timeout_ms);
 void ctr_signal(CtlProc *p, int sig);
-/* Wait for exit; exit status, 128+signal, or -1 on timeout. */
+/* Wait for exit; exit status, 128+signal, or -1 on timeout (scaled by
+   pgt_time_factor()). Under PGQD_TEST_VALGRIND_PGQCTL=1 pgqctl runs under memcheck,
+   and a memcheck error fails the test whatever status it expects. */
 int ctr_wait_exit(CtlProc *p, int timeout_ms);
 const char *ctr_out(CtlProc *p);
 const char *ctr_err(CtlProc *p);

@@ -159,7 +159,9 @@ START_TEST(test_errors_match_pgq)
 				      "case %d: %s\n  pgq 3.5: %s\n  ours:    %s", i, cases[i], a,
 				      b);
 		}
-		if (a[5] == ':' && a[6] == ' ')
+		/* "SQLSTATE: "; a shorter outcome (rows) ends before a[5], and reading
+		   past its end read uninitialised bytes (found by valgrind) */
+		if (strlen(a) > 6 && a[5] == ':' && a[6] == ' ')
 			n_err++;
 		if (strncmp(a, "XX000:", 6) == 0)
 			n_xx++;
