@@ -894,27 +894,6 @@ START_TEST(test_batch_in_ev_id_order_on_pgq35)
 }
 END_TEST
 
-/* Every batch of consumer r on queue q until none is left: ev_data joined by ','. */
-static char *sql_drain(PGconn *c)
-{
-	char *all = strdup(""), *bid, sql[300];
-	while ((bid = pgt_value(c, "select pgq.next_batch('q', 'r')")) != NULL) {
-		snprintf(sql, sizeof(sql),
-			 "select coalesce(string_agg(ev_data, ',' order by ev_id), '')"
-			 " from pgq.get_batch_events(%s)",
-			 bid);
-		char *b = pgt_value(c, sql), *n = malloc(strlen(all) + strlen(b) + 2);
-		sprintf(n, "%s%s%s", all, *all && *b ? "," : "", b);
-		free(all);
-		free(b);
-		all = n;
-		snprintf(sql, sizeof(sql), "select pgq.finish_batch(%s)", bid);
-		pgt_exec(c, sql);
-		free(bid);
-	}
-	return all;
-}
-
 /*
  * pgqev_bulk_begin learns the table, a rotation commits and a tick follows before
  * the first row: the rows must still be read by a later batch (the bulk takes
@@ -930,7 +909,7 @@ static void bulk_across_rotation(const char *db, void (*tick)(PGconn *))
 	pgt_exec(admin, "select pgq.register_consumer('q', 'r')");
 	pgt_exec(admin, "select pgq.insert_event('q', 't', 'a')");
 	tick(admin);
-	char *got = sql_drain(admin);
+	char *got = pgt_take_all_batches(admin, "q", "r");
 	ck_assert_str_eq(got, "a");
 	free(got);
 
@@ -946,7 +925,7 @@ static void bulk_across_rotation(const char *db, void (*tick)(PGconn *))
 	ck_assert_uint_eq(n, 1);
 	pgt_exec(admin, "select pgq.insert_event('q', 't', 'b')");
 	tick(admin);
-	got = sql_drain(admin);
+	got = pgt_take_all_batches(admin, "q", "r");
 	ck_assert_msg(strcmp(got, "late,b") == 0, "after the rotation: got \"%s\", want \"late,b\"",
 		      got);
 	free(got);

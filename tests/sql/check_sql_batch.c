@@ -26,29 +26,9 @@ static void setup_queue(PGconn *c, const char *q)
 	pgt_exec(c, sql);
 }
 
-/* Take the next batch of `consumer` and return its ev_data list, finishing it. */
-static char *take_batch(PGconn *c, const char *q, const char *consumer)
-{
-	char sql[512];
-	char *bid, *res;
-	snprintf(sql, sizeof(sql), "select pgq.next_batch('%s', '%s')", q, consumer);
-	bid = pgt_value(c, sql);
-	if (bid == NULL)
-		return NULL;
-	snprintf(
-		sql, sizeof(sql),
-		"select coalesce(string_agg(ev_data, ',' order by ev_id), '') from pgq.get_batch_events(%s)",
-		bid);
-	res = pgt_value(c, sql);
-	snprintf(sql, sizeof(sql), "select pgq.finish_batch(%s)", bid);
-	pgt_exec(c, sql);
-	free(bid);
-	return res;
-}
-
 #define batch_is(c, q, cons, want)                                                            \
 	do {                                                                                  \
-		char *b_ = take_batch((c), (q), (cons));                                      \
+		char *b_ = pgt_take_batch((c), (q), (cons));                                  \
 		ck_assert_msg(b_ &&strcmp(b_, (want)) == 0, "batch: got \"%s\", want \"%s\"", \
 			      b_ ? b_ : "(none)", (want));                                    \
 		free(b_);                                                                     \
@@ -255,20 +235,6 @@ START_TEST(test_rotation_waits_for_slow_consumer)
 }
 END_TEST
 
-/* All batches of `consumer` until none is left, their ev_data joined with ','. */
-static char *drain_batches(PGconn *c, const char *q, const char *consumer)
-{
-	char *all = strdup(""), *b;
-	while ((b = take_batch(c, q, consumer)) != NULL) {
-		char *n = malloc(strlen(all) + strlen(b) + 2);
-		sprintf(n, "%s%s%s", all, *all && *b ? "," : "", b);
-		free(all);
-		free(b);
-		all = n;
-	}
-	return all;
-}
-
 /*
  * A bulk writer takes the table's name (pgq.current_event_table) and writes one
  * round trip later; a rotation commits in between and the tick after it sees no
@@ -302,7 +268,7 @@ START_TEST(test_bulk_table_taken_before_rotation)
 	pgt_exec(p, "commit");
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'b')");
 	pgt_exec(c, "select pgq.ticker('q')");
-	got = drain_batches(c, "q", "r");
+	got = pgt_take_all_batches(c, "q", "r");
 	ck_assert_msg(strcmp(got, "late,b") == 0,
 		      "batches after the rotation: got \"%s\", want \"late,b\"", got);
 	free(got);

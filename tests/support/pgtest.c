@@ -821,6 +821,40 @@ char *pgt_value(PGconn *conn, const char *sql)
 	return v;
 }
 
+char *pgt_take_batch(PGconn *conn, const char *queue, const char *consumer)
+{
+	char sql[512];
+	char *bid, *res;
+	snprintf(sql, sizeof(sql), "select pgq.next_batch('%s', '%s')", queue, consumer);
+	bid = pgt_value(conn, sql);
+	if (bid == NULL)
+		return NULL;
+	snprintf(sql, sizeof(sql),
+		 "select coalesce(string_agg(ev_data, ',' order by ev_id), '')"
+		 " from pgq.get_batch_events(%s)",
+		 bid);
+	res = pgt_value(conn, sql);
+	snprintf(sql, sizeof(sql), "select pgq.finish_batch(%s)", bid);
+	pgt_exec(conn, sql);
+	free(bid);
+	return res;
+}
+
+char *pgt_take_all_batches(PGconn *conn, const char *queue, const char *consumer)
+{
+	char *all = strdup(""), *b;
+	ck_assert_ptr_nonnull(all);
+	while ((b = pgt_take_batch(conn, queue, consumer)) != NULL) {
+		char *n = malloc(strlen(all) + strlen(b) + 2);
+		ck_assert_ptr_nonnull(n);
+		sprintf(n, "%s%s%s", all, *all && *b ? "," : "", b);
+		free(all);
+		free(b);
+		all = n;
+	}
+	return all;
+}
+
 int64_t pgt_int(PGconn *conn, const char *sql)
 {
 	char *v = pgt_value(conn, sql);

@@ -85,6 +85,12 @@ void pgt_exec(PGconn *conn, const char *sql);
 /* First column of the first row, malloc'd ("" for no row, NULL for SQL NULL). */
 char *pgt_value(PGconn *conn, const char *sql);
 int64_t pgt_int(PGconn *conn, const char *sql);
+/* Take the next batch of consumer on queue through SQL (next_batch,
+   get_batch_events, finish_batch): its ev_data in ev_id order joined by ','
+   (malloc'd), or NULL when there is no batch. Names are put in as they are. */
+char *pgt_take_batch(PGconn *conn, const char *queue, const char *consumer);
+/* Every batch pgt_take_batch finds until none is left, joined by ','. */
+char *pgt_take_all_batches(PGconn *conn, const char *queue, const char *consumer);
 /* Run `sql` expecting an error; returns the primary message (malloc'd). */
 char *pgt_error(PGconn *conn, const char *sql);
 /* Run sql on a short-lived connection to dbname. */
