@@ -84,8 +84,6 @@ pid_t dmn_pid(const Daemon *d)
 	return d->pid;
 }
 
-static bool pump_log(Daemon *d);
-
 static Daemon *start(const char *ini, const char *extra_arg, unsigned long nofile)
 {
 	char lim[64], logpath[320];
@@ -111,7 +109,7 @@ static Daemon *start(const char *ini, const char *extra_arg, unsigned long nofil
 	ck_assert_int_eq(bind(d->sock, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	/* The daemon writes its log into a file the test reads as it grows: a failed
 	   assertion ends the test process with _exit (Check's fork mode), and the
-	   file is still there for pgt_main to print (pgt_print_daemon_logs). */
+	   file is still there for pgt_main to print. */
 	snprintf(logpath, sizeof(logpath), "%s/" PGT_DAEMON_LOG, d->dir);
 	logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	ck_assert_int_ge(logfd, 0);
