@@ -871,8 +871,9 @@ START_TEST(test_batch_in_ev_id_order_across_tables_and_retries)
 }
 END_TEST
 
-/* The same on Debian's PgQ 3.5 C extension (its own batch query and rotation). */
-START_TEST(test_batch_in_ev_id_order_on_pgq35)
+/* A database with Debian's PgQ 3.5 C extension and queue q: a tick per event,
+   rotation whenever asked. */
+static const char *pgq35_db_with_queue(void)
 {
 	ck_assert_msg(access("/usr/share/postgresql/15/extension/pgq.control", R_OK) == 0,
 		      "Debian's postgresql-15-pgq3 is not installed");
@@ -881,6 +882,13 @@ START_TEST(test_batch_in_ev_id_order_on_pgq35)
 	pgt_exec_db(db, "select pgq.create_queue('q'),"
 			" pgq.set_queue_config('q', 'ticker_max_count', '1'),"
 			" pgq.set_queue_config('q', 'rotation_period', '0')");
+	return db;
+}
+
+/* The same on Debian's PgQ 3.5 C extension (its own batch query and rotation). */
+START_TEST(test_batch_in_ev_id_order_on_pgq35)
+{
+	const char *db = pgq35_db_with_queue();
 	Order o = {0};
 	Rec r = {.name = "order-35", .quiet = true, .hook = order_hook, .hook_arg = &o};
 	PgqevConsumerConfig cfg;
@@ -945,13 +953,7 @@ END_TEST
 
 START_TEST(test_bulk_across_rotation_on_pgq35)
 {
-	ck_assert_msg(access("/usr/share/postgresql/15/extension/pgq.control", R_OK) == 0,
-		      "Debian's postgresql-15-pgq3 is not installed");
-	const char *db = pgt_db_new_empty();
-	pgt_exec_db(db, "create extension pgq");
-	pgt_exec_db(db, "select pgq.create_queue('q'),"
-			" pgq.set_queue_config('q', 'ticker_max_count', '1'),"
-			" pgq.set_queue_config('q', 'rotation_period', '0')");
+	const char *db = pgq35_db_with_queue();
 	bulk_across_rotation(db, order_tick_pgq35);
 }
 END_TEST
