@@ -154,23 +154,32 @@ static int fo_owes_tick(NcOp *op, NcState *ns)
 	return strcmp(ns->type, "branch") == 0 && ns->completed > ns->top;
 }
 
+/* Has NEW's worker made the owed tick by now? 1 yes (noted in the plan), 0 no,
+   -1 error. */
+static int fo_worker_made_tick(CtlPlan *p, NcOp *op, const NcState *owed)
+{
+	NcState st;
+
+	if (!nc_need_state(op, op->nw, &st))
+		return -1;
+	if (st.top < owed->completed)
+		return 0;
+	ctl_plan_note(p, "%s's worker made tick %lld", ctl_q(op->nw->name), owed->completed);
+	return 1;
+}
+
 static int fo_make_owed_tick(CtlPlan *p, NcOp *op, const NcState *owed)
 {
 	char tbl[300], sql[1200], tick[32];
 	const char *q[2] = {op->queue, tick};
 	CtlDb *db = nc_db(op, op->nw);
 	PGresult *r;
-	NcState st;
 
 	/* a running worker makes it while it waits for its provider: give it 2 s */
 	for (int i = 0; i < 100; i++) {
-		if (!nc_need_state(op, op->nw, &st))
-			return -1;
-		if (st.top >= owed->completed) {
-			ctl_plan_note(p, "%s's worker made tick %lld", ctl_q(op->nw->name),
-				      owed->completed);
-			return 0;
-		}
+		int made = fo_worker_made_tick(p, op, owed);
+		if (made != 0)
+			return made < 0 ? -1 : 0;
 		nc_nap(op->ctx, 20);
 	}
 	if (!nc_queue_table(op, op->nw, tbl, sizeof(tbl)))
@@ -191,13 +200,9 @@ static int fo_make_owed_tick(CtlPlan *p, NcOp *op, const NcState *owed)
 	   tick is there either way */
 	r = ctl_db_exec(db, sql, 2, q);
 	if (!r) {
-		if (!nc_need_state(op, op->nw, &st))
-			return -1;
-		if (st.top >= owed->completed) {
-			ctl_plan_note(p, "%s's worker made tick %lld", ctl_q(op->nw->name),
-				      owed->completed);
-			return 0;
-		}
+		int made = fo_worker_made_tick(p, op, owed);
+		if (made != 0)
+			return made < 0 ? -1 : 0;
 		ctl_db_fail(db, op->what);
 		return -1;
 	}
