@@ -138,6 +138,17 @@ static bool settled(void *arg)
 	return ct_completed(t->db, t->node) == ct_last_tick(t->db);
 }
 
+/* Server A (the root's) dies under load: postmaster and backends SIGKILLed;
+   then the producer thread is stopped and joined. */
+static void kill_server_a(Prod *p)
+{
+	pgt_server_kill_on(0);
+	p->stop = true;
+	pthread_join(p->th, NULL);
+	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
+		p->nacked, p->unsure);
+}
+
 /* One tick on a promoted branch now: it kept a branch's ticker settings (PgQ's
    default ticker_max_lag of 3 s), so a plain pgq.ticker() within 3 s of its last
    copied tick made none, and nothing else ticks in these tests (a fast idle run
@@ -174,12 +185,7 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	Reach k = {lf, "select count(*) from applied where ev_type = 'data'", app, 300};
 	ck_assert_msg(pgt_wait_until(reached, &k, 60000, 50), "the leaf applied nothing");
 
-	/* server A dies under load: postmaster and backends SIGKILLed */
-	pgt_server_kill_on(0);
-	p.stop = true;
-	pthread_join(p.th, NULL);
-	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
-		p.nacked, p.unsure);
+	kill_server_a(&p);
 
 	/* nothing more reaches b1 now: the tick it holds is where it must resume
 	   (once its worker made the tick of the batch it applied last) */
@@ -315,11 +321,7 @@ START_TEST(test_failover_kill_branch_ahead)
 		    .want = (size_t)b1_stopped + 100};
 	ck_assert_msg(pgt_wait_until(reached_plain, &k2, 60000, 50), "b2 did not get ahead");
 
-	pgt_server_kill_on(0);
-	p.stop = true;
-	pthread_join(p.th, NULL);
-	fprintf(stderr, "# server A killed after %zu events committed, %d commits unanswered\n",
-		p.nacked, p.unsure);
+	kill_server_a(&p);
 
 	/* b1's worker runs again (a failover waits for its acknowledgements);
 	   nothing more reaches either branch. b2's worker makes the tick of its
