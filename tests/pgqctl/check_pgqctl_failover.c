@@ -149,6 +149,19 @@ static void kill_server_a(Prod *p)
 		p->nacked, p->unsure);
 }
 
+/* pgqctl node failover --dead root b1 while root's server is down: it succeeds
+   and cannot count the events only on root. *took_ms: how long it ran. */
+static CtlRun failover_dead_root(const char *db1, int64_t *took_ms)
+{
+	int64_t t0 = pgt_now_ms();
+	CtlRun r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
+						  CT_QUEUE, NULL});
+	*took_ms = pgt_now_ms() - t0;
+	ctr_dump(&r);
+	ctr_expect(&r, 0, "events only on root: not known, it does not answer", NULL);
+	return r;
+}
+
 /* One tick on a promoted branch now: it kept a branch's ticker settings (PgQ's
    default ticker_max_lag of 3 s), so a plain pgq.ticker() within 3 s of its last
    copied tick made none, and nothing else ticks in these tests (a fast idle run
@@ -192,12 +205,8 @@ START_TEST(test_failover_after_sigkill_of_root_server)
 	Settled s1 = {b1, "b1"};
 	ck_assert_msg(pgt_wait_until(settled, &s1, 30000, 50), "b1 did not make its last tick");
 	int64_t b1_had = ct_last_tick(b1);
-	int64_t t0 = pgt_now_ms();
-	CtlRun r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
-						  CT_QUEUE, NULL});
-	int64_t took = pgt_now_ms() - t0;
-	ctr_dump(&r);
-	ctr_expect(&r, 0, "events only on root: not known, it does not answer", NULL);
+	int64_t took;
+	CtlRun r = failover_dead_root(db1, &took);
 	long long resumed = (long long)ctr_number_after(r.out, "it resumed from tick ");
 	ctr_free(&r);
 	fprintf(stderr, "# failover after SIGKILL of the root's server: %" PRId64 " ms\n", took);
@@ -337,12 +346,8 @@ START_TEST(test_failover_kill_branch_ahead)
 	size_t nb2;
 	int64_t *on_b2 = ct_fetch_sorted(b2, DATA_SQL, &nb2);
 
-	int64_t t0 = pgt_now_ms();
-	CtlRun r = ctr_node(db1, (const char *[]){"failover", "--dead", "root", "b1", "--cascade",
-						  CT_QUEUE, NULL});
-	int64_t took = pgt_now_ms() - t0;
-	ctr_dump(&r);
-	ctr_expect(&r, 0, "events only on root: not known, it does not answer", NULL);
+	int64_t took;
+	CtlRun r = failover_dead_root(db1, &took);
 	{
 		char want[200];
 		snprintf(want, sizeof(want), "b1 got ticks %lld..%lld from b2", (long long)t1,
