@@ -362,6 +362,21 @@ END_TEST
    anything (under NEW it would skip NEW's first ticks); with the leaf's position
    moved back as the message says, it goes through, and the leaf holds its own
    extra events and all of NEW's, each once. */
+/* root -> branch b1 and leaf lf (applying), their workers running on l, 20
+   events produced on root. */
+static void start_root_b1_lf(const char *root, const char *b1, const char *lf, CtLoop *l,
+			     CtWorker *w1, CtWorker *wl)
+{
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	ct_make_sub("leaf", lf, "lf", root, "root", root);
+	ct_make_applied(lf);
+	ct_start_on(w1, l->base, b1, POLL);
+	ct_start_on(wl, l->base, lf, POLL);
+	ct_loop_go(l);
+	produce_n(root, 0, 20);
+}
+
 START_TEST(test_failover_leaf_ahead)
 {
 	char *root = ct_node_db(), *b1 = ct_node_db(), *lf = ct_node_db();
@@ -369,16 +384,9 @@ START_TEST(test_failover_leaf_ahead)
 	const char *surv[2] = {b1, lf};
 	CtlRun r;
 
-	ct_make_root(root, "root");
-	ct_make_sub("branch", b1, "b1", root, "root", root);
-	ct_make_sub("leaf", lf, "lf", root, "root", root);
-	ct_make_applied(lf);
 	CtLoop l = {event_base_new()};
 	CtWorker w1 = {.quiet = true}, wl = {.quiet = true, .apply = true};
-	ct_start_on(&w1, l.base, b1, POLL);
-	ct_start_on(&wl, l.base, lf, POLL);
-	ct_loop_go(&l);
-	produce_n(root, 0, 20);
+	start_root_b1_lf(root, b1, lf, &l, &w1, &wl);
 	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
 	ck_assert_msg(pgt_wait_until(synced, &both, CATCH_UP_MS, 50),
 		      "the cascade did not catch up");
@@ -473,18 +481,12 @@ START_TEST(test_failover_owed_tick)
 	const char *surv[2] = {b1, lf};
 	CtlRun r;
 
-	ct_make_root(root, "root");
-	ct_make_sub("branch", b1, "b1", root, "root", root);
-	ct_make_sub("leaf", lf, "lf", root, "root", root);
-	ct_make_applied(lf);
 	CtLoop l = {event_base_new()};
 	CtWorker w1 = {.quiet = true}, wl = {.quiet = true, .apply = true};
-	ct_start_on(&w1, l.base, b1, POLL);
-	ct_start_on(&wl, l.base, lf, POLL);
-	ct_loop_go(&l);
-	produce_n(root, 0, 20);
+	start_root_b1_lf(root, b1, lf, &l, &w1, &wl);
 	Sync both = {root, {b1, lf}, {"b1", "lf"}, 2};
-	ck_assert_msg(pgt_wait_until(synced, &both, 30000, 50), "the cascade did not catch up");
+	ck_assert_msg(pgt_wait_until(synced, &both, CATCH_UP_MS, 50),
+		      "the cascade did not catch up");
 	int64_t c = ct_last_tick(root);
 
 	/* the state of a worker stopped between its batch's commit and the tick */
@@ -521,7 +523,8 @@ START_TEST(test_failover_owed_tick)
 	/* the new root's events reach the leaf; the 20 it had are not read again */
 	produce_n(b1, 1000, 5);
 	Sync after = {b1, {lf}, {"lf"}, 1};
-	ck_assert_msg(pgt_wait_until(synced, &after, 30000, 50), "the leaf did not follow b1");
+	ck_assert_msg(pgt_wait_until(synced, &after, CATCH_UP_MS, 50),
+		      "the leaf did not follow b1");
 	int64_t want[25];
 	size_t n = 0;
 	for (int64_t i = 0; i < 20; i++)
