@@ -522,6 +522,7 @@ static void destroy(PgqevCascade *w)
 	free(w->sync_nodes);
 	free(w->channel);
 	free(w->owed_time);
+	free(w->committing_time);
 	free(w);
 }
 

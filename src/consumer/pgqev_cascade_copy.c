@@ -528,6 +528,11 @@ static void go_commit(PgqevCascade *w)
 	snprintf(tick, sizeof(tick), "%" PRId64, w->cur_tick);
 	const char *p[3] = {w->cfg.queue, w->worker, tick};
 	cas_set_phase(w, WP_COMMIT);
+	if (w->type == NT_BRANCH) {
+		free(w->committing_time);
+		w->committing_tick = w->cur_tick;
+		w->committing_time = w->cur_tick_time ? strdup(w->cur_tick_time) : NULL;
+	}
 	if (w->behind_only) {
 		/* the position belongs to the combined branch's replay */
 		(void)cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0);
@@ -809,6 +814,14 @@ static bool send_tick(PgqevCascade *w, ReqKind kind, int64_t tick, const char *t
 
 void cas_tick_in_background(PgqevCascade *w)
 {
+	if (w->committing_time && w->committing_tick == w->completed &&
+	    w->owed_tick != w->completed) {
+		/* the commit went through, its answer was lost with a connection */
+		free(w->owed_time);
+		w->owed_tick = w->committing_tick;
+		w->owed_time = w->committing_time;
+		w->committing_time = NULL;
+	}
 	if (w->type != NT_BRANCH || w->tick_done || w->dst_in_tx || !w->owed_time ||
 	    w->owed_tick != w->completed || !w->dst || !pqev_conn_is_ready(w->dst))
 		return;

@@ -127,6 +127,11 @@ struct PgqevCascade {
 	bool tick_done;
 	int64_t owed_tick; /* the last batch committed here, its tick time: */
 	char *owed_time;   /* what that tick needs without the provider */
+	/* the batch whose COMMIT is in flight, and its tick time: when a broken
+	   connection loses the answer, the next state read tells whether it
+	   committed, and if it did, this is the tick owed */
+	int64_t committing_tick;
+	char *committing_time;
 	/* provider: finish_batch + COMMIT of the last batch still in flight while
 	   the next iteration reads the node's state */
 	bool finishing;

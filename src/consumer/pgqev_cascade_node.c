@@ -258,7 +258,10 @@ static void on_state_reply(PgqevCascade *w, const PGresult *res)
 		cas_fail(w, PGQEV_ERR_SQL, "pgq_node.get_consumer_state", PQgetvalue(res, 0, 1));
 		return;
 	}
-	w->completed = PQgetisnull(res, 0, 2) ? 0 : strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	int64_t completed = PQgetisnull(res, 0, 2) ? 0 : strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	if (completed != w->completed)
+		w->tick_done = false; /* known for the position it had */
+	w->completed = completed;
 	w->st.completed_tick = w->completed;
 	free(w->provider);
 	w->provider = PQgetisnull(res, 0, 3) ? NULL : strdup(PQgetvalue(res, 0, 3));
@@ -682,8 +685,9 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		w->tick_done = false;
 		if (w->type == NT_BRANCH) {
 			free(w->owed_time);
-			w->owed_tick = w->cur_tick;
-			w->owed_time = w->cur_tick_time ? strdup(w->cur_tick_time) : NULL;
+			w->owed_tick = w->committing_tick;
+			w->owed_time = w->committing_time;
+			w->committing_time = NULL;
 		}
 		cas_go_finish(w);
 		return;

@@ -730,6 +730,97 @@ START_TEST(test_tick_owed_after_crash)
 }
 END_TEST
 
+/* The commit-answer test's steps, run between turns of the loop: the branch's
+   COMMIT of the batch waits on a lock the test holds; meanwhile the provider
+   goes away (its connections terminated, new ones refused), so the worker
+   drops the batch's state with the answer still due; then the commit goes
+   through. */
+typedef struct LostAnswer {
+	PGconn *gate; /* on the branch: holds advisory lock 4242 */
+	const char *b1, *root;
+	CtWorker *x;
+	int step;
+	int64_t tick, next_ms;
+} LostAnswer;
+
+static bool commit_answer_lost(void *arg)
+{
+	LostAnswer *t = arg;
+	if (pgt_now_ms() < t->next_ms)
+		return false;
+	t->next_ms = pgt_now_ms() + 20;
+	char sql[400];
+	PgqevCascadeStats st;
+	switch (t->step) {
+	case 0: /* the COMMIT waits at the gate */
+		if (pgt_int_db(t->b1, "select count(*) from pg_locks where locktype = 'advisory'"
+				      " and objid = 4242 and not granted") == 0)
+			return false;
+		snprintf(sql, sizeof(sql),
+			 "alter database \"%s\" allow_connections false;"
+			 " select pg_terminate_backend(pid) from pg_stat_activity"
+			 " where datname = '%s'",
+			 t->root, t->root);
+		pgt_exec(t->gate, sql);
+		t->step = 1;
+		return false;
+	case 1: /* the worker saw its provider go */
+		pgqev_cascade_stats(t->x->w, &st);
+		if (st.provider_connected)
+			return false;
+		pgt_exec(t->gate, "select pg_advisory_unlock(4242)");
+		t->step = 2;
+		return false;
+	default: /* the batch committed; its tick is made without the provider */
+		return ct_completed(t->b1, "b1") == t->tick && ct_last_tick(t->b1) == t->tick;
+	}
+}
+
+/* The answer to a branch's COMMIT is lost (the provider connection broke while
+   it was in flight, which abandons the batch), the commit went through and the
+   provider stays away: the worker learns from the node's state that the batch
+   committed and makes its tick with the tick time it read with the batch. */
+START_TEST(test_tick_owed_commit_answer_lost)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	pgt_exec_db(b1, "create function gate() returns trigger language plpgsql as"
+			" $$ begin perform pg_advisory_xact_lock_shared(4242); return null; end $$;"
+			" create constraint trigger gate after update on pgq_node.local_state"
+			" deferrable initially deferred for each row execute function gate();"
+			" alter table pgq_node.local_state enable always trigger gate");
+	CtWorker w1 = {.quiet = true};
+	ct_start(&w1, b1, POLL);
+	ct_produce(root, 0, 50);
+	cs_tick(root);
+	const char *dbs[1] = {b1};
+	const char *names[1] = {"b1"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+
+	LostAnswer t = {.gate = pgt_connect(b1), .b1 = b1, .root = root, .x = &w1};
+	pgt_exec(t.gate, "select pg_advisory_lock(4242)");
+	ct_produce(root, 50, 100);
+	cs_tick(root);
+	t.tick = ct_last_tick(root);
+	char *ticks = ct_ticks(root, 1, t.tick), *events = ct_events(root, false);
+	ck_assert_msg(cs_run_until(commit_answer_lost, &t, 20000),
+		      "step %d: tick %" PRId64 " not made (b1 completed %" PRId64
+		      ", last tick %" PRId64 ")",
+		      t.step, t.tick, ct_completed(b1, "b1"), ct_last_tick(b1));
+	ct_assert_same("ticks", ticks, ct_ticks(b1, 1, t.tick));
+	ct_assert_same("events", events, ct_events(b1, false));
+
+	char sql[200];
+	snprintf(sql, sizeof(sql), "alter database \"%s\" allow_connections true", root);
+	pgt_exec(t.gate, sql);
+	PQfinish(t.gate);
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+}
+END_TEST
+
 static bool read_unsorted(void *arg)
 {
 	/* the worker's provider session reports its function calls when it ends */
@@ -933,6 +1024,7 @@ int main(void)
 	TCase *to = pgt_tcase("owed_tick", 120);
 	tcase_add_checked_fixture(to, cs_setup, cs_teardown);
 	tcase_add_test(to, test_tick_owed_after_crash);
+	tcase_add_test(to, test_tick_owed_commit_answer_lost);
 	suite_add_tcase(s, to);
 	TCase *tu = pgt_tcase("unsorted", 120);
 	tcase_add_checked_fixture(tu, cs_setup, cs_teardown);
