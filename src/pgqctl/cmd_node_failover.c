@@ -109,8 +109,17 @@ static int fo_act_fence(CtlPlan *p, void *arg, int n)
 	return 0;
 }
 
+/* A branch's worker makes the tick of a batch after the batch's commit (with
+   the provider's tick time). Stopped or restarted between the two while its
+   provider is dead, it cannot: the branch then holds the batch's events and
+   its position but not the tick. Such a branch stands at its position. */
+static long long fo_top_of(const NcState *st)
+{
+	return strcmp(st->type, "branch") == 0 && st->completed > st->top ? st->completed : st->top;
+}
+
 /* The most advanced survivor: the live branch (other than NEW and OLD) with the
-   highest tick. NULL when none is ahead of NEW. */
+   highest tick, counting a tick it owes. NULL when none is ahead of NEW. */
 static int fo_best(NcOp *op, NcMember **best, long long *best_top, long long *new_top)
 {
 	NcState ns;
@@ -132,57 +141,54 @@ static int fo_best(NcOp *op, NcMember **best, long long *best_top, long long *ne
 			return -1;
 		if (rc == 0 || !st.node || strcmp(st.type, "branch") != 0)
 			continue;
-		if (st.top > ns.top && st.top > *best_top) {
+		if (fo_top_of(&st) > ns.top && fo_top_of(&st) > *best_top) {
 			*best = m;
-			*best_top = st.top;
+			*best_top = fo_top_of(&st);
 		}
 	}
 	return 0;
 }
 
-/* A branch's worker makes the tick of a batch after the batch's commit (with
-   the provider's tick time). Restarted between the two while its provider is
-   dead, it cannot: NEW then holds the batch's events and its position but not
-   the tick. Without a survivor to read it from, pgqctl makes it (the same
-   guarded call as the worker's, stamped now), so the cascade resumes from the
-   tick NEW applied and those events do not count as lost. 1 owed, 0 not, -1
-   error. */
-static int fo_owes_tick(NcOp *op, NcState *ns)
+/* Does m owe the tick of the batch it applied last (see fo_top_of)? Without a
+   survivor to read it from, pgqctl makes it (the same guarded call as the
+   worker's, stamped now), so the cascade resumes from the tick applied and
+   those events do not count as lost. 1 owed, 0 not, -1 error. */
+static int fo_owes_tick(NcOp *op, NcMember *m, NcState *st)
 {
-	if (!nc_need_state(op, op->nw, ns))
+	if (!nc_need_state(op, m, st))
 		return -1;
-	return strcmp(ns->type, "branch") == 0 && ns->completed > ns->top;
+	return strcmp(st->type, "branch") == 0 && st->completed > st->top;
 }
 
-/* Has NEW's worker made the owed tick by now? 1 yes (noted in the plan), 0 no,
+/* Has m's worker made the owed tick by now? 1 yes (noted in the plan), 0 no,
    -1 error. */
-static int fo_worker_made_tick(CtlPlan *p, NcOp *op, const NcState *owed)
+static int fo_worker_made_tick(CtlPlan *p, NcOp *op, NcMember *m, const NcState *owed)
 {
 	NcState st;
 
-	if (!nc_need_state(op, op->nw, &st))
+	if (!nc_need_state(op, m, &st))
 		return -1;
 	if (st.top < owed->completed)
 		return 0;
-	ctl_plan_note(p, "%s's worker made tick %lld", ctl_q(op->nw->name), owed->completed);
+	ctl_plan_note(p, "%s's worker made tick %lld", ctl_q(m->name), owed->completed);
 	return 1;
 }
 
-static int fo_make_owed_tick(CtlPlan *p, NcOp *op, const NcState *owed)
+static int fo_make_owed_tick(CtlPlan *p, NcOp *op, NcMember *m, const NcState *owed)
 {
 	char tbl[300], sql[1200], tick[32];
 	const char *q[2] = {op->queue, tick};
-	CtlDb *db = nc_db(op, op->nw);
+	CtlDb *db = nc_db(op, m);
 	PGresult *r;
 
 	/* a running worker makes it while it waits for its provider: give it 2 s */
 	for (int i = 0; i < 100; i++) {
-		int made = fo_worker_made_tick(p, op, owed);
+		int made = fo_worker_made_tick(p, op, m, owed);
 		if (made != 0)
 			return made < 0 ? -1 : 0;
 		nc_nap(op->ctx, 20);
 	}
-	if (!nc_queue_table(op, op->nw, tbl, sizeof(tbl)))
+	if (!nc_queue_table(op, m, tbl, sizeof(tbl)))
 		return -1;
 	snprintf(tick, sizeof(tick), "%lld", owed->completed);
 	snprintf(sql, sizeof(sql),
@@ -200,7 +206,7 @@ static int fo_make_owed_tick(CtlPlan *p, NcOp *op, const NcState *owed)
 	   tick is there either way */
 	r = ctl_db_exec(db, sql, 2, q);
 	if (!r) {
-		int made = fo_worker_made_tick(p, op, owed);
+		int made = fo_worker_made_tick(p, op, m, owed);
 		if (made != 0)
 			return made < 0 ? -1 : 0;
 		ctl_db_fail(db, op->what);
@@ -210,7 +216,7 @@ static int fo_make_owed_tick(CtlPlan *p, NcOp *op, const NcState *owed)
 	ctl_plan_note(p,
 		      "%s made tick %lld: its worker had applied that batch, and its provider "
 		      "died before the tick",
-		      ctl_q(op->nw->name), owed->completed);
+		      ctl_q(m->name), owed->completed);
 	return 0;
 }
 
@@ -224,7 +230,7 @@ static int fo_chk_catch_up(CtlPlan *p, void *arg, int n)
 
 	if (g != 0)
 		return g < 0 ? -1 : 1;
-	if (fo_best(op, &best, &bt, &nt) < 0 || (owes = fo_owes_tick(op, &ns)) < 0)
+	if (fo_best(op, &best, &bt, &nt) < 0 || (owes = fo_owes_tick(op, op->nw, &ns)) < 0)
 		return -1;
 	if (!best && !owes)
 		ctl_plan_note(p, "no survivor is ahead of %s (tick %lld)", ctl_q(op->nw->name), nt);
@@ -242,9 +248,13 @@ static int fo_act_catch_up(CtlPlan *p, void *arg, int n)
 	if (fo_best(op, &best, &bt, &nt) < 0)
 		return -1;
 	if (!best) {
-		owes = fo_owes_tick(op, &ns);
-		return owes <= 0 ? owes : fo_make_owed_tick(p, op, &ns);
+		owes = fo_owes_tick(op, op->nw, &ns);
+		return owes <= 0 ? owes : fo_make_owed_tick(p, op, op->nw, &ns);
 	}
+	/* NEW reads up to bt from best: best's own tick of bt first */
+	owes = fo_owes_tick(op, best, &ns);
+	if (owes < 0 || (owes && fo_make_owed_tick(p, op, best, &ns) != 0))
+		return -1;
 	above = nc_is_above(op, op->nw, best);
 	if (above < 0)
 		return -1;
@@ -252,8 +262,8 @@ static int fo_act_catch_up(CtlPlan *p, void *arg, int n)
 		return -1;
 	if (nc_wait_for_tick(op, op->nw, bt) != 0)
 		return -1;
-	ctl_plan_note(p, "%s got ticks %lld..%lld from %s", ctl_q(op->nw->name), nt, bt,
-		      ctl_q(best->name));
+	ctl_plan_note_more(p, "%s got ticks %lld..%lld from %s", ctl_q(op->nw->name), nt, bt,
+			   ctl_q(best->name));
 	return 0;
 }
 
@@ -588,7 +598,7 @@ static int fo_check_ahead(NcOp *op)
 		NcState ns;
 		int owes;
 
-		if (fo_best(op, &best, &bt, &nt) < 0 || (owes = fo_owes_tick(op, &ns)) < 0)
+		if (fo_best(op, &best, &bt, &nt) < 0 || (owes = fo_owes_tick(op, op->nw, &ns)) < 0)
 			return -1;
 		resume = best ? bt : owes ? ns.completed : nt;
 	}

@@ -138,6 +138,20 @@ void ctl_plan_note(CtlPlan *p, const char *fmt, ...)
 	va_end(ap);
 }
 
+void ctl_plan_note_more(CtlPlan *p, const char *fmt, ...)
+{
+	size_t l = strlen(p->note);
+	va_list ap;
+
+	if (l && l + 2 < sizeof(p->note)) {
+		memcpy(p->note + l, "; ", 3);
+		l += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(p->note + l, sizeof(p->note) - l, fmt, ap);
+	va_end(ap);
+}
+
 bool ctl_plan_dry_run(const CtlPlan *p)
 {
 	return p->dry_run;

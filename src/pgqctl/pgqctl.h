@@ -241,6 +241,8 @@ bool ctl_plan_dry_run(const CtlPlan *p);
 bool ctl_plan_text(const CtlPlan *p);
 /* Detail of the step being checked or done: printed after it, in the JSON "detail". */
 void ctl_plan_note(CtlPlan *p, const char *fmt, ...) PQEV_PRINTF(2, 3);
+/* The same, after what the step noted already ("; " between). */
+void ctl_plan_note_more(CtlPlan *p, const char *fmt, ...) PQEV_PRINTF(2, 3);
 /* Run the steps (see node_plan.c); an exit code. */
 int ctl_plan_run(CtlPlan *p);
 /* With --json: the document of the plan (command, every step with its outcome
