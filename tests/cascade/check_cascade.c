@@ -1008,40 +1008,31 @@ START_TEST(test_node_info_not_every_batch)
 }
 END_TEST
 
+/* One case per group, each with a fresh loop (cs_setup) and its own timeout. */
+static void group(Suite *s, const char *name, const TTest *const *tests)
+{
+	TCase *tc = pgt_tcase(name, 120);
+	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
+	for (; *tests; tests++)
+		tcase_add_test(tc, *tests);
+	suite_add_tcase(s, tc);
+}
+
 int main(void)
 {
 	Suite *s = suite_create("cascade");
-	TCase *tc = pgt_tcase("cascade", 120);
-	tcase_add_checked_fixture(tc, cs_setup, cs_teardown);
-	tcase_add_test(tc, test_config_errors);
-	tcase_add_test(tc, test_config_size_checked);
-	tcase_add_test(tc, test_no_pgq_node);
-	tcase_add_test(tc, test_not_a_node);
-	tcase_add_test(tc, test_two_workers_one_node);
-	tcase_add_test(tc, test_bad_provider_and_lost_position);
-	tcase_add_test(tc, test_chain_root_branch_branch_leaf);
-	suite_add_tcase(s, tc);
-	TCase *to = pgt_tcase("owed_tick", 120);
-	tcase_add_checked_fixture(to, cs_setup, cs_teardown);
-	tcase_add_test(to, test_tick_owed_after_crash);
-	tcase_add_test(to, test_tick_owed_commit_answer_lost);
-	suite_add_tcase(s, to);
-	TCase *tu = pgt_tcase("unsorted", 120);
-	tcase_add_checked_fixture(tu, cs_setup, cs_teardown);
-	tcase_add_test(tu, test_unsorted_large_batch);
-	suite_add_tcase(s, tu);
-	TCase *tn = pgt_tcase("node_info", 120);
-	tcase_add_checked_fixture(tn, cs_setup, cs_teardown);
-	tcase_add_test(tn, test_node_info_not_every_batch);
-	suite_add_tcase(s, tn);
-	TCase *tw = pgt_tcase("watermark", 120);
-	tcase_add_checked_fixture(tw, cs_setup, cs_teardown);
-	tcase_add_test(tw, test_watermark_holds_rotation);
-	suite_add_tcase(s, tw);
-	TCase *ts = pgt_tcase("sync_watermark", 120);
-	tcase_add_checked_fixture(ts, cs_setup, cs_teardown);
-	tcase_add_test(ts, test_sync_watermark);
-	suite_add_tcase(s, ts);
+	group(s, "cascade",
+	      (const TTest *[]){test_config_errors, test_config_size_checked, test_no_pgq_node,
+				test_not_a_node, test_two_workers_one_node,
+				test_bad_provider_and_lost_position,
+				test_chain_root_branch_branch_leaf, NULL});
+	group(s, "owed_tick",
+	      (const TTest *[]){test_tick_owed_after_crash, test_tick_owed_commit_answer_lost,
+				NULL});
+	group(s, "unsorted", (const TTest *[]){test_unsorted_large_batch, NULL});
+	group(s, "node_info", (const TTest *[]){test_node_info_not_every_batch, NULL});
+	group(s, "watermark", (const TTest *[]){test_watermark_holds_rotation, NULL});
+	group(s, "sync_watermark", (const TTest *[]){test_sync_watermark, NULL});
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
 }
