@@ -596,11 +596,68 @@ static int sw_act_pause_new(CtlPlan *p, void *arg, int n)
 	return nc_pause_worker(op, op->nw);
 }
 
+/* The root's ticker settings go with its role. A branch's own are unused (its
+   ticks are its provider's) and promote_branch leaves them as they were, PgQ's
+   defaults as a rule (3 s max lag): the cascade would tick differently after
+   the switch. Copied before promote_branch, so that a run interrupted between
+   the two copies them again. low_latency only where both queues have it
+   (PgQ 3.5 has not). */
+static int sw_carry_ticker_settings(NcOp *op, char *out, size_t len)
+{
+	static const char *const names[4] = {"ticker_max_count", "ticker_max_lag",
+					     "ticker_idle_period", "low_latency"};
+	const char *q[1] = {op->queue};
+	PGresult *from, *to;
+	size_t used = 0;
+
+	from = ctl_plan_query(nc_db(op, op->old), op->what,
+			      "select queue_ticker_max_count::text, queue_ticker_max_lag::text,"
+			      " queue_ticker_idle_period::text,"
+			      " to_jsonb(q) ->> 'queue_low_latency'"
+			      " from pgq.queue q where queue_name = $1",
+			      1, q);
+	if (!from)
+		return -1;
+	to = PQntuples(from) == 1 ? ctl_plan_query(nc_db(op, op->nw), op->what,
+						   "select to_jsonb(q) ? 'queue_low_latency'"
+						   " from pgq.queue q where queue_name = $1",
+						   1, q)
+				  : NULL;
+	if (!to) {
+		if (PQntuples(from) != 1)
+			ctl_err("%s: no queue %s on %s", op->what, ctl_q(op->queue),
+				ctl_q(op->old->name));
+		PQclear(from);
+		return -1;
+	}
+	for (int i = 0; i < 4; i++) {
+		const char *v = PQgetisnull(from, 0, i) ? NULL : PQgetvalue(from, 0, i);
+		const char *c[3] = {op->queue, names[i], v};
+
+		if (!v || (i == 3 && strcmp(PQgetvalue(to, 0, 0), "t") != 0))
+			continue;
+		if (!ctl_plan_call(nc_db(op, op->nw), op->what,
+				   "select pgq.set_queue_config($1, $2, $3)", 3, c, NULL)) {
+			PQclear(from);
+			PQclear(to);
+			return -1;
+		}
+		used += (size_t)snprintf(out + used, used < len ? len - used : 0, "%s%s %s",
+					 used ? ", " : "", names[i], v);
+	}
+	PQclear(from);
+	PQclear(to);
+	return 0;
+}
+
 static int sw_act_promote(CtlPlan *p, void *arg, int n)
 {
 	NcOp *op = arg;
 	const char *q[1] = {op->queue};
+	char carried[300] = "";
 
+	if (sw_carry_ticker_settings(op, carried, sizeof(carried)) != 0)
+		return -1;
 	if (!ctl_plan_call(nc_db(op, op->nw), op->what, "select * from pgq_node.promote_branch($1)",
 			   1, q, NULL))
 		return -1;
@@ -610,6 +667,7 @@ static int sw_act_promote(CtlPlan *p, void *arg, int n)
 			      ctl_q(op->nw->name), op->t_on - op->t_off);
 	else
 		ctl_plan_note(p, "producers write to %s now", ctl_q(op->nw->name));
+	ctl_plan_note_more(p, "ticker settings of %s: %s", ctl_q(op->old->name), carried);
 	return 0;
 }
 

@@ -587,6 +587,12 @@ static void expect_role(const char *db, const char *want)
 
 /* ---- tests ---- */
 
+/* A queue's ticker settings, one line. */
+#define TICKER_SETTINGS_SQL                                                                          \
+	"select concat_ws(' ', queue_ticker_max_count, queue_ticker_max_lag,"                        \
+	" queue_ticker_idle_period, queue_low_latency) from pgq.queue where queue_name = '" CT_QUEUE \
+	"'"
+
 START_TEST(test_switchover_under_load)
 {
 	Cas c;
@@ -604,6 +610,18 @@ START_TEST(test_switchover_under_load)
 	ck_assert_str_eq(before, after);
 	free(before);
 	free(after);
+
+	/* b2's own ticker settings, unused while it is a branch, differ from the
+	   root's: the root's go with its role */
+	pgt_exec_db(c.db[N_B2],
+		    "select pgq.set_queue_config('" CT_QUEUE "', 'ticker_max_count', '7'),"
+		    " pgq.set_queue_config('" CT_QUEUE "', 'ticker_max_lag', '17'),"
+		    " pgq.set_queue_config('" CT_QUEUE "', 'ticker_idle_period', '19'),"
+		    " pgq.set_queue_config('" CT_QUEUE "', 'low_latency', 'false')");
+	char *root_ticker = ct_value(c.db[N_ROOT], TICKER_SETTINGS_SQL);
+	char *b2_ticker = ct_value(c.db[N_B2], TICKER_SETTINGS_SQL);
+	ck_assert_str_ne(root_ticker, b2_ticker);
+	free(b2_ticker);
 
 	/* switchover root -> b2 (two hops below) under 1,000 events/s */
 	pthread_mutex_lock(&c.mu);
@@ -623,6 +641,8 @@ START_TEST(test_switchover_under_load)
 	expect_role(c.db[N_ROOT], "branch:b2");
 	expect_role(c.db[N_B1], "branch:root");
 	expect_role(c.db[N_LF], "leaf:b2");
+	ct_expect_value(c.db[N_B2], TICKER_SETTINGS_SQL, root_ticker);
+	free(root_ticker);
 	/* b2's worker, a root's now, lets go of its former provider b1: only b1's
 	   own worker stays connected there */
 	Conns k = {c.db[N_B1], 1};
