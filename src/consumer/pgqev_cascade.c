@@ -186,6 +186,9 @@ static void abandon(PgqevCascade *w, const char *why)
 		cas_send_ignored(w, true, "rollback", 0, NULL);
 	w->dst_in_tx = w->src_in_tx = false;
 	w->finishing = false;
+	/* the state read behind a COMMIT: its answers are stale (gen) */
+	w->ahead_pending = 0;
+	w->ahead_taken = w->ahead_dropped = false;
 	/* a failed or lost commit leaves the position to the next state read,
 	   and the branch's tick of it unknown: the next batch or idle pass
 	   makes it when missing */

@@ -535,7 +535,8 @@ static void go_commit(PgqevCascade *w)
 	}
 	if (w->behind_only) {
 		/* the position belongs to the combined branch's replay */
-		(void)cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0);
+		if (cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0))
+			cas_state_ahead(w);
 		return;
 	}
 	if (w->combined_queue) {
@@ -552,7 +553,8 @@ static void go_commit(PgqevCascade *w)
 			      " pgq_node.set_consumer_completed($1, $2, $3)",
 			      3, p, 0))
 		return;
-	(void)cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0);
+	if (cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0))
+		cas_state_ahead(w);
 }
 
 void cas_maybe_commit(PgqevCascade *w)
@@ -858,10 +860,11 @@ void cas_go_tick(PgqevCascade *w)
 }
 
 /* finish_batch + COMMIT on the provider. The batch is committed locally, so
-   the next iteration (the node's state, on the local node) starts at once
-   while they travel; a failure of theirs fails that iteration, and the batch
-   handed out again is recognised by the position (completed = cur). A stop
-   waits for them. */
+   the next iteration starts at once while they travel (its state read came
+   back with the local COMMIT: cas_state_ahead, so its next_batch_info follows
+   them in the same round trip); a failure of theirs fails that iteration, and
+   the batch handed out again is recognised by the position (completed = cur).
+   A stop waits for them. */
 void cas_go_finish(PgqevCascade *w)
 {
 	char id[32];

@@ -40,6 +40,8 @@ typedef enum ReqKind {
 	RK_LOCK,
 	RK_NODE,
 	RK_STATE,
+	RK_NODE_AHEAD,  /* RK_NODE and RK_STATE of the next iteration, sent */
+	RK_STATE_AHEAD, /* behind a batch's COMMIT (cas_state_ahead) */
 	RK_GWM,
 	RK_CHANNEL,
 	RK_NEXT,
@@ -132,6 +134,11 @@ struct PgqevCascade {
 	   committed, and if it did, this is the tick owed */
 	int64_t committing_tick;
 	char *committing_time;
+	/* the next iteration's state read, pipelined behind the batch's COMMIT:
+	   answers still to come; taken by cas_go_state, or dropped when anything
+	   else ran first (a failure resets them with gen) */
+	unsigned ahead_pending;
+	bool ahead_taken, ahead_dropped, ahead_node_cached;
 	/* provider: finish_batch + COMMIT of the last batch still in flight while
 	   the next iteration reads the node's state */
 	bool finishing;
@@ -209,6 +216,8 @@ void cas_send_ignored(PgqevCascade *w, bool src, const char *sql, int nparams,
 		      const char *const *params);
 void cas_go_hello(PgqevCascade *w);
 void cas_go_state(PgqevCascade *w);
+/* the next iteration's state read, sent behind the batch's COMMIT */
+void cas_state_ahead(PgqevCascade *w);
 void cas_req_done(PqevConn *conn, const PqevReply *reply, void *arg);
 /* the provider has no batch: the idle report when due, then wait */
 void cas_next_none(PgqevCascade *w);

@@ -164,6 +164,15 @@ static bool node_info_fresh(const PgqevCascade *w)
 	return true;
 }
 
+#define NODE_SQL                                                            \
+	"select ret_code, ret_note, node_type, node_name, local_watermark," \
+	" worker_name, combined_queue, combined_type, global_watermark,"    \
+	" node_attrs from pgq_node.get_node_info($1)"
+#define STATE_SQL                                                   \
+	"select ret_code, ret_note, completed_tick, provider_node," \
+	" provider_location, paused, uptodate"                      \
+	" from pgq_node.get_consumer_state($1, $2)"
+
 void cas_go_state(PgqevCascade *w)
 {
 	if (w->stop_requested) {
@@ -176,6 +185,14 @@ void cas_go_state(PgqevCascade *w)
 		return;
 	}
 	cas_set_phase(w, WP_STATE);
+	if (w->ahead_pending > 0 && !w->ahead_taken && !w->ahead_dropped) {
+		/* read behind the last batch's COMMIT: its answers are this
+		   iteration's */
+		w->ahead_taken = true;
+		w->node_cached = w->ahead_node_cached;
+		w->state_sent = true;
+		return;
+	}
 	w->node_cached = node_info_fresh(w);
 	if (w->node_cached) {
 		w->state_sent = true;
@@ -183,25 +200,58 @@ void cas_go_state(PgqevCascade *w)
 		return;
 	}
 	const char *p[1] = {w->cfg.queue};
-	if (!cas_send_or_fail(w, false, RK_NODE,
-			      "select ret_code, ret_note, node_type, node_name, local_watermark,"
-			      " worker_name, combined_queue, combined_type, global_watermark,"
-			      " node_attrs from pgq_node.get_node_info($1)",
-			      1, p, 0))
+	if (!cas_send_or_fail(w, false, RK_NODE, NODE_SQL, 1, p, 0))
 		return;
 	/* once the worker's name is known, its state goes out in the same
 	   round trip (a failed node check makes the answer stale: gen) */
 	w->state_sent = w->worker != NULL && send_state(w);
 }
 
+/* The next iteration's node state, pipelined right behind a batch's COMMIT on
+   the local node: it comes back in the COMMIT's round trip, so once the commit
+   is answered the provider gets finish_batch, COMMIT and next_batch_info
+   together (one round trip per batch less than reading the state after the
+   COMMIT's answer). The read sees the node as the commit left it, as a read
+   sent after the answer would. cas_go_state takes its answers when the
+   iteration follows the batch at once; a stop, a sync round or anything else
+   that runs first drops them, and a failed COMMIT (gen) makes them stale. */
+void cas_state_ahead(PgqevCascade *w)
+{
+	if (w->stop_requested || w->ahead_pending > 0 || !w->worker)
+		return;
+	w->ahead_taken = w->ahead_dropped = false;
+	w->ahead_node_cached = node_info_fresh(w);
+	if (!w->ahead_node_cached) {
+		const char *p[1] = {w->cfg.queue};
+		if (cas_send_on(w, false, RK_NODE_AHEAD, NODE_SQL, 1, p, 0) != 0)
+			return;
+		w->ahead_pending++;
+	}
+	const char *p[2] = {w->cfg.queue, w->worker};
+	if (cas_send_on(w, false, RK_STATE_AHEAD, STATE_SQL, 2, p, 0) != 0) {
+		w->ahead_dropped = w->ahead_pending > 0; /* the node's answer alone */
+		return;
+	}
+	w->ahead_pending++;
+}
+
+/* An answer of the read ahead arrived: true when this iteration took it. */
+static bool ahead_arrived(PgqevCascade *w)
+{
+	bool taken = w->ahead_taken && !w->ahead_dropped;
+	if (w->ahead_pending > 0)
+		w->ahead_pending--;
+	if (!taken)
+		w->ahead_dropped = true;
+	if (w->ahead_pending == 0)
+		w->ahead_taken = w->ahead_dropped = false;
+	return taken;
+}
+
 static bool send_state(PgqevCascade *w)
 {
 	const char *p[2] = {w->cfg.queue, w->worker};
-	return cas_send_or_fail(w, false, RK_STATE,
-				"select ret_code, ret_note, completed_tick, provider_node,"
-				" provider_location, paused, uptodate"
-				" from pgq_node.get_consumer_state($1, $2)",
-				2, p, 0);
+	return cas_send_or_fail(w, false, RK_STATE, STATE_SQL, 2, p, 0);
 }
 
 static bool need_src(PgqevCascade *w, const char *location)
@@ -731,7 +781,9 @@ static void on_done_kind(PgqevCascade *w, const PgqevReq *x, const PqevReply *r)
 		cas_sync_reply(w, x->kind, r);
 		return;
 	case RK_CHANNEL:
-		return; /* handled in req_done_channel */
+	case RK_NODE_AHEAD:
+	case RK_STATE_AHEAD:
+		return; /* handled in cas_req_done */
 	}
 }
 
@@ -752,6 +804,11 @@ void cas_req_done(PqevConn *conn, const PqevReply *reply, void *arg)
 	}
 	if (x.gen != w->gen)
 		return;
+	if (x.kind == RK_NODE_AHEAD || x.kind == RK_STATE_AHEAD) {
+		if (!ahead_arrived(w))
+			return;
+		x.kind = x.kind == RK_NODE_AHEAD ? RK_NODE : RK_STATE;
+	}
 	cas_enter(w);
 	on_done_kind(w, &x, reply);
 	cas_leave(w);

@@ -1008,6 +1008,53 @@ START_TEST(test_node_info_not_every_batch)
 }
 END_TEST
 
+/* A branch's COMMIT fails (a deferred trigger refuses it once). The next
+   iteration's state read, pipelined behind that COMMIT, is answered all the
+   same (with the old position): the worker drops it with the failed batch,
+   backs off, reads the state anew and applies the batch again; one error,
+   nothing lost or doubled, the branch's batches the root's. */
+START_TEST(test_commit_fails_state_read_behind)
+{
+	char *root = ct_node_db(), *b1 = ct_node_db();
+	ct_make_root(root, "root");
+	ct_make_sub("branch", b1, "b1", root, "root", root);
+	pgt_exec_db(root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	pgt_exec_db(b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	CtWorker w1 = {.no_handler = true, .quiet = true};
+	ct_start(&w1, b1, POLL);
+	ct_produce(root, 0, 50);
+	cs_tick(root);
+	const char *dbs[1] = {b1};
+	const char *names[1] = {"b1"};
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	/* a sequence counts the commits: it is not rolled back with them */
+	pgt_exec_db(b1,
+		    "create sequence commits;"
+		    " create function refuse_once() returns trigger language plpgsql as"
+		    " $$ begin if nextval('commits') = 1 then"
+		    " raise exception 'commit refused once'; end if; return null; end $$;"
+		    " create constraint trigger refuse_once after update on pgq_node.local_state"
+		    " deferrable initially deferred for each row execute function refuse_once();"
+		    " alter table pgq_node.local_state enable always trigger refuse_once");
+	for (int i = 1; i <= 3; i++) {
+		ct_produce(root, 50 * i, 50 * (i + 1));
+		cs_tick(root);
+	}
+	ck_assert(ct_wait_synced(root, dbs, names, 1, 20000));
+	ck_assert_int_ge(pgt_int_db(b1, "select last_value from commits"), 2);
+	ck_assert_msg(w1.errors == 1 && strstr(w1.last_error, "commit refused once"),
+		      "%d errors, the last: %s", w1.errors, w1.last_error);
+	int64_t last = ct_last_tick(root);
+	ct_assert_same("ticks", ct_ticks(root, 1, last), ct_ticks(b1, 1, last));
+	ct_assert_same("events", ct_events(root, false), ct_events(b1, false));
+	ct_assert_same("batches of a consumer", drain_batches(root, "obs"),
+		       drain_batches(b1, "obs"));
+	ct_stop(&w1);
+	free(root);
+	free(b1);
+}
+END_TEST
+
 /* One case per group, each with a fresh loop (cs_setup) and its own timeout. */
 static void group(Suite *s, const char *name, const TTest *const *tests)
 {
@@ -1028,7 +1075,7 @@ int main(void)
 				test_chain_root_branch_branch_leaf, NULL});
 	group(s, "owed_tick",
 	      (const TTest *[]){test_tick_owed_after_crash, test_tick_owed_commit_answer_lost,
-				NULL});
+				test_commit_fails_state_read_behind, NULL});
 	group(s, "unsorted", (const TTest *[]){test_unsorted_large_batch, NULL});
 	group(s, "node_info", (const TTest *[]){test_node_info_not_every_batch, NULL});
 	group(s, "watermark", (const TTest *[]){test_watermark_holds_rotation, NULL});
