@@ -798,9 +798,8 @@ static const char *tick_sql(void)
 	       " pgq.ticker($1, $2::int8, $3::timestamptz,"
 	       " greatest($4::int8, coalesce(l.tick_event_seq, 0))) end"
 	       " from (select 1) o left join lateral (select t.tick_id, t.tick_event_seq"
-	       " from pgq.tick t, pgq.queue q where t.tick_queue = q.queue_id"
-	       " and q.queue_name = $1 order by t.tick_queue desc, t.tick_id desc limit 1) l"
-	       " on true";
+	       " from pgq.tick t where t.tick_queue = " CAS_QUEUE_ID_SQL
+	       " order by t.tick_queue desc, t.tick_id desc limit 1) l on true";
 }
 
 static bool send_tick(PgqevCascade *w, ReqKind kind, int64_t tick, const char *tick_time)

@@ -250,6 +250,12 @@ bool cas_idle_tick(PgqevCascade *w, const char *tick_time);
    the last batch's tick now if it is owed, so the branch's consumers (and a
    failover that promotes this branch) see the batch; the reply only notes it. */
 void cas_tick_in_background(PgqevCascade *w);
+/* The queue's id for a condition on pgq.tick's key, queue named by $1. A join
+   with pgq.queue instead leaves the planner to estimate the queue's share of
+   pgq.tick; with stale statistics it reads all of the queue's ticks (a busy
+   low-latency queue has thousands) to find the newest, on every batch. */
+#define CAS_QUEUE_ID_SQL "(select queue_id from pgq.queue where queue_name = $1)"
+
 /* the owed-tick reply: last local tick before, and whether the tick was made */
 bool cas_owed_tick_reply(PgqevCascade *w, const PGresult *res, int64_t tick);
 void cas_go_finish(PgqevCascade *w);

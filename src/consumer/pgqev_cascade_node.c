@@ -97,12 +97,11 @@ static void go_next(PgqevCascade *w)
 	cas_set_phase(w, WP_NEXT);
 	(void)cas_send_or_fail(w, true, RK_NEXT,
 			       "select b.batch_id, b.prev_tick_id, b.cur_tick_id, b.cur_tick_time,"
-			       " (select max(t.tick_id) from pgq.tick t, pgq.queue q"
-			       " where t.tick_queue = q.queue_id and q.queue_name = $1),"
+			       " (select max(t.tick_id) from pgq.tick t"
+			       " where t.tick_queue = " CAS_QUEUE_ID_SQL "),"
 			       " extract(epoch from now() - b.prev_tick_time), b.prev_tick_time,"
-			       " (select t.tick_time from pgq.tick t, pgq.queue q"
-			       " where t.tick_queue = q.queue_id and q.queue_name = $1"
-			       " and t.tick_id = $3::int8),"
+			       " (select t.tick_time from pgq.tick t"
+			       " where t.tick_queue = " CAS_QUEUE_ID_SQL " and t.tick_id = $3::int8),"
 			       " b.cur_tick_event_seq - b.prev_tick_event_seq"
 			       " from pgq.next_batch_info($1, $2) b",
 			       3, p, 0);
@@ -547,8 +546,8 @@ static void on_next_reply(PgqevCascade *w, const PGresult *res)
 		const char *p[1] = {w->cfg.queue};
 		cas_set_phase(w, WP_CHECK);
 		(void)cas_send_or_fail(w, false, RK_LAST_TICK,
-				       "select t.tick_id from pgq.tick t, pgq.queue q"
-				       " where t.tick_queue = q.queue_id and q.queue_name = $1"
+				       "select t.tick_id from pgq.tick t"
+				       " where t.tick_queue = " CAS_QUEUE_ID_SQL
 				       " order by t.tick_queue desc, t.tick_id desc limit 1",
 				       1, p, 0);
 		return;
