@@ -101,7 +101,8 @@ static void go_next(PgqevCascade *w)
 			       " where t.tick_queue = " CAS_QUEUE_ID_SQL "),"
 			       " extract(epoch from now() - b.prev_tick_time), b.prev_tick_time,"
 			       " (select t.tick_time from pgq.tick t"
-			       " where t.tick_queue = " CAS_QUEUE_ID_SQL " and t.tick_id = $3::int8),"
+			       " where t.tick_queue = " CAS_QUEUE_ID_SQL
+			       " and t.tick_id = $3::int8),"
 			       " b.cur_tick_event_seq - b.prev_tick_event_seq"
 			       " from pgq.next_batch_info($1, $2) b",
 			       3, p, 0);
