@@ -636,10 +636,16 @@ static void send_tick(Db *db)
 	run_on_tick_conn(db, JOB_TICK, "pgq.ticker()", sql, PQEV_Q_SIMPLE, on_tick);
 }
 
-bool db_idle(const Db *db)
+bool db_stop_owed(const Db *db)
 {
-	return !job_busy(&db->tick_job) && !job_busy(&db->maint_job) &&
-	       !(db->cancel_backend && pqev_conn_is_ready(db->conn));
+	/* a cancel owed on an open tick connection waits for the tick in flight there */
+	return job_busy(&db->maint_job) || db->tick_job.job == JOB_CANCEL ||
+	       (db->cancel_backend && pqev_conn_is_ready(db->conn));
+}
+
+bool db_tick_in_flight(const Db *db)
+{
+	return job_busy(&db->tick_job) && db->tick_job.job != JOB_CANCEL;
 }
 
 static void on_cancel_sent(Db *db, const JobOutcome *o)
@@ -652,8 +658,9 @@ static void on_cancel_sent(Db *db, const JobOutcome *o)
  * A maintenance statement can run for minutes (a vacuum behind a lock), so a
  * stop does not wait for it: the server is asked to cancel it on the tick
  * connection (no new session, no blocking PQcancel; the server acts on it even
- * when we close right after), and its connection is closed now. Only a tick or
- * check in flight is waited for, up to stop_timeout.
+ * when we close right after), and its connection is closed now. The cancel is
+ * what the stop waits for (up to stop_timeout), after the tick in flight on
+ * that connection if there is one.
  */
 static void send_cancel(Db *db)
 {
