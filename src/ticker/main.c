@@ -227,17 +227,20 @@ static void on_reload(int signo, void *arg)
 
 static usec_t stop_deadline, stop_grace_end, stop_at;
 
-/* Databases the stop still waits for; ticks in flight counted apart. */
+/* Send the cancels owed; count the databases the stop still waits for, and the ticks in flight. */
 static unsigned count_owed(Ticker *t, unsigned *ticks)
 {
 	unsigned n = 0;
 
 	*ticks = 0;
-	for (Cluster *cl = t->clusters; cl; cl = cl->next)
+	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
+		/* a cancel held up by a tick may find a free session by now */
+		cluster_stop_cancels(cl);
 		for (Db *db = cl->dbs; db; db = db->next) {
 			n += db_stop_owed(db);
 			*ticks += db_tick_in_flight(db);
 		}
+	}
 	return n;
 }
 

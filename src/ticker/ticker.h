@@ -329,6 +329,8 @@ bool db_stop_owed(const Db *db);
 bool db_tick_in_flight(const Db *db);
 /* Graceful stop begins: end maintenance now (its statement is cancelled, not waited for). */
 void db_stop(Db *db);
+/* Graceful stop: send the cancels owed by the cluster's databases, on another free session if need be. */
+void cluster_stop_cancels(Cluster *cl);
 /* SIGHUP: check for pgq again now (parked: connect now; running: before the next tick). */
 void db_recheck_now(Db *db);
 /* Close both connections (stop, unregister); callbacks see db->dead. */

@@ -528,6 +528,70 @@ START_TEST(test_stop_does_not_wait_for_tick_in_flight)
 }
 END_TEST
 
+/*
+ * SIGTERM while a maintenance statement is in flight (behind lock 4242) and a
+ * tick is in flight on the same database's tick connection (behind the
+ * queue's tick lock), both held by the test: the cancel cannot go on that
+ * connection, so it goes on the free tick connection of another database of
+ * the cluster. The daemon exits at once, and the maintenance statement is
+ * cancelled while the lock is still held. Before, the stop waited for the tick
+ * (stop_timeout, 30 s here) to send the cancel.
+ */
+START_TEST(test_stop_cancels_maintenance_behind_a_tick)
+{
+	char *db = ticking_db(true), *other = ticking_db(false);
+	PGconn *holder = pgt_connect(db);
+	char ini[1024], sql[256];
+	int64_t t0, pid, tick_pid;
+	Daemon *d;
+	int rc;
+
+	pgt_exec(holder, "select pg_advisory_lock(4242)");
+	snprintf(ini, sizeof(ini),
+		 "%sdatabase_list = %s, %s\nticker_period = 0.2\nmaint_period = 1\n"
+		 "stop_timeout = 30\n",
+		 dmn_base_ini(), db, other);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	if (!pgt_wait_until(maint_blocked, NULL, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("maintenance never waited for the lock");
+	}
+	pid = waiter_pid();
+	ck_assert_int_gt(pid, 0);
+	snprintf(sql, sizeof(sql),
+		 "select pg_advisory_lock(1885827444,"
+		 " (select queue_id from pgq.queue where queue_name = 'q'))");
+	pgt_exec(holder, sql);
+	if (!pgt_wait_until(tick_blocked, db, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("no tick ever waited for the queue's tick lock");
+	}
+	tick_pid = tick_waiter_pid(db);
+	t0 = pgt_now_ms();
+	dmn_signal(d, SIGTERM);
+	rc = dmn_wait_exit(d, scaled(2000));
+	fprintf(stderr, "# exit %lld ms after SIGTERM with a maintenance statement behind a tick\n",
+		(long long)(pgt_now_ms() - t0));
+	if (rc != 0)
+		dmn_free(d, true);
+	ck_assert_int_eq(rc, 0);
+	ck_assert(dmn_log_contains(d, "cancel of the maintenance statement sent on"));
+	/* cancelled while the lock is still held: it never ran its insert */
+	if (!pgt_wait_until(backend_gone, &pid, scaled(3000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("the maintenance statement still runs after the daemon exited");
+	}
+	ck_assert_int_eq(pgt_int_db(db, "select count(*) from londiste.calls"), 0);
+	ck_assert(!dmn_log_contains(d, "ERROR"));
+	PQfinish(holder); /* frees the tick lock: the cut-off tick ends */
+	ck_assert(pgt_wait_until(backend_gone, &tick_pid, scaled(5000), 20));
+	dmn_free(d, false);
+	free(other);
+	free(db);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon-sched");
@@ -541,6 +605,7 @@ int main(void)
 	tcase_add_test(tc, test_stopped_after_sessions_closed);
 	tcase_add_test(tc, test_stop_cancels_maintenance_in_flight);
 	tcase_add_test(tc, test_stop_does_not_wait_for_tick_in_flight);
+	tcase_add_test(tc, test_stop_cancels_maintenance_behind_a_tick);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
 }
