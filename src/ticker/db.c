@@ -636,10 +636,16 @@ static void send_tick(Db *db)
 	run_on_tick_conn(db, JOB_TICK, "pgq.ticker()", sql, PQEV_Q_SIMPLE, on_tick);
 }
 
-bool db_idle(const Db *db)
+bool db_stop_owed(const Db *db)
 {
-	return !job_busy(&db->tick_job) && !job_busy(&db->maint_job) &&
-	       !(db->cancel_backend && pqev_conn_is_ready(db->conn));
+	/* a cancel owed on an open tick connection waits for the tick in flight there */
+	return job_busy(&db->maint_job) || db->tick_job.job == JOB_CANCEL ||
+	       (db->cancel_backend && pqev_conn_is_ready(db->conn));
+}
+
+bool db_tick_in_flight(const Db *db)
+{
+	return job_busy(&db->tick_job) && db->tick_job.job != JOB_CANCEL;
 }
 
 static void on_cancel_sent(Db *db, const JobOutcome *o)
@@ -652,8 +658,9 @@ static void on_cancel_sent(Db *db, const JobOutcome *o)
  * A maintenance statement can run for minutes (a vacuum behind a lock), so a
  * stop does not wait for it: the server is asked to cancel it on the tick
  * connection (no new session, no blocking PQcancel; the server acts on it even
- * when we close right after), and its connection is closed now. Only a tick or
- * check in flight is waited for, up to stop_timeout.
+ * when we close right after), and its connection is closed now. The cancel is
+ * what the stop waits for (up to stop_timeout); with a tick in flight on that
+ * connection it goes on another (cluster_stop_cancels) or after the tick.
  */
 static void send_cancel(Db *db)
 {
@@ -671,6 +678,45 @@ static void send_cancel(Db *db)
 	snprintf(pid, sizeof(pid), "%d", db->cancel_backend);
 	db->cancel_backend = 0;
 	(void)job_run(&db->tick_job, db->conn, &spec, on_cancel_sent);
+}
+
+/* Both sessions are open to the same server (a multi-host base_connstr may differ). */
+static bool same_server(const Db *a, const Db *b)
+{
+	PGconn *x = pqev_conn_pgconn(a->conn), *y = pqev_conn_pgconn(b->conn);
+	const char *hx = x ? PQhost(x) : NULL, *hy = y ? PQhost(y) : NULL;
+	const char *px = x ? PQport(x) : NULL, *py = y ? PQport(y) : NULL;
+
+	return hx && hy && px && py && strcmp(hx, hy) == 0 && strcmp(px, py) == 0;
+}
+
+/*
+ * A cancel that cannot go now on its own tick connection (a tick in flight
+ * there, maybe behind a lock) goes on a free tick connection of another
+ * database of the cluster on the same server: pg_cancel_backend() reaches any
+ * backend of the server, and the cluster's sessions share one role.
+ */
+void cluster_stop_cancels(Cluster *cl)
+{
+	for (Db *db = cl->dbs; db; db = db->next) {
+		if (db->dead || !db->cancel_backend)
+			continue;
+		send_cancel(db);
+		if (!db->cancel_backend || !db->conn || !pqev_conn_is_ready(db->conn))
+			continue;
+		for (Db *h = cl->dbs; h; h = h->next) {
+			if (h == db || h->dead || h->cancel_backend || job_busy(&h->tick_job) ||
+			    !h->conn || !pqev_conn_is_ready(h->conn) || !same_server(db, h))
+				continue;
+			pqev_log_debug(db->log,
+				       "cancel of the maintenance statement sent on %s's session",
+				       h->label);
+			h->cancel_backend = db->cancel_backend;
+			db->cancel_backend = 0;
+			send_cancel(h);
+			break;
+		}
+	}
 }
 
 void db_stop(Db *db)

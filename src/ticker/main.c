@@ -33,8 +33,18 @@
 
 #define EXIT_UNREACHABLE 3
 /* How often a stop checks whether the work in flight has finished. */
-#define STOP_POLL_USEC     (20 * USEC_PER_MSEC)
-#define HEALTH_PERIOD_USEC USEC_PER_SEC
+#define STOP_POLL_USEC (10 * USEC_PER_MSEC)
+/*
+ * How long a stop lets ticks and checks in flight be answered before closing
+ * their sessions anyway. Each is one autocommit statement, made whole or not
+ * at all, so nothing needs them; but a backend that answers a closed Unix
+ * socket logs "could not send data to client: Broken pipe" and "FATAL:
+ * connection to client lost". A healthy server answers a tick in a few ms
+ * (p99 14 ms at load 6 here): this lets those end cleanly, and cuts off only
+ * ticks behind a lock or on an overloaded server, where waiting costs most.
+ */
+#define STOP_TICK_GRACE_USEC (100 * USEC_PER_MSEC)
+#define HEALTH_PERIOD_USEC   USEC_PER_SEC
 
 static void report_diag(const PqevConfDiag *d, void *arg)
 {
@@ -215,38 +225,38 @@ static void on_reload(int signo, void *arg)
 	update_status(t);
 }
 
-static bool all_idle(Ticker *t)
-{
-	for (Cluster *cl = t->clusters; cl; cl = cl->next)
-		for (Db *db = cl->dbs; db; db = db->next)
-			if (!db_idle(db))
-				return false;
-	return true;
-}
+static usec_t stop_deadline, stop_grace_end, stop_at;
 
-static usec_t stop_deadline, stop_at;
-
-static unsigned count_busy(Ticker *t)
+/* Send the cancels owed; count the databases the stop still waits for, and the ticks in flight. */
+static unsigned count_owed(Ticker *t, unsigned *ticks)
 {
 	unsigned n = 0;
 
-	for (Cluster *cl = t->clusters; cl; cl = cl->next)
-		for (Db *db = cl->dbs; db; db = db->next)
-			n += !db_idle(db);
+	*ticks = 0;
+	for (Cluster *cl = t->clusters; cl; cl = cl->next) {
+		/* a cancel held up by a tick may find a free session by now */
+		cluster_stop_cancels(cl);
+		for (Db *db = cl->dbs; db; db = db->next) {
+			n += db_stop_owed(db);
+			*ticks += db_tick_in_flight(db);
+		}
+	}
 	return n;
 }
 
 static void on_stop_check(evutil_socket_t fd, short what, void *arg)
 {
 	Ticker *t = arg;
+	usec_t now = pqev_clock_refresh();
+	unsigned ticks, owed = count_owed(t, &ticks);
 
-	if (all_idle(t) && node_all_stopped(t)) {
-		pqev_log_debug(NULL, "stop: work in flight done after %.3f s",
-			       pqev_usec_to_sec(pqev_clock_refresh() - stop_at));
+	if (!owed && node_all_stopped(t) && (!ticks || now >= stop_grace_end)) {
+		pqev_log_debug(NULL, "stop: work in flight done after %.3f s (%u ticks cut off)",
+			       pqev_usec_to_sec(now - stop_at), ticks);
 		event_base_loopexit(t->base, NULL);
 		return;
 	}
-	if (pqev_clock_now() >= stop_deadline) {
+	if (now >= stop_deadline) {
 		pqev_log_warning(NULL, "stop_timeout reached with queries in flight, closing");
 		event_base_loopexit(t->base, NULL);
 		return;
@@ -257,6 +267,8 @@ static void on_stop_check(evutil_socket_t fd, short what, void *arg)
 static void on_graceful_stop(int signo, void *arg)
 {
 	Ticker *t = arg;
+	unsigned ticks, owed;
+	usec_t grace = STOP_TICK_GRACE_USEC;
 
 	pqev_log_info(NULL, "Got %s, shutting down", signo == SIGINT ? "SIGINT" : "SIGTERM");
 	send_notify(pqev_sd_stopping("stopping"), "STOPPING");
@@ -268,8 +280,12 @@ static void on_graceful_stop(int signo, void *arg)
 	evtimer_del(t->stats_timer);
 	evtimer_del(t->health_timer);
 	stop_at = pqev_clock_refresh();
-	pqev_log_debug(NULL, "stop: %u databases busy", count_busy(t));
-	stop_deadline = pqev_clock_now() + t->cfg->main.stop_timeout;
+	owed = count_owed(t, &ticks);
+	pqev_log_debug(NULL, "stop: %u ticks in flight, %u cancels owed", ticks, owed);
+	if (grace > t->cfg->main.stop_timeout)
+		grace = t->cfg->main.stop_timeout;
+	stop_grace_end = stop_at + grace;
+	stop_deadline = stop_at + t->cfg->main.stop_timeout;
 	arm(t->stop_timer, 0);
 }
 

@@ -319,10 +319,18 @@ int db_conn_config(const Db *db, PqevConnConfig *cc, char **conninfo_out);
 /* Record a failure (for health) and an SQL error (counters, rate-limited log). */
 void db_note_failure(Db *db);
 void db_note_sql_error(Db *db, const char *what, const PqevReply *r);
-/* Graceful stop: true when no statement of ours is in flight. */
-bool db_idle(const Db *db);
+/*
+ * Graceful stop: true while the stop owes this database something (a
+ * maintenance statement to cancel, the cancel in flight), which is waited for
+ * up to stop_timeout.
+ */
+bool db_stop_owed(const Db *db);
+/* A tick, check or retry probe is in flight: one autocommit statement, never waited for long. */
+bool db_tick_in_flight(const Db *db);
 /* Graceful stop begins: end maintenance now (its statement is cancelled, not waited for). */
 void db_stop(Db *db);
+/* Graceful stop: send the cancels owed by the cluster's databases, on another free session if need be. */
+void cluster_stop_cancels(Cluster *cl);
 /* SIGHUP: check for pgq again now (parked: connect now; running: before the next tick). */
 void db_recheck_now(Db *db);
 /* Close both connections (stop, unregister); callbacks see db->dead. */

@@ -452,6 +452,146 @@ START_TEST(test_stop_cancels_maintenance_in_flight)
 }
 END_TEST
 
+/* The daemon's backend waiting for pgq._ticker's advisory lock on queue q (0: none). */
+static int64_t tick_waiter_pid(void *db)
+{
+	(void)db;
+	return pgt_int_db("postgres", "select coalesce(max(pid), 0) from pg_locks"
+				      " where locktype = 'advisory' and classid = 1885827444"
+				      " and not granted");
+}
+
+static bool tick_blocked(void *arg)
+{
+	return tick_waiter_pid(arg) > 0;
+}
+
+/*
+ * SIGTERM while a tick is in flight that cannot finish (pgq._ticker waits for
+ * the queue's tick lock, which the test holds): a tick is one autocommit
+ * statement, made whole or not at all, so the stop does not wait for it
+ * (stop_timeout is 30 s here) beyond a short grace. Once the lock is released
+ * the tick is either made or not, and the queue ticks on as usual. Before, the
+ * stop waited stop_timeout for it.
+ */
+START_TEST(test_stop_does_not_wait_for_tick_in_flight)
+{
+	char *db = ticking_db(false);
+	PGconn *holder = pgt_connect(db);
+	char ini[1024], sql[256];
+	int64_t t0, pid, n0, n1, qid;
+	Daemon *d;
+	int rc;
+
+	qid = pgt_int(holder, "select queue_id from pgq.queue where queue_name = 'q'");
+	snprintf(ini, sizeof(ini), "%sdatabase_list = %s\nticker_period = 0.2\nstop_timeout = 30\n",
+		 dmn_base_ini(), db);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	ck_assert(wait_sql(db, "select (count(*) > 1)::int from pgq.tick", scaled(5000)));
+	snprintf(sql, sizeof(sql), "select pg_advisory_lock(1885827444, %lld)", (long long)qid);
+	pgt_exec(holder, sql);
+	if (!pgt_wait_until(tick_blocked, db, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("no tick ever waited for the queue's tick lock");
+	}
+	pid = tick_waiter_pid(db);
+	ck_assert_int_gt(pid, 0);
+	n0 = pgt_int(holder, "select count(*) from pgq.tick");
+	t0 = pgt_now_ms();
+	dmn_signal(d, SIGTERM);
+	rc = dmn_wait_exit(d, scaled(2000));
+	fprintf(stderr, "# exit %lld ms after SIGTERM with a tick in flight\n",
+		(long long)(pgt_now_ms() - t0));
+	if (rc != 0)
+		dmn_free(d, true);
+	ck_assert_int_eq(rc, 0);
+	ck_assert(!dmn_log_contains(d, "ERROR"));
+	ck_assert(!dmn_log_contains(d, "stop_timeout reached"));
+	ck_assert_int_ge(dmn_log_line_no(d, "LOG stopped"), 0);
+	/* the tick cut off finishes or not once the lock is free, never half */
+	snprintf(sql, sizeof(sql), "select pg_advisory_unlock(1885827444, %lld)", (long long)qid);
+	pgt_exec(holder, sql);
+	if (!pgt_wait_until(backend_gone, &pid, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("the tick's backend still runs after the daemon exited");
+	}
+	n1 = pgt_int(holder, "select count(*) from pgq.tick");
+	ck_assert_int_ge(n1, n0);
+	ck_assert_int_le(n1, n0 + 1);
+	/* and the queue's tick lock is free: the next tick is made at once */
+	ck_assert_int_eq(pgt_int(holder, "select pgq.ticker()"), 1);
+	ck_assert_int_eq(pgt_int(holder, "select count(*) from pgq.tick"), n1 + 1);
+	PQfinish(holder);
+	dmn_free(d, false);
+	free(db);
+}
+END_TEST
+
+/*
+ * SIGTERM while a maintenance statement is in flight (behind lock 4242) and a
+ * tick is in flight on the same database's tick connection (behind the
+ * queue's tick lock), both held by the test: the cancel cannot go on that
+ * connection, so it goes on the free tick connection of another database of
+ * the cluster. The daemon exits at once, and the maintenance statement is
+ * cancelled while the lock is still held. Before, the stop waited for the tick
+ * (stop_timeout, 30 s here) to send the cancel.
+ */
+START_TEST(test_stop_cancels_maintenance_behind_a_tick)
+{
+	char *db = ticking_db(true), *other = ticking_db(false);
+	PGconn *holder = pgt_connect(db);
+	char ini[1024], sql[256];
+	int64_t t0, pid, tick_pid;
+	Daemon *d;
+	int rc;
+
+	pgt_exec(holder, "select pg_advisory_lock(4242)");
+	snprintf(ini, sizeof(ini),
+		 "%sdatabase_list = %s, %s\nticker_period = 0.2\nmaint_period = 1\n"
+		 "stop_timeout = 30\n",
+		 dmn_base_ini(), db, other);
+	d = dmn_start(ini, NULL);
+	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
+	if (!pgt_wait_until(maint_blocked, NULL, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("maintenance never waited for the lock");
+	}
+	pid = waiter_pid();
+	ck_assert_int_gt(pid, 0);
+	snprintf(sql, sizeof(sql),
+		 "select pg_advisory_lock(1885827444,"
+		 " (select queue_id from pgq.queue where queue_name = 'q'))");
+	pgt_exec(holder, sql);
+	if (!pgt_wait_until(tick_blocked, db, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("no tick ever waited for the queue's tick lock");
+	}
+	tick_pid = tick_waiter_pid(db);
+	t0 = pgt_now_ms();
+	dmn_signal(d, SIGTERM);
+	rc = dmn_wait_exit(d, scaled(2000));
+	fprintf(stderr, "# exit %lld ms after SIGTERM with a maintenance statement behind a tick\n",
+		(long long)(pgt_now_ms() - t0));
+	if (rc != 0)
+		dmn_free(d, true);
+	ck_assert_int_eq(rc, 0);
+	ck_assert(dmn_log_contains(d, "cancel of the maintenance statement sent on"));
+	/* cancelled while the lock is still held: it never ran its insert */
+	if (!pgt_wait_until(backend_gone, &pid, scaled(3000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("the maintenance statement still runs after the daemon exited");
+	}
+	ck_assert_int_eq(pgt_int_db(db, "select count(*) from londiste.calls"), 0);
+	ck_assert(!dmn_log_contains(d, "ERROR"));
+	PQfinish(holder); /* frees the tick lock: the cut-off tick ends */
+	ck_assert(pgt_wait_until(backend_gone, &tick_pid, scaled(5000), 20));
+	dmn_free(d, false);
+	free(other);
+	free(db);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon-sched");
@@ -464,6 +604,8 @@ int main(void)
 	tcase_add_test(tc, test_sighup_rechecks_at_once);
 	tcase_add_test(tc, test_stopped_after_sessions_closed);
 	tcase_add_test(tc, test_stop_cancels_maintenance_in_flight);
+	tcase_add_test(tc, test_stop_does_not_wait_for_tick_in_flight);
+	tcase_add_test(tc, test_stop_cancels_maintenance_behind_a_tick);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
 }
