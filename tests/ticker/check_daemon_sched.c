@@ -404,6 +404,22 @@ static bool backend_gone(void *arg)
 	return pgt_int_db("postgres", sql) == 0;
 }
 
+/* SIGTERM: the daemon exits with status 0 within 2 s (scaled), whatever is in
+   flight (`with`: what, for the log line with the time it took). */
+static void stop_at_once(Daemon *d, const char *with)
+{
+	int64_t t0 = pgt_now_ms();
+	int rc;
+
+	dmn_signal(d, SIGTERM);
+	rc = dmn_wait_exit(d, scaled(2000));
+	fprintf(stderr, "# exit %lld ms after SIGTERM with %s\n", (long long)(pgt_now_ms() - t0),
+		with);
+	if (rc != 0)
+		dmn_free(d, true);
+	ck_assert_int_eq(rc, 0);
+}
+
 /*
  * SIGTERM while a maintenance statement is in flight (it waits for a lock the
  * test holds): the daemon does not wait for it (stop_timeout is 30 s here), it
@@ -415,9 +431,8 @@ START_TEST(test_stop_cancels_maintenance_in_flight)
 	char *db = ticking_db(true);
 	PGconn *holder = pgt_connect(db);
 	char ini[1024];
-	int64_t t0, pid;
+	int64_t pid;
 	Daemon *d;
-	int rc;
 
 	pgt_exec(holder, "select pg_advisory_lock(4242)");
 	snprintf(ini, sizeof(ini),
@@ -431,14 +446,7 @@ START_TEST(test_stop_cancels_maintenance_in_flight)
 	}
 	pid = waiter_pid();
 	ck_assert_int_gt(pid, 0);
-	t0 = pgt_now_ms();
-	dmn_signal(d, SIGTERM);
-	rc = dmn_wait_exit(d, scaled(2000));
-	fprintf(stderr, "# exit %lld ms after SIGTERM with a maintenance statement in flight\n",
-		(long long)(pgt_now_ms() - t0));
-	if (rc != 0)
-		dmn_free(d, true);
-	ck_assert_int_eq(rc, 0);
+	stop_at_once(d, "a maintenance statement in flight");
 	/* cancelled while the lock is still held: it never ran its insert */
 	if (!pgt_wait_until(backend_gone, &pid, scaled(3000), 20)) {
 		dmn_free(d, true);
@@ -479,9 +487,8 @@ START_TEST(test_stop_does_not_wait_for_tick_in_flight)
 	char *db = ticking_db(false);
 	PGconn *holder = pgt_connect(db);
 	char ini[1024], sql[256];
-	int64_t t0, pid, n0, n1, qid;
+	int64_t pid, n0, n1, qid;
 	Daemon *d;
-	int rc;
 
 	qid = pgt_int(holder, "select queue_id from pgq.queue where queue_name = 'q'");
 	snprintf(ini, sizeof(ini), "%sdatabase_list = %s\nticker_period = 0.2\nstop_timeout = 30\n",
@@ -498,14 +505,7 @@ START_TEST(test_stop_does_not_wait_for_tick_in_flight)
 	pid = tick_waiter_pid(db);
 	ck_assert_int_gt(pid, 0);
 	n0 = pgt_int(holder, "select count(*) from pgq.tick");
-	t0 = pgt_now_ms();
-	dmn_signal(d, SIGTERM);
-	rc = dmn_wait_exit(d, scaled(2000));
-	fprintf(stderr, "# exit %lld ms after SIGTERM with a tick in flight\n",
-		(long long)(pgt_now_ms() - t0));
-	if (rc != 0)
-		dmn_free(d, true);
-	ck_assert_int_eq(rc, 0);
+	stop_at_once(d, "a tick in flight");
 	ck_assert(!dmn_log_contains(d, "ERROR"));
 	ck_assert(!dmn_log_contains(d, "stop_timeout reached"));
 	ck_assert_int_ge(dmn_log_line_no(d, "LOG stopped"), 0);
@@ -542,9 +542,8 @@ START_TEST(test_stop_cancels_maintenance_behind_a_tick)
 	char *db = ticking_db(true), *other = ticking_db(false);
 	PGconn *holder = pgt_connect(db);
 	char ini[1024], sql[256];
-	int64_t t0, pid, tick_pid;
+	int64_t pid, tick_pid;
 	Daemon *d;
-	int rc;
 
 	pgt_exec(holder, "select pg_advisory_lock(4242)");
 	snprintf(ini, sizeof(ini),
@@ -568,14 +567,7 @@ START_TEST(test_stop_cancels_maintenance_behind_a_tick)
 		ck_abort_msg("no tick ever waited for the queue's tick lock");
 	}
 	tick_pid = tick_waiter_pid(db);
-	t0 = pgt_now_ms();
-	dmn_signal(d, SIGTERM);
-	rc = dmn_wait_exit(d, scaled(2000));
-	fprintf(stderr, "# exit %lld ms after SIGTERM with a maintenance statement behind a tick\n",
-		(long long)(pgt_now_ms() - t0));
-	if (rc != 0)
-		dmn_free(d, true);
-	ck_assert_int_eq(rc, 0);
+	stop_at_once(d, "a maintenance statement behind a tick");
 	ck_assert(dmn_log_contains(d, "cancel of the maintenance statement sent on"));
 	/* cancelled while the lock is still held: it never ran its insert */
 	if (!pgt_wait_until(backend_gone, &pid, scaled(3000), 20)) {
