@@ -401,9 +401,8 @@ static bool synced(void *arg)
 	SyncCond *s = arg;
 	/* the loop may turn often: look at the databases every 50 ms, on
 	   connections kept open (a connect per look would starve the loop) */
-	if (pgt_now_ms() < s->next_ms)
+	if (!pgt_due(&s->next_ms, 50))
 		return false;
-	s->next_ms = pgt_now_ms() + 50;
 	int64_t last = pgt_int(s->root, LAST_TICK_SQL);
 	for (int i = 0; i < s->n; i++) {
 		if (completed_on(s->conns[i], s->names[i]) != last)
@@ -590,9 +589,8 @@ static bool writing(void *arg)
 {
 	WritingCond *t = arg;
 	/* the loop runs the workers between looks */
-	if (pgt_now_ms() < t->next_ms)
+	if (!pgt_due(&t->next_ms, 5))
 		return false;
-	t->next_ms = pgt_now_ms() + 5;
 	return pgt_int(t->c, t->sql) > 0;
 }
 

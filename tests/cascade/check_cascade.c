@@ -76,9 +76,8 @@ static bool ticked(void *arg)
 {
 	TickCond *t = arg;
 	/* on a connection kept open, every 20 ms: the loop runs between looks */
-	if (pgt_now_ms() < t->next_ms)
+	if (!pgt_due(&t->next_ms, 20))
 		return false;
-	t->next_ms = pgt_now_ms() + 20;
 	return pgt_int(t->c, "select max(t.tick_id) from pgq.tick t join pgq.queue q"
 			     " on q.queue_id = t.tick_queue where q.queue_name = '" CT_QUEUE
 			     "'") > t->above;
@@ -205,9 +204,8 @@ typedef struct GwmCond {
 static bool gwm_above(void *arg)
 {
 	GwmCond *g = arg;
-	if (pgt_now_ms() < g->next_ms)
+	if (!pgt_due(&g->next_ms, 50))
 		return false;
-	g->next_ms = pgt_now_ms() + 50;
 	return pgt_int(g->c, "select last_tick from pgq.get_consumer_info('" CT_QUEUE
 			     "') where consumer_name = '.global_watermark'") > g->above;
 }
@@ -221,9 +219,8 @@ typedef struct RotCond {
 static bool rotated_away(void *arg)
 {
 	RotCond *r = arg;
-	if (pgt_now_ms() < r->next_ms)
+	if (!pgt_due(&r->next_ms, 400))
 		return false;
-	r->next_ms = pgt_now_ms() + 400;
 	rotate(r->db, 1);
 	return root_events(r->db) < 100;
 }
@@ -318,9 +315,8 @@ typedef struct WmReached {
 static bool wm_reached(void *arg)
 {
 	WmReached *k = arg;
-	if (pgt_now_ms() < k->next_ms)
+	if (!pgt_due(&k->next_ms, 50))
 		return false;
-	k->next_ms = pgt_now_ms() + 50;
 	int64_t want = local_wm_of(k->of);
 	return want > 1 && local_wm_of(k->db) == want;
 }
@@ -336,9 +332,8 @@ typedef struct GwmIs {
 static bool gwm_is(void *arg)
 {
 	GwmIs *g = arg;
-	if (pgt_now_ms() < g->next_ms)
+	if (!pgt_due(&g->next_ms, 50))
 		return false;
-	g->next_ms = pgt_now_ms() + 50;
 	int64_t cur = gwm_of(g->c);
 	return g->eq ? cur == g->v : cur > g->v;
 }
@@ -666,9 +661,8 @@ typedef struct OwedTickCond {
 static bool has_owed_tick(void *arg)
 {
 	OwedTickCond *t = arg;
-	if (pgt_now_ms() < t->next_ms)
+	if (!pgt_due(&t->next_ms, 20))
 		return false;
-	t->next_ms = pgt_now_ms() + 20;
 	return ct_last_tick(t->db) >= t->tick;
 }
 
@@ -746,9 +740,8 @@ typedef struct LostAnswer {
 static bool commit_answer_lost(void *arg)
 {
 	LostAnswer *t = arg;
-	if (pgt_now_ms() < t->next_ms)
+	if (!pgt_due(&t->next_ms, 20))
 		return false;
-	t->next_ms = pgt_now_ms() + 20;
 	char sql[400];
 	PgqevCascadeStats st;
 	switch (t->step) {
@@ -939,9 +932,8 @@ typedef struct UptodateCond {
 static bool consumer_uptodate(void *arg)
 {
 	UptodateCond *u = arg;
-	if (pgt_now_ms() < u->next_ms)
+	if (!pgt_due(&u->next_ms, 50))
 		return false;
-	u->next_ms = pgt_now_ms() + 50;
 	return pgt_int_db(u->db, "select count(*) from pgq_node.local_state"
 				 " where consumer_name = 'w_b1' and uptodate") == 1;
 }

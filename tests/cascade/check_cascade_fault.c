@@ -44,9 +44,8 @@ static bool reached(void *arg)
 	ReachCond *r = arg;
 	/* the loop (ticker, leaf) runs between looks, on a connection kept open: a
 	   connect per look would starve it */
-	if (pgt_now_ms() < r->next_ms)
+	if (!pgt_due(&r->next_ms, 50))
 		return false;
-	r->next_ms = pgt_now_ms() + 50;
 	return pgt_int(r->c, r->sql) >= r->tick;
 }
 

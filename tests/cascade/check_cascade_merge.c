@@ -102,9 +102,8 @@ typedef struct MergeCond {
 static bool merged(void *arg)
 {
 	MergeCond *m = arg;
-	if (pgt_now_ms() < m->next_ms)
+	if (!pgt_due(&m->next_ms, 100))
 		return false;
-	m->next_ms = pgt_now_ms() + 100;
 	int64_t t1 = last_tick(m->p1, "pq1"), t2 = last_tick(m->p2, "pq2");
 	/* combined root: both partitions through their last tick */
 	if (tick_id_event(m->c, "pq1") != t1 || tick_id_event(m->c, "pq2") != t2)
@@ -245,9 +244,8 @@ static void read_one_batch(Reader *r)
 static bool all_read(void *arg)
 {
 	Reader *r = arg;
-	if (pgt_now_ms() < r->next_ms)
+	if (!pgt_due(&r->next_ms, 20))
 		return false;
-	r->next_ms = pgt_now_ms() + 20;
 	read_one_batch(r);
 	return r->got >= r->want && tick_id_event(r->c, "pq1") == last_tick(r->p1, "pq1") &&
 	       tick_id_event(r->c, "pq2") == last_tick(r->p2, "pq2");

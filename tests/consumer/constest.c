@@ -286,9 +286,9 @@ static bool drained(void *arg)
 	for (int i = 0; i < d->n; i++)
 		if (d->recs[i]->state != PGQEV_STATE_IDLE)
 			return false;
-	if (pgt_now_ms() < d->next_ms)
+	/* the loop runs between two looks */
+	if (!pgt_due(&d->next_ms, 10))
 		return false;
-	d->next_ms = pgt_now_ms() + 10; /* the loop runs between two looks */
 	return pgt_int(d->c, d->sql) == 0;
 }
 

@@ -51,9 +51,8 @@ typedef struct SqlCond {
 static bool sql_is_one(void *arg)
 {
 	SqlCond *q = arg;
-	if (pgt_now_ms() < q->next_ms)
+	if (!pgt_due(&q->next_ms, 10))
 		return false;
-	q->next_ms = pgt_now_ms() + 10;
 	return pgt_int(q->c, q->sql) == 1;
 }
 
@@ -568,9 +567,9 @@ static bool two_liveness_checks(void *arg)
 {
 	LiveSeen *l = arg;
 	char sql[128];
-	if (pgt_now_ms() < l->next_ms)
+	/* the loop runs between two looks */
+	if (!pgt_due(&l->next_ms, 20))
 		return false;
-	l->next_ms = pgt_now_ms() + 20; /* the loop runs between two looks */
 	snprintf(sql, sizeof(sql),
 		 "select coalesce(state_change::text, '') from pg_stat_activity where pid = %d",
 		 l->pid);

@@ -327,9 +327,8 @@ typedef struct CombinedCond {
 static bool combined_filled(void *arg)
 {
 	CombinedCond *k = arg;
-	if (pgt_now_ms() < k->next_ms)
+	if (!pgt_due(&k->next_ms, 50))
 		return false;
-	k->next_ms = pgt_now_ms() + 50;
 	return pgt_int(k->c, "select count(*) from pgq.event_template e join pgq.queue q"
 			     " on q.queue_name = 'cq_all' where ev_type = 'pgq.tick-id' and"
 			     " e.tableoid::regclass::text like q.queue_data_pfx || '%'") > 0;

@@ -74,6 +74,15 @@ int64_t pgt_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+bool pgt_due(int64_t *next_ms, int every_ms)
+{
+	int64_t now = pgt_now_ms();
+	if (now < *next_ms)
+		return false;
+	*next_ms = now + every_ms;
+	return true;
+}
+
 static void sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

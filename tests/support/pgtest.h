@@ -119,6 +119,10 @@ double pgt_time_factor(void);
 
 /* Monotonic milliseconds, for deadlines in tests. */
 int64_t pgt_now_ms(void);
+/* For a condition polled by an event loop that runs between looks: true at
+   most once every every_ms, so an expensive look (a query) does not take the
+   loop's time; *next_ms holds when the next look is due (0 at first). */
+bool pgt_due(int64_t *next_ms, int every_ms);
 
 /*
  * Wait until cond(arg) is true, polling every `step_ms`, for at most `timeout_ms`.
