@@ -107,6 +107,15 @@ static bool maint_blocked(void *arg)
 				      " and objid = 4242 and not granted") > 0;
 }
 
+/* The daemon's maintenance waits for lock 4242, which the test holds. */
+static void wait_maint_blocked(Daemon *d)
+{
+	if (!pgt_wait_until(maint_blocked, NULL, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("maintenance never waited for the lock");
+	}
+}
+
 /* Tick lateness (ms) on db between two epochs: each gap minus the period, at least 0. */
 static double lateness(const char *db, double from, double to, const char *what)
 {
@@ -189,10 +198,7 @@ START_TEST(test_ticks_on_time_during_long_maintenance)
 		 dmn_base_ini(), db1, db2, db3);
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
-	if (!pgt_wait_until(maint_blocked, NULL, scaled(5000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("maintenance never waited for the lock");
-	}
+	wait_maint_blocked(d);
 	from = epoch_now();
 	/* hold the lock for HOLD_MS: as long as it takes db1 to make that many ticks */
 	tc = (TickCount){db1, from, HOLD_MS / PERIOD_MS};
@@ -404,6 +410,15 @@ static bool backend_gone(void *arg)
 	return pgt_int_db("postgres", sql) == 0;
 }
 
+/* The backend pid ends within ms (scaled) after the daemon exited; what: it. */
+static void expect_backend_gone(Daemon *d, int64_t pid, int ms, const char *what)
+{
+	if (!pgt_wait_until(backend_gone, &pid, scaled(ms), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("%s still runs after the daemon exited", what);
+	}
+}
+
 /* SIGTERM: the daemon exits with status 0 within 2 s (scaled), whatever is in
    flight (`with`: what, for the log line with the time it took). */
 static void stop_at_once(Daemon *d, const char *with)
@@ -440,18 +455,12 @@ START_TEST(test_stop_cancels_maintenance_in_flight)
 		 dmn_base_ini(), db);
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
-	if (!pgt_wait_until(maint_blocked, NULL, scaled(5000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("maintenance never waited for the lock");
-	}
+	wait_maint_blocked(d);
 	pid = waiter_pid();
 	ck_assert_int_gt(pid, 0);
 	stop_at_once(d, "a maintenance statement in flight");
 	/* cancelled while the lock is still held: it never ran its insert */
-	if (!pgt_wait_until(backend_gone, &pid, scaled(3000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("the maintenance statement still runs after the daemon exited");
-	}
+	expect_backend_gone(d, pid, 3000, "the maintenance statement");
 	ck_assert_int_eq(pgt_int_db(db, "select count(*) from londiste.calls"), 0);
 	ck_assert(!dmn_log_contains(d, "ERROR"));
 	PQfinish(holder);
@@ -472,6 +481,24 @@ static int64_t tick_waiter_pid(void *db)
 static bool tick_blocked(void *arg)
 {
 	return tick_waiter_pid(arg) > 0;
+}
+
+/* Hold queue qid's tick lock on holder until a tick of the daemon waits for
+   it; that tick's backend pid. */
+static int64_t block_tick(Daemon *d, PGconn *holder, const char *db, int64_t qid)
+{
+	char sql[128];
+	int64_t pid;
+
+	snprintf(sql, sizeof(sql), "select pg_advisory_lock(1885827444, %lld)", (long long)qid);
+	pgt_exec(holder, sql);
+	if (!pgt_wait_until(tick_blocked, (void *)db, scaled(5000), 20)) {
+		dmn_free(d, true);
+		ck_abort_msg("no tick ever waited for the queue's tick lock");
+	}
+	pid = tick_waiter_pid((void *)db);
+	ck_assert_int_gt(pid, 0);
+	return pid;
 }
 
 /*
@@ -496,14 +523,7 @@ START_TEST(test_stop_does_not_wait_for_tick_in_flight)
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
 	ck_assert(wait_sql(db, "select (count(*) > 1)::int from pgq.tick", scaled(5000)));
-	snprintf(sql, sizeof(sql), "select pg_advisory_lock(1885827444, %lld)", (long long)qid);
-	pgt_exec(holder, sql);
-	if (!pgt_wait_until(tick_blocked, db, scaled(5000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("no tick ever waited for the queue's tick lock");
-	}
-	pid = tick_waiter_pid(db);
-	ck_assert_int_gt(pid, 0);
+	pid = block_tick(d, holder, db, qid);
 	n0 = pgt_int(holder, "select count(*) from pgq.tick");
 	stop_at_once(d, "a tick in flight");
 	ck_assert(!dmn_log_contains(d, "ERROR"));
@@ -512,10 +532,7 @@ START_TEST(test_stop_does_not_wait_for_tick_in_flight)
 	/* the tick cut off finishes or not once the lock is free, never half */
 	snprintf(sql, sizeof(sql), "select pg_advisory_unlock(1885827444, %lld)", (long long)qid);
 	pgt_exec(holder, sql);
-	if (!pgt_wait_until(backend_gone, &pid, scaled(5000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("the tick's backend still runs after the daemon exited");
-	}
+	expect_backend_gone(d, pid, 5000, "the tick's backend");
 	n1 = pgt_int(holder, "select count(*) from pgq.tick");
 	ck_assert_int_ge(n1, n0);
 	ck_assert_int_le(n1, n0 + 1);
@@ -541,7 +558,7 @@ START_TEST(test_stop_cancels_maintenance_behind_a_tick)
 {
 	char *db = ticking_db(true), *other = ticking_db(false);
 	PGconn *holder = pgt_connect(db);
-	char ini[1024], sql[256];
+	char ini[1024];
 	int64_t pid, tick_pid;
 	Daemon *d;
 
@@ -552,32 +569,20 @@ START_TEST(test_stop_cancels_maintenance_behind_a_tick)
 		 dmn_base_ini(), db, other);
 	d = dmn_start(ini, NULL);
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
-	if (!pgt_wait_until(maint_blocked, NULL, scaled(5000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("maintenance never waited for the lock");
-	}
+	wait_maint_blocked(d);
 	pid = waiter_pid();
 	ck_assert_int_gt(pid, 0);
-	snprintf(sql, sizeof(sql),
-		 "select pg_advisory_lock(1885827444,"
-		 " (select queue_id from pgq.queue where queue_name = 'q'))");
-	pgt_exec(holder, sql);
-	if (!pgt_wait_until(tick_blocked, db, scaled(5000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("no tick ever waited for the queue's tick lock");
-	}
-	tick_pid = tick_waiter_pid(db);
+	tick_pid = block_tick(
+		d, holder, db,
+		pgt_int(holder, "select queue_id from pgq.queue where queue_name = 'q'"));
 	stop_at_once(d, "a maintenance statement behind a tick");
 	ck_assert(dmn_log_contains(d, "cancel of the maintenance statement sent on"));
 	/* cancelled while the lock is still held: it never ran its insert */
-	if (!pgt_wait_until(backend_gone, &pid, scaled(3000), 20)) {
-		dmn_free(d, true);
-		ck_abort_msg("the maintenance statement still runs after the daemon exited");
-	}
+	expect_backend_gone(d, pid, 3000, "the maintenance statement");
 	ck_assert_int_eq(pgt_int_db(db, "select count(*) from londiste.calls"), 0);
 	ck_assert(!dmn_log_contains(d, "ERROR"));
 	PQfinish(holder); /* frees the tick lock: the cut-off tick ends */
-	ck_assert(pgt_wait_until(backend_gone, &tick_pid, scaled(5000), 20));
+	expect_backend_gone(d, tick_pid, 5000, "the tick's backend");
 	dmn_free(d, false);
 	free(other);
 	free(db);
