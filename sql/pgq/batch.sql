@@ -54,7 +54,8 @@ begin
     -- The ticks are looked up by their whole key, one at a time: joined both
     -- in one statement, the planner may derive t2.tick_queue from t1 and scan
     -- all of the queue's ticks for t2 (seen with stale statistics on pgq.tick).
-    select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick
+    select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick,
+           q.queue_low_latency, q.queue_event_seq
       into s
       from pgq.queue q
       join pgq.subscription sub on sub.sub_queue = q.queue_id
@@ -93,6 +94,12 @@ begin
                                     i_min_count, i_min_interval) h;
     end if;
     if t.tick_id is null or (i_min_lag is not null and now() - t.tick_time < i_min_lag) then
+        -- a low_latency queue's ticker defers ticks while every consumer is
+        -- behind (pgq._tick_wanted): this one waits now, so ask for the tick
+        if t.tick_id is null and s.queue_low_latency and i_min_count is null
+           and i_min_interval is null and pgq.seq_getval(s.queue_event_seq) > p_seq then
+            perform pgq._wake(i_queue_name);
+        end if;
         return;   -- no batch: all columns NULL
     end if;
 

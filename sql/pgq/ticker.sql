@@ -68,8 +68,11 @@ begin
             raise warning 'Negative new_events?  old=% cur=%', last.tick_event_seq, cur_seq;
         end if;
         if new_events > 0 then
-            if not q.queue_low_latency
-               and new_events < q.queue_ticker_max_count and lag < q.queue_ticker_max_lag then
+            -- a low_latency queue ticks at once when a consumer has read up to the
+            -- last tick (pgq._tick_wanted): a slow consumer gets larger batches
+            -- instead of a backlog of small ones
+            if new_events < q.queue_ticker_max_count and lag < q.queue_ticker_max_lag
+               and (not q.queue_low_latency or not pgq._tick_wanted(q.queue_id, last.tick_id)) then
                 return null;
             end if;
         elsif q.queue_low_latency and pgq._events_pending(q.queue_data_pfx, last.tick_snapshot) then
@@ -96,6 +99,23 @@ begin
     perform pg_notify(pgq.queue_notify_channel(q.queue_name), tick::text);
     return tick;
 end;
+$$;
+
+-- Does a reader want the queue's next tick now? Yes when a consumer's position, or
+-- the end of the batch it reads, is the last tick i_last_tick: it reads or waits at
+-- the head, so the next tick is what it reads next. While every consumer is further
+-- behind, a new tick would only lengthen its backlog of small batches. Also yes when
+-- the queue has no consumer at all (nothing to wait for). pgq_node's bookkeeping
+-- consumers ('.'-prefixed: .global_watermark, .NODE.watermark) read nothing and do
+-- not count. A consumer that finds no batch while events wait asks for the tick
+-- (pgq.next_batch_custom), so a deferred tick comes as soon as it is wanted.
+create or replace function pgq._tick_wanted(i_queue_id integer, i_last_tick bigint)
+returns boolean language sql stable
+set search_path = pg_catalog, pg_temp as $$
+    select coalesce(bool_or(case when s.sub_batch is null then s.sub_last_tick
+                                 else s.sub_next_tick end >= i_last_tick), true)
+      from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
+     where s.sub_queue = i_queue_id and left(c.co_name, 1) <> '.';
 $$;
 
 -- Is there a committed event the last tick did not see? Asked for low_latency queues
