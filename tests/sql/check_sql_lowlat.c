@@ -1,7 +1,8 @@
 /*
  * Low-latency queues and metadata churn, in SQL: the watch protocol between
  * producers and the ticker (pgq._wake(), pgq.ticker_watch()), ticks for events of
- * transactions open at the last tick, HOT updates of pgq.subscription (and its
+ * transactions open at the last tick, ticks held back while every consumer is
+ * behind (pgq._tick_wanted()), HOT updates of pgq.subscription (and its
  * in-place upgrade from PgQ 3.5's layout), and the thinning of a low-latency
  * queue's tick history (pgq.maint_thin_ticks()).
  */
@@ -97,6 +98,89 @@ START_TEST(test_tick_after_open_transaction)
 	free(before);
 	PQfinish(c);
 	PQfinish(p);
+}
+END_TEST
+
+/* A woken tick waits for a reader: while every consumer is behind the last tick it is
+   held back (a slow consumer gets one larger batch, not many small ones); a consumer
+   at the head, or one that finds no batch while events wait, gets it at once. */
+START_TEST(test_tick_waits_for_a_reader)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = queue_conn(db, true), *l = pgt_connect(db);
+	char pl[256], *b1, *b2;
+
+#define finish_ok(batch)                                                              \
+	do {                                                                          \
+		char sql_[96];                                                        \
+		snprintf(sql_, sizeof(sql_), "select pgq.finish_batch(%s)", (batch)); \
+		sqlt_eq(c, sql_, "1");                                                \
+	} while (0)
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	/* pgq_node's bookkeeping consumers (names from '.') never count */
+	pgt_exec(c, "select pgq.register_consumer('q', '.global_watermark')");
+	pgt_exec(l, "listen \"pgq.wake\"");
+	/* c is at the head: each new event is ticked at once */
+	pgt_exec(c, "select pgq.insert_event('q', 't', '1')");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	/* c reads that tick's batch: it is at the head still, so the next tick is made */
+	b1 = pgt_value(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_ptr_nonnull(b1);
+	pgt_exec(c, "select pgq.insert_event('q', 't', '2')");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	/* now c is behind the last tick: the third event waits */
+	pgt_exec(c, "select pgq.insert_event('q', 't', '3')");
+	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	sqlt_eq(c, "select pgq.ticker() = 0", "t");
+	finish_ok(b1);
+	/* c's next batch ends at the last tick: it reads at the head, the event is ticked */
+	b2 = pgt_value(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_ptr_nonnull(b2);
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	finish_ok(b2);
+	free(b2);
+	/* c takes the batch of event 3, and a fourth event is held back behind it */
+	b2 = pgt_value(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_ptr_nonnull(b2);
+	pgt_exec(c, "select pgq.insert_event('q', 't', '4')");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	pgt_exec(c, "select pgq.insert_event('q', 't', '5')");
+	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	/* every insert woke the ticker (nobody watches); no batch look-up did */
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 5, pl, sizeof(pl)), 5);
+	/* a consumer that finds no batch while events wait asks for the tick itself */
+	finish_ok(b2);
+	free(b2);
+	b2 = pgt_value(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_ptr_nonnull(b2);
+	finish_ok(b2);
+	sqlt_eq(c, "select pgq.next_batch('q', 'c') is null", "t");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
+	ck_assert_str_eq(pl, "q");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	/* caught up with nothing waiting: no wake-up */
+	sqlt_eq(c, "select pgq.next_batch('q', 'c') is not null", "t");
+	pgt_exec(c, "select pgq.finish_batch(pgq.next_batch('q', 'c'))");
+	sqlt_eq(c, "select pgq.next_batch('q', 'c') is null", "t");
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 0);
+	/* the normal rules still tick what waits: ticker_max_count */
+	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_count', '3')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x') from generate_series(1, 2)");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x') from generate_series(1, 2)");
+	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	/* with no reader at all, nothing is held back */
+	pgt_exec(c, "select pgq.unregister_consumer('q', 'c')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+#undef finish_ok
+	free(b1);
+	PQfinish(c);
+	PQfinish(l);
 }
 END_TEST
 
@@ -216,6 +300,7 @@ int main(void)
 
 	tcase_add_test(tc, test_watch_protocol);
 	tcase_add_test(tc, test_tick_after_open_transaction);
+	tcase_add_test(tc, test_tick_waits_for_a_reader);
 	tcase_add_test(tc, test_subscription_updates_are_hot);
 	tcase_add_test(tc, test_subscription_upgrade_in_place);
 	tcase_add_test(tc, test_thin_ticks);
