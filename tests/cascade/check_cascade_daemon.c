@@ -158,9 +158,7 @@ START_TEST(test_daemon_nodes)
 	ck_assert_str_eq(re, be);
 	free(re);
 	free(be);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(root);
 	free(b1);
 	free(lf);

@@ -290,9 +290,7 @@ START_TEST(test_reload_changes_ticker_period)
 	ck_assert_int_le(n0, 1);
 	ck_assert_int_le(n1, 1);
 
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(slow);
 	free(fast);
 	free(a);
@@ -321,9 +319,7 @@ START_TEST(test_server_restart_resumes_fast)
 	ck_assert(wait_tick(b, 2000 - (int)(pgt_now_ms() - t0) + 100));
 	ck_assert(dmn_log_contains(d, "connection lost"));
 	ck_assert(dmn_wait_log(d, "connected after", 1000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(a);
 	free(b);
@@ -359,9 +355,7 @@ START_TEST(test_unreachable_db_does_not_delay_others)
 	/* only the first failure of a streak is a warning */
 	ck_assert(dmn_wait_log(d, "unreachable for", 3000));
 	ck_assert(dmn_wait_notify(d, "unreachable", 3000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(a);
 }
 END_TEST
@@ -403,9 +397,7 @@ START_TEST(test_hung_db_does_not_delay_others)
 	PQfinish(locker);
 	ck_assert(wait_tick(a, 3000));
 	ck_assert(wait_tick(b, 1000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(a);
 	free(b);
@@ -559,9 +551,7 @@ START_TEST(test_discovery_new_and_dropped)
 		snprintf(sql, sizeof(sql), "Unregister database: [%s]", fresh);
 		ck_assert(dmn_wait_log(d, sql, 5000));
 	}
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(fresh);
 }
 END_TEST
@@ -586,9 +576,7 @@ START_TEST(test_low_latency_wakeup)
 	ck_assert(wait_tick(a, 2000));
 	ck_assert(wait_tick(a, 2000));
 	ck_assert(dmn_wait_log(d, "wakes: ", 3000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(a);
 }
@@ -619,9 +607,7 @@ START_TEST(test_watchdog_and_status)
 	ck_assert(dmn_wait_notify(d, "WATCHDOG=1", 2000));
 	ck_assert(dmn_wait_notify(d, "WATCHDOG=1", 2000));
 	ck_assert(dmn_wait_notify(d, "STATUS=1 running", 3000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(a);
 }
@@ -651,9 +637,7 @@ START_TEST(test_unread_notify_socket_does_not_block)
 			      "no tick %d with the notify socket full", i + 1);
 	}
 	PQfinish(c);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(a);
 }
@@ -724,9 +708,7 @@ START_TEST(test_reload_reconnects_only_changed_cluster)
 	/* cluster two kept its session */
 	ck_assert_int_eq(backend_of(b), pid_b);
 	ck_assert(dmn_log_contains(d, "[one/"));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(a);
 	free(b);
 }
@@ -792,9 +774,7 @@ START_TEST(test_http_metrics_and_health)
 	ck_assert_ptr_nonnull(strstr(buf, "\"last_tick\":\"20"));
 	ck_assert(http_get(port, "/nope", buf, sizeof(buf)));
 	ck_assert_ptr_nonnull(strstr(buf, "404"));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(a);
 }

@@ -237,9 +237,7 @@ START_TEST(test_never_connected_is_unhealthy)
 		0);
 	ck_assert_double_eq(metric(buf, "pgqd_ev_healthy"), 0);
 	ck_assert_int_eq(promtool(buf), 0);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(buf);
 }
 END_TEST
@@ -291,9 +289,7 @@ START_TEST(test_unhealthy_logged_once_for_many)
 	}
 	ck_assert(combined);
 	ck_assert_uint_le(lines, 2);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(buf);
 }
 END_TEST
@@ -315,9 +311,7 @@ START_TEST(test_auth_failure_counted)
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
 	ck_assert(wait_metric_above(port, "pgqd_ev_errors_total{kind=\"auth\"}", 1, buf));
 	ck_assert_double_eq(metric(buf, "pgqd_ev_errors_total{kind=\"connect\"}"), 0);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(buf);
 }
 END_TEST
@@ -352,9 +346,7 @@ START_TEST(test_stale_ticks_unhealthy)
 	ck_assert(wait_http(port, "/health", 200, "\"healthy\":true", buf, 1 << 16, 10000));
 	ck_assert(dmn_wait_log(d, "healthy again", 5000));
 	PQfinish(locker);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(buf);
 }
 END_TEST
@@ -410,9 +402,7 @@ START_TEST(test_metrics_valid_and_stable)
 	ck_assert_int_eq(http_get(port, "/health", buf, 1 << 16) > 0, 1);
 	ck_assert_int_eq(json_check(buf), 0);
 	ck_assert_ptr_nonnull(strstr(buf, "\"uptime_s\":"));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(buf);
 }
 END_TEST
@@ -462,9 +452,7 @@ START_TEST(test_descriptor_limit_reported)
 	/* not taken for a server outage */
 	ck_assert(!dmn_log_contains(d, "is down"));
 	ck_assert(!dmn_log_contains(d, "Too many open files"));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(buf);
 }
 END_TEST

@@ -109,9 +109,7 @@ static void start(Fixture *f)
 
 static void stop(Fixture *f)
 {
-	dmn_signal(f->d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(f->d, 10000), 0);
-	dmn_free(f->d, false);
+	dmn_stop(f->d);
 	free(f->ini);
 	free(f->db);
 }

@@ -114,9 +114,7 @@ START_TEST(test_maint_rotates_and_vacuums)
 	ck_assert(dmn_wait_notify(d, "READY=1", 5000));
 	run_maint_round_checks(db, d);
 	ck_assert(!dmn_log_contains(d, "ERROR"));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(db);
 }
@@ -166,9 +164,7 @@ START_TEST(test_retry_events_come_back)
 		 (long long)ev);
 	ck_assert(wait_sql(db, sql, 3000));
 	ck_assert(dmn_wait_log(d, "retry: 1,", 3000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(db);
 }
@@ -224,9 +220,7 @@ START_TEST(test_runs_as_pgq_admin_member)
 			   "select (count(*) > 0)::int from pg_stat_activity"
 			   " where usename = 'pgqd-ev' and application_name like 'pgqd-ev%'",
 			   3000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(db);
 }
@@ -341,9 +335,7 @@ static void interop_with(const char *create_sql)
 			       5000));
 	ck_assert(wait_sql(db, "select (count(*) > 1)::int from pgq.tick", 5000));
 	run_maint_round_checks(db, d);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(ini);
 	free(db);
 }

@@ -408,9 +408,7 @@ START_TEST(test_missing_database_keeps_own_backoff)
 	ck_assert_double_ge(v[4], 0.4 - 1e-9);
 	for (int i = 0; i < n; i++)
 		ck_assert_double_le(v[i], 0.8 + 1e-9);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	unlink(path);
 }
 END_TEST

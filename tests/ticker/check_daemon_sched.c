@@ -243,9 +243,7 @@ START_TEST(test_ticks_on_time_during_long_maintenance)
 		ck_assert(pgt_wait_until(sql_true, &w, scaled(3000), 10));
 	}
 	ck_assert(!dmn_log_contains(d, "ERROR"));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(db1);
 	free(db2);
 	free(db3);
@@ -289,9 +287,7 @@ START_TEST(test_no_new_connections_without_maintenance)
 	ck_assert(!dmn_log_contains(d, "maintenance connection open"));
 	free(pid1);
 	free(pid2);
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(db);
 }
 END_TEST
@@ -332,9 +328,7 @@ START_TEST(test_pgq_installed_later_picked_up)
 	pgt_exec_db(db, "drop extension pgq cascade");
 	snprintf(line, sizeof(line), "LOG [%s]: not ticking: no pgq", db);
 	ck_assert(dmn_wait_log(d, line, scaled(3000)));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(db);
 }
 END_TEST
@@ -358,9 +352,7 @@ START_TEST(test_sighup_rechecks_at_once)
 	snprintf(line, sizeof(line), "LOG [%s]: pgq version ok", db);
 	ck_assert(dmn_wait_log(d, line, scaled(2000)));
 	ck_assert(wait_sql(db, "select count(*) from pgq.tick", 3000));
-	dmn_signal(d, SIGTERM);
-	ck_assert_int_eq(dmn_wait_exit(d, 10000), 0);
-	dmn_free(d, false);
+	dmn_stop(d);
 	free(db);
 }
 END_TEST

@@ -315,6 +315,18 @@ int dmn_wait_exit(Daemon *d, int timeout_ms)
 	}
 }
 
+void dmn_stop(Daemon *d)
+{
+	int st;
+
+	dmn_signal(d, SIGTERM);
+	st = dmn_wait_exit(d, 10000);
+	ck_assert_msg(st == 0,
+		      "daemon pid %d: exit status %d after SIGTERM (-1: still running after 10 s)",
+		      (int)d->pid, st);
+	dmn_free(d, false);
+}
+
 void dmn_free(Daemon *d, bool dump)
 {
 	char cmd[600];

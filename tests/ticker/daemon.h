@@ -52,6 +52,8 @@ void dmn_signal(Daemon *d, int signo);
 int dmn_wait_exit(Daemon *d, int timeout_ms);
 /* Kill if running, print the log to stderr when `dump`, remove the directory. */
 void dmn_free(Daemon *d, bool dump);
+/* The ordinary end of a test: SIGTERM, exit status 0 within 10 s (asserted), dmn_free(). */
+void dmn_stop(Daemon *d);
 
 /* Run the binary synchronously with args (NULL-terminated); output in *out (malloc'd). */
 int dmn_run_sync(char **out, ...);
