@@ -638,6 +638,25 @@ START_TEST(test_config_size_checked)
 }
 END_TEST
 
+/* A root and a branch node (b1) under it, with a plain consumer "obs" on each. */
+static void root_and_branch(char **root, char **b1)
+{
+	*root = ct_node_db();
+	*b1 = ct_node_db();
+	ct_make_root(*root, "root");
+	ct_make_sub("branch", *b1, "b1", *root, "root", *root);
+	pgt_exec_db(*root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	pgt_exec_db(*b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+}
+
+/* Count PL/pgSQL function calls in db's new sessions (pg_stat_user_functions). */
+static void track_functions(const char *db)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql), "alter database \"%s\" set track_functions = 'pl'", db);
+	pgt_exec_db("postgres", sql);
+}
+
 /* Remove the branch's tick `tick`: the state a crash leaves between a batch's
    commit (finished on the provider at once) and its tick, which is made with
    the next batch's transaction or on its own when none follows. */
@@ -668,11 +687,8 @@ static bool has_owed_tick(void *arg)
 
 START_TEST(test_tick_owed_after_crash)
 {
-	char *root = ct_node_db(), *b1 = ct_node_db();
-	ct_make_root(root, "root");
-	ct_make_sub("branch", b1, "b1", root, "root", root);
-	pgt_exec_db(root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
-	pgt_exec_db(b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	char *root, *b1;
+	root_and_branch(&root, &b1);
 	CtWorker w1 = {0};
 	ct_start(&w1, b1, POLL);
 	ct_produce(root, 0, 50);
@@ -833,14 +849,9 @@ static bool read_unsorted(void *arg)
    doubles nothing, and the branch's events, ticks and batches are the root's. */
 START_TEST(test_unsorted_large_batch)
 {
-	char *root = ct_node_db(), *b1 = ct_node_db();
-	ct_make_root(root, "root");
-	ct_make_sub("branch", b1, "b1", root, "root", root);
-	pgt_exec_db(root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
-	pgt_exec_db(b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
-	char sql[400];
-	snprintf(sql, sizeof(sql), "alter database \"%s\" set track_functions = 'pl'", root);
-	pgt_exec_db("postgres", sql);
+	char *root, *b1;
+	root_and_branch(&root, &b1);
+	track_functions(root);
 	pgt_exec_db(root, "select * from pgq_node.register_location('" CT_QUEUE
 			  "', 'x', 'dbname=x', false)");
 	cs_tick(root);
@@ -947,9 +958,7 @@ START_TEST(test_node_info_not_every_batch)
 	char *root = ct_node_db(), *b1 = ct_node_db();
 	ct_make_root(root, "root");
 	ct_make_sub("branch", b1, "b1", root, "root", root);
-	char sql[300];
-	snprintf(sql, sizeof(sql), "alter database \"%s\" set track_functions = 'pl'", b1);
-	pgt_exec_db("postgres", sql);
+	track_functions(b1);
 	/* the batches wait on the root: the worker goes through them back to back */
 	PGconn *c = pgt_connect(root);
 	for (int i = 0; i < BATCHES; i++) {
@@ -1007,11 +1016,8 @@ END_TEST
    nothing lost or doubled, the branch's batches the root's. */
 START_TEST(test_commit_fails_state_read_behind)
 {
-	char *root = ct_node_db(), *b1 = ct_node_db();
-	ct_make_root(root, "root");
-	ct_make_sub("branch", b1, "b1", root, "root", root);
-	pgt_exec_db(root, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
-	pgt_exec_db(b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
+	char *root, *b1;
+	root_and_branch(&root, &b1);
 	CtWorker w1 = {.no_handler = true, .quiet = true};
 	ct_start(&w1, b1, POLL);
 	ct_produce(root, 0, 50);
