@@ -101,6 +101,30 @@ START_TEST(test_tick_after_open_transaction)
 }
 END_TEST
 
+/* c's next batch of queue q (asserted to exist), malloc'd. */
+static char *take_batch(PGconn *c)
+{
+	char *b = pgt_value(c, "select pgq.next_batch('q', 'c')");
+
+	ck_assert_ptr_nonnull(b);
+	return b;
+}
+
+static void finish_batch(PGconn *c, char *batch)
+{
+	char sql[96];
+
+	snprintf(sql, sizeof(sql), "select pgq.finish_batch(%s)", batch);
+	sqlt_eq(c, sql, "1");
+	free(batch);
+}
+
+/* Does a ticker call on queue q make a tick now? */
+static void expect_tick(PGconn *c, bool made)
+{
+	sqlt_eq(c, "select pgq.ticker('q') is not null", made ? "t" : "f");
+}
+
 /* A woken tick waits for a reader: while every consumer is behind the last tick it is
    held back (a slow consumer gets one larger batch, not many small ones); a consumer
    at the head, or one that finds no batch while events wait, gets it at once. */
@@ -108,77 +132,61 @@ START_TEST(test_tick_waits_for_a_reader)
 {
 	const char *db = pgt_db_new();
 	PGconn *c = queue_conn(db, true), *l = pgt_connect(db);
-	char pl[256], *b1, *b2;
+	char pl[256], *b;
 
-#define finish_ok(batch)                                                              \
-	do {                                                                          \
-		char sql_[96];                                                        \
-		snprintf(sql_, sizeof(sql_), "select pgq.finish_batch(%s)", (batch)); \
-		sqlt_eq(c, sql_, "1");                                                \
-	} while (0)
 	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
 	/* pgq_node's bookkeeping consumers (names from '.') never count */
 	pgt_exec(c, "select pgq.register_consumer('q', '.global_watermark')");
 	pgt_exec(l, "listen \"pgq.wake\"");
 	/* c is at the head: each new event is ticked at once */
 	pgt_exec(c, "select pgq.insert_event('q', 't', '1')");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	expect_tick(c, true);
 	/* c reads that tick's batch: it is at the head still, so the next tick is made */
-	b1 = pgt_value(c, "select pgq.next_batch('q', 'c')");
-	ck_assert_ptr_nonnull(b1);
+	b = take_batch(c);
 	pgt_exec(c, "select pgq.insert_event('q', 't', '2')");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	expect_tick(c, true);
 	/* now c is behind the last tick: the third event waits */
 	pgt_exec(c, "select pgq.insert_event('q', 't', '3')");
-	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	expect_tick(c, false);
 	sqlt_eq(c, "select pgq.ticker() = 0", "t");
-	finish_ok(b1);
+	finish_batch(c, b);
 	/* c's next batch ends at the last tick: it reads at the head, the event is ticked */
-	b2 = pgt_value(c, "select pgq.next_batch('q', 'c')");
-	ck_assert_ptr_nonnull(b2);
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
-	finish_ok(b2);
-	free(b2);
-	/* c takes the batch of event 3, and a fourth event is held back behind it */
-	b2 = pgt_value(c, "select pgq.next_batch('q', 'c')");
-	ck_assert_ptr_nonnull(b2);
+	b = take_batch(c);
+	expect_tick(c, true);
+	finish_batch(c, b);
+	/* c takes the batch of event 3, and a fourth event is ticked, a fifth held back */
+	b = take_batch(c);
 	pgt_exec(c, "select pgq.insert_event('q', 't', '4')");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	expect_tick(c, true);
 	pgt_exec(c, "select pgq.insert_event('q', 't', '5')");
-	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	expect_tick(c, false);
 	/* every insert woke the ticker (nobody watches); no batch look-up did */
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 5, pl, sizeof(pl)), 5);
 	/* a consumer that finds no batch while events wait asks for the tick itself */
-	finish_ok(b2);
-	free(b2);
-	b2 = pgt_value(c, "select pgq.next_batch('q', 'c')");
-	ck_assert_ptr_nonnull(b2);
-	finish_ok(b2);
+	finish_batch(c, b);
+	finish_batch(c, take_batch(c));
 	sqlt_eq(c, "select pgq.next_batch('q', 'c') is null", "t");
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
 	ck_assert_str_eq(pl, "q");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	expect_tick(c, true);
 	/* caught up with nothing waiting: no wake-up */
-	sqlt_eq(c, "select pgq.next_batch('q', 'c') is not null", "t");
-	pgt_exec(c, "select pgq.finish_batch(pgq.next_batch('q', 'c'))");
+	finish_batch(c, take_batch(c));
 	sqlt_eq(c, "select pgq.next_batch('q', 'c') is null", "t");
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 0);
 	/* the normal rules still tick what waits: ticker_max_count */
 	pgt_exec(c, "select pgq.set_queue_config('q', 'ticker_max_count', '3')");
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'x') from generate_series(1, 2)");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	expect_tick(c, true);
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'x') from generate_series(1, 2)");
-	sqlt_eq(c, "select pgq.ticker('q') is null", "t");
+	expect_tick(c, false);
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
+	expect_tick(c, true);
 	/* with no reader at all, nothing is held back */
 	pgt_exec(c, "select pgq.unregister_consumer('q', 'c')");
-	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
-	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
-	sqlt_eq(c, "select pgq.ticker('q') is not null", "t");
-#undef finish_ok
-	free(b1);
+	for (int i = 0; i < 2; i++) {
+		pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+		expect_tick(c, true);
+	}
 	PQfinish(c);
 	PQfinish(l);
 }
