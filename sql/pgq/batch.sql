@@ -94,8 +94,8 @@ begin
                                     i_min_count, i_min_interval) h;
     end if;
     if t.tick_id is null or (i_min_lag is not null and now() - t.tick_time < i_min_lag) then
-        -- a low_latency queue's ticker defers ticks while every consumer is
-        -- behind (pgq._tick_wanted): this one waits now, so ask for the tick
+        -- a low_latency queue's ticker holds ticks back while every consumer is
+        -- behind (pgq._ticker): this one waits now, so ask for the tick
         if t.tick_id is null and s.queue_low_latency and i_min_count is null
            and i_min_interval is null and pgq.seq_getval(s.queue_event_seq) > p_seq then
             perform pgq._wake(i_queue_name);

@@ -21,6 +21,7 @@ declare
     tick bigint;
     me bigint;
     has_last boolean;
+    wanted boolean;
 begin
     select queue_id, queue_name, queue_external_ticker, queue_ticker_paused, queue_event_seq,
            queue_tick_seq, queue_data_pfx, queue_ticker_max_count, queue_ticker_max_lag,
@@ -68,12 +69,27 @@ begin
             raise warning 'Negative new_events?  old=% cur=%', last.tick_event_seq, cur_seq;
         end if;
         if new_events > 0 then
-            -- a low_latency queue ticks at once when a consumer has read up to the
-            -- last tick (pgq._tick_wanted): a slow consumer gets larger batches
-            -- instead of a backlog of small ones
-            if new_events < q.queue_ticker_max_count and lag < q.queue_ticker_max_lag
-               and (not q.queue_low_latency or not pgq._tick_wanted(q.queue_id, last.tick_id)) then
-                return null;
+            if new_events < q.queue_ticker_max_count and lag < q.queue_ticker_max_lag then
+                if not q.queue_low_latency then
+                    return null;
+                end if;
+                -- A low_latency queue ticks at once only when a reader wants the tick:
+                -- a consumer whose position, or the end of the batch it reads, is the
+                -- last tick (it reads next what we tick now), or no consumer at all.
+                -- While every consumer is further behind, a new tick would only add to
+                -- its backlog of small batches: the events wait for a larger one. A
+                -- consumer that finds no batch while events wait wakes us
+                -- (pgq.next_batch_custom). pgq_node's bookkeeping consumers
+                -- (.global_watermark, .NODE.watermark) read nothing and do not count.
+                -- Inline, not a function: a SQL function is planned on every call.
+                select coalesce(bool_or(case when s.sub_batch is null then s.sub_last_tick
+                                             else s.sub_next_tick end >= last.tick_id), true)
+                  into wanted
+                  from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
+                 where s.sub_queue = q.queue_id and left(c.co_name, 1) <> '.';
+                if not wanted then
+                    return null;
+                end if;
             end if;
         elsif q.queue_low_latency and pgq._events_pending(q.queue_data_pfx, last.tick_snapshot) then
             -- committed since the last tick but counted by it (a long transaction whose
@@ -99,23 +115,6 @@ begin
     perform pg_notify(pgq.queue_notify_channel(q.queue_name), tick::text);
     return tick;
 end;
-$$;
-
--- Does a reader want the queue's next tick now? Yes when a consumer's position, or
--- the end of the batch it reads, is the last tick i_last_tick: it reads or waits at
--- the head, so the next tick is what it reads next. While every consumer is further
--- behind, a new tick would only lengthen its backlog of small batches. Also yes when
--- the queue has no consumer at all (nothing to wait for). pgq_node's bookkeeping
--- consumers ('.'-prefixed: .global_watermark, .NODE.watermark) read nothing and do
--- not count. A consumer that finds no batch while events wait asks for the tick
--- (pgq.next_batch_custom), so a deferred tick comes as soon as it is wanted.
-create or replace function pgq._tick_wanted(i_queue_id integer, i_last_tick bigint)
-returns boolean language sql stable
-set search_path = pg_catalog, pg_temp as $$
-    select coalesce(bool_or(case when s.sub_batch is null then s.sub_last_tick
-                                 else s.sub_next_tick end >= i_last_tick), true)
-      from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
-     where s.sub_queue = i_queue_id and left(c.co_name, 1) <> '.';
 $$;
 
 -- Is there a committed event the last tick did not see? Asked for low_latency queues

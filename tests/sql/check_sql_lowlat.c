@@ -2,7 +2,7 @@
  * Low-latency queues and metadata churn, in SQL: the watch protocol between
  * producers and the ticker (pgq._wake(), pgq.ticker_watch()), ticks for events of
  * transactions open at the last tick, ticks held back while every consumer is
- * behind (pgq._tick_wanted()), HOT updates of pgq.subscription (and its
+ * behind (pgq._ticker), HOT updates of pgq.subscription (and its
  * in-place upgrade from PgQ 3.5's layout), and the thinning of a low-latency
  * queue's tick history (pgq.maint_thin_ticks()).
  */

@@ -132,7 +132,6 @@ static const struct {
 	{"pgq._ticker(text,boolean)", OWNER},
 	{"pgq._first_event_pending(text,txid_snapshot)", OWNER},
 	{"pgq._events_pending(text,txid_snapshot)", OWNER},
-	{"pgq._tick_wanted(integer,bigint)", OWNER},
 	{"pgq._insert_tree(integer[],integer[],integer,integer)", OWNER},
 	{"pgq_coop._lock_main(text,text)", OWNER},
 };
