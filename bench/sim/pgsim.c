@@ -4,8 +4,8 @@
  * PostgreSQL holds (docs/benchmarks.md, "The ticker by simulation").
  *
  *   pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]
- *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--cores C]
- *         [--tcp]
+ *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S]
+ *         [--cores C | --process-per-session] [--tcp]
  *   pgsim --ctl DIR stats|reset|restart SECONDS [PORT]
  *
  * Server s (0..M-1) listens on port P+s: a unix socket DIR/.s.PGSQL.<P+s>, or
@@ -29,6 +29,19 @@
  * the same delay (bench/sim/check-real calibrates both on a real server). An
  * unmatched statement gets SQLSTATE 42883 and is logged once. CancelRequest
  * turns a reply still waiting into SQLSTATE 57014. Terminate closes.
+ *
+ * --process-per-session (pgsim_fork.c) serves each session in its own forked
+ * process, as PostgreSQL's backends: asleep in its own epoll_wait, it burns
+ * each statement's delay +- jitter as CPU (a busy loop over a private buffer,
+ * timed by its CPU clock) before it answers, so the kernel wakes one process
+ * per statement and shares the real cores among the backends and the client,
+ * instead of the timers (and --cores, refused with it) of the single process.
+ * BackendKeyData then carries the backend's pid, a CancelRequest is routed to
+ * it as SIGINT and "restart" sends it SIGTERM (FATAL 57P01). For a few hundred
+ * sessions (bench/sim/check-real); the default mode is the one for 10,000 and
+ * more. The figures below live in MAP_SHARED memory in both modes, so the
+ * backends record into it. LISTEN and NOTIFY are only acknowledged, in both
+ * modes: no session is ever notified.
  *
  * Every statement marked "tick" in the table is timestamped per database:
  * lateness = time since the database's previous tick call - --period (0 when
