@@ -612,12 +612,12 @@ static void hold_stmt(Conn *c, double ms)
 static void fatal(Conn *c, const char *code, const char *text)
 {
 	msg_error(c->pending, "FATAL", code, text);
-	c->closing = true;
 	if (!c->bev) {
-		c->due = true;
+		c->closing = c->due = true;
 		return;
 	}
 	flush_pending(c);
+	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
 }
 
