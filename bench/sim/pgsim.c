@@ -4,8 +4,8 @@
  * PostgreSQL holds (docs/benchmarks.md, "The ticker by simulation").
  *
  *   pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]
- *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--cores C]
- *         [--tcp]
+ *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S]
+ *         [--cores C | --process-per-session] [--tcp]
  *   pgsim --ctl DIR stats|reset|restart SECONDS [PORT]
  *
  * Server s (0..M-1) listens on port P+s: a unix socket DIR/.s.PGSQL.<P+s>, or
@@ -30,6 +30,19 @@
  * unmatched statement gets SQLSTATE 42883 and is logged once. CancelRequest
  * turns a reply still waiting into SQLSTATE 57014. Terminate closes.
  *
+ * --process-per-session (pgsim_fork.c) serves each session in its own forked
+ * process, as PostgreSQL's backends: asleep in its own epoll_wait, it burns
+ * each statement's delay +- jitter as CPU (a busy loop over a private buffer,
+ * timed by its CPU clock) before it answers, so the kernel wakes one process
+ * per statement and shares the real cores among the backends and the client,
+ * instead of the timers (and --cores, refused with it) of the single process.
+ * BackendKeyData then carries the backend's pid, a CancelRequest is routed to
+ * it as SIGINT and "restart" sends it SIGTERM (FATAL 57P01). For a few hundred
+ * sessions (bench/sim/check-real); the default mode is the one for 10,000 and
+ * more. The figures below live in MAP_SHARED memory in both modes, so the
+ * backends record into it. LISTEN and NOTIFY are only acknowledged, in both
+ * modes: no session is ever notified.
+ *
  * Every statement marked "tick" in the table is timestamped per database:
  * lateness = time since the database's previous tick call - --period (0 when
  * earlier), the measure bench/ticker/run uses on a real server. "restart T"
@@ -53,6 +66,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -69,6 +83,8 @@
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 
+#include "pgsim.h"
+
 #define PROTO_V3       196608
 #define SSL_REQUEST    80877103
 #define GSS_REQUEST    80877104
@@ -79,7 +95,7 @@
 
 /* ---- the table of recorded replies ---- */
 
-typedef struct Reply {
+struct Reply {
 	char *match; /* statement text prefix */
 	size_t matchlen;
 	int ncols;
@@ -95,7 +111,7 @@ typedef struct Reply {
 	int scope;       /* 0: every database, 1: only db<i>, 2: only postgres/template1 */
 	double delay_ms; /* < 0: the global delay */
 	bool warned;
-} Reply;
+};
 
 static Reply *replies;
 static int nreplies;
@@ -104,35 +120,33 @@ static int nreplies;
 
 static const char *opt_dir;
 static int opt_servers = 1, opt_port = 5500, opt_ndb = 100;
-static double opt_delay = 0.3, opt_jitter = 0.1, opt_connect_delay = 0, opt_period = 1.0;
+static double opt_delay = 0.3, opt_jitter = 0.1, opt_period = 1.0;
+double opt_connect_delay;
 static bool opt_tcp;
-static int opt_cores; /* 0: every statement is answered after its own delay */
+static int opt_cores;     /* 0: every statement is answered after its own delay */
+static bool opt_sessions; /* --process-per-session */
 
 /* ---- one server (per process) ---- */
-
-typedef struct Conn Conn;
-enum { C_STARTUP, C_READY };
-
-struct Conn {
-	struct bufferevent *bev;
-	struct evbuffer *pending; /* replies waiting for their delay */
-	struct event timer;
-	int fd;
-	int db; /* index into the server's databases, -1: postgres/template1 */
-	uint32_t key;
-	uint8_t state;
-	bool waiting;      /* a delayed reply is pending: input is not read meanwhile */
-	bool closing;      /* close once the output is written */
-	bool ext_error;    /* extended protocol: skip to Sync after an error */
-	const Reply *stmt; /* the unnamed statement's reply (Parse) */
-	bool stmt_empty;   /* the unnamed statement is blank */
-	char *stmt_sql;
-};
 
 typedef struct DbStat {
 	double last_tick, first_tick, first_after;
 	uint32_t nticks;
 } DbStat;
+
+/*
+ * The figures every session updates: in memory shared (MAP_SHARED, mapped
+ * before any fork) so that --process-per-session's backends record into it and
+ * the server reads it. Counters and the histogram are updated with atomic adds;
+ * a database's slot only by the session that ticks it (the daemon holds one per
+ * database; two ticking one database at once could lose an update of it).
+ */
+typedef struct Shared {
+	uint64_t ticks, queries, connects;
+	uint64_t late_max_us;
+	double restart_end;
+	uint32_t hist[HIST_N];
+	DbStat dbs[]; /* the server's databases */
+} Shared;
 
 static struct {
 	struct event_base *base;
@@ -142,12 +156,10 @@ static struct {
 	bool down;
 	Conn **byfd;
 	int nfd;
-	int nconns;
-	DbStat *dbs;
-	uint32_t *hist;
+	int nconns; /* sessions of this process (in --process-per-session: at startup) */
+	Shared *sh;
 	double *core_free; /* --cores: when each core is next free (now_s()) */
-	double late_max, t0, restart_end;
-	uint64_t ticks, queries, connects, refused;
+	double t0;
 	char sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
 } S;
 
@@ -158,7 +170,7 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
+__attribute__((format(printf, 1, 2), noreturn)) void die(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -169,7 +181,7 @@ __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
 	exit(1);
 }
 
-static void *xmalloc(size_t n)
+void *xmalloc(size_t n)
 {
 	void *p = calloc(1, n ? n : 1);
 	if (!p)
@@ -369,7 +381,7 @@ static void msg_simple(struct evbuffer *b, char type)
 	m_end(b);
 }
 
-static void msg_error(struct evbuffer *b, const char *sev, const char *code, const char *text)
+void msg_error(struct evbuffer *b, const char *sev, const char *code, const char *text)
 {
 	m_begin('E');
 	m_bytes("S", 1);
@@ -384,7 +396,7 @@ static void msg_error(struct evbuffer *b, const char *sev, const char *code, con
 	m_end(b);
 }
 
-static void msg_ready(struct evbuffer *b)
+void msg_ready(struct evbuffer *b)
 {
 	m_begin('Z');
 	m_bytes("I", 1);
@@ -448,22 +460,26 @@ static void db_name(char *buf, size_t len, int db)
 static void record_tick(int db)
 {
 	double t = now_s();
-	DbStat *d = &S.dbs[db];
+	Shared *sh = S.sh;
+	DbStat *d = &sh->dbs[db];
 
-	S.ticks++;
+	__atomic_fetch_add(&sh->ticks, 1, __ATOMIC_RELAXED);
 	d->nticks++;
 	if (d->first_tick == 0)
 		d->first_tick = t;
-	if (S.restart_end > 0 && d->first_after == 0 && t >= S.restart_end)
+	if (sh->restart_end > 0 && d->first_after == 0 && t >= sh->restart_end)
 		d->first_after = t;
 	if (d->last_tick > 0) {
 		double late = t - d->last_tick - opt_period;
 		if (late < 0)
 			late = 0;
 		long b = lround(late * 1e6 / HIST_RES_US);
-		S.hist[b < HIST_N - 1 ? b : HIST_N - 1]++;
-		if (late > S.late_max)
-			S.late_max = late;
+		__atomic_fetch_add(&sh->hist[b < HIST_N - 1 ? b : HIST_N - 1], 1, __ATOMIC_RELAXED);
+		uint64_t us = (uint64_t)llround(late * 1e6);
+		uint64_t max = __atomic_load_n(&sh->late_max_us, __ATOMIC_RELAXED);
+		while (us > max && !__atomic_compare_exchange_n(&sh->late_max_us, &max, us, true,
+								__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			;
 	}
 	d->last_tick = t;
 }
@@ -520,6 +536,7 @@ static void conn_free(Conn *c)
 	bufferevent_free(c->bev);
 	evbuffer_free(c->pending);
 	free(c->stmt_sql);
+	free(c->user);
 	S.nconns--;
 	free(c);
 }
@@ -551,9 +568,15 @@ static void on_timer(evutil_socket_t fd, short ev, void *arg)
 	conn_read(c->bev, c); /* input that came meanwhile */
 }
 
-/* the reply in c->pending goes out after ms milliseconds; input waits */
-static void hold(Conn *c, double ms)
+/* the reply in c->pending goes out after ms milliseconds; input waits (in a
+ * backend process: after burning ms of CPU, pgsim_fork.c) */
+void hold(Conn *c, double ms)
 {
+	if (!c->bev) {
+		c->due = true;
+		c->burn_ms += ms > 0 ? ms : 0;
+		return;
+	}
 	if (ms <= 0) {
 		flush_pending(c);
 		return;
@@ -589,6 +612,10 @@ static void hold_stmt(Conn *c, double ms)
 static void fatal(Conn *c, const char *code, const char *text)
 {
 	msg_error(c->pending, "FATAL", code, text);
+	if (!c->bev) {
+		c->closing = c->due = true;
+		return;
+	}
 	flush_pending(c);
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
@@ -614,6 +641,10 @@ static void handle_cancel(const unsigned char *m)
 	memcpy(&key, m + 12, 4);
 	pid = ntohl(pid);
 	key = ntohl(key);
+	if (opt_sessions) {
+		backend_cancel(pid, key);
+		return;
+	}
 	int fd = (int)pid - (S.idx + 1) * 1000000;
 	if (fd < 0 || fd >= S.nfd || !S.byfd[fd] || S.byfd[fd]->key != key)
 		return;
@@ -627,23 +658,24 @@ static void handle_cancel(const unsigned char *m)
 	on_timer(-1, 0, t);
 }
 
-/* the startup packet (m: whole packet, len bytes); false: close now */
-static bool handle_startup(Conn *c, const unsigned char *m, uint32_t len)
+/* the startup packet (m: whole packet, len bytes): STEP_DONE, STEP_CLOSE, or
+ * STEP_FORK (c->db and c->user set, nothing sent) */
+static int handle_startup(Conn *c, const unsigned char *m, uint32_t len)
 {
 	uint32_t code;
 	memcpy(&code, m + 4, 4);
 	code = ntohl(code);
 	if (code == SSL_REQUEST || code == GSS_REQUEST) {
 		bufferevent_write(c->bev, "N", 1);
-		return true;
+		return STEP_DONE;
 	}
 	if (code == CANCEL_REQUEST && len == 16) {
 		handle_cancel(m);
-		return false;
+		return STEP_CLOSE;
 	}
 	if (code != PROTO_V3) {
 		fatal(c, "0A000", "unsupported frontend protocol");
-		return true;
+		return STEP_DONE;
 	}
 	const char *user = "postgres", *dbname = NULL;
 	const char *p = (const char *)m + 8, *end = (const char *)m + len;
@@ -666,10 +698,21 @@ static bool handle_startup(Conn *c, const unsigned char *m, uint32_t len)
 		char text[200];
 		snprintf(text, sizeof(text), "database \"%.64s\" does not exist", dbname);
 		fatal(c, "3D000", text);
-		return true;
+		return STEP_DONE;
 	}
-	S.connects++;
+	__atomic_fetch_add(&S.sh->connects, 1, __ATOMIC_RELAXED);
 	c->state = C_READY;
+	c->user = xstrdup(user);
+	if (opt_sessions)
+		return STEP_FORK;
+	startup_reply(c, (uint32_t)((S.idx + 1) * 1000000 + c->fd));
+	hold(c, opt_connect_delay);
+	return STEP_DONE;
+}
+
+/* a started session's greeting; pid: BackendKeyData's, the key is c->key */
+void startup_reply(Conn *c, uint32_t pid)
+{
 	struct evbuffer *b = c->pending;
 	m_begin('R');
 	m_u32(0); /* AuthenticationOk */
@@ -683,15 +726,13 @@ static bool handle_startup(Conn *c, const unsigned char *m, uint32_t len)
 	msg_param(b, "integer_datetimes", "on");
 	msg_param(b, "standard_conforming_strings", "on");
 	msg_param(b, "is_superuser", "on");
-	msg_param(b, "session_authorization", user);
+	msg_param(b, "session_authorization", c->user);
 	msg_param(b, "application_name", "");
 	m_begin('K');
-	m_u32((uint32_t)((S.idx + 1) * 1000000 + c->fd));
+	m_u32(pid);
 	m_u32(c->key);
 	m_end(b);
 	msg_ready(b);
-	hold(c, opt_connect_delay);
-	return true;
 }
 
 /* one message after the startup; false: close now */
@@ -704,7 +745,7 @@ static bool handle_msg(Conn *c, char type, const char *body, uint32_t blen)
 		return true;
 	switch (type) {
 	case 'Q':
-		S.queries++;
+		__atomic_fetch_add(&S.sh->queries, 1, __ATOMIC_RELAXED);
 		if (body[strspn(body, " \t\n;")] == '\0') {
 			msg_simple(b, 'I');
 			msg_ready(b);
@@ -750,7 +791,7 @@ static bool handle_msg(Conn *c, char type, const char *body, uint32_t blen)
 			msg_simple(b, 'n'); /* NoData, also for an empty statement */
 		return true;
 	case 'E':
-		S.queries++;
+		__atomic_fetch_add(&S.sh->queries, 1, __ATOMIC_RELAXED);
 		if (c->stmt_empty) {
 			msg_simple(b, 'I'); /* EmptyQueryResponse: libpq's liveness check */
 		} else if (!c->stmt) {
@@ -782,58 +823,67 @@ static bool handle_msg(Conn *c, char type, const char *body, uint32_t blen)
 	}
 }
 
+/*
+ * Handles the next whole message of in: STEP_MORE when there is none yet,
+ * STEP_DONE, STEP_CLOSE, or STEP_FORK after a valid startup packet in
+ * --process-per-session.
+ */
+int proto_step(Conn *c, struct evbuffer *in)
+{
+	size_t have = evbuffer_get_length(in);
+	unsigned char hdr[5];
+	uint32_t len;
+	if (c->state == C_STARTUP) {
+		if (have < 4)
+			return STEP_MORE;
+		evbuffer_copyout(in, hdr, 4);
+		memcpy(&len, hdr, 4);
+		len = ntohl(len);
+		if (len < 8 || len > 10000)
+			return STEP_CLOSE;
+		if (have < len)
+			return STEP_MORE;
+		unsigned char *m = evbuffer_pullup(in, len);
+		int r = handle_startup(c, m, len);
+		evbuffer_drain(in, len);
+		return r;
+	}
+	if (have < 5)
+		return STEP_MORE;
+	evbuffer_copyout(in, hdr, 5);
+	memcpy(&len, hdr + 1, 4);
+	len = ntohl(len);
+	if (len < 4 || len > MAX_MSG)
+		return STEP_CLOSE;
+	if (have < len + 1)
+		return STEP_MORE;
+	/* bodies are NUL-terminated strings where it matters; add one for safety */
+	unsigned char *m = evbuffer_pullup(in, len + 1);
+	char *body = malloc(len - 4 + 1);
+	if (!body)
+		die("out of memory");
+	memcpy(body, m + 5, len - 4);
+	body[len - 4] = '\0';
+	evbuffer_drain(in, len + 1);
+	bool keep = handle_msg(c, (char)hdr[0], body, len - 4);
+	free(body);
+	return keep ? STEP_DONE : STEP_CLOSE;
+}
+
 static void conn_read(struct bufferevent *bev, void *arg)
 {
 	Conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	while (!c->waiting && !c->closing) {
-		size_t have = evbuffer_get_length(in);
-		unsigned char hdr[5];
-		uint32_t len;
-		if (c->state == C_STARTUP) {
-			if (have < 4)
-				return;
-			evbuffer_copyout(in, hdr, 4);
-			memcpy(&len, hdr, 4);
-			len = ntohl(len);
-			if (len < 8 || len > 10000) {
-				conn_free(c);
-				return;
-			}
-			if (have < len)
-				return;
-			unsigned char *m = evbuffer_pullup(in, len);
-			bool keep = handle_startup(c, m, len);
-			evbuffer_drain(in, len);
-			if (!keep) {
-				conn_free(c);
-				return;
-			}
-			continue;
-		}
-		if (have < 5)
+		switch (proto_step(c, in)) {
+		case STEP_MORE:
 			return;
-		evbuffer_copyout(in, hdr, 5);
-		memcpy(&len, hdr + 1, 4);
-		len = ntohl(len);
-		if (len < 4 || len > MAX_MSG) {
-			conn_free(c);
+		case STEP_FORK:
+			backend_fork(c, in); /* returns in the server only */
+			conn_free(c);        /* its copy of the socket */
 			return;
-		}
-		if (have < len + 1)
-			return;
-		/* bodies are NUL-terminated strings where it matters; add one for safety */
-		unsigned char *m = evbuffer_pullup(in, len + 1);
-		char *body = malloc(len - 4 + 1);
-		if (!body)
-			die("out of memory");
-		memcpy(body, m + 5, len - 4);
-		body[len - 4] = '\0';
-		evbuffer_drain(in, len + 1);
-		bool keep = handle_msg(c, (char)hdr[0], body, len - 4);
-		free(body);
-		if (!keep) {
+		case STEP_CLOSE:
 			conn_free(c);
 			return;
 		}
@@ -943,10 +993,12 @@ static void server_restart(double secs)
 		evbuffer_write(c->pending, fd);
 		conn_free(c);
 	}
-	S.restart_end = t + secs;
+	if (opt_sessions)
+		backends_terminate(); /* each sends its FATAL 57P01 */
+	S.sh->restart_end = t + secs;
 	for (int d = 0; d < S.ndb; d++) {
-		S.dbs[d].last_tick = 0;
-		S.dbs[d].first_after = 0;
+		S.sh->dbs[d].last_tick = 0;
+		S.sh->dbs[d].first_after = 0;
 	}
 	struct timeval tv = {.tv_sec = (time_t)secs, .tv_usec = (suseconds_t)fmod(secs * 1e6, 1e6)};
 	evtimer_add(&S.reopen, &tv);
@@ -958,8 +1010,9 @@ static void ctl_dump(struct evbuffer *out)
 {
 	double t = now_s(), first_all = 0, rec_max = 0;
 	int ticked = 0, fresh = 0, recovered = 0, rec_last = -1;
+	Shared *sh = S.sh;
 	for (int d = 0; d < S.ndb; d++) {
-		DbStat *s = &S.dbs[d];
+		DbStat *s = &sh->dbs[d];
 		if (s->first_tick > 0) {
 			ticked++;
 			if (s->first_tick - S.t0 > first_all)
@@ -969,8 +1022,8 @@ static void ctl_dump(struct evbuffer *out)
 			fresh++;
 		if (s->first_after > 0) {
 			recovered++;
-			if (s->first_after - S.restart_end > rec_max) {
-				rec_max = s->first_after - S.restart_end;
+			if (s->first_after - sh->restart_end > rec_max) {
+				rec_max = s->first_after - sh->restart_end;
 				rec_last = d;
 			}
 		}
@@ -979,14 +1032,15 @@ static void ctl_dump(struct evbuffer *out)
 			    "server %d port %d dbs %d conns %d ticks %" PRIu64 " queries %" PRIu64
 			    " connects %" PRIu64 " ticked %d fresh %d first_all %.6f late_max %.6f "
 			    "restarted %d recovered %d recover_max %.6f elapsed %.6f\n",
-			    S.idx, S.port, S.ndb, S.nconns, S.ticks, S.queries, S.connects, ticked,
-			    fresh, first_all, S.late_max, S.restart_end > 0, recovered, rec_max,
+			    S.idx, S.port, S.ndb, S.nconns + (opt_sessions ? backends_count() : 0),
+			    sh->ticks, sh->queries, sh->connects, ticked, fresh, first_all,
+			    (double)sh->late_max_us / 1e6, sh->restart_end > 0, recovered, rec_max,
 			    t - S.t0);
 	if (rec_last >= 0)
 		evbuffer_add_printf(out, "last_recovered db%d\n", S.first + rec_last);
 	for (int i = 0; i < HIST_N; i++)
-		if (S.hist[i])
-			evbuffer_add_printf(out, "h %d %" PRIu32 "\n", i, S.hist[i]);
+		if (sh->hist[i])
+			evbuffer_add_printf(out, "h %d %" PRIu32 "\n", i, sh->hist[i]);
 	evbuffer_add_printf(out, "end\n");
 }
 
@@ -1001,13 +1055,13 @@ static void ctl_read(struct bufferevent *bev, void *arg)
 		ctl_dump(out);
 	} else if (strcmp(line, "reset") == 0) {
 		S.t0 = now_s();
-		S.ticks = S.queries = S.connects = 0;
-		S.late_max = 0;
-		memset(S.hist, 0, sizeof(uint32_t) * HIST_N);
+		S.sh->ticks = S.sh->queries = S.sh->connects = 0;
+		S.sh->late_max_us = 0;
+		memset(S.sh->hist, 0, sizeof(uint32_t) * HIST_N);
 		/* lateness counts from the first tick after the reset: the daemon of a
 		 * previous run left its own last ticks */
-		memset(S.dbs, 0, sizeof(DbStat) * (size_t)S.ndb);
-		S.restart_end = 0;
+		memset(S.sh->dbs, 0, sizeof(DbStat) * (size_t)S.ndb);
+		S.sh->restart_end = 0;
 		evbuffer_add_printf(out, "ok\n");
 	} else if (strncmp(line, "restart ", 8) == 0) {
 		server_restart(atof(line + 8));
@@ -1068,8 +1122,10 @@ static void run_server(int idx)
 	S.port = opt_port + idx;
 	S.first = (int)((long)idx * opt_ndb / opt_servers) + 1;
 	S.ndb = (int)((long)(idx + 1) * opt_ndb / opt_servers) + 1 - S.first;
-	S.dbs = xmalloc(sizeof(DbStat) * (size_t)(S.ndb ? S.ndb : 1));
-	S.hist = xmalloc(sizeof(uint32_t) * HIST_N);
+	S.sh = mmap(NULL, sizeof(Shared) + sizeof(DbStat) * (size_t)S.ndb, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (S.sh == MAP_FAILED)
+		die("server %d: mmap: %s", idx, strerror(errno));
 	S.core_free = xmalloc(sizeof(double) * (size_t)(opt_cores > 0 ? opt_cores : 1));
 	for (int i = 0; i < opt_cores; i++)
 		S.core_free[i] = 0;
@@ -1110,7 +1166,11 @@ static void run_server(int idx)
 	struct event *t2 = evsignal_new(S.base, SIGINT, on_term, NULL);
 	evsignal_add(t1, NULL);
 	evsignal_add(t2, NULL);
+	if (opt_sessions)
+		backends_init(S.base);
 	event_base_dispatch(S.base);
+	if (opt_sessions)
+		backends_terminate();
 	unlink(sun.sun_path);
 	unlink(S.sockpath);
 	exit(0);
@@ -1234,8 +1294,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]\n"
-		"             [--delay MS] [--jitter MS] [--connect-delay MS] [--period S] [--cores C]\n"
-		"             [--tcp]\n"
+		"             [--delay MS] [--jitter MS] [--connect-delay MS] [--period S]\n"
+		"             [--cores C | --process-per-session] [--tcp]\n"
 		"       pgsim --ctl DIR stats|reset|restart SECONDS [PORT]\n");
 	exit(2);
 }
@@ -1252,6 +1312,10 @@ int main(int argc, char **argv)
 			return run_ctl(v, argc - i - 2, argv + i + 2);
 		if (strcmp(a, "--tcp") == 0) {
 			opt_tcp = true;
+			continue;
+		}
+		if (strcmp(a, "--process-per-session") == 0) {
+			opt_sessions = true;
 			continue;
 		}
 		if (!v)
@@ -1283,6 +1347,9 @@ int main(int argc, char **argv)
 	if (!opt_dir || opt_servers < 1 || opt_ndb < 0 || opt_port < 1 ||
 	    opt_port + opt_servers > 65536 || opt_period <= 0 || opt_cores < 0)
 		usage();
+	if (opt_sessions && opt_cores > 0)
+		die("--cores models a server's cores with timers; with --process-per-session each "
+		    "session's backend burns its CPU and the kernel shares the real cores: give one");
 	if (!replies_file) {
 		/* replies.txt beside the source, where meson's build tree points */
 		snprintf(defpath, sizeof(defpath), "%s/replies.txt", PGSIM_SRCDIR);
