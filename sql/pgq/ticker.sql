@@ -73,20 +73,12 @@ begin
                 if not q.queue_low_latency then
                     return null;
                 end if;
-                -- A low_latency queue ticks at once only while a reader is close to
-                -- the head: a consumer whose position, or the end of the batch it
-                -- reads, is the last tick or the one before (so it has at most one
-                -- whole batch waiting beyond the one it reads), or no consumer at all.
-                -- While every consumer is further behind, a new tick would only add to
-                -- its backlog of small batches: the events wait for a larger one. The
-                -- batch of look-ahead keeps a busy consumer from waiting for each tick
-                -- (without it, 10-20 ms more p50 at load 5 on one node). "The one before" is
-                -- last - 1: a root's tick ids come from its sequence, one apart unless
-                -- a ticker's transaction rolled back, which only makes the look-ahead
-                -- shorter once. A consumer that finds no batch while events wait wakes
-                -- us (pgq.next_batch_custom). pgq_node's bookkeeping consumers
-                -- (.global_watermark, .NODE.watermark) read nothing and do not count.
-                -- Inline, not a function: a SQL function is planned on every call.
+                -- low_latency ticks at once only while some consumer has at most one
+                -- whole batch waiting beyond the one it reads (or there is no consumer);
+                -- further behind, a tick would only lengthen its backlog of small batches
+                -- (docs/sql-api.md, "Low latency"). last - 1: a root's tick ids are one
+                -- apart unless a ticker rolled back. '.'-prefixed consumers are
+                -- pgq_node's bookkeeping. Inline: a SQL function is planned per call.
                 select coalesce(bool_or(case when s.sub_batch is null then s.sub_last_tick
                                              else s.sub_next_tick end >= last.tick_id - 1), true)
                   into wanted
