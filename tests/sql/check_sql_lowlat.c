@@ -193,6 +193,77 @@ START_TEST(test_tick_waits_for_a_reader)
 }
 END_TEST
 
+/* The scans of queue q's first event table in k's transaction: n index probes, no seq scan. */
+static void expect_index_probes(PGconn *k, int n)
+{
+	char want[32];
+
+	snprintf(want, sizeof(want), "0 %d", n);
+	sqlt_eq(k,
+		"select seq_scan || ' ' || idx_scan from pg_stat_xact_user_tables"
+		" where relid = 'pgq.event_1_0'::regclass",
+		want);
+}
+
+/* A new session (no scan counts pending from other work) whose planner expects a
+   match early in a seq scan, as it does for a table grown since its last analyze
+   whose ev_txid index has one entry per producing transaction (the daemon's watch
+   session planned such a seq scan on every call; a test cannot cheaply make 80,000
+   transactions, so the costs are shifted instead). */
+static PGconn *probe_session(const char *db)
+{
+	PGconn *k = pgt_connect(db);
+
+	pgt_exec(k, "set random_page_cost = 40");
+	return k;
+}
+
+/* The check for events committed since the last tick probes the ev_txid index even
+   when the event table was filled since its last analyze: as an exists () it was
+   planned as a seq scan, paid on every call of the daemon's watch. */
+START_TEST(test_pending_probe_uses_the_index)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = queue_conn(db, true), *p = pgt_connect(db), *k;
+	char *pxid, sql[192];
+
+	/* no statistics: as after a rotation or a burst, before autovacuum's analyze */
+	pgt_exec(c, "alter table pgq.event_1_0 set (autovacuum_enabled = false)");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'd') from generate_series(1, 30000)");
+	expect_tick(c, true);
+	/* idle: the sequence did not move, so the tables are asked */
+	k = probe_session(db);
+	pgt_exec(k, "begin");
+	expect_tick(k, false);
+	expect_index_probes(k, 1);
+	pgt_exec(k, "commit");
+	PQfinish(k);
+	/* an event of a transaction open at the last tick: found through its xip entry */
+	pgt_exec(p, "begin");
+	pgt_exec(p, "select pgq.insert_event('q', 't', 'long')");
+	/* a later transaction ends first, so the tick's xmax is past p and p is in its xip */
+	pgt_exec(c, "select txid_current()");
+	expect_tick(c, true);
+	pxid = pgt_value(p, "select txid_current()");
+	snprintf(sql, sizeof(sql),
+		 "select %s in (select txid_snapshot_xip(tick_snapshot) from pgq.tick"
+		 " where tick_id = (select max(tick_id) from pgq.tick))",
+		 pxid);
+	sqlt_eq(c, sql, "t");
+	free(pxid);
+	pgt_exec(p, "commit");
+	k = probe_session(db);
+	pgt_exec(k, "begin");
+	expect_tick(k, true);
+	expect_index_probes(k, 2);
+	pgt_exec(k, "commit");
+	expect_tick(k, false);
+	PQfinish(k);
+	PQfinish(c);
+	PQfinish(p);
+}
+END_TEST
+
 /* 200 batches, each in its own transactions as consumers run them: every update
    of pgq.subscription is HOT (pages are pruned between them). */
 START_TEST(test_subscription_updates_are_hot)
@@ -310,6 +381,7 @@ int main(void)
 	tcase_add_test(tc, test_watch_protocol);
 	tcase_add_test(tc, test_tick_after_open_transaction);
 	tcase_add_test(tc, test_tick_waits_for_a_reader);
+	tcase_add_test(tc, test_pending_probe_uses_the_index);
 	tcase_add_test(tc, test_subscription_updates_are_hot);
 	tcase_add_test(tc, test_subscription_upgrade_in_place);
 	tcase_add_test(tc, test_thin_ticks);
