@@ -82,7 +82,29 @@ begin
 end;
 $$;
 
--- Rewrite pgq._insert_static() for the current set of queues. Callers hold a lock
+-- pgq._pending_static()'s search over queue ids lo..hi (see pgq._events_pending()).
+create or replace function pgq._pending_tree(ids integer[], lo integer, hi integer)
+returns text language plpgsql immutable
+set search_path = pg_catalog, pg_temp as $$
+declare
+    mid integer;
+    tbl text;
+begin
+    if lo = hi then
+        tbl := pgq.quote_fqname('pgq.event_' || ids[lo]);
+        return 'if qid = ' || ids[lo] || ' then return (select min(ev_txid) from ' || tbl
+            || ' where ev_txid >= pg_catalog.txid_snapshot_xmax(snap)) is not null'
+            || ' or (select min(ev_txid) from ' || tbl
+            || ' where ev_txid = any (array(select pg_catalog.txid_snapshot_xip(snap)))) is not null;'
+            || ' end if; return null;' || chr(10);
+    end if;
+    mid := (lo + hi) / 2;
+    return 'if qid <= ' || ids[mid] || ' then ' || chr(10) || pgq._pending_tree(ids, lo, mid)
+        || 'else ' || chr(10) || pgq._pending_tree(ids, mid + 1, hi) || 'end if;' || chr(10);
+end;
+$$;
+
+-- Rewrite pgq._insert_static() and pgq._pending_static() for the current set of queues. Callers hold a lock
 -- that serialises queue creation and removal.
 create or replace function pgq._regen_insert_paths()
 returns integer language plpgsql security definer
@@ -91,6 +113,7 @@ declare
     ids integer[];
     ntables integer[];
     body text := 'return null;';
+    pending text := 'return null;';
 begin
     select coalesce(array_agg(queue_id order by queue_id), '{}'),
            coalesce(array_agg(queue_ntables order by queue_id), '{}')
@@ -100,12 +123,16 @@ begin
        and queue_event_seq = 'pgq.event_' || queue_id || '_id_seq';
     if cardinality(ids) > 0 then
         body := pgq._insert_tree(ids, ntables, 1, cardinality(ids));
+        pending := pgq._pending_tree(ids, 1, cardinality(ids));
     end if;
     execute 'create or replace function pgq._insert_static(qid integer, cur integer, ev_id bigint,'
         || ' ev_time timestamptz, ev_owner integer, ev_retry integer, ev_type text, ev_data text,'
         || ' ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)'
         || ' returns bigint language plpgsql as '
         || quote_literal('declare id bigint; begin ' || body || ' end;');
+    execute 'create or replace function pgq._pending_static(qid integer, snap txid_snapshot)'
+        || ' returns boolean language plpgsql stable as '
+        || quote_literal('begin ' || pending || ' end;');
     return cardinality(ids);
 end;
 $$;

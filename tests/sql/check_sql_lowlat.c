@@ -237,6 +237,12 @@ START_TEST(test_pending_probe_uses_the_index)
 	expect_tick(k, false);
 	expect_index_probes(k, 1);
 	pgt_exec(k, "commit");
+	/* through the generated static probe (plans cached), not its dynamic fallback */
+	sqlt_eq(c,
+		"select pgq._pending_static(1, tick_snapshot)::text from pgq.tick"
+		" order by tick_id desc limit 1",
+		"false");
+	sqlt_eq(c, "select pgq._pending_static(999, txid_current_snapshot()) is null", "t");
 	PQfinish(k);
 	/* an event of a transaction open at the last tick: found through its xip entry */
 	pgt_exec(p, "begin");

@@ -133,6 +133,8 @@ static const struct {
 	{"pgq._first_event_pending(text,txid_snapshot)", OWNER},
 	{"pgq._events_pending(text,txid_snapshot)", OWNER},
 	{"pgq._insert_tree(integer[],integer[],integer,integer)", OWNER},
+	{"pgq._pending_tree(integer[],integer,integer)", OWNER},
+	{"pgq._pending_static(integer,txid_snapshot)", OWNER},
 	{"pgq_coop._lock_main(text,text)", OWNER},
 };
 #define N_EXPECTED (sizeof(expected) / sizeof(expected[0]))
