@@ -1,12 +1,16 @@
 -- Small helpers: quoting, sequences, grants, storage tuning, channel names, versions.
 
 -- 'schema.name' with both parts quoted; no dot means schema public.
+-- One strict expression, no CASE: the planner inlines a STRICT SQL function only if
+-- its body is strict too, and a call it does not inline parses the body again in
+-- every transaction (seq_getval() on each tick paid that for every queue).
 create or replace function pgq.quote_fqname(i_name text)
 returns text language sql immutable strict as $$
-    select case when pg_catalog.strpos(i_name, '.') > 0
-        then pg_catalog.quote_ident(pg_catalog.substr(i_name, 1, pg_catalog.strpos(i_name, '.') - 1))
-             || '.' || pg_catalog.quote_ident(pg_catalog.substr(i_name, pg_catalog.strpos(i_name, '.') + 1))
-        else 'public.' || pg_catalog.quote_ident(i_name) end
+    select pg_catalog.quote_ident(pg_catalog.split_part(
+               pg_catalog.regexp_replace(i_name, '^([^.]*)$', 'public.\1'), '.', 1))
+        || '.' || pg_catalog.quote_ident(pg_catalog.substr(
+               pg_catalog.regexp_replace(i_name, '^([^.]*)$', 'public.\1'),
+               pg_catalog.strpos(pg_catalog.regexp_replace(i_name, '^([^.]*)$', 'public.\1'), '.') + 1))
 $$;
 
 -- last_value of a sequence without advancing it (1 for a never-used sequence).
@@ -113,9 +117,10 @@ end;
 $$;
 
 -- pgqd-ev: the channel a queue's ticks are announced on (docs/sql-api.md).
--- Channel names are limited to 63 bytes, so long names are hashed.
+-- Channel names are limited to 63 bytes, so long names are hashed. Not STRICT (NULL
+-- still gives NULL) so that the tick's pg_notify() call inlines it: see quote_fqname.
 create or replace function pgq.queue_notify_channel(i_queue_name text)
-returns text language sql immutable strict as $$
+returns text language sql immutable as $$
     select case when pg_catalog.octet_length(i_queue_name) <= 54
         then 'pgq.tick.' || i_queue_name
         else 'pgq.tickh.' || pg_catalog.md5(i_queue_name) end

@@ -606,6 +606,18 @@ START_TEST(test_utils)
 		"select pgq.queue_notify_channel(repeat('x', 55)) = 'pgq.tickh.' || md5(repeat('x', 55))",
 		"t");
 	sqlt_eq(c, "select pgq.ticker_wake_channel()", "pgq.wake");
+	sqlt_eq(c, "select pgq.queue_notify_channel(null)", NULL);
+	sqlt_eq(c,
+		"select pgq.quote_fqname('.y') || ' ' || pgq.quote_fqname('') || ' ' ||"
+		" pgq.quote_fqname('a.') || ' ' || pgq.quote_fqname(e'a\\nb')",
+		"\"\".y public.\"\" a.\"\" public.\"a\nb\"");
+	/* inlined where they are called (each tick calls both): a call the planner does
+	   not inline parses the function's body again in every transaction */
+	pgt_exec(c,
+		 "do $$ declare line text; begin for line in explain (verbose)"
+		 " select pgq.quote_fqname(queue_event_seq), pgq.queue_notify_channel(queue_name)"
+		 " from pgq.queue loop if line ~ 'quote_fqname|queue_notify_channel' then"
+		 " raise exception 'not inlined: %', line; end if; end loop; end $$");
 	PQfinish(c);
 }
 END_TEST
