@@ -88,7 +88,7 @@ fi
 
 # 4: the library is in the linker cache (libc-bin's ldconfig trigger ran) and
 # every installed program finds its libraries
-lib=$(ldconfig -p | grep 'libpgqev\.so\.1 ')
+lib=$(ldconfig -p | grep 'libpgqev\.so\.[0-9]* ')
 unresolved=$(for f in /usr/bin/pgqd-ev /usr/bin/pgqctl /usr/lib/*/libpgqev.so.2; do ldd "$f" | grep 'not found' | sed "s|^|$f: |"; done)
 if [ -n "$lib" ] && [ -z "$unresolved" ]; then
     ok "ldconfig -p: $(echo $lib); no unresolved library"

@@ -343,10 +343,16 @@ static CtlRun run_interrupted(const char *dsn, const char *const *args, int *nst
 		ck_assert_msg(r.rc == 1 && strstr(r.err, want),
 			      "run %d: exit %d\nstdout: %s\nstderr: %s", n, r.rc, r.out, r.err);
 		if (prev > 0) {
-			/* the steps before were found done, not done again */
+			/* the steps before were found done, not done again; except the
+			   catch-up while writes go on, whose target (OLD's last tick) may
+			   have moved on since the run before */
 			snprintf(want, sizeof(want), "step %d/", prev);
 			const char *at = strstr(r.out, want);
-			ck_assert_msg(at && strstr(at, "already done"), "run %d:\n%s", n, r.out);
+			const char *eol = at ? strchr(at, '\n') : NULL;
+			const char *moving = at ? strstr(at, "while writes go on") : NULL;
+			ck_assert_msg(at && (strstr(at, "already done") ||
+					     (moving && (!eol || moving < eol))),
+				      "run %d:\n%s", n, r.out);
 		}
 		prev = n;
 		ctr_free(&r);
