@@ -193,16 +193,20 @@ START_TEST(test_tick_waits_for_a_reader)
 }
 END_TEST
 
-/* The scans of queue q's first event table in k's transaction: n index probes, no seq scan. */
+/* The scans of queue q's first event table in k's transaction: no seq scan, at
+   least n index probes (the xip probe also runs when some other transaction, an
+   autovacuum analyze say, was open at the last tick). */
 static void expect_index_probes(PGconn *k, int n)
 {
-	char want[32];
+	char *v = pgt_value(k, "select seq_scan || ' ' || idx_scan from pg_stat_xact_user_tables"
+			       " where relid = 'pgq.event_1_0'::regclass");
+	long seq = -1, idx = -1;
 
-	snprintf(want, sizeof(want), "0 %d", n);
-	sqlt_eq(k,
-		"select seq_scan || ' ' || idx_scan from pg_stat_xact_user_tables"
-		" where relid = 'pgq.event_1_0'::regclass",
-		want);
+	ck_assert_ptr_nonnull(v);
+	ck_assert_msg(sscanf(v, "%ld %ld", &seq, &idx) == 2 && seq == 0 && idx >= n,
+		      "scans of pgq.event_1_0 (seq idx): got \"%s\", want \"0 %d\" or more probes",
+		      v, n);
+	free(v);
 }
 
 /* A new session (no scan counts pending from other work) whose planner expects a
