@@ -82,21 +82,30 @@ begin
 end;
 $$;
 
--- pgq._pending_static()'s search over queue ids lo..hi (see pgq._events_pending()).
+-- The probe of pgq._events_pending() as an expression over table i_table, the
+-- snapshot being the SQL text i_snap ('$1' or a variable): is there an event at or
+-- past its xmax, or of a transaction in its xip list? min() so that the plan is an
+-- index probe whatever the statistics say (see pgq._events_pending()).
+create or replace function pgq._pending_probe_sql(i_table text, i_snap text)
+returns text language sql immutable
+set search_path = pg_catalog, pg_temp as $$
+    select '(select min(ev_txid) from ' || i_table
+        || ' where ev_txid >= pg_catalog.txid_snapshot_xmax(' || i_snap || ')) is not null'
+        || ' or (select min(ev_txid) from ' || i_table
+        || ' where ev_txid = any (array(select pg_catalog.txid_snapshot_xip(' || i_snap || ')))) is not null'
+$$;
+
+-- pgq._pending_static()'s search over queue ids lo..hi.
 create or replace function pgq._pending_tree(ids integer[], lo integer, hi integer)
 returns text language plpgsql immutable
 set search_path = pg_catalog, pg_temp as $$
 declare
     mid integer;
-    tbl text;
 begin
     if lo = hi then
-        tbl := pgq.quote_fqname('pgq.event_' || ids[lo]);
-        return 'if qid = ' || ids[lo] || ' then return (select min(ev_txid) from ' || tbl
-            || ' where ev_txid >= pg_catalog.txid_snapshot_xmax(snap)) is not null'
-            || ' or (select min(ev_txid) from ' || tbl
-            || ' where ev_txid = any (array(select pg_catalog.txid_snapshot_xip(snap)))) is not null;'
-            || ' end if; return null;' || chr(10);
+        return 'if qid = ' || ids[lo] || ' then return '
+            || pgq._pending_probe_sql(pgq.quote_fqname('pgq.event_' || ids[lo]), 'snap')
+            || '; end if; return null;' || chr(10);
     end if;
     mid := (lo + hi) / 2;
     return 'if qid <= ' || ids[mid] || ' then ' || chr(10) || pgq._pending_tree(ids, lo, mid)

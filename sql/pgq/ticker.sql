@@ -119,29 +119,19 @@ $$;
 -- Is there a committed event the last tick did not see? Asked for low_latency queues
 -- whose event sequence did not move: an event of a transaction that was open at the
 -- last tick (in its xip list or past its xmax) and has committed since. Both are
--- probes of the ev_txid indexes; uncommitted rows are not visible here. Written as
--- min() so that the plan is an index probe whatever the statistics say: an
--- exists () over a table filled since its last analyze was planned as a seq scan
--- (the planner expects a match within the first rows), which on a quiet queue with
--- 80k events cost 4.6 ms on every call of the daemon's 5 ms watch.
+-- probes of the ev_txid indexes (pgq._pending_probe_sql()); uncommitted rows are
+-- not visible here. Written as min() so that the plan is an index probe whatever
+-- the statistics say: an exists () over a table filled since its last analyze was
+-- planned as a seq scan (the planner expects a match within the first rows), which
+-- on a quiet queue with 80k events cost 4.6 ms on every call of the daemon's watch.
 create or replace function pgq._events_pending(i_data_pfx text, i_snapshot txid_snapshot)
 returns boolean language plpgsql stable
 set search_path = pg_catalog, pg_temp as $$
 declare
     res boolean;
-    xip bigint[];
 begin
-    execute 'select (select min(ev_txid) from ' || pgq.quote_fqname(i_data_pfx)
-        || ' where ev_txid >= $1) is not null'
-       into res using txid_snapshot_xmax(i_snapshot);
-    if not res then
-        xip := array(select txid_snapshot_xip(i_snapshot));
-        if cardinality(xip) > 0 then
-            execute 'select (select min(ev_txid) from ' || pgq.quote_fqname(i_data_pfx)
-                || ' where ev_txid = any ($1)) is not null'
-               into res using xip;
-        end if;
-    end if;
+    execute 'select ' || pgq._pending_probe_sql(pgq.quote_fqname(i_data_pfx), '$1')
+       into res using i_snapshot;
     return res;
 end;
 $$;

@@ -134,6 +134,7 @@ static const struct {
 	{"pgq._events_pending(text,txid_snapshot)", OWNER},
 	{"pgq._insert_tree(integer[],integer[],integer,integer)", OWNER},
 	{"pgq._pending_tree(integer[],integer,integer)", OWNER},
+	{"pgq._pending_probe_sql(text,text)", OWNER},
 	{"pgq._pending_static(integer,txid_snapshot)", OWNER},
 	{"pgq_coop._lock_main(text,text)", OWNER},
 };
