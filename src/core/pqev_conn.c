@@ -367,6 +367,7 @@ static void conn_drop(PqevConn *c)
 	c->in_pipeline = false;
 	c->want_write = false;
 	pqev_conn_clear_notices(c);
+	pqev_conn_prep_clear(c);
 	c->gen++;
 }
 
@@ -975,6 +976,7 @@ static void conn_destroy(PqevConn *c)
 {
 	pqev_server_unbind(c);
 	pqev_conn_clear_notices(c);
+	pqev_conn_prep_clear(c);
 	pqev_conninfo_clear(c);
 	for (size_t i = 0; i < c->nchannels; i++)
 		free(c->channels[i]);

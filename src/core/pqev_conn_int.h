@@ -65,10 +65,20 @@ struct PqevReq {
 	PGresult *last; /* last result, or the first error result */
 	char *copy;     /* COPY FROM STDIN data (owned), sent on PGRES_COPY_IN */
 	size_t copy_len;
-	bool is_copy; /* a COPY request: runs alone, outside pipeline mode */
+	bool is_copy;   /* a COPY request: runs alone, outside pipeline mode */
+	bool prepared;  /* executed as the session's statement pqev_<prep_name> */
+	bool preparing; /* ... and its Prepare's result (then a NULL) comes first */
+	unsigned prep_name;
 };
 
 TAILQ_HEAD(ReqList, PqevReq);
+
+/* A statement prepared on the current session for PQEV_Q_PREPARE requests. */
+typedef struct PrepStmt {
+	char *sql;
+	unsigned name; /* pqev_<name> on the server */
+	bool ready;    /* its Prepare succeeded: until then the text goes unprepared */
+} PrepStmt;
 
 /* A queued server notice, delivered after the libpq call that received it. */
 typedef struct ConnNotice {
@@ -147,6 +157,13 @@ struct PqevConn {
 	ConnNotice *notices;
 	ConnNotice **notices_tail;
 
+	/* PQEV_Q_PREPARE: this session's statements (NULL until the first). Names
+	   are never reused within a session, so a statement forgotten after an
+	   error can be prepared again without DEALLOCATE; prep_names caps them. */
+	PrepStmt *prep;
+	unsigned nprep;
+	unsigned prep_names;
+
 	unsigned depth;
 	bool free_pending;
 	uint64_t gen;
@@ -157,6 +174,9 @@ struct PqevConn {
 	   databases) */
 	char *err, *err_msg;
 };
+
+/* Forget every prepared statement (the session ended). */
+void pqev_conn_prep_clear(PqevConn *c);
 
 /* Forget the last error; release its buffer too when `release` (never while a
    callback may still hold the message). */

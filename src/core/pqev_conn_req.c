@@ -231,8 +231,9 @@ static int conn_send(PqevConn *c, const PqevQuery *given, PqevReq **req_out, cha
 	}
 	if (!q || !q->sql || !q->on_done || q->nparams < 0 || (q->nparams > 0 && !q->params) ||
 	    ((q->flags & PQEV_Q_SIMPLE || is_copy) && q->nparams > 0) || q->nparams > 65535 ||
-	    copy_len > INT_MAX) {
-		pqev_conn_seterr(c, "invalid request (no SQL, no on_done, or bad parameters)");
+	    ((q->flags & PQEV_Q_SIMPLE) && (q->flags & PQEV_Q_PREPARE)) || copy_len > INT_MAX) {
+		pqev_conn_seterr(c,
+				 "invalid request (no SQL, no on_done, bad parameters or flags)");
 		free(copy);
 		return -EINVAL;
 	}
@@ -478,6 +479,108 @@ bool pqev_conn_dispatch_async(PqevConn *c)
 	return true;
 }
 
+/* ---- prepared statements (PQEV_Q_PREPARE) ---- */
+
+#define PREP_NAMES_MAX 32
+
+void pqev_conn_prep_clear(PqevConn *c)
+{
+	for (unsigned i = 0; i < c->nprep; i++)
+		free(c->prep[i].sql);
+	free(c->prep);
+	c->prep = NULL;
+	c->nprep = 0;
+	c->prep_names = 0;
+}
+
+/* The name of sql's statement on this session, adding it (*first) if it has
+   none and names are left; -1: send it unprepared. */
+static long prep_find(PqevConn *c, const char *sql, bool *first)
+{
+	PrepStmt *grown;
+	char *copy;
+
+	*first = false;
+	for (unsigned i = 0; i < c->nprep; i++) {
+		if (strcmp(c->prep[i].sql, sql) == 0)
+			return c->prep[i].ready ? (long)c->prep[i].name : -1;
+	}
+	if (c->prep_names >= PREP_NAMES_MAX)
+		return -1;
+	grown = realloc(c->prep, (c->nprep + 1) * sizeof(*grown));
+	if (!grown)
+		return -1;
+	c->prep = grown;
+	copy = strdup(sql);
+	if (!copy)
+		return -1;
+	c->prep[c->nprep].sql = copy;
+	c->prep[c->nprep].name = c->prep_names++;
+	c->prep[c->nprep].ready = false;
+	*first = true;
+	return c->prep[c->nprep++].name;
+}
+
+static PrepStmt *prep_by_name(PqevConn *c, unsigned name)
+{
+	for (unsigned i = 0; i < c->nprep; i++) {
+		if (c->prep[i].name == name)
+			return &c->prep[i];
+	}
+	return NULL;
+}
+
+static void prep_forget(PqevConn *c, unsigned name)
+{
+	PrepStmt *p = prep_by_name(c, name);
+	if (p) {
+		free(p->sql);
+		*p = c->prep[--c->nprep];
+	}
+}
+
+/*
+ * After a failed execution by name. 0A000 ("cached plan must not change result
+ * type"): prepare that text anew next time. 26000 (no such statement): something
+ * drops our statements (DEALLOCATE ALL, a pooler that moves the session between
+ * server connections), so this session prepares nothing more.
+ */
+static void prep_failed(PqevConn *c, const PqevReq *r)
+{
+	const char *st = r->last ? PQresultErrorField(r->last, PG_DIAG_SQLSTATE) : NULL;
+
+	if (!st)
+		return;
+	if (strcmp(st, "0A000") == 0) {
+		prep_forget(c, r->prep_name);
+	} else if (strcmp(st, "26000") == 0) {
+		pqev_conn_prep_clear(c);
+		c->prep_names = PREP_NAMES_MAX;
+	}
+}
+
+static bool send_extended(PqevConn *c, PqevReq *r)
+{
+	const char *const *params = (const char *const *)r->params;
+	int binary = (r->flags & PQEV_Q_BINARY) ? 1 : 0;
+	bool first = false;
+	long name = (r->flags & PQEV_Q_PREPARE) ? prep_find(c, r->sql, &first) : -1;
+	char stmt[32];
+
+	if (name < 0)
+		return PQsendQueryParams(c->pg, r->sql, r->nparams, NULL, params, NULL, NULL,
+					 binary) &&
+		       PQpipelineSync(c->pg);
+	snprintf(stmt, sizeof(stmt), "pqev_%ld", name);
+	r->prepared = true;
+	r->preparing = first;
+	r->prep_name = (unsigned)name;
+	if (first && !PQsendPrepare(c->pg, stmt, r->sql, r->nparams, NULL))
+		return false;
+	return PQsendQueryPrepared(c->pg, stmt, r->nparams, params, NULL, NULL, binary) &&
+	       PQpipelineSync(c->pg);
+}
+
 /* ---- sending ---- */
 
 static bool lost(PqevConn *c, const char *what)
@@ -512,10 +615,7 @@ static bool send_queued(PqevConn *c)
 					return lost(c, "entering pipeline mode failed");
 				c->in_pipeline = true;
 			}
-			if (!PQsendQueryParams(c->pg, r->sql, r->nparams, NULL,
-					       (const char *const *)r->params, NULL, NULL,
-					       (r->flags & PQEV_Q_BINARY) ? 1 : 0) ||
-			    !PQpipelineSync(c->pg))
+			if (!send_extended(c, r))
 				return lost(c, "sending a query failed");
 		}
 		TAILQ_REMOVE(&c->queue, r, link);
@@ -564,7 +664,22 @@ static bool read_results(PqevConn *c)
 			break;
 		PGresult *res = PQgetResult(c->pg);
 		bool done = false;
-		if (!res) {
+		if (r->preparing) {
+			/* the Prepare's own result and NULL; the Execute's follow */
+			if (!res) {
+				r->preparing = false;
+			} else if (is_error(PQresultStatus(res))) {
+				prep_forget(c, r->prep_name);
+				PQclear(r->last);
+				r->last = res;
+				r->failed = true;
+			} else {
+				PrepStmt *p = prep_by_name(c, r->prep_name);
+				if (p)
+					p->ready = true;
+				PQclear(res);
+			}
+		} else if (!res) {
 			/* NOTE: a second NULL before the sync means libpq gave up on the
 			   pipeline; spinning on it would hang the loop */
 			if (r->got_end && !runs_alone(r))
@@ -630,6 +745,8 @@ static bool read_results(PqevConn *c)
 			/* the server did work for us: the session is proven, failures start over */
 			if (!r->failed)
 				pqev_backoff_reset(&c->backoff);
+			else if (r->prepared)
+				prep_failed(c, r);
 			unlink_req(r);
 			pqev_req_complete(r, r->failed ? PQEV_SQL_ERROR : PQEV_OK, NULL);
 			if (c->gen != gen)

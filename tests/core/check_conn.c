@@ -5,9 +5,12 @@
  * pg_terminate_backend of idle and busy connections, a server restart, a peer
  * that never answers the startup packet, the liveness check on a stopped
  * backend, lifetime recycling, the connect cap, callbacks freeing their own
- * connection, and shutdown with pending requests.
+ * connection, shutdown with pending requests, and statements prepared once per
+ * session (also after a failed prepare, a changed result type, DEALLOCATE ALL and
+ * a new session).
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -277,6 +280,134 @@ static void terminate(const char *db, int pid)
 	pgt_exec(t, sql);
 	PQfinish(t);
 }
+
+/* The statement's executions by name on the connection's own session (0 if
+   it is not prepared there). */
+static int prep_executions(PqevConn *c, const char *stmt)
+{
+	CtReq r = {0};
+	const char *params[] = {stmt};
+	ct_send(c, &r,
+		"select coalesce(sum(generic_plans + custom_plans), 0) from pg_prepared_statements"
+		" where name like 'pqev\\_%' and statement = $1",
+		1, params, 0, 0, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &r, 10000));
+	ck_assert_int_eq(r.status, PQEV_OK);
+	return atoi(r.value);
+}
+
+static void send_prepared(PqevConn *c, CtReq *r, const char *sql, const char *param)
+{
+	const char *params[] = {param};
+	ct_send(c, r, sql, param ? 1 : 0, param ? params : NULL, PQEV_Q_PREPARE, 0, NULL);
+}
+
+static void never_done(PqevConn *c, const PqevReply *r, void *arg)
+{
+	(void)c;
+	(void)r;
+	(void)arg;
+	ck_abort_msg("on_done ran for a refused request");
+}
+
+START_TEST(test_prepared_statements)
+{
+	const char *db = pgt_db_new();
+	const char *twice = "select $1::int * 2", *fn = "select * from prep_f()";
+	PqevConnConfig cfg;
+	CtConn rec = {0};
+	CtReq q[6];
+	PqevQuery bad = {PQEV_QUERY_INIT, .sql = "select 1",
+			 .flags = PQEV_Q_SIMPLE | PQEV_Q_PREPARE, .on_done = never_done};
+	int pid;
+
+	ct_setup(0);
+	ct_config(&cfg, db_conninfo(db, false));
+	ct_conn_new(&rec, &cfg);
+	ck_assert(ct_run_until(ct_is_connected, &rec, 10000));
+	ck_assert_int_eq(pqev_conn_send(rec.conn, &bad, NULL), -EINVAL);
+
+	/* the first prepares; one sent before that is confirmed goes unprepared */
+	memset(q, 0, sizeof(q));
+	send_prepared(rec.conn, &q[0], twice, "21");
+	send_prepared(rec.conn, &q[1], twice, "5");
+	ck_assert(ct_run_until(ct_req_is_done, &q[1], 10000));
+	ck_assert_int_eq(q[0].status, PQEV_OK);
+	ck_assert_str_eq(q[0].value, "42");
+	ck_assert_str_eq(q[1].value, "10");
+	ck_assert_int_eq(q[0].nresults, 1);
+	ck_assert_int_eq(prep_executions(rec.conn, twice), 1);
+	/* from then on by name, pipelined */
+	for (int i = 2; i < 6; i++)
+		send_prepared(rec.conn, &q[i], twice, "4");
+	ck_assert(ct_run_until(ct_req_is_done, &q[5], 10000));
+	for (int i = 2; i < 6; i++) {
+		ck_assert_int_eq(q[i].done, 1);
+		ck_assert_str_eq(q[i].value, "8");
+	}
+	ck_assert_int_eq(prep_executions(rec.conn, twice), 5);
+
+	/* a statement that cannot be prepared reports the server's own error, each time */
+	memset(q, 0, sizeof(q));
+	send_prepared(rec.conn, &q[0], "select no_such_column", NULL);
+	send_prepared(rec.conn, &q[1], "select no_such_column", NULL);
+	send_prepared(rec.conn, &q[2], twice, "1");
+	ck_assert(ct_run_until(ct_req_is_done, &q[2], 10000));
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(q[i].status, PQEV_SQL_ERROR);
+		ck_assert_msg(strstr(q[i].error, "column \"no_such_column\" does not exist"), "%s",
+			      q[i].error);
+	}
+	ck_assert_str_eq(q[2].value, "2");
+
+	/* a function replaced with another result type: one failure, then prepared anew */
+	pgt_exec_db(db, "create function prep_f() returns int language sql as 'select 1'");
+	memset(q, 0, sizeof(q));
+	send_prepared(rec.conn, &q[0], fn, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &q[0], 10000));
+	ck_assert_str_eq(q[0].value, "1");
+	pgt_exec_db(db, "drop function prep_f(); create function prep_f(out a text, out b int)"
+			" language sql as $$select 'new', 2$$");
+	send_prepared(rec.conn, &q[1], fn, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &q[1], 10000));
+	ck_assert_int_eq(q[1].status, PQEV_SQL_ERROR);
+	ck_assert_msg(strstr(q[1].error, "cached plan must not change result type"), "%s",
+		      q[1].error);
+	send_prepared(rec.conn, &q[2], fn, NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &q[2], 10000));
+	ck_assert_int_eq(q[2].status, PQEV_OK);
+	ck_assert_str_eq(q[2].value, "new");
+
+	/* statements dropped under us: one failure, then nothing more prepared */
+	ct_send(rec.conn, &q[3], "deallocate all", 0, NULL, 0, 0, NULL);
+	send_prepared(rec.conn, &q[4], twice, "3");
+	ck_assert(ct_run_until(ct_req_is_done, &q[4], 10000));
+	ck_assert_int_eq(q[4].status, PQEV_SQL_ERROR);
+	ck_assert_msg(strstr(q[4].error, "does not exist"), "%s", q[4].error);
+	memset(q, 0, sizeof(q));
+	send_prepared(rec.conn, &q[0], twice, "3");
+	send_prepared(rec.conn, &q[1], "select 'other'", NULL);
+	ck_assert(ct_run_until(ct_req_is_done, &q[1], 10000));
+	ck_assert_str_eq(q[0].value, "6");
+	ck_assert_str_eq(q[1].value, "other");
+	ck_assert_int_eq(prep_executions(rec.conn, twice), 0);
+	ck_assert_int_eq(prep_executions(rec.conn, "select 'other'"), 0);
+	ck_assert_int_eq(rec.lost, 0);
+
+	/* a new session prepares again */
+	pid = pqev_conn_backend_pid(rec.conn);
+	terminate(db, pid);
+	ck_assert(ct_run_until(reconnected, &rec, 10000));
+	send_prepared(rec.conn, &q[1], twice, "7");
+	send_prepared(rec.conn, &q[2], twice, "8");
+	ck_assert(ct_run_until(ct_req_is_done, &q[2], 10000));
+	ck_assert_str_eq(q[1].value, "14");
+	ck_assert_str_eq(q[2].value, "16");
+	ck_assert_int_eq(prep_executions(rec.conn, twice), 1);
+	pqev_conn_free(rec.conn);
+	ct_teardown();
+}
+END_TEST
 
 START_TEST(test_terminate_idle_listener)
 {
@@ -829,6 +960,7 @@ int main(void)
 	tcase_add_test(tc, test_notify_between_results);
 	tcase_add_test(tc, test_terminate_idle_listener);
 	tcase_add_test(tc, test_terminate_busy);
+	tcase_add_test(tc, test_prepared_statements);
 	tcase_add_test(tc, test_server_restart);
 	tcase_add_test(tc, test_connect_deadline);
 	tcase_add_test(tc, test_host_name_resolved_off_loop);

@@ -27,7 +27,8 @@
  * (libpq pipeline mode, one sync per request, so each is its own implicit
  * transaction exactly as without pipelining); up to max_pipeline are in flight.
  * PQEV_Q_SIMPLE requests use the simple protocol (several statements in one
- * string, no parameters) and run alone. BEGIN ... COMMIT sent as separate
+ * string, no parameters) and run alone. PQEV_Q_PREPARE requests are pipelined
+ * as well, executing a statement prepared once per session. BEGIN ... COMMIT sent as separate
  * requests works as without pipelining (a sync does not end an explicit
  * transaction).
  *
@@ -296,6 +297,20 @@ typedef void (*PqevRowsFn)(PqevConn *c, const PGresult *res, void *arg);
 
 #define PQEV_Q_SIMPLE 0x1u /* simple protocol: several statements allowed, no params */
 #define PQEV_Q_BINARY 0x2u /* results in binary format (ignored with PQEV_Q_SIMPLE) */
+/*
+ * Prepare the statement once per session and execute it by name from then on:
+ * the server skips parsing and planning (a generic plan is kept once it is as
+ * good as a custom one, as for any prepared statement). Keyed by the SQL text;
+ * the first request of a session sends Prepare and Execute in one round trip.
+ * A new session prepares again. An error saying the statement is gone (26000,
+ * e.g. after DEALLOCATE ALL) or that its result type changed (0A000, a function
+ * replaced under it) fails that request and makes the next one prepare anew.
+ * At most 32 prepares per session; after them, SQL texts not yet prepared go
+ * unprepared. Not for
+ * a server reached through a pooler that does not keep prepared statements.
+ * Not with PQEV_Q_SIMPLE.
+ */
+#define PQEV_Q_PREPARE 0x4u
 
 /*
  * A request to send; copied by pqev_conn_send (sql and params included).
