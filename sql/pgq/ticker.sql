@@ -188,6 +188,48 @@ begin
 end;
 $$;
 
+-- The queues pgq.ticker() passes to pgq._ticker(): every queue it may tick,
+-- leaving out those its rules certainly do not tick, read without its lock (a
+-- tick another ticker commits meanwhile is recent, so it only makes a queue
+-- less due). An idle pgq.ticker() call, what the daemon sends most, is then this
+-- one query instead of a dozen statements per queue: for a backend woken every
+-- 20 ms, 202 us of server CPU instead of 267 (bench/ticker/tickcost; a bare
+-- PL/pgSQL call costs 95). Unusual states (no tick yet, new_events < 0) go to
+-- pgq._ticker(). SQL without SET, so that it is inlined.
+create or replace function pgq._ticker_candidates()
+returns setof text language sql stable as $$
+    select q.queue_name from pgq.queue q
+      left join lateral (
+            select t.tick_id, t.tick_time, t.tick_event_seq, t.tick_snapshot from pgq.tick t
+             where t.tick_queue = q.queue_id
+             order by t.tick_queue desc, t.tick_id desc limit 1) l on true
+      left join lateral (
+            select t.tick_time from pgq.tick t
+             where t.tick_queue = q.queue_id and t.tick_id < l.tick_id
+             order by t.tick_queue desc, t.tick_id desc limit 1) p on true
+      cross join lateral (
+            -- NULL: never used, no event yet (seq_getval() reads its start)
+            select coalesce(pg_catalog.pg_sequence_last_value(
+                       pgq.quote_fqname(q.queue_event_seq)::pg_catalog.regclass)
+                       - l.tick_event_seq, 0) as new_events,
+                   pg_catalog.now() - l.tick_time as lag) c
+     where not q.queue_external_ticker and not q.queue_ticker_paused
+       and (l.tick_id is null
+            or c.new_events < 0
+            or (c.new_events > 0
+                and (q.queue_low_latency or c.new_events >= q.queue_ticker_max_count
+                     or c.lag >= q.queue_ticker_max_lag))
+            or (c.new_events = 0 and q.queue_low_latency
+                and coalesce(pgq._pending_static(q.queue_id, l.tick_snapshot),
+                                        pgq._events_pending(q.queue_data_pfx, l.tick_snapshot)))
+            or (c.new_events = 0
+                and (p.tick_time is null
+                     or (c.lag >= q.queue_ticker_max_lag / 2
+                         and (c.lag >= 2 * (l.tick_time - p.tick_time)
+                              or c.lag >= q.queue_ticker_idle_period)))))
+     order by q.queue_name
+$$;
+
 -- Tick every queue that is due; returns how many ticks were made.
 create or replace function pgq.ticker()
 returns bigint language plpgsql security definer
@@ -196,10 +238,7 @@ declare
     qname text;
     n bigint := 0;
 begin
-    for qname in
-        select queue_name from pgq.queue
-         where not queue_external_ticker and not queue_ticker_paused
-         order by queue_name
+    for qname in select c from pgq._ticker_candidates() c
     loop
         if pgq._ticker(qname, false) is not null then
             n := n + 1;

@@ -514,6 +514,76 @@ START_TEST(test_ticker_rules)
 }
 END_TEST
 
+/*
+ * pgq.ticker()'s pre-filter against pgq._ticker() itself: queues in each state
+ * the rules tell apart; every queue _ticker() ticks (each tried in a rolled
+ * back subtransaction) must be a candidate, and the idle ones must not be.
+ */
+START_TEST(test_ticker_candidates)
+{
+	PGconn *c = fresh();
+	pgt_exec(c, "select pgq.create_queue('q' || i) from generate_series(1, 12) i");
+	pgt_exec(c, "select pgq.set_queue_config('q' || i, 'ticker_max_lag', '1 hour')"
+		    " from generate_series(2, 12) i where i <> 7");
+	/* q1: created, one tick: the second comes at once */
+	/* q2: two ticks just made, idle */
+	pgt_exec(c, "select pgq.ticker('q2')");
+	/* q3: idle for two hours */
+	pgt_exec(c, "select pgq.ticker('q3')");
+	pgt_exec(c, "update pgq.tick set tick_time = tick_time - interval '2 hours'"
+		    " where tick_queue = (select queue_id from pgq.queue where queue_name = 'q3')");
+	/* q4: idle, within twice its last gap (ticks 100 s and 10 s ago) */
+	pgt_exec(c, "select pgq.set_queue_config('q4', 'ticker_max_lag', '10 s')");
+	pgt_exec(c, "select pgq.ticker('q4')");
+	pgt_exec(c, "update pgq.tick t set tick_time = now() - case when tick_id = 1 then"
+		    " interval '100 s' else interval '10 s' end from pgq.queue q"
+		    " where q.queue_name = 'q4' and t.tick_queue = q.queue_id");
+	/* q5: events below ticker_max_count; q6: as many as it */
+	pgt_exec(c, "select pgq.set_queue_config('q5', 'ticker_max_count', '100')");
+	pgt_exec(c, "select pgq.set_queue_config('q6', 'ticker_max_count', '2')");
+	pgt_exec(c, "select pgq.ticker('q5'), pgq.ticker('q6')");
+	pgt_exec(c, "select pgq.insert_event(q, 't', 'd') from (values ('q5'), ('q6')) v(q),"
+		    " generate_series(1, 4)");
+	/* q7: events and ticker_max_lag 0 */
+	pgt_exec(c, "select pgq.set_queue_config('q7', 'ticker_max_lag', '0')");
+	pgt_exec(c, "select pgq.ticker('q7')");
+	pgt_exec(c, "select pgq.insert_event('q7', 't', 'd') from generate_series(1, 2)");
+	/* q8: low_latency with events, no consumer; q9: its consumer three ticks behind */
+	pgt_exec(c, "select pgq.set_queue_config(q, 'low_latency', 'on') from"
+		    " (values ('q8'), ('q9'), ('q10')) v(q)");
+	pgt_exec(c, "select pgq.ticker('q8'), pgq.register_consumer('q9', 'c')");
+	pgt_exec(c, "select pgq.force_tick('q9'), pgq.ticker('q9')");
+	pgt_exec(c, "select pgq.force_tick('q9'), pgq.ticker('q9')");
+	pgt_exec(c, "select pgq.force_tick('q9'), pgq.ticker('q9')");
+	pgt_exec(c, "select pgq.insert_event(q, 't', 'd') from (values ('q8'), ('q9')) v(q),"
+		    " generate_series(1, 2)");
+	/* q10: low_latency, idle; q11: paused; q12: its sequence behind its last tick */
+	pgt_exec(c, "select pgq.ticker('q10'), pgq.ticker('q11'), pgq.ticker('q12')");
+	pgt_exec(c, "select pgq.set_queue_config('q11', 'ticker_paused', 'on')");
+	pgt_exec(c, "select pgq.insert_event('q11', 't', 'd') from generate_series(1, 600)");
+	pgt_exec(c, "select pgq.insert_event('q12', 't', 'd') from generate_series(1, 2)");
+	pgt_exec(c, "update pgq.tick t set tick_event_seq = 1000 from pgq.queue q"
+		    " where q.queue_name = 'q12' and t.tick_queue = q.queue_id");
+
+	pgt_exec(c, "do $$ declare q text; due text[] := '{}'; begin"
+		    " for q in select queue_name from pgq.queue order by queue_name loop"
+		    "  begin"
+		    "   if pgq._ticker(q, false) is not null then due := due || q; end if;"
+		    "   raise sqlstate 'P0099';"
+		    "  exception when sqlstate 'P0099' then null;"
+		    "  end;"
+		    " end loop;"
+		    " perform set_config('pgqtest.due', array_to_string(due, ' '), false); end $$");
+	sqlt_eq(c, "select current_setting('pgqtest.due')", "q1 q3 q6 q7 q8");
+	/* the same set, and where _ticker() decides with more than the filter reads */
+	sqlt_eq(c, "select string_agg(c, ' ' order by c) from pgq._ticker_candidates() c",
+		"q1 q12 q3 q6 q7 q8 q9");
+	sqlt_eq(c, "select count(*) from pgq.tick", "25");
+	sqlt_eq(c, "select pgq.ticker()", "5");
+	PQfinish(c);
+}
+END_TEST
+
 START_TEST(test_maint_and_info)
 {
 	PGconn *c = fresh();
@@ -718,6 +788,7 @@ int main(void)
 	tcase_add_test(tc, test_batch_cursor);
 	tcase_add_test(tc, test_retry);
 	tcase_add_test(tc, test_ticker_rules);
+	tcase_add_test(tc, test_ticker_candidates);
 	tcase_add_test(tc, test_maint_and_info);
 	tcase_add_test(tc, test_utils);
 	tcase_add_test(tc, test_rotation_paths_and_sanity_errors);

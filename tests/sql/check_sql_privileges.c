@@ -130,6 +130,7 @@ static const struct {
 	{"pgq.ticker_watch(integer)", ADMIN},
 	/* internals only SECURITY DEFINER functions call: the owner's */
 	{"pgq._ticker(text,boolean)", OWNER},
+	{"pgq._ticker_candidates()", OWNER},
 	{"pgq._first_event_pending(text,txid_snapshot)", OWNER},
 	{"pgq._events_pending(text,txid_snapshot)", OWNER},
 	{"pgq._insert_tree(integer[],integer[],integer,integer)", OWNER},
