@@ -302,7 +302,7 @@ static void install_pgq(const char *db)
  * A database without pgq at start is checked again every check_period (no
  * doubling by default): pgq installed after three checks is picked up within
  * one more check_period, with a line at the default level. Dropping pgq stops
- * the ticking, also logged at the default level.
+ * the ticking, also logged at the default level; installing it again resumes it.
  */
 START_TEST(test_pgq_installed_later_picked_up)
 {
@@ -328,6 +328,11 @@ START_TEST(test_pgq_installed_later_picked_up)
 	pgt_exec_db(db, "drop extension pgq cascade");
 	snprintf(line, sizeof(line), "LOG [%s]: not ticking: no pgq", db);
 	ck_assert(dmn_wait_log(d, line, scaled(3000)));
+	/* installed again: new functions under the statements the session prepared */
+	install_pgq(db);
+	snprintf(line, sizeof(line), "LOG [%s]: pgq version ok", db);
+	ck_assert(dmn_wait_log(d, line, scaled(1000) + 1000));
+	ck_assert(wait_sql(db, "select count(*) from pgq.tick where tick_id > 1", 3000));
 	dmn_stop(d);
 	free(db);
 }
