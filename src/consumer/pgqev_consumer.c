@@ -362,7 +362,7 @@ static void start_finish(PgqevConsumer *c)
 	}
 	const char *fin = c->cfg.subconsumer ? "select pgq_coop.finish_batch($1)"
 					     : "select pgq.finish_batch($1)";
-	if (!send_or_fail(c, false, RK_FINISH, fin, 1, p, 0))
+	if (!send_or_fail(c, false, RK_FINISH, fin, 1, p, PQEV_Q_PREPARE))
 		return;
 	if (!send_or_fail(c, false, RK_COMMIT, "commit", 0, NULL, 0))
 		return;
@@ -685,14 +685,14 @@ static void send_spec_cursor(PgqevConsumer *c)
 				  " and t2.tick_id = s.sub_next_tick) and " SPLIT_FN_EXISTS
 				  ", false)),"
 				  " '" PGQEV_CURSOR "', $3::int4)",
-				  4, p, 0)
+				  4, p, PQEV_Q_PREPARE)
 			: send_on(c, false, RK_CURSOR,
 				  "select * from pgq.get_batch_cursor((select s.sub_batch"
 				  " from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue"
 				  " join pgq.consumer co on co.co_id = s.sub_consumer"
 				  " where q.queue_name = $1 and co.co_name = $2), '" PGQEV_CURSOR
 				  "', $3::int4)",
-				  3, p, 0);
+				  3, p, PQEV_Q_PREPARE);
 	if (rc == 0)
 		c->spec_cursor = true;
 }
@@ -726,7 +726,7 @@ static bool send_next(PgqevConsumer *c)
 			" $5::int4, $6::interval, $7::interval) as b(id)"
 			" left join lateral (select * from pgq.get_batch_info(b.id)"
 			" where b.id is not null) i on true",
-			7, p, 0);
+			7, p, PQEV_Q_PREPARE);
 	}
 	/* catching up: one batch over about half the lag instead of one per tick */
 	c->next_catchup = false;
@@ -747,13 +747,13 @@ static bool send_next(PgqevConsumer *c)
 				  " and " SPLIT_FN_EXISTS ", false)"
 				  " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4,"
 				  " $5::interval)",
-				  6, p, 0)
+				  6, p, PQEV_Q_PREPARE)
 			: send_or_fail(c, false, RK_NEXT,
 				       "select batch_id, prev_tick_id, cur_tick_id, prev_tick_time,"
 				       " cur_tick_time, extract(epoch from now() - cur_tick_time)"
 				       " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4,"
 				       " $5::interval)",
-				       5, p, 0);
+				       5, p, PQEV_Q_PREPARE);
 	if (!sent)
 		return false;
 	if (!c->tgt)

@@ -4,7 +4,8 @@
  * and poll fallback, many consumers on one loop, producer encodings, streaming
  * a large batch in bounded chunks, config validation, stop and free from
  * callbacks, a batch's events in ev_id order where the tables' order differs
- * (our SQL and PgQ 3.5), a bulk COPY whose table is rotated away before its rows.
+ * (our SQL and PgQ 3.5), a bulk COPY whose table is rotated away before its rows,
+ * and the per-batch statements prepared once per session.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -312,6 +313,75 @@ START_TEST(test_notify_wakeup)
 	ck_assert_int_ge(r.states[PGQEV_STATE_LISTENING], 3);
 	ck_assert_int_eq(r.errors[PGQEV_ERR_SQL], 0);
 	rec_free(&r);
+}
+END_TEST
+
+/* Lines of the server's log from database db that contain both a and b. */
+typedef struct LogCount {
+	const char *db, *a, *b;
+	int want;
+} LogCount;
+
+static int server_log_count(const LogCount *lc)
+{
+	char path[600], line[8192], tag[128];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/postgres.log", pgt_tmp_dir());
+	snprintf(tag, sizeof(tag), " %s LOG:", lc->db);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s", path);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, tag) && strstr(line, lc->a) && strstr(line, lc->b))
+			n++;
+	fclose(f);
+	return n;
+}
+
+static bool server_log_has(void *arg)
+{
+	const LogCount *lc = arg;
+	return server_log_count(lc) >= lc->want;
+}
+
+/*
+ * The statements sent for every batch (next_batch_custom, the cursor sent behind
+ * it, finish_batch) are prepared once per session and then executed by name: the
+ * server logs each statement it runs (log_min_duration_statement = 0 for the
+ * database), with the statement's name.
+ */
+START_TEST(test_batch_statements_prepared_once)
+{
+	const char *db = cs_db_with_queue("q");
+	const char *hot[] = {"next_batch_custom", "get_batch_cursor", "finish_batch"};
+	char sql[200];
+	Rec r = {.name = "prepared"};
+	PgqevConsumerConfig cfg;
+	Rec *all[1] = {&r};
+
+	snprintf(sql, sizeof(sql), "alter database %s set log_min_duration_statement = 0", db);
+	exec_db(db, sql);
+	cs_config(&cfg, &r, db, "q", "c1");
+	cs_start(&r, &cfg);
+	ck_assert(cs_state_is(&r, PGQEV_STATE_IDLE, 20000)); /* registered */
+	for (int round = 0; round < 4; round++) {
+		cs_produce(db, "q", round * 5, round * 5 + 5);
+		cs_tick(db);
+		ck_assert(cs_run_until_drained(db, "q", all, 1, 10000));
+	}
+	cs_assert_exactly_once(&r, 0, 20);
+	rec_free(&r);
+	for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
+		LogCount by_name = {db, "execute pqev_", hot[i], 4};
+		LogCount parsed = {db, "parse pqev_", hot[i], 1};
+		LogCount unnamed = {db, "<unnamed>", hot[i], 1};
+		ck_assert_msg(cs_run_until(server_log_has, &by_name, 5000),
+			      "%s: %d executions by name, want 4 or more", hot[i],
+			      server_log_count(&by_name));
+		ck_assert_int_eq(server_log_count(&parsed), 1);
+		ck_assert_int_eq(server_log_count(&unnamed), 0);
+	}
 }
 END_TEST
 
@@ -977,6 +1047,7 @@ int main(void)
 	tcase_add_test(tc, test_async_finish);
 	tcase_add_test(tc, test_pending_needs_async_mode);
 	tcase_add_test(tc, test_notify_wakeup);
+	tcase_add_test(tc, test_batch_statements_prepared_once);
 	tcase_add_test(tc, test_register_at_tick_and_min_count);
 	tcase_add_test(tc, test_catch_up_merges_old_ticks);
 	tcase_add_test(tc, test_poll_without_listen);
