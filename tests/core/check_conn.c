@@ -787,7 +787,13 @@ START_TEST(test_connect_cap)
 	ck_assert_uint_eq(pqev_connlimit_active(ct_limit()), 0); /* attempts start in the loop */
 	event_base_loop(ct_base(), EVLOOP_NONBLOCK);
 	ck_assert_uint_eq(pqev_connlimit_active(ct_limit()), 3);
-	ck_assert_uint_eq(pqev_connlimit_waiting(ct_limit()), NCAP - 3);
+	/* a first attempt may have ended within that pass (a nonblocking connect
+	   to a full listen queue fails at once: seen under the sanitizers' load),
+	   its slot going to the next in line */
+	int done = 0;
+	for (int i = 0; i < NCAP; i++)
+		done += rec[i].connected > 0 || rec[i].failed > 0;
+	ck_assert_uint_eq(pqev_connlimit_waiting(ct_limit()) + (unsigned)done, NCAP - 3);
 	ck_assert(ct_run_until(ct_all_connected, &(CtAll){rec, NCAP, 1}, 20000));
 	ck_assert_uint_eq(pqev_connlimit_peak(ct_limit()), 3);
 	ck_assert_uint_eq(pqev_connlimit_active(ct_limit()), 0);
