@@ -551,7 +551,7 @@ static void go_commit(PgqevCascade *w)
 	if (!cas_send_or_fail(w, false, RK_COMPLETED,
 			      "select ret_code, ret_note from"
 			      " pgq_node.set_consumer_completed($1, $2, $3)",
-			      3, p, 0))
+			      3, p, PQEV_Q_PREPARE))
 		return;
 	if (cas_send_or_fail(w, false, RK_COMMIT, "commit", 0, NULL, 0))
 		cas_state_ahead(w);
@@ -736,7 +736,7 @@ void cas_open_cursor(PgqevCascade *w)
 	}
 	(void)cas_send_or_fail(w, true, RK_CURSOR,
 			       "select * from pgq.get_batch_cursor($1::int8, $2, $3::int4)", 3, p,
-			       fetch_binary(w) ? PQEV_Q_BINARY : 0);
+			       PQEV_Q_PREPARE | (fetch_binary(w) ? PQEV_Q_BINARY : 0));
 }
 
 /* The local transaction opens, pipelined (one round trip): BEGIN; on a branch
@@ -809,8 +809,8 @@ static bool send_tick(PgqevCascade *w, ReqKind kind, int64_t tick, const char *t
 	snprintf(seq, sizeof(seq), "%" PRId64, w->max_ev_id);
 	const char *p[4] = {w->cfg.queue, t, tick_time, seq};
 	if (kind == RK_OWED_TICK_BG)
-		return cas_send_on(w, false, kind, tick_sql(), 4, p, 0) == 0;
-	return cas_send_or_fail(w, false, kind, tick_sql(), 4, p, 0);
+		return cas_send_on(w, false, kind, tick_sql(), 4, p, PQEV_Q_PREPARE) == 0;
+	return cas_send_or_fail(w, false, kind, tick_sql(), 4, p, PQEV_Q_PREPARE);
 }
 
 void cas_tick_in_background(PgqevCascade *w)
@@ -872,10 +872,11 @@ void cas_go_finish(PgqevCascade *w)
 	cas_set_phase(w, WP_FINISH);
 	if (!w->src_in_tx) {
 		(void)cas_send_or_fail(w, true, RK_FINISH_ONLY, "select pgq.finish_batch($1)", 1, p,
-				       0);
+				       PQEV_Q_PREPARE);
 		return;
 	}
-	if (!cas_send_or_fail(w, true, RK_FINISH, "select pgq.finish_batch($1)", 1, p, 0))
+	if (!cas_send_or_fail(w, true, RK_FINISH, "select pgq.finish_batch($1)", 1, p,
+			      PQEV_Q_PREPARE))
 		return;
 	if (!cas_send_or_fail(w, true, RK_SRC_COMMIT, "commit", 0, NULL, 0))
 		return;

@@ -105,7 +105,7 @@ static void go_next(PgqevCascade *w)
 			       " and t.tick_id = $3::int8),"
 			       " b.cur_tick_event_seq - b.prev_tick_event_seq"
 			       " from pgq.next_batch_info($1, $2) b",
-			       3, p, 0);
+			       3, p, PQEV_Q_PREPARE);
 }
 
 /* No batch to read: the idle report when due, then wait for a tick. */

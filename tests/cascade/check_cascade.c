@@ -949,9 +949,40 @@ static bool consumer_uptodate(void *arg)
 				 " where consumer_name = 'w_b1' and uptodate") == 1;
 }
 
+static void log_statements(const char *db)
+{
+	char sql[300];
+	snprintf(sql, sizeof(sql), "alter database \"%s\" set log_min_duration_statement = 0", db);
+	pgt_exec_db("postgres", sql);
+}
+
+/* db's server log has at least `want` lines naming both a and b. */
+typedef struct LogCond {
+	const char *db, *a, *b;
+	int want;
+} LogCond;
+
+static bool logged(void *arg)
+{
+	const LogCond *l = arg;
+	return pgt_server_log_count(l->db, l->a, l->b) >= l->want;
+}
+
+/* Every statement the worker sends per batch is prepared once per session and
+   run by name (the servers' statement logs say so). */
+static void assert_prepared(const char *db, const char *stmt, int want)
+{
+	LogCond by_name = {db, "execute pqev_", stmt, want};
+	ck_assert_msg(pgt_wait_until(logged, &by_name, 5000, 20),
+		      "%s on %s: %d executions by name, want %d or more", stmt, db,
+		      pgt_server_log_count(db, "execute pqev_", stmt), want);
+	ck_assert_int_eq(pgt_server_log_count(db, "parse pqev_", stmt), 1);
+	ck_assert_int_eq(pgt_server_log_count(db, "<unnamed>", stmt), 0);
+}
+
 /* A busy branch reads pgq_node.get_node_info about once a second, not for
    every batch (the consumer state still every time); an admin change (pause)
-   is still seen and acknowledged. */
+   is still seen and acknowledged. The statements of every batch are prepared. */
 START_TEST(test_node_info_not_every_batch)
 {
 	enum { BATCHES = 100 };
@@ -959,6 +990,8 @@ START_TEST(test_node_info_not_every_batch)
 	ct_make_root(root, "root");
 	ct_make_sub("branch", b1, "b1", root, "root", root);
 	track_functions(b1);
+	log_statements(root);
+	log_statements(b1);
 	/* the batches wait on the root: the worker goes through them back to back */
 	PGconn *c = pgt_connect(root);
 	for (int i = 0; i < BATCHES; i++) {
@@ -985,6 +1018,11 @@ START_TEST(test_node_info_not_every_batch)
 		      " s",
 		      node, st.batches, secs);
 	ct_assert_same("events", ct_events(root, false), ct_events(b1, false));
+	assert_prepared(root, "next_batch_info", (int)st.batches);
+	assert_prepared(root, "get_batch_cursor", (int)st.batches);
+	assert_prepared(root, "finish_batch", (int)st.batches);
+	assert_prepared(b1, "set_consumer_completed", (int)st.batches);
+	assert_prepared(b1, "pgq.ticker($1", (int)st.batches);
 
 	/* pause: announced through uptodate, seen at once despite the kept
 	   node info, and acknowledged; so is the resume */

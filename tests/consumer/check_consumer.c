@@ -324,19 +324,7 @@ typedef struct LogCount {
 
 static int server_log_count(const LogCount *lc)
 {
-	char path[600], line[8192], tag[128];
-	int n = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/postgres.log", pgt_tmp_dir());
-	snprintf(tag, sizeof(tag), " %s LOG:", lc->db);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s", path);
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, tag) && strstr(line, lc->a) && strstr(line, lc->b))
-			n++;
-	fclose(f);
-	return n;
+	return pgt_server_log_count(lc->db, lc->a, lc->b);
 }
 
 static bool server_log_has(void *arg)

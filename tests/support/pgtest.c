@@ -905,6 +905,21 @@ int64_t pgt_int_db(const char *dbname, const char *sql)
 	return v;
 }
 
+int pgt_server_log_count(const char *dbname, const char *a, const char *b)
+{
+	char line[8192], tag[128];
+	int n = 0;
+	FILE *f = fopen(SV[0].log, "r");
+
+	ck_assert_msg(f != NULL, "cannot read %s", SV[0].log);
+	snprintf(tag, sizeof(tag), " %s LOG:", dbname);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, tag) && strstr(line, a) && strstr(line, b))
+			n++;
+	fclose(f);
+	return n;
+}
+
 static const char *db_new_from(const char *tpl)
 {
 	static char name[64];

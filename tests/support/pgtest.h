@@ -96,6 +96,9 @@ char *pgt_error(PGconn *conn, const char *sql);
 /* Run sql on a short-lived connection to dbname. */
 void pgt_exec_db(const char *dbname, const char *sql);
 int64_t pgt_int_db(const char *dbname, const char *sql);
+/* Lines the first server has logged at LOG level from database dbname that
+   contain both a and b (its log_line_prefix names the database). */
+int pgt_server_log_count(const char *dbname, const char *a, const char *b);
 
 /* Server control through the supervisor; each returns 0 or ck_aborts. */
 void pgt_server_stop(void);    /* fast shutdown, wait until gone */
