@@ -956,30 +956,6 @@ static void log_statements(const char *db)
 	pgt_exec_db("postgres", sql);
 }
 
-/* db's server log has at least `want` lines naming both a and b. */
-typedef struct LogCond {
-	const char *db, *a, *b;
-	int want;
-} LogCond;
-
-static bool logged(void *arg)
-{
-	const LogCond *l = arg;
-	return pgt_server_log_count(l->db, l->a, l->b) >= l->want;
-}
-
-/* Every statement the worker sends per batch is prepared once per session and
-   run by name (the servers' statement logs say so). */
-static void assert_prepared(const char *db, const char *stmt, int want)
-{
-	LogCond by_name = {db, "execute pqev_", stmt, want};
-	ck_assert_msg(pgt_wait_until(logged, &by_name, 5000, 20),
-		      "%s on %s: %d executions by name, want %d or more", stmt, db,
-		      pgt_server_log_count(db, "execute pqev_", stmt), want);
-	ck_assert_int_eq(pgt_server_log_count(db, "parse pqev_", stmt), 1);
-	ck_assert_int_eq(pgt_server_log_count(db, "<unnamed>", stmt), 0);
-}
-
 /* A busy branch reads pgq_node.get_node_info about once a second, not for
    every batch (the consumer state still every time); an admin change (pause)
    is still seen and acknowledged. The statements of every batch are prepared. */
@@ -1018,11 +994,11 @@ START_TEST(test_node_info_not_every_batch)
 		      " s",
 		      node, st.batches, secs);
 	ct_assert_same("events", ct_events(root, false), ct_events(b1, false));
-	assert_prepared(root, "next_batch_info", (int)st.batches);
-	assert_prepared(root, "get_batch_cursor", (int)st.batches);
-	assert_prepared(root, "finish_batch", (int)st.batches);
-	assert_prepared(b1, "set_consumer_completed", (int)st.batches);
-	assert_prepared(b1, "pgq.ticker($1", (int)st.batches);
+	pgt_assert_prepared(root, "next_batch_info", (int)st.batches);
+	pgt_assert_prepared(root, "get_batch_cursor", (int)st.batches);
+	pgt_assert_prepared(root, "finish_batch", (int)st.batches);
+	pgt_assert_prepared(b1, "set_consumer_completed", (int)st.batches);
+	pgt_assert_prepared(b1, "pgq.ticker($1", (int)st.batches);
 
 	/* pause: announced through uptodate, seen at once despite the kept
 	   node info, and acknowledged; so is the resume */

@@ -920,6 +920,28 @@ int pgt_server_log_count(const char *dbname, const char *a, const char *b)
 	return n;
 }
 
+typedef struct LogCond {
+	const char *db, *a, *b;
+	int want;
+} LogCond;
+
+static bool logged(void *arg)
+{
+	const LogCond *l = arg;
+	return pgt_server_log_count(l->db, l->a, l->b) >= l->want;
+}
+
+void pgt_assert_prepared(const char *dbname, const char *stmt, int want)
+{
+	LogCond by_name = {dbname, "execute pqev_", stmt, want};
+
+	ck_assert_msg(pgt_wait_until(logged, &by_name, 5000, 20),
+		      "%s on %s: %d executions by name, want %d or more", stmt, dbname,
+		      pgt_server_log_count(dbname, "execute pqev_", stmt), want);
+	ck_assert_int_eq(pgt_server_log_count(dbname, "parse pqev_", stmt), 1);
+	ck_assert_int_eq(pgt_server_log_count(dbname, "<unnamed>", stmt), 0);
+}
+
 static const char *db_new_from(const char *tpl)
 {
 	static char name[64];

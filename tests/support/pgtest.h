@@ -99,6 +99,10 @@ int64_t pgt_int_db(const char *dbname, const char *sql);
 /* Lines the first server has logged at LOG level from database dbname that
    contain both a and b (its log_line_prefix names the database). */
 int pgt_server_log_count(const char *dbname, const char *a, const char *b);
+/* The first server's statement log (log_min_duration_statement = 0 for dbname)
+   shows stmt prepared once (PQEV_Q_PREPARE's names, pqev_N), run by name at
+   least `want` times (waited for up to 5 s) and never unnamed; ck_asserts. */
+void pgt_assert_prepared(const char *dbname, const char *stmt, int want);
 
 /* Server control through the supervisor; each returns 0 or ck_aborts. */
 void pgt_server_stop(void);    /* fast shutdown, wait until gone */
