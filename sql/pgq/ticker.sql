@@ -192,9 +192,9 @@ $$;
 -- leaving out those its rules certainly do not tick, read without its lock (a
 -- tick another ticker commits meanwhile is recent, so it only makes a queue
 -- less due). An idle pgq.ticker() call, what the daemon sends most, is then this
--- one query instead of a dozen statements per queue: for a backend woken every
--- 20 ms, 202 us of server CPU instead of 267 (bench/ticker/tickcost; a bare
--- PL/pgSQL call costs 95). Unusual states (no tick yet, new_events < 0) go to
+-- one query instead of a dozen statements per queue: for 100 databases ticked
+-- every 20 ms, 194 us of server CPU per call instead of 265 (bench/ticker/tickcost,
+-- docs/benchmarks.md; a bare PL/pgSQL call costs 95). Unusual states (no tick yet, new_events < 0) go to
 -- pgq._ticker(). SQL without SET, so that it is inlined.
 create or replace function pgq._ticker_candidates()
 returns setof text language sql stable as $$

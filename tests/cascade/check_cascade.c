@@ -649,11 +649,11 @@ static void root_and_branch(char **root, char **b1)
 	pgt_exec_db(*b1, "select pgq.register_consumer('" CT_QUEUE "', 'obs')");
 }
 
-/* Count PL/pgSQL function calls in db's new sessions (pg_stat_user_functions). */
-static void track_functions(const char *db)
+/* A setting for every later session of db, e.g. "track_functions = 'pl'". */
+static void db_set(const char *db, const char *setting)
 {
 	char sql[300];
-	snprintf(sql, sizeof(sql), "alter database \"%s\" set track_functions = 'pl'", db);
+	snprintf(sql, sizeof(sql), "alter database \"%s\" set %s", db, setting);
 	pgt_exec_db("postgres", sql);
 }
 
@@ -851,7 +851,7 @@ START_TEST(test_unsorted_large_batch)
 {
 	char *root, *b1;
 	root_and_branch(&root, &b1);
-	track_functions(root);
+	db_set(root, "track_functions = 'pl'");
 	pgt_exec_db(root, "select * from pgq_node.register_location('" CT_QUEUE
 			  "', 'x', 'dbname=x', false)");
 	cs_tick(root);
@@ -949,13 +949,6 @@ static bool consumer_uptodate(void *arg)
 				 " where consumer_name = 'w_b1' and uptodate") == 1;
 }
 
-static void log_statements(const char *db)
-{
-	char sql[300];
-	snprintf(sql, sizeof(sql), "alter database \"%s\" set log_min_duration_statement = 0", db);
-	pgt_exec_db("postgres", sql);
-}
-
 /* A busy branch reads pgq_node.get_node_info about once a second, not for
    every batch (the consumer state still every time); an admin change (pause)
    is still seen and acknowledged. The statements of every batch are prepared. */
@@ -965,9 +958,9 @@ START_TEST(test_node_info_not_every_batch)
 	char *root = ct_node_db(), *b1 = ct_node_db();
 	ct_make_root(root, "root");
 	ct_make_sub("branch", b1, "b1", root, "root", root);
-	track_functions(b1);
-	log_statements(root);
-	log_statements(b1);
+	db_set(b1, "track_functions = 'pl'");
+	db_set(root, "log_min_duration_statement = 0");
+	db_set(b1, "log_min_duration_statement = 0");
 	/* the batches wait on the root: the worker goes through them back to back */
 	PGconn *c = pgt_connect(root);
 	for (int i = 0; i < BATCHES; i++) {
