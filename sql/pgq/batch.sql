@@ -95,10 +95,20 @@ begin
     end if;
     if t.tick_id is null or (i_min_lag is not null and now() - t.tick_time < i_min_lag) then
         -- a low_latency queue's ticker holds ticks back while every consumer is
-        -- behind (pgq._ticker): this one waits now, so ask for the tick
+        -- behind (pgq._ticker): this one waits now, so ask for the tick. Asked even
+        -- while a daemon watches (producers then stay quiet): its watch is slow
+        -- while no consumer is close to the head, and the ask brings its next call
+        -- forward; with nothing new, only a watching daemon is told (that a
+        -- consumer waits), so an idle queue costs no NOTIFY.
         if t.tick_id is null and s.queue_low_latency and i_min_count is null
-           and i_min_interval is null and pgq.seq_getval(s.queue_event_seq) > p_seq then
-            perform pgq._wake(i_queue_name);
+           and i_min_interval is null then
+            if pgq.seq_getval(s.queue_event_seq) > p_seq
+               or not pg_try_advisory_lock_shared(1885827447, 1) then
+                perform pg_notify('pgq.wake', case when octet_length(i_queue_name) <= 7000
+                                                   then i_queue_name else '' end);
+            else
+                perform pg_advisory_unlock_shared(1885827447, 1);
+            end if;
         end if;
         return;   -- no batch: all columns NULL
     end if;

@@ -74,13 +74,15 @@ begin
                     return null;
                 end if;
                 -- low_latency ticks at once only while some consumer has at most one
-                -- whole batch waiting beyond the one it reads (or there is no consumer);
-                -- further behind, a tick would only lengthen its backlog of small batches
-                -- (docs/sql-api.md, "Low latency"). last - 1: a root's tick ids are one
-                -- apart unless a ticker rolled back. '.'-prefixed consumers are
-                -- pgq_node's bookkeeping. Inline: a SQL function is planned per call.
+                -- whole batch waiting beyond the one it reads; further behind, a tick
+                -- would only lengthen its backlog of small batches, and with no consumer
+                -- it serves no one (at 200 watch ticks a second it cost busy producers
+                -- 10-15% of their throughput; docs/sql-api.md, "Low latency"). last - 1:
+                -- a root's tick ids are one apart unless a ticker rolled back.
+                -- '.'-prefixed consumers are pgq_node's bookkeeping. Inline: a SQL
+                -- function is planned per call.
                 select coalesce(bool_or(case when s.sub_batch is null then s.sub_last_tick
-                                             else s.sub_next_tick end >= last.tick_id - 1), true)
+                                             else s.sub_next_tick end >= last.tick_id - 1), false)
                   into wanted
                   from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
                  where s.sub_queue = q.queue_id and left(c.co_name, 1) <> '.';
@@ -161,7 +163,23 @@ $$;
 -- (1885827447, 2)). Then tick every queue that is due, so the tick of mode 2 comes
 -- after every producer that skipped its NOTIFY has ended. Only the daemon that
 -- started watching calls modes 0 and 2, on the same session.
-create or replace function pgq.ticker_watch(i_mode integer, out ticks bigint, out watching boolean)
+-- wanted: some consumer of a low_latency queue is close enough to the head that its
+-- woken ticks are made (pgq._ticker's rule); with none, the daemon watches at its
+-- longest gap, and a consumer that comes close asks for a tick (next_batch).
+-- Before 2026-12-06 it had no third column; the drop keeps the install re-runnable.
+do $$
+begin
+    if to_regprocedure('pgq.ticker_watch(integer)') is not null
+       and not exists (select 1 from pg_catalog.pg_proc
+                        where oid = to_regprocedure('pgq.ticker_watch(integer)')
+                          and 'wanted' = any (proargnames)) then
+        drop function pgq.ticker_watch(integer);
+    end if;
+end;
+$$;
+
+create or replace function pgq.ticker_watch(i_mode integer, out ticks bigint, out watching boolean,
+                                            out wanted boolean)
 returns record language plpgsql
 set search_path = pg_catalog, pg_temp as $$
 begin
@@ -177,6 +195,16 @@ begin
         end if;
     end if;
     ticks := pgq.ticker();
+    select coalesce(bool_or(case when s.sub_batch is null then s.sub_last_tick
+                                 else s.sub_next_tick end >= l.tick_id - 1), false)
+      into wanted
+      from pgq.queue q
+      join pgq.subscription s on s.sub_queue = q.queue_id
+      join pgq.consumer c on c.co_id = s.sub_consumer
+      cross join lateral (select t.tick_id from pgq.tick t where t.tick_queue = q.queue_id
+                           order by t.tick_queue desc, t.tick_id desc limit 1) l
+     where q.queue_low_latency and not q.queue_external_ticker and not q.queue_ticker_paused
+       and left(c.co_name, 1) <> '.';
 end;
 $$;
 

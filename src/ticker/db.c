@@ -19,7 +19,10 @@
  * global notification lock) and the database is ticked every wake_min_interval
  * instead; after WATCH_LINGER without a new tick the gap doubles up to
  * WATCH_GAP_MAX and every watch tick asks to stop (mode 2), which the server
- * grants only when no producer that skipped its NOTIFY is still open.
+ * grants only when no producer that skipped its NOTIFY is still open. While no
+ * consumer is close to a queue's head (the call's "wanted"), no woken tick would
+ * be made, so the gap doubles as well; a consumer that comes close asks with a
+ * NOTIFY (next_batch), which brings the next watch tick forward.
  *
  * Maintenance connections: at most max_maint_connections per cluster are open
  * at once (each also takes a max_connecting slot while it connects); a
@@ -528,7 +531,7 @@ static usec_t watch_gap_min(const Db *db)
 static void watch_ticked(Db *db, const PGresult *res, long long n)
 {
 	usec_t now = pqev_clock_now(), at;
-	bool was = db->watching;
+	bool was = db->watching, wanted;
 
 	db->watching =
 		PQntuples(res) > 0 && PQnfields(res) > 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
@@ -537,12 +540,14 @@ static void watch_ticked(Db *db, const PGresult *res, long long n)
 			pqev_log_noise(db->log, "low-latency watch ended");
 		return;
 	}
-	if (!was || n > 0) {
+	/* SQL before 2026-12-06 has no third column: every tick counts as wanted */
+	wanted = PQnfields(res) < 3 || strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	if (!was || (n > 0 && wanted)) {
 		if (!was)
 			pqev_log_noise(db->log, "low-latency watch started");
 		db->watch_active = now;
 		db->watch_gap = watch_gap_min(db);
-	} else if (now - db->watch_active >= WATCH_LINGER) {
+	} else if (!wanted || now - db->watch_active >= WATCH_LINGER) {
 		db->watch_gap =
 			db->watch_gap * 2 > WATCH_GAP_MAX ? WATCH_GAP_MAX : db->watch_gap * 2;
 	}
@@ -1288,8 +1293,10 @@ static void on_notify(PqevConn *c, const char *channel, const char *payload, int
 	if (db->dead || db->state != DB_RUNNING || strcmp(channel, WAKE_CHANNEL) != 0)
 		return;
 	pqev_log_noise(db->log, "wake-up for queue %s", payload);
-	if (db->tick_due || db->watching)
-		return; /* a tick is already waiting to go, or we tick often anyway */
+	if (db->tick_due)
+		return; /* a tick is already waiting to go */
+	/* while watching only consumers notify (next_batch): the watch tick comes
+	   forward, so a consumer that caught up does not wait out a long gap */
 	if (db->tick_job.job == JOB_TICK || now < db->tick_started + min_gap) {
 		/* coalesce: one tick after the current one, no sooner than min_gap */
 		usec_t at = db->tick_started + min_gap;

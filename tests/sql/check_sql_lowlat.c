@@ -2,7 +2,7 @@
  * Low-latency queues and metadata churn, in SQL: the watch protocol between
  * producers and the ticker (pgq._wake(), pgq.ticker_watch()), ticks for events of
  * transactions open at the last tick, ticks held back while every consumer is
- * behind (pgq._ticker), HOT updates of pgq.subscription (and its
+ * behind or there is none (pgq._ticker), HOT updates of pgq.subscription (and its
  * in-place upgrade from PgQ 3.5's layout), and the thinning of a low-latency
  * queue's tick history (pgq.maint_thin_ticks()).
  */
@@ -22,6 +22,19 @@ static PGconn *queue_conn(const char *db, bool low_latency)
 	return c;
 }
 
+/* Woken ticks are made for readers: consumer r, at the head. */
+static void add_reader(PGconn *c)
+{
+	pgt_exec(c, "select pgq.register_consumer('q', 'r')");
+}
+
+/* r reads every batch there is, as a consumer keeping up does. */
+static void read_to_head(PGconn *c)
+{
+	pgt_exec(c, "do $$ declare b bigint; begin loop b := pgq.next_batch('q', 'r');"
+		    " exit when b is null; perform pgq.finish_batch(b); end loop; end $$");
+}
+
 /* Producers notify unless a ticker watches; the watch ends only with no producer open. */
 START_TEST(test_watch_protocol)
 {
@@ -29,6 +42,7 @@ START_TEST(test_watch_protocol)
 	PGconn *tk = queue_conn(db, true), *p = pgt_connect(db), *l = pgt_connect(db);
 	char pl[256];
 
+	add_reader(tk);
 	pgt_exec(l, "listen \"pgq.wake\"");
 	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
@@ -41,12 +55,17 @@ START_TEST(test_watch_protocol)
 	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
 	pgt_exec(p, "select pgq.insert_event_raw('q', null, null, null, null, 't', 'd', null, null,"
 		    " null, null)");
-	/* in flight: the watch may not end */
-	sqlt_eq(tk, "select watching from pgq.ticker_watch(2)", "t");
+	/* in flight: the watch may not end; r, two ticks behind, wants no woken tick */
+	sqlt_eq(tk, "select watching || ' ' || wanted from pgq.ticker_watch(2)", "true false");
 	pgt_exec(p, "commit");
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 0);
-	/* nothing in flight: it ends, and its tick covers the commit */
-	sqlt_eq(tk, "select watching from pgq.ticker_watch(2)", "f");
+	/* r reads to the head and, finding no batch while events wait, asks for the
+	   tick although the ticker watches (its watch is slow while no one is near) */
+	read_to_head(p);
+	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
+	ck_assert_str_eq(pl, "q");
+	/* nothing in flight: it ends, and its tick covers the commit; r is at the head */
+	sqlt_eq(tk, "select watching || ' ' || wanted from pgq.ticker_watch(2)", "false true");
 	sqlt_eq(tk,
 		"select count(*) from pgq.event_1 e, (select tick_snapshot from pgq.tick"
 		" order by tick_id desc limit 1) t"
@@ -74,6 +93,7 @@ START_TEST(test_tick_after_open_transaction)
 	PGconn *c = queue_conn(db, true), *p = pgt_connect(db);
 	char *before, *tick;
 
+	add_reader(c);
 	/* the first event does not move the sequence's last value: get past it */
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'first')");
 	pgt_exec(c, "select pgq.ticker('q')");
@@ -182,12 +202,12 @@ START_TEST(test_tick_waits_for_a_reader)
 	expect_tick(c, false);
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
 	expect_tick(c, true);
-	/* with no reader at all, nothing is held back */
+	/* with no reader at all, a tick serves no one: only the normal rules tick */
 	pgt_exec(c, "select pgq.unregister_consumer('q', 'c')");
-	for (int i = 0; i < 2; i++) {
-		pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
-		expect_tick(c, true);
-	}
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x') from generate_series(1, 2)");
+	expect_tick(c, false);
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	expect_tick(c, true);
 	PQfinish(c);
 	PQfinish(l);
 }
@@ -231,6 +251,7 @@ START_TEST(test_pending_probe_uses_the_index)
 	PGconn *c = queue_conn(db, true), *p = pgt_connect(db), *k;
 	char *pxid, sql[192];
 
+	add_reader(c);
 	/* no statistics: as after a rotation or a burst, before autovacuum's analyze */
 	pgt_exec(c, "alter table pgq.event_1_0 set (autovacuum_enabled = false)");
 	pgt_exec(c, "select pgq.insert_event('q', 't', 'd') from generate_series(1, 30000)");
@@ -253,6 +274,7 @@ START_TEST(test_pending_probe_uses_the_index)
 	pgt_exec(p, "select pgq.insert_event('q', 't', 'long')");
 	/* a later transaction ends first, so the tick's xmax is past p and p is in its xip */
 	pgt_exec(c, "select txid_current()");
+	read_to_head(c);
 	expect_tick(c, true);
 	pxid = pgt_value(p, "select txid_current()");
 	snprintf(sql, sizeof(sql),

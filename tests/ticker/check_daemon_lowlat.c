@@ -41,15 +41,27 @@ static int cover_ms(void)
 	return (int)(COVER_MS * pgt_time_factor());
 }
 
-/* Wait until xid's events are ticked; how long it took, or -1. */
+/* Consumer r reads every batch there is. */
+static void read_to_head(const char *db)
+{
+	pgt_exec_db(db, "do $$ declare b bigint; begin loop b := pgq.next_batch('q', 'r');"
+			" exit when b is null; perform pgq.finish_batch(b); end loop; end $$");
+}
+
+/* Wait until xid's events are ticked; how long it took, or -1. Then consumer r
+   reads to the head, as a consumer keeping up does: woken ticks are made for a
+   reader close to the head (sql/pgq/ticker.sql pgq._ticker). */
 static long wait_covered(const char *db, long long xid)
 {
 	Cover c = {db, xid};
 	int64_t t0 = pgt_now_ms();
+	long ms;
 
 	if (!pgt_wait_until(covered, &c, cover_ms(), 5))
 		return -1;
-	return (long)(pgt_now_ms() - t0);
+	ms = (long)(pgt_now_ms() - t0);
+	read_to_head(db);
+	return ms;
 }
 
 static bool watch_free(void *arg)
@@ -90,12 +102,17 @@ typedef struct Fixture {
 static void start(Fixture *f)
 {
 	PGconn *c;
+	char sql[160];
 
 	f->db = strdup(pgt_db_new());
 	ck_assert_ptr_nonnull(f->db);
 	c = pgt_connect(f->db);
+	/* the daemon's calls counted in pg_stat_user_functions */
+	snprintf(sql, sizeof(sql), "alter database %s set track_functions = 'pl'", f->db);
+	pgt_exec(c, sql);
 	pgt_exec(c, "select pgq.create_queue('q')");
 	pgt_exec(c, "select pgq.set_queue_config('q', 'low_latency', 'on')");
+	pgt_exec(c, "select pgq.register_consumer('q', 'r')");
 	PQfinish(c);
 	f->ini = malloc(4096);
 	ck_assert_ptr_nonnull(f->ini);
@@ -259,6 +276,78 @@ START_TEST(test_rolled_back_notifier_and_reconnect)
 }
 END_TEST
 
+/* r has a whole batch waiting beyond its next one: no woken tick is made for it */
+static bool reader_behind(const char *db)
+{
+	return pgt_int_db(db, "select count(*) from pgq.subscription"
+			      " where sub_last_tick < (select max(tick_id) - 1 from pgq.tick)") > 0;
+}
+
+/* The daemon's watch calls so far, as the server's statistics have them (a
+   backend sends its counts at most once a second). */
+static long long watch_calls(const char *db)
+{
+	return pgt_int_db(db, "select coalesce(sum(calls), 0) from pg_stat_user_functions"
+			      " where schemaname = 'pgq' and funcname = 'ticker_watch'");
+}
+
+/*
+ * While producers keep the daemon watching but no consumer is near the head, the
+ * watch slows to its longest gap (25 ms) instead of calling every
+ * wake_min_interval (5 ms), even while it makes ticks (here by ticker_max_count 1,
+ * a tick for every new event): no consumer is waiting for them. A consumer that
+ * catches up then asks for the tick, and gets it.
+ */
+START_TEST(test_watch_slows_without_a_reader)
+{
+	Fixture f;
+	PGconn *c1, *p;
+	long long x, n0, calls;
+	int64_t until;
+	int events = 0;
+
+	start(&f);
+	/* no tick by ticker_max_lag within the test; one by ticker_max_count for
+	   every new event */
+	pgt_exec_db(f.db, "select pgq.set_queue_config('q', 'ticker_max_lag', '60'),"
+			  " pgq.set_queue_config('q', 'ticker_max_count', '1')");
+	c1 = pgt_connect(f.db);
+	produce_open(c1); /* keeps the watch going */
+	x = produce_commit(f.db);
+	ck_assert_int_ge(wait_covered(f.db, x), 0);
+	ck_assert(pgt_wait_until(watch_held, f.db, cover_ms(), 5));
+	/* r stops reading and falls behind */
+	for (int i = 0; i < 10 && !reader_behind(f.db); i++) {
+		Cover cv = {f.db, produce_commit(f.db)};
+
+		ck_assert(pgt_wait_until(covered, &cv, cover_ms(), 5));
+	}
+	ck_assert(reader_behind(f.db));
+	/* 3 s of producing: at 25 ms that is 120 calls (plus up to a second's worth
+	   that the statistics held back); at 5 ms it would be 600 */
+	p = pgt_connect(f.db);
+	n0 = watch_calls(f.db);
+	until = pgt_now_ms() + 3000;
+	while (pgt_now_ms() < until) {
+		pgt_exec(p, "select pgq.insert_event('q', 'test', 'payload')");
+		events++;
+	}
+	calls = watch_calls(f.db) - n0;
+	ck_assert_msg(calls > 0 && calls < 300,
+		      "%lld watch calls in 3 s (%d events) with no reader near the head", calls,
+		      events);
+	ck_assert(watch_held(f.db));
+	/* r catches up: its next_batch finds no batch while events wait and asks */
+	x = produce_commit(f.db);
+	read_to_head(f.db);
+	ck_assert_msg(wait_covered(f.db, x) >= 0, "a consumer that caught up was not given a tick");
+	pgt_exec(c1, "rollback");
+	PQfinish(p);
+	PQfinish(c1);
+	stop(&f);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon-lowlat");
@@ -268,6 +357,7 @@ int main(void)
 	tcase_add_test(tc, test_skipped_producer_commits_after_notifier);
 	tcase_add_test(tc, test_long_producer_transaction);
 	tcase_add_test(tc, test_rolled_back_notifier_and_reconnect);
+	tcase_add_test(tc, test_watch_slows_without_a_reader);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
 }
