@@ -163,6 +163,8 @@ $$;
 -- (1885827447, 2)). Then tick every queue that is due, so the tick of mode 2 comes
 -- after every producer that skipped its NOTIFY has ended. Only the daemon that
 -- started watching calls modes 0 and 2, on the same session.
+-- Mode 2 also waits for a call that finds no new event since the session's
+-- previous call (pgq.watch_seq, a session setting).
 -- wanted: some consumer of a low_latency queue is close enough to the head that its
 -- woken ticks are made (pgq._ticker's rule); with none, the daemon watches at its
 -- longest gap, and a consumer that comes close asks for a tick (next_batch).
@@ -182,11 +184,23 @@ create or replace function pgq.ticker_watch(i_mode integer, out ticks bigint, ou
                                             out wanted boolean)
 returns record language plpgsql
 set search_path = pg_catalog, pg_temp as $$
+declare
+    seq numeric;
+    prev text;
 begin
     watching := true;
+    -- the low_latency queues' event sequences, against this session's previous
+    -- call: mode 2 stops only after a gap without new events, not at the first
+    -- instant no producer is in flight (busy producers on 2 cores are often all
+    -- between transactions: the watch ended and restarted every 125 ms, and each
+    -- restart had producers notifying again)
+    select coalesce(sum(pg_sequence_last_value(pgq.quote_fqname(q.queue_event_seq)::regclass)), 0)
+      into seq from pgq.queue q where q.queue_low_latency;
+    prev := current_setting('pgq.watch_seq', true);
+    perform set_config('pgq.watch_seq', seq::text, false);
     if i_mode = 1 then
         watching := pg_try_advisory_lock(1885827447, 1);
-    elsif i_mode = 2 then
+    elsif i_mode = 2 and prev = seq::text then
         -- held for a moment only: producers wait on it, not for our tick
         if pg_try_advisory_lock(1885827447, 2) then
             perform pg_advisory_unlock(1885827447, 1);

@@ -64,6 +64,10 @@ START_TEST(test_watch_protocol)
 	read_to_head(p);
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
 	ck_assert_str_eq(pl, "q");
+	/* nothing in flight, but an event since the previous call: producers are busy,
+	   so the watch goes on (it ends after a call with nothing new) */
+	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
+	sqlt_eq(tk, "select watching::text from pgq.ticker_watch(2)", "true");
 	/* nothing in flight: it ends, and its tick covers the commit; r is at the head */
 	sqlt_eq(tk, "select watching || ' ' || wanted from pgq.ticker_watch(2)", "false true");
 	sqlt_eq(tk,
