@@ -37,8 +37,9 @@ static PgqevVerdict on_batch(PgqevConsumer *c, PgqevBatch *b, void *arg)
 static void on_state(PgqevConsumer *c, PgqevState old, PgqevState st, void *arg)
 {
 	Drain *d = arg;
-	/* LISTENING after PROCESSING: the batch was finished (committed) */
-	if (old == PGQEV_STATE_PROCESSING && st == PGQEV_STATE_LISTENING && d->events >= d->expect)
+	/* LISTENING or IDLE after PROCESSING: the batch was finished (committed) */
+	if (old == PGQEV_STATE_PROCESSING &&
+	    (st == PGQEV_STATE_LISTENING || st == PGQEV_STATE_IDLE) && d->events >= d->expect)
 		event_base_loopbreak(d->base);
 }
 

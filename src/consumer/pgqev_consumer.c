@@ -11,7 +11,8 @@
  *   -> READ (BEGIN + get_batch_cursor, sent right behind next_batch in the same
  *      round trip when no target is involved; FETCH ahead one chunk, handler per chunk,
  *      event retries) -> FINISH ([target set_batch_done + COMMIT], then
- *      finish_batch + COMMIT on the source) -> NEXT at once.
+ *      finish_batch + COMMIT on the source) -> NEXT at once, or IDLE when the
+ *      batch ended at the newest tick a notification named (nothing to find).
  *   Any failure -> BACKOFF (roll back, delay with backoff) -> NEXT.
  *   A lost source connection -> WAIT_CONN (the core reconnects with backoff).
  *
@@ -73,6 +74,7 @@ const char *pgqev_version(void)
 }
 
 static void go_next(PgqevConsumer *c);
+static void go_idle(PgqevConsumer *c);
 static bool send_next(PgqevConsumer *c);
 static void go_setup(PgqevConsumer *c);
 static void do_stop(PgqevConsumer *c);
@@ -115,7 +117,7 @@ static const unsigned phase_next[] = {
 	[PH_IDLE] = PHB(PH_NEXT) | PHB(PH_BACKOFF),
 	[PH_EO_CHECK] = PHB(PH_READ) | PHB(PH_FINISH) | PHB(PH_BACKOFF),
 	[PH_READ] = PHB(PH_FINISH) | PHB(PH_BACKOFF),
-	[PH_FINISH] = PHB(PH_NEXT) | PHB(PH_BACKOFF),
+	[PH_FINISH] = PHB(PH_NEXT) | PHB(PH_IDLE) | PHB(PH_BACKOFF),
 	[PH_BACKOFF] = PHB(PH_SETUP) | PHB(PH_NEXT),
 };
 
@@ -331,9 +333,19 @@ static void conn_broken(PgqevConsumer *c)
 	set_phase(c, PH_RECONNECT);
 }
 
+/* The batch ends at the newest tick a notification named: no newer tick has
+   been announced, so a look-up now would find nothing (and cost the server a
+   round of statements per batch); the next tick's notification wakes us. Only
+   when notifications name ticks (pgqd-ev's SQL): with none, always look. */
+static bool caught_up(const PgqevConsumer *c, const PgqevBatch *b)
+{
+	return !c->cfg.subconsumer && b->tick > 0 && b->tick == c->notified_tick;
+}
+
 static void batch_finished(PgqevConsumer *c)
 {
 	PgqevBatch *b = c->batch;
+	bool idle = !c->next_sent && !c->stop_requested && caught_up(c, b);
 	c->batch = NULL;
 	/* committed; a BEGIN sent behind the next look-up opens the next one */
 	c->src_in_tx = c->spec_cursor;
@@ -341,7 +353,10 @@ static void batch_finished(PgqevConsumer *c)
 	c->n_batches++;
 	c->fail_streak = 0;
 	pqev_backoff_reset(&c->fail_bo);
-	go_next(c);
+	if (idle)
+		go_idle(c);
+	else
+		go_next(c);
 }
 
 static void start_finish(PgqevConsumer *c)
@@ -366,9 +381,9 @@ static void start_finish(PgqevConsumer *c)
 		return;
 	if (!send_or_fail(c, false, RK_COMMIT, "commit", 0, NULL, 0))
 		return;
-	/* ask for the next batch in the same round trip; if the finish fails, its
-	   answer is stale (gen) and ignored */
-	if (!c->stop_requested && send_next(c))
+	/* ask for the next batch in the same round trip (unless we know there is
+	   none yet); if the finish fails, its answer is stale (gen) and ignored */
+	if (!c->stop_requested && !caught_up(c, b) && send_next(c))
 		c->next_sent = true;
 }
 
@@ -1179,6 +1194,11 @@ static void on_notify(PqevConn *conn, const char *channel, const char *payload, 
 	if (c->free_pending)
 		return;
 	enter(c);
+	/* the tick channel's payload is the tick id (pgqd-ev's SQL) */
+	char *end = NULL;
+	long long tick = payload ? strtoll(payload, &end, 10) : 0;
+	if (end && end != payload && *end == '\0' && tick > c->notified_tick)
+		c->notified_tick = tick;
 	if (c->phase == PH_IDLE)
 		go_next(c);
 	else

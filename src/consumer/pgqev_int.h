@@ -135,11 +135,12 @@ struct PgqevConsumer {
 	bool channel_tried;
 	unsigned setup_pending; /* setup requests still in flight */
 	char *channel;
-	bool next_sent;    /* a next_batch request is in flight (current gen) */
-	bool next_catchup; /* the look-up in flight used catchup_us */
-	bool spec_cursor;  /* BEGIN + the cursor of the batch it opens sent behind it */
-	usec_t catchup_us; /* > 0: the consumer lags; ask for bigger batches */
-	bool wake_pending; /* a notification arrived while a look-up was in flight */
+	bool next_sent;        /* a next_batch request is in flight (current gen) */
+	bool next_catchup;     /* the look-up in flight used catchup_us */
+	bool spec_cursor;      /* BEGIN + the cursor of the batch it opens sent behind it */
+	usec_t catchup_us;     /* > 0: the consumer lags; ask for bigger batches */
+	bool wake_pending;     /* a notification arrived while a look-up was in flight */
+	int64_t notified_tick; /* the highest tick id a tick notification named */
 	usec_t poll_interval;
 
 	struct event *timer; /* poll or failure backoff */
