@@ -31,8 +31,7 @@ static void add_reader(PGconn *c)
 /* r reads every batch there is, as a consumer keeping up does. */
 static void read_to_head(PGconn *c)
 {
-	pgt_exec(c, "do $$ declare b bigint; begin loop b := pgq.next_batch('q', 'r');"
-		    " exit when b is null; perform pgq.finish_batch(b); end loop; end $$");
+	free(pgt_take_all_batches(c, "q", "r"));
 }
 
 /* Producers notify unless a ticker watches; the watch ends only with no producer open. */

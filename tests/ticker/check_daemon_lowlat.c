@@ -44,8 +44,10 @@ static int cover_ms(void)
 /* Consumer r reads every batch there is. */
 static void read_to_head(const char *db)
 {
-	pgt_exec_db(db, "do $$ declare b bigint; begin loop b := pgq.next_batch('q', 'r');"
-			" exit when b is null; perform pgq.finish_batch(b); end loop; end $$");
+	PGconn *c = pgt_connect(db);
+
+	free(pgt_take_all_batches(c, "q", "r"));
+	PQfinish(c);
 }
 
 /* Wait until xid's events are ticked; how long it took, or -1. Then consumer r
