@@ -135,36 +135,53 @@ returns int8 language sql as $$
     select batch_id from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null)
 $$;
 
--- Which child tables can hold the batch's events, the previous table first.
+-- Which child tables can hold a batch's events, the previous table first, from the
+-- queue's rotation state and the batch's txid range (NULL if a bound is NULL).
+-- PL/pgSQL: a SQL function given subquery arguments is not inlined and would be
+-- planned on every call.
+create or replace function pgq._batch_tables(i_data_pfx text, i_cur_table int4, i_ntables int4,
+                                             i_switch_step1 int8, i_switch_step2 int8,
+                                             i_tx_min int8, i_tx_max int8)
+returns text[] language plpgsql immutable as $$
+declare
+    prev text := i_data_pfx || '_' || case when i_cur_table = 0 then i_ntables - 1
+                                           else i_cur_table - 1 end;
+begin
+    if i_tx_min is null or i_tx_max is null then
+        return null;
+    elsif i_tx_max < i_switch_step1 then
+        return array[prev];                               -- all written before the rotation
+    elsif i_switch_step2 is not null and i_tx_min > i_switch_step2 then
+        return array[i_data_pfx || '_' || i_cur_table];   -- all after it was visible
+    end if;
+    return array[prev, i_data_pfx || '_' || i_cur_table];
+end;
+$$;
+
 create or replace function pgq.batch_event_tables(x_batch_id bigint)
 returns setof text language plpgsql as $$
 declare
-    b record;
-    prev_nr integer;
+    tables text[];
+    tbl text;
 begin
     -- each tick by its whole key (see next_batch_custom)
-    select q.queue_data_pfx, q.queue_cur_table, q.queue_ntables,
-           q.queue_switch_step1, q.queue_switch_step2,
-           (select txid_snapshot_xmin(t.tick_snapshot) from pgq.tick t
-             where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick) as tx_min,
-           (select txid_snapshot_xmax(t.tick_snapshot) from pgq.tick t
-             where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick) as tx_max
-      into b
+    select pgq._batch_tables(q.queue_data_pfx, q.queue_cur_table, q.queue_ntables,
+                             q.queue_switch_step1, q.queue_switch_step2,
+                             (select txid_snapshot_xmin(t.tick_snapshot) from pgq.tick t
+                               where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick),
+                             (select txid_snapshot_xmax(t.tick_snapshot) from pgq.tick t
+                               where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick))
+      into tables
       from pgq.subscription s
       join pgq.queue q on q.queue_id = s.sub_queue
      where s.sub_batch = x_batch_id;
-    if not found or b.tx_min is null or b.tx_max is null then
+    -- a missing tick makes a bound NULL and the array NULL
+    if tables is null then
         raise exception 'Cannot find data for batch %', x_batch_id;
     end if;
-    prev_nr := case when b.queue_cur_table = 0 then b.queue_ntables - 1 else b.queue_cur_table - 1 end;
-    if b.tx_max < b.queue_switch_step1 then
-        return next b.queue_data_pfx || '_' || prev_nr;     -- all written before the rotation
-    elsif b.queue_switch_step2 is not null and b.tx_min > b.queue_switch_step2 then
-        return next b.queue_data_pfx || '_' || b.queue_cur_table;  -- all after it was visible
-    else
-        return next b.queue_data_pfx || '_' || prev_nr;
-        return next b.queue_data_pfx || '_' || b.queue_cur_table;
-    end if;
+    foreach tbl in array tables loop
+        return next tbl;
+    end loop;
 end;
 $$;
 
@@ -197,13 +214,16 @@ declare
     snap2 text;
     res text := '';
 begin
-    select s.sub_id, s.sub_queue, s.sub_last_tick, s.sub_next_tick,
+    -- the queue's rotation state in the same statement (for the tables)
+    select s.sub_id, q.queue_data_pfx, q.queue_cur_table, q.queue_ntables,
+           q.queue_switch_step1, q.queue_switch_step2,
            (select t.tick_snapshot from pgq.tick t
              where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick) as snap1,
            (select t.tick_snapshot from pgq.tick t
              where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick) as snap2
       into b
       from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
      where s.sub_batch = x_batch_id;
     if not found or b.snap1 is null or b.snap2 is null then
         raise exception 'batch not found';
@@ -234,7 +254,10 @@ begin
     if i_ev_filter is not null then
         owner_filter := owner_filter || ' and (' || i_ev_filter || ')';
     end if;
-    for tbl in select pgq.batch_event_tables(x_batch_id) loop
+    foreach tbl in array pgq._batch_tables(b.queue_data_pfx, b.queue_cur_table, b.queue_ntables,
+                                           b.queue_switch_step1, b.queue_switch_step2,
+                                           txid_snapshot_xmin(b.snap1), txid_snapshot_xmax(b.snap2))
+    loop
         if res <> '' then
             res := res || ' union all ';
         end if;
@@ -282,6 +305,24 @@ begin
 end;
 $$;
 
+-- Declares the NO SCROLL cursor of get_batch_cursor (inside a transaction), with
+-- i_extra_where (or NULL) applied to the batch's rows.
+create or replace function pgq._declare_batch_cursor(i_batch_id bigint, i_cursor_name text,
+                                                     i_extra_where text)
+returns void language plpgsql as $$
+declare
+    q text;
+begin
+    perform pgq._check_cursor_name('get_batch_cursor', i_cursor_name);
+    q := pgq._batch_event_sql(i_batch_id, null);
+    if i_extra_where is not null then
+        q := 'select * from (' || left(q, -length(' order by 1')) || ') _evs where '
+            || i_extra_where || ' order by 1';
+    end if;
+    execute 'declare ' || quote_ident(i_cursor_name) || ' no scroll cursor for ' || q;
+end;
+$$;
+
 -- Opens a NO SCROLL cursor over the batch (inside a transaction) and returns its
 -- first i_quick_limit rows; the caller FETCHes the rest and closes it.
 create or replace function pgq.get_batch_cursor(
@@ -290,19 +331,11 @@ create or replace function pgq.get_batch_cursor(
     out ev_type text, out ev_data text, out ev_extra1 text, out ev_extra2 text,
     out ev_extra3 text, out ev_extra4 text)
 returns setof record language plpgsql as $$
-declare
-    q text;
 begin
     if i_batch_id is null or i_cursor_name is null or i_quick_limit is null then
         return;
     end if;
-    perform pgq._check_cursor_name('get_batch_cursor', i_cursor_name);
-    q := pgq.batch_event_sql(i_batch_id);
-    if i_extra_where is not null then
-        q := 'select * from (' || left(q, -length(' order by 1')) || ') _evs where '
-            || i_extra_where || ' order by 1';
-    end if;
-    execute 'declare ' || quote_ident(i_cursor_name) || ' no scroll cursor for ' || q;
+    perform pgq._declare_batch_cursor(i_batch_id, i_cursor_name, i_extra_where);
     if i_quick_limit <= 0 then
         return;
     end if;
@@ -310,13 +343,22 @@ begin
 end;
 $$;
 
+-- The same without a filter, not a wrapper of the above: as a STRICT SQL function
+-- (not inlined) it was planned on every call and copied the rows twice, 1.2x the
+-- server time of the 4-argument form for a 90-event batch (docs/benchmarks.md).
 create or replace function pgq.get_batch_cursor(
     in i_batch_id bigint, in i_cursor_name text, in i_quick_limit int4,
     out ev_id bigint, out ev_time timestamptz, out ev_txid bigint, out ev_retry int4,
     out ev_type text, out ev_data text, out ev_extra1 text, out ev_extra2 text,
     out ev_extra3 text, out ev_extra4 text)
-returns setof record language sql strict as $$
-    select * from pgq.get_batch_cursor(i_batch_id, i_cursor_name, i_quick_limit, null)
+returns setof record language plpgsql strict as $$
+begin
+    perform pgq._declare_batch_cursor(i_batch_id, i_cursor_name, null);
+    if i_quick_limit <= 0 then
+        return;
+    end if;
+    return query execute 'fetch ' || i_quick_limit || ' from ' || quote_ident(i_cursor_name);
+end;
 $$;
 
 -- pgqd-ev's own, for libpgqev's split reader (docs/consumer.md, "Reading a large

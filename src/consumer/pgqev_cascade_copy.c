@@ -735,8 +735,8 @@ void cas_open_cursor(PgqevCascade *w)
 		return;
 	}
 	(void)cas_send_or_fail(w, true, RK_CURSOR,
-			       "select * from pgq.get_batch_cursor($1::int8, $2, $3::int4)", 3, p,
-			       PQEV_Q_PREPARE | (fetch_binary(w) ? PQEV_Q_BINARY : 0));
+			       "select * from pgq.get_batch_cursor($1::int8, $2, $3::int4, null)",
+			       3, p, PQEV_Q_PREPARE | (fetch_binary(w) ? PQEV_Q_BINARY : 0));
 }
 
 /* The local transaction opens, pipelined (one round trip): BEGIN; on a branch

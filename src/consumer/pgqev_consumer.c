@@ -579,7 +579,7 @@ static void open_cursor(PgqevConsumer *c)
 		return;
 	}
 	char *sql = pgqev_sprintf("%sselect * from pgq.get_batch_cursor(%" PRId64 ", '" PGQEV_CURSOR
-				  "', %u)",
+				  "', %u, null)",
 				  c->src_in_tx ? "" : "begin; ", b->id, c->cfg.fetch_size);
 	if (!sql) {
 		fail(c, PGQEV_ERR_SQL, "cannot open the batch", "out of memory");
@@ -672,9 +672,13 @@ static void go_idle(PgqevConsumer *c)
 /*
  * Behind the (autocommitted) look-up, in the same round trip: BEGIN and the
  * cursor over the batch the look-up leaves open, read back from the
- * subscription (SELECT on it is public in PgQ). With no batch open the
- * STRICT get_batch_cursor sees NULL and returns nothing; on_next rolls back.
+ * subscription (SELECT on it is public in PgQ). With no batch open
+ * get_batch_cursor sees NULL and returns nothing; on_next rolls back.
  * Not with a target: the exactly-once check comes first there.
+ *
+ * The 4-argument get_batch_cursor (filter NULL) here and in open_cursor: the
+ * 3-argument one only wraps it (in PgQ 3.5 a second PL/pgSQL call that copies
+ * the rows again; in our SQL before 2026-12-06 a SQL function planned per call).
  */
 static void send_spec_cursor(PgqevConsumer *c)
 {
@@ -699,14 +703,14 @@ static void send_spec_cursor(PgqevConsumer *c)
 				  " and t1.tick_id = s.sub_last_tick and t2.tick_queue = s.sub_queue"
 				  " and t2.tick_id = s.sub_next_tick) and " SPLIT_FN_EXISTS
 				  ", false)),"
-				  " '" PGQEV_CURSOR "', $3::int4)",
+				  " '" PGQEV_CURSOR "', $3::int4, null)",
 				  4, p, PQEV_Q_PREPARE)
 			: send_on(c, false, RK_CURSOR,
 				  "select * from pgq.get_batch_cursor((select s.sub_batch"
 				  " from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue"
 				  " join pgq.consumer co on co.co_id = s.sub_consumer"
 				  " where q.queue_name = $1 and co.co_name = $2), '" PGQEV_CURSOR
-				  "', $3::int4)",
+				  "', $3::int4, null)",
 				  3, p, PQEV_Q_PREPARE);
 	if (rc == 0)
 		c->spec_cursor = true;

@@ -560,6 +560,44 @@ START_TEST(test_batch_reads_only_its_ticks)
 }
 END_TEST
 
+/*
+ * Reading a batch calls what it needs once: the 3-argument get_batch_cursor does
+ * not go through the 4-argument one (a wrapper was planned on every call) and
+ * the batch query's builder takes the tables from its own statement, not from
+ * batch_event_tables. Counted by the server (track_functions).
+ */
+START_TEST(test_batch_read_calls)
+{
+	PGconn *c = conn(pgt_db_new());
+	char sql[256], *bid;
+
+	setup_queue(c, "q");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x' || i) from generate_series(1, 5) i");
+	pgt_exec(c, "select pgq.ticker()");
+	bid = pgt_value(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_ptr_nonnull(bid);
+	pgt_exec(c, "set track_functions = 'all'");
+	pgt_exec(c, "begin");
+	snprintf(sql, sizeof(sql), "select count(*) from pgq.get_batch_cursor(%s, 'cur', 10)", bid);
+	ck_assert_int_eq(pgt_int(c, sql), 5);
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pg_stat_xact_user_functions"
+				    " where schemaname = 'pgq' and funcid ="
+				    " 'pgq.get_batch_cursor(bigint,text,int4)'::regprocedure"),
+			 1);
+	char *calls = pgt_value(c, "select coalesce(string_agg(funcname || ' ' || calls, ', '"
+				   " order by funcname), '') from pg_stat_xact_user_functions"
+				   " where schemaname = 'pgq' and (funcid = 'pgq.get_batch_cursor("
+				   "bigint,text,int4,text)'::regprocedure or funcname in"
+				   " ('batch_event_tables', 'batch_event_sql'))");
+	ck_assert_msg(strcmp(calls, "") == 0, "called while reading the batch: %s", calls);
+	free(calls);
+	pgt_exec(c, "commit");
+	free(bid);
+	PQfinish(c);
+}
+END_TEST
+
 /* Queue creation rewrites the insert paths: two at once are serialised, not broken. */
 START_TEST(test_concurrent_create_queue)
 {
@@ -612,6 +650,7 @@ int main(void)
 	tcase_add_test(tc, test_low_latency);
 	tcase_add_test(tc, test_concurrent_create_queue);
 	tcase_add_test(tc, test_batch_reads_only_its_ticks);
+	tcase_add_test(tc, test_batch_read_calls);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);

@@ -58,6 +58,8 @@ static const struct {
 	{"pgq._batch_split_block(bigint)", READER},
 	{"pgq._get_batch_part_cursor(bigint,text,integer,bigint,integer)", READER},
 	{"pgq._check_cursor_name(text,text)", READER},
+	{"pgq._declare_batch_cursor(bigint,text,text)", READER},
+	{"pgq._batch_tables(text,integer,integer,bigint,bigint,bigint,bigint)", READER},
 	{"pgq.batch_event_tables(bigint)", READER},
 	{"pgq.event_retry(bigint,bigint,integer)", READER},
 	{"pgq.event_retry(bigint,bigint,timestamp with time zone)", READER},
