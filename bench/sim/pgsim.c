@@ -4,8 +4,8 @@
  * PostgreSQL holds (docs/benchmarks.md, "The ticker by simulation").
  *
  *   pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]
- *         [--delay MS] [--jitter MS] [--connect-delay MS] [--period S]
- *         [--cores C | --process-per-session] [--tcp]
+ *         [--delay MS] [--jitter MS] [--connect-delay MS] [--first-connect-delay MS]
+ *         [--period S] [--cores C | --process-per-session] [--tcp]
  *   pgsim --ctl DIR stats|reset|restart SECONDS [PORT]
  *
  * Server s (0..M-1) listens on port P+s: a unix socket DIR/.s.PGSQL.<P+s>, or
@@ -16,7 +16,10 @@
  *
  * Protocol 3.0 as libpq speaks it: SSLRequest and GSSENCRequest refused with
  * 'N'; startup answered with AuthenticationOk, ParameterStatus, BackendKeyData
- * and ReadyForQuery (after --connect-delay, the cost of a backend's start); an
+ * and ReadyForQuery (after --connect-delay, the cost of a backend's start; the
+ * first session of each database after a "restart" waits --first-connect-delay
+ * instead, if given: PostgreSQL's first backend in a database after a restart
+ * rebuilds the relation cache file, which dominates a recovery); an
  * unknown database gets FATAL 3D000. Simple Query and the extended protocol
  * (Parse/Bind/Describe/Execute/Sync/Flush/Close, pipelined or not) are
  * answered from the table of recorded replies (--replies, default replies.txt
@@ -122,6 +125,7 @@ static const char *opt_dir;
 static int opt_servers = 1, opt_port = 5500, opt_ndb = 100;
 static double opt_delay = 0.3, opt_jitter = 0.1, opt_period = 1.0;
 double opt_connect_delay;
+static double opt_first_connect_delay = -1; /* < 0: as --connect-delay */
 static bool opt_tcp;
 static int opt_cores;     /* 0: every statement is answered after its own delay */
 static bool opt_sessions; /* --process-per-session */
@@ -131,6 +135,7 @@ static bool opt_sessions; /* --process-per-session */
 typedef struct DbStat {
 	double last_tick, first_tick, first_after;
 	uint32_t nticks;
+	uint32_t cold; /* no session since the last restart (--first-connect-delay) */
 } DbStat;
 
 /*
@@ -634,6 +639,16 @@ static int lookup_db(const char *name)
 	return -2;
 }
 
+/* The start delay of a new session of database db: the first one since a
+   restart takes --first-connect-delay (exchanged, so one session pays it). */
+double connect_delay(int db)
+{
+	if (opt_first_connect_delay >= 0 && db >= 0 &&
+	    __atomic_exchange_n(&S.sh->dbs[db].cold, 0, __ATOMIC_RELAXED))
+		return opt_first_connect_delay;
+	return opt_connect_delay;
+}
+
 static void handle_cancel(const unsigned char *m)
 {
 	uint32_t pid, key;
@@ -706,7 +721,7 @@ static int handle_startup(Conn *c, const unsigned char *m, uint32_t len)
 	if (opt_sessions)
 		return STEP_FORK;
 	startup_reply(c, (uint32_t)((S.idx + 1) * 1000000 + c->fd));
-	hold(c, opt_connect_delay);
+	hold(c, connect_delay(c->db));
 	return STEP_DONE;
 }
 
@@ -999,6 +1014,7 @@ static void server_restart(double secs)
 	for (int d = 0; d < S.ndb; d++) {
 		S.sh->dbs[d].last_tick = 0;
 		S.sh->dbs[d].first_after = 0;
+		__atomic_store_n(&S.sh->dbs[d].cold, 1, __ATOMIC_RELAXED);
 	}
 	struct timeval tv = {.tv_sec = (time_t)secs, .tv_usec = (suseconds_t)fmod(secs * 1e6, 1e6)};
 	evtimer_add(&S.reopen, &tv);
@@ -1294,7 +1310,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]\n"
-		"             [--delay MS] [--jitter MS] [--connect-delay MS] [--period S]\n"
+		"             [--delay MS] [--jitter MS] [--connect-delay MS]\n"
+		"             [--first-connect-delay MS] [--period S]\n"
 		"             [--cores C | --process-per-session] [--tcp]\n"
 		"       pgsim --ctl DIR stats|reset|restart SECONDS [PORT]\n");
 	exit(2);
@@ -1336,6 +1353,8 @@ int main(int argc, char **argv)
 			opt_jitter = atof(v);
 		else if (strcmp(a, "--connect-delay") == 0)
 			opt_connect_delay = atof(v);
+		else if (strcmp(a, "--first-connect-delay") == 0)
+			opt_first_connect_delay = atof(v);
 		else if (strcmp(a, "--period") == 0)
 			opt_period = atof(v);
 		else if (strcmp(a, "--cores") == 0)

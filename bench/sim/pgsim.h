@@ -50,6 +50,7 @@ typedef struct Conn {
 
 /* pgsim.c */
 extern double opt_connect_delay;
+double connect_delay(int db);
 __attribute__((format(printf, 1, 2), noreturn)) void die(const char *fmt, ...);
 void *xmalloc(size_t n);
 int proto_step(Conn *c, struct evbuffer *in);

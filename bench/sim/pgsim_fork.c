@@ -7,7 +7,9 @@
  * databases refused, CancelRequest routed) and forks a backend for each valid
  * one. The backend moves its socket to descriptor 3, closes every other one it
  * inherited (listeners, the server's epoll and signal pipe, other sessions),
- * sends the greeting with its own pid in BackendKeyData, and then sleeps in
+ * sends the greeting with its own pid in BackendKeyData (in a session of its
+ * own, setsid(), as PostgreSQL's backends, so that autogroup scheduling treats
+ * both alike), and then sleeps in
  * its own epoll_wait. For each statement it runs the protocol code of pgsim.c
  * and, before answering, burns the statement's delay (+- jitter) as CPU time:
  * a busy loop that walks a private buffer (BURN_BYTES, a backend's working set
@@ -238,6 +240,12 @@ static void backend_main(Conn *sc, struct evbuffer *sin, const sigset_t *mask)
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != server_pid)
 		_exit(0);
+	/* a session of its own, as PostgreSQL's backends (InitPostmasterChild): with
+	   the kernel's autogroup scheduling each backend is then a group of its own
+	   with a whole session's weight, not one of the server's many children
+	   sharing one group (which gave pgsim's backends less of a busy machine than
+	   a real server's get: later replies, slower recovery) */
+	(void)setsid();
 
 	if (sc->fd != BACKEND_FD && dup2(sc->fd, BACKEND_FD) < 0)
 		_exit(1);
@@ -270,7 +278,7 @@ static void backend_main(Conn *sc, struct evbuffer *sin, const sigset_t *mask)
 	sigprocmask(SIG_SETMASK, mask, NULL);
 
 	startup_reply(c, (uint32_t)getpid());
-	hold(c, opt_connect_delay);
+	hold(c, connect_delay(c->db));
 	respond(c);
 	for (;;) {
 		for (;;) {
