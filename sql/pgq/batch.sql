@@ -121,18 +121,30 @@ begin
 end;
 $$;
 
+-- next_batch_info and next_batch: PL/pgSQL, not SQL wrappers, which are not inlined
+-- (a FROM clause, no SETOF) and so were planned on every call: 13-16 us on top of
+-- next_batch_custom's 40 for an open batch, now 2-5 (docs/benchmarks.md).
 create or replace function pgq.next_batch_info(
     in i_queue_name text, in i_consumer_name text,
     out batch_id int8, out cur_tick_id int8, out prev_tick_id int8,
     out cur_tick_time timestamptz, out prev_tick_time timestamptz,
     out cur_tick_event_seq int8, out prev_tick_event_seq int8)
-language sql as $$
-    select * from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null)
+language plpgsql as $$
+begin
+    select * into batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,
+                  cur_tick_event_seq, prev_tick_event_seq
+      from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null);
+end;
 $$;
 
 create or replace function pgq.next_batch(i_queue_name text, i_consumer_name text)
-returns int8 language sql as $$
-    select batch_id from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null)
+returns int8 language plpgsql as $$
+declare
+    b record;
+begin
+    select * into b from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null);
+    return b.batch_id;
+end;
 $$;
 
 -- Which child tables can hold a batch's events, the previous table first, from the

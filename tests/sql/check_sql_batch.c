@@ -598,6 +598,42 @@ START_TEST(test_batch_read_calls)
 }
 END_TEST
 
+/* The wrappers consumers call per batch are PL/pgSQL, whose plans are kept: a
+   SQL wrapper with a FROM clause is not inlined and was planned on every call. */
+START_TEST(test_batch_wrappers_keep_plans)
+{
+	PGconn *c = conn(pgt_db_new());
+	char *sql_fns = pgt_value(
+		c,
+		"select coalesce(string_agg(p.oid::regprocedure::text, ', ' order by 1), '')"
+		" from pg_proc p join pg_language l on l.oid = p.prolang"
+		" where l.lanname = 'sql' and p.oid in ('pgq.next_batch(text,text)'::regprocedure,"
+		" 'pgq.next_batch_info(text,text)'::regprocedure,"
+		" 'pgq.get_batch_cursor(bigint,text,int4)'::regprocedure)");
+	ck_assert_msg(strcmp(sql_fns, "") == 0, "SQL wrappers: %s", sql_fns);
+	free(sql_fns);
+	/* and they still answer as PgQ's do */
+	setup_queue(c, "q");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	ck_assert_int_eq(pgt_int(c, "select count(*) from pgq.next_batch_info('q', 'c')"
+				    " where batch_id is null and cur_tick_id is null"),
+			 1);
+	ck_assert_ptr_null(pgt_value(c, "select pgq.next_batch('q', 'c')"));
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'x')");
+	pgt_exec(c, "select pgq.ticker()");
+	char *id = pgt_value(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_ptr_nonnull(id);
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pgq.next_batch_info('q', 'c') where batch_id = %s"
+		 " and cur_tick_id > prev_tick_id and cur_tick_event_seq >= prev_tick_event_seq",
+		 id);
+	ck_assert_int_eq(pgt_int(c, sql), 1);
+	free(id);
+	PQfinish(c);
+}
+END_TEST
+
 /* Queue creation rewrites the insert paths: two at once are serialised, not broken. */
 START_TEST(test_concurrent_create_queue)
 {
@@ -651,6 +687,7 @@ int main(void)
 	tcase_add_test(tc, test_concurrent_create_queue);
 	tcase_add_test(tc, test_batch_reads_only_its_ticks);
 	tcase_add_test(tc, test_batch_read_calls);
+	tcase_add_test(tc, test_batch_wrappers_keep_plans);
 	suite_add_tcase(s, tc);
 	PgtOptions o = {.need_server = true};
 	return pgt_main(s, &o);
