@@ -124,7 +124,7 @@ static int nreplies;
 static const char *opt_dir;
 static int opt_servers = 1, opt_port = 5500, opt_ndb = 100;
 static double opt_delay = 0.3, opt_jitter = 0.1, opt_period = 1.0;
-double opt_connect_delay;
+static double opt_connect_delay;
 static double opt_first_connect_delay = -1; /* < 0: as --connect-delay */
 static bool opt_tcp;
 static int opt_cores;     /* 0: every statement is answered after its own delay */

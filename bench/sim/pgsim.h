@@ -49,7 +49,6 @@ typedef struct Conn {
 } Conn;
 
 /* pgsim.c */
-extern double opt_connect_delay;
 double connect_delay(int db);
 __attribute__((format(printf, 1, 2), noreturn)) void die(const char *fmt, ...);
 void *xmalloc(size_t n);
