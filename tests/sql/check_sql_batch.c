@@ -103,6 +103,51 @@ START_TEST(test_long_tx_far_below)
 END_TEST
 
 /*
+ * The batch's txid filter at its edges: a transaction that ended before the
+ * first tick but above its xmin belongs to the batch before; one that was
+ * running at the second tick (its xmin) commits before the batch is read, so
+ * only the filter keeps its row out of it.
+ */
+START_TEST(test_batch_txid_edges)
+{
+	const char *db = pgt_db_new();
+	PGconn *c = conn(db), *a = conn(db), *b = conn(db);
+	char *bid, *sql, q[200];
+
+	setup_queue(c, "q");
+	pgt_exec(c, "select pgq.register_consumer('q', 'c')");
+	pgt_exec(a, "begin; select pgq.insert_event('q', 't', 'a')");
+	/* ended before tick 1 but above its xmin (a is open): batch 1 only */
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'before')");
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "before");
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'between')");
+	pgt_exec(b, "begin; select pgq.insert_event('q', 't', 'b')");
+	/* above the second snapshot's xmin, ended before it: in the batch */
+	pgt_exec(c, "select pgq.insert_event('q', 't', 'after-b')");
+	pgt_exec(a, "commit");
+	pgt_exec(c, "select pgq.ticker('q')");
+	pgt_exec(b, "commit");
+	bid = pgt_value(c, "select pgq.next_batch('q', 'c')");
+	ck_assert_ptr_nonnull(bid);
+	snprintf(q, sizeof(q),
+		 "select string_agg(ev_data, ',' order by ev_id) from pgq.get_batch_events(%s)",
+		 bid);
+	sql = pgt_value(c, q);
+	ck_assert_str_eq(sql, "a,between,after-b");
+	free(sql);
+	snprintf(q, sizeof(q), "select pgq.finish_batch(%s)", bid);
+	pgt_exec(c, q);
+	pgt_exec(c, "select pgq.ticker('q')");
+	batch_is(c, "q", "c", "b");
+	free(bid);
+	PQfinish(c);
+	PQfinish(a);
+	PQfinish(b);
+}
+END_TEST
+
+/*
  * Rotation under continuous insert: a producer keeps one transaction open across
  * every tick and rotation, a fast consumer takes every batch and a slow one every
  * fourth round. Both must see every committed event exactly once.
@@ -677,6 +722,7 @@ int main(void)
 	TCase *tc = pgt_tcase("batch", 90);
 	tcase_add_test(tc, test_open_transactions_across_ticks);
 	tcase_add_test(tc, test_long_tx_far_below);
+	tcase_add_test(tc, test_batch_txid_edges);
 	tcase_add_test(tc, test_rotation_under_load);
 	tcase_add_test(tc, test_rotation_waits_for_slow_consumer);
 	tcase_add_test(tc, test_bulk_table_taken_before_rotation);
