@@ -5,7 +5,7 @@
  *
  *   pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]
  *         [--delay MS] [--jitter MS] [--connect-delay MS] [--first-connect-delay MS]
- *         [--period S] [--cores C | --process-per-session] [--tcp]
+ *         [--period S] [--cores C | --process-per-session [--fork-delay MS]] [--tcp]
  *   pgsim --ctl DIR stats|reset|restart SECONDS [PORT]
  *
  * Server s (0..M-1) listens on port P+s: a unix socket DIR/.s.PGSQL.<P+s>, or
@@ -40,7 +40,11 @@
  * per statement and shares the real cores among the backends and the client,
  * instead of the timers (and --cores, refused with it) of the single process.
  * BackendKeyData then carries the backend's pid, a CancelRequest is routed to
- * it as SIGINT and "restart" sends it SIGTERM (FATAL 57P01). For a few hundred
+ * it as SIGINT and "restart" sends it SIGTERM (FATAL 57P01). --fork-delay MS:
+ * the server burns MS of its own CPU before each fork, as PostgreSQL's
+ * postmaster spends its own on every fork, one after another (under a
+ * connection storm on a busy machine, that serial share is what paces the
+ * starts). For a few hundred
  * sessions (bench/sim/check-real); the default mode is the one for 10,000 and
  * more. The figures below live in MAP_SHARED memory in both modes, so the
  * backends record into it. LISTEN and NOTIFY are only acknowledged, in both
@@ -126,6 +130,7 @@ static int opt_servers = 1, opt_port = 5500, opt_ndb = 100;
 static double opt_delay = 0.3, opt_jitter = 0.1, opt_period = 1.0;
 static double opt_connect_delay;
 static double opt_first_connect_delay = -1; /* < 0: as --connect-delay */
+static double opt_fork_delay;
 static bool opt_tcp;
 static int opt_cores;     /* 0: every statement is answered after its own delay */
 static bool opt_sessions; /* --process-per-session */
@@ -895,8 +900,8 @@ static void conn_read(struct bufferevent *bev, void *arg)
 		case STEP_MORE:
 			return;
 		case STEP_FORK:
-			backend_fork(c, in); /* returns in the server only */
-			conn_free(c);        /* its copy of the socket */
+			backend_fork(c, in, opt_fork_delay); /* returns in the server only */
+			conn_free(c);                        /* its copy of the socket */
 			return;
 		case STEP_CLOSE:
 			conn_free(c);
@@ -1312,7 +1317,7 @@ static void usage(void)
 		"usage: pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]\n"
 		"             [--delay MS] [--jitter MS] [--connect-delay MS]\n"
 		"             [--first-connect-delay MS] [--period S]\n"
-		"             [--cores C | --process-per-session] [--tcp]\n"
+		"             [--cores C | --process-per-session [--fork-delay MS]] [--tcp]\n"
 		"       pgsim --ctl DIR stats|reset|restart SECONDS [PORT]\n");
 	exit(2);
 }
@@ -1355,6 +1360,8 @@ int main(int argc, char **argv)
 			opt_connect_delay = atof(v);
 		else if (strcmp(a, "--first-connect-delay") == 0)
 			opt_first_connect_delay = atof(v);
+		else if (strcmp(a, "--fork-delay") == 0)
+			opt_fork_delay = atof(v);
 		else if (strcmp(a, "--period") == 0)
 			opt_period = atof(v);
 		else if (strcmp(a, "--cores") == 0)
@@ -1369,6 +1376,9 @@ int main(int argc, char **argv)
 	if (opt_sessions && opt_cores > 0)
 		die("--cores models a server's cores with timers; with --process-per-session each "
 		    "session's backend burns its CPU and the kernel shares the real cores: give one");
+	if (opt_fork_delay < 0 || (opt_fork_delay > 0 && !opt_sessions))
+		die("--fork-delay is the server's CPU per forked backend: at least 0, and only "
+		    "with --process-per-session");
 	if (!replies_file) {
 		/* replies.txt beside the source, where meson's build tree points */
 		snprintf(defpath, sizeof(defpath), "%s/replies.txt", PGSIM_SRCDIR);

@@ -107,9 +107,22 @@ void backend_cancel(uint32_t pid, uint32_t key)
 static void backend_main(Conn *c, struct evbuffer *in, const sigset_t *mask)
 	__attribute__((noreturn));
 
-void backend_fork(Conn *c, struct evbuffer *in)
+static volatile sig_atomic_t cancel_pending, die_pending;
+static volatile unsigned char *burn_buf;
+
+static bool burn(double ms);
+
+void backend_fork(Conn *c, struct evbuffer *in, double fork_ms)
 {
 	sigset_t all, old;
+
+	/* PostgreSQL's postmaster forks every backend itself, one after another:
+	   its CPU per fork (--fork-delay) is a serial cost of a connection storm */
+	if (fork_ms > 0) {
+		if (!burn_buf)
+			burn_buf = xmalloc(BURN_BYTES);
+		(void)burn(fork_ms);
+	}
 	/* no signal reaches the child before it replaced libevent's handlers,
 	   which would write to the server's signal pipe */
 	sigfillset(&all);
@@ -134,9 +147,6 @@ void backend_fork(Conn *c, struct evbuffer *in)
 }
 
 /* ---- a backend ---- */
-
-static volatile sig_atomic_t cancel_pending, die_pending;
-static volatile unsigned char *burn_buf;
 
 static void on_sigint(int sig)
 {
@@ -251,7 +261,8 @@ static void backend_main(Conn *sc, struct evbuffer *sin, const sigset_t *mask)
 		_exit(1);
 	close_inherited();
 	srand48((long)getpid() ^ (long)time(NULL));
-	burn_buf = xmalloc(BURN_BYTES);
+	if (!burn_buf)
+		burn_buf = xmalloc(BURN_BYTES);
 
 	/* the session, now this process's; what the server read after the
 	   startup packet is its first input */
