@@ -42,7 +42,9 @@ class Witness(pgq.Consumer):
 def main():
     connstr, queue, consumer, outfile = sys.argv[1:5]
     signal.signal(signal.SIGTERM, on_term)
-    tmp = tempfile.mkdtemp(prefix='pgqev-chaos-py-')
+    # beside outfile, in the test's own directory: the chaos kills this process
+    # with SIGKILL too, and then the finally below does not run
+    tmp = tempfile.mkdtemp(prefix='witness-', dir=os.path.dirname(os.path.abspath(outfile)))
     out = os.open(outfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         ini = os.path.join(tmp, 'witness.ini')
