@@ -210,13 +210,22 @@ static void terminate(Conn *c)
 	_exit(0);
 }
 
-/* the reply due in c->pending, after its CPU */
-static void respond(Conn *c)
+/*
+ * A real backend sends a statement's reply before it is done with it (the
+ * end of the transaction, freeing its memory, the stats): traced on the
+ * daemon's backends, from reading a statement to its reply p50 0.37 ms, from
+ * the reply to the backend's next wait p50 0.067 ms (docs/benchmarks.md).
+ */
+#define REPLY_TAIL_SHARE 0.15
+
+/* the reply due in c->pending, after its CPU; tail: the share of that CPU
+   burnt after the reply (a statement's; 0 for the session's start) */
+static void respond(Conn *c, double tail)
 {
-	double ms = c->burn_ms;
+	double before = c->burn_ms * (1 - tail), after = c->burn_ms * tail;
 	c->due = false;
 	c->burn_ms = 0;
-	if (!burn(ms)) {
+	if (!burn(before)) {
 		if (die_pending)
 			terminate(c);
 		cancel_pending = 0;
@@ -227,6 +236,11 @@ static void respond(Conn *c)
 	send_all(c->pending, true);
 	if (c->closing)
 		_exit(0);
+	if (!burn(after)) {
+		if (die_pending)
+			terminate(c);
+		cancel_pending = 0; /* nothing left to cancel */
+	}
 }
 
 static void close_inherited(void)
@@ -290,14 +304,14 @@ static void backend_main(Conn *sc, struct evbuffer *sin, const sigset_t *mask)
 
 	startup_reply(c, (uint32_t)getpid());
 	hold(c, connect_delay(c->db));
-	respond(c);
+	respond(c, 0);
 	for (;;) {
 		for (;;) {
 			int r = proto_step(c, in);
 			if (r == STEP_CLOSE)
 				_exit(0);
 			if (c->due)
-				respond(c);
+				respond(c, REPLY_TAIL_SHARE);
 			else if (r == STEP_MORE)
 				break;
 		}
