@@ -18,9 +18,10 @@
  *
  * env FLOOR_PARALLEL=K: up to K sessions connecting (and then running QUERY) at
  * once over nonblocking libpq, as the daemon does with max_connecting, instead
- * of one after another. bench/sim/check-real calibrates the simulator's session
- * start with it: on 2 cores, 20 session starts at once cost the server more
- * CPU each than one at a time (docs/benchmarks.md).
+ * of one after another; then a QUERY that fails counts in F too (one after
+ * another, only a failed connection does). bench/sim/check-real calibrates the
+ * simulator's session start with it: on 2 cores, 20 session starts at once
+ * cost the server more CPU each than one at a time (docs/benchmarks.md).
  */
 #include <malloc.h>
 #include <poll.h>
@@ -56,18 +57,25 @@ static double cpu_ms(void)
 	       ru.ru_stime.tv_usec / 1e3;
 }
 
-/* Open sessions to databases 1..count one after another (db i on server port + s
-   for pgsim's layout of n databases on m servers). */
+/* The conninfo of database db<i>: on server s, port + s, in pgsim's layout of n
+   databases on m servers (s*n/m+1 .. (s+1)*n/m). */
+static void db_conninfo(char *ci, size_t size, const char *host, int port, int n, int m, int i)
+{
+	int s = 0;
+
+	while ((long)(s + 1) * n / m < i)
+		s++;
+	snprintf(ci, size, "host=%s port=%d user=postgres dbname=db%d", host, port + s, i);
+}
+
+/* Open sessions to databases 1..count one after another. */
 static void open_serial(PGconn **conns, const char *host, int port, int n, int m, int count,
 			const char *query, int *failed)
 {
-	for (int i = 1, s = 0; i <= count; i++) {
+	for (int i = 1; i <= count; i++) {
 		char ci[512];
 
-		while ((long)(s + 1) * n / m < i)
-			s++;
-		snprintf(ci, sizeof(ci), "host=%s port=%d user=postgres dbname=db%d", host,
-			 port + s, i);
+		db_conninfo(ci, sizeof(ci), host, port, n, m, i);
 		conns[i - 1] = PQconnectdb(ci);
 		if (PQstatus(conns[i - 1]) != CONNECTION_OK) {
 			if ((*failed)++ == 0)
@@ -138,10 +146,10 @@ static bool opening_step(Opening *o, const char *query, int *failed, bool *ok)
 	return false;
 }
 
-/* Open sessions to databases 1..count (all on server port), up to k at once;
-   conns[i] is db i+1's session (NULL if it failed). */
-static void open_parallel(PGconn **conns, const char *host, int port, int count, int k,
-			  const char *query, int *failed)
+/* Open sessions to databases 1..count, up to k at once; conns[i] is db i+1's
+   session (NULL if it failed). */
+static void open_parallel(PGconn **conns, const char *host, int port, int n, int m, int count,
+			  int k, const char *query, int *failed)
 {
 	Opening *slot = calloc((size_t)k, sizeof(*slot));
 	struct pollfd *pfd = calloc((size_t)k, sizeof(*pfd));
@@ -157,8 +165,7 @@ static void open_parallel(PGconn **conns, const char *host, int port, int count,
 
 			if (slot[j].conn)
 				continue;
-			snprintf(ci, sizeof(ci), "host=%s port=%d user=postgres dbname=db%d", host,
-				 port, next + 1);
+			db_conninfo(ci, sizeof(ci), host, port, n, m, next + 1);
 			slot[j] = (Opening){.conn = PQconnectStart(ci),
 					    .db = next + 1,
 					    .poll = PGRES_POLLING_WRITING};
@@ -237,9 +244,9 @@ int main(int argc, char **argv)
 	PQfinish(PQconnectdb("dbname=none connect_timeout=1"));
 	before = rss_kb();
 	heap0 = mallinfo2().uordblks + mallinfo2().hblkhd;
-	if (getenv("FLOOR_PARALLEL") && m == 1 && atoi(getenv("FLOOR_PARALLEL")) > 1)
-		open_parallel(conns, argv[1], atoi(argv[2]), count, atoi(getenv("FLOOR_PARALLEL")),
-			      argc > 5 ? argv[5] : NULL, &failed);
+	if (getenv("FLOOR_PARALLEL") && atoi(getenv("FLOOR_PARALLEL")) > 1)
+		open_parallel(conns, argv[1], atoi(argv[2]), n, m, count,
+			      atoi(getenv("FLOOR_PARALLEL")), argc > 5 ? argv[5] : NULL, &failed);
 	else
 		open_serial(conns, argv[1], atoi(argv[2]), n, m, count, argc > 5 ? argv[5] : NULL,
 			    &failed);
