@@ -168,20 +168,24 @@ $$;
 -- wanted: some consumer of a low_latency queue is close enough to the head that its
 -- woken ticks are made (pgq._ticker's rule); with none, the daemon watches at its
 -- longest gap, and a consumer that comes close asks for a tick (next_batch).
--- Before 2026-12-06 it had no third column; the drop keeps the install re-runnable.
+-- new_events: how far the low_latency queues' event sequences moved since this
+-- session's previous call (0 on its first), from which the daemon widens its gap
+-- while producers are busy (src/ticker/db.c).
+-- Before 2026-12-06 it had no third column, and later no fourth; the drop keeps
+-- the install re-runnable.
 do $$
 begin
     if to_regprocedure('pgq.ticker_watch(integer)') is not null
        and not exists (select 1 from pg_catalog.pg_proc
                         where oid = to_regprocedure('pgq.ticker_watch(integer)')
-                          and 'wanted' = any (proargnames)) then
+                          and 'new_events' = any (proargnames)) then
         drop function pgq.ticker_watch(integer);
     end if;
 end;
 $$;
 
 create or replace function pgq.ticker_watch(i_mode integer, out ticks bigint, out watching boolean,
-                                            out wanted boolean)
+                                            out wanted boolean, out new_events bigint)
 returns record language plpgsql
 set search_path = pg_catalog, pg_temp as $$
 declare
@@ -198,6 +202,7 @@ begin
       into seq from pgq.queue q where q.queue_low_latency;
     prev := current_setting('pgq.watch_seq', true);
     perform set_config('pgq.watch_seq', seq::text, false);
+    new_events := case when prev <> '' then greatest(seq - prev::numeric, 0) else 0 end;
     if i_mode = 1 then
         watching := pg_try_advisory_lock(1885827447, 1);
     elsif i_mode = 2 and prev = seq::text then

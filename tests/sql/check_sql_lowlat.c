@@ -46,8 +46,9 @@ START_TEST(test_watch_protocol)
 	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 1);
 
-	/* the ticker watches: a producer sends nothing, and is ticked by the watch */
-	sqlt_eq(tk, "select watching from pgq.ticker_watch(1)", "t");
+	/* the ticker watches: a producer sends nothing, and is ticked by the watch;
+	   new_events counts from the session's previous call, none before the first */
+	sqlt_eq(tk, "select watching || ' ' || new_events from pgq.ticker_watch(1)", "true 0");
 	/* a second session cannot watch too */
 	sqlt_eq(p, "select watching from pgq.ticker_watch(1)", "f");
 	pgt_exec(p, "begin");
@@ -55,7 +56,9 @@ START_TEST(test_watch_protocol)
 	pgt_exec(p, "select pgq.insert_event_raw('q', null, null, null, null, 't', 'd', null, null,"
 		    " null, null)");
 	/* in flight: the watch may not end; r, two ticks behind, wants no woken tick */
-	sqlt_eq(tk, "select watching || ' ' || wanted from pgq.ticker_watch(2)", "true false");
+	sqlt_eq(tk,
+		"select watching || ' ' || wanted || ' ' || new_events from pgq.ticker_watch(2)",
+		"true false 2");
 	pgt_exec(p, "commit");
 	ck_assert_int_eq(sqlt_wait_notifies(l, "pgq.wake", 1, pl, sizeof(pl)), 0);
 	/* r reads to the head and, finding no batch while events wait, asks for the
@@ -66,9 +69,11 @@ START_TEST(test_watch_protocol)
 	/* nothing in flight, but an event since the previous call: producers are busy,
 	   so the watch goes on (it ends after a call with nothing new) */
 	pgt_exec(p, "select pgq.insert_event('q', 't', 'd')");
-	sqlt_eq(tk, "select watching::text from pgq.ticker_watch(2)", "true");
+	sqlt_eq(tk, "select watching || ' ' || new_events from pgq.ticker_watch(2)", "true 1");
 	/* nothing in flight: it ends, and its tick covers the commit; r is at the head */
-	sqlt_eq(tk, "select watching || ' ' || wanted from pgq.ticker_watch(2)", "false true");
+	sqlt_eq(tk,
+		"select watching || ' ' || wanted || ' ' || new_events from pgq.ticker_watch(2)",
+		"false true 0");
 	sqlt_eq(tk,
 		"select count(*) from pgq.event_1 e, (select tick_snapshot from pgq.tick"
 		" order by tick_id desc limit 1) t"
