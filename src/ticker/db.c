@@ -527,8 +527,44 @@ static usec_t watch_gap_min(const Db *db)
 	return g > WATCH_GAP_MIN ? g : WATCH_GAP_MIN;
 }
 
+/*
+ * The watch gap's floor from the producers' rate: new_events (the call's fourth
+ * column) since the previous watch tick. Up to wake_busy_rate it is
+ * wake_min_interval; above, it grows in proportion up to wake_max_interval, so a
+ * busy queue's batches grow with its rate instead of coming 200 times a second,
+ * each costing the server a tick and the consumer a batch whatever its size.
+ */
+static usec_t watch_floor(Db *db, const PGresult *res, int mode)
+{
+	const MainCfg *m = &db->t->cfg->main;
+	usec_t g = watch_gap_min(db), span = db->tick_started - db->watch_prev;
+	double rate, gap;
+	bool busy;
+
+	db->watch_prev = db->tick_started;
+	/* mode 1 counts from before the watch; older SQL has no fourth column */
+	if (mode == 1 || m->wake_busy_rate <= 0 || PQnfields(res) < 4 || span <= 0)
+		return g;
+	rate = strtod(PQgetvalue(res, 0, 3), NULL) * (double)USEC_PER_SEC / (double)span;
+	gap = (double)g * rate / m->wake_busy_rate;
+	if (gap > (double)m->wake_max_interval)
+		gap = (double)m->wake_max_interval;
+	busy = gap > (double)g;
+	if (busy && !db->watch_busy)
+		pqev_log_debug(
+			db->log,
+			"low-latency watch: producers busy (%.0f events/s), ticks every %.1f ms",
+			rate, gap / USEC_PER_MSEC);
+	else if (!busy && db->watch_busy)
+		pqev_log_debug(db->log,
+			       "low-latency watch: %.0f events/s, ticks every %.1f ms again", rate,
+			       (double)g / USEC_PER_MSEC);
+	db->watch_busy = busy;
+	return busy ? (usec_t)gap : g;
+}
+
 /* After a watch tick: its result says whether we still watch; plan the next one. */
-static void watch_ticked(Db *db, const PGresult *res, long long n)
+static void watch_ticked(Db *db, const PGresult *res, long long n, int mode)
 {
 	usec_t now = pqev_clock_now(), at;
 	bool was = db->watching, wanted;
@@ -536,20 +572,30 @@ static void watch_ticked(Db *db, const PGresult *res, long long n)
 	db->watching =
 		PQntuples(res) > 0 && PQnfields(res) > 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
 	if (!db->watching) {
-		if (was)
+		if (was && db->watch_busy)
+			pqev_log_debug(db->log,
+				       "low-latency watch: producers stopped, watch ended");
+		else if (was)
 			pqev_log_noise(db->log, "low-latency watch ended");
+		db->watch_floor = 0;
+		db->watch_busy = false;
 		return;
 	}
+	if (!was)
+		db->watch_busy = false;
+	db->watch_floor = watch_floor(db, res, mode);
 	/* SQL before 2026-12-06 has no third column: every tick counts as wanted */
 	wanted = PQnfields(res) < 3 || strcmp(PQgetvalue(res, 0, 2), "t") == 0;
 	if (!was || (n > 0 && wanted)) {
 		if (!was)
 			pqev_log_noise(db->log, "low-latency watch started");
 		db->watch_active = now;
-		db->watch_gap = watch_gap_min(db);
+		db->watch_gap = db->watch_floor;
 	} else if (!wanted || now - db->watch_active >= WATCH_LINGER) {
 		db->watch_gap =
 			db->watch_gap * 2 > WATCH_GAP_MAX ? WATCH_GAP_MAX : db->watch_gap * 2;
+		if (db->watch_gap < db->watch_floor)
+			db->watch_gap = db->watch_floor;
 	}
 	/* from the tick's start, as wake-ups are: the tick's own time is not added */
 	at = db->tick_started + db->watch_gap;
@@ -571,7 +617,7 @@ static void on_tick(Db *db, const JobOutcome *o)
 		long long n = strtoll(v, NULL, 10);
 
 		if (watch_mode >= 0)
-			watch_ticked(db, r->result, n);
+			watch_ticked(db, r->result, n, watch_mode);
 
 		t->stats.ticks++;
 		t->stats.t_ticks++;
@@ -1296,7 +1342,11 @@ static void on_notify(PqevConn *c, const char *channel, const char *payload, int
 	if (db->tick_due)
 		return; /* a tick is already waiting to go */
 	/* while watching only consumers notify (next_batch): the watch tick comes
-	   forward, so a consumer that caught up does not wait out a long gap */
+	   forward, so a consumer that caught up does not wait out a long gap, but not
+	   below the floor busy producers set (a consumer keeping up asks after every
+	   batch) */
+	if (db->watching && db->watch_floor > min_gap)
+		min_gap = db->watch_floor;
 	if (db->tick_job.job == JOB_TICK || now < db->tick_started + min_gap) {
 		/* coalesce: one tick after the current one, no sooner than min_gap */
 		usec_t at = db->tick_started + min_gap;

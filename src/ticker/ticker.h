@@ -167,6 +167,9 @@ struct Db {
 	int tick_watch_mode; /* the mode of the tick in flight; -1: pgq.ticker() */
 	usec_t watch_active; /* the last watch tick that made ticks (or the start) */
 	usec_t watch_gap;    /* the current gap between watch ticks */
+	usec_t watch_floor;  /* its least value now: wider while producers are busy */
+	usec_t watch_prev;   /* when the previous watch tick was sent */
+	bool watch_busy;     /* watch_floor is above wake_min_interval */
 
 	/* maintenance and retry rounds in progress */
 	bool maint_active;

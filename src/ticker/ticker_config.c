@@ -157,6 +157,11 @@ static const PqevConfKey main_keys[] = {
 		       .help = "LISTEN for producer wake-ups and tick at once"),
 	PQEV_CONF_SECONDS("wake_min_interval", MainCfg, wake_min_interval, "0.005", 0, 0, 60,
 			  .help = "least time between two woken ticks of one database"),
+	PQEV_CONF_SECONDS("wake_max_interval", MainCfg, wake_max_interval, "0.05", 0, 0, 60,
+			  .help = "longest gap between watch ticks while producers are busy"),
+	PQEV_CONF_INT("wake_busy_rate", MainCfg, wake_busy_rate, "2000", 0, 0, 100000000,
+		      .help = "events/s of a database's low_latency queues above which the"
+			      " watch gap grows in proportion; 0: never"),
 	PQEV_CONF_STRING("application_name", MainCfg, application_name, "pgqd-ev", 0),
 	PQEV_CONF_STRING("metrics_listen", MainCfg, metrics_listen, "", 0, .validate = check_listen,
 			 .help = "ADDRESS:PORT of the HTTP endpoint"),
@@ -229,6 +234,13 @@ static void check_main(void *section, const char *name, PqevConfCheck *chk)
 			pqev_conf_check_key_set(chk, "database_list");
 	if (m->backoff_cap < m->backoff_base)
 		pqev_conf_check_error(chk, "backoff_cap", "must be at least backoff_base");
+	/* a wake_min_interval above the default bound raises it, unless it was set */
+	if (m->wake_max_interval < m->wake_min_interval) {
+		if (pqev_conf_check_key_set(chk, "wake_max_interval"))
+			pqev_conf_check_error(chk, "wake_max_interval",
+					      "must be at least wake_min_interval");
+		m->wake_max_interval = m->wake_min_interval;
+	}
 }
 
 static void check_cluster(void *section, const char *name, PqevConfCheck *chk)

@@ -88,6 +88,8 @@ typedef struct MainCfg {
 	usec_t pgq_recheck_max;
 	bool low_latency;
 	usec_t wake_min_interval;
+	usec_t wake_max_interval; /* the watch gap's bound while producers are busy */
+	int wake_busy_rate;       /* events/s above which the watch gap widens; 0: never */
 	char *application_name;
 	char *metrics_listen;
 	usec_t unreachable_timeout;

@@ -101,7 +101,7 @@ typedef struct Fixture {
 	char *ini;
 } Fixture;
 
-static void start(Fixture *f)
+static void start_with(Fixture *f, const char *ini_extra)
 {
 	PGconn *c;
 	char sql[160];
@@ -118,12 +118,18 @@ static void start(Fixture *f)
 	PQfinish(c);
 	f->ini = malloc(4096);
 	ck_assert_ptr_nonnull(f->ini);
-	snprintf(f->ini, 4096, "%sdatabase_list = %s\nticker_period = 30\n", dmn_base_ini(), f->db);
+	snprintf(f->ini, 4096, "%sdatabase_list = %s\nticker_period = 30\n%s", dmn_base_ini(),
+		 f->db, ini_extra);
 	f->d = dmn_start(f->ini, NULL);
 	ck_assert(dmn_wait_notify(f->d, "READY=1", 5000));
 	ck_assert(dmn_wait_log(f->d, "pgq version ok", 5000));
 	/* the first tick (at connect) is made */
 	ck_assert_int_ge(wait_covered(f->db, produce_commit(f->db)), 0);
+}
+
+static void start(Fixture *f)
+{
+	start_with(f, "");
 }
 
 static void stop(Fixture *f)
@@ -350,6 +356,59 @@ START_TEST(test_watch_slows_without_a_reader)
 }
 END_TEST
 
+static long long last_tick(const char *db)
+{
+	return pgt_int_db(db, "select coalesce(max(tick_id), 0) from pgq.tick");
+}
+
+/*
+ * Busy producers widen the watch's gap: above wake_busy_rate events/s the watch
+ * ticks every wake_min_interval * rate / wake_busy_rate (up to wake_max_interval),
+ * so each batch carries more events, also while the consumer keeping up asks
+ * for a tick after every batch. Here wake_busy_rate is 5 events/s and the loop
+ * produces at least a hundred a second, so ticks come 100-200 ms apart: at most
+ * 20 in 2 s (40 allowed). With the fixed 5 ms gap there were 482 for 5,286 events.
+ * When producers stop, the gap is back to wake_min_interval.
+ */
+START_TEST(test_busy_producers_widen_the_watch)
+{
+	Fixture f;
+	PGconn *p, *r;
+	long long t0, ticks, x;
+	int64_t until;
+	int events = 0;
+
+	start_with(&f, "wake_busy_rate = 5\nwake_max_interval = 0.2\n");
+	p = pgt_connect(f.db);
+	r = pgt_connect(f.db);
+	until = pgt_now_ms() + cover_ms() * 5;
+	while (!dmn_log_contains(f.d, "producers busy") && pgt_now_ms() < until) {
+		pgt_exec(p, "select pgq.insert_event('q', 'test', 'payload')");
+		free(pgt_take_all_batches(r, "q", "r"));
+	}
+	ck_assert_msg(dmn_log_contains(f.d, "producers busy"), "the watch did not widen its gap");
+	t0 = last_tick(f.db);
+	until = pgt_now_ms() + 2000;
+	while (pgt_now_ms() < until) {
+		pgt_exec(p, "select pgq.insert_event('q', 'test', 'payload')");
+		free(pgt_take_all_batches(r, "q", "r"));
+		events++;
+	}
+	ticks = last_tick(f.db) - t0;
+	ck_assert_msg(events >= 200 && ticks <= 40,
+		      "%lld ticks for %d events in 2 s of busy producers", ticks, events);
+	/* producers stop: a lone event is ticked on the short gap again (or by a
+	   new watch, if this one ended) */
+	ck_assert(dmn_wait_log(f.d, "ticks every 5.0 ms again", cover_ms()) ||
+		  dmn_log_contains(f.d, "producers stopped, watch ended"));
+	x = produce_commit(f.db);
+	ck_assert_int_ge(wait_covered(f.db, x), 0);
+	PQfinish(p);
+	PQfinish(r);
+	stop(&f);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon-lowlat");
@@ -360,6 +419,7 @@ int main(void)
 	tcase_add_test(tc, test_long_producer_transaction);
 	tcase_add_test(tc, test_rolled_back_notifier_and_reconnect);
 	tcase_add_test(tc, test_watch_slows_without_a_reader);
+	tcase_add_test(tc, test_busy_producers_widen_the_watch);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
 }

@@ -58,9 +58,18 @@ START_TEST(test_pgqd_defaults)
 	ck_assert_uint_eq(m->stats_period, 30 * USEC_PER_SEC);
 	ck_assert_uint_eq(m->connection_lifetime, 3600 * USEC_PER_SEC);
 	ck_assert_str_eq(m->syslog_ident, "pgqd");
+	ck_assert_uint_eq(m->wake_min_interval, 5 * USEC_PER_MSEC);
+	ck_assert_uint_eq(m->wake_max_interval, 50 * USEC_PER_MSEC);
+	ck_assert_int_eq(m->wake_busy_rate, 2000);
 	ck_assert_int_eq(m->syslog, TICKER_SYSLOG_AUTO);
 	ck_assert(ticker_config_main_is_cluster(c));
 	ck_assert_uint_eq(ticker_config_clusters(c, NULL, 0), 1);
+	ticker_config_free(c);
+	/* a wake_min_interval above the default bound, as older files may set it,
+	   raises the bound instead of being refused */
+	c = load("[pgqd]\nwake_min_interval = 0.1\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->main.wake_max_interval, 100 * USEC_PER_MSEC);
 	ticker_config_free(c);
 }
 END_TEST
@@ -124,6 +133,8 @@ START_TEST(test_bad_configs)
 	ck_assert_ptr_nonnull(strstr(lasterr, "listed twice"));
 	ck_assert_ptr_null(load("[pgqd]\nunreachable_action = panic\n"));
 	ck_assert_ptr_null(load("[pgqd]\nbackoff_base = 5\nbackoff_cap = 1\n"));
+	ck_assert_ptr_null(load("[pgqd]\nwake_min_interval = 0.1\nwake_max_interval = 0.05\n"));
+	ck_assert_ptr_null(load("[pgqd]\nwake_busy_rate = -1\n"));
 	ck_assert_ptr_null(load("[pgqd]\nticker_period = -1\n"));
 	ck_assert_ptr_nonnull(strstr(lasterr, "must be at least 0.01 seconds"));
 	ck_assert_ptr_null(load("[pgqd]\nsyslog = 1x\n"));
