@@ -539,7 +539,6 @@ static usec_t watch_floor(Db *db, const PGresult *res, int mode)
 	const MainCfg *m = &db->t->cfg->main;
 	usec_t g = watch_gap_min(db), span = db->tick_started - db->watch_prev;
 	double rate, gap;
-	bool busy;
 
 	db->watch_prev = db->tick_started;
 	/* mode 1 counts from before the watch; older SQL has no fourth column */
@@ -549,18 +548,20 @@ static usec_t watch_floor(Db *db, const PGresult *res, int mode)
 	gap = (double)g * rate / m->wake_busy_rate;
 	if (gap > (double)m->wake_max_interval)
 		gap = (double)m->wake_max_interval;
-	busy = gap > (double)g;
-	if (busy && !db->watch_busy)
+	/* logged with hysteresis: a rate near wake_busy_rate would log every tick */
+	if (!db->watch_busy && gap >= 2.0 * (double)g) {
 		pqev_log_debug(
 			db->log,
 			"low-latency watch: producers busy (%.0f events/s), ticks every %.1f ms",
 			rate, gap / USEC_PER_MSEC);
-	else if (!busy && db->watch_busy)
+		db->watch_busy = true;
+	} else if (db->watch_busy && gap <= (double)g) {
 		pqev_log_debug(db->log,
 			       "low-latency watch: %.0f events/s, ticks every %.1f ms again", rate,
 			       (double)g / USEC_PER_MSEC);
-	db->watch_busy = busy;
-	return busy ? (usec_t)gap : g;
+		db->watch_busy = false;
+	}
+	return gap > (double)g ? (usec_t)gap : g;
 }
 
 /* After a watch tick: its result says whether we still watch; plan the next one. */

@@ -169,7 +169,7 @@ struct Db {
 	usec_t watch_gap;    /* the current gap between watch ticks */
 	usec_t watch_floor;  /* its least value now: wider while producers are busy */
 	usec_t watch_prev;   /* when the previous watch tick was sent */
-	bool watch_busy;     /* watch_floor is above wake_min_interval */
+	bool watch_busy;     /* said in the log: the rate widened the gap (to 2x or more) */
 
 	/* maintenance and retry rounds in progress */
 	bool maint_active;
