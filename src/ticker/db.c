@@ -541,8 +541,12 @@ static usec_t watch_floor(Db *db, const PGresult *res, int mode)
 	double rate, gap;
 
 	db->watch_prev = db->tick_started;
-	/* mode 1 counts from before the watch; older SQL has no fourth column */
-	if (mode == 1 || m->wake_busy_rate <= 0 || PQnfields(res) < 4 || span <= 0)
+	if (mode == 1) {
+		db->watch_busy = false; /* a new watch; its count is from before it */
+		return g;
+	}
+	/* older SQL has no fourth column */
+	if (m->wake_busy_rate <= 0 || PQnfields(res) < 4 || span <= 0)
 		return g;
 	rate = strtod(PQgetvalue(res, 0, 3), NULL) * (double)USEC_PER_SEC / (double)span;
 	gap = (double)g * rate / m->wake_busy_rate;
@@ -578,12 +582,8 @@ static void watch_ticked(Db *db, const PGresult *res, long long n, int mode)
 				       "low-latency watch: producers stopped, watch ended");
 		else if (was)
 			pqev_log_noise(db->log, "low-latency watch ended");
-		db->watch_floor = 0;
-		db->watch_busy = false;
-		return;
+		return; /* watch_floor is read only while watching */
 	}
-	if (!was)
-		db->watch_busy = false;
 	db->watch_floor = watch_floor(db, res, mode);
 	/* SQL before 2026-12-06 has no third column: every tick counts as wanted */
 	wanted = PQnfields(res) < 3 || strcmp(PQgetvalue(res, 0, 2), "t") == 0;
