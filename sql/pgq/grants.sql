@@ -35,7 +35,8 @@ begin
             'pgq.current_event_table(text)']),
         ('pgq_admin', 'function', array[
             'pgq.ticker(text,bigint,timestamptz,bigint)', 'pgq.ticker(text)', 'pgq.ticker()',
-            'pgq.ticker_watch(integer)', 'pgq.maint_retry_events()', 'pgq.maint_rotate_tables_step1(text)',
+            'pgq.ticker_watch(integer)', 'pgq.ticker_watch(integer,float8,float8,float8)',
+            'pgq.maint_retry_events()', 'pgq.maint_rotate_tables_step1(text)',
             'pgq.maint_rotate_tables_step2()', 'pgq.maint_thin_ticks(text)', 'pgq.maint_tables_to_vacuum()',
             'pgq.maint_operations()', 'pgq.upgrade_schema()', 'pgq.grant_perms(text)',
             'pgq._grant_perms_from(text,text,text,text)', 'pgq.tune_storage(text)',

@@ -164,13 +164,20 @@ $$;
 -- after every producer that skipped its NOTIFY has ended. Only the daemon that
 -- started watching calls modes 0 and 2, on the same session.
 -- Mode 2 also waits for a call that finds no new event since the session's
--- previous call (pgq.watch_seq, a session setting).
+-- previous call (pgq.watch_seq, a session setting: {"queue_id": event_seq, ...}).
+-- i_gap_min, i_busy_rate, i_gap_max: the daemon's wake_min_interval (s),
+-- wake_busy_rate (events/s) and wake_max_interval (s). A low_latency queue busier
+-- than i_busy_rate is ticked at its own gap, i_gap_min x its rate / i_busy_rate up
+-- to i_gap_max (pgq._ticker_candidates()), so the daemon may call every i_gap_min
+-- for a quiet queue without cutting a busy one's batches small. NULL or 0: every
+-- low_latency queue with new events is ticked on each call.
 -- wanted: some consumer of a low_latency queue is close enough to the head that its
 -- woken ticks are made (pgq._ticker's rule); with none, the daemon watches at its
 -- longest gap, and a consumer that comes close asks for a tick (next_batch).
--- new_events: how far the low_latency queues' event sequences moved since this
--- session's previous call (0 on its first), from which the daemon widens its gap
--- while producers are busy (src/ticker/db.c).
+-- new_events: how far the event sequence of the least busy low_latency queue with
+-- such a consumer moved since this session's previous call (of any low_latency
+-- queue if none has one; 0 on the first call), from which the daemon widens its
+-- gap while every queue a consumer waits on is busy (src/ticker/db.c).
 -- Before 2026-12-06 it had no third column, and later no fourth; the drop keeps
 -- the install re-runnable.
 do $$
@@ -184,13 +191,16 @@ begin
 end;
 $$;
 
-create or replace function pgq.ticker_watch(i_mode integer, out ticks bigint, out watching boolean,
+create or replace function pgq.ticker_watch(i_mode integer, i_gap_min double precision,
+                                            i_busy_rate double precision, i_gap_max double precision,
+                                            out ticks bigint, out watching boolean,
                                             out wanted boolean, out new_events bigint)
-returns record language plpgsql
+returns record language plpgsql security definer
 set search_path = pg_catalog, pg_temp as $$
 declare
-    seq numeric;
-    prev text;
+    cur jsonb;
+    prev jsonb;
+    qname text;
 begin
     watching := true;
     -- the low_latency queues' event sequences, against this session's previous
@@ -198,14 +208,14 @@ begin
     -- instant no producer is in flight (busy producers on 2 cores are often all
     -- between transactions: the watch ended and restarted every 125 ms, and each
     -- restart had producers notifying again)
-    select coalesce(sum(pg_sequence_last_value(pgq.quote_fqname(q.queue_event_seq)::regclass)), 0)
-      into seq from pgq.queue q where q.queue_low_latency;
-    prev := current_setting('pgq.watch_seq', true);
-    perform set_config('pgq.watch_seq', seq::text, false);
-    new_events := case when prev <> '' then greatest(seq - prev::numeric, 0) else 0 end;
+    select coalesce(jsonb_object_agg(q.queue_id, coalesce(pg_sequence_last_value(
+                        pgq.quote_fqname(q.queue_event_seq)::regclass), 0)), '{}')
+      into cur from pgq.queue q where q.queue_low_latency;
+    prev := coalesce(nullif(current_setting('pgq.watch_seq', true), ''), '{}')::jsonb;
+    perform set_config('pgq.watch_seq', cur::text, false);
     if i_mode = 1 then
         watching := pg_try_advisory_lock(1885827447, 1);
-    elsif i_mode = 2 and prev = seq::text then
+    elsif i_mode = 2 and prev = cur then
         -- held for a moment only: producers wait on it, not for our tick
         if pg_try_advisory_lock(1885827447, 2) then
             perform pg_advisory_unlock(1885827447, 1);
@@ -213,18 +223,37 @@ begin
             watching := false;
         end if;
     end if;
-    ticks := pgq.ticker();
-    select coalesce(bool_or(case when s.sub_batch is null then s.sub_last_tick
-                                 else s.sub_next_tick end >= l.tick_id - 1), false)
-      into wanted
-      from pgq.queue q
-      join pgq.subscription s on s.sub_queue = q.queue_id
-      join pgq.consumer c on c.co_id = s.sub_consumer
-      cross join lateral (select t.tick_id from pgq.tick t where t.tick_queue = q.queue_id
-                           order by t.tick_queue desc, t.tick_id desc limit 1) l
-     where q.queue_low_latency and not q.queue_external_ticker and not q.queue_ticker_paused
-       and left(c.co_name, 1) <> '.';
+    ticks := 0;
+    for qname in select c from pgq._ticker_candidates(i_gap_min, i_busy_rate, i_gap_max) c
+    loop
+        if pgq._ticker(qname, false) is not null then
+            ticks := ticks + 1;
+        end if;
+    end loop;
+    select coalesce(bool_or(w.near), false),
+           coalesce(min(w.moved) filter (where w.near), max(w.moved), 0)
+      into wanted, new_events
+      from (select exists (select 1 from pgq.subscription s
+                             join pgq.consumer c on c.co_id = s.sub_consumer
+                            where s.sub_queue = q.queue_id and left(c.co_name, 1) <> '.'
+                              and case when s.sub_batch is null then s.sub_last_tick
+                                       else s.sub_next_tick end >= l.tick_id - 1) as near,
+                   greatest(coalesce((cur ->> q.queue_id::text)::numeric
+                                     - (prev ->> q.queue_id::text)::numeric, 0), 0) as moved
+              from pgq.queue q
+             cross join lateral (select t.tick_id from pgq.tick t where t.tick_queue = q.queue_id
+                                  order by t.tick_queue desc, t.tick_id desc limit 1) l
+             where q.queue_low_latency and not q.queue_external_ticker
+               and not q.queue_ticker_paused) w;
 end;
+$$;
+
+-- The form without the busy rule, for a daemon built before it.
+create or replace function pgq.ticker_watch(i_mode integer, out ticks bigint, out watching boolean,
+                                            out wanted boolean, out new_events bigint)
+returns record language sql
+set search_path = pg_catalog, pg_temp as $$
+    select * from pgq.ticker_watch(i_mode, null, null, null);
 $$;
 
 create or replace function pgq.ticker(i_queue_name text)
@@ -243,7 +272,23 @@ $$;
 -- every 20 ms, 194 us of server CPU per call instead of 265 (bench/ticker/tickcost,
 -- docs/benchmarks.md; a bare PL/pgSQL call costs 95). Unusual states (no tick yet, new_events < 0) go to
 -- pgq._ticker(). SQL without SET, so that it is inlined.
-create or replace function pgq._ticker_candidates()
+-- The i_ arguments (pgq.ticker_watch()'s): a low_latency queue busier than
+-- i_busy_rate events/s since its last tick is due only once that tick is
+-- i_gap_min x its rate / i_busy_rate old (at most i_gap_max), less i_gap_min: a
+-- daemon watching it alone calls at about that gap, which it measures the same
+-- way, and one watching a quieter queue too calls every i_gap_min. (Less a quarter
+-- instead gave a busy queue beside a quiet one 60% more batches.) Without them
+-- (pgq.ticker()) it is due whenever it has new events.
+do $$
+begin
+    if to_regprocedure('pgq._ticker_candidates()') is not null then
+        drop function pgq._ticker_candidates();
+    end if;
+end;
+$$;
+create or replace function pgq._ticker_candidates(i_gap_min double precision default null,
+                                                  i_busy_rate double precision default null,
+                                                  i_gap_max double precision default null)
 returns setof text language sql stable as $$
     select q.queue_name from pgq.queue q
       left join lateral (
@@ -259,13 +304,17 @@ returns setof text language sql stable as $$
             select coalesce(pg_catalog.pg_sequence_last_value(
                        pgq.quote_fqname(q.queue_event_seq)::pg_catalog.regclass)
                        - l.tick_event_seq, 0) as new_events,
-                   pg_catalog.now() - l.tick_time as lag) c
+                   pg_catalog.now() - l.tick_time as lag,
+                   extract(epoch from pg_catalog.now() - l.tick_time)::float8 as secs) c
      where not q.queue_external_ticker and not q.queue_ticker_paused
        and (l.tick_id is null
             or c.new_events < 0
             or (c.new_events > 0
-                and (q.queue_low_latency or c.new_events >= q.queue_ticker_max_count
-                     or c.lag >= q.queue_ticker_max_lag))
+                and case when q.queue_low_latency and i_busy_rate > 0
+                         then c.secs >= i_gap_max - i_gap_min or c.lag >= q.queue_ticker_max_lag
+                              or (c.secs + i_gap_min) * c.secs * i_busy_rate >= i_gap_min * c.new_events
+                         else q.queue_low_latency or c.new_events >= q.queue_ticker_max_count
+                              or c.lag >= q.queue_ticker_max_lag end)
             or (c.new_events = 0 and q.queue_low_latency
                 and coalesce(pgq._pending_static(q.queue_id, l.tick_snapshot),
                                         pgq._events_pending(q.queue_data_pfx, l.tick_snapshot)))
@@ -285,7 +334,7 @@ declare
     qname text;
     n bigint := 0;
 begin
-    for qname in select c from pgq._ticker_candidates() c
+    for qname in select c from pgq._ticker_candidates(null, null, null) c
     loop
         if pgq._ticker(qname, false) is not null then
             n := n + 1;

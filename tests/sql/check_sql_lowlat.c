@@ -94,6 +94,72 @@ START_TEST(test_watch_protocol)
 }
 END_TEST
 
+/* The watch with the busy rule's settings: wake_min_interval 5 ms, 1 event/s, at most gap_max s. */
+static const char *watch_call(PGconn *c, const char *gap_max)
+{
+	static char v[64];
+	char sql[160];
+	char *r;
+
+	/* each queue's last tick half a second old: 1,000 new events are 2,000/s */
+	pgt_exec(
+		c,
+		"update pgq.tick t set tick_time = tick_time - interval '0.5 s'"
+		" where tick_id = (select max(tick_id) from pgq.tick where tick_queue = t.tick_queue)");
+	snprintf(sql, sizeof(sql),
+		 "select ticks || ' ' || new_events from pgq.ticker_watch(0, 0.005, 1, %s)",
+		 gap_max);
+	r = sqlt_rows(c, sql);
+	snprintf(v, sizeof(v), "%.*s", (int)strcspn(r, "\n"), r);
+	free(r);
+	free(pgt_take_all_batches(c, "busy", "r"));
+	free(pgt_take_all_batches(c, "quiet", "r"));
+	return v;
+}
+
+/*
+ * Each busy queue's own gap: with the watch's settings, a low_latency queue whose
+ * rate since its last tick is above i_busy_rate is due only once that tick is
+ * i_gap_min x rate / i_busy_rate old, less i_gap_min (here 0.005 x 2,000 / 1 =
+ * 10 s, at most i_gap_max), while a quiet queue beside it is ticked at once; the
+ * daemon's new_events is the quieter queue's. Without the settings, or with a
+ * busy rate of 0, every queue with new events is ticked.
+ */
+START_TEST(test_busy_queue_ticks_at_its_own_gap)
+{
+	PGconn *c = pgt_connect(pgt_db_new());
+
+	/* no idle ticks (ticker_max_lag / 2) while the test moves ticks back */
+	pgt_exec(c, "select pgq.create_queue(q), pgq.set_queue_config(q, 'low_latency', 'on'),"
+		    " pgq.set_queue_config(q, 'ticker_max_lag', '60'),"
+		    " pgq.register_consumer(q, 'r') from (values ('busy'), ('quiet')) v(q)");
+	pgt_exec(c, "select pgq.ticker_watch(1, 0.005, 1, 20)");
+	watch_call(c, "20");
+	pgt_exec(c, "select pgq.insert_event('busy', 't', 'd') from generate_series(1, 1000)");
+	pgt_exec(c, "select pgq.insert_event('quiet', 't', 'd')");
+	ck_assert_str_eq(watch_call(c, "20"), "1 1");
+	sqlt_eq(c,
+		"select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue"
+		" where q.queue_name = 'busy' and t.tick_event_seq >= 1000",
+		"0");
+	/* its last tick 6 s old: 1,000 events in 6 s make a gap of 0.83 s */
+	pgt_exec(c,
+		 "update pgq.tick t set tick_time = tick_time - interval '4.5 s' from pgq.queue q"
+		 " where q.queue_id = t.tick_queue and q.queue_name = 'busy'");
+	ck_assert_str_eq(watch_call(c, "20"), "1 0");
+	/* 2,000 events/s: 10 s, then the bound (0.6 s, less 5 ms) at 1 s */
+	pgt_exec(c, "select pgq.insert_event('busy', 't', 'd') from generate_series(1, 1000)");
+	ck_assert_str_eq(watch_call(c, "20"), "0 0");
+	ck_assert_str_eq(watch_call(c, "0.6"), "1 0");
+	/* no rule: the old form, and a busy rate of 0 */
+	pgt_exec(c, "select pgq.insert_event('busy', 't', 'd') from generate_series(1, 1000)");
+	sqlt_eq(c, "select ticks from pgq.ticker_watch(0)", "1");
+	pgt_exec(c, "select pgq.insert_event('busy', 't', 'd') from generate_series(1, 1000)");
+	sqlt_eq(c, "select ticks from pgq.ticker_watch(0, 0.005, 0, 20)", "1");
+	PQfinish(c);
+}
+END_TEST
+
 /* A transaction open at a tick, whose event id that tick counted, is ticked after it commits. */
 START_TEST(test_tick_after_open_transaction)
 {
@@ -419,6 +485,7 @@ int main(void)
 	PgtOptions opts = {.need_server = true};
 
 	tcase_add_test(tc, test_watch_protocol);
+	tcase_add_test(tc, test_busy_queue_ticks_at_its_own_gap);
 	tcase_add_test(tc, test_tick_after_open_transaction);
 	tcase_add_test(tc, test_tick_waits_for_a_reader);
 	tcase_add_test(tc, test_pending_probe_uses_the_index);
