@@ -346,7 +346,9 @@ static const char check_sql[] =
 	"select pg_catalog.to_regnamespace('pgq') is not null,"
 	" pg_catalog.to_regprocedure('pgq.maint_operations()') is not null,"
 	" (select extversion from pg_catalog.pg_extension where extname = 'pgq'),"
-	" pg_catalog.to_regprocedure('pgq.ticker_watch(integer)') is not null";
+	" pg_catalog.to_regprocedure('pgq.ticker_watch(integer)') is not null,"
+	" pg_catalog.to_regprocedure("
+	"'pgq.ticker_watch(integer,float8,float8,float8)') is not null";
 
 /*
  * A check or tick on the tick connection, under query_timeout. Constant SQL
@@ -497,6 +499,8 @@ static void on_check(Db *db, const JobOutcome *o)
 	}
 	db->has_maint_ops = strcmp(PQgetvalue(r->result, 0, 1), "t") == 0;
 	db->has_watch = strcmp(PQgetvalue(r->result, 0, 3), "t") == 0;
+	db->has_watch_rule =
+		PQnfields(r->result) > 4 && strcmp(PQgetvalue(r->result, 0, 4), "t") == 0;
 	if (!PQgetisnull(r->result, 0, 2))
 		version_checked(db, PQgetvalue(r->result, 0, 2)); /* PgQ's extension */
 	else
@@ -529,10 +533,12 @@ static usec_t watch_gap_min(const Db *db)
 
 /*
  * The watch gap's floor from the producers' rate: new_events (the call's fourth
- * column) since the previous watch tick. Up to wake_busy_rate it is
- * wake_min_interval; above, it grows in proportion up to wake_max_interval, so a
- * busy queue's batches grow with its rate instead of coming 200 times a second,
- * each costing the server a tick and the consumer a batch whatever its size.
+ * column: of the least busy low_latency queue a consumer waits on) since the
+ * previous watch tick. Up to wake_busy_rate it is wake_min_interval; above, it
+ * grows in proportion up to wake_max_interval, so a busy queue's batches grow
+ * with its rate instead of coming 200 times a second, each costing the server a
+ * tick and the consumer a batch whatever its size. The SQL applies the same rule
+ * to each queue, so a quiet queue keeps the short gap beside a busy one.
  */
 static usec_t watch_floor(Db *db, const PGresult *res, int mode)
 {
@@ -656,16 +662,31 @@ static void on_tick(Db *db, const JobOutcome *o)
 	tick_conn_job_failed(db, o);
 }
 
-static const char *const watch_sql[3] = {
-	"select * from pgq.ticker_watch(0)",
-	"select * from pgq.ticker_watch(1)",
-	"select * from pgq.ticker_watch(2)",
-};
+/*
+ * The watch call. With the busy rule in SQL (since 2026-12-06), each busy queue
+ * is ticked at its own gap from the same settings, so a quiet queue beside it
+ * keeps wake_min_interval; the text changes only on a reload, so the session's
+ * prepared statement is reused.
+ */
+static const char *watch_sql(const Db *db, int mode, char *buf, size_t size)
+{
+	const MainCfg *m = &db->t->cfg->main;
+
+	if (!db->has_watch_rule) {
+		snprintf(buf, size, "select * from pgq.ticker_watch(%d)", mode);
+		return buf;
+	}
+	snprintf(buf, size, "select * from pgq.ticker_watch(%d, %.6f, %d, %.6f)", mode,
+		 pqev_usec_to_sec(watch_gap_min(db)), m->wake_busy_rate,
+		 pqev_usec_to_sec(m->wake_max_interval));
+	return buf;
+}
 
 static void send_tick(Db *db)
 {
 	usec_t now = pqev_clock_now();
 	const char *sql = "select pgq.ticker()";
+	char buf[96];
 
 	db->tick_due = false;
 	db->tick_started = now;
@@ -675,7 +696,7 @@ static void send_tick(Db *db)
 	else if (db->tick_is_wake && db->has_watch && db->t->cfg->main.low_latency)
 		db->tick_watch_mode = 1;
 	if (db->tick_watch_mode >= 0)
-		sql = watch_sql[db->tick_watch_mode];
+		sql = watch_sql(db, db->tick_watch_mode, buf, sizeof(buf));
 	if (db->watching) {
 		/* a watch tick, not a wake-up */
 	} else if (db->tick_is_wake) {

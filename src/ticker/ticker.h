@@ -163,6 +163,7 @@ struct Db {
 	/* low-latency watch (pgq.ticker_watch(), db.c): while it holds the watch lock,
 	   producers send no wake-up and this database is ticked every few ms */
 	bool has_watch;      /* the schema has pgq.ticker_watch() */
+	bool has_watch_rule; /* ... and its form with the busy rule's settings */
 	bool watching;       /* this session holds the watch lock */
 	int tick_watch_mode; /* the mode of the tick in flight; -1: pgq.ticker() */
 	usec_t watch_active; /* the last watch tick that made ticks (or the start) */

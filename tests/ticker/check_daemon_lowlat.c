@@ -409,6 +409,127 @@ START_TEST(test_busy_producers_widen_the_watch)
 }
 END_TEST
 
+static bool covered_in_queue(PGconn *conn, const char *queue, long long xid)
+{
+	char sql[320];
+
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue"
+		 " where q.queue_name = '%s' and txid_visible_in_snapshot(%lld, t.tick_snapshot)",
+		 queue, xid);
+	return pgt_int(conn, sql) > 0;
+}
+
+/* One statement of the busy producer, and its consumer reading what is ticked. */
+static void produce_busy(PGconn *p, PGconn *r)
+{
+	pgt_exec(p, "select pgq.insert_event('q', 'test', 'payload') from generate_series(1, 20)");
+	free(pgt_take_all_batches(r, "q", "r"));
+}
+
+static long long queue_ticks(const char *db, const char *queue)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql),
+		 "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue"
+		 " where q.queue_name = '%s'",
+		 queue);
+	return pgt_int_db(db, sql);
+}
+
+/* Commit one event to queue while q stays busy; ms until a tick of queue covers it, or -1. */
+static long produce_covered(PGconn *p, PGconn *r, PGconn *k, const char *queue, int64_t limit)
+{
+	char sql[128];
+	long long x;
+	int64_t start;
+
+	pgt_exec(p, "begin");
+	snprintf(sql, sizeof(sql), "select pgq.insert_event('%s', 'test', 'payload')", queue);
+	pgt_exec(p, sql);
+	x = pgt_int(p, "select txid_current()");
+	pgt_exec(p, "commit");
+	start = pgt_now_ms();
+	while (!covered_in_queue(k, queue, x)) {
+		if (pgt_now_ms() - start >= limit)
+			return -1;
+		produce_busy(p, r);
+	}
+	return (long)(pgt_now_ms() - start);
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * A busy queue's wide gap is its own: a quiet low_latency queue in the same
+ * database keeps its short one. q takes events flat out, 20 a statement
+ * (2,000-5,000 a second here: at wake_busy_rate 50 and wake_min_interval 20 ms its
+ * gap is 0.8-2 s); q2 gets one event at a time, each waited for (one event in
+ * 20 ms is not busy). Median commit-to-tick of q2's events: under 25 ms; with the
+ * database's gap set by the summed rate it was the busy queue's, 0.5-1.5 s.
+ */
+START_TEST(test_quiet_queue_keeps_its_gap)
+{
+	Fixture f;
+	PGconn *p, *r, *k;
+	long lat[9];
+	long long t0, ticks;
+	int n = (int)(sizeof(lat) / sizeof(lat[0]));
+	int64_t limit = (int64_t)(5000 * pgt_time_factor()), began;
+
+	start_with(&f, "wake_min_interval = 0.02\nwake_busy_rate = 50\nwake_max_interval = 3\n");
+	/* no idle ticks of q2: each would put its reader a tick further from the head,
+	   and the daemon watches for queues whose reader is near it */
+	pgt_exec_db(f.db, "select pgq.create_queue('q2'),"
+			  " pgq.set_queue_config('q2', 'low_latency', 'on'),"
+			  " pgq.set_queue_config('q2', 'ticker_max_lag', '60'),"
+			  " pgq.register_consumer('q2', 'r')");
+	p = pgt_connect(f.db);
+	r = pgt_connect(f.db);
+	k = pgt_connect(f.db);
+	/* q2's first event ticked (with the new queue's second tick), and its reader
+	   at the head */
+	ck_assert(produce_covered(p, r, k, "q2", cover_ms()) >= 0);
+	free(pgt_take_all_batches(r, "q2", "r"));
+	t0 = queue_ticks(f.db, "q");
+	began = pgt_now_ms();
+	for (int i = 0; i < n; i++) {
+		int64_t until = pgt_now_ms() + 100;
+
+		/* q busy for 100 ms, then one event in q2 while q stays busy */
+		while (pgt_now_ms() < until)
+			produce_busy(p, r);
+		lat[i] = produce_covered(p, r, k, "q2", limit);
+		ck_assert_msg(lat[i] >= 0, "q2's event %d was not ticked within %lld ms", i,
+			      (long long)limit);
+		free(pgt_take_all_batches(r, "q2", "r"));
+	}
+	began = pgt_now_ms() - began;
+	ticks = queue_ticks(f.db, "q") - t0;
+	qsort(lat, (size_t)n, sizeof(lat[0]), cmp_long);
+	fprintf(stderr, "q2: median %ld ms, worst %ld ms; q: %lld ticks in %lld ms\n", lat[n / 2],
+		lat[n - 1], ticks, (long long)began);
+	ck_assert_msg(lat[n / 2] <= 150 * pgt_time_factor(),
+		      "q2's events ticked %ld ms (median) and %ld ms (worst) after commit,"
+		      " beside a busy queue",
+		      lat[n / 2], lat[n - 1]);
+	/* and q was ticked at its own gap meanwhile (0.3 s or more, less than 10 a
+	   second), not at q2's (20-25 ms) */
+	ck_assert_msg(ticks <= 2 + 10 * began / 1000,
+		      "the busy queue was ticked %lld times in %lld ms", ticks, (long long)began);
+	PQfinish(k);
+	PQfinish(p);
+	PQfinish(r);
+	stop(&f);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon-lowlat");
@@ -420,6 +541,7 @@ int main(void)
 	tcase_add_test(tc, test_rolled_back_notifier_and_reconnect);
 	tcase_add_test(tc, test_watch_slows_without_a_reader);
 	tcase_add_test(tc, test_busy_producers_widen_the_watch);
+	tcase_add_test(tc, test_quiet_queue_keeps_its_gap);
 	suite_add_tcase(s, tc);
 	return pgt_main(s, &opts);
 }
