@@ -77,12 +77,20 @@ static bool watch_held(void *arg)
 	return !watch_free(arg);
 }
 
-/* Open a transaction that produced one event; returns its xid. */
+/* Open a transaction that produced one event in queue; returns its xid. */
+static long long produce_open_in(PGconn *c, const char *queue)
+{
+	char sql[128];
+
+	pgt_exec(c, "begin");
+	snprintf(sql, sizeof(sql), "select pgq.insert_event('%s', 'test', 'payload')", queue);
+	pgt_exec(c, sql);
+	return pgt_int(c, "select txid_current()");
+}
+
 static long long produce_open(PGconn *c)
 {
-	pgt_exec(c, "begin");
-	pgt_exec(c, "select pgq.insert_event('q', 'test', 'payload')");
-	return pgt_int(c, "select txid_current()");
+	return produce_open_in(c, "q");
 }
 
 static long long produce_commit(const char *db)
@@ -441,14 +449,9 @@ static long long queue_ticks(const char *db, const char *queue)
 /* Commit one event to queue while q stays busy; ms until a tick of queue covers it, or -1. */
 static long produce_covered(PGconn *p, PGconn *r, PGconn *k, const char *queue, int64_t limit)
 {
-	char sql[128];
-	long long x;
+	long long x = produce_open_in(p, queue);
 	int64_t start;
 
-	pgt_exec(p, "begin");
-	snprintf(sql, sizeof(sql), "select pgq.insert_event('%s', 'test', 'payload')", queue);
-	pgt_exec(p, sql);
-	x = pgt_int(p, "select txid_current()");
 	pgt_exec(p, "commit");
 	start = pgt_now_ms();
 	while (!covered_in_queue(k, queue, x)) {
