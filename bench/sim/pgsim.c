@@ -5,7 +5,8 @@
  *
  *   pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]
  *         [--delay MS] [--jitter MS] [--connect-delay MS] [--first-connect-delay MS]
- *         [--period S] [--cores C | --process-per-session [--fork-delay MS]] [--tcp]
+ *         [--period S] [--cores C | --process-per-session [--fork-delay MS]
+ *         [--reply-tail SHARE]] [--tcp]
  *   pgsim --ctl DIR stats|reset|restart SECONDS [PORT]
  *
  * Server s (0..M-1) listens on port P+s: a unix socket DIR/.s.PGSQL.<P+s>, or
@@ -44,8 +45,9 @@
  * the server burns MS of its own CPU before each fork, as PostgreSQL's
  * postmaster spends its own on every fork, one after another (under a
  * connection storm on a busy machine, that serial share is what paces the
- * starts). For a few hundred
- * sessions (bench/sim/check-real); the default mode is the one for 10,000 and
+ * starts). --reply-tail SHARE (default 0.15): the share of a statement's delay
+ * the backend burns after sending its reply, as a real backend ends its
+ * transaction after answering. For a few hundred sessions (bench/sim/check-real); the default mode is the one for 10,000 and
  * more. The figures below live in MAP_SHARED memory in both modes, so the
  * backends record into it. LISTEN and NOTIFY are only acknowledged, in both
  * modes: no session is ever notified.
@@ -131,6 +133,7 @@ static double opt_delay = 0.3, opt_jitter = 0.1, opt_period = 1.0;
 static double opt_connect_delay;
 static double opt_first_connect_delay = -1; /* < 0: as --connect-delay */
 static double opt_fork_delay;
+static double opt_reply_tail = 0.15; /* share of a statement's delay burnt after its reply */
 static bool opt_tcp;
 static int opt_cores;     /* 0: every statement is answered after its own delay */
 static bool opt_sessions; /* --process-per-session */
@@ -900,8 +903,9 @@ static void conn_read(struct bufferevent *bev, void *arg)
 		case STEP_MORE:
 			return;
 		case STEP_FORK:
-			backend_fork(c, in, opt_fork_delay); /* returns in the server only */
-			conn_free(c);                        /* its copy of the socket */
+			backend_fork(c, in, opt_fork_delay,
+				     opt_reply_tail); /* returns in the server only */
+			conn_free(c);                 /* its copy of the socket */
 			return;
 		case STEP_CLOSE:
 			conn_free(c);
@@ -1317,7 +1321,8 @@ static void usage(void)
 		"usage: pgsim --dir DIR [--servers M] [--port P] [--databases N] [--replies FILE]\n"
 		"             [--delay MS] [--jitter MS] [--connect-delay MS]\n"
 		"             [--first-connect-delay MS] [--period S]\n"
-		"             [--cores C | --process-per-session [--fork-delay MS]] [--tcp]\n"
+		"             [--cores C | --process-per-session [--fork-delay MS]\n"
+		"             [--reply-tail SHARE]] [--tcp]\n"
 		"       pgsim --ctl DIR stats|reset|restart SECONDS [PORT]\n");
 	exit(2);
 }
@@ -1362,6 +1367,8 @@ int main(int argc, char **argv)
 			opt_first_connect_delay = atof(v);
 		else if (strcmp(a, "--fork-delay") == 0)
 			opt_fork_delay = atof(v);
+		else if (strcmp(a, "--reply-tail") == 0)
+			opt_reply_tail = atof(v);
 		else if (strcmp(a, "--period") == 0)
 			opt_period = atof(v);
 		else if (strcmp(a, "--cores") == 0)
@@ -1379,6 +1386,9 @@ int main(int argc, char **argv)
 	if (opt_fork_delay < 0 || (opt_fork_delay > 0 && !opt_sessions))
 		die("--fork-delay is the server's CPU per forked backend: at least 0, and only "
 		    "with --process-per-session");
+	if (opt_reply_tail < 0 || opt_reply_tail > 1)
+		die("--reply-tail is the share of a statement's delay burnt after its reply: "
+		    "from 0 to 1");
 	if (!replies_file) {
 		/* replies.txt beside the source, where meson's build tree points */
 		snprintf(defpath, sizeof(defpath), "%s/replies.txt", PGSIM_SRCDIR);

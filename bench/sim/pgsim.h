@@ -63,7 +63,7 @@ void backends_init(struct event_base *base);
 /* forks the backend of c (in: what followed the startup packet) after burning
  * fork_ms of the server's CPU; returns in the server only, which then closes
  * its copy of the socket */
-void backend_fork(Conn *c, struct evbuffer *in, double fork_ms);
+void backend_fork(Conn *c, struct evbuffer *in, double fork_ms, double tail);
 void backend_cancel(uint32_t pid, uint32_t key);
 void backends_terminate(void);
 int backends_count(void);

@@ -109,11 +109,17 @@ static void backend_main(Conn *c, struct evbuffer *in, const sigset_t *mask)
 
 static volatile sig_atomic_t cancel_pending, die_pending;
 static volatile unsigned char *burn_buf;
+/* A real backend sends a statement's reply before it is done with it (the end
+   of the transaction, freeing its memory, the stats): the share of a
+   statement's delay burnt after the reply (--reply-tail; bench/sim/check-real
+   measures it on the real server's backends, docs/benchmarks.md) */
+static double reply_tail;
 
 static bool burn(double ms);
 
-void backend_fork(Conn *c, struct evbuffer *in, double fork_ms)
+void backend_fork(Conn *c, struct evbuffer *in, double fork_ms, double tail)
 {
+	reply_tail = tail;
 	sigset_t all, old;
 
 	/* PostgreSQL's postmaster forks every backend itself, one after another:
@@ -210,14 +216,6 @@ static void terminate(Conn *c)
 	_exit(0);
 }
 
-/*
- * A real backend sends a statement's reply before it is done with it (the
- * end of the transaction, freeing its memory, the stats): traced on the
- * daemon's backends, from reading a statement to its reply p50 0.37 ms, from
- * the reply to the backend's next wait p50 0.067 ms (docs/benchmarks.md).
- */
-#define REPLY_TAIL_SHARE 0.15
-
 /* the reply due in c->pending, after its CPU; tail: the share of that CPU
    burnt after the reply (a statement's; 0 for the session's start) */
 static void respond(Conn *c, double tail)
@@ -311,7 +309,7 @@ static void backend_main(Conn *sc, struct evbuffer *sin, const sigset_t *mask)
 			if (r == STEP_CLOSE)
 				_exit(0);
 			if (c->due)
-				respond(c, REPLY_TAIL_SHARE);
+				respond(c, reply_tail);
 			else if (r == STEP_MORE)
 				break;
 		}
