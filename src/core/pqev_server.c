@@ -237,7 +237,10 @@ static void describe(const PqevServer *s, char *buf, size_t len)
 		snprintf(buf, len, "the default server");
 }
 
-static void report(PqevServer *s, bool down)
+/* probing: the probe is one of the outage's connections too, though off the
+   waiters' list while its attempt runs (a restart within a second ends with
+   only the probe's attempt: it said 3 of 4 connections reconnect) */
+static void report(PqevServer *s, bool down, bool probing)
 {
 	char target[PQEV_ERR_MAX];
 	PqevServerEvent ev = {
@@ -245,7 +248,7 @@ static void report(PqevServer *s, bool down)
 		.reported = s->reported,
 		.target = target,
 		.error = s->err[0] ? s->err : "the server is down",
-		.waiting = s->nwaiting,
+		.waiting = s->nwaiting + (probing ? 1 : 0),
 		.down_for = pqev_clock_now() - s->down_since,
 	};
 
@@ -261,7 +264,7 @@ static void report_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	s->reported = true;
 	s->refs++;
-	report(s, true);
+	report(s, true, s->probe != NULL);
 	server_put(s);
 }
 
@@ -350,6 +353,7 @@ void pqev_server_leave(PqevConn *c)
 void pqev_server_answered(PqevConn *c)
 {
 	PqevServer *s = c->srv;
+	bool probed = c->srv_probing;
 	if (!s)
 		return;
 	if (c->srv_probing) {
@@ -364,7 +368,7 @@ void pqev_server_answered(PqevConn *c)
 	evtimer_del(s->probe_ev);
 	evtimer_del(s->report_ev);
 	s->refs++;
-	report(s, false);
+	report(s, false, probed);
 	s->reported = false;
 	s->err[0] = '\0';
 	server_put(s);

@@ -32,8 +32,10 @@ unsigned pqev_conn_finish_deferred(void);
  * first failure that says so (see "Server-level failures" in pqev_conn.h) until
  * any attempt reaches it again.
  * - down = true: it has stayed down for PQEV_SERVER_REPORT_DELAY; `waiting` is
- *   how many connections wait for it by then, `error` the last failure.
- * - down = false: it answers again; `waiting` connections reconnect now,
+ *   how many connections wait for it by then (the one probing it included),
+ *   `error` the last failure.
+ * - down = false: it answers again; `waiting` connections reconnect now (the
+ *   one whose attempt found it back included, if it was waiting too),
  *   `down_for` is the outage's length, `reported` whether a down report was made
  *   (false: the outage was shorter than the delay and this is its only report).
  * `target` names the server ("host=... port=...", never a password). Every
