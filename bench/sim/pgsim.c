@@ -47,7 +47,8 @@
  * connection storm on a busy machine, that serial share is what paces the
  * starts). --reply-tail SHARE (default 0.15): the share of a statement's delay
  * the backend burns after sending its reply, as a real backend ends its
- * transaction after answering. For a few hundred sessions (bench/sim/check-real); the default mode is the one for 10,000 and
+ * transaction after answering. For a few hundred sessions
+ * (bench/sim/check-real); the default mode is the one for 10,000 and
  * more. The figures below live in MAP_SHARED memory in both modes, so the
  * backends record into it. LISTEN and NOTIFY are only acknowledged, in both
  * modes: no session is ever notified.

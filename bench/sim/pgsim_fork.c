@@ -119,8 +119,9 @@ static bool burn(double ms);
 
 void backend_fork(Conn *c, struct evbuffer *in, double fork_ms, double tail)
 {
-	reply_tail = tail;
 	sigset_t all, old;
+
+	reply_tail = tail; /* the child's copy is the one that counts */
 
 	/* PostgreSQL's postmaster forks every backend itself, one after another:
 	   its CPU per fork (--fork-delay) is a serial cost of a connection storm */
