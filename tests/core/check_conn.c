@@ -825,6 +825,9 @@ START_TEST(test_callbacks_free_their_connection)
 	ct_conn_new(&n, &cfg);
 	ck_assert_int_eq(pqev_conn_listen(n.conn, "bye"), 0);
 	ck_assert(ct_run_until(ct_req_is_done, &second, 10000));
+	/* b's session may start after the others' (seen on a fast machine: n had
+	   its notify before b connected) */
+	ck_assert(ct_run_until(ct_is_connected, &b, 10000));
 	ck_assert(ct_run_until(ct_is_connected, &n, 10000));
 	sync_conn(n.conn);
 	pgt_exec_db(db, "notify bye");
